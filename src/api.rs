@@ -1,0 +1,205 @@
+//! The HTTP adapter: REST API under `/v1`, JSON in snake_case.
+//! Handlers translate requests into engine commands and engine errors into
+//! status codes with a JSON body `{"error": {"code", "message"}}`.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::engine::{CompositionView, EngineError, EngineHandle, JoinRequest, ParticipantView};
+use crate::model::composition::CompositionConfig;
+use crate::model::ids::{CompositionId, ParticipantId};
+use crate::model::sdp::SdpError;
+
+const SDP_CONTENT_TYPE: &str = "application/sdp";
+
+pub fn app(engine: EngineHandle) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/compositions", get(list_compositions).post(create_composition))
+        .route("/v1/compositions/{id}", get(get_composition).delete(delete_composition))
+        .route("/v1/compositions/{id}/participants", get(list_participants).post(add_participant))
+        .route("/v1/compositions/{id}/participants/{pid}", get(get_participant).delete(remove_participant))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+        })
+        .with_state(engine)
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into() }
+    }
+
+    fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> ApiError {
+        let message = e.to_string();
+        let (status, code) = match &e {
+            EngineError::CompositionNotFound(_) => (StatusCode::NOT_FOUND, "composition_not_found"),
+            EngineError::ParticipantNotFound(..) => (StatusCode::NOT_FOUND, "participant_not_found"),
+            EngineError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "invalid_composition"),
+            EngineError::Sdp(SdpError::Malformed(_)) => (StatusCode::BAD_REQUEST, "malformed_sdp"),
+            EngineError::Sdp(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "no_common_codec"),
+            EngineError::PortsExhausted(_) => (StatusCode::SERVICE_UNAVAILABLE, "ports_exhausted"),
+            EngineError::CompositionFull(_) => (StatusCode::CONFLICT, "composition_full"),
+            EngineError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            EngineError::Media(_) => {
+                // Internals stay in the log; the client learns only that it failed.
+                tracing::error!("media error answering a request: {message}");
+                return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "media_error", "the media pipeline failed; see the server log");
+            }
+        };
+        ApiError::new(status, code, message)
+    }
+}
+
+/// Parses a JSON body with our error shape; an empty body is `{}`.
+fn json_body<T: for<'de> Deserialize<'de>>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {
+    if let Some(content_type) = content_type(headers)
+        && content_type != "application/json"
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_content_type",
+            format!("expected application/json, got {content_type}"),
+        ));
+    }
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}")))
+}
+
+/// The media type of the request, without parameters, lower-cased.
+fn content_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+}
+
+fn created<T: Serialize>(location: String, body: T) -> Response {
+    let mut response = (StatusCode::CREATED, axum::Json(body)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+async fn create_composition(State(engine): State<EngineHandle>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let config: CompositionConfig = json_body(&headers, &body)?;
+    let view = engine.create_composition(config).await?;
+    Ok(created(format!("/v1/compositions/{}", view.id), view))
+}
+
+#[derive(Serialize)]
+struct CompositionList {
+    compositions: Vec<CompositionView>,
+}
+
+async fn list_compositions(State(engine): State<EngineHandle>) -> Result<axum::Json<CompositionList>, ApiError> {
+    Ok(axum::Json(CompositionList { compositions: engine.list_compositions().await? }))
+}
+
+async fn get_composition(State(engine): State<EngineHandle>, Path(id): Path<String>) -> Result<axum::Json<CompositionView>, ApiError> {
+    Ok(axum::Json(engine.composition(CompositionId::from(id)).await?))
+}
+
+async fn delete_composition(State(engine): State<EngineHandle>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    engine.delete_composition(CompositionId::from(id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+struct ParticipantList {
+    participants: Vec<ParticipantView>,
+}
+
+async fn list_participants(State(engine): State<EngineHandle>, Path(id): Path<String>) -> Result<axum::Json<ParticipantList>, ApiError> {
+    let composition = engine.composition(CompositionId::from(id)).await?;
+    Ok(axum::Json(ParticipantList { participants: composition.participants }))
+}
+
+/// `{"name": "Room 4B", "sdp": "<offer>"}`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinBody {
+    #[serde(default)]
+    name: Option<String>,
+    sdp: String,
+}
+
+#[derive(Serialize)]
+struct JoinedBody {
+    #[serde(flatten)]
+    participant: ParticipantView,
+    sdp: String,
+}
+
+async fn add_participant(
+    State(engine): State<EngineHandle>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let composition = CompositionId::from(id);
+    let as_sdp = content_type(&headers).as_deref() == Some(SDP_CONTENT_TYPE);
+    let request = if as_sdp {
+        let offer = String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("malformed_sdp", "the SDP offer is not UTF-8 text"))?;
+        JoinRequest { name: None, offer }
+    } else {
+        let body: JoinBody = json_body(&headers, &body).map_err(|e| match e.status {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_content_type",
+                "send the offer as application/sdp, or as application/json {\"name\", \"sdp\"}",
+            ),
+            _ => e,
+        })?;
+        JoinRequest { name: body.name, offer: body.sdp }
+    };
+    let joined = engine.add_participant(composition.clone(), request).await?;
+    let location = format!("/v1/compositions/{composition}/participants/{}", joined.participant.id);
+    if as_sdp {
+        let mut response = (StatusCode::CREATED, [(header::CONTENT_TYPE, SDP_CONTENT_TYPE)], joined.answer).into_response();
+        if let Ok(value) = HeaderValue::from_str(&location) {
+            response.headers_mut().insert(header::LOCATION, value);
+        }
+        Ok(response)
+    } else {
+        Ok(created(location, JoinedBody { participant: joined.participant, sdp: joined.answer }))
+    }
+}
+
+async fn get_participant(
+    State(engine): State<EngineHandle>,
+    Path((id, pid)): Path<(String, String)>,
+) -> Result<axum::Json<ParticipantView>, ApiError> {
+    Ok(axum::Json(engine.participant(CompositionId::from(id), ParticipantId::from(pid)).await?))
+}
+
+async fn remove_participant(State(engine): State<EngineHandle>, Path((id, pid)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+    engine.remove_participant(CompositionId::from(id), ParticipantId::from(pid)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

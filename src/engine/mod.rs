@@ -1,0 +1,355 @@
+//! The engine: one actor, on its own thread, that owns every composition.
+//!
+//! Commands arrive from the HTTP adapter through an [`EngineHandle`];
+//! events arrive from GStreamer's threads through the same channel. Nothing
+//! else mutates composition state, so there are no locks around it.
+//! GStreamer calls block briefly (state changes), which is why this is a
+//! thread and not a tokio task.
+
+mod views;
+
+pub use views::{CompositionView, ParticipantState, ParticipantView};
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+use crate::media::composition::JoiningMedium;
+use crate::media::profiles::Profiles;
+use crate::media::{CompositionMedia, MediaError, MediaEvent, MediaSettings};
+use crate::model::composition::{CompositionConfig, InvalidConfig};
+use crate::model::ids::{CompositionId, ParticipantId};
+use crate::model::layout::MAX_GRID_CELLS;
+use crate::model::sdp::{self, Canvas, LocalTransport, SdpError};
+use crate::ports::{PortAllocator, PortsExhausted};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    #[error("no composition with id {0}")]
+    CompositionNotFound(CompositionId),
+    #[error("no participant with id {1} in composition {0}")]
+    ParticipantNotFound(CompositionId, ParticipantId),
+    #[error(transparent)]
+    InvalidConfig(#[from] InvalidConfig),
+    #[error(transparent)]
+    Sdp(#[from] SdpError),
+    #[error(transparent)]
+    PortsExhausted(#[from] PortsExhausted),
+    #[error("composition {0} already has {MAX_GRID_CELLS} participants, the most a grid shows")]
+    CompositionFull(CompositionId),
+    #[error("media pipeline: {0}")]
+    Media(#[from] MediaError),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+pub struct JoinRequest {
+    pub name: Option<String>,
+    pub offer: String,
+}
+
+/// A new participant and the SDP answer for it.
+pub struct Joined {
+    pub participant: ParticipantView,
+    pub answer: String,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+
+enum Command {
+    CreateComposition(CompositionConfig, Reply<CompositionView>),
+    ListCompositions(Reply<Vec<CompositionView>>),
+    GetComposition(CompositionId, Reply<CompositionView>),
+    DeleteComposition(CompositionId, Reply<()>),
+    AddParticipant(CompositionId, JoinRequest, Reply<Joined>),
+    GetParticipant(CompositionId, ParticipantId, Reply<ParticipantView>),
+    RemoveParticipant(CompositionId, ParticipantId, Reply<()>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+enum Message {
+    Command(Command),
+    Media(MediaEvent),
+}
+
+/// Cloneable sender to the engine, used by the HTTP adapter.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Message>,
+}
+
+impl EngineHandle {
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, EngineError> {
+        let (reply, response) = oneshot::channel();
+        self.tx.send(Message::Command(make(reply))).map_err(|_| EngineError::ShuttingDown)?;
+        response.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    pub async fn create_composition(&self, config: CompositionConfig) -> Result<CompositionView, EngineError> {
+        self.ask(|r| Command::CreateComposition(config, r)).await
+    }
+
+    pub async fn list_compositions(&self) -> Result<Vec<CompositionView>, EngineError> {
+        self.ask(Command::ListCompositions).await
+    }
+
+    pub async fn composition(&self, id: CompositionId) -> Result<CompositionView, EngineError> {
+        self.ask(|r| Command::GetComposition(id, r)).await
+    }
+
+    pub async fn delete_composition(&self, id: CompositionId) -> Result<(), EngineError> {
+        self.ask(|r| Command::DeleteComposition(id, r)).await
+    }
+
+    pub async fn add_participant(&self, id: CompositionId, request: JoinRequest) -> Result<Joined, EngineError> {
+        self.ask(|r| Command::AddParticipant(id, request, r)).await
+    }
+
+    pub async fn participant(&self, id: CompositionId, pid: ParticipantId) -> Result<ParticipantView, EngineError> {
+        self.ask(|r| Command::GetParticipant(id, pid, r)).await
+    }
+
+    pub async fn remove_participant(&self, id: CompositionId, pid: ParticipantId) -> Result<(), EngineError> {
+        self.ask(|r| Command::RemoveParticipant(id, pid, r)).await
+    }
+
+    /// Stops every composition, releasing all pipelines and ports.
+    pub async fn shutdown(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Message::Command(Command::Shutdown(done))).is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+struct Composition {
+    config: CompositionConfig,
+    created_at: OffsetDateTime,
+    media: CompositionMedia,
+    /// In join order.
+    participants: Vec<Participant>,
+}
+
+struct Participant {
+    id: ParticipantId,
+    name: String,
+    state: ParticipantState,
+    joined: Instant,
+    last_error: Option<String>,
+}
+
+pub struct Engine {
+    config: Config,
+    profiles: Arc<Profiles>,
+    ports: PortAllocator,
+    compositions: BTreeMap<CompositionId, Composition>,
+    tx: mpsc::Sender<Message>,
+}
+
+/// How often staleness is checked.
+const TICK: Duration = Duration::from_millis(500);
+
+impl Engine {
+    /// Starts the engine thread. `gst::init()` must have succeeded and the
+    /// profiles must have been validated.
+    pub fn start(config: Config, profiles: Profiles) -> EngineHandle {
+        let (tx, rx) = mpsc::channel();
+        let engine = Engine {
+            ports: PortAllocator::new(config.rtp_ports, config.rtp_bind),
+            config,
+            profiles: Arc::new(profiles),
+            compositions: BTreeMap::new(),
+            tx: tx.clone(),
+        };
+        std::thread::Builder::new()
+            .name("tutti-engine".into())
+            .spawn(move || engine.run(rx))
+            .expect("spawning the engine thread");
+        EngineHandle { tx }
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Message>) {
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(timeout) {
+                Ok(Message::Command(Command::Shutdown(done))) => {
+                    self.shutdown();
+                    let _ = done.send(());
+                    return;
+                }
+                Ok(Message::Command(command)) => self.handle(command),
+                Ok(Message::Media(event)) => self.on_media_event(event),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.shutdown();
+                    return;
+                }
+            }
+            if Instant::now() >= next_tick {
+                self.update_participant_states();
+                next_tick = Instant::now() + TICK;
+            }
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        // A reply nobody waits for any more (client gone) is not an error.
+        match command {
+            Command::CreateComposition(config, reply) => drop(reply.send(self.create_composition(config))),
+            Command::ListCompositions(reply) => {
+                drop(reply.send(Ok(self.compositions.iter().map(|(id, c)| c.view(id)).collect())))
+            }
+            Command::GetComposition(id, reply) => drop(reply.send(self.get(&id).map(|c| c.view(&id)))),
+            Command::DeleteComposition(id, reply) => drop(reply.send(self.delete_composition(&id))),
+            Command::AddParticipant(id, request, reply) => drop(reply.send(self.add_participant(&id, request))),
+            Command::GetParticipant(id, pid, reply) => drop(reply.send(
+                self.get(&id).and_then(|c| c.participant_view(&pid).ok_or(EngineError::ParticipantNotFound(id, pid))),
+            )),
+            Command::RemoveParticipant(id, pid, reply) => drop(reply.send(self.remove_participant(&id, &pid))),
+            Command::Shutdown(_) => unreachable!("handled by run()"),
+        }
+    }
+
+    fn get(&self, id: &CompositionId) -> Result<&Composition, EngineError> {
+        self.compositions.get(id).ok_or_else(|| EngineError::CompositionNotFound(id.clone()))
+    }
+
+    fn create_composition(&mut self, config: CompositionConfig) -> Result<CompositionView, EngineError> {
+        config.validate()?;
+        let id = CompositionId::random();
+        let events_tx = self.tx.clone();
+        let events = Arc::new(move |event| {
+            let _ = events_tx.send(Message::Media(event));
+        });
+        let settings = MediaSettings { jitter_buffer: self.config.jitter_buffer };
+        let media = CompositionMedia::new(id.clone(), config.clone(), self.profiles.clone(), settings, events)?;
+        tracing::info!(composition = %id, name = ?config.name, "composition created");
+        let composition = Composition { config, created_at: OffsetDateTime::now_utc(), media, participants: Vec::new() };
+        let view = composition.view(&id);
+        self.compositions.insert(id, composition);
+        Ok(view)
+    }
+
+    fn delete_composition(&mut self, id: &CompositionId) -> Result<(), EngineError> {
+        let composition = self.compositions.remove(id).ok_or_else(|| EngineError::CompositionNotFound(id.clone()))?;
+        composition.media.shutdown();
+        tracing::info!(composition = %id, "composition deleted");
+        Ok(())
+    }
+
+    fn add_participant(&mut self, id: &CompositionId, request: JoinRequest) -> Result<Joined, EngineError> {
+        let composition = self.compositions.get_mut(id).ok_or_else(|| EngineError::CompositionNotFound(id.clone()))?;
+        if composition.participants.len() >= MAX_GRID_CELLS {
+            return Err(EngineError::CompositionFull(id.clone()));
+        }
+        let negotiation = sdp::negotiate(&request.offer)?;
+        let audio_ports = negotiation.audio.as_ref().map(|_| self.ports.allocate()).transpose()?;
+        let video_ports = negotiation.video.as_ref().map(|_| self.ports.allocate()).transpose()?;
+
+        let local = LocalTransport {
+            address: self.config.public_ip,
+            audio_port: audio_ports.as_ref().map(|p| p.rtp_port()),
+            video_port: video_ports.as_ref().map(|p| p.rtp_port()),
+        };
+        let v = &composition.config.video;
+        let canvas = Canvas { width: v.width, height: v.height, fps: v.fps };
+        let answer = negotiation.answer(&local, canvas, rand::random::<u32>().into());
+
+        let pid = ParticipantId::random();
+        let name = request
+            .name
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| format!("Caller {}", composition.participants.len() + 1));
+        let joining = |negotiated: Option<sdp::NegotiatedMedia>, ports| {
+            negotiated.zip(ports).map(|(negotiated, ports)| JoiningMedium { negotiated, ports })
+        };
+        composition.media.add_participant(
+            pid.clone(),
+            &name,
+            joining(negotiation.audio.clone(), audio_ports),
+            joining(negotiation.video.clone(), video_ports),
+        )?;
+        tracing::info!(
+            composition = %id, participant = %pid, %name,
+            audio = ?negotiation.audio.as_ref().map(|m| m.codec),
+            video = ?negotiation.video.as_ref().map(|m| m.codec),
+            "participant joined"
+        );
+        composition.participants.push(Participant {
+            id: pid.clone(),
+            name,
+            state: ParticipantState::Connecting,
+            joined: Instant::now(),
+            last_error: None,
+        });
+        let participant = composition.participant_view(&pid).expect("just added");
+        Ok(Joined { participant, answer })
+    }
+
+    fn remove_participant(&mut self, id: &CompositionId, pid: &ParticipantId) -> Result<(), EngineError> {
+        let composition = self.compositions.get_mut(id).ok_or_else(|| EngineError::CompositionNotFound(id.clone()))?;
+        let index = composition
+            .participants
+            .iter()
+            .position(|p| &p.id == pid)
+            .ok_or_else(|| EngineError::ParticipantNotFound(id.clone(), pid.clone()))?;
+        composition.participants.remove(index);
+        composition.media.remove_participant(pid);
+        tracing::info!(composition = %id, participant = %pid, "participant left");
+        Ok(())
+    }
+
+    fn on_media_event(&mut self, event: MediaEvent) {
+        match event {
+            MediaEvent::LatencyChanged { composition } => {
+                if let Some(c) = self.compositions.get(&composition) {
+                    c.media.recalculate_latency();
+                }
+            }
+            MediaEvent::Error { composition, element, message } => {
+                let Some(c) = self.compositions.get_mut(&composition) else { return };
+                // Element names start with the owner: `caller-{id}-…`.
+                let owner = c.participants.iter_mut().find(|p| element.contains(&format!("caller-{}-", p.id)));
+                match owner {
+                    Some(p) => {
+                        tracing::warn!(composition = %composition, participant = %p.id, %element, "caller media error: {message}");
+                        p.last_error = Some(message);
+                    }
+                    None => tracing::error!(composition = %composition, %element, "media error: {message}"),
+                }
+            }
+        }
+    }
+
+    fn update_participant_states(&mut self) {
+        let stale_after = self.config.stale_after;
+        for (cid, composition) in &mut self.compositions {
+            for participant in &mut composition.participants {
+                let Some(media) = composition.media.participant(&participant.id) else { continue };
+                let next = ParticipantState::from_media(
+                    media.expects_media(),
+                    media.last_media_age(),
+                    participant.joined.elapsed(),
+                    stale_after,
+                );
+                if next != participant.state {
+                    tracing::info!(composition = %cid, participant = %participant.id, from = ?participant.state, to = ?next, "participant state");
+                    participant.state = next;
+                }
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        for (id, composition) in std::mem::take(&mut self.compositions) {
+            composition.media.shutdown();
+            tracing::info!(composition = %id, "composition stopped");
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! What the API shows of compositions and participants (JSON, snake_case).
+
+use serde::Serialize;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+use super::Composition;
+use crate::media::MediumStats;
+use crate::model::composition::{AudioConfig, VideoConfig};
+use crate::model::ids::{CompositionId, ParticipantId};
+use crate::model::layout::LayoutConfig;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParticipantState {
+    /// Joined; no media from it yet.
+    Connecting,
+    /// Media arrives (or the caller only receives).
+    Active,
+    /// Nothing arrived for longer than the stale timeout. It stays until deleted.
+    Stale,
+}
+
+impl ParticipantState {
+    /// Pure state rule: a caller expected to send is `stale` once it has
+    /// been silent (or never spoke) for `stale_after`, `active` while media
+    /// flows, `connecting` before its first packet. A receive-only caller
+    /// is always `active`.
+    pub fn from_media(
+        expects_media: bool,
+        last_media_age: Option<Duration>,
+        since_join: Duration,
+        stale_after: Duration,
+    ) -> ParticipantState {
+        if !expects_media {
+            return ParticipantState::Active;
+        }
+        match last_media_age {
+            Some(age) if age <= stale_after => ParticipantState::Active,
+            Some(_) => ParticipantState::Stale,
+            None if since_join > stale_after => ParticipantState::Stale,
+            None => ParticipantState::Connecting,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ParticipantView {
+    pub id: ParticipantId,
+    pub name: String,
+    pub state: ParticipantState,
+    pub audio: Option<MediumStats>,
+    pub video: Option<MediumStats>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CompositionView {
+    pub id: CompositionId,
+    pub name: Option<String>,
+    pub state: &'static str,
+    pub video: VideoConfig,
+    pub audio: AudioConfig,
+    pub layout: LayoutConfig,
+    pub participants: Vec<ParticipantView>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl Composition {
+    pub(super) fn view(&self, id: &CompositionId) -> CompositionView {
+        CompositionView {
+            id: id.clone(),
+            name: self.config.name.clone(),
+            state: "running",
+            video: self.config.video.clone(),
+            audio: self.config.audio.clone(),
+            layout: self.config.layout.clone(),
+            participants: self.participants.iter().filter_map(|p| self.participant_view(&p.id)).collect(),
+            created_at: self.created_at,
+        }
+    }
+
+    pub(super) fn participant_view(&self, pid: &ParticipantId) -> Option<ParticipantView> {
+        let participant = self.participants.iter().find(|p| &p.id == pid)?;
+        let stats = self.media.participant(pid).map(|m| m.stats()).unwrap_or_default();
+        Some(ParticipantView {
+            id: participant.id.clone(),
+            name: participant.name.clone(),
+            state: participant.state,
+            audio: stats.audio,
+            video: stats.video,
+            last_error: participant.last_error.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STALE: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn state_follows_media_age() {
+        let s = |age: Option<u64>, joined: u64| {
+            ParticipantState::from_media(true, age.map(Duration::from_secs), Duration::from_secs(joined), STALE)
+        };
+        assert_eq!(s(None, 1), ParticipantState::Connecting);
+        assert_eq!(s(None, 31), ParticipantState::Stale);
+        assert_eq!(s(Some(1), 100), ParticipantState::Active);
+        assert_eq!(s(Some(31), 100), ParticipantState::Stale);
+        assert_eq!(
+            ParticipantState::from_media(false, None, Duration::from_secs(100), STALE),
+            ParticipantState::Active,
+            "a receive-only caller never goes stale"
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! Tutti: an MCU and live-stream transcoder on GStreamer.
+//!
+//! Three rings (see `STYLE.md` of the project):
+//! - [`model`]: pure logic (codecs, layout, SDP negotiation, configuration);
+//! - [`engine`]: the one actor that owns every composition;
+//! - adapters at the edges: [`api`] (HTTP), [`media`] (GStreamer), [`ports`] (UDP sockets).
+
+pub mod api;
+pub mod config;
+pub mod engine;
+pub mod media;
+pub mod model;
+pub mod ports;

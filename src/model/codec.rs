@@ -1,0 +1,228 @@
+//! The codecs Tutti speaks on the RTP side, with the facts the rest of the
+//! system needs about each: RTP encoding names, clock rates, static payload
+//! types and the raw-media format the encoder expects.
+
+use serde::Serialize;
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+impl fmt::Display for MediaKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AudioCodec {
+    /// `stereo` is the receiver's `stereo=1` fmtp preference (RFC 7587).
+    Opus { stereo: bool },
+    Pcmu,
+    Pcma,
+    G722,
+}
+
+/// H.264 packetization mode 0 needs every NAL unit in one RTP packet, so it
+/// takes an encoder configured for small slices: the two modes are distinct
+/// encodes, not just distinct payloaders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VideoCodec {
+    H264 { packetization_mode: u8 },
+    Vp8,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Codec {
+    Audio(AudioCodec),
+    Video(VideoCodec),
+}
+
+impl AudioCodec {
+    pub const ALL: [AudioCodec; 4] = [
+        AudioCodec::Opus { stereo: false },
+        AudioCodec::Pcmu,
+        AudioCodec::Pcma,
+        AudioCodec::G722,
+    ];
+
+    /// Encoding name as written in `a=rtpmap` and in GStreamer RTP caps.
+    pub fn encoding_name(self) -> &'static str {
+        match self {
+            AudioCodec::Opus { .. } => "OPUS",
+            AudioCodec::Pcmu => "PCMU",
+            AudioCodec::Pcma => "PCMA",
+            AudioCodec::G722 => "G722",
+        }
+    }
+
+    /// RTP clock rate. G.722 keeps 8000 for historical reasons (RFC 3551 4.5.2)
+    /// although it samples at 16 kHz.
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            AudioCodec::Opus { .. } => 48000,
+            AudioCodec::Pcmu | AudioCodec::Pcma | AudioCodec::G722 => 8000,
+        }
+    }
+
+    /// Channel count written after the clock rate in `a=rtpmap`, if any.
+    pub fn rtpmap_channels(self) -> Option<u32> {
+        match self {
+            AudioCodec::Opus { .. } => Some(2),
+            _ => None,
+        }
+    }
+
+    pub fn static_payload_type(self) -> Option<u8> {
+        match self {
+            AudioCodec::Pcmu => Some(0),
+            AudioCodec::Pcma => Some(8),
+            AudioCodec::G722 => Some(9),
+            AudioCodec::Opus { .. } => None,
+        }
+    }
+
+    /// Sample rate and channel count of the raw audio the encoder takes.
+    pub fn raw_format(self) -> (u32, u32) {
+        match self {
+            AudioCodec::Opus { stereo } => (48000, if stereo { 2 } else { 1 }),
+            AudioCodec::Pcmu | AudioCodec::Pcma => (8000, 1),
+            AudioCodec::G722 => (16000, 1),
+        }
+    }
+
+    /// Profile name in `pipelines/` (see `media::profiles`).
+    pub fn profile_name(self) -> &'static str {
+        match self {
+            AudioCodec::Opus { .. } => "opus",
+            AudioCodec::Pcmu => "pcmu",
+            AudioCodec::Pcma => "pcma",
+            AudioCodec::G722 => "g722",
+        }
+    }
+}
+
+impl VideoCodec {
+    pub const ALL: [VideoCodec; 3] = [
+        VideoCodec::H264 { packetization_mode: 1 },
+        VideoCodec::H264 { packetization_mode: 0 },
+        VideoCodec::Vp8,
+    ];
+
+    pub fn encoding_name(self) -> &'static str {
+        match self {
+            VideoCodec::H264 { .. } => "H264",
+            VideoCodec::Vp8 => "VP8",
+        }
+    }
+
+    pub fn clock_rate(self) -> u32 {
+        90000
+    }
+
+    /// Decoder profile name: both H.264 modes decode the same way.
+    pub fn decoder_profile_name(self) -> &'static str {
+        match self {
+            VideoCodec::H264 { .. } => "h264",
+            VideoCodec::Vp8 => "vp8",
+        }
+    }
+
+    pub fn encoder_profile_name(self) -> &'static str {
+        match self {
+            VideoCodec::H264 { packetization_mode: 0 } => "h264-single-nal",
+            VideoCodec::H264 { .. } => "h264",
+            VideoCodec::Vp8 => "vp8",
+        }
+    }
+}
+
+impl Codec {
+    pub fn kind(self) -> MediaKind {
+        match self {
+            Codec::Audio(_) => MediaKind::Audio,
+            Codec::Video(_) => MediaKind::Video,
+        }
+    }
+
+    pub fn encoding_name(self) -> &'static str {
+        match self {
+            Codec::Audio(c) => c.encoding_name(),
+            Codec::Video(c) => c.encoding_name(),
+        }
+    }
+
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            Codec::Audio(c) => c.clock_rate(),
+            Codec::Video(c) => c.clock_rate(),
+        }
+    }
+}
+
+impl fmt::Display for Codec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Codec::Video(VideoCodec::H264 { packetization_mode }) => {
+                write!(f, "H264 (packetization-mode {packetization_mode})")
+            }
+            other => f.write_str(other.encoding_name()),
+        }
+    }
+}
+
+/// The lowest H.264 level whose macroblock limits fit the canvas
+/// (ITU-T H.264 Table A-1), as the `level_idc` byte of `profile-level-id`.
+pub fn h264_level_idc(width: u32, height: u32, fps: u32) -> u8 {
+    const LEVELS: [(u8, u64, u64); 9] = [
+        // (level_idc, max macroblocks per second, max frame size in macroblocks)
+        (30, 40_500, 1_620),
+        (31, 108_000, 3_600),
+        (32, 216_000, 5_120),
+        (40, 245_760, 8_192),
+        (42, 522_240, 8_704),
+        (50, 589_824, 22_080),
+        (51, 983_040, 36_864),
+        (52, 2_073_600, 36_864),
+        (60, 4_177_920, 139_264),
+    ];
+    let frame_mbs = u64::from(width.div_ceil(16)) * u64::from(height.div_ceil(16));
+    let mbps = frame_mbs * u64::from(fps);
+    LEVELS
+        .iter()
+        .find(|(_, max_mbps, max_fs)| mbps <= *max_mbps && frame_mbs <= *max_fs)
+        .map_or(60, |(idc, _, _)| *idc)
+}
+
+/// Human-readable list of what Tutti accepts, for 415 errors.
+pub fn supported_codecs_description() -> String {
+    "audio: opus/48000/2, PCMU/8000, PCMA/8000, G722/8000; video: H264/90000 \
+     (packetization-mode 0 or 1), VP8/90000; transport: RTP/AVP or RTP/AVPF"
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h264_level_fits_common_canvases() {
+        assert_eq!(h264_level_idc(640, 360, 30), 30);
+        assert_eq!(h264_level_idc(1280, 720, 30), 31);
+        assert_eq!(h264_level_idc(1280, 720, 60), 32);
+        assert_eq!(h264_level_idc(1920, 1080, 30), 40);
+    }
+
+    #[test]
+    fn g722_samples_at_16k_but_clocks_at_8k() {
+        assert_eq!(AudioCodec::G722.clock_rate(), 8000);
+        assert_eq!(AudioCodec::G722.raw_format(), (16000, 1));
+    }
+}

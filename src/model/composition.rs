@@ -1,0 +1,137 @@
+//! What a user sets for a composition (the body of `POST /v1/compositions`),
+//! with defaults and validation.
+
+use super::layout::LayoutConfig;
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_WIDTH: u32 = 1280;
+pub const DEFAULT_HEIGHT: u32 = 720;
+pub const DEFAULT_FPS: u32 = 30;
+pub const DEFAULT_BITRATE_KBPS: u32 = 2500;
+pub const DEFAULT_SAMPLE_RATE: u32 = 48000;
+pub const DEFAULT_CHANNELS: u32 = 2;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompositionConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub video: VideoConfig,
+    #[serde(default)]
+    pub audio: AudioConfig,
+    #[serde(default)]
+    pub layout: LayoutConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VideoConfig {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub bitrate_kbps: u32,
+}
+
+impl Default for VideoConfig {
+    fn default() -> Self {
+        VideoConfig {
+            width: DEFAULT_WIDTH,
+            height: DEFAULT_HEIGHT,
+            fps: DEFAULT_FPS,
+            bitrate_kbps: DEFAULT_BITRATE_KBPS,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AudioConfig {
+    pub sample_rate: u32,
+    pub channels: u32,
+}
+
+impl Default for AudioConfig {
+    fn default() -> Self {
+        AudioConfig { sample_rate: DEFAULT_SAMPLE_RATE, channels: DEFAULT_CHANNELS }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid composition: {0}")]
+pub struct InvalidConfig(pub String);
+
+impl CompositionConfig {
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        let v = &self.video;
+        let bad = |msg: String| Err(InvalidConfig(msg));
+        if !(16..=3840).contains(&v.width) || !(16..=2160).contains(&v.height) {
+            return bad(format!(
+                "video size {}x{} is outside 16x16..3840x2160",
+                v.width, v.height
+            ));
+        }
+        if v.width % 2 != 0 || v.height % 2 != 0 {
+            return bad(format!("video size {}x{} must be even (4:2:0 chroma)", v.width, v.height));
+        }
+        if !(1..=60).contains(&v.fps) {
+            return bad(format!("video.fps {} is outside 1..60", v.fps));
+        }
+        if !(100..=50_000).contains(&v.bitrate_kbps) {
+            return bad(format!("video.bitrate_kbps {} is outside 100..50000", v.bitrate_kbps));
+        }
+        let a = &self.audio;
+        if ![8000, 16000, 24000, 32000, 44100, 48000].contains(&a.sample_rate) {
+            return bad(format!(
+                "audio.sample_rate {} is not one of 8000, 16000, 24000, 32000, 44100, 48000",
+                a.sample_rate
+            ));
+        }
+        if !(1..=2).contains(&a.channels) {
+            return bad(format!("audio.channels {} must be 1 or 2", a.channels));
+        }
+        if let Some(name) = &self.name
+            && name.chars().count() > 200
+        {
+            return bad("name is longer than 200 characters".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_body_takes_every_default() {
+        let c: CompositionConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c.video, VideoConfig::default());
+        assert_eq!(c.audio.sample_rate, 48000);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn partial_video_keeps_other_defaults() {
+        let c: CompositionConfig = serde_json::from_str(r#"{"video":{"width":640,"height":360}}"#).unwrap();
+        assert_eq!((c.video.width, c.video.height, c.video.fps), (640, 360, 30));
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_by_name() {
+        let err = serde_json::from_str::<CompositionConfig>(r#"{"vidoe":{}}"#).unwrap_err();
+        assert!(err.to_string().contains("vidoe"), "{err}");
+    }
+
+    #[test]
+    fn odd_or_huge_sizes_are_invalid() {
+        let mut c = CompositionConfig::default();
+        c.video.width = 641;
+        assert!(c.validate().unwrap_err().0.contains("even"));
+        c.video.width = 10_000;
+        assert!(c.validate().is_err());
+        c = CompositionConfig::default();
+        c.audio.channels = 6;
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,9 @@
+//! The pure model: no GStreamer, no tokio. Codecs, layout geometry, SDP
+//! offer/answer negotiation and the user-facing configuration of a composition.
+//! Everything here is deterministic and unit-tested next to its code.
+
+pub mod codec;
+pub mod composition;
+pub mod ids;
+pub mod layout;
+pub mod sdp;

@@ -1,0 +1,539 @@
+//! SDP offer/answer (RFC 3264) for plain RTP endpoints.
+//!
+//! Parsing and writing go through the `sdp-types` crate; this module only
+//! decides: which m-lines Tutti accepts, which single codec each accepted
+//! m-line uses (the first in the offerer's order that Tutti supports, with
+//! the offerer's payload type number), where media and RTCP go, and which
+//! direction each side sends in.
+
+use super::codec::{AudioCodec, Codec, MediaKind, VideoCodec, h264_level_idc, supported_codecs_description};
+use sdp_types::{Attribute, Connection, Media, Origin, RtpMap, Session, Time};
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SdpError {
+    /// The text is not a usable SDP offer (HTTP 400).
+    #[error("malformed SDP: {0}")]
+    Malformed(String),
+    /// Nothing in the offer can be accepted (HTTP 415).
+    #[error("no media in common: {reason}; Tutti supports {supported}")]
+    NothingInCommon { reason: String, supported: String },
+}
+
+/// Which way media flows, from Tutti's point of view once negotiated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+impl Direction {
+    fn from_attribute(name: &str) -> Option<Direction> {
+        match name {
+            "sendrecv" => Some(Direction::SendRecv),
+            "sendonly" => Some(Direction::SendOnly),
+            "recvonly" => Some(Direction::RecvOnly),
+            "inactive" => Some(Direction::Inactive),
+            _ => None,
+        }
+    }
+
+    pub fn as_attribute(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+
+    /// The answerer's direction for an offered one (RFC 3264 6.1).
+    fn reversed(self) -> Direction {
+        match self {
+            Direction::SendOnly => Direction::RecvOnly,
+            Direction::RecvOnly => Direction::SendOnly,
+            other => other,
+        }
+    }
+
+    pub fn sends(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::SendOnly)
+    }
+
+    pub fn receives(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::RecvOnly)
+    }
+}
+
+/// One accepted m-line: everything the media adapter needs to send and receive it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NegotiatedMedia {
+    pub codec: Codec,
+    pub payload_type: u8,
+    /// Where Tutti sends RTP.
+    pub remote_rtp: SocketAddr,
+    /// Where Tutti sends RTCP (equal to `remote_rtp` under rtcp-mux).
+    pub remote_rtcp: SocketAddr,
+    pub rtcp_mux: bool,
+    /// Tutti's side of the direction, as written in the answer.
+    pub direction: Direction,
+    /// RTCP feedback the offerer declared for this payload type
+    /// (e.g. "nack pli", "ccm fir"); echoed in the answer.
+    pub feedback: Vec<String>,
+    pub avpf: bool,
+    mline: usize,
+}
+
+impl NegotiatedMedia {
+    pub fn kind(&self) -> MediaKind {
+        self.codec.kind()
+    }
+}
+
+/// The result of negotiating an offer: at most one audio and one video
+/// stream, plus what is needed to write an answer with as many m-lines as
+/// the offer had.
+#[derive(Clone, Debug)]
+pub struct Negotiation {
+    pub audio: Option<NegotiatedMedia>,
+    pub video: Option<NegotiatedMedia>,
+    offered: Vec<OfferedMline>,
+}
+
+#[derive(Clone, Debug)]
+struct OfferedMline {
+    media: String,
+    proto: String,
+    first_fmt: String,
+}
+
+/// Tutti's side of the transport, known once ports are allocated.
+#[derive(Clone, Copy, Debug)]
+pub struct LocalTransport {
+    pub address: IpAddr,
+    pub audio_port: Option<u16>,
+    pub video_port: Option<u16>,
+}
+
+/// What the answer needs to know of the composite it will carry.
+#[derive(Clone, Copy, Debug)]
+pub struct Canvas {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+}
+
+pub fn negotiate(offer: &str) -> Result<Negotiation, SdpError> {
+    if offer.trim().is_empty() {
+        return Err(SdpError::Malformed("the offer is empty".into()));
+    }
+    let session = Session::parse(offer.as_bytes()).map_err(|e| SdpError::Malformed(e.to_string()))?;
+    if session.medias.is_empty() {
+        return Err(SdpError::Malformed("the offer has no m= line".into()));
+    }
+
+    let session_direction = direction_in(&session.attributes);
+    let mut negotiation = Negotiation { audio: None, video: None, offered: Vec::new() };
+    let mut refusals = Vec::new();
+
+    for (index, media) in session.medias.iter().enumerate() {
+        negotiation.offered.push(OfferedMline {
+            media: media.media.clone(),
+            proto: media.proto.clone(),
+            first_fmt: media.fmt.split_whitespace().next().unwrap_or("0").to_string(),
+        });
+        let kind = match media.media.as_str() {
+            "audio" => MediaKind::Audio,
+            "video" => MediaKind::Video,
+            other => {
+                refusals.push(format!("m-line {} ({other}) is not audio or video", index + 1));
+                continue;
+            }
+        };
+        let slot = match kind {
+            MediaKind::Audio => &mut negotiation.audio,
+            MediaKind::Video => &mut negotiation.video,
+        };
+        if slot.is_some() {
+            refusals.push(format!("m-line {} is a second {kind} stream", index + 1));
+            continue;
+        }
+        match accept_mline(&session, media, index, kind, session_direction)? {
+            Ok(accepted) => *slot = Some(accepted),
+            Err(refusal) => refusals.push(format!("m-line {} ({kind}): {refusal}", index + 1)),
+        }
+    }
+
+    if negotiation.audio.is_none() && negotiation.video.is_none() {
+        return Err(SdpError::NothingInCommon {
+            reason: refusals.join("; "),
+            supported: supported_codecs_description(),
+        });
+    }
+    Ok(negotiation)
+}
+
+/// `Ok(Err(reason))` is an m-line Tutti declines (answered with port 0);
+/// `Err` is an offer too broken to answer at all.
+fn accept_mline(
+    session: &Session,
+    media: &Media,
+    index: usize,
+    kind: MediaKind,
+    session_direction: Option<Direction>,
+) -> Result<Result<NegotiatedMedia, String>, SdpError> {
+    if media.port == 0 {
+        return Ok(Err("rejected by the offerer (port 0)".into()));
+    }
+    let avpf = match media.proto.to_ascii_uppercase().as_str() {
+        "RTP/AVP" => false,
+        "RTP/AVPF" => true,
+        other => return Ok(Err(format!("transport {other} is not supported (no SRTP, DTLS or ICE)"))),
+    };
+    let formats = media
+        .fmt
+        .split_whitespace()
+        .map(|f| {
+            f.parse::<u8>()
+                .ok()
+                .filter(|pt| *pt <= 127)
+                .ok_or_else(|| SdpError::Malformed(format!("m-line {}: payload type {f:?} is not 0-127", index + 1)))
+        })
+        .collect::<Result<Vec<u8>, _>>()?;
+
+    let Some((codec, payload_type)) = formats.iter().find_map(|&pt| codec_for(media, kind, pt).map(|c| (c, pt))) else {
+        let offered: Vec<String> = formats.iter().map(|&pt| describe_format(media, pt)).collect();
+        return Ok(Err(format!("none of the offered codecs is supported ({})", offered.join(", "))));
+    };
+
+    let connection = media.connections.first().or(session.connection.as_ref()).ok_or_else(|| {
+        SdpError::Malformed(format!("m-line {} has no c= line and the session has none", index + 1))
+    })?;
+    let ip = connection_ip(connection)?;
+    let IpAddr::V4(_) = ip else {
+        return Ok(Err("IPv6 media addresses are not supported".into()));
+    };
+    let remote_rtp = SocketAddr::new(ip, media.port);
+
+    let rtcp_mux = media.has_attribute("rtcp-mux");
+    let remote_rtcp = if rtcp_mux {
+        remote_rtp
+    } else {
+        match media.get_first_attribute_typed::<sdp_types::Rtcp>() {
+            Some(Ok(rtcp)) => {
+                let address = match rtcp.connection_address.as_deref() {
+                    Some(a) => a
+                        .parse::<IpAddr>()
+                        .map_err(|_| SdpError::Malformed(format!("a=rtcp address {a:?} is not an IP address")))?,
+                    None => ip,
+                };
+                SocketAddr::new(address, rtcp.port)
+            }
+            Some(Err(e)) => return Err(SdpError::Malformed(format!("m-line {}: {e}", index + 1))),
+            None => SocketAddr::new(ip, media.port.checked_add(1).ok_or_else(|| {
+                SdpError::Malformed(format!("m-line {}: RTP port 65535 leaves no room for RTCP", index + 1))
+            })?),
+        }
+    };
+
+    let offered_direction = direction_in(&media.attributes).or(session_direction).unwrap_or(Direction::SendRecv);
+    let mut direction = offered_direction.reversed();
+    // c=0.0.0.0 is the RFC 2543 way of putting a call on hold: send nothing.
+    if ip.is_unspecified() {
+        direction = match direction {
+            Direction::SendRecv | Direction::RecvOnly => Direction::RecvOnly,
+            _ => Direction::Inactive,
+        };
+    }
+
+    let feedback = media
+        .get_attribute_values("rtcp-fb")
+        .filter_map(|v| v)
+        .filter_map(|v| v.split_once(' '))
+        .filter(|(pt, _)| *pt == "*" || pt.parse::<u8>() == Ok(payload_type))
+        .map(|(_, fb)| fb.trim().to_string())
+        .filter(|fb| matches!(fb.as_str(), "nack" | "nack pli" | "ccm fir"))
+        .collect();
+
+    Ok(Ok(NegotiatedMedia {
+        codec,
+        payload_type,
+        remote_rtp,
+        remote_rtcp,
+        rtcp_mux,
+        direction,
+        feedback,
+        avpf,
+        mline: index,
+    }))
+}
+
+fn connection_ip(connection: &Connection) -> Result<IpAddr, SdpError> {
+    // Some endpoints append "/ttl" even for unicast; only the address matters here.
+    let address = connection.connection_address.split('/').next().unwrap_or_default();
+    address.parse::<IpAddr>().map_err(|_| {
+        SdpError::Malformed(format!(
+            "c= address {:?} is not a literal IP address (host names are not resolved)",
+            connection.connection_address
+        ))
+    })
+}
+
+fn direction_in(attributes: &[Attribute]) -> Option<Direction> {
+    attributes.iter().find_map(|a| Direction::from_attribute(&a.attribute.to_ascii_lowercase()))
+}
+
+fn rtpmap_for(media: &Media, pt: u8) -> Option<RtpMap> {
+    media
+        .get_attribute_values("rtpmap")
+        .filter_map(|v| v)
+        .filter_map(|v| RtpMap::from_str(v).ok())
+        .find(|m| m.payload_type == pt)
+}
+
+/// The `key=value` parameters of `a=fmtp:<pt>`, keys lower-cased.
+fn fmtp_for(media: &Media, pt: u8) -> Vec<(String, String)> {
+    let prefix = format!("{pt} ");
+    media
+        .get_attribute_values("fmtp")
+        .filter_map(|v| v)
+        .filter_map(|v| v.strip_prefix(&prefix))
+        .flat_map(|params| params.split(';'))
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect()
+}
+
+fn codec_for(media: &Media, kind: MediaKind, pt: u8) -> Option<Codec> {
+    let (name, clock_rate) = match rtpmap_for(media, pt) {
+        Some(map) => (map.encoding_name.to_ascii_uppercase(), map.clock_rate),
+        // Static payload types may come without rtpmap (RFC 3551 table 4).
+        None => match pt {
+            0 => ("PCMU".to_string(), 8000),
+            8 => ("PCMA".to_string(), 8000),
+            9 => ("G722".to_string(), 8000),
+            _ => return None,
+        },
+    };
+    let fmtp = fmtp_for(media, pt);
+    let param = |key: &str| fmtp.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let codec = match (kind, name.as_str(), clock_rate) {
+        (MediaKind::Audio, "OPUS", 48000) => Codec::Audio(AudioCodec::Opus { stereo: param("stereo") == Some("1") }),
+        (MediaKind::Audio, "PCMU", 8000) => Codec::Audio(AudioCodec::Pcmu),
+        (MediaKind::Audio, "PCMA", 8000) => Codec::Audio(AudioCodec::Pcma),
+        (MediaKind::Audio, "G722", 8000) => Codec::Audio(AudioCodec::G722),
+        (MediaKind::Video, "VP8", 90000) => Codec::Video(VideoCodec::Vp8),
+        (MediaKind::Video, "H264", 90000) => match param("packetization-mode").unwrap_or("0") {
+            "0" => Codec::Video(VideoCodec::H264 { packetization_mode: 0 }),
+            "1" => Codec::Video(VideoCodec::H264 { packetization_mode: 1 }),
+            // Mode 2 (interleaved) needs a decoding-order buffer Tutti does not have.
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(codec)
+}
+
+fn describe_format(media: &Media, pt: u8) -> String {
+    match rtpmap_for(media, pt) {
+        Some(map) => format!("{}/{}", map.encoding_name, map.clock_rate),
+        None => format!("payload type {pt}"),
+    }
+}
+
+impl Negotiation {
+    fn accepted(&self) -> impl Iterator<Item = &NegotiatedMedia> {
+        self.audio.iter().chain(self.video.iter())
+    }
+
+    /// Writes the SDP answer: one m-line per offered m-line, in order;
+    /// declined ones with port 0.
+    pub fn answer(&self, local: &LocalTransport, canvas: Canvas, session_id: u64) -> String {
+        let mut origin = Origin::with_ip_addr(session_id, 1, local.address);
+        origin.set_username("tutti");
+        let mut session = Session::new(origin, "Tutti");
+        session.connection = Some(Connection::from_ip_addr(local.address));
+        session.times.push(Time::new(0, 0));
+
+        for (index, offered) in self.offered.iter().enumerate() {
+            let accepted = self.accepted().find(|m| m.mline == index);
+            let local_port = accepted.and_then(|m| match m.kind() {
+                MediaKind::Audio => local.audio_port,
+                MediaKind::Video => local.video_port,
+            });
+            let (Some(m), Some(port)) = (accepted, local_port) else {
+                session.medias.push(rejected_mline(offered));
+                continue;
+            };
+            session.medias.push(accepted_mline(m, port, canvas));
+        }
+
+        let mut out = Vec::new();
+        session.write(&mut out).expect("writing SDP into a Vec cannot fail");
+        String::from_utf8(out).expect("sdp-types writes UTF-8")
+    }
+}
+
+fn rejected_mline(offered: &OfferedMline) -> Media {
+    Media {
+        media: offered.media.clone(),
+        port: 0,
+        num_ports: None,
+        proto: offered.proto.clone(),
+        fmt: offered.first_fmt.clone(),
+        media_title: None,
+        connections: Vec::new(),
+        bandwidths: Vec::new(),
+        key: None,
+        attributes: Vec::new(),
+    }
+}
+
+fn accepted_mline(m: &NegotiatedMedia, port: u16, canvas: Canvas) -> Media {
+    let pt = m.payload_type;
+    let proto = if m.avpf { "RTP/AVPF" } else { "RTP/AVP" };
+    let mut media = Media {
+        media: m.kind().to_string(),
+        port,
+        num_ports: None,
+        proto: proto.to_string(),
+        fmt: pt.to_string(),
+        media_title: None,
+        connections: Vec::new(),
+        bandwidths: Vec::new(),
+        key: None,
+        attributes: Vec::new(),
+    };
+    let rtpmap = match m.codec {
+        Codec::Audio(a) => match a.rtpmap_channels() {
+            Some(channels) => format!("{pt} {}/{}/{channels}", rtpmap_name(m.codec), a.clock_rate()),
+            None => format!("{pt} {}/{}", rtpmap_name(m.codec), a.clock_rate()),
+        },
+        Codec::Video(v) => format!("{pt} {}/{}", rtpmap_name(m.codec), v.clock_rate()),
+    };
+    media.add_attribute_with_value("rtpmap", rtpmap);
+    match m.codec {
+        Codec::Video(VideoCodec::H264 { packetization_mode }) => {
+            let level = h264_level_idc(canvas.width, canvas.height, canvas.fps);
+            // Constrained Baseline: what every H.264 decoder can take.
+            media.add_attribute_with_value(
+                "fmtp",
+                format!("{pt} profile-level-id=42e0{level:02x};packetization-mode={packetization_mode};level-asymmetry-allowed=1"),
+            );
+        }
+        Codec::Audio(AudioCodec::Opus { stereo }) => {
+            let stereo = u8::from(stereo);
+            media.add_attribute_with_value("fmtp", format!("{pt} minptime=10;useinbandfec=1;stereo={stereo};sprop-stereo={stereo}"));
+        }
+        _ => {}
+    }
+    if m.kind() == MediaKind::Audio {
+        media.add_attribute_with_value("ptime", "20");
+    }
+    for fb in &m.feedback {
+        media.add_attribute_with_value("rtcp-fb", format!("{pt} {fb}"));
+    }
+    if m.rtcp_mux {
+        media.add_attribute_from_str("rtcp-mux");
+    } else {
+        media.add_attribute_with_value("rtcp", port + 1);
+    }
+    media.add_attribute_from_str(m.direction.as_attribute());
+    media
+}
+
+fn rtpmap_name(codec: Codec) -> &'static str {
+    match codec {
+        Codec::Audio(AudioCodec::Opus { .. }) => "opus",
+        other => other.encoding_name(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIMPLE: &str = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\n\
+        m=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n\
+        m=video 4002 RTP/AVPF 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n\
+        a=rtcp-fb:96 nack pli\r\na=rtcp-fb:* ccm fir\r\na=rtcp-fb:96 goog-remb\r\n";
+
+    fn local() -> LocalTransport {
+        LocalTransport { address: "192.0.2.1".parse().unwrap(), audio_port: Some(20000), video_port: Some(20002) }
+    }
+
+    const CANVAS: Canvas = Canvas { width: 1280, height: 720, fps: 30 };
+
+    #[test]
+    fn static_payload_type_without_rtpmap_is_understood() {
+        let n = negotiate(SIMPLE).unwrap();
+        let audio = n.audio.unwrap();
+        assert_eq!(audio.codec, Codec::Audio(AudioCodec::Pcmu));
+        assert_eq!(audio.payload_type, 0);
+        assert_eq!(audio.remote_rtp, "10.0.0.5:4000".parse().unwrap());
+        assert_eq!(audio.remote_rtcp, "10.0.0.5:4001".parse().unwrap());
+    }
+
+    #[test]
+    fn answer_keeps_payload_types_and_gives_our_ports() {
+        let n = negotiate(SIMPLE).unwrap();
+        let answer = n.answer(&local(), CANVAS, 7);
+        assert!(answer.contains("m=audio 20000 RTP/AVP 0\r\n"), "{answer}");
+        assert!(answer.contains("m=video 20002 RTP/AVPF 96\r\n"), "{answer}");
+        assert!(answer.contains("a=fmtp:96 profile-level-id=42e01f;packetization-mode=1"), "{answer}");
+        assert!(answer.contains("a=rtcp:20003\r\n"), "{answer}");
+        assert!(answer.contains("c=IN IP4 192.0.2.1\r\n"), "{answer}");
+        assert!(answer.contains("a=rtcp-fb:96 nack pli\r\n"));
+        assert!(answer.contains("a=rtcp-fb:96 ccm fir\r\n"));
+        assert!(!answer.contains("goog-remb"), "feedback Tutti does not implement is not echoed");
+        // The answer must itself be valid SDP.
+        negotiate(&answer).unwrap();
+    }
+
+    #[test]
+    fn directions_are_reversed() {
+        let offer = SIMPLE.replace("m=video 4002 RTP/AVPF 96\r\n", "m=video 4002 RTP/AVPF 96\r\na=sendonly\r\n");
+        let n = negotiate(&offer).unwrap();
+        assert_eq!(n.video.unwrap().direction, Direction::RecvOnly);
+        assert_eq!(n.audio.unwrap().direction, Direction::SendRecv);
+    }
+
+    #[test]
+    fn rtcp_mux_sends_rtcp_to_the_rtp_port() {
+        let offer = SIMPLE.replace("a=rtpmap:101", "a=rtcp-mux\r\na=rtpmap:101");
+        let n = negotiate(&offer).unwrap();
+        let audio = n.audio.as_ref().unwrap();
+        assert!(audio.rtcp_mux);
+        assert_eq!(audio.remote_rtcp, audio.remote_rtp);
+        let answer = n.answer(&local(), CANVAS, 1);
+        assert!(answer.contains("a=rtcp-mux\r\n"));
+    }
+
+    #[test]
+    fn first_supported_codec_in_offer_order_wins() {
+        let offer = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\n\
+            m=audio 4000 RTP/AVP 18 9 0\r\na=rtpmap:18 G729/8000\r\n";
+        let n = negotiate(offer).unwrap();
+        assert_eq!(n.audio.unwrap().codec, Codec::Audio(AudioCodec::G722));
+    }
+
+    #[test]
+    fn only_unsupported_codecs_is_nothing_in_common() {
+        let offer = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\n\
+            m=audio 4000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
+        let err = negotiate(offer).unwrap_err();
+        assert!(matches!(err, SdpError::NothingInCommon { .. }));
+        assert!(err.to_string().contains("G729/8000"), "{err}");
+        assert!(err.to_string().contains("opus"), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        assert!(matches!(negotiate("hello"), Err(SdpError::Malformed(_))));
+        assert!(matches!(negotiate(""), Err(SdpError::Malformed(_))));
+    }
+}
