@@ -1,0 +1,219 @@
+//! The REST API's answers to bad input, against the real engine and real
+//! GStreamer pipelines (the router is served on a free port in-process).
+//! Every error is JSON `{"error": {"code", "message"}}` with the right status,
+//! and none of them disturbs a caller already in the composition.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::net::{Ipv4Addr, UdpSocket};
+use std::path::PathBuf;
+use tutti::config::Config;
+use tutti::engine::{Engine, EngineHandle};
+use tutti::media::profiles::Profiles;
+use tutti::ports::PortRange;
+
+struct Api {
+    base: String,
+    client: reqwest::Client,
+    engine: EngineHandle,
+}
+
+/// A free even port with its neighbour free too, for a one-pair RTP range.
+fn free_port_pair() -> u16 {
+    for _ in 0..100 {
+        let probe = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = probe.local_addr().unwrap().port() & !1;
+        drop(probe);
+        if port < 65000
+            && UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+            && UdpSocket::bind((Ipv4Addr::LOCALHOST, port + 1)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free UDP port pair on loopback");
+}
+
+async fn start(rtp_pairs: u16) -> Api {
+    gstreamer::init().unwrap();
+    let first = free_port_pair();
+    let config = Config {
+        rtp_ports: PortRange { first, last: first + rtp_pairs * 2 - 1 },
+        rtp_bind: Ipv4Addr::LOCALHOST.into(),
+        pipelines_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines"),
+        ..Config::default()
+    };
+    let profiles = Profiles::load(&config.pipelines_dir).unwrap();
+    let engine = Engine::start(config, profiles);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(axum::serve(listener, tutti::api::app(engine.clone())).into_future());
+    Api { base, client: reqwest::Client::new(), engine }
+}
+
+impl Api {
+    async fn send(&self, method: reqwest::Method, path: &str, content_type: Option<&str>, body: &str) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        let mut request = self.client.request(method, format!("{}{path}", self.base)).body(body.to_string());
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        let response = request.send().await.unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        (status, headers, response.text().await.unwrap())
+    }
+
+    async fn post_json(&self, path: &str, body: &str) -> (StatusCode, Value) {
+        let (status, _, text) = self.send(reqwest::Method::POST, path, Some("application/json"), body).await;
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let (status, _, text) = self.send(reqwest::Method::GET, path, None, "").await;
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn create(&self) -> String {
+        let (status, body) = self.post_json("/v1/compositions", r#"{"video":{"width":320,"height":180,"fps":15}}"#).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_string()
+    }
+}
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_else(|| panic!("not an error body: {body}"))
+}
+
+const AUDIO_ONLY_OFFER: &str =
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 45000 RTP/AVP 0\r\na=sendrecv\r\n";
+
+#[tokio::test]
+async fn composition_lifecycle_and_location_headers() {
+    let api = start(4).await;
+    assert_eq!(api.get("/healthz").await.0, StatusCode::OK);
+    let (status, headers, text) = api.send(reqwest::Method::POST, "/v1/compositions", Some("application/json"), r#"{"name":"Show"}"#).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let body: Value = serde_json::from_str(&text).unwrap();
+    let id = body["id"].as_str().unwrap();
+    assert_eq!(headers["location"], format!("/v1/compositions/{id}").as_str());
+    assert_eq!(body["video"], json!({"width": 1280, "height": 720, "fps": 30, "bitrate_kbps": 2500}));
+    assert_eq!(body["audio"], json!({"sample_rate": 48000, "channels": 2}));
+    assert_eq!(body["layout"], json!({"kind": "grid"}));
+    assert_eq!(body["participants"], json!([]));
+    assert_eq!(body["name"], "Show");
+    assert!(body["created_at"].as_str().unwrap().starts_with("20"));
+
+    let (_, list) = api.get("/v1/compositions").await;
+    assert_eq!(list["compositions"].as_array().unwrap().len(), 1);
+
+    let (status, headers, answer) =
+        api.send(reqwest::Method::POST, &format!("/v1/compositions/{id}/participants"), Some("application/sdp"), AUDIO_ONLY_OFFER).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_eq!(headers["content-type"], "application/sdp");
+    let location = headers["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with(&format!("/v1/compositions/{id}/participants/")));
+    assert!(answer.contains("m=audio ") && answer.contains("RTP/AVP 0"), "{answer}");
+
+    let (status, participant) = api.get(&location).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(participant["audio"]["codec"], "PCMU");
+    assert_eq!(participant["state"], "connecting");
+    assert!(participant["video"].is_null());
+
+    let (status, _, _) = api.send(reqwest::Method::DELETE, &location, None, "").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(api.get(&location).await.0, StatusCode::NOT_FOUND);
+
+    let (status, _, _) = api.send(reqwest::Method::DELETE, &format!("/v1/compositions/{id}"), None, "").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = api.get(&format!("/v1/compositions/{id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&body), "composition_not_found");
+    api.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn json_participant_gets_a_json_answer_with_its_name() {
+    let api = start(2).await;
+    let id = api.create().await;
+    let body = json!({"name": "Room 4B", "sdp": AUDIO_ONLY_OFFER}).to_string();
+    let (status, participant) = api.post_json(&format!("/v1/compositions/{id}/participants"), &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{participant}");
+    assert_eq!(participant["name"], "Room 4B");
+    assert!(participant["sdp"].as_str().unwrap().starts_with("v=0\r\n"));
+    assert!(participant["id"].is_string());
+    api.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors_and_disturbs_no_one() {
+    let api = start(1).await;
+    let id = api.create().await;
+    let participants = format!("/v1/compositions/{id}/participants");
+    let (status, bystander) = api.post_json(&participants, &json!({"name": "Bystander", "sdp": AUDIO_ONLY_OFFER}).to_string()).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // Malformed JSON, unknown fields, invalid values.
+    let (status, body) = api.post_json("/v1/compositions", r#"{"video": {"width": 640,"#).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_json"));
+    let (status, body) = api.post_json("/v1/compositions", r#"{"vidoe": {}}"#).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_json"));
+    assert!(body["error"]["message"].as_str().unwrap().contains("vidoe"), "{body}");
+    let (status, body) = api.post_json("/v1/compositions", r#"{"video": {"width": 641}}"#).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_composition"));
+    assert!(body["error"]["message"].as_str().unwrap().contains("even"), "{body}");
+    let (status, body) = api.post_json(&participants, r#"{"name": "no offer"}"#).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_json"));
+
+    // Malformed SDP, as SDP and inside JSON.
+    let (status, _, text) = api.send(reqwest::Method::POST, &participants, Some("application/sdp"), "hello, I am not SDP").await;
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "malformed_sdp"));
+    let no_c = AUDIO_ONLY_OFFER.replace("c=IN IP4 127.0.0.1\r\n", "");
+    let (status, body) = api.post_json(&participants, &json!({"sdp": no_c}).to_string()).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "malformed_sdp"));
+    assert!(body["error"]["message"].as_str().unwrap().contains("c="), "{body}");
+
+    // Nothing in common: 415 listing what Tutti supports.
+    let g729 = AUDIO_ONLY_OFFER.replace("RTP/AVP 0", "RTP/AVP 18\r\na=rtpmap:18 G729/8000");
+    let (status, _, text) = api.send(reqwest::Method::POST, &participants, Some("application/sdp"), &g729).await;
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((status, error_code(&body)), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "no_common_codec"));
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("G729") && message.contains("opus") && message.contains("VP8"), "{message}");
+
+    // Wrong content type.
+    let (status, _, text) = api.send(reqwest::Method::POST, &participants, Some("text/plain"), AUDIO_ONLY_OFFER).await;
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((status, error_code(&body)), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_content_type"));
+
+    // Unknown ids.
+    let (status, body) = api.get("/v1/compositions/nope").await;
+    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "composition_not_found"));
+    let (status, body) = api.post_json("/v1/compositions/nope/participants", &json!({"sdp": AUDIO_ONLY_OFFER}).to_string()).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "composition_not_found"));
+    let (status, body) = api.get(&format!("{participants}/nope")).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "participant_not_found"));
+    let (status, _, text) = api.send(reqwest::Method::DELETE, &format!("{participants}/nope"), None, "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
+    let (status, body) = api.get("/v2/whatever").await;
+    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+
+    // The one RTP port pair is taken by the bystander: 503.
+    let (status, _, text) = api.send(reqwest::Method::POST, &participants, Some("application/sdp"), AUDIO_ONLY_OFFER).await;
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((status, error_code(&body)), (StatusCode::SERVICE_UNAVAILABLE, "ports_exhausted"));
+
+    // The bystander is still there, untouched.
+    let (status, composition) = api.get(&format!("/v1/compositions/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<&Value> = composition["participants"].as_array().unwrap().iter().map(|p| &p["id"]).collect();
+    assert_eq!(ids, vec![&bystander["id"]]);
+
+    // Deleting the composition gives its ports back.
+    api.send(reqwest::Method::DELETE, &format!("/v1/compositions/{id}"), None, "").await;
+    let again = api.create().await;
+    let (status, _, text) =
+        api.send(reqwest::Method::POST, &format!("/v1/compositions/{again}/participants"), Some("application/sdp"), AUDIO_ONLY_OFFER).await;
+    assert_eq!(status, StatusCode::CREATED, "ports were not released: {text}");
+    api.engine.shutdown().await;
+}

@@ -1,0 +1,111 @@
+//! SDP offer/answer against offers shaped like real endpoints' (Linphone,
+//! baresip, Polycom, Cisco, Tandberg, ffmpeg, GStreamer, softphones, SBCs)
+//! and broken ones. Expectations live in tests/fixtures/sdp/manifest.toml.
+
+use serde::Deserialize;
+use std::path::Path;
+use tutti::model::codec::{AudioCodec, Codec, VideoCodec};
+use tutti::model::sdp::{Canvas, LocalTransport, NegotiatedMedia, SdpError, negotiate};
+
+#[derive(Deserialize)]
+struct Manifest {
+    offer: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    file: String,
+    outcome: String,
+    audio: Option<Expected>,
+    video: Option<Expected>,
+    rejected_mlines: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct Expected {
+    pt: u8,
+    codec: String,
+    remote: String,
+    rtcp: String,
+    rtcp_mux: bool,
+    direction: String,
+    packetization_mode: Option<u8>,
+}
+
+fn codec_name(codec: Codec) -> (&'static str, Option<u8>) {
+    match codec {
+        Codec::Audio(AudioCodec::Opus { .. }) => ("opus", None),
+        Codec::Audio(AudioCodec::Pcmu) => ("pcmu", None),
+        Codec::Audio(AudioCodec::Pcma) => ("pcma", None),
+        Codec::Audio(AudioCodec::G722) => ("g722", None),
+        Codec::Video(VideoCodec::H264 { packetization_mode }) => ("h264", Some(packetization_mode)),
+        Codec::Video(VideoCodec::Vp8) => ("vp8", None),
+    }
+}
+
+fn check(file: &str, kind: &str, got: Option<&NegotiatedMedia>, want: Option<&Expected>) {
+    match (got, want) {
+        (None, None) => {}
+        (Some(got), Some(want)) => {
+            let (codec, mode) = codec_name(got.codec);
+            assert_eq!(codec, want.codec, "{file} {kind}: codec");
+            assert_eq!(got.payload_type, want.pt, "{file} {kind}: payload type");
+            assert_eq!(got.remote_rtp.to_string(), want.remote, "{file} {kind}: RTP destination");
+            assert_eq!(got.remote_rtcp.to_string(), want.rtcp, "{file} {kind}: RTCP destination");
+            assert_eq!(got.rtcp_mux, want.rtcp_mux, "{file} {kind}: rtcp-mux");
+            assert_eq!(got.direction.as_attribute(), want.direction, "{file} {kind}: direction");
+            assert_eq!(mode, want.packetization_mode, "{file} {kind}: packetization mode");
+        }
+        (got, want) => panic!("{file} {kind}: accepted {:?}, expected {}", got.map(|m| m.codec), want.map_or("none", |w| w.codec.as_str())),
+    }
+}
+
+#[test]
+fn real_world_offers_negotiate_as_the_manifest_says() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sdp");
+    let manifest: Manifest = toml::from_str(&std::fs::read_to_string(dir.join("manifest.toml")).unwrap()).unwrap();
+    assert!(manifest.offer.len() >= 25, "the fixture set shrank");
+    let local = LocalTransport { address: "203.0.113.7".parse().unwrap(), audio_port: Some(20000), video_port: Some(20002) };
+    let canvas = Canvas { width: 1280, height: 720, fps: 30 };
+
+    for case in &manifest.offer {
+        let text = String::from_utf8_lossy(&std::fs::read(dir.join(&case.file)).unwrap()).into_owned();
+        let result = negotiate(&text);
+        match case.outcome.as_str() {
+            "answer" => {
+                let n = result.unwrap_or_else(|e| panic!("{}: expected an answer, got {e}", case.file));
+                check(&case.file, "audio", n.audio.as_ref(), case.audio.as_ref());
+                check(&case.file, "video", n.video.as_ref(), case.video.as_ref());
+
+                let answer = n.answer(&local, canvas, 42);
+                let offer = sdp_types::Session::parse(text.as_bytes()).unwrap();
+                let parsed = sdp_types::Session::parse(answer.as_bytes())
+                    .unwrap_or_else(|e| panic!("{}: the answer does not parse: {e}\n{answer}", case.file));
+                assert_eq!(parsed.medias.len(), offer.medias.len(), "{}: one answer m-line per offered m-line", case.file);
+                let rejected = parsed.medias.iter().filter(|m| m.port == 0).count();
+                assert_eq!(Some(rejected), case.rejected_mlines, "{}: rejected m-lines\n{answer}", case.file);
+                for (offered, answered) in offer.medias.iter().zip(&parsed.medias) {
+                    assert_eq!(offered.media, answered.media, "{}: m-line order", case.file);
+                    if answered.port != 0 {
+                        let pts: Vec<&str> = answered.fmt.split_whitespace().collect();
+                        assert_eq!(pts.len(), 1, "{}: exactly one codec per accepted m-line", case.file);
+                        assert!(offered.fmt.split_whitespace().any(|f| f == pts[0]), "{}: answer PT comes from the offer", case.file);
+                    }
+                }
+                assert!(!answer.contains("a=crypto"), "{}: Tutti does not do SRTP", case.file);
+            }
+            "bad_sdp" => assert!(
+                matches!(result, Err(SdpError::Malformed(_))),
+                "{}: expected malformed, got {:?}",
+                case.file,
+                result.map(|n| (n.audio.map(|m| m.codec), n.video.map(|m| m.codec)))
+            ),
+            "unsupported" => {
+                let err = result.err().unwrap_or_else(|| panic!("{}: expected no media in common", case.file));
+                assert!(matches!(err, SdpError::NothingInCommon { .. }), "{}: got {err}", case.file);
+                assert!(err.to_string().contains("H264/90000"), "{}: the error lists what Tutti supports: {err}", case.file);
+            }
+            other => panic!("{}: unknown outcome {other}", case.file),
+        }
+    }
+}
