@@ -131,7 +131,9 @@ pub fn negotiate(offer: &str) -> Result<Negotiation, SdpError> {
     if offer.trim().is_empty() {
         return Err(SdpError::Malformed("the offer is empty".into()));
     }
-    let session = Session::parse(offer.as_bytes()).map_err(|e| SdpError::Malformed(e.to_string()))?;
+    // A body whose final line ending was cut (a lone trailing CR, as shell
+    // `$(...)` leaves it) is still a whole offer.
+    let session = Session::parse(offer.trim_end().as_bytes()).map_err(|e| SdpError::Malformed(e.to_string()))?;
     if session.medias.is_empty() {
         return Err(SdpError::Malformed("the offer has no m= line".into()));
     }
@@ -529,6 +531,13 @@ mod tests {
         assert!(matches!(err, SdpError::NothingInCommon { .. }));
         assert!(err.to_string().contains("G729/8000"), "{err}");
         assert!(err.to_string().contains("opus"), "{err}");
+    }
+
+    #[test]
+    fn a_cut_final_line_ending_is_tolerated() {
+        let cut = SIMPLE.trim_end_matches('\n');
+        assert!(cut.ends_with('\r'));
+        assert!(negotiate(cut).is_ok());
     }
 
     #[test]

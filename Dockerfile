@@ -1,0 +1,25 @@
+# Tutti server image. Build: docker build -t tutti .
+FROM rust:1-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends \
+      pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked --bin tutti
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends \
+      gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+      gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav \
+      gstreamer1.0-x fonts-dejavu-core curl ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/tutti /usr/local/bin/tutti
+COPY pipelines /usr/share/tutti/pipelines
+COPY scripts/synthetic-caller.sh /usr/local/bin/synthetic-caller
+ENV TUTTI_PIPELINES=/usr/share/tutti/pipelines \
+    TUTTI_HTTP=0.0.0.0:8080 \
+    RUST_LOG=info
+EXPOSE 8080 20000-20999/udp
+ENTRYPOINT ["tutti"]
+CMD ["serve"]

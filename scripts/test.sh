@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Quick start, command 2: install what Tutti needs and run the whole suite:
+# unit tests, SDP fixtures, API tests and the media integration tests with
+# real RTP over loopback (gst-launch senders, ffmpeg as the judge).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+start=$(date +%s)
+cargo test --locked --no-fail-fast "$@"
+echo "suite took $(( $(date +%s) - start )) s"
