@@ -80,8 +80,10 @@ impl From<EngineError> for ApiError {
 
 /// Parses a JSON body with our error shape; an empty body is `{}`.
 fn json_body<T: for<'de> Deserialize<'de>>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {
+    // curl's `-d` labels a body form-urlencoded; treat it as the JSON it is.
     if let Some(content_type) = content_type(headers)
         && content_type != "application/json"
+        && content_type != "application/x-www-form-urlencoded"
     {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -237,7 +237,7 @@ impl CompositionMedia {
                 let src = add(elements, &self.pipeline, make("udpsrc", &n(&format!("{tag}rtp-in")))?)?;
                 src.set_property("socket", &rtp_socket);
                 src.set_property("close-socket", false);
-                src.set_property("caps", rtp_caps(negotiated.codec, negotiated.payload_type));
+                src.set_property("caps", rtp_caps(&negotiated));
                 link_to_request(&src, &rtpbin, &format!("recv_rtp_sink_{session}"))?;
                 let rtcp_in = if negotiated.rtcp_mux {
                     let appsrc = add(elements, &self.pipeline, make("appsrc", &n(&format!("{tag}rtcp-demux")))?)?;

@@ -145,15 +145,26 @@ pub fn mark_packet(last_packet_ms: &AtomicU64) {
 }
 
 /// RTP caps for rtpbin's receive side (what `request-pt-map` would return).
-pub fn rtp_caps(codec: Codec, payload_type: u8) -> gst::Caps {
+/// For video, the `rtcp-fb-*` fields are what makes rtpsession turn a
+/// decoder's keyframe request into a PLI (or a FIR, if the caller offered
+/// `ccm fir`). PLI goes even to callers that did not declare it: a device
+/// that does not understand it ignores it, and most room systems do.
+pub fn rtp_caps(negotiated: &NegotiatedMedia) -> gst::Caps {
+    let codec = negotiated.codec;
     let media = codec.kind().to_string();
     let mut caps = gst::Caps::builder("application/x-rtp")
         .field("media", media.as_str())
         .field("clock-rate", codec.clock_rate() as i32)
         .field("encoding-name", codec.encoding_name())
-        .field("payload", i32::from(payload_type));
-    if let Codec::Video(VideoCodec::H264 { packetization_mode }) = codec {
-        caps = caps.field("packetization-mode", packetization_mode.to_string());
+        .field("payload", i32::from(negotiated.payload_type));
+    if let Codec::Video(video) = codec {
+        caps = caps.field("rtcp-fb-nack-pli", true);
+        if negotiated.feedback.iter().any(|fb| fb == "ccm fir") {
+            caps = caps.field("rtcp-fb-ccm-fir", true);
+        }
+        if let VideoCodec::H264 { packetization_mode } = video {
+            caps = caps.field("packetization-mode", packetization_mode.to_string());
+        }
     }
     caps.build()
 }
