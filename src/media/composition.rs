@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use super::participant::{
-    MediumState, ParticipantMedia, depayloader, mark_packet, payloader, rtp_caps, session_for,
+    CellLink, MediumState, ParticipantMedia, depayloader, mark_packet, payloader, rtp_caps, session_for,
 };
 use super::profiles::Profiles;
 use super::topology::{Owner, Topology};
@@ -208,7 +208,7 @@ impl CompositionMedia {
             id: id.clone(),
             rtpbin: rtpbin.clone(),
             elements: Vec::new(),
-            video_pad: None,
+            cell: None,
             audio_tee: None,
             mix_minus: None,
             video_encoder: None,
@@ -273,7 +273,7 @@ impl CompositionMedia {
                         let decoder = self.profiles.video_decoder(codec, &n("vdec"))?.upcast::<gst::Element>();
                         let decoder = add(elements, &self.pipeline, decoder)?;
                         depay.link(&decoder)?;
-                        participant.video_pad = Some(self.link_to_compositor(&decoder, &owner)?);
+                        participant.cell = Some(self.link_to_compositor(&decoder, &prefix, &owner, elements)?);
                     }
                     Codec::Audio(codec) => {
                         let decoder = self.profiles.audio_decoder(codec, &n("adec"))?.upcast::<gst::Element>();
@@ -341,8 +341,8 @@ impl CompositionMedia {
             }
         }
 
-        if participant.video_pad.is_none() {
-            participant.video_pad = Some(self.add_slate(name, &n("slate"), &owner, elements)?);
+        if participant.cell.is_none() {
+            participant.cell = Some(self.add_slate(name, &n("slate"), &owner, elements)?);
         }
 
         route_incoming_streams(
@@ -387,18 +387,17 @@ impl CompositionMedia {
         let v = &self.config.video;
         let cells = layout::grid(v.width, v.height, self.participants.len());
         for (participant, cell) in self.participants.iter().zip(cells) {
-            if let Some(pad) = &participant.video_pad {
-                pad.set_property("xpos", cell.x as i32);
-                pad.set_property("ypos", cell.y as i32);
-                pad.set_property("width", cell.width as i32);
-                pad.set_property("height", cell.height as i32);
-                pad.set_property("alpha", 1.0f64);
-            }
+            let Some(link) = &participant.cell else { continue };
+            link.size.set_property("caps", cell_caps(cell.width, cell.height));
+            link.pad.set_property("xpos", cell.x as i32);
+            link.pad.set_property("ypos", cell.y as i32);
+            link.pad.set_property("alpha", 1.0f64);
+            tracing::debug!(composition = %self.id, participant = %participant.id, pad = %link.pad.name(), ?cell, "cell");
         }
         // A caller beyond the 16 cells of the largest grid is not shown.
         for participant in self.participants.iter().skip(layout::MAX_GRID_CELLS) {
-            if let Some(pad) = &participant.video_pad {
-                pad.set_property("alpha", 0.0f64);
+            if let Some(link) = &participant.cell {
+                link.pad.set_property("alpha", 0.0f64);
             }
         }
     }
@@ -408,21 +407,39 @@ impl CompositionMedia {
         self.participants.iter().filter_map(|p| pick(p).map(|e| (p.id.clone(), e))).collect()
     }
 
-    fn link_to_compositor(&mut self, upstream: &gst::Element, owner: &Owner) -> Result<gst::Pad, MediaError> {
+    /// Scales `upstream`'s picture to its cell (aspect ratio kept, black
+    /// bars) and links it to a new compositor pad. Scaling happens here, in
+    /// the caller's own streaming thread, so callers scale in parallel and
+    /// the compositor only blends pictures already at their cell size.
+    fn link_to_compositor(
+        &mut self,
+        upstream: &gst::Element,
+        prefix: &str,
+        owner: &Owner,
+        elements: &mut Vec<gst::Element>,
+    ) -> Result<CellLink, MediaError> {
+        let convert = make("videoconvert", &format!("{prefix}-vconv"))?;
+        let scale = make("videoscale", &format!("{prefix}-vscale"))?;
+        scale.set_property("add-borders", true);
+        let cell = make("capsfilter", &format!("{prefix}-vcell"))?;
+        for e in [&convert, &scale, &cell] {
+            self.pipeline.add(e)?;
+            elements.push(e.clone());
+        }
+        gst::Element::link_many([upstream, &convert, &scale, &cell])?;
         let pad = self
             .compositor
             .request_pad_simple("sink_%u")
             .ok_or_else(|| MediaError::Gst("compositor refused a pad".into()))?;
-        pad.set_property_from_str("sizing-policy", "keep-aspect-ratio");
         // Hidden until relayout gives it a cell.
         pad.set_property("alpha", 0.0f64);
-        let src = upstream.static_pad("src").ok_or_else(|| MediaError::Gst("no src pad".into()))?;
+        let src = cell.static_pad("src").expect("capsfilter has a src pad");
         self.topology.link(&src, &pad, owner.clone(), Owner::Core)?;
-        Ok(pad)
+        Ok(CellLink { pad, size: cell })
     }
 
     /// A dark slate with the caller's name, for a caller that sends no video.
-    fn add_slate(&mut self, name: &str, element_name: &str, owner: &Owner, elements: &mut Vec<gst::Element>) -> Result<gst::Pad, MediaError> {
+    fn add_slate(&mut self, name: &str, element_name: &str, owner: &Owner, elements: &mut Vec<gst::Element>) -> Result<CellLink, MediaError> {
         let source = make("videotestsrc", &format!("{element_name}-src"))?;
         source.set_property("is-live", true);
         source.set_property_from_str("pattern", "solid-color");
@@ -449,7 +466,7 @@ impl CompositionMedia {
             elements.push(e.clone());
         }
         gst::Element::link_many([&source, &caps, &text])?;
-        self.link_to_compositor(&text, owner)
+        self.link_to_compositor(&text, element_name, owner, elements)
     }
 
     fn link_request_tracked(&mut self, tee: &gst::Element, downstream: &gst::Element, from: Owner, to: Owner) -> Result<(), MediaError> {
@@ -477,7 +494,22 @@ impl CompositionMedia {
         let encoder = self.profiles.video_encoder(codec, &format!("{name}-bin"), self.config.video.bitrate_kbps)?.upcast::<gst::Element>();
         let tee = make("tee", &format!("{name}-out"))?;
         tee.set_property("allow-not-linked", true);
-        let elements = vec![queue.clone(), encoder.clone(), tee.clone()];
+        let mut elements = vec![queue.clone(), encoder.clone()];
+        if let VideoCodec::H264 { .. } = codec {
+            // SPS/PPS once per IDR access unit, before its first slice.
+            // rtph264pay's own insertion puts them before every IDR slice,
+            // which splits multi-slice pictures into two access units for
+            // decoders such as FFmpeg's (ITU-T H.264 7.4.1.2.3).
+            let parse = make("h264parse", &format!("{name}-parse"))?;
+            parse.set_property("config-interval", -1i32);
+            let au = make("capsfilter", &format!("{name}-au"))?;
+            au.set_property(
+                "caps",
+                gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build(),
+            );
+            elements.extend([parse, au]);
+        }
+        elements.push(tee.clone());
         self.pipeline.add_many(&elements)?;
         gst::Element::link_many(&elements)?;
         self.link_request_tracked(&self.video_tee.clone(), &queue, Owner::Core, Owner::Encoder(codec))?;
@@ -532,6 +564,17 @@ fn canvas_caps_for(config: &CompositionConfig) -> gst::Caps {
         .field("width", v.width as i32)
         .field("height", v.height as i32)
         .field("framerate", gst::Fraction::new(v.fps as i32, 1))
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+        .build()
+}
+
+/// A caller's picture scaled to its cell: I420 like the canvas, square
+/// pixels so that videoscale keeps the aspect ratio with black bars.
+fn cell_caps(width: u32, height: u32) -> gst::Caps {
+    gst::Caps::builder("video/x-raw")
+        .field("format", "I420")
+        .field("width", width as i32)
+        .field("height", height as i32)
         .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
         .build()
 }

@@ -32,8 +32,8 @@ pub struct ParticipantMedia {
     pub id: ParticipantId,
     pub rtpbin: gst::Element,
     pub elements: Vec<gst::Element>,
-    /// Compositor pad showing this caller (its picture, or its slate).
-    pub video_pad: Option<gst::Pad>,
+    /// Where this caller shows on the canvas (its picture, or its slate).
+    pub cell: Option<CellLink>,
     /// Decoded audio, fanned out to the full mix and others' mix-minus.
     pub audio_tee: Option<gst::Element>,
     /// The mixer of everything this caller hears (everyone but itself).
@@ -43,6 +43,13 @@ pub struct ParticipantMedia {
     pub audio: Option<MediumState>,
     pub video: Option<MediumState>,
     pub _leases: Vec<PortLease>,
+}
+
+/// A caller's place in the compositor: the pad, and the capsfilter that
+/// sets the size its picture is scaled to.
+pub struct CellLink {
+    pub pad: gst::Pad,
+    pub size: gst::Element,
 }
 
 /// Per-medium facts: what was negotiated, and when media last arrived.
@@ -205,11 +212,12 @@ pub fn payloader(codec: Codec, payload_type: u8, name: &str) -> Result<gst::Elem
     let pay = make(factory, name)?;
     pay.set_property("pt", u32::from(payload_type));
     pay.set_property("mtu", RTP_MTU);
-    if let Codec::Video(VideoCodec::H264 { .. }) = codec {
-        // SPS/PPS before every keyframe: a caller that joins late, or lost
-        // packets, can start decoding at the next IDR without out-of-band data.
-        pay.set_property("config-interval", -1i32);
-        pay.set_property_from_str("aggregate-mode", "zero-latency");
+    if let Codec::Video(VideoCodec::H264 { packetization_mode }) = codec {
+        // SPS/PPS come in-band before every IDR from the shared encoder's
+        // h264parse. STAP-A aggregation exists only in packetization mode 1.
+        if packetization_mode == 1 {
+            pay.set_property_from_str("aggregate-mode", "zero-latency");
+        }
     }
     if let Codec::Video(VideoCodec::Vp8) = codec {
         pay.set_property_from_str("picture-id-mode", "15-bit");

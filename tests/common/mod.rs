@@ -1,0 +1,39 @@
+//! Integration-test harness for Tutti.
+//!
+//! - [`Server`]: `tutti serve` on free ports, its REST API, its log on failure.
+//! - [`Caller`]: a legacy RTP endpoint described by a [`CallerSpec`]: an SDP offer, a
+//!   gst-launch sender (solid colour + sine tone) and an ffmpeg recorder of what comes back.
+//! - [`video_frames`], [`audio_samples`] and friends: judge a recording by its decoded pixels
+//!   and tones, with every frame and sample placed on the system clock.
+//!
+//! Everything is bounded: each wait has a timeout and each child process dies with its owner.
+//!
+//! A typical test:
+//!
+//! ```ignore
+//! let server = Server::start()?;
+//! let id = server.create_composition(&json!({"video": {"width": 640, "height": 360, "fps": 30}}))?;
+//! let mut alice = Caller::new(CallerSpec::new("alice", Colour::Red, 500.0))?;
+//! let mut bob = Caller::new(CallerSpec { audio: Some(AudioCodec::Pcmu), ..CallerSpec::new("bob", Colour::Blue, 700.0) })?;
+//! alice.join(&server, &id)?; // recorder, POST offer, sender
+//! bob.join(&server, &id)?;
+//! let joined = SystemTime::now();
+//! thread::sleep(Duration::from_secs(3));
+//! let frames = video_frames(&alice.stop_receiver()?)?;
+//! // ... frames[i].colour(Rect::cell(2, 1, 1, 0).centre(0.5)) == Some(Colour::Blue),
+//! // fps_between(&frames, t0, t1) >= 29.0, audio.tone_levels_db(t0, t1, &[500.0, 700.0])?
+//! ```
+//!
+//! Keep tone frequencies 100+ Hz apart and not harmonics of each other (500, 700, 1100, 1300).
+#![allow(dead_code, unused_imports)] // each test crate uses its own subset of the harness
+
+mod analysis;
+mod caller;
+mod net;
+mod process;
+mod server;
+
+pub use analysis::*;
+pub use caller::*;
+pub use net::is_rtcp;
+pub use server::*;

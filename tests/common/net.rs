@@ -1,0 +1,189 @@
+//! Ports picked at run time on 127.0.0.1, and the caller's receive ports.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use rand::Rng;
+
+const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// A TCP port that was free a moment ago.
+pub fn free_tcp_port() -> Result<u16> {
+    Ok(TcpListener::bind((LOCALHOST, 0))?.local_addr()?.port())
+}
+
+/// An even UDP port `p` with `p + 1` also bound: the RTP/RTCP pair convention (RFC 3550).
+/// The sockets are returned still bound, so nobody can take them.
+pub fn bind_rtp_pair() -> Result<(UdpSocket, UdpSocket)> {
+    for _ in 0..200 {
+        let rtp = UdpSocket::bind((LOCALHOST, 0))?;
+        let port = rtp.local_addr()?.port();
+        if port % 2 == 0
+            && let Ok(rtcp) = UdpSocket::bind((LOCALHOST, port + 1))
+        {
+            return Ok((rtp, rtcp));
+        }
+    }
+    bail!("no free even/odd UDP port pair found")
+}
+
+/// An even UDP port whose successor is free too, released for a child process to bind
+/// (ffmpeg's RTP input always binds port + 1 for RTCP).
+pub fn free_rtp_pair_port() -> Result<u16> {
+    Ok(bind_rtp_pair()?.0.local_addr()?.port())
+}
+
+/// A single UDP port that was free a moment ago, released for a child process to bind.
+pub fn free_udp_port() -> Result<u16> {
+    Ok(UdpSocket::bind((LOCALHOST, 0))?.local_addr()?.port())
+}
+
+/// Whether some process has a UDP socket bound to `port`. Reads /proc instead of trying to
+/// bind, because a probing bind could make the child's own bind fail.
+pub fn udp_port_bound(port: u16) -> bool {
+    let suffix = format!(":{port:04X}");
+    ["/proc/net/udp", "/proc/net/udp6"].iter().any(|table| {
+        std::fs::read_to_string(table).is_ok_and(|text| {
+            // Each row: "sl local_address rem_address ..."; local_address is HEXIP:HEXPORT.
+            text.lines().skip(1).any(|row| row.split_whitespace().nth(1).is_some_and(|local| local.ends_with(&suffix)))
+        })
+    })
+}
+
+/// A block of `len` UDP ports for the server, all free now, never handed out twice by this
+/// process. It lies below Linux's ephemeral range (32768+), where the callers' OS-picked ports
+/// live, so a server and the callers never compete for a port.
+pub fn server_rtp_range(len: u16) -> Result<(u16, u16)> {
+    const FIRST: u16 = 20_000;
+    const LAST: u16 = 32_000;
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let slots = (LAST - FIRST) / len;
+    let mut handed_out = HANDED_OUT.lock().unwrap();
+    let mut tried = HashSet::new();
+    while tried.len() < slots as usize {
+        let slot = rand::rng().random_range(0..slots);
+        if !tried.insert(slot) || handed_out.contains(&slot) {
+            continue;
+        }
+        let first = FIRST + slot * len;
+        let all_free = (first..first + len).all(|p| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, p)).is_ok());
+        if all_free {
+            handed_out.push(slot);
+            return Ok((first, first + len - 1));
+        }
+    }
+    bail!("no free block of {len} UDP ports in {FIRST}-{LAST}")
+}
+
+/// RTP and RTCP sharing a port are told apart by the second byte (RFC 5761 section 4):
+/// RTCP packet types 192-223 never collide with RTP marker + payload type in practice.
+pub fn is_rtcp(packet: &[u8]) -> bool {
+    packet.len() >= 8 && (192..=223).contains(&packet[1])
+}
+
+/// Where demultiplexed packets go (port 0: nobody listening, drop them), and what RTP came.
+#[derive(Default)]
+struct Routes {
+    /// The recorder's (ffmpeg's) RTP port.
+    recorder: AtomicU16,
+    /// The port the sender's rtpbin reads RTCP (RR, PLI, FIR) on.
+    sender_rtcp: AtomicU16,
+    rtp_packets: AtomicU64,
+    first_rtp: Mutex<Option<SystemTime>>,
+    last_rtp: Mutex<Option<SystemTime>>,
+}
+
+/// The receive port(s) a caller advertises for one m-line, owned by the harness for the
+/// caller's whole life.
+///
+/// A real endpoint is one process that reads RTP and RTCP on these ports. Here the sender
+/// (gst-launch) and the recorder (ffmpeg) are separate processes, so a small relay thread per
+/// socket forwards RTCP to the sender (so PLI/FIR reach its encoder) and RTP to the recorder.
+/// This also makes rtcp-mux work (both arrive on one port) and lets the harness note when RTP
+/// arrived, independently of the recorder.
+pub struct MediaPort {
+    /// The advertised RTP port (the m= line's port).
+    pub rtp_port: u16,
+    /// The advertised RTCP port: `rtp_port` when rtcp-mux is used, else `rtp_port + 1`.
+    pub rtcp_port: u16,
+    routes: Arc<Routes>,
+    stop: Arc<AtomicBool>,
+    relays: Vec<JoinHandle<()>>,
+}
+
+impl MediaPort {
+    pub fn bind(rtcp_mux: bool) -> Result<Self> {
+        let (rtp, rtcp) = bind_rtp_pair()?;
+        let rtp_port = rtp.local_addr()?.port();
+        let sockets = if rtcp_mux { vec![rtp] } else { vec![rtp, rtcp] };
+        let routes = Arc::new(Routes::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let relays = sockets
+            .into_iter()
+            .map(|socket| {
+                // The timeout bounds how long Drop waits for the thread to notice `stop`.
+                socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+                let (routes, stop) = (routes.clone(), stop.clone());
+                Ok(thread::spawn(move || relay(socket, &routes, &stop)))
+            })
+            .collect::<Result<_>>()
+            .context("starting relay threads")?;
+        let rtcp_port = if rtcp_mux { rtp_port } else { rtp_port + 1 };
+        Ok(Self { rtp_port, rtcp_port, routes, stop, relays })
+    }
+
+    pub fn forward_rtp_to(&self, recorder_port: u16) {
+        self.routes.recorder.store(recorder_port, Ordering::SeqCst);
+    }
+
+    pub fn forward_rtcp_to(&self, sender_rtcp_port: u16) {
+        self.routes.sender_rtcp.store(sender_rtcp_port, Ordering::SeqCst);
+    }
+
+    pub fn rtp_packets(&self) -> u64 {
+        self.routes.rtp_packets.load(Ordering::SeqCst)
+    }
+
+    pub fn first_rtp_at(&self) -> Option<SystemTime> {
+        *self.routes.first_rtp.lock().unwrap()
+    }
+
+    pub fn last_rtp_at(&self) -> Option<SystemTime> {
+        *self.routes.last_rtp.lock().unwrap()
+    }
+}
+
+impl Drop for MediaPort {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for relay in self.relays.drain(..) {
+            let _ = relay.join();
+        }
+    }
+}
+
+fn relay(socket: UdpSocket, routes: &Routes, stop: &AtomicBool) {
+    let mut buf = vec![0u8; 65536];
+    while !stop.load(Ordering::SeqCst) {
+        // Errors are the read timeout (time to check `stop`) or a stray ICMP report.
+        let Ok((len, _)) = socket.recv_from(&mut buf) else { continue };
+        let packet = &buf[..len];
+        let target = if is_rtcp(packet) {
+            routes.sender_rtcp.load(Ordering::SeqCst)
+        } else {
+            let now = SystemTime::now();
+            routes.rtp_packets.fetch_add(1, Ordering::SeqCst);
+            routes.first_rtp.lock().unwrap().get_or_insert(now);
+            *routes.last_rtp.lock().unwrap() = Some(now);
+            routes.recorder.load(Ordering::SeqCst)
+        };
+        if target != 0 {
+            let _ = socket.send_to(packet, SocketAddr::from((LOCALHOST, target)));
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The server under test, started as a child process, and its REST API.
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use reqwest::blocking::Client;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION};
+use tempfile::TempDir;
+
+use super::net::{free_tcp_port, server_rtp_range};
+use super::process::{ChildProcess, wait_until};
+
+/// Ports given to each server for RTP/RTCP.
+const RTP_PORTS: u16 = 200;
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// SIGTERM grace period before SIGKILL on drop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+const HEALTH_POLL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A running `tutti serve`; dropped, it gets SIGTERM, then SIGKILL after a bounded wait.
+/// If the test is panicking its log is printed and its temp dir kept.
+pub struct Server {
+    /// e.g. `http://127.0.0.1:41234`
+    pub base_url: String,
+    /// The inclusive UDP port range passed as `--rtp-ports`.
+    pub rtp_ports: (u16, u16),
+    http: Client,
+    process: ChildProcess,
+    dir: Option<TempDir>,
+}
+
+/// A finished HTTP exchange.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> Result<serde_json::Value> {
+        serde_json::from_str(&self.body).with_context(|| format!("response body is not JSON: {}", self.body))
+    }
+}
+
+/// A participant the server accepted.
+#[derive(Debug, Clone)]
+pub struct Participant {
+    /// The `Location` header, usable with `Server::delete`.
+    pub location: String,
+    /// The SDP answer.
+    pub answer: String,
+}
+
+impl Server {
+    pub fn start() -> Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Starts the server with `extra_args` appended to the standard command line.
+    pub fn start_with(extra_args: &[&str]) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("tutti-server-").tempdir()?;
+        let http_port = free_tcp_port()?;
+        let rtp_ports = server_rtp_range(RTP_PORTS)?;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tutti"));
+        cmd.args(["serve", "--http", &format!("127.0.0.1:{http_port}")])
+            .args(["--rtp-ports", &format!("{}-{}", rtp_ports.0, rtp_ports.1)])
+            .args(["--public-ip", "127.0.0.1"])
+            .args(extra_args);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        let process = ChildProcess::spawn("tutti", cmd, &dir.path().join("server.log"))?;
+        let http = Client::builder().timeout(HTTP_TIMEOUT).build()?;
+        let mut server =
+            Server { base_url: format!("http://127.0.0.1:{http_port}"), rtp_ports, http, process, dir: Some(dir) };
+        let healthz = server.url("/healthz");
+        let http = server.http.clone();
+        let process = &mut server.process;
+        wait_until("GET /healthz to answer 200", STARTUP_TIMEOUT, || {
+            if let Some(status) = process.exit_status() {
+                bail!("tutti exited during startup ({status})");
+            }
+            let response = http.get(&healthz).timeout(HEALTH_POLL_TIMEOUT).send();
+            Ok(response.is_ok_and(|r| r.status().as_u16() == 200))
+        })
+        .map_err(|e| anyhow!("{e:#}\n{}", server.logs()))?;
+        Ok(server)
+    }
+
+    /// `path` ("/v1/...") or an absolute URL (as a Location header may be) made absolute.
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") { path.to_owned() } else { format!("{}{path}", self.base_url) }
+    }
+
+    /// The tail of the server's stdout+stderr.
+    pub fn logs(&self) -> String {
+        self.process.log_tail()
+    }
+
+    pub fn get(&self, path: &str) -> Result<HttpResponse> {
+        self.send(self.http.get(self.url(path)))
+    }
+
+    pub fn delete(&self, path: &str) -> Result<HttpResponse> {
+        self.send(self.http.delete(self.url(path)))
+    }
+
+    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<HttpResponse> {
+        self.send(self.http.post(self.url(path)).json(body))
+    }
+
+    pub fn post_sdp(&self, path: &str, sdp: &str) -> Result<HttpResponse> {
+        self.send(self.http.post(self.url(path)).header(CONTENT_TYPE, "application/sdp").body(sdp.to_owned()))
+    }
+
+    /// `POST /v1/compositions`, expecting 201; returns the new composition's id.
+    pub fn create_composition(&self, body: &serde_json::Value) -> Result<String> {
+        let response = self.post_json("/v1/compositions", body)?;
+        ensure!(response.status == 201, "creating a composition: {response:?}\n{}", self.logs());
+        let id = &response.json()?["id"];
+        Ok(id.as_str().map(str::to_owned).unwrap_or_else(|| id.to_string()))
+    }
+
+    /// `POST /v1/compositions/{id}/participants` with `offer`, expecting 201 + Location.
+    pub fn add_participant(&self, composition_id: &str, offer: &str) -> Result<Participant> {
+        let response = self.post_sdp(&format!("/v1/compositions/{composition_id}/participants"), offer)?;
+        ensure!(response.status == 201, "adding a participant: {response:?}\n{}", self.logs());
+        let location = response.header(LOCATION.as_str()).context("201 without a Location header")?.to_owned();
+        Ok(Participant { location, answer: response.body })
+    }
+
+    fn send(&self, request: reqwest::blocking::RequestBuilder) -> Result<HttpResponse> {
+        let response = request.send()?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        Ok(HttpResponse { status, headers, body: response.text()? })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let status = self.process.stop("TERM", SHUTDOWN_GRACE);
+        if std::thread::panicking() {
+            let kept = self.dir.take().map(TempDir::keep);
+            eprintln!("tutti exited with {status}; files kept in {kept:?}\n{}", self.logs());
+        }
+    }
+}
