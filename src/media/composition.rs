@@ -445,13 +445,14 @@ impl CompositionMedia {
         source.set_property_from_str("pattern", "solid-color");
         source.set_property("foreground-color", SLATE_COLOUR);
         let caps = make("capsfilter", &format!("{element_name}-caps"))?;
-        // A still picture: a few frames a second is plenty.
+        // At the canvas frame rate: a slower live source makes the
+        // compositor wait for it and the encoder then drops frames in bursts.
         caps.set_property(
             "caps",
             gst::Caps::builder("video/x-raw")
-                .field("width", 640)
-                .field("height", 360)
-                .field("framerate", gst::Fraction::new(5, 1))
+                .field("width", 320)
+                .field("height", 180)
+                .field("framerate", gst::Fraction::new(self.config.video.fps as i32, 1))
                 .build(),
         );
         let text = make("textoverlay", &format!("{element_name}-text"))?;
@@ -459,7 +460,7 @@ impl CompositionMedia {
         text.set_property("text", name);
         text.set_property_from_str("halignment", "center");
         text.set_property_from_str("valignment", "center");
-        text.set_property("font-desc", "Sans Bold 28");
+        text.set_property("font-desc", "Sans Bold 14");
         text.set_property("shaded-background", false);
         for e in [&source, &caps, &text] {
             self.pipeline.add(e)?;

@@ -40,8 +40,8 @@ impl Topology {
     }
 
     /// Detaches `owner` and stops its `elements`, leaving the rest playing:
-    /// 1. every link touching it drops data, so no shared element pushes into
-    ///    a part that is shutting down, nor the reverse;
+    /// 1. every link touching it drops buffers, so no shared element pushes
+    ///    into a part that is shutting down, nor the reverse;
     /// 2. its elements go to NULL, stopping their streaming threads;
     /// 3. links are undone and request pads given back to their elements;
     /// 4. its elements leave the pipeline.
@@ -51,10 +51,7 @@ impl Topology {
         self.links = kept;
 
         for link in &touching {
-            link.src.add_probe(
-                gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST | gst::PadProbeType::EVENT_DOWNSTREAM,
-                |_, _| gst::PadProbeReturn::Drop,
-            );
+            link.src.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, |_, _| gst::PadProbeReturn::Drop);
         }
         for element in elements {
             let _ = element.set_state(gst::State::Null);

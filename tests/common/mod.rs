@@ -35,5 +35,5 @@ mod server;
 
 pub use analysis::*;
 pub use caller::*;
-pub use net::is_rtcp;
+pub use net::{bind_rtp_pair, is_rtcp};
 pub use server::*;
