@@ -16,6 +16,8 @@ PACKAGES=(
   gstreamer1.0-x fonts-dejavu-core  # gstreamer1.0-x carries the pango text overlay
   # independent judges and senders in tests and benchmarks
   ffmpeg
+  # the RTMP ingest server the publisher tests push to
+  nginx libnginx-mod-rtmp
   # health checks in scripts
   curl
 )

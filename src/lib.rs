@@ -11,3 +11,4 @@ pub mod engine;
 pub mod media;
 pub mod model;
 pub mod ports;
+pub mod rtmp;
