@@ -11,20 +11,28 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::engine::{CompositionView, EngineError, EngineHandle, JoinRequest, ParticipantView};
+use crate::engine::{CompositionView, EngineError, EngineHandle, JoinRequest, OutputView, ParticipantView};
 use crate::model::composition::CompositionConfig;
+use crate::model::output::OutputConfig;
+use std::path::PathBuf;
 use crate::model::ids::{CompositionId, ParticipantId};
 use crate::model::sdp::SdpError;
 
 const SDP_CONTENT_TYPE: &str = "application/sdp";
 
-pub fn app(engine: EngineHandle) -> Router {
+pub fn app(engine: EngineHandle, hls_dir: PathBuf) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/compositions", get(list_compositions).post(create_composition))
         .route("/v1/compositions/{id}", get(get_composition).delete(delete_composition))
         .route("/v1/compositions/{id}/participants", get(list_participants).post(add_participant))
         .route("/v1/compositions/{id}/participants/{pid}", get(get_participant).delete(remove_participant))
+        .route("/v1/compositions/{id}/outputs", get(list_outputs).post(add_output))
+        .route("/v1/compositions/{id}/outputs/{oid}", get(get_output).delete(remove_output))
+        .route(
+            "/hls/{id}/{file}",
+            get(move |path: Path<(String, String)>| serve_hls(hls_dir.clone(), path)),
+        )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
@@ -62,6 +70,8 @@ impl From<EngineError> for ApiError {
         let (status, code) = match &e {
             EngineError::CompositionNotFound(_) => (StatusCode::NOT_FOUND, "composition_not_found"),
             EngineError::ParticipantNotFound(..) => (StatusCode::NOT_FOUND, "participant_not_found"),
+            EngineError::OutputNotFound(..) => (StatusCode::NOT_FOUND, "output_not_found"),
+            EngineError::InvalidOutput(_) => (StatusCode::BAD_REQUEST, "invalid_output"),
             EngineError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "invalid_composition"),
             EngineError::Sdp(SdpError::Malformed(_)) => (StatusCode::BAD_REQUEST, "malformed_sdp"),
             EngineError::Sdp(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "no_common_codec"),
@@ -204,4 +214,55 @@ async fn get_participant(
 async fn remove_participant(State(engine): State<EngineHandle>, Path((id, pid)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
     engine.remove_participant(CompositionId::from(id), ParticipantId::from(pid)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+struct OutputList {
+    outputs: Vec<OutputView>,
+}
+
+async fn list_outputs(State(engine): State<EngineHandle>, Path(id): Path<String>) -> Result<axum::Json<OutputList>, ApiError> {
+    let composition = engine.composition(CompositionId::from(id)).await?;
+    Ok(axum::Json(OutputList { outputs: composition.outputs }))
+}
+
+async fn add_output(State(engine): State<EngineHandle>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let output: OutputConfig = json_body(&headers, &body)?;
+    let composition = CompositionId::from(id);
+    let view = engine.add_output(composition.clone(), output).await?;
+    Ok(created(format!("/v1/compositions/{composition}/outputs/{}", view.id), view))
+}
+
+async fn get_output(State(engine): State<EngineHandle>, Path((id, oid)): Path<(String, String)>) -> Result<axum::Json<OutputView>, ApiError> {
+    Ok(axum::Json(engine.output(CompositionId::from(id), oid).await?))
+}
+
+async fn remove_output(State(engine): State<EngineHandle>, Path((id, oid)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+    engine.remove_output(CompositionId::from(id), oid).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// HLS playlists and segments, with CORS so any page can play them.
+async fn serve_hls(hls_dir: PathBuf, Path((id, file)): Path<(String, String)>) -> Result<Response, ApiError> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no HLS file {file} for composition {id}"));
+    // Only plain names written by hlssink2: no path can leave the directory.
+    let plain = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') && !s.starts_with('.');
+    if !plain(&id) || !plain(&file) {
+        return Err(not_found());
+    }
+    let (content_type, cache) = match file.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("m3u8") => ("application/vnd.apple.mpegurl", "no-cache"),
+        Some("ts") => ("video/mp2t", "max-age=60"),
+        _ => return Err(not_found()),
+    };
+    let bytes = tokio::fs::read(hls_dir.join(&id).join(&file)).await.map_err(|_| not_found())?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, cache),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        bytes,
+    )
+        .into_response())
 }

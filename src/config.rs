@@ -17,6 +17,8 @@ pub const DEFAULT_RTP_BIND: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 pub const DEFAULT_JITTER_BUFFER_MS: u32 = 40;
 pub const DEFAULT_STALE_AFTER_SECS: u64 = 30;
 pub const DEFAULT_PIPELINES_DIR: &str = "pipelines";
+pub const DEFAULT_RECORDINGS_DIR: &str = "recordings";
+pub const DEFAULT_RTMP_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1935);
 
 #[derive(Debug, Parser)]
 #[command(name = "tutti", version, about = "Tutti: MCU and live-stream transcoder on GStreamer")]
@@ -71,6 +73,16 @@ pub struct ServeArgs {
     /// Directory of encoder/decoder profiles [default: pipelines].
     #[arg(long, env = "TUTTI_PIPELINES")]
     pub pipelines: Option<PathBuf>,
+    /// Directory that `record` outputs write under [default: recordings].
+    #[arg(long, env = "TUTTI_RECORDINGS")]
+    pub recordings: Option<PathBuf>,
+    /// Directory for HLS segments and playlists [default: <temp dir>/tutti-hls].
+    #[arg(long, env = "TUTTI_HLS_DIR")]
+    pub hls_dir: Option<PathBuf>,
+    /// Address of the embedded RTMP server that plays every composition at
+    /// rtmp://ADDRESS/live/{composition_id} [default: 127.0.0.1:1935].
+    #[arg(long, env = "TUTTI_RTMP_LISTEN")]
+    pub rtmp_listen: Option<SocketAddr>,
 }
 
 /// The same settings as a TOML file.
@@ -84,6 +96,9 @@ struct FileConfig {
     jitter_buffer_ms: Option<u32>,
     stale_after_secs: Option<u64>,
     pipelines: Option<PathBuf>,
+    recordings: Option<PathBuf>,
+    hls_dir: Option<PathBuf>,
+    rtmp_listen: Option<SocketAddr>,
 }
 
 /// Fully resolved settings of `tutti serve`.
@@ -96,6 +111,9 @@ pub struct Config {
     pub jitter_buffer: Duration,
     pub stale_after: Duration,
     pub pipelines_dir: PathBuf,
+    pub recordings_dir: PathBuf,
+    pub hls_dir: PathBuf,
+    pub rtmp_listen: SocketAddr,
 }
 
 impl Default for Config {
@@ -133,6 +151,12 @@ impl Config {
                 .pipelines
                 .or(file.pipelines)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_PIPELINES_DIR)),
+            recordings_dir: args
+                .recordings
+                .or(file.recordings)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_RECORDINGS_DIR)),
+            hls_dir: args.hls_dir.or(file.hls_dir).unwrap_or_else(|| std::env::temp_dir().join("tutti-hls")),
+            rtmp_listen: args.rtmp_listen.or(file.rtmp_listen).unwrap_or(DEFAULT_RTMP_LISTEN),
         }
     }
 }

@@ -5,7 +5,8 @@ use clap::Parser;
 use gstreamer as gst;
 use tracing_subscriber::EnvFilter;
 use tutti::config::{Cli, Command, Config};
-use tutti::engine::Engine;
+use tutti::engine::{Engine, Services};
+use tutti::rtmp::{RtmpServerConfig, start_server};
 use tutti::media::profiles::Profiles;
 
 fn main() -> anyhow::Result<()> {
@@ -39,11 +40,18 @@ async fn serve(config: Config, profiles: Profiles) -> anyhow::Result<()> {
         jitter_buffer_ms = config.jitter_buffer.as_millis() as u64,
         "Tutti serving"
     );
-    let engine = Engine::start(config, profiles);
-    axum::serve(listener, tutti::api::app(engine.clone()))
+    let rtmp_server = start_server(RtmpServerConfig { listen: config.rtmp_listen, ..Default::default() })
+        .await
+        .with_context(|| format!("starting the embedded RTMP server on {} (--rtmp-listen)", config.rtmp_listen))?;
+    tracing::info!(rtmp = %rtmp_server.local_addr(), "embedded RTMP server plays rtmp://{}/live/{{composition_id}}", rtmp_server.local_addr());
+    let hls_dir = config.hls_dir.clone();
+    let services = Services { runtime: tokio::runtime::Handle::current(), rtmp_server: Some(rtmp_server.clone()) };
+    let engine = Engine::start(config, profiles, services);
+    axum::serve(listener, tutti::api::app(engine.clone(), hls_dir))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     engine.shutdown().await;
+    rtmp_server.shutdown();
     tracing::info!("stopped: every pipeline and port released");
     Ok(())
 }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::net::{Ipv4Addr, UdpSocket};
 use std::path::PathBuf;
 use tutti::config::Config;
-use tutti::engine::{Engine, EngineHandle};
+use tutti::engine::{Engine, EngineHandle, Services};
 use tutti::media::profiles::Profiles;
 use tutti::ports::PortRange;
 
@@ -44,10 +44,11 @@ async fn start(rtp_pairs: u16) -> Api {
         ..Config::default()
     };
     let profiles = Profiles::load(&config.pipelines_dir).unwrap();
-    let engine = Engine::start(config, profiles);
+    let services = Services { runtime: tokio::runtime::Handle::current(), rtmp_server: None };
+    let engine = Engine::start(config, profiles, services);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(axum::serve(listener, tutti::api::app(engine.clone())).into_future());
+    tokio::spawn(axum::serve(listener, tutti::api::app(engine.clone(), std::env::temp_dir().join("tutti-api-test-hls"))).into_future());
     Api { base, client: reqwest::Client::new(), engine }
 }
 
@@ -95,7 +96,9 @@ async fn composition_lifecycle_and_location_headers() {
     let body: Value = serde_json::from_str(&text).unwrap();
     let id = body["id"].as_str().unwrap();
     assert_eq!(headers["location"], format!("/v1/compositions/{id}").as_str());
-    assert_eq!(body["video"], json!({"width": 1280, "height": 720, "fps": 30, "bitrate_kbps": 2500}));
+    assert_eq!(body["video"], json!({"width": 1280, "height": 720, "fps": 30, "bitrate_kbps": 2500, "keyframe_interval_secs": 2}));
+    assert_eq!(body["outputs"], json!([]));
+    assert_eq!(body["broadcast"], json!({"video_encoders": 1, "audio_encoders": 1}));
     assert_eq!(body["audio"], json!({"sample_rate": 48000, "channels": 2}));
     assert_eq!(body["layout"], json!({"kind": "grid"}));
     assert_eq!(body["participants"], json!([]));

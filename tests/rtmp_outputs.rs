@@ -16,13 +16,15 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use serde_json::Value;
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
+mod common;
+
+use common::{INSTALL_HINT, Nginx};
 use tutti::rtmp::{
     MediaFrame, PublisherConfig, PublisherHandle, PublisherState, ReconnectPolicy, RtmpServerConfig, RtmpUrl,
     StreamFeed, StreamHeaders, StreamMetadata, spawn_publisher, start_server,
@@ -31,101 +33,8 @@ use tutti::rtmp::{
 const WIDTH: u32 = 640;
 const HEIGHT: u32 = 360;
 const FPS: u32 = 30;
-const NGINX_RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
 /// Long enough for the publisher to connect, short enough to end the recording soon after it stops.
 const RECORDER_READ_TIMEOUT: Duration = Duration::from_secs(3);
-const INSTALL_HINT: &str = "run scripts/install-deps.sh (it installs nginx and libnginx-mod-rtmp)";
-
-// ───────────────────────────── nginx-rtmp ─────────────────────────────
-
-/// nginx with the RTMP module, one `live` application, on a free port of
-/// loopback; its config, logs and pid live in a temp dir. Killed on drop.
-struct Nginx {
-    dir: TempDir,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Nginx {
-    fn start() -> Nginx {
-        assert!(
-            Path::new(NGINX_RTMP_MODULE).exists(),
-            "{NGINX_RTMP_MODULE} is missing: {INSTALL_HINT}"
-        );
-        let dir = TempDir::new().unwrap();
-        let port = free_tcp_port();
-        let config = format!(
-            "load_module {NGINX_RTMP_MODULE};\n\
-             daemon off;\n\
-             master_process off;\n\
-             worker_processes 1;\n\
-             error_log {dir}/error.log info;\n\
-             pid {dir}/nginx.pid;\n\
-             events {{ worker_connections 64; }}\n\
-             rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; }} }} }}\n",
-            dir = dir.path().display()
-        );
-        std::fs::write(dir.path().join("nginx.conf"), config).unwrap();
-        let mut nginx = Nginx { dir, port, child: None };
-        nginx.launch();
-        nginx
-    }
-
-    fn launch(&mut self) {
-        let dir = self.dir.path();
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .stdout(Stdio::null())
-            .stderr(File::create(dir.join("stderr.log")).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run nginx ({e}): {INSTALL_HINT}"));
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not listen within 5 s:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn url(&self, app: &str, key: &str) -> String {
-        format!("rtmp://127.0.0.1:{}/{app}/{key}", self.port)
-    }
-
-    fn logs(&self) -> String {
-        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-        format!("{}{}", read("stderr.log"), read("error.log"))
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 // ───────────────────────────── media source ─────────────────────────────
 
@@ -644,7 +553,7 @@ async fn unreachable_destinations_never_block_the_producer() {
             held.push(socket);
         }
     });
-    let closed_port = free_tcp_port();
+    let closed_port = common::free_tcp_port().unwrap();
 
     let mut silent_config = PublisherConfig::new(RtmpUrl::parse(&format!("rtmp://{silent_addr}/live/key")).unwrap());
     silent_config.response_timeout = Duration::from_secs(2);

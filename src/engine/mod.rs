@@ -8,7 +8,7 @@
 
 mod views;
 
-pub use views::{CompositionView, ParticipantState, ParticipantView};
+pub use views::{CompositionView, OutputState, OutputView, ParticipantState, ParticipantView};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,8 +20,10 @@ use tokio::sync::oneshot;
 use crate::config::Config;
 use crate::media::composition::JoiningMedium;
 use crate::media::profiles::Profiles;
-use crate::media::{CompositionMedia, MediaError, MediaEvent, MediaSettings};
+use crate::media::{CompositionMedia, MediaError, MediaEvent, MediaSettings, OutputPaths};
 use crate::model::composition::{CompositionConfig, InvalidConfig};
+use crate::model::output::{InvalidOutput, OutputConfig, ValidOutput};
+use crate::rtmp::{PublisherConfig, PublisherHandle, RtmpServerHandle, spawn_publisher};
 use crate::model::ids::{CompositionId, ParticipantId};
 use crate::model::layout::MAX_GRID_CELLS;
 use crate::model::sdp::{self, Canvas, LocalTransport, SdpError};
@@ -34,6 +36,10 @@ pub enum EngineError {
     CompositionNotFound(CompositionId),
     #[error("no participant with id {1} in composition {0}")]
     ParticipantNotFound(CompositionId, ParticipantId),
+    #[error("no output with id {1} in composition {0}")]
+    OutputNotFound(CompositionId, String),
+    #[error(transparent)]
+    InvalidOutput(#[from] InvalidOutput),
     #[error(transparent)]
     InvalidConfig(#[from] InvalidConfig),
     #[error(transparent)]
@@ -69,6 +75,9 @@ enum Command {
     AddParticipant(CompositionId, JoinRequest, Reply<Joined>),
     GetParticipant(CompositionId, ParticipantId, Reply<ParticipantView>),
     RemoveParticipant(CompositionId, ParticipantId, Reply<()>),
+    AddOutput(CompositionId, OutputConfig, Reply<OutputView>),
+    GetOutput(CompositionId, String, Reply<OutputView>),
+    RemoveOutput(CompositionId, String, Reply<()>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -118,6 +127,18 @@ impl EngineHandle {
         self.ask(|r| Command::RemoveParticipant(id, pid, r)).await
     }
 
+    pub async fn add_output(&self, id: CompositionId, output: OutputConfig) -> Result<OutputView, EngineError> {
+        self.ask(|r| Command::AddOutput(id, output, r)).await
+    }
+
+    pub async fn output(&self, id: CompositionId, oid: String) -> Result<OutputView, EngineError> {
+        self.ask(|r| Command::GetOutput(id, oid, r)).await
+    }
+
+    pub async fn remove_output(&self, id: CompositionId, oid: String) -> Result<(), EngineError> {
+        self.ask(|r| Command::RemoveOutput(id, oid, r)).await
+    }
+
     /// Stops every composition, releasing all pipelines and ports.
     pub async fn shutdown(&self) {
         let (done, wait) = oneshot::channel();
@@ -133,6 +154,16 @@ struct Composition {
     media: CompositionMedia,
     /// In join order.
     participants: Vec<Participant>,
+    outputs: Vec<OutputRecord>,
+    rtmp_play_url: Option<String>,
+}
+
+struct OutputRecord {
+    id: String,
+    valid: ValidOutput,
+    created_at: OffsetDateTime,
+    /// RTMP outputs: the task that pushes to the destination.
+    publisher: Option<PublisherHandle>,
 }
 
 struct Participant {
@@ -143,8 +174,17 @@ struct Participant {
     last_error: Option<String>,
 }
 
+/// What the engine needs from the async side: a runtime for RTMP
+/// publishers and, if it runs, the embedded RTMP server.
+#[derive(Clone)]
+pub struct Services {
+    pub runtime: tokio::runtime::Handle,
+    pub rtmp_server: Option<RtmpServerHandle>,
+}
+
 pub struct Engine {
     config: Config,
+    services: Services,
     profiles: Arc<Profiles>,
     ports: PortAllocator,
     compositions: BTreeMap<CompositionId, Composition>,
@@ -157,9 +197,10 @@ const TICK: Duration = Duration::from_millis(500);
 impl Engine {
     /// Starts the engine thread. `gst::init()` must have succeeded and the
     /// profiles must have been validated.
-    pub fn start(config: Config, profiles: Profiles) -> EngineHandle {
+    pub fn start(config: Config, profiles: Profiles, services: Services) -> EngineHandle {
         let (tx, rx) = mpsc::channel();
         let engine = Engine {
+            services,
             ports: PortAllocator::new(config.rtp_ports, config.rtp_bind),
             config,
             profiles: Arc::new(profiles),
@@ -212,6 +253,12 @@ impl Engine {
                 self.get(&id).and_then(|c| c.participant_view(&pid).ok_or(EngineError::ParticipantNotFound(id, pid))),
             )),
             Command::RemoveParticipant(id, pid, reply) => drop(reply.send(self.remove_participant(&id, &pid))),
+            Command::AddOutput(id, output, reply) => drop(reply.send(self.add_output(&id, &output))),
+            Command::GetOutput(id, oid, reply) => drop(reply.send(self.get(&id).and_then(|c| {
+                let output = c.outputs.iter().find(|o| o.id == oid).ok_or(EngineError::OutputNotFound(id.clone(), oid))?;
+                Ok(c.output_view(&id, output))
+            }))),
+            Command::RemoveOutput(id, oid, reply) => drop(reply.send(self.remove_output(&id, &oid))),
             Command::Shutdown(_) => unreachable!("handled by run()"),
         }
     }
@@ -228,12 +275,64 @@ impl Engine {
             let _ = events_tx.send(Message::Media(event));
         });
         let settings = MediaSettings { jitter_buffer: self.config.jitter_buffer };
-        let media = CompositionMedia::new(id.clone(), config.clone(), self.profiles.clone(), settings, events)?;
+        let server = self.services.rtmp_server.as_ref();
+        let player = server.and_then(|s| s.register_stream(id.as_str()).ok());
+        let media = CompositionMedia::new(id.clone(), config.clone(), self.profiles.clone(), settings, events, player)?;
         tracing::info!(composition = %id, name = ?config.name, "composition created");
-        let composition = Composition { config, created_at: OffsetDateTime::now_utc(), media, participants: Vec::new() };
-        let view = composition.view(&id);
-        self.compositions.insert(id, composition);
-        Ok(view)
+        let composition = Composition {
+            created_at: OffsetDateTime::now_utc(),
+            media,
+            participants: Vec::new(),
+            outputs: Vec::new(),
+            rtmp_play_url: server.map(|s| s.play_url(id.as_str())),
+            config: config.clone(),
+        };
+        self.compositions.insert(id.clone(), composition);
+        for output in &config.outputs {
+            if let Err(e) = self.add_output(&id, output) {
+                let _ = self.delete_composition(&id);
+                return Err(e);
+            }
+        }
+        Ok(self.compositions[&id].view(&id))
+    }
+
+    fn add_output(&mut self, id: &CompositionId, output: &OutputConfig) -> Result<OutputView, EngineError> {
+        let valid = output.validate()?;
+        let composition = self.compositions.get_mut(id).ok_or_else(|| EngineError::CompositionNotFound(id.clone()))?;
+        let oid = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let publisher = match &valid {
+            ValidOutput::Rtmp(url) => {
+                // Publishers are tokio tasks; the engine thread is not in the runtime.
+                let _runtime = self.services.runtime.enter();
+                Some(spawn_publisher(PublisherConfig::new(url.clone())))
+            }
+            _ => None,
+        };
+        let paths = OutputPaths { hls_dir: self.config.hls_dir.clone(), recordings_dir: self.config.recordings_dir.clone() };
+        if let Err(e) = composition.media.add_output(oid.clone(), &valid, &paths, publisher.clone()) {
+            if let Some(publisher) = publisher {
+                publisher.stop();
+            }
+            return Err(e.into());
+        }
+        tracing::info!(composition = %id, output = %oid, kind = ?valid.kind(), "output added");
+        composition.outputs.push(OutputRecord { id: oid, valid, created_at: OffsetDateTime::now_utc(), publisher });
+        let record = composition.outputs.last().expect("just added");
+        Ok(composition.output_view(id, record))
+    }
+
+    fn remove_output(&mut self, id: &CompositionId, oid: &str) -> Result<(), EngineError> {
+        let composition = self.compositions.get_mut(id).ok_or_else(|| EngineError::CompositionNotFound(id.clone()))?;
+        let index = composition
+            .outputs
+            .iter()
+            .position(|o| o.id == oid)
+            .ok_or_else(|| EngineError::OutputNotFound(id.clone(), oid.to_string()))?;
+        composition.outputs.remove(index);
+        composition.media.remove_output(oid);
+        tracing::info!(composition = %id, output = %oid, "output removed");
+        Ok(())
     }
 
     fn delete_composition(&mut self, id: &CompositionId) -> Result<(), EngineError> {

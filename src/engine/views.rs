@@ -4,8 +4,10 @@ use serde::Serialize;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-use super::Composition;
+use super::{Composition, OutputRecord};
 use crate::media::MediumStats;
+use crate::model::output::{OutputKind, ValidOutput};
+use crate::rtmp::PublisherState;
 use crate::model::composition::{AudioConfig, VideoConfig};
 use crate::model::ids::{CompositionId, ParticipantId};
 use crate::model::layout::LayoutConfig;
@@ -54,6 +56,46 @@ pub struct ParticipantView {
     pub last_error: Option<String>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputState {
+    Connecting,
+    Live,
+    Reconnecting,
+    Failed,
+    Stopped,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OutputView {
+    pub id: String,
+    pub kind: OutputKind,
+    pub state: OutputState,
+    /// RTMP only, with the stream key masked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Recordings only, relative to the recordings directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// HLS only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub playlist_url: Option<String>,
+    /// Bytes sent to the server (RTMP) or written to disk (HLS, recordings).
+    pub bytes_sent: u64,
+    pub reconnects: u64,
+    /// Whole GOPs dropped because the destination could not keep up.
+    pub dropped_gops: u64,
+    pub last_error: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BroadcastView {
+    pub video_encoders: usize,
+    pub audio_encoders: usize,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct CompositionView {
     pub id: CompositionId,
@@ -63,6 +105,12 @@ pub struct CompositionView {
     pub audio: AudioConfig,
     pub layout: LayoutConfig,
     pub participants: Vec<ParticipantView>,
+    pub outputs: Vec<OutputView>,
+    /// The one encode every output shares.
+    pub broadcast: BroadcastView,
+    /// Where the embedded RTMP server plays this composition, if it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtmp_play_url: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
@@ -77,8 +125,59 @@ impl Composition {
             audio: self.config.audio.clone(),
             layout: self.config.layout.clone(),
             participants: self.participants.iter().filter_map(|p| self.participant_view(&p.id)).collect(),
+            outputs: self.outputs.iter().map(|o| self.output_view(id, o)).collect(),
+            broadcast: {
+                let (video_encoders, audio_encoders) = self.media.broadcast_encoders();
+                BroadcastView { video_encoders, audio_encoders }
+            },
+            rtmp_play_url: self.rtmp_play_url.clone(),
             created_at: self.created_at,
         }
+    }
+
+    pub(super) fn output_view(&self, id: &CompositionId, output: &OutputRecord) -> OutputView {
+        let mut view = OutputView {
+            id: output.id.clone(),
+            kind: output.valid.kind(),
+            state: OutputState::Connecting,
+            url: None,
+            path: None,
+            playlist_url: None,
+            bytes_sent: 0,
+            reconnects: 0,
+            dropped_gops: 0,
+            last_error: None,
+            created_at: output.created_at,
+        };
+        match (&output.valid, &output.publisher) {
+            (ValidOutput::Rtmp(url), Some(publisher)) => {
+                view.url = Some(url.masked());
+                view.state = match &*publisher.state().borrow() {
+                    PublisherState::Connecting => OutputState::Connecting,
+                    PublisherState::Live => OutputState::Live,
+                    PublisherState::Reconnecting { .. } => OutputState::Reconnecting,
+                    PublisherState::Failed { .. } => OutputState::Failed,
+                    PublisherState::Stopped => OutputState::Stopped,
+                };
+                let stats = publisher.stats();
+                view.bytes_sent = stats.bytes_sent;
+                view.reconnects = stats.reconnects;
+                view.dropped_gops = stats.dropped_gops;
+                view.last_error = stats.last_error;
+            }
+            (valid, _) => {
+                match valid {
+                    ValidOutput::Hls => view.playlist_url = Some(format!("/hls/{id}/index.m3u8")),
+                    ValidOutput::Record { relative_path, .. } => view.path = Some(relative_path.display().to_string()),
+                    ValidOutput::Rtmp(_) => {}
+                }
+                if let Some(status) = self.media.file_output_status(&output.id) {
+                    view.bytes_sent = status.bytes_written;
+                    view.state = if status.live { OutputState::Live } else { OutputState::Connecting };
+                }
+            }
+        }
+        view
     }
 
     pub(super) fn participant_view(&self, pid: &ParticipantId) -> Option<ParticipantView> {

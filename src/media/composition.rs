@@ -1,5 +1,10 @@
 //! A composition's pipeline: the fixed core (compositor, full mix, silence)
-//! built at creation, callers and shared encoders added and removed live.
+//! built at creation, callers and shared encoders added and removed live,
+//! and the broadcast encode with its outputs ([`broadcast`]).
+
+mod broadcast;
+
+pub use broadcast::{FileOutputStatus, OutputKey, OutputPaths};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -12,7 +17,7 @@ use std::time::Duration;
 use super::participant::{
     CellLink, MediumState, ParticipantMedia, depayloader, mark_packet, payloader, rtp_caps, session_for,
 };
-use super::profiles::Profiles;
+use super::profiles::{EncoderSettings, Profiles};
 use super::topology::{Owner, Topology};
 use super::{EventSink, MediaError, MediaEvent, make};
 use crate::model::codec::{AudioCodec, Codec, MediaKind, VideoCodec};
@@ -45,6 +50,8 @@ pub struct CompositionMedia {
     video_tee: gst::Element,
     silence_tee: gst::Element,
     full_mix: gst::Element,
+    /// The full mix (everyone), for the broadcast encode.
+    full_mix_out: gst::Element,
     config: CompositionConfig,
     profiles: Arc<Profiles>,
     settings: MediaSettings,
@@ -52,6 +59,7 @@ pub struct CompositionMedia {
     encoders: HashMap<VideoCodec, SharedEncoder>,
     /// In join order, which is also the layout order.
     participants: Vec<ParticipantMedia>,
+    broadcast: Option<broadcast::Broadcast>,
 }
 
 /// One encode of the composite, fanned out to every caller using its codec.
@@ -67,6 +75,7 @@ impl CompositionMedia {
         profiles: Arc<Profiles>,
         settings: MediaSettings,
         events: EventSink,
+        player: Option<crate::rtmp::StreamFeed>,
     ) -> Result<CompositionMedia, MediaError> {
         let pipeline = gst::Pipeline::with_name(&format!("comp-{id}"));
         let v = &config.video;
@@ -128,20 +137,24 @@ impl CompositionMedia {
         watch_bus(&pipeline, id.clone(), events);
         pipeline.set_state(gst::State::Playing)?;
 
-        Ok(CompositionMedia {
+        let mut media = CompositionMedia {
             id,
             pipeline,
             compositor,
             video_tee,
             silence_tee,
             full_mix,
+            full_mix_out: full_mix_tee,
             config,
             profiles,
             settings,
             topology: Topology::default(),
             encoders: HashMap::new(),
             participants: Vec::new(),
-        })
+            broadcast: None,
+        };
+        media.build_broadcast(player)?;
+        Ok(media)
     }
 
     pub fn id(&self) -> &CompositionId {
@@ -374,6 +387,7 @@ impl CompositionMedia {
 
     /// Stops the pipeline and releases every element, socket and port.
     pub fn shutdown(mut self) {
+        self.stop_outputs();
         let _ = self.pipeline.set_state(gst::State::Null);
         self.participants.clear();
         self.encoders.clear();
@@ -492,7 +506,7 @@ impl CompositionMedia {
         queue.set_property("max-size-bytes", 0u32);
         queue.set_property("max-size-time", 0u64);
         queue.set_property_from_str("leaky", "downstream");
-        let encoder = self.profiles.video_encoder(codec, &format!("{name}-bin"), self.config.video.bitrate_kbps)?.upcast::<gst::Element>();
+        let encoder = self.profiles.video_encoder(codec, &format!("{name}-bin"), self.encoder_settings())?.upcast::<gst::Element>();
         let tee = make("tee", &format!("{name}-out"))?;
         tee.set_property("allow-not-linked", true);
         let mut elements = vec![queue.clone(), encoder.clone()];
@@ -529,6 +543,11 @@ impl CompositionMedia {
                 self.topology.remove(&Owner::Encoder(codec), &self.pipeline, &encoder.elements);
             }
         }
+    }
+
+    fn encoder_settings(&self) -> EncoderSettings {
+        let v = &self.config.video;
+        EncoderSettings { bitrate_kbps: Some(v.bitrate_kbps), keyframe_interval_frames: Some(v.fps * v.keyframe_interval_secs) }
     }
 
     /// Mix format → the codec's rate and channels → encoder bin.
@@ -614,9 +633,14 @@ fn gio_socket(fd: OwnedFd) -> Result<gio::Socket, MediaError> {
     gio::Socket::from_fd(fd).map_err(|e| MediaError::Gst(format!("socket: {e}")))
 }
 
+/// Links a new src pad of `tee` to `downstream`'s sink pad (its static one,
+/// or a new request pad of an aggregator).
 fn link_request(tee: &gst::Element, downstream: &gst::Element) -> Result<(), MediaError> {
-    let src = tee.request_pad_simple("src_%u").ok_or_else(|| MediaError::Gst("tee refused a pad".into()))?;
-    let sink = downstream.request_pad_simple("sink_%u").ok_or_else(|| MediaError::Gst("mixer refused a pad".into()))?;
+    let src = tee.request_pad_simple("src_%u").ok_or_else(|| MediaError::Gst(format!("{} refused a src pad", tee.name())))?;
+    let sink = downstream
+        .static_pad("sink")
+        .or_else(|| downstream.request_pad_simple("sink_%u"))
+        .ok_or_else(|| MediaError::Gst(format!("{} has no sink pad", downstream.name())))?;
     src.link(&sink)?;
     Ok(())
 }

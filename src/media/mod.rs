@@ -20,7 +20,7 @@ mod participant;
 pub mod profiles;
 mod topology;
 
-pub use composition::{CompositionMedia, MediaSettings};
+pub use composition::{CompositionMedia, FileOutputStatus, MediaSettings, OutputPaths};
 pub use participant::{MediumStats, ParticipantStats};
 
 use crate::model::ids::CompositionId;

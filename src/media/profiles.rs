@@ -27,8 +27,8 @@ pub enum ProfileError {
     Parse { file: String, name: String, message: String },
     #[error("{file}: profile [{name}] must have exactly one unlinked sink pad and one unlinked src pad")]
     Pads { file: String, name: String },
-    #[error("{file}: profile [{name}]: bitrate element {element:?} has no property {property:?}")]
-    BitrateProperty { file: String, name: String, element: String, property: String },
+    #[error("{file}: profile [{name}]: element {element:?} has no property {property:?}")]
+    Property { file: String, name: String, element: String, property: String },
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -47,13 +47,34 @@ struct BitrateBinding {
     unit: BitrateUnit,
 }
 
+/// Which property takes the keyframe interval, in frames.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyframeBinding {
+    element: String,
+    property: String,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     description: String,
     #[serde(default)]
     bitrate: Option<BitrateBinding>,
+    #[serde(default)]
+    keyframes: Option<KeyframeBinding>,
 }
+
+/// Values set on a profile's elements after parsing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EncoderSettings {
+    pub bitrate_kbps: Option<u32>,
+    pub keyframe_interval_frames: Option<u32>,
+}
+
+/// The broadcast encode's profiles: what CDNs ingest (see pipelines/encoders.toml).
+const BROADCAST_VIDEO: &str = "broadcast-h264";
+const BROADCAST_AUDIO: &str = "broadcast-aac";
 
 #[derive(Debug)]
 pub struct Profiles {
@@ -86,27 +107,41 @@ impl Profiles {
             needed.push((ENCODERS_FILE, &self.encoders, codec.profile_name(), "audio encoding"));
             needed.push((DECODERS_FILE, &self.decoders, codec.profile_name(), "audio decoding"));
         }
+        needed.push((ENCODERS_FILE, &self.encoders, BROADCAST_VIDEO, "the broadcast video encode"));
+        needed.push((ENCODERS_FILE, &self.encoders, BROADCAST_AUDIO, "the broadcast audio encode"));
         needed
     }
 
-    pub fn video_encoder(&self, codec: VideoCodec, name: &str, bitrate_kbps: u32) -> Result<gst::Bin, ProfileError> {
-        self.encoders[codec.encoder_profile_name()].instantiate(ENCODERS_FILE, codec.encoder_profile_name(), name, Some(bitrate_kbps))
+    pub fn video_encoder(&self, codec: VideoCodec, name: &str, settings: EncoderSettings) -> Result<gst::Bin, ProfileError> {
+        self.encoder(codec.encoder_profile_name(), name, settings)
     }
 
     pub fn audio_encoder(&self, codec: AudioCodec, name: &str) -> Result<gst::Bin, ProfileError> {
-        self.encoders[codec.profile_name()].instantiate(ENCODERS_FILE, codec.profile_name(), name, None)
+        self.encoder(codec.profile_name(), name, EncoderSettings::default())
+    }
+
+    pub fn broadcast_video_encoder(&self, name: &str, settings: EncoderSettings) -> Result<gst::Bin, ProfileError> {
+        self.encoder(BROADCAST_VIDEO, name, settings)
+    }
+
+    pub fn broadcast_audio_encoder(&self, name: &str, bitrate_kbps: u32) -> Result<gst::Bin, ProfileError> {
+        self.encoder(BROADCAST_AUDIO, name, EncoderSettings { bitrate_kbps: Some(bitrate_kbps), ..Default::default() })
+    }
+
+    fn encoder(&self, profile: &str, name: &str, settings: EncoderSettings) -> Result<gst::Bin, ProfileError> {
+        self.encoders[profile].instantiate(ENCODERS_FILE, profile, name, settings)
     }
 
     pub fn video_decoder(&self, codec: VideoCodec, name: &str) -> Result<gst::Bin, ProfileError> {
         let profile = codec.decoder_profile_name();
-        let bin = self.decoders[profile].instantiate(DECODERS_FILE, profile, name, None)?;
+        let bin = self.decoders[profile].instantiate(DECODERS_FILE, profile, name, EncoderSettings::default())?;
         make_decoders_resilient(&bin);
         Ok(bin)
     }
 
     pub fn audio_decoder(&self, codec: AudioCodec, name: &str) -> Result<gst::Bin, ProfileError> {
         let profile = codec.profile_name();
-        let bin = self.decoders[profile].instantiate(DECODERS_FILE, profile, name, None)?;
+        let bin = self.decoders[profile].instantiate(DECODERS_FILE, profile, name, EncoderSettings::default())?;
         make_decoders_resilient(&bin);
         Ok(bin)
     }
@@ -144,26 +179,33 @@ impl Profile {
 
     fn validate(&self, file: &str, name: &str) -> Result<(), ProfileError> {
         let bin = self.parse(file, name)?;
-        if let Some(binding) = &self.bitrate {
-            let has_property = bin
-                .by_name(&binding.element)
-                .is_some_and(|e| e.find_property(&binding.property).is_some());
+        let bindings = [
+            self.bitrate.as_ref().map(|b| (&b.element, &b.property)),
+            self.keyframes.as_ref().map(|k| (&k.element, &k.property)),
+        ];
+        for (element, property) in bindings.into_iter().flatten() {
+            let has_property = bin.by_name(element).is_some_and(|e| e.find_property(property).is_some());
             if !has_property {
-                return Err(ProfileError::BitrateProperty {
+                return Err(ProfileError::Property {
                     file: file.into(),
                     name: name.into(),
-                    element: binding.element.clone(),
-                    property: binding.property.clone(),
+                    element: element.clone(),
+                    property: property.clone(),
                 });
             }
         }
         Ok(())
     }
 
-    fn instantiate(&self, file: &str, profile: &str, name: &str, bitrate_kbps: Option<u32>) -> Result<gst::Bin, ProfileError> {
+    fn instantiate(&self, file: &str, profile: &str, name: &str, settings: EncoderSettings) -> Result<gst::Bin, ProfileError> {
         let bin = self.parse(file, profile)?;
         bin.set_property("name", name);
-        if let (Some(binding), Some(kbps)) = (&self.bitrate, bitrate_kbps)
+        if let (Some(binding), Some(frames)) = (&self.keyframes, settings.keyframe_interval_frames)
+            && let Some(element) = bin.by_name(&binding.element)
+        {
+            element.set_property_from_str(&binding.property, &frames.to_string());
+        }
+        if let (Some(binding), Some(kbps)) = (&self.bitrate, settings.bitrate_kbps)
             && let Some(element) = bin.by_name(&binding.element)
         {
             let value = match binding.unit {
@@ -205,9 +247,11 @@ mod tests {
     fn shipped_profiles_validate_and_take_bitrate() {
         gst::init().unwrap();
         let profiles = Profiles::load(&repo_profiles()).unwrap();
-        let bin = profiles.video_encoder(VideoCodec::H264 { packetization_mode: 1 }, "enc", 1234).unwrap();
+        let settings = |kbps| EncoderSettings { bitrate_kbps: Some(kbps), keyframe_interval_frames: Some(50) };
+        let bin = profiles.video_encoder(VideoCodec::H264 { packetization_mode: 1 }, "enc", settings(1234)).unwrap();
         assert_eq!(bin.by_name("encoder").unwrap().property::<u32>("bitrate"), 1234);
-        let vp8 = profiles.video_encoder(VideoCodec::Vp8, "enc", 800).unwrap();
+        assert_eq!(bin.by_name("encoder").unwrap().property::<u32>("key-int-max"), 50);
+        let vp8 = profiles.video_encoder(VideoCodec::Vp8, "enc", settings(800)).unwrap();
         assert_eq!(vp8.by_name("encoder").unwrap().property::<i32>("target-bitrate"), 800_000);
     }
 

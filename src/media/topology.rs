@@ -15,6 +15,8 @@ pub enum Owner {
     Core,
     Participant(ParticipantId),
     Encoder(VideoCodec),
+    /// A live output (HLS, recording) by its id.
+    Output(String),
 }
 
 #[derive(Debug)]

@@ -2,12 +2,15 @@
 //! with defaults and validation.
 
 use super::layout::LayoutConfig;
+use super::output::OutputConfig;
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_WIDTH: u32 = 1280;
 pub const DEFAULT_HEIGHT: u32 = 720;
 pub const DEFAULT_FPS: u32 = 30;
 pub const DEFAULT_BITRATE_KBPS: u32 = 2500;
+/// What YouTube and Twitch ask for; HLS segments follow it.
+pub const DEFAULT_KEYFRAME_INTERVAL_SECS: u32 = 2;
 pub const DEFAULT_SAMPLE_RATE: u32 = 48000;
 pub const DEFAULT_CHANNELS: u32 = 2;
 
@@ -22,6 +25,9 @@ pub struct CompositionConfig {
     pub audio: AudioConfig,
     #[serde(default)]
     pub layout: LayoutConfig,
+    /// Outputs to start with the composition; shown separately in the API.
+    #[serde(default, skip_serializing)]
+    pub outputs: Vec<OutputConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +37,7 @@ pub struct VideoConfig {
     pub height: u32,
     pub fps: u32,
     pub bitrate_kbps: u32,
+    pub keyframe_interval_secs: u32,
 }
 
 impl Default for VideoConfig {
@@ -40,6 +47,7 @@ impl Default for VideoConfig {
             height: DEFAULT_HEIGHT,
             fps: DEFAULT_FPS,
             bitrate_kbps: DEFAULT_BITRATE_KBPS,
+            keyframe_interval_secs: DEFAULT_KEYFRAME_INTERVAL_SECS,
         }
     }
 }
@@ -79,6 +87,12 @@ impl CompositionConfig {
         }
         if !(100..=50_000).contains(&v.bitrate_kbps) {
             return bad(format!("video.bitrate_kbps {} is outside 100..50000", v.bitrate_kbps));
+        }
+        if !(1..=10).contains(&v.keyframe_interval_secs) {
+            return bad(format!("video.keyframe_interval_secs {} is outside 1..10", v.keyframe_interval_secs));
+        }
+        for output in &self.outputs {
+            output.validate().map_err(|e| InvalidConfig(e.to_string()))?;
         }
         let a = &self.audio;
         if ![8000, 16000, 24000, 32000, 44100, 48000].contains(&a.sample_rate) {

@@ -6,4 +6,5 @@ pub mod codec;
 pub mod composition;
 pub mod ids;
 pub mod layout;
+pub mod output;
 pub mod sdp;

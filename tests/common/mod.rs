@@ -30,10 +30,13 @@
 mod analysis;
 mod caller;
 mod net;
+mod nginx;
 mod process;
 mod server;
 
 pub use analysis::*;
 pub use caller::*;
-pub use net::{bind_rtp_pair, is_rtcp};
+pub use net::{bind_rtp_pair, free_tcp_port, is_rtcp};
+pub use nginx::{INSTALL_HINT, Nginx};
+pub use process::run_bounded;
 pub use server::*;

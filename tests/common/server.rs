@@ -72,6 +72,12 @@ impl Server {
         cmd.args(["serve", "--http", &format!("127.0.0.1:{http_port}")])
             .args(["--rtp-ports", &format!("{}-{}", rtp_ports.0, rtp_ports.1)])
             .args(["--public-ip", "127.0.0.1"])
+            // The embedded RTMP server on a port of its own (each composition shows its play URL).
+            .args(["--rtmp-listen", "127.0.0.1:0"])
+            .arg("--hls-dir")
+            .arg(dir.path().join("hls"))
+            .arg("--recordings")
+            .arg(dir.path().join("recordings"))
             .args(extra_args);
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
@@ -92,6 +98,21 @@ impl Server {
         })
         .map_err(|e| anyhow!("{e:#}\n{}", server.logs()))?;
         Ok(server)
+    }
+
+    /// Where `record` outputs of this server write.
+    pub fn recordings_dir(&self) -> std::path::PathBuf {
+        self.dir.as_ref().expect("the temp dir lives as long as the server").path().join("recordings")
+    }
+
+    /// SIGKILL: no chance to finalize anything.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// SIGTERM and the exit status, within a bounded wait.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.process.stop("TERM", SHUTDOWN_GRACE)
     }
 
     /// `path` ("/v1/...") or an absolute URL (as a Location header may be) made absolute.
@@ -134,6 +155,13 @@ impl Server {
         ensure!(response.status == 201, "adding a participant: {response:?}\n{}", self.logs());
         let location = response.header(LOCATION.as_str()).context("201 without a Location header")?.to_owned();
         Ok(Participant { location, answer: response.body })
+    }
+
+    /// A GET whose body is binary (an HLS segment, say).
+    pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
+        let response = self.http.get(self.url(path)).send()?;
+        anyhow::ensure!(response.status().is_success(), "GET {path}: {}", response.status());
+        Ok(response.bytes()?.to_vec())
     }
 
     fn send(&self, request: reqwest::blocking::RequestBuilder) -> Result<HttpResponse> {
