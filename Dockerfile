@@ -19,7 +19,10 @@ COPY pipelines /usr/share/tutti/pipelines
 COPY scripts/synthetic-caller.sh /usr/local/bin/synthetic-caller
 ENV TUTTI_PIPELINES=/usr/share/tutti/pipelines \
     TUTTI_HTTP=0.0.0.0:8080 \
+    TUTTI_RTMP_LISTEN=0.0.0.0:1935 \
+    TUTTI_RECORDINGS=/var/lib/tutti/recordings \
     RUST_LOG=info
-EXPOSE 8080 20000-20999/udp
+VOLUME /var/lib/tutti/recordings
+EXPOSE 8080 1935 20000-20999/udp
 ENTRYPOINT ["tutti"]
 CMD ["serve"]
