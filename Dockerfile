@@ -6,6 +6,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# The web page and hls.js are built into the binary.
+COPY assets ./assets
 RUN cargo build --release --locked --bin tutti
 
 FROM debian:bookworm-slim

@@ -20,6 +20,8 @@ PACKAGES=(
   nginx libnginx-mod-rtmp
   # health checks in scripts
   curl
+  # the web page test drives a headless browser
+  chromium chromium-driver
 )
 
 missing=()

@@ -33,6 +33,7 @@ pub fn app(engine: EngineHandle, hls_dir: PathBuf) -> Router {
             "/hls/{id}/{file}",
             get(move |path: Path<(String, String)>| serve_hls(hls_dir.clone(), path)),
         )
+        .merge(crate::web::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")

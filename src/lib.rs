@@ -12,3 +12,4 @@ pub mod media;
 pub mod model;
 pub mod ports;
 pub mod rtmp;
+pub mod web;

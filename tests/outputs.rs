@@ -261,3 +261,41 @@ fn a_dead_cdn_reconnects_and_disturbs_nothing() -> Result<()> {
     drop(silent);
     Ok(())
 }
+
+#[test]
+fn a_full_disk_fails_one_recording_and_nothing_else() -> Result<()> {
+    let server = Server::start()?;
+    // /dev/full answers every write with ENOSPC: a disk that is full.
+    std::fs::create_dir_all(server.recordings_dir())?;
+    std::os::unix::fs::symlink("/dev/full", server.recordings_dir().join("full.mkv"))?;
+    let id = server.create_composition(&json!({
+        "video": {"width": 320, "height": 180, "fps": 30, "bitrate_kbps": 500},
+        "outputs": [{"kind": "record", "path": "full.mkv"}, {"kind": "record", "path": "fine.mkv"}, {"kind": "hls"}]
+    }))?;
+    let mut red = Caller::new(CallerSpec::new("red", Colour::Red, 500.0))?;
+    red.join(&server, &id)?;
+    let failed_after = wait_for("the full-disk recording failing", Duration::from_secs(10), || {
+        Ok(outputs(&server, &id)?.iter().any(|o| o["path"] == "full.mkv" && o["state"] == "failed"))
+    })?;
+    let failed = SystemTime::now();
+    wait_for("the other outputs live", Duration::from_secs(10), || {
+        Ok(outputs(&server, &id)?.iter().filter(|o| o["path"] != "full.mkv").all(|o| o["state"] == "live"))
+    })?;
+    sleep(Duration::from_secs(3).saturating_sub(failed.elapsed()?));
+    let all = outputs(&server, &id)?;
+    let full = all.iter().find(|o| o["path"] == "full.mkv").context("full.mkv")?;
+    eprintln!("full disk: failed after {} ms with {}", failed_after.as_millis(), full["last_error"]);
+    ensure!(!full["last_error"].is_null(), "no reason given: {full}");
+    for other in all.iter().filter(|o| o["path"] != "full.mkv") {
+        ensure!(other["state"] == "live", "another output suffered: {other}");
+    }
+    let fine = server.recordings_dir().join("fine.mkv");
+    let before = std::fs::metadata(&fine)?.len();
+    let window_start = SystemTime::now();
+    sleep(Duration::from_secs(2));
+    ensure!(std::fs::metadata(&fine)?.len() > before, "the other recording stopped growing");
+    let frames = video_frames(&red.stop_receiver()?)?;
+    let fps = fps_between(&frames, window_start, window_start + Duration::from_secs(2));
+    ensure!(fps >= 29.0, "the caller's return video fell to {fps:.1} fps when a recording failed");
+    Ok(())
+}

@@ -164,6 +164,8 @@ struct OutputRecord {
     created_at: OffsetDateTime,
     /// RTMP outputs: the task that pushes to the destination.
     publisher: Option<PublisherHandle>,
+    /// An error its GStreamer branch reported (HLS, recordings): it failed.
+    failure: Option<String>,
 }
 
 struct Participant {
@@ -317,7 +319,7 @@ impl Engine {
             return Err(e.into());
         }
         tracing::info!(composition = %id, output = %oid, kind = ?valid.kind(), "output added");
-        composition.outputs.push(OutputRecord { id: oid, valid, created_at: OffsetDateTime::now_utc(), publisher });
+        composition.outputs.push(OutputRecord { id: oid, valid, created_at: OffsetDateTime::now_utc(), publisher, failure: None });
         let record = composition.outputs.last().expect("just added");
         Ok(composition.output_view(id, record))
     }
@@ -413,14 +415,15 @@ impl Engine {
             }
             MediaEvent::Error { composition, element, message } => {
                 let Some(c) = self.compositions.get_mut(&composition) else { return };
-                // Element names start with the owner: `caller-{id}-…`.
-                let owner = c.participants.iter_mut().find(|p| element.contains(&format!("caller-{}-", p.id)));
-                match owner {
-                    Some(p) => {
-                        tracing::warn!(composition = %composition, participant = %p.id, %element, "caller media error: {message}");
-                        p.last_error = Some(message);
-                    }
-                    None => tracing::error!(composition = %composition, %element, "media error: {message}"),
+                // Element names start with their owner: `caller-{id}-…`, `out-{id}-…`.
+                if let Some(p) = c.participants.iter_mut().find(|p| element.contains(&format!("caller-{}-", p.id))) {
+                    tracing::warn!(composition = %composition, participant = %p.id, %element, "caller media error: {message}");
+                    p.last_error = Some(message);
+                } else if let Some(o) = c.outputs.iter_mut().find(|o| element.contains(&format!("out-{}-", o.id))) {
+                    tracing::warn!(composition = %composition, output = %o.id, %element, "output failed: {message}");
+                    o.failure = Some(message);
+                } else {
+                    tracing::error!(composition = %composition, %element, "media error: {message}");
                 }
             }
         }

@@ -175,6 +175,10 @@ impl Composition {
                     view.bytes_sent = status.bytes_written;
                     view.state = if status.live { OutputState::Live } else { OutputState::Connecting };
                 }
+                if let Some(failure) = &output.failure {
+                    view.state = OutputState::Failed;
+                    view.last_error = Some(failure.clone());
+                }
             }
         }
         view

@@ -60,7 +60,15 @@ pub struct CompositionMedia {
     /// In join order, which is also the layout order.
     participants: Vec<ParticipantMedia>,
     broadcast: Option<broadcast::Broadcast>,
+    /// One per file output, tripped from the bus when its branch fails.
+    fuses: Fuses,
 }
+
+/// Output key → tripped? A failing file output (disk full, say) must not
+/// send its error back up the shared encode: once its fuse trips, the tee
+/// drops what it would push into that branch. Tripped from the bus handler,
+/// which runs synchronously in the failing thread, before the next buffer.
+type Fuses = Arc<std::sync::Mutex<HashMap<String, Arc<std::sync::atomic::AtomicBool>>>>;
 
 /// One encode of the composite, fanned out to every caller using its codec.
 struct SharedEncoder {
@@ -134,7 +142,8 @@ impl CompositionMedia {
         link_request(&silence_tee, &full_mix)?;
         gst::Element::link_many([&full_mix, &full_mix_caps, &full_mix_tee])?;
 
-        watch_bus(&pipeline, id.clone(), events);
+        let fuses = Fuses::default();
+        watch_bus(&pipeline, id.clone(), events, fuses.clone());
         pipeline.set_state(gst::State::Playing)?;
 
         let mut media = CompositionMedia {
@@ -152,6 +161,7 @@ impl CompositionMedia {
             encoders: HashMap::new(),
             participants: Vec::new(),
             broadcast: None,
+            fuses,
         };
         media.build_broadcast(player)?;
         Ok(media)
@@ -708,16 +718,24 @@ fn request_keyframe_upstream(pad: &gst::Pad) {
     pad.push_event(event);
 }
 
-fn watch_bus(pipeline: &gst::Pipeline, id: CompositionId, events: EventSink) {
+fn watch_bus(pipeline: &gst::Pipeline, id: CompositionId, events: EventSink, fuses: Fuses) {
     let bus = pipeline.bus().expect("a pipeline has a bus");
     bus.set_sync_handler(move |_, message| {
         use gst::MessageView;
         match message.view() {
-            MessageView::Error(err) => events(MediaEvent::Error {
-                composition: id.clone(),
-                element: message.src().map(|s| s.path_string().to_string()).unwrap_or_default(),
-                message: format!("{} ({})", err.error(), err.debug().map(|d| d.to_string()).unwrap_or_default()),
-            }),
+            MessageView::Error(err) => {
+                let element = message.src().map(|s| s.path_string().to_string()).unwrap_or_default();
+                for (key, fuse) in fuses.lock().expect("fuses lock").iter() {
+                    if element.contains(&format!("out-{key}-")) {
+                        fuse.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+                events(MediaEvent::Error {
+                    composition: id.clone(),
+                    element,
+                    message: format!("{} ({})", err.error(), err.debug().map(|d| d.to_string()).unwrap_or_default()),
+                })
+            }
             MessageView::Warning(w) => tracing::debug!(
                 composition = %id,
                 element = %message.src().map(|s| s.path_string().to_string()).unwrap_or_default(),

@@ -274,7 +274,6 @@ impl CompositionMedia {
     pub fn add_output(&mut self, key: OutputKey, output: &ValidOutput, paths: &OutputPaths, publisher: Option<PublisherHandle>) -> Result<(), MediaError> {
         let broadcast = self.broadcast.as_ref().ok_or_else(|| MediaError::Gst("no broadcast encode".into()))?;
         let (video_out, audio_out, feed) = (broadcast.video_out.clone(), broadcast.audio_out.clone(), broadcast.feed.clone());
-        let owner = Owner::Output(key.clone());
         let n = |role: &str| format!("out-{key}-{role}");
         let media = match output {
             ValidOutput::Rtmp(_) => {
@@ -304,8 +303,8 @@ impl CompositionMedia {
                 gst::Element::link_many([&vqueue, &parse, &bytestream])?;
                 link_pads(&bytestream, "src", &sink, "video")?;
                 link_pads(&aqueue, "src", &sink, "audio")?;
-                self.link_output_branch(&video_out, &vqueue, &owner)?;
-                self.link_output_branch(&audio_out, &aqueue, &owner)?;
+                self.link_output_branch(&video_out, &vqueue, &key)?;
+                self.link_output_branch(&audio_out, &aqueue, &key)?;
                 start(&elements)?;
                 OutputMedia::Hls { elements, dir }
             }
@@ -333,8 +332,8 @@ impl CompositionMedia {
                 link_pads(&vqueue, "src", &mux, "video_%u")?;
                 link_pads(&aqueue, "src", &mux, "audio_%u")?;
                 mux.link(&sink)?;
-                self.link_output_branch(&video_out, &vqueue, &owner)?;
-                self.link_output_branch(&audio_out, &aqueue, &owner)?;
+                self.link_output_branch(&video_out, &vqueue, &key)?;
+                self.link_output_branch(&audio_out, &aqueue, &key)?;
                 start(&elements)?;
                 let inputs = vec![vqueue.static_pad("sink").expect("queue sink"), aqueue.static_pad("sink").expect("queue sink")];
                 OutputMedia::Record { elements, inputs, sink, path }
@@ -346,10 +345,14 @@ impl CompositionMedia {
         Ok(())
     }
 
-    fn link_output_branch(&mut self, tee: &gst::Element, queue: &gst::Element, owner: &Owner) -> Result<(), MediaError> {
+    fn link_output_branch(&mut self, tee: &gst::Element, queue: &gst::Element, key: &str) -> Result<(), MediaError> {
         let src = tee.request_pad_simple("src_%u").ok_or_else(|| MediaError::Gst("tee refused a pad".into()))?;
+        let fuse = self.fuses.lock().expect("fuses lock").entry(key.to_string()).or_default().clone();
+        src.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, _| {
+            if fuse.load(std::sync::atomic::Ordering::SeqCst) { gst::PadProbeReturn::Drop } else { gst::PadProbeReturn::Ok }
+        });
         let sink = queue.static_pad("sink").expect("queue has a sink pad");
-        self.topology.link(&src, &sink, Owner::Core, owner.clone())?;
+        self.topology.link(&src, &sink, Owner::Core, Owner::Output(key.to_string()))?;
         Ok(())
     }
 
@@ -358,6 +361,7 @@ impl CompositionMedia {
     pub fn remove_output(&mut self, key: &str) {
         let Some(broadcast) = self.broadcast.as_mut() else { return };
         let Some(media) = broadcast.outputs.remove(key) else { return };
+        let failed = self.fuses.lock().expect("fuses lock").remove(key).is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst));
         let owner = Owner::Output(key.to_string());
         match media {
             OutputMedia::Rtmp(publisher) => {
@@ -369,17 +373,30 @@ impl CompositionMedia {
                 let _ = std::fs::remove_dir_all(dir);
             }
             OutputMedia::Record { elements, inputs, sink, path } => {
-                finalize(&inputs, &sink, &path);
+                // A branch that failed cannot carry EOS to its file any more.
+                if !failed {
+                    finalize(&inputs, &sink, &path);
+                }
                 self.topology.remove(&owner, &self.pipeline, &elements);
             }
         }
     }
 
-    /// Finalizes every recording; used before the pipeline stops.
+    /// Before the whole pipeline stops: recordings are finalized and
+    /// publishers closed; HLS branches simply stop with the pipeline.
     pub(super) fn stop_outputs(&mut self) {
-        let keys: Vec<OutputKey> = self.broadcast.as_ref().map(|b| b.outputs.keys().cloned().collect()).unwrap_or_default();
-        for key in keys {
-            self.remove_output(&key);
+        let Some(broadcast) = self.broadcast.as_mut() else { return };
+        for (key, media) in broadcast.outputs.drain() {
+            match media {
+                OutputMedia::Rtmp(publisher) => publisher.stop(),
+                OutputMedia::Hls { .. } => {}
+                OutputMedia::Record { inputs, sink, path, .. } => {
+                    let failed = self.fuses.lock().expect("fuses lock").get(&key).is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst));
+                    if !failed {
+                        finalize(&inputs, &sink, &path);
+                    }
+                }
+            }
         }
     }
 

@@ -1,0 +1,358 @@
+//! The web page at `/` in a real browser: headless Chromium, driven by chromedriver over
+//! WebDriver, loads the page from `tutti serve` and is judged by its DOM.
+//!
+//! ```text
+//!   test ──WebDriver (HTTP+JSON)──▶ chromedriver ──▶ headless Chromium ──page, API, HLS──▶ tutti
+//!   test ──REST: compositions, participants; callers' RTP─────────────────────────────────▶ tutti
+//! ```
+//!
+//! Why WebDriver rather than `chromium --dump-dom`: a DOM dump is one snapshot taken when a
+//! virtual-time budget runs out, and virtual time does not run media playback. Here the page
+//! runs in real time while the test polls it, and the protocol needs nothing beyond the reqwest
+//! and serde_json the harness already uses.
+
+mod common;
+
+use std::fs::File;
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use common::{Caller, CallerSpec, Colour, Server};
+
+const CANVAS: (u64, u64) = (640, 360);
+/// The page refreshes every 2 s; a change shows up within one or two refreshes.
+const LIST_TIMEOUT: Duration = Duration::from_secs(8);
+/// From the page's first load to 2 s of played video: the HLS output writes its first
+/// segments, a player that found no playlist yet retries, hls.js buffers.
+const PLAYBACK_TIMEOUT: Duration = Duration::from_secs(20);
+/// How much video the player must play, in media seconds.
+const PLAYED: f64 = 2.0;
+
+/// The page's card for composition `arguments[0]`: its title and participants, or null.
+const CARD: &str = r#"
+const card = [...document.querySelectorAll("article")].find((a) => a.dataset.compositionId === arguments[0]);
+return card && {
+  title: card.querySelector("h2").textContent,
+  participants: [...card.querySelectorAll("li[data-participant-id]")].map((li) =>
+    [li.querySelector(".name").textContent, li.querySelector(".state").textContent]),
+};"#;
+
+/// The player of composition `arguments[0]` as its `<output>` reports it, or null. The first call
+/// remembers the `<video>`; `same_video` says whether later calls still find that one.
+const PLAYER: &str = r#"
+const output = [...document.querySelectorAll("output")].find((o) => o.dataset.composition === arguments[0]);
+if (!output) return null;
+const video = output.parentElement.querySelector("video");
+window.firstVideo ??= video;
+const { state, engine, width, height, time } = output.dataset;
+return {
+  state, engine, text: output.textContent,
+  width: Number(width), height: Number(height), time: Number(time),
+  same_video: video === window.firstVideo,
+  refreshes: Number(document.getElementById("compositions").dataset.refreshes),
+};"#;
+
+#[test]
+fn page_lists_compositions_with_their_participants() -> Result<()> {
+    let server = Server::start()?;
+    let browser = Browser::start()?;
+    browser.open(&server.url("/"))?;
+
+    // Created after the page loaded: it has to arrive with a refresh, not a reload.
+    let id = server.create_composition(&json!({"name": "Room 4B", "video": video()}))?;
+    // Offers only, no senders: the participants stay `connecting`, and no caller processes run.
+    let callers = [
+        Caller::new(CallerSpec::new("alice", Colour::Red, 500.0))?,
+        Caller::new(CallerSpec::new("bob", Colour::Blue, 700.0))?,
+    ];
+    for (caller, name) in callers.iter().zip(["Alice", "Bob"]) {
+        let path = format!("/v1/compositions/{id}/participants");
+        let response = server.post_json(&path, &json!({"name": name, "sdp": caller.offer()}))?;
+        ensure!(response.status == 201, "adding {name}: {response:?}");
+    }
+
+    let expected = json!({"title": "Room 4B", "participants": [["Alice", "connecting"], ["Bob", "connecting"]]});
+    browser.wait_for("Room 4B with Alice and Bob connecting", LIST_TIMEOUT, CARD, &id, |card| *card == expected)?;
+
+    let deleted = server.delete(&format!("/v1/compositions/{id}"))?;
+    ensure!(deleted.status == 204, "deleting Room 4B: {deleted:?}");
+    browser.wait_for("Room 4B to leave the page", LIST_TIMEOUT, CARD, &id, Value::is_null)?;
+    Ok(())
+}
+
+#[test]
+fn page_plays_the_hls_output() -> Result<()> {
+    let server = Server::start()?;
+    let response = server
+        .post_json("/v1/compositions", &json!({"name": "Live", "video": video(), "outputs": [{"kind": "hls"}]}))?;
+    let composition = response.json()?;
+    let rejected_outputs =
+        composition["error"]["message"].as_str().is_some_and(|m| m.contains("unknown field `outputs`"));
+    if composition.get("outputs").is_none() && (response.status == 201 || rejected_outputs) {
+        eprintln!(
+            "SKIPPED: this server has no live outputs yet, so no HLS to play (POST answered {}: {})",
+            response.status, response.body
+        );
+        return Ok(());
+    }
+    ensure!(response.status == 201, "creating a composition with an HLS output: {response:?}");
+    let id = composition["id"].as_str().context("a composition id")?;
+    let playlist = format!("/hls/{id}/index.m3u8");
+    let hls = composition["outputs"].as_array().and_then(|outputs| outputs.iter().find(|o| o["kind"] == "hls"));
+    ensure!(
+        hls.is_some_and(|o| o["playlist_url"] == playlist),
+        "the HLS output should be at {playlist}: {composition}"
+    );
+    // After a timeout, whether the server has the playlist tells a page bug from a server one.
+    let server_side = || match server.get(&playlist) {
+        Ok(response) if response.status == 200 => format!("GET {playlist} answers 200"),
+        Ok(response) => format!("GET {playlist} answers {}\n{}", response.status, server.logs()),
+        Err(e) => format!("GET {playlist}: {e:#}\n{}", server.logs()),
+    };
+    // The page opens before the output has written a segment, as a viewer waiting for the
+    // show would: the player finds no playlist at first and has to retry.
+    let browser = Browser::start()?;
+    let opened = Instant::now();
+    browser.open(&server.url("/"))?;
+    let mut red = Caller::new(CallerSpec::new("red", Colour::Red, 500.0))?;
+    let mut blue = Caller::new(CallerSpec::new("blue", Colour::Blue, 700.0))?;
+    red.join(&server, id)?;
+    blue.join(&server, id)?;
+    let started = browser
+        .wait_for("the player to start playing", PLAYBACK_TIMEOUT, PLAYER, id, |p| p["state"] == "playing")
+        .with_context(server_side)?;
+    let time_to_play = opened.elapsed();
+    let (start_time, start_refreshes) = (number(&started["time"]), number(&started["refreshes"]));
+    // A short stall ("waiting") is fine: a stream that has just started has little to buffer.
+    let played = browser
+        .wait_for(
+            &format!("{PLAYED} s of video played, a list refresh meanwhile, and playback going on"),
+            PLAYBACK_TIMEOUT,
+            PLAYER,
+            id,
+            |p| {
+                number(&p["time"]) >= start_time + PLAYED
+                    && number(&p["refreshes"]) > start_refreshes
+                    && p["state"] == "playing"
+            },
+        )
+        .with_context(server_side)?;
+    eprintln!("playing {time_to_play:.1?} after the page opened; {PLAYED} s of video later: {played}");
+    ensure!(played["same_video"] == true, "a refresh replaced the playing video: {played}");
+    ensure!(played["engine"] == "hls.js", "Chromium should play through the vendored hls.js: {played}");
+    ensure!(
+        (number(&played["width"]), number(&played["height"])) == (CANVAS.0 as f64, CANVAS.1 as f64),
+        "the video should be the canvas size {CANVAS:?}: {played}"
+    );
+    Ok(())
+}
+
+#[test]
+fn page_and_assets_are_served_with_their_types_and_unknown_assets_get_a_json_404() -> Result<()> {
+    let server = Server::start()?;
+    for (path, content_type) in [
+        ("/", "text/html; charset=utf-8"),
+        ("/assets/app.js", "text/javascript; charset=utf-8"),
+        ("/assets/style.css", "text/css; charset=utf-8"),
+        ("/assets/vendor/hls.min.js", "text/javascript; charset=utf-8"),
+    ] {
+        let response = server.get(path)?;
+        ensure!(response.status == 200 && !response.body.is_empty(), "GET {path}: {}", response.status);
+        ensure!(response.header("content-type") == Some(content_type), "GET {path}: {:?}", response.headers);
+        ensure!(
+            response.header("cache-control").is_some_and(|c| c.contains("max-age")),
+            "GET {path}: {:?}",
+            response.headers
+        );
+    }
+    let response = server.get("/assets/nope.js")?;
+    ensure!(response.status == 404, "GET /assets/nope.js: {response:?}");
+    ensure!(response.json()?["error"]["code"] == "not_found", "GET /assets/nope.js: {}", response.body);
+    Ok(())
+}
+
+fn video() -> Value {
+    json!({"width": CANVAS.0, "height": CANVAS.1, "fps": 30})
+}
+
+fn number(value: &Value) -> f64 {
+    value.as_f64().unwrap_or(f64::NAN)
+}
+
+/// Started by the test, so the browser never reaches beyond loopback or phones home.
+const CHROMIUM_ARGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox", // the sandbox cannot run as root, as CI containers do
+    "--disable-gpu",
+    "--disable-dev-shm-usage", // containers have a small /dev/shm
+    "--no-proxy-server",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--mute-audio",
+    "--window-size=1280,900",
+];
+const DRIVER_READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bounds each WebDriver request; the first, which starts Chromium, is the slowest.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A headless Chromium session behind a chromedriver on a free loopback port. Dropped, it
+/// closes the session and kills chromedriver's process group, which holds Chromium too.
+struct Browser {
+    driver: Child,
+    /// e.g. `http://127.0.0.1:9515/session/{id}`, once the session exists.
+    session: Option<String>,
+    http: Client,
+    /// The Chromium profile, scratch files and chromedriver's log.
+    dir: Option<TempDir>,
+}
+
+impl Browser {
+    fn start() -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("tutti-browser-").tempdir()?;
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
+        let log = File::create(dir.path().join("chromedriver.log"))?;
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .env("TMPDIR", dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .context("starting chromedriver (scripts/install-deps.sh installs chromium and chromium-driver)")?;
+        let http = Client::builder().no_proxy().timeout(COMMAND_TIMEOUT).build()?;
+        // From here on, Drop cleans up whatever fails.
+        let mut browser = Browser { driver, session: None, http, dir: Some(dir) };
+        let base = format!("http://127.0.0.1:{port}");
+
+        let deadline = Instant::now() + DRIVER_READY_TIMEOUT;
+        loop {
+            if let Some(status) = browser.driver.try_wait()? {
+                bail!("chromedriver exited ({status})\n{}", browser.logs());
+            }
+            let status = browser.http.get(format!("{base}/status")).send().and_then(|r| r.json::<Value>());
+            if status.is_ok_and(|s| s["value"]["ready"] == true) {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "chromedriver not ready after {DRIVER_READY_TIMEOUT:?}\n{}",
+                browser.logs()
+            );
+            thread::sleep(POLL_INTERVAL);
+        }
+
+        let profile = browser.dir.as_ref().expect("kept until drop").path().join("profile");
+        let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|a| a.to_string()).collect();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"args": args},
+            "goog:loggingPrefs": {"browser": "ALL"},
+        }}});
+        let session = browser.request(reqwest::Method::POST, &format!("{base}/session"), &capabilities)?;
+        let id = session["sessionId"].as_str().context("a WebDriver session id")?;
+        browser.session = Some(format!("{base}/session/{id}"));
+        Ok(browser)
+    }
+
+    fn open(&self, url: &str) -> Result<()> {
+        self.command("/url", &json!({ "url": url }))?;
+        Ok(())
+    }
+
+    /// Runs `script` (a function body) in the page with `arguments[0] = arg`.
+    fn execute(&self, script: &str, arg: &str) -> Result<Value> {
+        self.command("/execute/sync", &json!({ "script": script, "args": [arg] }))
+    }
+
+    /// Runs `script` until `done` accepts its result, which is returned; after `timeout` the
+    /// error shows the last result and the browser's console.
+    fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        script: &str,
+        arg: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let value = self.execute(script, arg)?;
+            if done(&value) {
+                return Ok(value);
+            }
+            if Instant::now() >= deadline {
+                bail!("timed out after {timeout:?} waiting for {what}; the page shows {value}\n{}", self.console());
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// The page's console messages and errors (chromedriver's log endpoint).
+    fn console(&self) -> String {
+        match self.command("/se/log", &json!({"type": "browser"})) {
+            Ok(Value::Array(entries)) => {
+                let lines: Vec<String> = entries.iter().map(|e| format!("{} {}", e["level"], e["message"])).collect();
+                format!("----- browser console -----\n{}", lines.join("\n"))
+            }
+            other => format!("<no browser console: {other:?}>"),
+        }
+    }
+
+    /// A POST to the session, e.g. `/url`.
+    fn command(&self, path: &str, body: &Value) -> Result<Value> {
+        let session = self.session.as_deref().expect("commands are sent once the session exists");
+        self.request(reqwest::Method::POST, &format!("{session}{path}"), body)
+    }
+
+    fn request(&self, method: reqwest::Method, url: &str, body: &Value) -> Result<Value> {
+        let response = self.http.request(method, url).json(body).send().with_context(|| format!("WebDriver {url}"))?;
+        let status = response.status();
+        let mut body: Value = response.json().with_context(|| format!("WebDriver {url}: {status} without JSON"))?;
+        ensure!(status.is_success(), "WebDriver {url}: {status} {}", body["value"]);
+        Ok(body["value"].take())
+    }
+
+    /// The end of chromedriver's log.
+    fn logs(&self) -> String {
+        let log = self.dir.as_ref().map(|d| d.path().join("chromedriver.log"));
+        let text = log.as_ref().and_then(|l| std::fs::read_to_string(l).ok()).unwrap_or_default();
+        let start = (text.len().saturating_sub(8 * 1024)..text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+        format!("----- chromedriver ({log:?}) -----\n{}", &text[start..])
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(session) = &self.session {
+            // Lets chromedriver close Chromium cleanly; the kill below covers a hung one.
+            let _ = self.http.delete(session).timeout(SHUTDOWN_TIMEOUT).send();
+        }
+        // Killing chromedriver alone would orphan Chromium; the group (led by chromedriver,
+        // whose pid is ours until we reap it) holds both.
+        if let Ok(None) = self.driver.try_wait() {
+            let group = format!("-{}", self.driver.id());
+            let _ = Command::new("kill").args(["-s", "KILL", "--", &group]).stderr(Stdio::null()).status();
+        }
+        let _ = self.driver.wait();
+        if thread::panicking() {
+            let logs = self.logs();
+            let kept = self.dir.take().map(TempDir::keep);
+            eprintln!("browser files kept in {kept:?}\n{logs}");
+        }
+    }
+}
