@@ -167,6 +167,22 @@ async fn bad_input_gets_clear_errors_and_disturbs_no_one() {
     let (status, body) = api.post_json(&participants, r#"{"name": "no offer"}"#).await;
     assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_json"));
 
+    // Outputs that cannot be: a recording escaping its directory, a non-RTMP URL, an unknown kind.
+    let outputs = format!("/v1/compositions/{id}/outputs");
+    for bad in [
+        r#"{"kind": "record", "path": "../../etc/passwd.mkv"}"#,
+        r#"{"kind": "rtmp", "url": "http://example.com/live/key"}"#,
+    ] {
+        let (status, body) = api.post_json(&outputs, bad).await;
+        assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_output"), "{bad}: {body}");
+    }
+    let (status, body) = api.post_json(&outputs, r#"{"kind": "ftp"}"#).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_json"), "{body}");
+    let (status, body) = api.post_json("/v1/compositions", r#"{"outputs": [{"kind": "record", "path": "/abs.mkv"}]}"#).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_composition"), "{body}");
+    let (status, body) = api.get(&format!("{outputs}/nope")).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "output_not_found"));
+
     // Malformed SDP, as SDP and inside JSON.
     let (status, _, text) = api.send(reqwest::Method::POST, &participants, Some("application/sdp"), "hello, I am not SDP").await;
     let body: Value = serde_json::from_str(&text).unwrap();
