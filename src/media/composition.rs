@@ -122,7 +122,7 @@ impl CompositionMedia {
         silence_caps.set_property("caps", mix_caps(&config));
         let silence_tee = make("tee", &n("silence-out"))?;
         silence_tee.set_property("allow-not-linked", true);
-        let full_mix = audio_mixer(&n("mix"), upstream_latency)?;
+        let full_mix = audio_mixer(&n("mix"), settings.jitter_buffer)?;
         let full_mix_caps = make("capsfilter", &n("mix-caps"))?;
         full_mix_caps.set_property("caps", mix_caps(&config));
         let full_mix_tee = make("tee", &n("mix-out"))?;
@@ -327,7 +327,7 @@ impl CompositionMedia {
                         participant.video_encoder = Some(codec);
                     }
                     Codec::Audio(codec) => {
-                        let mixer = add(elements, &self.pipeline, audio_mixer(&n("mixminus"), self.settings.jitter_buffer + Duration::from_millis(20))?)?;
+                        let mixer = add(elements, &self.pipeline, audio_mixer(&n("mixminus"), self.settings.jitter_buffer)?)?;
                         let chain = self.audio_encode_chain(codec, &n(""))?;
                         for e in &chain {
                             add(elements, &self.pipeline, e.clone())?;
@@ -618,7 +618,15 @@ fn mix_caps(config: &CompositionConfig) -> gst::Caps {
         .build()
 }
 
-fn audio_mixer(name: &str, upstream_latency: Duration) -> Result<gst::Element, MediaError> {
+/// How long past its deadline a mixer still waits for a caller's audio.
+/// A jitter buffer's timestamps can trail the packets' real arrival by
+/// the burst a sender started with; audio that reaches the mixer after the
+/// deadline is dropped whole (video is not: a late frame still shows), so
+/// mixers get this much more than the jitter buffer.
+const MIX_HEADROOM: Duration = Duration::from_millis(100);
+
+fn audio_mixer(name: &str, jitter_buffer: Duration) -> Result<gst::Element, MediaError> {
+    let upstream_latency = jitter_buffer + MIX_HEADROOM;
     let mixer = make("audiomixer", name)?;
     // Added to a running pipeline: start at the first input's time, not at zero.
     mixer.set_property_from_str("start-time-selection", "first");
