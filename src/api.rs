@@ -113,8 +113,11 @@ fn content_type(headers: &HeaderMap) -> Option<String> {
 }
 
 fn created<T: Serialize>(location: String, body: T) -> Response {
-    let mut response = (StatusCode::CREATED, axum::Json(body)).into_response();
-    if let Ok(value) = HeaderValue::from_str(&location) {
+    with_location((StatusCode::CREATED, axum::Json(body)).into_response(), &location)
+}
+
+fn with_location(mut response: Response, location: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(location) {
         response.headers_mut().insert(header::LOCATION, value);
     }
     response
@@ -195,11 +198,8 @@ async fn add_participant(
     let joined = engine.add_participant(composition.clone(), request).await?;
     let location = format!("/v1/compositions/{composition}/participants/{}", joined.participant.id);
     if as_sdp {
-        let mut response = (StatusCode::CREATED, [(header::CONTENT_TYPE, SDP_CONTENT_TYPE)], joined.answer).into_response();
-        if let Ok(value) = HeaderValue::from_str(&location) {
-            response.headers_mut().insert(header::LOCATION, value);
-        }
-        Ok(response)
+        let response = (StatusCode::CREATED, [(header::CONTENT_TYPE, SDP_CONTENT_TYPE)], joined.answer).into_response();
+        Ok(with_location(response, &location))
     } else {
         Ok(created(location, JoinedBody { participant: joined.participant, sdp: joined.answer }))
     }
