@@ -38,31 +38,24 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import random
 import re
 import resource
-import select
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO = BENCH_DIR.parent
-CACHE = BENCH_DIR / ".cache"
-RESULTS = BENCH_DIR / "RESULTS.md"
-NGINX_RTMP_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from benchlib import (CACHE, CLK_TCK, REPO, BenchError, Drain, Interrupted, Nginx, Proc,
+                      Watcher, cpu_ticks, find_tutti, free_tcp_port, free_udp_range, git_state, http, log,
+                      machine_jiffies, machine_line, offer_sdp, parse_answer, run_checked, tail_file, thread_ticks,
+                      tool_versions, write_section)
 
 # The workload.
 CALLERS = 4
@@ -74,368 +67,13 @@ OUT_AUDIO_KBPS = 128
 KEYFRAME_FRAMES = 60
 # Tones per caller, so the mixes are not silence.
 TONES_HZ = [440, 554, 659, 880]
-# Payload types offered (and used by the light senders).
-PT_H264 = 96
-PT_OPUS = 111
 
 # Bounds on every wait.
 STARTUP_TIMEOUT = 30.0      # first composite frame at nginx after a contender starts
-HTTP_TIMEOUT = 10.0
-STOP_GRACE = 5.0
-NGINX_READY_TIMEOUT = 5.0
 ENCODE_TIMEOUT = 600.0       # pre-encoding one cache file
-CARGO_TIMEOUT = 1800.0
 PERF_EXTRA = 15.0
-WATCHER_RESTART_AFTER = 12.0  # a player with no frame yet is restarted after this long
 SMOKE_DEADLINE = 110.0       # whole smoke run, cache included (scripts/test.sh bounds it at 120 s)
 
-
-class BenchError(Exception):
-    pass
-
-
-class Interrupted(BaseException):
-    pass
-
-
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------- processes
-
-# Even if this script dies of SIGKILL, the kernel kills its children (util-linux's
-# setpriv sets PR_SET_PDEATHSIG, then execs the command: same pid, nothing in between).
-PDEATHSIG = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
-
-
-class Proc:
-    """A child in its own process group, output to a log file. Tracked so that
-    `kill_all` can end every one of them."""
-
-    live: list["Proc"] = []
-
-    def __init__(self, name: str, argv: list[str], logfile: Path, stdout_pipe: bool = False,
-                 env: dict | None = None, cwd: Path | None = None, stop_signal: int = signal.SIGTERM):
-        self.name = name
-        self.argv = argv
-        self.logfile = logfile
-        self.stop_signal = stop_signal
-        self._log = open(logfile, "wb")
-        self.popen = subprocess.Popen(
-            PDEATHSIG + argv, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if stdout_pipe else self._log,
-            stderr=self._log, start_new_session=True, env=env, cwd=cwd)
-        self.pid = self.popen.pid
-        Proc.live.append(self)
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def _signal_group(self, sig: int) -> None:
-        try:
-            os.killpg(self.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-    def stop(self, grace: float = STOP_GRACE) -> None:
-        if self.alive():
-            self._signal_group(self.stop_signal)
-            try:
-                self.popen.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                log(f"{self.name} (pid {self.pid}) ignored {signal.Signals(self.stop_signal).name} "
-                    f"for {grace:.0f} s: SIGKILL")
-        # Whatever is left of the group (the leader's children too), then reap.
-        self._signal_group(signal.SIGKILL)
-        try:
-            self.popen.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            log(f"{self.name} (pid {self.pid}) did not die after SIGKILL")
-        if self.popen.stdout:
-            self.popen.stdout.close()
-        self._log.close()
-        if self in Proc.live:
-            Proc.live.remove(self)
-
-    def tail(self, lines: int = 25) -> str:
-        return tail_file(self.logfile, lines)
-
-    @classmethod
-    def kill_all(cls) -> None:
-        for p in list(cls.live):
-            p.stop(grace=2.0)
-
-
-def tail_file(path: Path, lines: int = 25) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join(f"    | {line}" for line in text[-lines:])
-
-
-def run_checked(argv: list[str], timeout: float, cwd: Path | None = None) -> str:
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                           stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as e:
-        raise BenchError(f"timed out after {timeout:.0f} s: {' '.join(argv)}") from e
-    if r.returncode != 0:
-        raise BenchError(f"failed ({r.returncode}): {' '.join(argv)}\n{r.stderr[-3000:]}")
-    return r.stdout
-
-
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of every thread of `pid`, in clock ticks."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def thread_ticks(pid: int) -> dict[int, tuple[str, int]]:
-    out = {}
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                raw = f.read()
-            comm = raw[raw.index("(") + 1: raw.rindex(")")]
-            fields = raw.rsplit(")", 1)[1].split()
-            out[int(tid)] = (comm, int(fields[11]) + int(fields[12]))
-        except (OSError, ValueError):
-            pass
-    return out
-
-
-def machine_jiffies() -> tuple[int, int, int]:
-    """(busy, total, steal) jiffies of all cores from /proc/stat; busy includes
-    steal (time the hypervisor gave to other guests)."""
-    with open("/proc/stat") as f:
-        parts = [int(x) for x in f.readline().split()[1:]]
-    idle = parts[3] + parts[4]  # idle + iowait
-    total = sum(parts[:8])      # guest time is already inside user
-    return total - idle, total, parts[7]
-
-
-# --------------------------------------------------------------------------- ports
-
-def free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def udp_range_free(first: int, count: int) -> bool:
-    socks = []
-    try:
-        for port in range(first, first + count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            socks.append(s)
-            s.bind(("127.0.0.1", port))
-        return True
-    except OSError:
-        return False
-    finally:
-        for s in socks:
-            s.close()
-
-
-def free_udp_range(count: int) -> tuple[int, int]:
-    """A range below the ephemeral ports (32768+), so that no port picked by the
-    kernel for some other socket lands in it after the check."""
-    for _ in range(200):
-        first = random.randrange(20000, 32000 - count, 2)
-        if udp_range_free(first, count):
-            return first, first + count - 1
-    raise BenchError("no free UDP port range")
-
-
-def bind_rtp_pair() -> tuple[socket.socket, socket.socket]:
-    for _ in range(200):
-        port = random.randrange(33000, 60000, 2)
-        a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            a.bind(("127.0.0.1", port))
-            b.bind(("127.0.0.1", port + 1))
-            for s in (a, b):
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-            return a, b
-        except OSError:
-            a.close()
-            b.close()
-    raise BenchError("no free UDP port pair")
-
-
-class Drain:
-    """Binds the ports a caller's offer advertises and drains (counts) what
-    Tutti sends back there: composite H.264, mix-minus Opus, RTCP."""
-
-    def __init__(self):
-        self.pairs: list[tuple[socket.socket, socket.socket]] = []
-        self.bytes: dict[int, int] = {}
-        self.packets: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def pair(self) -> tuple[int, int]:
-        a, b = bind_rtp_pair()
-        self.pairs.append((a, b))
-        for s in (a, b):
-            self.bytes[s.getsockname()[1]] = 0
-            self.packets[s.getsockname()[1]] = 0
-        return a.getsockname()[1], b.getsockname()[1]
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        socks = [s for pair in self.pairs for s in pair]
-        for s in socks:
-            s.setblocking(False)
-        while not self._stop.is_set():
-            ready, _, _ = select.select(socks, [], [], 0.2)
-            for s in ready:
-                port = s.getsockname()[1]
-                while True:
-                    try:
-                        data = s.recv(65536)
-                    except (BlockingIOError, OSError):
-                        break
-                    self.bytes[port] += len(data)
-                    self.packets[port] += 1
-
-    def snapshot(self) -> dict[int, int]:
-        return dict(self.bytes)
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=2)
-        for pair in self.pairs:
-            for s in pair:
-                s.close()
-
-
-# --------------------------------------------------------------------------- nginx and the watcher
-
-class Nginx:
-    def __init__(self, workdir: Path):
-        if not Path(NGINX_RTMP_MODULE).exists():
-            raise BenchError(f"{NGINX_RTMP_MODULE} missing: run scripts/install-deps.sh")
-        self.dir = workdir / "nginx"
-        self.dir.mkdir()
-        self.port = free_tcp_port()
-        (self.dir / "nginx.conf").write_text(
-            f"load_module {NGINX_RTMP_MODULE};\n"
-            "daemon off;\nmaster_process off;\nworker_processes 1;\n"
-            f"error_log {self.dir}/error.log info;\npid {self.dir}/nginx.pid;\n"
-            "events { worker_connections 64; }\n"
-            f"rtmp {{ server {{ listen 127.0.0.1:{self.port}; application live {{ live on; }} }} }}\n")
-        self.proc = Proc("nginx", ["nginx", "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"),
-                                   "-e", str(self.dir / "error.log")], self.dir / "stderr.log")
-        deadline = time.monotonic() + NGINX_READY_TIMEOUT
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                break
-            except OSError:
-                if not self.proc.alive() or time.monotonic() > deadline:
-                    raise BenchError(f"nginx did not listen on {self.port}\n{self.proc.tail()}")
-                time.sleep(0.05)
-
-    def url(self, key: str) -> str:
-        return f"rtmp://127.0.0.1:{self.port}/live/{key}"
-
-
-class Watcher:
-    """ffmpeg playing the composite from nginx (stream copy, no decode) and
-    reporting its frame count twice a second: the output frame rate, as
-    received by a third party."""
-
-    def __init__(self, url: str, workdir: Path, tag: str):
-        self.url = url
-        self.workdir = workdir
-        self.tag = tag
-        self.samples: list[tuple[float, int]] = []
-        self.lock = threading.Lock()
-        self.proc: Proc | None = None
-        self.base = 0      # frames counted by earlier (restarted) watcher processes
-        self.restarts = 0
-        self.generation = 0
-        self._start()
-
-    def _start(self) -> None:
-        argv = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "info", "-nostats",
-                "-progress", "pipe:1", "-stats_period", "0.5",
-                "-i", self.url, "-map", "0", "-c", "copy", "-f", "null", "-"]
-        # SIGKILL to stop: it has nothing to finish, and a blocked RTMP read ignores SIGTERM.
-        self.proc = Proc(f"watcher-{self.tag}", argv, self.workdir / f"watcher-{self.tag}-{self.restarts}.log",
-                         stdout_pipe=True, stop_signal=signal.SIGKILL)
-        self.started = time.monotonic()
-        threading.Thread(target=self._read, args=(self.proc, self.generation), daemon=True).start()
-
-    def _read(self, proc: Proc, generation: int) -> None:
-        last = 0
-        try:
-            for line in proc.popen.stdout:
-                line = line.decode(errors="replace").strip()
-                if line.startswith("frame="):
-                    try:
-                        last = int(line[6:])
-                    except ValueError:
-                        continue
-                    with self.lock:
-                        if generation == self.generation:
-                            self.samples.append((time.monotonic(), self.base + last))
-        except (ValueError, OSError):
-            pass
-
-    def poll(self) -> None:
-        """Restarts the player if it gave up, or if it has waited for a first
-        frame for a long time (a player stuck before the publisher came)."""
-        stuck = self.frames() == 0 and time.monotonic() - self.started > WATCHER_RESTART_AFTER
-        if self.proc and (stuck or not self.proc.alive()):
-            log(f"watcher-{self.tag}: {'no frame yet' if stuck else 'exited'}, restarting it")
-            with self.lock:
-                self.base = self.samples[-1][1] if self.samples else 0
-                self.generation += 1
-            self.proc.stop(grace=1)
-            self.restarts += 1
-            time.sleep(0.5)
-            self._start()
-
-    def frames(self) -> int:
-        with self.lock:
-            return self.samples[-1][1] if self.samples else 0
-
-    def frames_at(self, t: float) -> tuple[float, int]:
-        """The progress report closest to monotonic time `t`."""
-        with self.lock:
-            if not self.samples:
-                return t, 0
-            return min(self.samples, key=lambda s: abs(s[0] - t))
-
-    def has_streams(self) -> tuple[bool, bool]:
-        text = ""
-        for i in range(self.restarts + 1):
-            try:
-                text += (self.workdir / f"watcher-{self.tag}-{i}.log").read_text(errors="replace")
-            except OSError:
-                pass
-        return ("Video: h264" in text, "Audio: aac" in text)
-
-    def stop(self) -> None:
-        if self.proc:
-            self.proc.stop(grace=2)
-
-
-# --------------------------------------------------------------------------- the media files
 
 @dataclass
 class Workload:
@@ -604,55 +242,6 @@ class GstComposite(Contender):
         self.procs.append(p)
         return p.pid
 
-
-def http(method: str, url: str, body: bytes | None = None, ctype: str = "application/json") -> tuple[int, str]:
-    req = urllib.request.Request(url, data=body, method=method)
-    if body is not None:
-        req.add_header("content-type", ctype)
-    try:
-        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(errors="replace")
-
-
-def offer_sdp(name: str, audio: tuple[int, int], video: tuple[int, int], session: int) -> str:
-    lines = [
-        "v=0", f"o=- {session} 1 IN IP4 127.0.0.1", f"s={name}", "c=IN IP4 127.0.0.1", "t=0 0",
-        f"m=audio {audio[0]} RTP/AVP {PT_OPUS}", f"a=rtpmap:{PT_OPUS} opus/48000/2",
-        f"a=fmtp:{PT_OPUS} minptime=10;useinbandfec=1", "a=ptime:20", f"a=rtcp:{audio[1]}", "a=sendrecv",
-        f"m=video {video[0]} RTP/AVPF {PT_H264}", f"a=rtpmap:{PT_H264} H264/90000",
-        f"a=fmtp:{PT_H264} profile-level-id=42e01f;packetization-mode=1",
-        f"a=rtcp-fb:{PT_H264} nack", f"a=rtcp-fb:{PT_H264} nack pli", f"a=rtcp-fb:{PT_H264} ccm fir",
-        f"a=rtcp:{video[1]}", "a=sendrecv",
-    ]
-    return "\r\n".join(lines) + "\r\n"
-
-
-def parse_answer(sdp: str) -> dict[str, dict]:
-    """media -> {addr, rtp, rtcp, pt} for each accepted m= line."""
-    session_addr = None
-    media: dict[str, dict] = {}
-    current = None
-    for line in sdp.replace("\r\n", "\n").split("\n"):
-        if line.startswith("m="):
-            kind, port, _proto, *fmts = line[2:].split()
-            current = {"rtp": int(port), "pt": int(fmts[0]) if fmts else None, "addr": None, "rtcp": None}
-            media[kind] = current
-        elif line.startswith("c=IN IP4 "):
-            addr = line.split()[2].split("/")[0]
-            if current is None:
-                session_addr = addr
-            else:
-                current["addr"] = addr
-        elif line.startswith("a=rtcp:") and current is not None:
-            current["rtcp"] = int(line[7:].split()[0])
-        elif line.startswith("a=rtcp-mux") and current is not None:
-            current["rtcp"] = current["rtp"]
-    for m in media.values():
-        m["addr"] = m["addr"] or session_addr
-        m["rtcp"] = m["rtcp"] or m["rtp"] + 1
-    return {k: v for k, v in media.items() if v["rtp"] != 0}
 
 
 class TuttiWholeJob(Contender):
@@ -846,27 +435,6 @@ class Bench:
             if subprocess.run(["gst-inspect-1.0", "--exists", element], timeout=30).returncode != 0:
                 raise BenchError(f"GStreamer element {element} missing; run scripts/install-deps.sh")
 
-    def find_tutti(self) -> Path:
-        if self.args.tutti:
-            p = Path(self.args.tutti).resolve()
-            if not p.exists():
-                raise BenchError(f"{p} does not exist")
-            return p
-        release, debug = REPO / "target/release/tutti", REPO / "target/debug/tutti"
-        if self.smoke:
-            # The smoke run only checks that everything runs: the freshest binary
-            # (scripts/test.sh has just built the debug one with cargo test).
-            found = [p for p in (release, debug) if p.exists()]
-            if found:
-                return max(found, key=lambda p: p.stat().st_mtime)
-            log("no tutti binary: cargo build")
-            run_checked(["cargo", "build", "--locked", "--bin", "tutti"], CARGO_TIMEOUT, cwd=REPO)
-            return debug
-        if self.args.build or not release.exists():
-            log("cargo build --release")
-            run_checked(["cargo", "build", "--release", "--locked", "--bin", "tutti"], CARGO_TIMEOUT, cwd=REPO)
-        return release
-
     # -- one measurement
 
     def measure(self, cls, run: int, warmup: float, seconds: float, perf: bool = False) -> Sample:
@@ -1015,11 +583,9 @@ class Bench:
     def run(self) -> int:
         self.t_start = time.time()
         # Read before anything runs: others may commit while the bench runs.
-        self.commit = run_checked(["git", "rev-parse", "HEAD"], 30, cwd=REPO).strip()
-        self.dirty = run_checked(["git", "status", "--porcelain", "--", "src", "pipelines", "Cargo.toml",
-                                  "Cargo.lock"], 30, cwd=REPO).strip()
+        self.commit, self.dirty = git_state()
         self.check_tools()
-        self.tutti = self.find_tutti()
+        self.tutti = find_tutti(self.args.tutti, self.smoke, self.args.build)
         ensure_cache(self.workload)
         self.nginx = Nginx(self.workdir)
         runs = 1 if self.smoke else self.args.runs
@@ -1095,35 +661,21 @@ class Bench:
             c = next(s for s in by["c"] if s.run == run)
             for o in ("a", "b"):
                 pair_ratios[o].append(c.cpu_per_s / next(s for s in by[o] if s.run == run).cpu_per_s)
-        cpuinfo = open("/proc/cpuinfo").read()
-        model = re.search(r"model name\s*:\s*(.*)", cpuinfo)
-        mhz = re.search(r"cpu MHz\s*:\s*(.*)", cpuinfo)
-        flags = re.search(r"flags\s*:\s*(.*)", cpuinfo)
-        avx = " ".join(f for f in ("avx2", "avx512f") if flags and f in flags.group(1).split())
-        mem = re.search(r"MemTotal:\s*(\d+)", open("/proc/meminfo").read())
         commit, dirty = self.commit, self.dirty
         commit_end = run_checked(["git", "rev-parse", "HEAD"], 30, cwd=REPO).strip()
         tutti_mtime = datetime.datetime.fromtimestamp(self.tutti.stat().st_mtime, datetime.timezone.utc)
         src_mtime = max((p.stat().st_mtime for p in (REPO / "src").rglob("*.rs")), default=0)
-        versions = {
-            "ffmpeg": run_checked(["ffmpeg", "-hide_banner", "-version"], 30).splitlines()[0],
-            "GStreamer": run_checked(["gst-launch-1.0", "--version"], 30).splitlines()[1],
-            "nginx": subprocess.run(["nginx", "-v"], capture_output=True, text=True, timeout=30).stderr.strip(),
-        }
         names = {"a": FfmpegComposite.title, "b": GstComposite.title, "c": TuttiWholeJob.title}
         L = []
         w = self.workload
-        L += ["# Benchmark results", "",
+        L += ["## Benchmark 1: CPU per composition (4 callers, 2x2, 1280x720 30 fps)", "",
               "Generated by `python3 bench/cpu_composite.py "
               f"--runs {self.args.runs} --seconds {self.args.seconds} --warmup {self.args.warmup}` — "
               "do not edit by hand; see bench/README.md.", "",
-              "## Benchmark 1: CPU per composition (4 callers, 2x2, 1280x720 30 fps)", "",
               f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; "
               f"the command took {self.elapsed_all / 60:.1f} min ({self.elapsed / 60:.1f} min of "
               "measurements; the rest: building, pre-encoding, start-up)",
-              f"- machine: {os.cpu_count()} cores, {model.group(1) if model else '?'}"
-              f" ({mhz.group(1).strip() if mhz else '?'} MHz, {avx or 'no AVX2'}), "
-              f"{int(mem.group(1)) // 1024 if mem else '?'} MiB RAM, {platform.platform()}",
+              f"- machine: {machine_line()}",
               f"- load average before/after: {' '.join(self.load_before)} / {' '.join(self.load_after)}",
               f"- git commit: `{commit}` (HEAD when the run started)"
               + (" (**uncommitted changes** in src/ etc. at run time)" if dirty else "")
@@ -1132,7 +684,7 @@ class Bench:
               f"built {tutti_mtime.strftime('%Y-%m-%d %H:%M UTC')}"
               + (" (**older than the newest src/*.rs**: rebuild for the current code)"
                  if src_mtime > self.tutti.stat().st_mtime else ""),
-              "- " + "; ".join(f"{k}: {v}" for k, v in versions.items()),
+              f"- {tool_versions()}",
               f"- window: {self.args.seconds} s after a {self.args.warmup} s warm-up (from the first composite "
               f"frame at nginx), {self.args.runs} runs, contenders interleaved (a b c, b c a, c a b, ...)",
               "", "### Workload (pre-encoded once, bench/.cache/)", ""]
@@ -1210,8 +762,7 @@ class Bench:
               "```", "",
               "Each fps watcher: `ffmpeg -i rtmp://127.0.0.1:PORT/live/KEY -map 0 -c copy -f null - "
               "-progress pipe:1 -stats_period 0.5`.", ""]
-        RESULTS.write_text("\n".join(L))
-        log(f"wrote {RESULTS}")
+        write_section("cpu_composite", "\n".join(L))
 
     def findings(self, by: dict[str, list[Sample]], med: dict[str, float], names: dict[str, str]) -> list[str]:
         """What the figures say, computed from them (so that it stays true when they change)."""
