@@ -77,7 +77,7 @@ impl From<EngineError> for ApiError {
             EngineError::Sdp(SdpError::Malformed(_)) => (StatusCode::BAD_REQUEST, "malformed_sdp"),
             EngineError::Sdp(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "no_common_codec"),
             EngineError::PortsExhausted(_) => (StatusCode::SERVICE_UNAVAILABLE, "ports_exhausted"),
-            EngineError::CompositionFull(_) => (StatusCode::CONFLICT, "composition_full"),
+            EngineError::CompositionFull(..) => (StatusCode::CONFLICT, "composition_full"),
             EngineError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             EngineError::Media(_) => {
                 // Internals stay in the log; the client learns only that it failed.

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::media::composition::JoiningMedium;
 use crate::media::profiles::Profiles;
 use crate::media::{CompositionMedia, MediaError, MediaEvent, MediaSettings, OutputPaths};
-use crate::model::composition::{CompositionConfig, InvalidConfig};
+use crate::model::composition::{CompositionConfig, InvalidConfig, MAX_AUDIO_ONLY_PARTICIPANTS, NO_OUTPUTS_WITHOUT_VIDEO};
 use crate::model::output::{InvalidOutput, OutputConfig, ValidOutput};
 use crate::rtmp::{PublisherConfig, PublisherHandle, RtmpServerHandle, spawn_publisher};
 use crate::model::ids::{CompositionId, ParticipantId};
@@ -46,8 +46,8 @@ pub enum EngineError {
     Sdp(#[from] SdpError),
     #[error(transparent)]
     PortsExhausted(#[from] PortsExhausted),
-    #[error("composition {0} already has {MAX_GRID_CELLS} participants, the most a grid shows")]
-    CompositionFull(CompositionId),
+    #[error("composition {0} already has {1} participants, the most it takes")]
+    CompositionFull(CompositionId, usize),
     #[error("media pipeline: {0}")]
     Media(#[from] MediaError),
     #[error("the server is shutting down")]
@@ -277,7 +277,8 @@ impl Engine {
             let _ = events_tx.send(Message::Media(event));
         });
         let settings = MediaSettings { jitter_buffer: self.config.jitter_buffer };
-        let server = self.services.rtmp_server.as_ref();
+        // The embedded RTMP server plays the composite picture: none without video.
+        let server = self.services.rtmp_server.as_ref().filter(|_| !config.audio_only);
         let player = server.and_then(|s| s.register_stream(id.as_str()).ok());
         let media = CompositionMedia::new(id.clone(), config.clone(), self.profiles.clone(), settings, events, player)?;
         tracing::info!(composition = %id, name = ?config.name, "composition created");
@@ -302,6 +303,9 @@ impl Engine {
     fn add_output(&mut self, id: &CompositionId, output: &OutputConfig) -> Result<OutputView, EngineError> {
         let valid = output.validate()?;
         let composition = self.compositions.get_mut(id).ok_or_else(|| EngineError::CompositionNotFound(id.clone()))?;
+        if composition.config.audio_only {
+            return Err(InvalidConfig(NO_OUTPUTS_WITHOUT_VIDEO.into()).into());
+        }
         let oid = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let publisher = match &valid {
             ValidOutput::Rtmp(url) => {
@@ -346,10 +350,14 @@ impl Engine {
 
     fn add_participant(&mut self, id: &CompositionId, request: JoinRequest) -> Result<Joined, EngineError> {
         let composition = self.compositions.get_mut(id).ok_or_else(|| EngineError::CompositionNotFound(id.clone()))?;
-        if composition.participants.len() >= MAX_GRID_CELLS {
-            return Err(EngineError::CompositionFull(id.clone()));
+        let most = if composition.config.audio_only { MAX_AUDIO_ONLY_PARTICIPANTS } else { MAX_GRID_CELLS };
+        if composition.participants.len() >= most {
+            return Err(EngineError::CompositionFull(id.clone(), most));
         }
-        let negotiation = sdp::negotiate(&request.offer)?;
+        let mut negotiation = sdp::negotiate(&request.offer)?;
+        if composition.config.audio_only {
+            negotiation = negotiation.without_video()?;
+        }
         let audio_ports = negotiation.audio.as_ref().map(|_| self.ports.allocate()).transpose()?;
         let video_ports = negotiation.video.as_ref().map(|_| self.ports.allocate()).transpose()?;
 

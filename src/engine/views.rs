@@ -101,7 +101,10 @@ pub struct CompositionView {
     pub id: CompositionId,
     pub name: Option<String>,
     pub state: &'static str,
-    pub video: VideoConfig,
+    pub audio_only: bool,
+    /// The canvas; absent in an audio-only composition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub video: Option<VideoConfig>,
     pub audio: AudioConfig,
     pub layout: LayoutConfig,
     pub participants: Vec<ParticipantView>,
@@ -121,7 +124,8 @@ impl Composition {
             id: id.clone(),
             name: self.config.name.clone(),
             state: "running",
-            video: self.config.video.clone(),
+            audio_only: self.config.audio_only,
+            video: (!self.config.audio_only).then(|| self.config.video.clone()),
             audio: self.config.audio.clone(),
             layout: self.config.layout.clone(),
             participants: self.participants.iter().filter_map(|p| self.participant_view(&p.id)).collect(),

@@ -46,8 +46,8 @@ pub struct JoiningMedium {
 pub struct CompositionMedia {
     id: CompositionId,
     pipeline: gst::Pipeline,
-    compositor: gst::Element,
-    video_tee: gst::Element,
+    /// None in an audio-only composition.
+    canvas: Option<VideoCore>,
     silence_tee: gst::Element,
     full_mix: gst::Element,
     /// The full mix (everyone), for the broadcast encode.
@@ -70,6 +70,12 @@ pub struct CompositionMedia {
 /// which runs synchronously in the failing thread, before the next buffer.
 type Fuses = Arc<std::sync::Mutex<HashMap<String, Arc<std::sync::atomic::AtomicBool>>>>;
 
+/// The compositor and the tee that hands its canvas to the encoders.
+struct VideoCore {
+    compositor: gst::Element,
+    tee: gst::Element,
+}
+
 /// One encode of the composite, fanned out to every caller using its codec.
 struct SharedEncoder {
     elements: Vec<gst::Element>,
@@ -86,32 +92,8 @@ impl CompositionMedia {
         player: Option<crate::rtmp::StreamFeed>,
     ) -> Result<CompositionMedia, MediaError> {
         let pipeline = gst::Pipeline::with_name(&format!("comp-{id}"));
-        let v = &config.video;
         let n = |role: &str| format!("comp-{id}-{role}");
         let upstream_latency = settings.jitter_buffer + Duration::from_millis(20);
-
-        // Video core. A tiny transparent live source drives the compositor's
-        // clock, so the canvas keeps its frame rate with no caller at all.
-        let driver = make("videotestsrc", &n("driver"))?;
-        driver.set_property("is-live", true);
-        driver.set_property_from_str("pattern", "black");
-        let driver_caps = make("capsfilter", &n("driver-caps"))?;
-        driver_caps.set_property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("width", 16)
-                .field("height", 16)
-                .field("framerate", gst::Fraction::new(v.fps as i32, 1))
-                .build(),
-        );
-        let compositor = make("compositor", &n("compositor"))?;
-        compositor.set_property_from_str("background", "black");
-        compositor.set_property_from_str("start-time-selection", "first");
-        compositor.set_property("min-upstream-latency", upstream_latency.as_nanos() as u64);
-        let canvas_caps = make("capsfilter", &n("canvas-caps"))?;
-        canvas_caps.set_property("caps", canvas_caps_for(&config));
-        let video_tee = make("tee", &n("video"))?;
-        video_tee.set_property("allow-not-linked", true);
 
         // Audio core: live silence keeps every mixer producing 20 ms blocks.
         let silence = make("audiotestsrc", &n("silence"))?;
@@ -127,20 +109,12 @@ impl CompositionMedia {
         full_mix_caps.set_property("caps", mix_caps(&config));
         let full_mix_tee = make("tee", &n("mix-out"))?;
         full_mix_tee.set_property("allow-not-linked", true);
-
-        pipeline.add_many([
-            &driver, &driver_caps, &compositor, &canvas_caps, &video_tee, &silence, &silence_caps, &silence_tee,
-            &full_mix, &full_mix_caps, &full_mix_tee,
-        ])?;
-        gst::Element::link_many([&driver, &driver_caps])?;
-        let driver_pad = compositor.request_pad_simple("sink_%u").ok_or_else(|| MediaError::Gst("compositor pad".into()))?;
-        // Fully transparent: it only paces the compositor, it never shows.
-        driver_pad.set_property("alpha", 0.0f64);
-        driver_caps.static_pad("src").expect("capsfilter has src").link(&driver_pad)?;
-        gst::Element::link_many([&compositor, &canvas_caps, &video_tee])?;
+        pipeline.add_many([&silence, &silence_caps, &silence_tee, &full_mix, &full_mix_caps, &full_mix_tee])?;
         gst::Element::link_many([&silence, &silence_caps, &silence_tee])?;
         link_request(&silence_tee, &full_mix)?;
         gst::Element::link_many([&full_mix, &full_mix_caps, &full_mix_tee])?;
+
+        let canvas = if config.audio_only { None } else { Some(build_video_core(&pipeline, &config, &n, upstream_latency)?) };
 
         let fuses = Fuses::default();
         watch_bus(&pipeline, id.clone(), events, fuses.clone());
@@ -149,8 +123,7 @@ impl CompositionMedia {
         let mut media = CompositionMedia {
             id,
             pipeline,
-            compositor,
-            video_tee,
+            canvas,
             silence_tee,
             full_mix,
             full_mix_out: full_mix_tee,
@@ -163,7 +136,9 @@ impl CompositionMedia {
             broadcast: None,
             fuses,
         };
-        media.build_broadcast(player)?;
+        if media.canvas.is_some() {
+            media.build_broadcast(player)?;
+        }
         Ok(media)
     }
 
@@ -364,7 +339,7 @@ impl CompositionMedia {
             }
         }
 
-        if participant.cell.is_none() {
+        if participant.cell.is_none() && self.canvas.is_some() {
             participant.cell = Some(self.add_slate(name, &n("slate"), &owner, elements)?);
         }
 
@@ -452,6 +427,7 @@ impl CompositionMedia {
         }
         gst::Element::link_many([upstream, &convert, &scale, &cell])?;
         let pad = self
+            .video_core()?
             .compositor
             .request_pad_simple("sink_%u")
             .ok_or_else(|| MediaError::Gst("compositor refused a pad".into()))?;
@@ -537,12 +513,17 @@ impl CompositionMedia {
         elements.push(tee.clone());
         self.pipeline.add_many(&elements)?;
         gst::Element::link_many(&elements)?;
-        self.link_request_tracked(&self.video_tee.clone(), &queue, Owner::Core, Owner::Encoder(codec))?;
+        let canvas = self.video_core()?.tee.clone();
+        self.link_request_tracked(&canvas, &queue, Owner::Core, Owner::Encoder(codec))?;
         for e in &elements {
             e.sync_state_with_parent()?;
         }
         self.encoders.insert(codec, SharedEncoder { elements, tee: tee.clone() });
         Ok(tee)
+    }
+
+    fn video_core(&self) -> Result<&VideoCore, MediaError> {
+        self.canvas.as_ref().ok_or_else(|| MediaError::Gst("an audio-only composition has no video".into()))
     }
 
     fn drop_unused_encoders(&mut self) {
@@ -624,6 +605,45 @@ fn mix_caps(config: &CompositionConfig) -> gst::Caps {
 /// deadline is dropped whole (video is not: a late frame still shows), so
 /// mixers get this much more than the jitter buffer.
 const MIX_HEADROOM: Duration = Duration::from_millis(100);
+
+/// The compositor, paced by a tiny transparent live source so that the
+/// canvas keeps its frame rate with no caller at all.
+fn build_video_core(
+    pipeline: &gst::Pipeline,
+    config: &CompositionConfig,
+    n: &dyn Fn(&str) -> String,
+    upstream_latency: Duration,
+) -> Result<VideoCore, MediaError> {
+    let driver = make("videotestsrc", &n("driver"))?;
+    driver.set_property("is-live", true);
+    driver.set_property_from_str("pattern", "black");
+    let driver_caps = make("capsfilter", &n("driver-caps"))?;
+    driver_caps.set_property(
+        "caps",
+        gst::Caps::builder("video/x-raw")
+            .field("width", 16)
+            .field("height", 16)
+            .field("framerate", gst::Fraction::new(config.video.fps as i32, 1))
+            .build(),
+    );
+    let compositor = make("compositor", &n("compositor"))?;
+    compositor.set_property_from_str("background", "black");
+    compositor.set_property_from_str("start-time-selection", "first");
+    compositor.set_property("min-upstream-latency", upstream_latency.as_nanos() as u64);
+    let canvas_caps = make("capsfilter", &n("canvas-caps"))?;
+    canvas_caps.set_property("caps", canvas_caps_for(config));
+    let tee = make("tee", &n("video"))?;
+    tee.set_property("allow-not-linked", true);
+
+    pipeline.add_many([&driver, &driver_caps, &compositor, &canvas_caps, &tee])?;
+    gst::Element::link_many([&driver, &driver_caps])?;
+    let driver_pad = compositor.request_pad_simple("sink_%u").ok_or_else(|| MediaError::Gst("compositor pad".into()))?;
+    // Fully transparent: it only paces the compositor, it never shows.
+    driver_pad.set_property("alpha", 0.0f64);
+    driver_caps.static_pad("src").expect("capsfilter has src").link(&driver_pad)?;
+    gst::Element::link_many([&compositor, &canvas_caps, &tee])?;
+    Ok(VideoCore { compositor, tee })
+}
 
 fn audio_mixer(name: &str, jitter_buffer: Duration) -> Result<gst::Element, MediaError> {
     let upstream_latency = jitter_buffer + MIX_HEADROOM;

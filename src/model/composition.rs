@@ -13,12 +13,21 @@ pub const DEFAULT_BITRATE_KBPS: u32 = 2500;
 pub const DEFAULT_KEYFRAME_INTERVAL_SECS: u32 = 2;
 pub const DEFAULT_SAMPLE_RATE: u32 = 48000;
 pub const DEFAULT_CHANNELS: u32 = 2;
+/// Callers an audio-only composition takes (a video one is bounded by its
+/// grid): far above the 16 cells, below what 2 ports per caller and the
+/// mixing thread can serve.
+pub const MAX_AUDIO_ONLY_PARTICIPANTS: usize = 500;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CompositionConfig {
     #[serde(default)]
     pub name: Option<String>,
+    /// No canvas and no video at all: callers' video m-lines are declined.
+    /// For audio conferences (the Janus AudioBridge / FreeSWITCH case),
+    /// which then hold hundreds of callers rather than a grid's 16.
+    #[serde(default)]
+    pub audio_only: bool,
     #[serde(default)]
     pub video: VideoConfig,
     #[serde(default)]
@@ -65,6 +74,9 @@ impl Default for AudioConfig {
     }
 }
 
+/// Outputs carry the composite picture; audio-only ones have none.
+pub const NO_OUTPUTS_WITHOUT_VIDEO: &str = "an audio-only composition has no outputs (RTMP, HLS and recordings carry the composite picture)";
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("invalid composition: {0}")]
 pub struct InvalidConfig(pub String);
@@ -90,6 +102,9 @@ impl CompositionConfig {
         }
         if !(1..=10).contains(&v.keyframe_interval_secs) {
             return bad(format!("video.keyframe_interval_secs {} is outside 1..10", v.keyframe_interval_secs));
+        }
+        if self.audio_only && !self.outputs.is_empty() {
+            return bad(NO_OUTPUTS_WITHOUT_VIDEO.into());
         }
         for output in &self.outputs {
             output.validate().map_err(|e| InvalidConfig(e.to_string()))?;
@@ -147,5 +162,13 @@ mod tests {
         c = CompositionConfig::default();
         c.audio.channels = 6;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn audio_only_takes_no_outputs() {
+        let c: CompositionConfig = serde_json::from_str(r#"{"audio_only":true}"#).unwrap();
+        assert!(c.audio_only && c.validate().is_ok());
+        let c: CompositionConfig = serde_json::from_str(r#"{"audio_only":true,"outputs":[{"kind":"hls"}]}"#).unwrap();
+        assert_eq!(c.validate().unwrap_err().0, NO_OUTPUTS_WITHOUT_VIDEO);
     }
 }

@@ -348,6 +348,18 @@ fn describe_format(media: &Media, pt: u8) -> String {
 }
 
 impl Negotiation {
+    /// Declines the video m-line (an audio-only composition); an offer with
+    /// nothing but video then has nothing in common.
+    pub fn without_video(mut self) -> Result<Negotiation, SdpError> {
+        if self.video.take().is_some() && self.audio.is_none() {
+            return Err(SdpError::NothingInCommon {
+                reason: "the composition is audio-only and the offer has no usable audio".into(),
+                supported: supported_codecs_description(),
+            });
+        }
+        Ok(self)
+    }
+
     fn accepted(&self) -> impl Iterator<Item = &NegotiatedMedia> {
         self.audio.iter().chain(self.video.iter())
     }
@@ -494,6 +506,18 @@ mod tests {
         assert!(!answer.contains("goog-remb"), "feedback Tutti does not implement is not echoed");
         // The answer must itself be valid SDP.
         negotiate(&answer).unwrap();
+    }
+
+    #[test]
+    fn audio_only_declines_video_with_port_zero() {
+        let n = negotiate(SIMPLE).unwrap().without_video().unwrap();
+        assert!(n.video.is_none());
+        let answer = n.answer(&LocalTransport { video_port: None, ..local() }, CANVAS, 7);
+        assert!(answer.contains("m=audio 20000 RTP/AVP 0\r\n"), "{answer}");
+        assert!(answer.contains("m=video 0 RTP/AVPF 96\r\n"), "{answer}");
+        let video_only = SIMPLE.replace("m=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n", "");
+        let err = negotiate(&video_only).unwrap().without_video().unwrap_err();
+        assert!(err.to_string().contains("audio-only"), "{err}");
     }
 
     #[test]

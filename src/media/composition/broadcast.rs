@@ -226,7 +226,7 @@ impl CompositionMedia {
         self.pipeline.add_many(&elements)?;
         gst::Element::link_many(&elements[0..5])?;
         gst::Element::link_many(&elements[5..12])?;
-        link_request(&self.video_tee, &vqueue)?;
+        link_request(&self.video_core()?.tee, &vqueue)?;
         link_request(&self.full_mix_out, &aqueue)?;
         link_request(&video_out, video_sink.upcast_ref())?;
         link_request(&audio_out, audio_sink.upcast_ref())?;
