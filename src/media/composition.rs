@@ -1,4 +1,4 @@
-//! A composition's pipeline: the fixed core (compositor, full mix, silence)
+//! A composition's pipeline: the fixed core (compositor, audio mix thread)
 //! built at creation, callers and shared encoders added and removed live,
 //! and the broadcast encode with its outputs ([`broadcast`]).
 
@@ -17,6 +17,7 @@ use std::time::Duration;
 use super::participant::{
     CellLink, MediumState, ParticipantMedia, depayloader, mark_packet, payloader, rtp_caps, session_for,
 };
+use super::mixer::{AudioMix, MixFormat};
 use super::profiles::{EncoderSettings, Profiles};
 use super::topology::{Owner, Topology};
 use super::{EventSink, MediaError, MediaEvent, make};
@@ -32,8 +33,6 @@ pub struct MediaSettings {
     pub jitter_buffer: Duration,
 }
 
-/// Mixers produce 20 ms blocks: the packet time every codec here uses.
-const AUDIO_BLOCK: gst::ClockTime = gst::ClockTime::from_mseconds(20);
 /// Colour of the slate shown for a caller without video (ARGB).
 const SLATE_COLOUR: u32 = 0xff2b_2f36;
 
@@ -48,10 +47,8 @@ pub struct CompositionMedia {
     pipeline: gst::Pipeline,
     /// None in an audio-only composition.
     canvas: Option<VideoCore>,
-    silence_tee: gst::Element,
-    full_mix: gst::Element,
-    /// The full mix (everyone), for the broadcast encode.
-    full_mix_out: gst::Element,
+    /// Every caller's mix-minus and the broadcast's full mix.
+    mix: AudioMix,
     config: CompositionConfig,
     profiles: Arc<Profiles>,
     settings: MediaSettings,
@@ -95,26 +92,8 @@ impl CompositionMedia {
         let n = |role: &str| format!("comp-{id}-{role}");
         let upstream_latency = settings.jitter_buffer + Duration::from_millis(20);
 
-        // Audio core: live silence keeps every mixer producing 20 ms blocks.
-        let silence = make("audiotestsrc", &n("silence"))?;
-        silence.set_property("is-live", true);
-        silence.set_property_from_str("wave", "silence");
-        silence.set_property("samplesperbuffer", (config.audio.sample_rate / 50) as i32);
-        let silence_caps = make("capsfilter", &n("silence-caps"))?;
-        silence_caps.set_property("caps", mix_caps(&config));
-        let silence_tee = make("tee", &n("silence-out"))?;
-        silence_tee.set_property("allow-not-linked", true);
-        let full_mix = audio_mixer(&n("mix"), settings.jitter_buffer)?;
-        let full_mix_caps = make("capsfilter", &n("mix-caps"))?;
-        full_mix_caps.set_property("caps", mix_caps(&config));
-        let full_mix_tee = make("tee", &n("mix-out"))?;
-        full_mix_tee.set_property("allow-not-linked", true);
-        pipeline.add_many([&silence, &silence_caps, &silence_tee, &full_mix, &full_mix_caps, &full_mix_tee])?;
-        gst::Element::link_many([&silence, &silence_caps, &silence_tee])?;
-        link_request(&silence_tee, &full_mix)?;
-        gst::Element::link_many([&full_mix, &full_mix_caps, &full_mix_tee])?;
-
         let canvas = if config.audio_only { None } else { Some(build_video_core(&pipeline, &config, &n, upstream_latency)?) };
+        let mix = AudioMix::start(&format!("mix-{id}"), mix_format(&config), &pipeline)?;
 
         let fuses = Fuses::default();
         watch_bus(&pipeline, id.clone(), events, fuses.clone());
@@ -124,9 +103,7 @@ impl CompositionMedia {
             id,
             pipeline,
             canvas,
-            silence_tee,
-            full_mix,
-            full_mix_out: full_mix_tee,
+            mix,
             config,
             profiles,
             settings,
@@ -172,6 +149,7 @@ impl CompositionMedia {
                 Ok(())
             }
             Err(e) => {
+                self.mix.remove(&id);
                 self.topology.remove(&Owner::Participant(id), &self.pipeline, &elements);
                 self.drop_unused_encoders();
                 Err(e)
@@ -207,8 +185,6 @@ impl CompositionMedia {
             rtpbin: rtpbin.clone(),
             elements: Vec::new(),
             cell: None,
-            audio_tee: None,
-            mix_minus: None,
             video_encoder: None,
             audio: None,
             video: None,
@@ -278,16 +254,8 @@ impl CompositionMedia {
                         let decoder = add(elements, &self.pipeline, decoder)?;
                         let convert = add(elements, &self.pipeline, make("audioconvert", &n("aconv"))?)?;
                         let resample = add(elements, &self.pipeline, make("audioresample", &n("aresample"))?)?;
-                        let caps = add(elements, &self.pipeline, make("capsfilter", &n("acaps"))?)?;
-                        caps.set_property("caps", mix_caps(&self.config));
-                        let tee = add(elements, &self.pipeline, make("tee", &n("audio"))?)?;
-                        tee.set_property("allow-not-linked", true);
-                        gst::Element::link_many([&depay, &decoder, &convert, &resample, &caps, &tee])?;
-                        self.link_request_tracked(&tee, &self.full_mix.clone(), owner.clone(), Owner::Core)?;
-                        for (other, mixer) in self.others_with(|p| p.mix_minus.clone()) {
-                            self.link_request_tracked(&tee, &mixer, owner.clone(), Owner::Participant(other))?;
-                        }
-                        participant.audio_tee = Some(tee);
+                        let to_mix = add(elements, &self.pipeline, self.mix.input(id, &n("ato-mix"))?)?;
+                        gst::Element::link_many([&depay, &decoder, &convert, &resample, &to_mix])?;
                     }
                 }
             }
@@ -302,20 +270,15 @@ impl CompositionMedia {
                         participant.video_encoder = Some(codec);
                     }
                     Codec::Audio(codec) => {
-                        let mixer = add(elements, &self.pipeline, audio_mixer(&n("mixminus"), self.settings.jitter_buffer)?)?;
+                        let mix_minus = add(elements, &self.pipeline, self.mix.mix_minus(id, &n("amix-minus"))?)?;
                         let chain = self.audio_encode_chain(codec, &n(""))?;
                         for e in &chain {
                             add(elements, &self.pipeline, e.clone())?;
                         }
-                        let mut all = vec![mixer.clone()];
+                        let mut all = vec![mix_minus];
                         all.extend(chain);
                         all.push(pay.clone());
                         gst::Element::link_many(all.iter())?;
-                        self.link_request_tracked(&self.silence_tee.clone(), &mixer, Owner::Core, owner.clone())?;
-                        for (other, tee) in self.others_with(|p| p.audio_tee.clone()) {
-                            self.link_request_tracked(&tee, &mixer, Owner::Participant(other), owner.clone())?;
-                        }
-                        participant.mix_minus = Some(mixer);
                     }
                 }
                 link_to_request(&pay, &rtpbin, &format!("send_rtp_sink_{session}"))?;
@@ -364,6 +327,7 @@ impl CompositionMedia {
     pub fn remove_participant(&mut self, id: &ParticipantId) -> bool {
         let Some(index) = self.participants.iter().position(|p| &p.id == id) else { return false };
         let participant = self.participants.remove(index);
+        self.mix.remove(id);
         self.topology.remove(&Owner::Participant(id.clone()), &self.pipeline, &participant.elements);
         self.drop_unused_encoders();
         self.relayout();
@@ -373,6 +337,7 @@ impl CompositionMedia {
     /// Stops the pipeline and releases every element, socket and port.
     pub fn shutdown(mut self) {
         self.stop_outputs();
+        self.mix.stop();
         let _ = self.pipeline.set_state(gst::State::Null);
         self.participants.clear();
         self.encoders.clear();
@@ -399,11 +364,6 @@ impl CompositionMedia {
                 link.pad.set_property("alpha", 0.0f64);
             }
         }
-    }
-
-    /// Every caller already in the composition that has the element `pick` returns.
-    fn others_with(&self, pick: impl Fn(&ParticipantMedia) -> Option<gst::Element>) -> Vec<(ParticipantId, gst::Element)> {
-        self.participants.iter().filter_map(|p| pick(p).map(|e| (p.id.clone(), e))).collect()
     }
 
     /// Scales `upstream`'s picture to its cell (aspect ratio kept, black
@@ -544,8 +504,6 @@ impl CompositionMedia {
     /// Mix format → the codec's rate and channels → encoder bin.
     fn audio_encode_chain(&self, codec: AudioCodec, prefix: &str) -> Result<Vec<gst::Element>, MediaError> {
         let (rate, channels) = codec.raw_format();
-        let mix_format = make("capsfilter", &format!("{prefix}mixminus-caps"))?;
-        mix_format.set_property("caps", mix_caps(&self.config));
         let convert = make("audioconvert", &format!("{prefix}aenc-conv"))?;
         let resample = make("audioresample", &format!("{prefix}aenc-resample"))?;
         let caps = make("capsfilter", &format!("{prefix}aenc-caps"))?;
@@ -558,7 +516,7 @@ impl CompositionMedia {
                 .build(),
         );
         let encoder = self.profiles.audio_encoder(codec, &format!("{prefix}aenc"))?.upcast::<gst::Element>();
-        Ok(vec![mix_format, convert, resample, caps, encoder])
+        Ok(vec![convert, resample, caps, encoder])
     }
 }
 
@@ -590,21 +548,9 @@ fn cell_caps(width: u32, height: u32) -> gst::Caps {
         .build()
 }
 
-fn mix_caps(config: &CompositionConfig) -> gst::Caps {
-    gst::Caps::builder("audio/x-raw")
-        .field("format", "S16LE")
-        .field("layout", "interleaved")
-        .field("rate", config.audio.sample_rate as i32)
-        .field("channels", config.audio.channels as i32)
-        .build()
+fn mix_format(config: &CompositionConfig) -> MixFormat {
+    MixFormat { rate: config.audio.sample_rate, channels: config.audio.channels }
 }
-
-/// How long past its deadline a mixer still waits for a caller's audio.
-/// A jitter buffer's timestamps can trail the packets' real arrival by
-/// the burst a sender started with; audio that reaches the mixer after the
-/// deadline is dropped whole (video is not: a late frame still shows), so
-/// mixers get this much more than the jitter buffer.
-const MIX_HEADROOM: Duration = Duration::from_millis(100);
 
 /// The compositor, paced by a tiny transparent live source so that the
 /// canvas keeps its frame rate with no caller at all.
@@ -643,16 +589,6 @@ fn build_video_core(
     driver_caps.static_pad("src").expect("capsfilter has src").link(&driver_pad)?;
     gst::Element::link_many([&compositor, &canvas_caps, &tee])?;
     Ok(VideoCore { compositor, tee })
-}
-
-fn audio_mixer(name: &str, jitter_buffer: Duration) -> Result<gst::Element, MediaError> {
-    let upstream_latency = jitter_buffer + MIX_HEADROOM;
-    let mixer = make("audiomixer", name)?;
-    // Added to a running pipeline: start at the first input's time, not at zero.
-    mixer.set_property_from_str("start-time-selection", "first");
-    mixer.set_property("output-buffer-duration", AUDIO_BLOCK.nseconds());
-    mixer.set_property("min-upstream-latency", upstream_latency.as_nanos() as u64);
-    Ok(mixer)
 }
 
 fn udp_sink(name: &str, socket: &gio::Socket, to: std::net::SocketAddr) -> Result<gst::Element, MediaError> {

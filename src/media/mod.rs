@@ -7,15 +7,18 @@
 //!  caller B: ...                                                           ▼
 //!  driver (transparent, live) ─────────────────────────────────────► compositor ─► tee ─► queue ─► encoder(H264) ─► tee ─► pay ─► rtpbin ─► udpsink  (A, B…)
 //!                                                                                    └──► queue ─► encoder(VP8)  ─► tee ─► pay ─► …       (callers on VP8)
-//!  caller A: … ─► decoder ─► convert/resample ─► tee(A) ──► full mix (everyone) ─► tee ─► (outputs)
-//!                                                   └─────► mix-minus of B, C… ─► encoder ─► pay ─► rtpbin ─► udpsink
-//!  silence (live) ─► tee ─► every mixer, so each keeps time with no caller talking
+//!  caller A: … ─► decoder ─► convert/resample ─► appsink ─┐
+//!  caller B: … ─► decoder ─► convert/resample ─► appsink ─┤  mixing thread (mixer.rs), every 20 ms:
+//!                                                         ├► appsrc: A + B + … ─► (outputs)
+//!                                                         ├► appsrc: B + … (A's mix-minus) ─► encoder ─► pay ─► rtpbin ─► udpsink
+//!                                                         └► appsrc: A + … (B's mix-minus) ─► …
 //! ```
 //!
 //! Elements have deterministic names (`comp-{id}-…`, `caller-{id}-…`,
 //! `enc-{codec}-…`) so a bus message names the resource that owns it.
 
 pub mod composition;
+mod mixer;
 mod participant;
 pub mod profiles;
 mod topology;

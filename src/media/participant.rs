@@ -34,10 +34,6 @@ pub struct ParticipantMedia {
     pub elements: Vec<gst::Element>,
     /// Where this caller shows on the canvas (its picture, or its slate).
     pub cell: Option<CellLink>,
-    /// Decoded audio, fanned out to the full mix and others' mix-minus.
-    pub audio_tee: Option<gst::Element>,
-    /// The mixer of everything this caller hears (everyone but itself).
-    pub mix_minus: Option<gst::Element>,
     /// The composite's encoder this caller is fed from.
     pub video_encoder: Option<VideoCodec>,
     pub audio: Option<MediumState>,

@@ -207,6 +207,7 @@ impl CompositionMedia {
         );
         let video_out = tee(&n("video"))?;
 
+        let full_mix = self.mix.full_mix(&n("amix"))?;
         let aqueue = leaky_queue(&n("aqueue"))?;
         let aconvert = make("audioconvert", &n("aconv"))?;
         let aresample = make("audioresample", &n("aresample"))?;
@@ -220,14 +221,13 @@ impl CompositionMedia {
         let audio_sink = app_sink(&n("afeed"))?;
         let elements = vec![
             vqueue.clone(), vencoder, vparse, vcaps, video_out.clone(),
-            aqueue.clone(), aconvert, aresample, acaps, aencoder, aparse, audio_out.clone(),
+            full_mix, aqueue.clone(), aconvert, aresample, acaps, aencoder, aparse, audio_out.clone(),
             video_sink.clone().upcast(), audio_sink.clone().upcast(),
         ];
         self.pipeline.add_many(&elements)?;
         gst::Element::link_many(&elements[0..5])?;
-        gst::Element::link_many(&elements[5..12])?;
+        gst::Element::link_many(&elements[5..13])?;
         link_request(&self.video_core()?.tee, &vqueue)?;
-        link_request(&self.full_mix_out, &aqueue)?;
         link_request(&video_out, video_sink.upcast_ref())?;
         link_request(&audio_out, audio_sink.upcast_ref())?;
 
