@@ -25,11 +25,15 @@ use crate::model::ids::ParticipantId;
 
 /// One mixing block. 20 ms is what every RTP audio codec here packs per packet.
 pub const BLOCK: Duration = Duration::from_millis(20);
-/// A caller whose queue grows past this many blocks (its clock runs fast, or
-/// a burst arrived after a stall) is trimmed back to `KEPT_AFTER_TRIM`: a
-/// queue that only grows is delay that never goes away.
+/// A caller whose queue grows past this many blocks (a burst arrived after a
+/// stall) is trimmed back to `KEPT_AFTER_TRIM` at once.
 const MAX_QUEUED_BLOCKS: usize = 4;
 const KEPT_AFTER_TRIM: usize = 2;
+/// Audio that stayed queued through a whole window of blocks, even at its
+/// lowest, is delay that never goes away (queued at start-up, or a sender
+/// whose clock runs fast): it is dropped at the end of the window. One
+/// second: a drop is rare and a short glitch, the delay it removes is not.
+const DRAIN_WINDOW_BLOCKS: u32 = 50;
 /// After a stall of the mixing thread longer than this many blocks it picks
 /// up at the present rather than racing through the missed blocks.
 const MAX_CATCH_UP_BLOCKS: u32 = 5;
@@ -63,10 +67,18 @@ enum Listener {
     Broadcast,
 }
 
+/// One caller's decoded audio waiting for the next block.
+#[derive(Default)]
+struct Input {
+    queue: VecDeque<i16>,
+    /// The fewest samples left after taking a block, over the current window.
+    lowest: Option<usize>,
+    blocks_in_window: u32,
+}
+
 #[derive(Default)]
 struct MixState {
-    /// Decoded audio waiting for the next block, per talking caller.
-    inputs: HashMap<ParticipantId, VecDeque<i16>>,
+    inputs: HashMap<ParticipantId, Input>,
     outputs: HashMap<Listener, gst_app::AppSrc>,
 }
 
@@ -102,7 +114,7 @@ impl AudioMix {
         // thread's clock is what paces it, not the sink's.
         sink.set_sync(false);
         sink.set_property("async", false);
-        self.lock().inputs.insert(caller.clone(), VecDeque::new());
+        self.lock().inputs.insert(caller.clone(), Input::default());
         let shared = Arc::downgrade(&self.shared);
         let caller = caller.clone();
         sink.set_callbacks(
@@ -114,8 +126,8 @@ impl AudioMix {
                     };
                     let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
                     let mut state = shared.state.lock().expect("mix state lock");
-                    if let Some(queue) = state.inputs.get_mut(&caller) {
-                        queue.extend(map.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])));
+                    if let Some(input) = state.inputs.get_mut(&caller) {
+                        input.queue.extend(map.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])));
                     }
                     Ok(gst::FlowSuccess::Ok)
                 })
@@ -200,7 +212,7 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
 
         let (blocks, outputs) = {
             let mut state = shared.state.lock().expect("mix state lock");
-            let blocks = take_blocks(&mut state.inputs, block_samples);
+            let blocks = take_blocks(&mut state.inputs, block_samples, shared.format.channels as usize);
             (blocks, state.outputs.clone())
         };
         let full = sum(blocks.values().map(Vec::as_slice), block_samples);
@@ -221,16 +233,28 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
     }
 }
 
-/// One block from every caller that has one; trims queues that only grow.
-fn take_blocks(inputs: &mut HashMap<ParticipantId, VecDeque<i16>>, block_samples: usize) -> HashMap<ParticipantId, Vec<i16>> {
+/// One block from every caller that has one; drops queued audio that only
+/// adds delay.
+fn take_blocks(inputs: &mut HashMap<ParticipantId, Input>, block_samples: usize, channels: usize) -> HashMap<ParticipantId, Vec<i16>> {
     let mut blocks = HashMap::new();
-    for (id, queue) in inputs.iter_mut() {
+    for (id, input) in inputs.iter_mut() {
+        let queue = &mut input.queue;
         if queue.len() > MAX_QUEUED_BLOCKS * block_samples {
             let excess = queue.len() - KEPT_AFTER_TRIM * block_samples;
             queue.drain(..excess);
         }
-        if queue.len() >= block_samples {
-            blocks.insert(id.clone(), queue.drain(..block_samples).collect());
+        if queue.len() < block_samples {
+            // Nothing (or too little) arrived: this caller is silent for this block.
+            continue;
+        }
+        blocks.insert(id.clone(), queue.drain(..block_samples).collect());
+        input.lowest = Some(input.lowest.map_or(queue.len(), |l| l.min(queue.len())));
+        input.blocks_in_window += 1;
+        if input.blocks_in_window == DRAIN_WINDOW_BLOCKS {
+            let standing = input.lowest.take().unwrap_or(0);
+            // Whole sample frames only, so that channels stay in their places.
+            queue.drain(..standing - standing % channels);
+            input.blocks_in_window = 0;
         }
     }
     blocks
@@ -291,23 +315,50 @@ mod tests {
     fn a_caller_without_a_whole_block_sits_this_one_out() {
         let (a, b) = (ParticipantId::random(), ParticipantId::random());
         let mut inputs = HashMap::new();
-        inputs.insert(a.clone(), VecDeque::from(vec![1i16; 5]));
-        inputs.insert(b.clone(), VecDeque::from(vec![2i16; 3]));
-        let blocks = take_blocks(&mut inputs, 4);
+        inputs.insert(a.clone(), queued(vec![1i16; 5]));
+        inputs.insert(b.clone(), queued(vec![2i16; 3]));
+        let blocks = take_blocks(&mut inputs, 4, 1);
         assert_eq!(blocks.get(&a), Some(&vec![1i16; 4]));
         assert!(!blocks.contains_key(&b));
-        assert_eq!((inputs[&a].len(), inputs[&b].len()), (1, 3));
+        assert_eq!((inputs[&a].queue.len(), inputs[&b].queue.len()), (1, 3));
     }
 
     #[test]
     fn a_queue_that_only_grows_is_trimmed_to_the_newest_audio() {
         let a = ParticipantId::random();
         let mut inputs = HashMap::new();
-        inputs.insert(a.clone(), (0..(MAX_QUEUED_BLOCKS as i16 * 4 + 1)).collect::<VecDeque<i16>>());
-        let blocks = take_blocks(&mut inputs, 4);
+        inputs.insert(a.clone(), queued((0..(MAX_QUEUED_BLOCKS as i16 * 4 + 1)).collect()));
+        let blocks = take_blocks(&mut inputs, 4, 1);
         // Trimmed to 2 blocks (the newest 8 samples), then one taken.
         let first_kept = MAX_QUEUED_BLOCKS as i16 * 4 + 1 - 8;
         assert_eq!(blocks[&a], (first_kept..first_kept + 4).collect::<Vec<_>>());
-        assert_eq!(inputs[&a].len(), 4);
+        assert_eq!(inputs[&a].queue.len(), 4);
+    }
+
+    #[test]
+    fn audio_that_stays_queued_for_a_whole_window_is_dropped() {
+        let a = ParticipantId::random();
+        let mut inputs = HashMap::new();
+        // Stereo blocks of 4 samples; 6 samples (3 frames) queued before the first block.
+        inputs.insert(a.clone(), queued(vec![0i16; 4 + 6]));
+        for tick in 1..=DRAIN_WINDOW_BLOCKS {
+            let blocks = take_blocks(&mut inputs, 4, 2);
+            assert!(blocks.contains_key(&a), "block {tick}");
+            let left = inputs[&a].queue.len();
+            let expected = if tick == DRAIN_WINDOW_BLOCKS { 0 } else { 6 };
+            assert_eq!(left, expected, "after block {tick}");
+            // One block arrives per block taken.
+            inputs.get_mut(&a).unwrap().queue.extend([0i16; 4]);
+        }
+        // A window with a moment of empty queue drops nothing.
+        for _ in 0..DRAIN_WINDOW_BLOCKS {
+            take_blocks(&mut inputs, 4, 2);
+            inputs.get_mut(&a).unwrap().queue.extend([0i16; 4]);
+        }
+        assert_eq!(inputs[&a].queue.len(), 4);
+    }
+
+    fn queued(samples: Vec<i16>) -> Input {
+        Input { queue: samples.into(), ..Input::default() }
     }
 }

@@ -291,7 +291,7 @@ impl Audio {
 pub fn audio_samples(path: &Path) -> Result<Audio> {
     let mut probe = Command::new("ffprobe");
     probe
-        .args(["-v", "error", "-select_streams", "a:0", "-read_intervals", "%+#1"])
+        .args(["-v", "error", "-select_streams", "a:0", "-read_intervals", "%+#20"])
         .args(["-show_entries", "stream=channels,time_base:packet=pts", "-of", "json"])
         .arg(path);
     let probed = run_bounded(probe, DECODE_TIMEOUT)?;
@@ -300,7 +300,12 @@ pub fn audio_samples(path: &Path) -> Result<Audio> {
     let stream = &info["streams"][0];
     let channels = stream["channels"].as_u64().context("no audio stream")?;
     let time_base = stream["time_base"].as_str().and_then(parse_ratio).context("no audio time base")?;
-    let first_pts = info["packets"][0]["pts"].as_i64().context("no audio packet")?;
+    // The first packet with a timestamp (one received before the stream's
+    // first RTCP sender report may have none).
+    let first_pts = info["packets"]
+        .as_array()
+        .and_then(|packets| packets.iter().find_map(|p| p["pts"].as_i64()))
+        .context("no audio packet")?;
 
     // Average the channels (`-ac 1` would add them up, +3 dB for a stereo copy of a mono
     // source); async=1 inserts silence where packets did not arrive, keeping the timeline.
