@@ -9,5 +9,7 @@ start=$(date +%s)
 # One test at a time: the media tests run real encoders, senders and
 # judges, and two of them at once overload a 2-core machine.
 cargo test --locked --no-fail-fast "$@" -- --test-threads=1
-timeout 120 python3 bench/cpu_composite.py --smoke  # benchmarks run and produce output (bench/README.md)
+# Every benchmark runs in its smoke mode: it runs and measures something sane (bench/README.md).
+timeout 120 python3 bench/cpu_composite.py --smoke
+timeout 120 python3 bench/latency.py --smoke
 echo "suite took $(( $(date +%s) - start )) s"
