@@ -8,11 +8,12 @@ Only the standard library. See bench/README.md.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import random
 import re
-import select
+import selectors
 import shutil
 import signal
 import socket
@@ -22,6 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -35,11 +37,21 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PT_H264 = 96
 PT_OPUS = 111
 
+# The callers' pre-encoded files (see Workload, ensure_cache).
+CALLERS = 4            # distinct files; benchmarks with more callers cycle them
+FPS = 30
+CALLER_VIDEO_KBPS = 1500
+CALLER_OPUS_KBPS = 32
+KEYFRAME_FRAMES = 60
+# Tones per caller, so the mixes are not silence.
+TONES_HZ = [440, 554, 659, 880]
+
 # Bounds on every wait.
 HTTP_TIMEOUT = 10.0
 STOP_GRACE = 5.0
 NGINX_READY_TIMEOUT = 5.0
 CARGO_TIMEOUT = 1800.0
+ENCODE_TIMEOUT = 600.0      # pre-encoding one cache file
 WATCHER_RESTART_AFTER = 12.0  # a player with no frame yet is restarted after this long
 
 class BenchError(Exception):
@@ -163,6 +175,15 @@ def thread_ticks(pid: int) -> dict[int, tuple[str, int]]:
     return out
 
 
+def thread_group(comm: str) -> str:
+    """Folds thread names that differ only by an id or a counter (the
+    callers' threads) into one row. Linux keeps 15 characters of a thread
+    name; GStreamer names a streaming thread after its element and pad, Tutti
+    names elements comp-{id}-..., caller-{id}-..., enc-{codec}-{id}-...; x264's
+    and libavcodec's workers inherit the name of the thread that created them."""
+    return re.sub(r"(?<=-)[0-9a-f]{4,}\b", "{id}", comm)
+
+
 def machine_jiffies() -> tuple[int, int, int]:
     """(busy, total, steal) jiffies of all cores from /proc/stat; busy includes
     steal (time the hypervisor gave to other guests)."""
@@ -225,21 +246,44 @@ def bind_rtp_pair() -> tuple[socket.socket, socket.socket]:
 
 class Drain:
     """Binds the ports a caller's offer advertises and drains (counts) what
-    Tutti sends back there: composite H.264, mix-minus Opus, RTCP."""
+    Tutti sends back there: composite H.264, mix-minus Opus, RTCP.
+
+    Per port: packets, bytes, RTP marker bits (one per video frame). A port
+    bound with `timing=True` also keeps (arrival, RTP timestamp) of its marked
+    packets (video) or of every packet (`every=True`, audio), so that
+    `delay_growth` can tell whether the stream falls behind the wall clock.
+    epoll (selectors), so it drains thousands of sockets."""
+
+    TIMING_KEEP = 6000  # samples kept per timed port
 
     def __init__(self):
         self.pairs: list[tuple[socket.socket, socket.socket]] = []
         self.bytes: dict[int, int] = {}
         self.packets: dict[int, int] = {}
+        self.markers: dict[int, int] = {}
+        self.timing: dict[int, list[tuple[float, int]]] = {}
+        self._every: set[int] = set()
+        self._last_ts: dict[int, tuple[int, int]] = {}   # port -> (last raw ts, wraps * 2^32)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._sel = selectors.DefaultSelector()
+        self._lock = threading.Lock()
 
-    def pair(self) -> tuple[int, int]:
+    def pair(self, timing: bool = False, every: bool = False) -> tuple[int, int]:
         a, b = bind_rtp_pair()
-        self.pairs.append((a, b))
-        for s in (a, b):
-            self.bytes[s.getsockname()[1]] = 0
-            self.packets[s.getsockname()[1]] = 0
+        with self._lock:
+            self.pairs.append((a, b))
+            for s in (a, b):
+                port = s.getsockname()[1]
+                self.bytes[port] = 0
+                self.packets[port] = 0
+                self.markers[port] = 0
+                s.setblocking(False)
+                self._sel.register(s, selectors.EVENT_READ, port)
+            if timing:
+                self.timing[a.getsockname()[1]] = []
+                if every:
+                    self._every.add(a.getsockname()[1])
         return a.getsockname()[1], b.getsockname()[1]
 
     def start(self) -> None:
@@ -247,13 +291,17 @@ class Drain:
         self._thread.start()
 
     def _run(self) -> None:
-        socks = [s for pair in self.pairs for s in pair]
-        for s in socks:
-            s.setblocking(False)
         while not self._stop.is_set():
-            ready, _, _ = select.select(socks, [], [], 0.2)
-            for s in ready:
-                port = s.getsockname()[1]
+            try:
+                events = self._sel.select(0.2)
+            except (OSError, ValueError):
+                if self._stop.is_set():
+                    return
+                raise
+            now = time.monotonic()
+            for key, _ in events:
+                s, port = key.fileobj, key.data
+                timed = self.timing.get(port)
                 while True:
                     try:
                         data = s.recv(65536)
@@ -261,9 +309,42 @@ class Drain:
                         break
                     self.bytes[port] += len(data)
                     self.packets[port] += 1
+                    if len(data) >= 12 and data[0] >> 6 == 2 and not 72 <= (data[1] & 0x7f) <= 79:
+                        marker = data[1] & 0x80
+                        if marker:
+                            self.markers[port] += 1
+                        if timed is not None and (marker or port in self._every):
+                            ts = int.from_bytes(data[4:8], "big")
+                            last, base = self._last_ts.get(port, (ts, 0))
+                            if ts < last and last - ts > 1 << 31:
+                                base += 1 << 32
+                            elif ts > last and ts - last > 1 << 31:
+                                base -= 1 << 32   # a late packet from before a wrap
+                            self._last_ts[port] = (ts, base)
+                            timed.append((now, ts + base))
+                            if len(timed) > self.TIMING_KEEP:
+                                del timed[:len(timed) - self.TIMING_KEEP // 2]
 
     def snapshot(self) -> dict[int, int]:
         return dict(self.bytes)
+
+    def counts(self) -> tuple[dict[int, int], dict[int, int], dict[int, int]]:
+        """(bytes, packets, markers) per port."""
+        return dict(self.bytes), dict(self.packets), dict(self.markers)
+
+    def delay_growth(self, port: int, t0: float, t1: float, clock: int, edge: float = 2.0) -> float | None:
+        """How much later, in seconds, the stream on `port` arrived relative to
+        its own RTP timestamps at the end of [t0, t1] than at its start: the
+        least transit delay (arrival - timestamp / clock) over the last `edge`
+        seconds minus that over the first. About 0 for a stream that keeps
+        real time; a growing queue upstream makes it positive. None without
+        samples at both ends."""
+        samples = [x for x in list(self.timing.get(port, [])) if t0 <= x[0] <= t1]
+        head = [t - ts / clock for t, ts in samples if t <= t0 + edge]
+        tail = [t - ts / clock for t, ts in samples if t >= t1 - edge]
+        if not head or not tail:
+            return None
+        return min(tail) - min(head)
 
     def close(self) -> None:
         self._stop.set()
@@ -272,6 +353,7 @@ class Drain:
         for pair in self.pairs:
             for s in pair:
                 s.close()
+        self._sel.close()
 
 
 # --------------------------------------------------------------------------- nginx and the watcher
@@ -388,6 +470,73 @@ class Watcher:
 
 
 # --------------------------------------------------------------------------- the media files
+
+@dataclass
+class Workload:
+    width: int           # caller picture = canvas size
+    height: int
+    duration: int        # seconds of each cached file
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def cell(self) -> tuple[int, int]:
+        return self.width // 2, self.height // 2
+
+
+def ensure_cache(w: Workload) -> None:
+    """Pre-encodes the callers' files once (bench/.cache/, gitignored)."""
+    CACHE.mkdir(exist_ok=True)
+    for i in range(CALLERS):
+        path = CACHE / f"caller{i}-{w.width}x{w.height}-{w.duration}s-v1.mkv"
+        w.files.append(path)
+        if path.exists():
+            continue
+        log(f"pre-encoding {path.name} (once; cached)")
+        # testsrc2 moves (a scrolling gradient bar, bouncing dots, a checkerboard),
+        # a different hue per caller, and light temporal noise like a camera's,
+        # so that the encoder really spends ~1.5 Mbit/s and decoding has work to do.
+        video = (f"testsrc2=size={w.width}x{w.height}:rate={FPS},hue=h={i * 90},"
+                 f"noise=alls=6:allf=t")
+        tmp = path.with_suffix(".tmp.mkv")
+        run_checked(
+            ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+             "-f", "lavfi", "-i", video,
+             "-f", "lavfi", "-i", f"sine=frequency={TONES_HZ[i]}:sample_rate=48000",
+             "-t", str(w.duration), "-map", "0:v", "-map", "1:a",
+             "-c:v", "libx264", "-profile:v", "baseline", "-preset", "veryfast",
+             "-b:v", f"{CALLER_VIDEO_KBPS}k", "-maxrate", f"{CALLER_VIDEO_KBPS}k",
+             "-bufsize", f"{CALLER_VIDEO_KBPS}k", "-g", str(KEYFRAME_FRAMES),
+             "-keyint_min", str(KEYFRAME_FRAMES), "-sc_threshold", "0", "-pix_fmt", "yuv420p",
+             "-c:a", "libopus", "-b:a", f"{CALLER_OPUS_KBPS}k", "-ac", "2", "-frame_duration", "20",
+             str(tmp)], timeout=ENCODE_TIMEOUT)
+        tmp.rename(path)
+
+
+def describe_file(path: Path) -> str:
+    out = run_checked(["ffprobe", "-v", "error", "-show_entries",
+                       "format=duration,bit_rate:stream=codec_name,profile,width,height,r_frame_rate,channels",
+                       "-of", "json", str(path)], timeout=30)
+    info = json.loads(out)
+    v = next(s for s in info["streams"] if s["codec_name"] == "h264")
+    a = next(s for s in info["streams"] if s["codec_name"] == "opus")
+    kbps = int(info["format"]["bit_rate"]) / 1000
+    return (f"{path.name}: H.264 {v['profile']} {v['width']}x{v['height']} {v['r_frame_rate']} fps, "
+            f"Opus {a['channels']} ch, {float(info['format']['duration']):.0f} s, {kbps:.0f} kbit/s overall")
+
+
+def sender_argv(path: Path, answer: dict[str, dict]) -> list[str]:
+    """One light sender per caller: no decoding, no encoding; the file's packets
+    are replayed in real time (-re) as RTP (-c copy). h264_mp4toannexb puts
+    SPS/PPS in band before every IDR, as a real endpoint does (there is no SDP
+    to carry sprop-parameter-sets towards Tutti)."""
+    v, a = answer["video"], answer["audio"]
+    return ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1",
+            "-i", str(path),
+            "-map", "0:v", "-c", "copy", "-bsf:v", "h264_mp4toannexb", "-payload_type", str(v["pt"]),
+            "-f", "rtp", f"rtp://{v['addr']}:{v['rtp']}?rtcpport={v['rtcp']}&pkt_size=1200",
+            "-map", "0:a", "-c", "copy", "-payload_type", str(a["pt"]),
+            "-f", "rtp", f"rtp://{a['addr']}:{a['rtp']}?rtcpport={a['rtcp']}"]
+
 
 # --------------------------------------------------------------------------- REST and SDP
 

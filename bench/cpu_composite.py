@@ -52,80 +52,19 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib import (CACHE, CLK_TCK, REPO, BenchError, Drain, Interrupted, Nginx, Proc,
-                      Watcher, cpu_ticks, find_tutti, free_tcp_port, free_udp_range, git_state, http, log,
-                      machine_jiffies, machine_line, offer_sdp, parse_answer, run_checked, tail_file, thread_ticks,
-                      tool_versions, write_section)
+from benchlib import (CALLERS, CLK_TCK, FPS, KEYFRAME_FRAMES, REPO, BenchError, Drain, Interrupted, Nginx, Proc,
+                      Watcher, Workload, cpu_ticks, describe_file, ensure_cache, find_tutti, free_tcp_port,
+                      free_udp_range, git_state, http, log, machine_jiffies, machine_line, offer_sdp, parse_answer,
+                      run_checked, sender_argv, tail_file, thread_group, thread_ticks, tool_versions, write_section)
 
-# The workload.
-CALLERS = 4
-FPS = 30
-CALLER_VIDEO_KBPS = 1500
-CALLER_OPUS_KBPS = 32
+# The workload (caller files: see benchlib.Workload).
 OUT_VIDEO_KBPS = 2500
 OUT_AUDIO_KBPS = 128
-KEYFRAME_FRAMES = 60
-# Tones per caller, so the mixes are not silence.
-TONES_HZ = [440, 554, 659, 880]
 
 # Bounds on every wait.
 STARTUP_TIMEOUT = 30.0      # first composite frame at nginx after a contender starts
-ENCODE_TIMEOUT = 600.0       # pre-encoding one cache file
 PERF_EXTRA = 15.0
 SMOKE_DEADLINE = 110.0       # whole smoke run, cache included (scripts/test.sh bounds it at 120 s)
-
-
-@dataclass
-class Workload:
-    width: int           # caller picture = canvas size
-    height: int
-    duration: int        # seconds of each cached file
-    files: list[Path] = field(default_factory=list)
-
-    @property
-    def cell(self) -> tuple[int, int]:
-        return self.width // 2, self.height // 2
-
-
-def ensure_cache(w: Workload) -> None:
-    """Pre-encodes the callers' files once (bench/.cache/, gitignored)."""
-    CACHE.mkdir(exist_ok=True)
-    for i in range(CALLERS):
-        path = CACHE / f"caller{i}-{w.width}x{w.height}-{w.duration}s-v1.mkv"
-        w.files.append(path)
-        if path.exists():
-            continue
-        log(f"pre-encoding {path.name} (once; cached)")
-        # testsrc2 moves (a scrolling gradient bar, bouncing dots, a checkerboard),
-        # a different hue per caller, and light temporal noise like a camera's,
-        # so that the encoder really spends ~1.5 Mbit/s and decoding has work to do.
-        video = (f"testsrc2=size={w.width}x{w.height}:rate={FPS},hue=h={i * 90},"
-                 f"noise=alls=6:allf=t")
-        tmp = path.with_suffix(".tmp.mkv")
-        run_checked(
-            ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-             "-f", "lavfi", "-i", video,
-             "-f", "lavfi", "-i", f"sine=frequency={TONES_HZ[i]}:sample_rate=48000",
-             "-t", str(w.duration), "-map", "0:v", "-map", "1:a",
-             "-c:v", "libx264", "-profile:v", "baseline", "-preset", "veryfast",
-             "-b:v", f"{CALLER_VIDEO_KBPS}k", "-maxrate", f"{CALLER_VIDEO_KBPS}k",
-             "-bufsize", f"{CALLER_VIDEO_KBPS}k", "-g", str(KEYFRAME_FRAMES),
-             "-keyint_min", str(KEYFRAME_FRAMES), "-sc_threshold", "0", "-pix_fmt", "yuv420p",
-             "-c:a", "libopus", "-b:a", f"{CALLER_OPUS_KBPS}k", "-ac", "2", "-frame_duration", "20",
-             str(tmp)], timeout=ENCODE_TIMEOUT)
-        tmp.rename(path)
-
-
-def describe_file(path: Path) -> str:
-    out = run_checked(["ffprobe", "-v", "error", "-show_entries",
-                       "format=duration,bit_rate:stream=codec_name,profile,width,height,r_frame_rate,channels",
-                       "-of", "json", str(path)], timeout=30)
-    info = json.loads(out)
-    v = next(s for s in info["streams"] if s["codec_name"] == "h264")
-    a = next(s for s in info["streams"] if s["codec_name"] == "opus")
-    kbps = int(info["format"]["bit_rate"]) / 1000
-    return (f"{path.name}: H.264 {v['profile']} {v['width']}x{v['height']} {v['r_frame_rate']} fps, "
-            f"Opus {a['channels']} ch, {float(info['format']['duration']):.0f} s, {kbps:.0f} kbit/s overall")
 
 
 # --------------------------------------------------------------------------- contenders
@@ -376,34 +315,10 @@ class TuttiWholeJob(Contender):
                 self.drain.close()
 
 
-def sender_argv(path: Path, answer: dict[str, dict]) -> list[str]:
-    """One light sender per caller: no decoding, no encoding; the file's packets
-    are replayed in real time (-re) as RTP (-c copy). h264_mp4toannexb puts
-    SPS/PPS in band before every IDR, as a real endpoint does (there is no SDP
-    to carry sprop-parameter-sets towards Tutti)."""
-    v, a = answer["video"], answer["audio"]
-    return ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1",
-            "-i", str(path),
-            "-map", "0:v", "-c", "copy", "-bsf:v", "h264_mp4toannexb", "-payload_type", str(v["pt"]),
-            "-f", "rtp", f"rtp://{v['addr']}:{v['rtp']}?rtcpport={v['rtcp']}&pkt_size=1200",
-            "-map", "0:a", "-c", "copy", "-payload_type", str(a["pt"]),
-            "-f", "rtp", f"rtp://{a['addr']}:{a['rtp']}?rtcpport={a['rtcp']}"]
-
-
 CONTENDERS = [FfmpegComposite, GstComposite, TuttiWholeJob]
 
 
 # --------------------------------------------------------------------------- the bench
-
-def thread_group(comm: str) -> str:
-    """Folds thread names that differ only by an id or a counter (the four
-    callers' threads) into one row. Linux keeps 15
-    characters of a thread name; GStreamer names a streaming thread after its
-    element and pad, Tutti names elements comp-{id}-..., caller-{id}-...,
-    enc-{codec}-{id}-...; x264's and libavcodec's workers inherit the name of
-    the thread that created them."""
-    return re.sub(r"(?<=-)[0-9a-f]{4,}\b", "{id}", comm)
-
 
 class Bench:
     def __init__(self, args):
