@@ -147,7 +147,10 @@ class Tutti:
         self.idle = status_kib(self.pid)
 
     def post(self, path: str, body: dict) -> tuple[int, dict | str]:
-        status, text = http("POST", self.base + path, json.dumps(body).encode())
+        try:
+            status, text = http("POST", self.base + path, json.dumps(body).encode())
+        except (urllib.error.URLError, OSError) as e:   # TimeoutError is an OSError
+            raise TuttiHung(f"POST {path}: {e!r} (tutti alive: {self.proc.alive()})") from e
         try:
             return status, json.loads(text)
         except ValueError:
@@ -164,6 +167,12 @@ class Tutti:
         if status != 201:
             raise BenchError(f"joining {name}: {status} {reply}\n{self.proc.tail()}")
         return reply
+
+    def delete(self, cid: str) -> None:
+        try:
+            http("DELETE", f"{self.base}/v1/compositions/{cid}")
+        except (urllib.error.URLError, OSError) as e:
+            raise TuttiHung(f"DELETE /v1/compositions/{cid}: {e!r}") from e
 
     def stats(self, cid: str) -> dict:
         try:
@@ -188,6 +197,8 @@ def api_rtp(stats0: dict, stats1: dict) -> tuple[int, int, list[float]]:
             if not m1:
                 continue
             m0 = (p0 or {}).get(kind) or {"packets_received": 0, "packets_lost": 0}
+            if m1["packets_received"] < m0["packets_received"]:
+                continue   # the counter went backwards (seen with this tutti): no figure for this window
             received += m1["packets_received"] - m0["packets_received"]
             lost += max(0, m1["packets_lost"] - m0["packets_lost"])
             if m1.get("jitter_ms") is not None:
@@ -280,12 +291,18 @@ class VideoComp:
         self.drain.close()
 
 
+class TuttiHung(BenchError):
+    pass
+
+
 class NoFirstFrame(BenchError):
     pass
 
 
 def realtime_problems(c: dict) -> list[str]:
     """Why a composition's window was not real time (empty: it was)."""
+    if c["nginx_fps"] == 0 and c["delay_growth_s"] is None:
+        return ["STALLED: the composition produced nothing at all (a tutti bug, see Incidents)"]
     p = []
     if c["nginx_fps"] < FPS_OK:
         p.append(f"nginx {c['nginx_fps']:.1f} fps")
@@ -297,7 +314,7 @@ def realtime_problems(c: dict) -> list[str]:
         p.append(f"return stream {1000 * c['delay_growth_s']:.0f} ms further behind")
     if c["dropped_gops"] > 0:
         p.append(f"RTMP dropped {c['dropped_gops']} GOPs")
-    if c["rtp_received"] and c["rtp_lost"] > LOSS_OK * (c["rtp_received"] + c["rtp_lost"]):
+    if c["rtp_received"] > 0 and c["rtp_lost"] > LOSS_OK * (c["rtp_received"] + c["rtp_lost"]):
         p.append(f"{c['rtp_lost']} RTP packets lost")
     return p
 
@@ -487,7 +504,7 @@ def audio_problems(a: dict) -> list[str]:
         p.append("mix-minus silent")
     elif a["delay_growth_s"] > DELAY_GROWTH_OK:
         p.append(f"mix-minus {1000 * a['delay_growth_s']:.0f} ms further behind")
-    if a["rtp_received"] and a["rtp_lost"] > LOSS_OK * (a["rtp_received"] + a["rtp_lost"]):
+    if a["rtp_received"] > 0 and a["rtp_lost"] > LOSS_OK * (a["rtp_received"] + a["rtp_lost"]):
         p.append(f"{a['rtp_lost']} RTP packets lost")
     if a["late_ticks"]:
         p.append(f"the sender was late {a['late_ticks']} times (max {a['max_late_ms']:.0f} ms): bench-limited")
@@ -536,6 +553,12 @@ class Bench:
         t.stop()
         self.servers.remove(t)
 
+    def hung(self, e: Exception) -> None:
+        msg = (f"{datetime.datetime.now(datetime.timezone.utc).strftime('%H:%M:%S')} tutti stopped answering the "
+               f"API ({str(e).splitlines()[0][:160]}): this pass ends here")
+        log("INCIDENT: " + msg)
+        self.incidents.append(msg)
+
     def new_comp(self, tutti: Tutti, tag: str, wl: Workload) -> VideoComp:
         """A composition whose slate has reached nginx, before anyone joins. A
         composition that produces nothing at all within STALL_TIMEOUT (seen
@@ -558,7 +581,7 @@ class Bench:
                 self.incidents.append(msg)
                 comp.close()
                 self.open.remove(comp)
-                http("DELETE", f"{tutti.base}/v1/compositions/{comp.cid}")
+                tutti.delete(comp.cid)
         raise BenchError(f"{tag}: three compositions in a row produced nothing\n{tutti.proc.tail()}")
 
     def window(self, tutti: Tutti, comps: list) -> dict:
@@ -627,9 +650,10 @@ class Bench:
         for p in range(1, self.passes + 1):
             tutti = self.start_tutti(f"callers-pass{p}", max(steps))
             idle.append(tutti.idle.get("VmHWM", 0))
-            comp = self.new_comp(tutti, f"callers-p{p}", wl)
             failures = 0
+            comp = None
             try:
+                comp = self.new_comp(tutti, f"callers-p{p}", wl)
                 for n in steps:
                     while len(comp.callers) < n:
                         comp.add_caller()
@@ -645,15 +669,22 @@ class Bench:
                         f"VmHWM {w.get('vmhwm', 0) / 1024:.0f} MiB, busiest {w['busiest_thread']} "
                         f"{w['busiest_thread_cpu']:.2f}" + (f"; NOT real time: {', '.join(w['problems'])}"
                                                             if w["problems"] else ""))
+                    if w["problems"] and w["problems"][0].startswith("STALLED"):
+                        self.incidents.append(f"{datetime.datetime.now(datetime.timezone.utc).strftime('%H:%M:%S')} "
+                                              f"composition {comp.cid} (callers pass {p}) produced nothing at N = {n}"
+                                              f" (tutti {w['cpu']:.2f} CPU s/s)")
                     failures = failures + 1 if w["problems"] else 0
                     if failures >= 2:
                         log(f"callers pass {p}: two steps in a row out of real time, stopping this pass")
                         break
+            except TuttiHung as e:
+                self.hung(e)
             finally:
-                self.example["callers_offer"] = comp.callers[0]["offer"] if comp.callers else ""
-                self.example["callers_answer"] = comp.callers[0]["answer"] if comp.callers else ""
-                self.example["callers_sender"] = quote(comp.callers[0]["argv"]) if comp.callers else ""
-                self.example["callers_composition"] = json.dumps(comp.body)
+                if comp is not None and comp.callers:
+                    self.example["callers_offer"] = comp.callers[0]["offer"]
+                    self.example["callers_answer"] = comp.callers[0]["answer"]
+                    self.example["callers_sender"] = quote(comp.callers[0]["argv"])
+                    self.example["callers_composition"] = json.dumps(comp.body)
                 self.stop_tutti(tutti)
         self.results["callers"] = {"points": {str(k): v for k, v in points.items()}, "idle_hwm": idle,
                                    "files": [f.name for f in wl.files], "size": [wl.width, wl.height]}
@@ -692,7 +723,7 @@ class Bench:
                                 comps.remove(comp)
                                 comp.close()
                                 self.open.remove(comp)
-                                http("DELETE", f"{tutti.base}/v1/compositions/{comp.cid}")
+                                tutti.delete(comp.cid)
                                 continue
                             break
                         w["k"], w["pass"] = k, p
@@ -706,6 +737,8 @@ class Bench:
                         if w["problems"]:
                             break
                         best = k
+                except TuttiHung as e:
+                    self.hung(e)
                 finally:
                     self.stop_tutti(tutti)
                 largest.append(best)
@@ -754,6 +787,8 @@ class Bench:
                         + ("; over the CPU budget" if w["over_budget"] else ""))
                     if w["problems"] or w["over_budget"]:
                         break
+            except TuttiHung as e:
+                self.hung(e)
             finally:
                 blaster.stop_event.set()
                 blaster.join(timeout=2)
@@ -785,9 +820,10 @@ class Bench:
         for part, fn in ((1, self.part_callers), (2, self.part_compositions), (3, self.part_audio)):
             if part in self.parts:
                 fn()
+                if not self.smoke:
+                    self.save_and_write()   # after each part: a later failure keeps what was measured
         if self.smoke:
             return self.smoke_verdict()
-        self.save_and_write()
         return 0
 
     def smoke_verdict(self) -> int:
