@@ -144,6 +144,11 @@ impl CompositionMedia {
         let result = self.build_participant(&id, name, audio, video, &mut elements);
         match result {
             Ok(participant) => {
+                self.topology.open_gates(&Owner::Participant(id.clone()));
+                // The newcomer needs a keyframe of the composite right away.
+                if let Some(pay) = self.pipeline.by_name(&format!("caller-{id}-vpay")) {
+                    request_keyframe_upstream(&pay.static_pad("sink").expect("payloader has a sink pad"));
+                }
                 self.participants.push(participant);
                 self.relayout();
                 Ok(())
@@ -316,10 +321,6 @@ impl CompositionMedia {
         for element in elements.iter() {
             element.sync_state_with_parent()?;
         }
-        // The newcomer needs a keyframe of the composite right away.
-        if let Some(pay) = self.pipeline.by_name(&n("vpay")) {
-            request_keyframe_upstream(&pay.static_pad("sink").expect("payloader has a sink pad"));
-        }
         Ok(participant)
     }
 
@@ -441,21 +442,33 @@ impl CompositionMedia {
     }
 
     /// The encoder tee for `codec`, creating the shared encoder on first use.
+    ///
+    /// Callers on H.264 packetization-mode 1 get the broadcast's own encode
+    /// (Constrained Baseline, which every H.264 endpoint and CDN takes):
+    /// one x264 for callers and outputs alike, instead of two encoding the
+    /// same canvas. Their branch only re-frames it for RTP (byte-stream,
+    /// SPS/PPS before every IDR). Other codecs get an encoder of their own.
     fn encoder_for(&mut self, codec: VideoCodec) -> Result<gst::Element, MediaError> {
         if let Some(encoder) = self.encoders.get(&codec) {
             return Ok(encoder.tee.clone());
         }
         let name = format!("enc-{}-{}", codec.encoder_profile_name(), self.id);
-        let queue = make("queue", &format!("{name}-queue"))?;
-        // A slow encoder drops composite frames rather than holding up the compositor.
-        queue.set_property("max-size-buffers", 2u32);
-        queue.set_property("max-size-bytes", 0u32);
-        queue.set_property("max-size-time", 0u64);
-        queue.set_property_from_str("leaky", "downstream");
-        let encoder = self.profiles.video_encoder(codec, &format!("{name}-bin"), self.encoder_settings())?.upcast::<gst::Element>();
-        let tee = make("tee", &format!("{name}-out"))?;
-        tee.set_property("allow-not-linked", true);
-        let mut elements = vec![queue.clone(), encoder.clone()];
+        let broadcast_video = self.broadcast_video().filter(|_| codec == VideoCodec::H264 { packetization_mode: 1 });
+        let mut elements = Vec::new();
+        let source = match broadcast_video {
+            Some(encoded) => encoded,
+            None => {
+                let queue = make("queue", &format!("{name}-queue"))?;
+                // A slow encoder drops composite frames rather than holding up the compositor.
+                queue.set_property("max-size-buffers", 2u32);
+                queue.set_property("max-size-bytes", 0u32);
+                queue.set_property("max-size-time", 0u64);
+                queue.set_property_from_str("leaky", "downstream");
+                let encoder = self.profiles.video_encoder(codec, &format!("{name}-bin"), self.encoder_settings())?;
+                elements.extend([queue, encoder.upcast()]);
+                self.video_core()?.tee.clone()
+            }
+        };
         if let VideoCodec::H264 { .. } = codec {
             // SPS/PPS once per IDR access unit, before its first slice.
             // rtph264pay's own insertion puts them before every IDR slice,
@@ -470,14 +483,16 @@ impl CompositionMedia {
             );
             elements.extend([parse, au]);
         }
+        let tee = make("tee", &format!("{name}-out"))?;
+        tee.set_property("allow-not-linked", true);
         elements.push(tee.clone());
         self.pipeline.add_many(&elements)?;
         gst::Element::link_many(&elements)?;
-        let canvas = self.video_core()?.tee.clone();
-        self.link_request_tracked(&canvas, &queue, Owner::Core, Owner::Encoder(codec))?;
+        self.link_request_tracked(&source, &elements[0], Owner::Core, Owner::Encoder(codec))?;
         for e in &elements {
             e.sync_state_with_parent()?;
         }
+        self.topology.open_gates(&Owner::Encoder(codec));
         self.encoders.insert(codec, SharedEncoder { elements, tee: tee.clone() });
         Ok(tee)
     }

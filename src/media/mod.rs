@@ -5,8 +5,9 @@
 //! ```text
 //!  caller A: udpsrc ─► rtpbin ─► funnel ─► depay ─► decoder ───────────────┐
 //!  caller B: ...                                                           ▼
-//!  driver (transparent, live) ─────────────────────────────────────► compositor ─► tee ─► queue ─► encoder(H264) ─► tee ─► pay ─► rtpbin ─► udpsink  (A, B…)
-//!                                                                                    └──► queue ─► encoder(VP8)  ─► tee ─► pay ─► …       (callers on VP8)
+//!  driver (transparent, live) ─────────────────────────────────────► compositor ─► tee ─► queue ─► encoder(H264) ─► tee ─► (outputs: broadcast.rs)
+//!                                                                                    │                                └──► h264parse ─► tee ─► pay ─► rtpbin ─► udpsink  (A, B… on H.264 mode 1)
+//!                                                                                    └──► queue ─► encoder(VP8)  ─► tee ─► pay ─► …       (callers on VP8, or H.264 mode 0)
 //!  caller A: … ─► decoder ─► convert/resample ─► appsink ─┐
 //!  caller B: … ─► decoder ─► convert/resample ─► appsink ─┤  mixing thread (mixer.rs), every 20 ms:
 //!                                                         ├► appsrc: A + B + … ─► (outputs)

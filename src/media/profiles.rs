@@ -72,8 +72,8 @@ pub struct EncoderSettings {
     pub keyframe_interval_frames: Option<u32>,
 }
 
-/// The broadcast encode's profiles: what CDNs ingest (see pipelines/encoders.toml).
-const BROADCAST_VIDEO: &str = "broadcast-h264";
+/// The broadcast's audio profile: what CDNs ingest (see pipelines/encoders.toml).
+/// Its video is the `h264` profile, shared with callers.
 const BROADCAST_AUDIO: &str = "broadcast-aac";
 
 #[derive(Debug)]
@@ -107,7 +107,6 @@ impl Profiles {
             needed.push((ENCODERS_FILE, &self.encoders, codec.profile_name(), "audio encoding"));
             needed.push((DECODERS_FILE, &self.decoders, codec.profile_name(), "audio decoding"));
         }
-        needed.push((ENCODERS_FILE, &self.encoders, BROADCAST_VIDEO, "the broadcast video encode"));
         needed.push((ENCODERS_FILE, &self.encoders, BROADCAST_AUDIO, "the broadcast audio encode"));
         needed
     }
@@ -118,10 +117,6 @@ impl Profiles {
 
     pub fn audio_encoder(&self, codec: AudioCodec, name: &str) -> Result<gst::Bin, ProfileError> {
         self.encoder(codec.profile_name(), name, EncoderSettings::default())
-    }
-
-    pub fn broadcast_video_encoder(&self, name: &str, settings: EncoderSettings) -> Result<gst::Bin, ProfileError> {
-        self.encoder(BROADCAST_VIDEO, name, settings)
     }
 
     pub fn broadcast_audio_encoder(&self, name: &str, bitrate_kbps: u32) -> Result<gst::Bin, ProfileError> {

@@ -25,6 +25,8 @@ struct CrossLink {
     sink: gst::Pad,
     from: Owner,
     to: Owner,
+    /// Drops buffers until the part on the far side plays (see `link`).
+    gate: Option<gst::PadProbeId>,
 }
 
 /// The elements a part owns, and every link that crosses into or out of it.
@@ -35,10 +37,32 @@ pub struct Topology {
 
 impl Topology {
     /// Links `src` (owned by `from`) to `sink` (owned by `to`) and records it.
+    ///
+    /// The link drops buffers until `open_gates` is called for one of its
+    /// owners, once the new part's elements play. Otherwise a running tee
+    /// can push into an element still in NULL, get FLUSHING back and pass
+    /// it upstream, which stops the shared streaming thread for good: the
+    /// composite (or an encoder, or the broadcast) then stalls for everyone.
     pub fn link(&mut self, src: &gst::Pad, sink: &gst::Pad, from: Owner, to: Owner) -> Result<(), gst::PadLinkError> {
-        src.link(sink)?;
-        self.links.push(CrossLink { src: src.clone(), sink: sink.clone(), from, to });
+        let gate = src.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, |_, _| gst::PadProbeReturn::Drop);
+        if let Err(e) = src.link(sink) {
+            if let Some(gate) = gate {
+                src.remove_probe(gate);
+            }
+            return Err(e);
+        }
+        self.links.push(CrossLink { src: src.clone(), sink: sink.clone(), from, to, gate });
         Ok(())
+    }
+
+    /// Lets buffers through every link of `owner` still gated: call once
+    /// its elements play.
+    pub fn open_gates(&mut self, owner: &Owner) {
+        for link in self.links.iter_mut().filter(|l| &l.from == owner || &l.to == owner) {
+            if let Some(gate) = link.gate.take() {
+                link.src.remove_probe(gate);
+            }
+        }
     }
 
     /// Detaches `owner` and stops its `elements`, leaving the rest playing:

@@ -1,7 +1,7 @@
 //! The broadcast encode of a composition and its live outputs.
 //!
 //! ```text
-//!  canvas tee ─► queue ─► encoder (broadcast-h264) ─► h264parse ─► tee ─┬─► appsink ─► Feed ─┬─► RTMP publisher (per output, own queue)
+//!  canvas tee ─► queue ─► encoder (h264) ─► h264parse ─► tee ─┬─► appsink ─► Feed ─┬─► RTMP publisher (per output, own queue)
 //!  full mix tee ─► queue ─► convert ─► encoder (broadcast-aac) ─► tee ──┤                     └─► embedded RTMP server (rtmp://…/live/{id})
 //!                                                                       ├─► queue ─► h264parse(byte-stream) ─► hlssink2
 //!                                                                       └─► queue ─► mux (mkv / fragmented mp4) ─► filesink
@@ -24,6 +24,7 @@ use super::{CompositionMedia, link_request};
 use crate::media::profiles::EncoderSettings;
 use crate::media::topology::Owner;
 use crate::media::{MediaError, make};
+use crate::model::codec::VideoCodec;
 use crate::model::output::{RecordFormat, ValidOutput};
 use crate::rtmp::{MediaFrame, PublisherHandle, PublisherState, StreamFeed, StreamHeaders, StreamMetadata};
 
@@ -196,7 +197,8 @@ impl CompositionMedia {
         };
 
         let vqueue = leaky_queue(&n("vqueue"))?;
-        let vencoder = self.profiles.broadcast_video_encoder(&n("venc"), settings)?.upcast::<gst::Element>();
+        // The same profile as callers on H.264 packetization-mode 1, who share this encode.
+        let vencoder = self.profiles.video_encoder(VideoCodec::H264 { packetization_mode: 1 }, &n("venc"), settings)?.upcast::<gst::Element>();
         let vparse = make("h264parse", &n("vparse"))?;
         // SPS/PPS in-band before every IDR: HLS segments and late players start clean.
         vparse.set_property("config-interval", -1i32);
@@ -227,7 +229,6 @@ impl CompositionMedia {
         self.pipeline.add_many(&elements)?;
         gst::Element::link_many(&elements[0..5])?;
         gst::Element::link_many(&elements[5..13])?;
-        link_request(&self.video_core()?.tee, &vqueue)?;
         link_request(&video_out, video_sink.upcast_ref())?;
         link_request(&audio_out, audio_sink.upcast_ref())?;
 
@@ -266,8 +267,16 @@ impl CompositionMedia {
         for element in &elements {
             element.sync_state_with_parent()?;
         }
+        // Only now that the branch plays: a running tee pushing into an
+        // element in NULL would get FLUSHING back and stop the compositor.
+        link_request(&self.video_core()?.tee, &vqueue)?;
         self.broadcast = Some(Broadcast { elements, video_out, audio_out, feed, outputs: HashMap::new() });
         Ok(())
+    }
+
+    /// The broadcast's encoded video (H.264, AVC, whole access units).
+    pub(super) fn broadcast_video(&self) -> Option<gst::Element> {
+        self.broadcast.as_ref().map(|b| b.video_out.clone())
     }
 
     /// Starts an output on the broadcast encode.
@@ -339,6 +348,7 @@ impl CompositionMedia {
                 OutputMedia::Record { elements, inputs, sink, path }
             }
         };
+        self.topology.open_gates(&Owner::Output(key.clone()));
         // A new output starts at a keyframe: ask for one now rather than wait a GOP.
         feed.request_keyframe();
         self.broadcast.as_mut().expect("checked above").outputs.insert(key, media);
