@@ -12,4 +12,5 @@ cargo test --locked --no-fail-fast "$@" -- --test-threads=1
 # Every benchmark runs in its smoke mode: it runs and measures something sane (bench/README.md).
 timeout 120 python3 bench/cpu_composite.py --smoke
 timeout 120 python3 bench/latency.py --smoke
+timeout 120 python3 bench/scale.py --smoke
 echo "suite took $(( $(date +%s) - start )) s"
