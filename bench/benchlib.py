@@ -629,10 +629,12 @@ def machine_line() -> str:
 
 
 def git_state() -> tuple[str, bool]:
-    """HEAD, and whether the sources had uncommitted changes."""
+    """HEAD, and whether the sources had uncommitted changes (RESULTS.md,
+    which an earlier benchmark of the same session may have just written,
+    is not a source)."""
     commit = run_checked(["git", "rev-parse", "HEAD"], 30, cwd=REPO).strip()
     dirty = bool(run_checked(["git", "status", "--porcelain", "--", "src", "pipelines", "Cargo.toml", "Cargo.lock",
-                              "bench"], 30, cwd=REPO).strip())
+                              "bench", ":(exclude)bench/RESULTS.md"], 30, cwd=REPO).strip())
     return commit, dirty
 
 
