@@ -141,10 +141,12 @@ impl CompositionMedia {
         video: Option<JoiningMedium>,
     ) -> Result<(), MediaError> {
         let mut elements = Vec::new();
-        let result = self.build_participant(&id, name, audio, video, &mut elements);
+        let owner = Owner::Participant(id.clone());
+        let result = self
+            .build_participant(&id, name, audio, video, &mut elements)
+            .and_then(|participant| Ok(self.topology.link_pending(&owner).map(|()| participant)?));
         match result {
             Ok(participant) => {
-                self.topology.open_gates(&Owner::Participant(id.clone()));
                 // The newcomer needs a keyframe of the composite right away.
                 if let Some(pay) = self.pipeline.by_name(&format!("caller-{id}-vpay")) {
                     request_keyframe_upstream(&pay.static_pad("sink").expect("payloader has a sink pad"));
@@ -155,7 +157,7 @@ impl CompositionMedia {
             }
             Err(e) => {
                 self.mix.remove(&id);
-                self.topology.remove(&Owner::Participant(id), &self.pipeline, &elements);
+                self.topology.remove(&owner, &self.pipeline, &elements);
                 self.drop_unused_encoders();
                 Err(e)
             }
@@ -492,7 +494,7 @@ impl CompositionMedia {
         for e in &elements {
             e.sync_state_with_parent()?;
         }
-        self.topology.open_gates(&Owner::Encoder(codec));
+        self.topology.link_pending(&Owner::Encoder(codec))?;
         self.encoders.insert(codec, SharedEncoder { elements, tee: tee.clone() });
         Ok(tee)
     }

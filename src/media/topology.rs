@@ -25,8 +25,8 @@ struct CrossLink {
     sink: gst::Pad,
     from: Owner,
     to: Owner,
-    /// Drops buffers until the part on the far side plays (see `link`).
-    gate: Option<gst::PadProbeId>,
+    /// Not linked yet: its sink side was not playing (see `link`).
+    pending: bool,
 }
 
 /// The elements a part owns, and every link that crosses into or out of it.
@@ -38,31 +38,28 @@ pub struct Topology {
 impl Topology {
     /// Links `src` (owned by `from`) to `sink` (owned by `to`) and records it.
     ///
-    /// The link drops buffers until `open_gates` is called for one of its
-    /// owners, once the new part's elements play. Otherwise a running tee
-    /// can push into an element still in NULL, get FLUSHING back and pass
-    /// it upstream, which stops the shared streaming thread for good: the
-    /// composite (or an encoder, or the broadcast) then stalls for everyone.
+    /// A sink whose element is not playing yet (a part being built) is only
+    /// linked by `link_pending`, once that part plays. A running tee linked to
+    /// an inactive pad pushes its sticky events there first, gets FLUSHING
+    /// back before any probe can drop the buffer, and returns it upstream:
+    /// that stops the shared streaming thread for good, and the composite,
+    /// an encoder or the broadcast freezes for everyone without an error.
     pub fn link(&mut self, src: &gst::Pad, sink: &gst::Pad, from: Owner, to: Owner) -> Result<(), gst::PadLinkError> {
-        let gate = src.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, |_, _| gst::PadProbeReturn::Drop);
-        if let Err(e) = src.link(sink) {
-            if let Some(gate) = gate {
-                src.remove_probe(gate);
-            }
-            return Err(e);
+        let sink_plays = sink.parent_element().is_some_and(|e| e.current_state() == gst::State::Playing);
+        if sink_plays {
+            src.link(sink)?;
         }
-        self.links.push(CrossLink { src: src.clone(), sink: sink.clone(), from, to, gate });
+        self.links.push(CrossLink { src: src.clone(), sink: sink.clone(), from, to, pending: !sink_plays });
         Ok(())
     }
 
-    /// Lets buffers through every link of `owner` still gated: call once
-    /// its elements play.
-    pub fn open_gates(&mut self, owner: &Owner) {
-        for link in self.links.iter_mut().filter(|l| &l.from == owner || &l.to == owner) {
-            if let Some(gate) = link.gate.take() {
-                link.src.remove_probe(gate);
-            }
+    /// Makes the pending links of `owner`: call once its elements play.
+    pub fn link_pending(&mut self, owner: &Owner) -> Result<(), gst::PadLinkError> {
+        for link in self.links.iter_mut().filter(|l| l.pending && (&l.from == owner || &l.to == owner)) {
+            link.src.link(&link.sink)?;
+            link.pending = false;
         }
+        Ok(())
     }
 
     /// Detaches `owner` and stops its `elements`, leaving the rest playing:
@@ -76,14 +73,16 @@ impl Topology {
             std::mem::take(&mut self.links).into_iter().partition(|l| &l.from == owner || &l.to == owner);
         self.links = kept;
 
-        for link in &touching {
+        for link in touching.iter().filter(|l| !l.pending) {
             link.src.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, |_, _| gst::PadProbeReturn::Drop);
         }
         for element in elements {
             let _ = element.set_state(gst::State::Null);
         }
         for link in &touching {
-            let _ = link.src.unlink(&link.sink);
+            if !link.pending {
+                let _ = link.src.unlink(&link.sink);
+            }
             release_if_requested(&link.src);
             release_if_requested(&link.sink);
         }

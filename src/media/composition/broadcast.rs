@@ -293,14 +293,14 @@ impl CompositionMedia {
             ValidOutput::Hls => {
                 let dir = paths.hls_dir.join(self.id.as_str());
                 std::fs::create_dir_all(&dir).map_err(|e| MediaError::Gst(format!("HLS directory {}: {e}", dir.display())))?;
-                let vqueue = make("queue", &n("vqueue"))?;
+                let vqueue = output_queue(&n("vqueue"))?;
                 let parse = make("h264parse", &n("parse"))?;
                 let bytestream = make("capsfilter", &n("bytestream"))?;
                 bytestream.set_property(
                     "caps",
                     gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build(),
                 );
-                let aqueue = make("queue", &n("aqueue"))?;
+                let aqueue = output_queue(&n("aqueue"))?;
                 let sink = make("hlssink2", &n("hls"))?;
                 sink.set_property("location", dir.join("segment%05d.ts").to_string_lossy().as_ref());
                 sink.set_property("playlist-location", dir.join("index.m3u8").to_string_lossy().as_ref());
@@ -322,8 +322,8 @@ impl CompositionMedia {
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent).map_err(|e| MediaError::Gst(format!("recording directory {}: {e}", parent.display())))?;
                 }
-                let vqueue = make("queue", &n("vqueue"))?;
-                let aqueue = make("queue", &n("aqueue"))?;
+                let vqueue = output_queue(&n("vqueue"))?;
+                let aqueue = output_queue(&n("aqueue"))?;
                 let mux = match format {
                     RecordFormat::Matroska => make("matroskamux", &n("mux"))?,
                     RecordFormat::FragmentedMp4 => {
@@ -348,7 +348,7 @@ impl CompositionMedia {
                 OutputMedia::Record { elements, inputs, sink, path }
             }
         };
-        self.topology.open_gates(&Owner::Output(key.clone()));
+        self.topology.link_pending(&Owner::Output(key.clone()))?;
         // A new output starts at a keyframe: ask for one now rather than wait a GOP.
         feed.request_keyframe();
         self.broadcast.as_mut().expect("checked above").outputs.insert(key, media);
@@ -477,6 +477,20 @@ fn tee(name: &str) -> Result<gst::Element, MediaError> {
 }
 
 /// A queue that drops old frames rather than hold up the compositor or mixer.
+/// The queue at the head of a file output's branch. Leaky: a muxer that
+/// stops taking data (splitmuxsink inside hlssink2 holds one stream back
+/// until the other catches up, and has been seen to hold it for good) must
+/// cost that output frames, never block the tee and freeze the shared
+/// encode for every caller and output. Two seconds ride out normal waits.
+fn output_queue(name: &str) -> Result<gst::Element, MediaError> {
+    let queue = make("queue", name)?;
+    queue.set_property("max-size-buffers", 0u32);
+    queue.set_property("max-size-bytes", 0u32);
+    queue.set_property("max-size-time", gst::ClockTime::from_seconds(2).nseconds());
+    queue.set_property_from_str("leaky", "downstream");
+    Ok(queue)
+}
+
 fn leaky_queue(name: &str) -> Result<gst::Element, MediaError> {
     let queue = make("queue", name)?;
     queue.set_property("max-size-buffers", 3u32);
