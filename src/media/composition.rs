@@ -320,7 +320,11 @@ impl CompositionMedia {
         );
 
         participant.elements = elements.clone();
-        for element in elements.iter() {
+        // Downstream first: a source (the mix-minus appsrc, fed by the mixing
+        // thread from the moment it exists) that plays before the elements
+        // after it gets FLUSHING back and pauses for good; that caller then
+        // never hears anything.
+        for element in elements.iter().rev() {
             element.sync_state_with_parent()?;
         }
         Ok(participant)
@@ -491,7 +495,7 @@ impl CompositionMedia {
         self.pipeline.add_many(&elements)?;
         gst::Element::link_many(&elements)?;
         self.link_request_tracked(&source, &elements[0], Owner::Core, Owner::Encoder(codec))?;
-        for e in &elements {
+        for e in elements.iter().rev() {
             e.sync_state_with_parent()?;
         }
         self.topology.link_pending(&Owner::Encoder(codec))?;
