@@ -687,3 +687,33 @@ def write_section(key: str, body: str) -> None:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     RESULTS.write_text(text)
     log(f"wrote {RESULTS} (section {key})")
+
+
+# --------------------------------------------------------------------------- running a benchmark
+
+def run_bench(make_bench, smoke: bool, smoke_deadline: float) -> int:
+    """Runs `make_bench().run()` with what every benchmark needs around it:
+    SIGTERM/SIGINT (and, in smoke mode, a deadline of its own under the one
+    scripts/test.sh puts around it) end the run, a BenchError becomes a
+    one-line verdict, and every child is stopped whatever happens."""
+    def on_signal(signum, _frame):
+        raise Interrupted(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if smoke:
+        signal.signal(signal.SIGALRM, on_signal)
+        signal.alarm(int(smoke_deadline))
+    bench = make_bench()
+    try:
+        return bench.run()
+    except BenchError as e:
+        headline, _, details = str(e).partition("\n")
+        print(f"{details}\nbench failed: {headline}", file=sys.stderr)
+        return 1
+    except Interrupted as e:
+        print(f"bench interrupted ({e}); stopping every child", file=sys.stderr)
+        return 130
+    finally:
+        signal.alarm(0)
+        bench.cleanup()

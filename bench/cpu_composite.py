@@ -52,9 +52,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib import (CALLERS, CLK_TCK, FPS, KEYFRAME_FRAMES, REPO, BenchError, Drain, Interrupted, Nginx, Proc,
-                      Watcher, Workload, cpu_ticks, describe_file, ensure_cache, find_tutti, free_tcp_port,
-                      free_udp_range, git_state, http, log, machine_jiffies, machine_line, offer_sdp, parse_answer,
+from benchlib import (CALLERS, CLK_TCK, FPS, KEYFRAME_FRAMES, REPO, BenchError, Drain, Nginx, Proc, Watcher,
+                      Workload, cpu_ticks, describe_file, ensure_cache, find_tutti, free_tcp_port, free_udp_range,
+                      git_state, http, log, machine_jiffies, machine_line, offer_sdp, parse_answer, run_bench,
                       run_checked, sender_argv, tail_file, thread_group, thread_ticks, tool_versions, write_section)
 
 # The workload (caller files: see benchlib.Workload).
@@ -856,28 +856,7 @@ def main() -> int:
     if args.runs < 1 or args.seconds < 1 or args.warmup < 0:
         ap.error("--runs and --seconds must be >= 1, --warmup >= 0")
 
-    def on_signal(signum, _frame):
-        raise Interrupted(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    if args.smoke:
-        # A hard bound of our own, under the one scripts/test.sh puts around us.
-        signal.signal(signal.SIGALRM, on_signal)
-        signal.alarm(int(SMOKE_DEADLINE))
-    bench = Bench(args)
-    try:
-        return bench.run()
-    except BenchError as e:
-        headline, _, details = str(e).partition("\n")
-        print(f"{details}\nbench failed: {headline}", file=sys.stderr)
-        return 1
-    except Interrupted as e:
-        print(f"bench interrupted ({e}); stopping every child", file=sys.stderr)
-        return 130
-    finally:
-        signal.alarm(0)
-        bench.cleanup()
+    return run_bench(lambda: Bench(args), args.smoke, SMOKE_DEADLINE)
 
 
 if __name__ == "__main__":

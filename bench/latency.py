@@ -38,7 +38,6 @@ import json
 import os
 import random
 import select
-import signal
 import socket
 import statistics
 import struct
@@ -50,9 +49,9 @@ import time
 import urllib.error
 from pathlib import Path
 
-from benchlib import (CACHE, REPO, BenchError, Interrupted, Nginx, Proc, bind_rtp_pair, find_tutti,
-                      free_tcp_port, free_udp_range, git_state, http, log, offer_sdp, parse_answer, run_checked,
-                      run_header, write_section)
+from benchlib import (CACHE, REPO, BenchError, Nginx, Proc, bind_rtp_pair, find_tutti, free_tcp_port, free_udp_range,
+                      git_state, http, log, offer_sdp, parse_answer, run_bench, run_checked, run_header,
+                      write_section)
 
 # The workload.
 WIDTH, HEIGHT, FPS = 1280, 720, 30
@@ -1293,27 +1292,7 @@ def main() -> int:
     if args.runs < 1 or args.seconds < 1 or args.warmup < 0 or args.joins < 1 or args.rtmp_posts < 1:
         ap.error("--runs, --seconds, --joins, --rtmp-posts must be >= 1, --warmup >= 0")
 
-    def on_signal(signum, _frame):
-        raise Interrupted(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    if args.smoke:
-        signal.signal(signal.SIGALRM, on_signal)
-        signal.alarm(int(SMOKE_DEADLINE))
-    bench = Bench(args)
-    try:
-        return bench.run()
-    except BenchError as e:
-        headline, _, details = str(e).partition("\n")
-        print(f"{details}\nbench failed: {headline}", file=sys.stderr)
-        return 1
-    except Interrupted as e:
-        print(f"bench interrupted ({e}); stopping every child", file=sys.stderr)
-        return 130
-    finally:
-        signal.alarm(0)
-        bench.cleanup()
+    return run_bench(lambda: Bench(args), args.smoke, SMOKE_DEADLINE)
 
 
 if __name__ == "__main__":

@@ -50,9 +50,9 @@ import time
 import urllib.error
 from pathlib import Path
 
-from benchlib import (CACHE, CALLERS, CLK_TCK, FPS, PT_OPUS, REPO, BenchError, Drain, Interrupted, Nginx,
-                      Proc, Watcher, Workload, cpu_ticks, ensure_cache, find_tutti, free_tcp_port, free_udp_range,
-                      git_state, http, log, machine_jiffies, machine_line, offer_sdp, parse_answer, run_checked, run_header,
+from benchlib import (CACHE, CALLERS, CLK_TCK, FPS, PT_OPUS, REPO, BenchError, Drain, Nginx, Proc, Watcher, Workload,
+                      cpu_ticks, ensure_cache, find_tutti, free_tcp_port, free_udp_range, git_state, http, log,
+                      machine_jiffies, machine_line, offer_sdp, parse_answer, run_bench, run_checked, run_header,
                       sender_argv, thread_group, thread_ticks, write_section)
 
 OUT_VIDEO_KBPS = 2500
@@ -1223,27 +1223,7 @@ def main() -> int:
         write_section("scale", render(saved, saved.get("header", header)))
         return 0
 
-    def on_signal(signum, _frame):
-        raise Interrupted(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    if args.smoke:
-        signal.signal(signal.SIGALRM, on_signal)
-        signal.alarm(int(SMOKE_DEADLINE))
-    bench = Bench(args)
-    try:
-        return bench.run()
-    except BenchError as e:
-        headline, _, details = str(e).partition("\n")
-        print(f"{details}\nbench failed: {headline}", file=sys.stderr)
-        return 1
-    except Interrupted as e:
-        print(f"bench interrupted ({e}); stopping every child", file=sys.stderr)
-        return 130
-    finally:
-        signal.alarm(0)
-        bench.cleanup()
+    return run_bench(lambda: Bench(args), args.smoke, SMOKE_DEADLINE)
 
 
 if __name__ == "__main__":
