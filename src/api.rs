@@ -11,18 +11,19 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::engine::{CompositionView, EngineError, EngineHandle, JoinRequest, OutputView, ParticipantView};
+use crate::media::MediaError;
+use crate::engine::{CompositionView, EngineError, EngineHandle, JoinRequest, OutputView, ParticipantView, Removal};
 use crate::model::composition::CompositionConfig;
 use crate::model::output::OutputConfig;
 use std::path::PathBuf;
-use crate::model::ids::{CompositionId, ParticipantId};
+use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 use crate::model::sdp::SdpError;
 
 const SDP_CONTENT_TYPE: &str = "application/sdp";
 
 pub fn app(engine: EngineHandle, hls_dir: PathBuf) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/v1/compositions", get(list_compositions).post(create_composition))
         .route("/v1/compositions/{id}", get(get_composition).delete(delete_composition))
         .route("/v1/compositions/{id}/participants", get(list_participants).post(add_participant))
@@ -79,6 +80,10 @@ impl From<EngineError> for ApiError {
             EngineError::PortsExhausted(_) => (StatusCode::SERVICE_UNAVAILABLE, "ports_exhausted"),
             EngineError::CompositionFull(..) => (StatusCode::CONFLICT, "composition_full"),
             EngineError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            EngineError::Media(MediaError::StartTimeout { .. }) => {
+                tracing::warn!("{message}");
+                (StatusCode::SERVICE_UNAVAILABLE, "start_timeout")
+            }
             EngineError::Media(_) => {
                 // Internals stay in the log; the client learns only that it failed.
                 tracing::error!("media error answering a request: {message}");
@@ -142,9 +147,31 @@ async fn get_composition(State(engine): State<EngineHandle>, Path(id): Path<Stri
     Ok(axum::Json(engine.composition(CompositionId::from(id)).await?))
 }
 
+/// How long `/healthz` waits for the engine before it calls it stuck.
+const ENGINE_ANSWER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// 200 with the engine's own answer; 503 if the engine does not answer
+/// within a second (a stuck engine is what this check exists to catch).
+async fn healthz(State(engine): State<EngineHandle>) -> Response {
+    match tokio::time::timeout(ENGINE_ANSWER_DEADLINE, engine.health()).await {
+        Ok(Ok(health)) => axum::Json(health).into_response(),
+        Ok(Err(e)) => ApiError::from(e).into_response(),
+        Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "engine_unresponsive", "the engine did not answer within 1 s")
+            .into_response(),
+    }
+}
+
+/// 204 once the media is stopped and released; 202 when it is gone from the
+/// API but its media is still stopping (it did not stop within 0.75 s).
+fn removed(removal: Removal) -> StatusCode {
+    match removal {
+        Removal::Stopped => StatusCode::NO_CONTENT,
+        Removal::Stopping => StatusCode::ACCEPTED,
+    }
+}
+
 async fn delete_composition(State(engine): State<EngineHandle>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    engine.delete_composition(CompositionId::from(id)).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(removed(engine.delete_composition(CompositionId::from(id)).await?))
 }
 
 #[derive(Serialize)]
@@ -213,8 +240,7 @@ async fn get_participant(
 }
 
 async fn remove_participant(State(engine): State<EngineHandle>, Path((id, pid)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
-    engine.remove_participant(CompositionId::from(id), ParticipantId::from(pid)).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(removed(engine.remove_participant(CompositionId::from(id), ParticipantId::from(pid)).await?))
 }
 
 #[derive(Serialize)]
@@ -235,12 +261,11 @@ async fn add_output(State(engine): State<EngineHandle>, Path(id): Path<String>, 
 }
 
 async fn get_output(State(engine): State<EngineHandle>, Path((id, oid)): Path<(String, String)>) -> Result<axum::Json<OutputView>, ApiError> {
-    Ok(axum::Json(engine.output(CompositionId::from(id), oid).await?))
+    Ok(axum::Json(engine.output(CompositionId::from(id), OutputId::from(oid)).await?))
 }
 
 async fn remove_output(State(engine): State<EngineHandle>, Path((id, oid)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
-    engine.remove_output(CompositionId::from(id), oid).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(removed(engine.remove_output(CompositionId::from(id), OutputId::from(oid)).await?))
 }
 
 /// HLS playlists and segments, with CORS so any page can play them.

@@ -3,14 +3,22 @@
 //! Commands arrive from the HTTP adapter through an [`EngineHandle`];
 //! events arrive from GStreamer's threads through the same channel. Nothing
 //! else mutates composition state, so there are no locks around it.
-//! GStreamer calls block briefly (state changes), which is why this is a
-//! thread and not a tokio task.
+//!
+//! The engine never waits on GStreamer without a deadline (see
+//! `media::lifecycle`): a part starts within half a second or is given up,
+//! and a part stops on a thread of its own while the engine goes on. A
+//! removal is answered when the part has stopped (204), or after
+//! [`REPLY_DEADLINE`] if it has not yet (202: it is gone from the API and
+//! still stopping). Every [`TICK`] the watchdogs ([`watch`]) read the
+//! media's counters, so that a caller that hears nothing, a frozen
+//! composite or an output that stopped writing shows in the API and the log.
 
 mod views;
+mod watch;
 
-pub use views::{CompositionView, OutputState, OutputView, ParticipantState, ParticipantView};
+pub use views::{CompositionView, HealthView, OutputState, OutputView, ParticipantState, ParticipantView};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -18,16 +26,19 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
 use crate::config::Config;
-use crate::media::composition::JoiningMedium;
 use crate::media::profiles::Profiles;
-use crate::media::{CompositionMedia, MediaError, MediaEvent, MediaSettings, OutputPaths};
+use crate::media::{
+    CompositionMedia, JoiningMedium, MediaError, MediaEvent, MediaSettings, OutputPaths, Reaper, StopTicket, output_part_name,
+    participant_part_name,
+};
 use crate::model::composition::{CompositionConfig, InvalidConfig, MAX_AUDIO_ONLY_PARTICIPANTS, NO_OUTPUTS_WITHOUT_VIDEO};
-use crate::model::output::{InvalidOutput, OutputConfig, ValidOutput};
-use crate::rtmp::{PublisherConfig, PublisherHandle, RtmpServerHandle, spawn_publisher};
-use crate::model::ids::{CompositionId, ParticipantId};
+use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 use crate::model::layout::MAX_GRID_CELLS;
+use crate::model::output::{InvalidOutput, OutputConfig, ValidOutput};
 use crate::model::sdp::{self, Canvas, LocalTransport, SdpError};
 use crate::ports::{PortAllocator, PortsExhausted};
+use crate::rtmp::{PublisherConfig, PublisherHandle, RtmpServerHandle, spawn_publisher};
+use watch::{CompositeWatch, LegWatches, OutputWatch};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -37,7 +48,7 @@ pub enum EngineError {
     #[error("no participant with id {1} in composition {0}")]
     ParticipantNotFound(CompositionId, ParticipantId),
     #[error("no output with id {1} in composition {0}")]
-    OutputNotFound(CompositionId, String),
+    OutputNotFound(CompositionId, OutputId),
     #[error(transparent)]
     InvalidOutput(#[from] InvalidOutput),
     #[error(transparent)]
@@ -65,19 +76,29 @@ pub struct Joined {
     pub answer: String,
 }
 
+/// How far a removal got by the time it was answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// Its media stopped and everything it held was released.
+    Stopped,
+    /// Gone from the API; its media is still stopping on a thread of its own.
+    Stopping,
+}
+
 type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
 enum Command {
     CreateComposition(CompositionConfig, Reply<CompositionView>),
     ListCompositions(Reply<Vec<CompositionView>>),
     GetComposition(CompositionId, Reply<CompositionView>),
-    DeleteComposition(CompositionId, Reply<()>),
+    DeleteComposition(CompositionId, Reply<Removal>),
     AddParticipant(CompositionId, JoinRequest, Reply<Joined>),
     GetParticipant(CompositionId, ParticipantId, Reply<ParticipantView>),
-    RemoveParticipant(CompositionId, ParticipantId, Reply<()>),
+    RemoveParticipant(CompositionId, ParticipantId, Reply<Removal>),
     AddOutput(CompositionId, OutputConfig, Reply<OutputView>),
-    GetOutput(CompositionId, String, Reply<OutputView>),
-    RemoveOutput(CompositionId, String, Reply<()>),
+    GetOutput(CompositionId, OutputId, Reply<OutputView>),
+    RemoveOutput(CompositionId, OutputId, Reply<Removal>),
+    Health(Reply<HealthView>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -111,7 +132,7 @@ impl EngineHandle {
         self.ask(|r| Command::GetComposition(id, r)).await
     }
 
-    pub async fn delete_composition(&self, id: CompositionId) -> Result<(), EngineError> {
+    pub async fn delete_composition(&self, id: CompositionId) -> Result<Removal, EngineError> {
         self.ask(|r| Command::DeleteComposition(id, r)).await
     }
 
@@ -123,7 +144,7 @@ impl EngineHandle {
         self.ask(|r| Command::GetParticipant(id, pid, r)).await
     }
 
-    pub async fn remove_participant(&self, id: CompositionId, pid: ParticipantId) -> Result<(), EngineError> {
+    pub async fn remove_participant(&self, id: CompositionId, pid: ParticipantId) -> Result<Removal, EngineError> {
         self.ask(|r| Command::RemoveParticipant(id, pid, r)).await
     }
 
@@ -131,15 +152,21 @@ impl EngineHandle {
         self.ask(|r| Command::AddOutput(id, output, r)).await
     }
 
-    pub async fn output(&self, id: CompositionId, oid: String) -> Result<OutputView, EngineError> {
+    pub async fn output(&self, id: CompositionId, oid: OutputId) -> Result<OutputView, EngineError> {
         self.ask(|r| Command::GetOutput(id, oid, r)).await
     }
 
-    pub async fn remove_output(&self, id: CompositionId, oid: String) -> Result<(), EngineError> {
+    pub async fn remove_output(&self, id: CompositionId, oid: OutputId) -> Result<Removal, EngineError> {
         self.ask(|r| Command::RemoveOutput(id, oid, r)).await
     }
 
-    /// Stops every composition, releasing all pipelines and ports.
+    /// The engine's own answer: proof that it is not stuck.
+    pub async fn health(&self) -> Result<HealthView, EngineError> {
+        self.ask(Command::Health).await
+    }
+
+    /// Stops every composition, releasing all pipelines and ports (those
+    /// that stop within [`SHUTDOWN_DEADLINE`]).
     pub async fn shutdown(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Message::Command(Command::Shutdown(done))).is_ok() {
@@ -156,16 +183,19 @@ struct Composition {
     participants: Vec<Participant>,
     outputs: Vec<OutputRecord>,
     rtmp_play_url: Option<String>,
+    /// `None` in an audio-only composition.
+    composite: Option<CompositeWatch>,
 }
 
 struct OutputRecord {
-    id: String,
+    id: OutputId,
     valid: ValidOutput,
     created_at: OffsetDateTime,
     /// RTMP outputs: the task that pushes to the destination.
     publisher: Option<PublisherHandle>,
-    /// An error its GStreamer branch reported (HLS, recordings): it failed.
+    /// An error its GStreamer part reported (HLS, recordings): it failed.
     failure: Option<String>,
+    watch: OutputWatch,
 }
 
 struct Participant {
@@ -174,6 +204,7 @@ struct Participant {
     state: ParticipantState,
     joined: Instant,
     last_error: Option<String>,
+    watches: LegWatches,
 }
 
 /// What the engine needs from the async side: a runtime for RTMP
@@ -184,29 +215,48 @@ pub struct Services {
     pub rtmp_server: Option<RtmpServerHandle>,
 }
 
+/// A removal waiting for its part to stop before it is answered.
+struct PendingRemoval {
+    reply: Reply<Removal>,
+    since: Instant,
+}
+
 pub struct Engine {
     config: Config,
     services: Services,
     profiles: Arc<Profiles>,
     ports: PortAllocator,
     compositions: BTreeMap<CompositionId, Composition>,
+    reaper: Reaper,
+    pending_removals: HashMap<StopTicket, PendingRemoval>,
     tx: mpsc::Sender<Message>,
 }
 
-/// How often staleness is checked.
-const TICK: Duration = Duration::from_millis(500);
+/// How often the watchdogs look and late removals are answered.
+const TICK: Duration = Duration::from_millis(100);
+/// A removal whose part has not stopped by then is answered 202, so that
+/// the API answers within a second whatever GStreamer does.
+pub const REPLY_DEADLINE: Duration = Duration::from_millis(750);
+/// How long a shutdown waits for the compositions to stop.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(4);
 
 impl Engine {
     /// Starts the engine thread. `gst::init()` must have succeeded and the
     /// profiles must have been validated.
     pub fn start(config: Config, profiles: Profiles, services: Services) -> EngineHandle {
         let (tx, rx) = mpsc::channel();
+        let events_tx = tx.clone();
+        let reaper = Reaper::new(Arc::new(move |event| {
+            let _ = events_tx.send(Message::Media(event));
+        }));
         let engine = Engine {
             services,
             ports: PortAllocator::new(config.rtp_ports, config.rtp_bind),
             config,
             profiles: Arc::new(profiles),
             compositions: BTreeMap::new(),
+            reaper,
+            pending_removals: HashMap::new(),
             tx: tx.clone(),
         };
         std::thread::Builder::new()
@@ -222,7 +272,7 @@ impl Engine {
             let timeout = next_tick.saturating_duration_since(Instant::now());
             match rx.recv_timeout(timeout) {
                 Ok(Message::Command(Command::Shutdown(done))) => {
-                    self.shutdown();
+                    self.shutdown(&rx);
                     let _ = done.send(());
                     return;
                 }
@@ -230,12 +280,12 @@ impl Engine {
                 Ok(Message::Media(event)) => self.on_media_event(event),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    self.shutdown();
+                    self.shutdown(&rx);
                     return;
                 }
             }
             if Instant::now() >= next_tick {
-                self.update_participant_states();
+                self.tick();
                 next_tick = Instant::now() + TICK;
             }
         }
@@ -249,24 +299,29 @@ impl Engine {
                 drop(reply.send(Ok(self.compositions.iter().map(|(id, c)| c.view(id)).collect())))
             }
             Command::GetComposition(id, reply) => drop(reply.send(self.get(&id).map(|c| c.view(&id)))),
-            Command::DeleteComposition(id, reply) => drop(reply.send(self.delete_composition(&id))),
+            Command::DeleteComposition(id, reply) => self.delete_composition(&id, reply),
             Command::AddParticipant(id, request, reply) => drop(reply.send(self.add_participant(&id, request))),
             Command::GetParticipant(id, pid, reply) => drop(reply.send(
                 self.get(&id).and_then(|c| c.participant_view(&pid).ok_or(EngineError::ParticipantNotFound(id, pid))),
             )),
-            Command::RemoveParticipant(id, pid, reply) => drop(reply.send(self.remove_participant(&id, &pid))),
+            Command::RemoveParticipant(id, pid, reply) => self.remove_participant(&id, &pid, reply),
             Command::AddOutput(id, output, reply) => drop(reply.send(self.add_output(&id, &output))),
             Command::GetOutput(id, oid, reply) => drop(reply.send(self.get(&id).and_then(|c| {
                 let output = c.outputs.iter().find(|o| o.id == oid).ok_or(EngineError::OutputNotFound(id.clone(), oid))?;
                 Ok(c.output_view(&id, output))
             }))),
-            Command::RemoveOutput(id, oid, reply) => drop(reply.send(self.remove_output(&id, &oid))),
+            Command::RemoveOutput(id, oid, reply) => self.remove_output(&id, &oid, reply),
+            Command::Health(reply) => drop(reply.send(Ok(self.health()))),
             Command::Shutdown(_) => unreachable!("handled by run()"),
         }
     }
 
     fn get(&self, id: &CompositionId) -> Result<&Composition, EngineError> {
         self.compositions.get(id).ok_or_else(|| EngineError::CompositionNotFound(id.clone()))
+    }
+
+    fn get_mut(&mut self, id: &CompositionId) -> Result<&mut Composition, EngineError> {
+        self.compositions.get_mut(id).ok_or_else(|| EngineError::CompositionNotFound(id.clone()))
     }
 
     fn create_composition(&mut self, config: CompositionConfig) -> Result<CompositionView, EngineError> {
@@ -280,10 +335,12 @@ impl Engine {
         // The embedded RTMP server plays the composite picture: none without video.
         let server = self.services.rtmp_server.as_ref().filter(|_| !config.audio_only);
         let player = server.and_then(|s| s.register_stream(id.as_str()).ok());
-        let media = CompositionMedia::new(id.clone(), config.clone(), self.profiles.clone(), settings, events, player)?;
+        let media =
+            CompositionMedia::new(id.clone(), config.clone(), self.profiles.clone(), settings, events, self.reaper.clone(), player)?;
         tracing::info!(composition = %id, name = ?config.name, "composition created");
         let composition = Composition {
             created_at: OffsetDateTime::now_utc(),
+            composite: media.composite_frames().map(|_| CompositeWatch::new(Instant::now())),
             media,
             participants: Vec::new(),
             outputs: Vec::new(),
@@ -293,7 +350,9 @@ impl Engine {
         self.compositions.insert(id.clone(), composition);
         for output in &config.outputs {
             if let Err(e) = self.add_output(&id, output) {
-                let _ = self.delete_composition(&id);
+                if let Some(composition) = self.compositions.remove(&id) {
+                    composition.media.shutdown();
+                }
                 return Err(e);
             }
         }
@@ -302,50 +361,67 @@ impl Engine {
 
     fn add_output(&mut self, id: &CompositionId, output: &OutputConfig) -> Result<OutputView, EngineError> {
         let valid = output.validate()?;
-        let composition = self.compositions.get_mut(id).ok_or_else(|| EngineError::CompositionNotFound(id.clone()))?;
+        let runtime = self.services.runtime.clone();
+        let paths = OutputPaths { hls_dir: self.config.hls_dir.clone(), recordings_dir: self.config.recordings_dir.clone() };
+        let composition = self.get_mut(id)?;
         if composition.config.audio_only {
             return Err(InvalidConfig(NO_OUTPUTS_WITHOUT_VIDEO.into()).into());
         }
-        let oid = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let oid = OutputId::random();
         let publisher = match &valid {
             ValidOutput::Rtmp(url) => {
                 // Publishers are tokio tasks; the engine thread is not in the runtime.
-                let _runtime = self.services.runtime.enter();
+                let _runtime = runtime.enter();
                 Some(spawn_publisher(PublisherConfig::new(url.clone())))
             }
             _ => None,
         };
-        let paths = OutputPaths { hls_dir: self.config.hls_dir.clone(), recordings_dir: self.config.recordings_dir.clone() };
-        if let Err(e) = composition.media.add_output(oid.clone(), &valid, &paths, publisher.clone()) {
+        if let Err(e) = composition.media.add_output(&oid, &valid, &paths, publisher.clone()) {
             if let Some(publisher) = publisher {
                 publisher.stop();
             }
             return Err(e.into());
         }
         tracing::info!(composition = %id, output = %oid, kind = ?valid.kind(), "output added");
-        composition.outputs.push(OutputRecord { id: oid, valid, created_at: OffsetDateTime::now_utc(), publisher, failure: None });
+        composition.outputs.push(OutputRecord {
+            id: oid,
+            valid,
+            created_at: OffsetDateTime::now_utc(),
+            publisher,
+            failure: None,
+            watch: OutputWatch::new(Instant::now()),
+        });
         let record = composition.outputs.last().expect("just added");
         Ok(composition.output_view(id, record))
     }
 
-    fn remove_output(&mut self, id: &CompositionId, oid: &str) -> Result<(), EngineError> {
-        let composition = self.compositions.get_mut(id).ok_or_else(|| EngineError::CompositionNotFound(id.clone()))?;
-        let index = composition
-            .outputs
-            .iter()
-            .position(|o| o.id == oid)
-            .ok_or_else(|| EngineError::OutputNotFound(id.clone(), oid.to_string()))?;
-        composition.outputs.remove(index);
-        composition.media.remove_output(oid);
-        tracing::info!(composition = %id, output = %oid, "output removed");
-        Ok(())
+    fn remove_output(&mut self, id: &CompositionId, oid: &OutputId, reply: Reply<Removal>) {
+        let removed = self.get_mut(id).and_then(|composition| {
+            let index = composition
+                .outputs
+                .iter()
+                .position(|o| &o.id == oid)
+                .ok_or_else(|| EngineError::OutputNotFound(id.clone(), oid.clone()))?;
+            composition.outputs.remove(index);
+            Ok(composition.media.remove_output(oid))
+        });
+        match removed {
+            Ok(ticket) => {
+                tracing::info!(composition = %id, output = %oid, "output removed");
+                self.answer_when_stopped(ticket, reply);
+            }
+            Err(e) => drop(reply.send(Err(e))),
+        }
     }
 
-    fn delete_composition(&mut self, id: &CompositionId) -> Result<(), EngineError> {
-        let composition = self.compositions.remove(id).ok_or_else(|| EngineError::CompositionNotFound(id.clone()))?;
-        composition.media.shutdown();
+    fn delete_composition(&mut self, id: &CompositionId, reply: Reply<Removal>) {
+        let Some(composition) = self.compositions.remove(id) else {
+            let _ = reply.send(Err(EngineError::CompositionNotFound(id.clone())));
+            return;
+        };
+        let ticket = composition.media.shutdown();
         tracing::info!(composition = %id, "composition deleted");
-        Ok(())
+        self.answer_when_stopped(Some(ticket), reply);
     }
 
     fn add_participant(&mut self, id: &CompositionId, request: JoinRequest) -> Result<Joined, EngineError> {
@@ -390,28 +466,45 @@ impl Engine {
             video = ?negotiation.video.as_ref().map(|m| m.codec),
             "participant joined"
         );
+        let media = composition.media.participant(&pid).expect("just added");
         composition.participants.push(Participant {
             id: pid.clone(),
             name,
             state: ParticipantState::Connecting,
             joined: Instant::now(),
             last_error: None,
+            watches: LegWatches::new(media, Instant::now()),
         });
         let participant = composition.participant_view(&pid).expect("just added");
         Ok(Joined { participant, answer })
     }
 
-    fn remove_participant(&mut self, id: &CompositionId, pid: &ParticipantId) -> Result<(), EngineError> {
-        let composition = self.compositions.get_mut(id).ok_or_else(|| EngineError::CompositionNotFound(id.clone()))?;
-        let index = composition
-            .participants
-            .iter()
-            .position(|p| &p.id == pid)
-            .ok_or_else(|| EngineError::ParticipantNotFound(id.clone(), pid.clone()))?;
-        composition.participants.remove(index);
-        composition.media.remove_participant(pid);
-        tracing::info!(composition = %id, participant = %pid, "participant left");
-        Ok(())
+    fn remove_participant(&mut self, id: &CompositionId, pid: &ParticipantId, reply: Reply<Removal>) {
+        let removed = self.get_mut(id).and_then(|composition| {
+            let index = composition
+                .participants
+                .iter()
+                .position(|p| &p.id == pid)
+                .ok_or_else(|| EngineError::ParticipantNotFound(id.clone(), pid.clone()))?;
+            composition.participants.remove(index);
+            Ok(composition.media.remove_participant(pid))
+        });
+        match removed {
+            Ok(ticket) => {
+                tracing::info!(composition = %id, participant = %pid, "participant left");
+                self.answer_when_stopped(ticket, reply);
+            }
+            Err(e) => drop(reply.send(Err(e))),
+        }
+    }
+
+    /// Answers a removal now if nothing is left to stop, else once its part
+    /// has stopped or [`REPLY_DEADLINE`] has passed, whichever comes first.
+    fn answer_when_stopped(&mut self, ticket: Option<StopTicket>, reply: Reply<Removal>) {
+        match ticket {
+            None => drop(reply.send(Ok(Removal::Stopped))),
+            Some(ticket) => drop(self.pending_removals.insert(ticket, PendingRemoval { reply, since: Instant::now() })),
+        }
     }
 
     fn on_media_event(&mut self, event: MediaEvent) {
@@ -421,13 +514,18 @@ impl Engine {
                     c.media.recalculate_latency();
                 }
             }
-            MediaEvent::Error { composition, element, message } => {
+            MediaEvent::Stopped { ticket, .. } => {
+                if let Some(pending) = self.pending_removals.remove(&ticket) {
+                    let _ = pending.reply.send(Ok(Removal::Stopped));
+                }
+            }
+            MediaEvent::Error { composition, part, element, message } => {
                 let Some(c) = self.compositions.get_mut(&composition) else { return };
-                // Element names start with their owner: `caller-{id}-…`, `out-{id}-…`.
-                if let Some(p) = c.participants.iter_mut().find(|p| element.contains(&format!("caller-{}-", p.id))) {
+                let part = part.unwrap_or_default();
+                if let Some(p) = c.participants.iter_mut().find(|p| participant_part_name(&p.id) == part) {
                     tracing::warn!(composition = %composition, participant = %p.id, %element, "caller media error: {message}");
                     p.last_error = Some(message);
-                } else if let Some(o) = c.outputs.iter_mut().find(|o| element.contains(&format!("out-{}-", o.id))) {
+                } else if let Some(o) = c.outputs.iter_mut().find(|o| output_part_name(&o.id) == part) {
                     tracing::warn!(composition = %composition, output = %o.id, %element, "output failed: {message}");
                     o.failure = Some(message);
                 } else {
@@ -437,29 +535,61 @@ impl Engine {
         }
     }
 
-    fn update_participant_states(&mut self) {
+    /// Watchdogs, late removals, stuck parts.
+    fn tick(&mut self) {
+        let now = Instant::now();
         let stale_after = self.config.stale_after;
-        for (cid, composition) in &mut self.compositions {
-            for participant in &mut composition.participants {
-                let Some(media) = composition.media.participant(&participant.id) else { continue };
-                let next = ParticipantState::from_media(
-                    media.expects_media(),
-                    media.last_media_age(),
-                    participant.joined.elapsed(),
-                    stale_after,
-                );
-                if next != participant.state {
-                    tracing::info!(composition = %cid, participant = %participant.id, from = ?participant.state, to = ?next, "participant state");
-                    participant.state = next;
-                }
+        for (id, composition) in &mut self.compositions {
+            composition.watch(id, now, stale_after);
+        }
+        let late: Vec<StopTicket> =
+            self.pending_removals.iter().filter(|(_, p)| p.since.elapsed() >= REPLY_DEADLINE).map(|(t, _)| *t).collect();
+        for ticket in late {
+            if let Some(pending) = self.pending_removals.remove(&ticket) {
+                let _ = pending.reply.send(Ok(Removal::Stopping));
             }
+        }
+        for (part, after) in self.reaper.newly_stuck() {
+            tracing::warn!(
+                %part, after_ms = after.as_millis() as u64,
+                "part did not stop in time; detached and left to finish on its own thread"
+            );
         }
     }
 
-    fn shutdown(&mut self) {
-        for (id, composition) in std::mem::take(&mut self.compositions) {
-            composition.media.shutdown();
-            tracing::info!(composition = %id, "composition stopped");
+    fn health(&self) -> HealthView {
+        let counts = self.reaper.counts();
+        HealthView {
+            status: "ok",
+            compositions: self.compositions.len(),
+            participants: self.compositions.values().map(|c| c.participants.len()).sum(),
+            outputs: self.compositions.values().map(|c| c.outputs.len()).sum(),
+            parts_stopping: counts.stopping,
+            parts_stuck: counts.stuck,
         }
+    }
+
+    /// Stops every composition at once and waits for them, at most
+    /// [`SHUTDOWN_DEADLINE`]; whatever has not stopped by then ends with the process.
+    fn shutdown(&mut self, rx: &mpsc::Receiver<Message>) {
+        let mut stopping: Vec<StopTicket> = std::mem::take(&mut self.compositions)
+            .into_iter()
+            .map(|(id, composition)| {
+                tracing::info!(composition = %id, "composition stopping");
+                composition.media.shutdown()
+            })
+            .collect();
+        let deadline = Instant::now() + SHUTDOWN_DEADLINE;
+        while !stopping.is_empty() {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Message::Media(MediaEvent::Stopped { ticket, .. })) => stopping.retain(|t| *t != ticket),
+                Ok(_) => {}
+                Err(_) => {
+                    tracing::warn!(compositions = stopping.len(), "compositions still stopping at shutdown");
+                    return;
+                }
+            }
+        }
+        tracing::info!("every composition stopped");
     }
 }

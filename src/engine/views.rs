@@ -9,7 +9,7 @@ use crate::media::MediumStats;
 use crate::model::output::{OutputKind, ValidOutput};
 use crate::rtmp::PublisherState;
 use crate::model::composition::{AudioConfig, VideoConfig};
-use crate::model::ids::{CompositionId, ParticipantId};
+use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 use crate::model::layout::LayoutConfig;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -17,31 +17,38 @@ use crate::model::layout::LayoutConfig;
 pub enum ParticipantState {
     /// Joined; no media from it yet.
     Connecting,
-    /// Media arrives (or the caller only receives).
+    /// Media flows both ways as negotiated (or the caller only receives).
     Active,
+    /// A flow stopped for 2 s or more: the caller's media stopped arriving,
+    /// or what Tutti sends it (mix-minus, composite) stopped leaving;
+    /// `last_error` says which. Back to `active` when it flows again.
+    Interrupted,
     /// Nothing arrived for longer than the stale timeout. It stays until deleted.
     Stale,
 }
 
 impl ParticipantState {
     /// Pure state rule: a caller expected to send is `stale` once it has
-    /// been silent (or never spoke) for `stale_after`, `active` while media
-    /// flows, `connecting` before its first packet. A receive-only caller
-    /// is always `active`.
+    /// been silent (or never spoke) for `stale_after`; short of that, a
+    /// stopped flow either way (`interrupted`, from the watchdogs) makes it
+    /// `interrupted`; else it is `connecting` before its first packet and
+    /// `active` after. A receive-only caller is never `connecting` or `stale`.
     pub fn from_media(
         expects_media: bool,
         last_media_age: Option<Duration>,
         since_join: Duration,
         stale_after: Duration,
+        interrupted: bool,
     ) -> ParticipantState {
-        if !expects_media {
-            return ParticipantState::Active;
-        }
-        match last_media_age {
-            Some(age) if age <= stale_after => ParticipantState::Active,
-            Some(_) => ParticipantState::Stale,
-            None if since_join > stale_after => ParticipantState::Stale,
-            None => ParticipantState::Connecting,
+        let stale = match last_media_age {
+            Some(age) => age > stale_after,
+            None => since_join > stale_after,
+        };
+        match (expects_media, last_media_age) {
+            (true, _) if stale => ParticipantState::Stale,
+            _ if interrupted => ParticipantState::Interrupted,
+            (true, None) => ParticipantState::Connecting,
+            _ => ParticipantState::Active,
         }
     }
 }
@@ -62,13 +69,15 @@ pub enum OutputState {
     Connecting,
     Live,
     Reconnecting,
+    /// Live, but its bytes have not grown for 2 s (`last_error` says so).
+    Stalled,
     Failed,
     Stopped,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct OutputView {
-    pub id: String,
+    pub id: OutputId,
     pub kind: OutputKind,
     pub state: OutputState,
     /// RTMP only, with the stream key masked.
@@ -90,6 +99,19 @@ pub struct OutputView {
     pub created_at: OffsetDateTime,
 }
 
+/// `GET /healthz`: the engine answered, and what it holds.
+#[derive(Clone, Debug, Serialize)]
+pub struct HealthView {
+    pub status: &'static str,
+    pub compositions: usize,
+    pub participants: usize,
+    pub outputs: usize,
+    /// Parts (callers, outputs, compositions) whose media is still stopping.
+    pub parts_stopping: usize,
+    /// Of those, the ones that did not stop in time: detached, left to finish.
+    pub parts_stuck: usize,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct BroadcastView {
     pub video_encoders: usize,
@@ -100,13 +122,19 @@ pub struct BroadcastView {
 pub struct CompositionView {
     pub id: CompositionId,
     pub name: Option<String>,
+    /// `running`, or `frozen` while the compositor produces no frames.
     pub state: &'static str,
+    pub last_error: Option<String>,
     pub audio_only: bool,
     /// The canvas; absent in an audio-only composition.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub video: Option<VideoConfig>,
     pub audio: AudioConfig,
     pub layout: LayoutConfig,
+    /// Frames the compositor has produced: the composite's pulse. Absent
+    /// in an audio-only composition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub composite_frames: Option<u64>,
     pub participants: Vec<ParticipantView>,
     pub outputs: Vec<OutputView>,
     /// The one encode every output shares.
@@ -123,11 +151,13 @@ impl Composition {
         CompositionView {
             id: id.clone(),
             name: self.config.name.clone(),
-            state: "running",
+            state: if self.composite.as_ref().is_some_and(|c| c.frozen()) { "frozen" } else { "running" },
+            last_error: self.composite.as_ref().and_then(|c| c.last_error.clone()),
             audio_only: self.config.audio_only,
             video: (!self.config.audio_only).then(|| self.config.video.clone()),
             audio: self.config.audio.clone(),
             layout: self.config.layout.clone(),
+            composite_frames: self.media.composite_frames(),
             participants: self.participants.iter().filter_map(|p| self.participant_view(&p.id)).collect(),
             outputs: self.outputs.iter().map(|o| self.output_view(id, o)).collect(),
             broadcast: {
@@ -185,6 +215,10 @@ impl Composition {
                 }
             }
         }
+        if view.state == OutputState::Live && let Some(problem) = output.watch.problem() {
+            view.state = OutputState::Stalled;
+            view.last_error = Some(problem);
+        }
         view
     }
 
@@ -211,16 +245,27 @@ mod tests {
     #[test]
     fn state_follows_media_age() {
         let s = |age: Option<u64>, joined: u64| {
-            ParticipantState::from_media(true, age.map(Duration::from_secs), Duration::from_secs(joined), STALE)
+            ParticipantState::from_media(true, age.map(Duration::from_secs), Duration::from_secs(joined), STALE, false)
         };
         assert_eq!(s(None, 1), ParticipantState::Connecting);
         assert_eq!(s(None, 31), ParticipantState::Stale);
         assert_eq!(s(Some(1), 100), ParticipantState::Active);
         assert_eq!(s(Some(31), 100), ParticipantState::Stale);
         assert_eq!(
-            ParticipantState::from_media(false, None, Duration::from_secs(100), STALE),
+            ParticipantState::from_media(false, None, Duration::from_secs(100), STALE, false),
             ParticipantState::Active,
             "a receive-only caller never goes stale"
         );
+    }
+
+    #[test]
+    fn a_stopped_flow_interrupts_a_caller_short_of_stale() {
+        let s = |age: Option<u64>, joined: u64, expects: bool| {
+            ParticipantState::from_media(expects, age.map(Duration::from_secs), Duration::from_secs(joined), STALE, true)
+        };
+        assert_eq!(s(Some(3), 100, true), ParticipantState::Interrupted);
+        assert_eq!(s(None, 3, true), ParticipantState::Interrupted, "Tutti sends nothing to a caller that has not spoken yet");
+        assert_eq!(s(None, 100, false), ParticipantState::Interrupted, "a receive-only caller that gets nothing");
+        assert_eq!(s(Some(31), 100, true), ParticipantState::Stale, "stale wins");
     }
 }

@@ -1,82 +1,106 @@
-//! A composition's pipeline: the fixed core (compositor, audio mix thread)
-//! built at creation, callers and shared encoders added and removed live,
-//! and the broadcast encode with its outputs ([`broadcast`]).
+//! A composition's pipeline: the fixed core (compositor, canvas tee, audio
+//! mix thread, broadcast encode) built at creation, and the parts that come
+//! and go while it plays: callers, shared return encoders, file outputs.
+//! Each part is a bin ([`super::part`]); its links to the rest are recorded
+//! in the [`Topology`]; it starts within a deadline and stops off the engine
+//! thread ([`super::lifecycle`]).
 
 mod broadcast;
+mod outputs;
 
-pub use broadcast::{FileOutputStatus, OutputKey, OutputPaths};
+pub use broadcast::BROADCAST_AUDIO_KBPS;
+pub use outputs::OutputPaths;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::participant::{
-    CellLink, MediumState, ParticipantMedia, depayloader, mark_packet, payloader, rtp_caps, session_for,
-};
+use super::flow::{FlowCounter, Measure, count_on};
+use super::lifecycle::{self, Reaper, StopTicket, Teardown};
 use super::mixer::{AudioMix, MixFormat};
+use super::part::{Fanout, add_chain, expose_static, new_bin};
+use super::participant::{JoiningMedium, LegContext, ParticipantMedia};
 use super::profiles::{EncoderSettings, Profiles};
-use super::topology::{Owner, Topology};
+use super::topology::{self, Owner, Topology};
 use super::{EventSink, MediaError, MediaEvent, make};
-use crate::model::codec::{AudioCodec, Codec, MediaKind, VideoCodec};
+use crate::model::codec::VideoCodec;
 use crate::model::composition::CompositionConfig;
-use crate::model::ids::{CompositionId, ParticipantId};
+use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 use crate::model::layout;
-use crate::model::sdp::NegotiatedMedia;
-use crate::ports::PortPair;
+use crate::model::output::ValidOutput;
+use crate::rtmp::{PublisherHandle, StreamFeed};
+use broadcast::{Broadcast, FeedKey, FeedTarget};
+use outputs::FileOutput;
 
 #[derive(Clone, Debug)]
 pub struct MediaSettings {
     pub jitter_buffer: Duration,
 }
 
-/// Colour of the slate shown for a caller without video (ARGB).
-const SLATE_COLOUR: u32 = 0xff2b_2f36;
-
-/// A caller's negotiated medium with the sockets Tutti answered with.
-pub struct JoiningMedium {
-    pub negotiated: NegotiatedMedia,
-    pub ports: PortPair,
-}
-
 pub struct CompositionMedia {
     id: CompositionId,
     pipeline: gst::Pipeline,
     /// None in an audio-only composition.
-    canvas: Option<VideoCore>,
+    canvas: Option<Canvas>,
     /// Every caller's mix-minus and the broadcast's full mix.
     mix: AudioMix,
     config: CompositionConfig,
     profiles: Arc<Profiles>,
     settings: MediaSettings,
+    reaper: Reaper,
     topology: Topology,
     encoders: HashMap<VideoCodec, SharedEncoder>,
     /// In join order, which is also the layout order.
     participants: Vec<ParticipantMedia>,
-    broadcast: Option<broadcast::Broadcast>,
-    /// One per file output, tripped from the bus when its branch fails.
+    outputs: HashMap<OutputId, OutputMedia>,
+    /// One per file output, tripped from the bus when its part fails.
     fuses: Fuses,
+    /// Each part's number, for unique names (a part being torn down keeps its name until it is gone).
+    serial: u64,
 }
 
-/// Output key → tripped? A failing file output (disk full, say) must not
-/// send its error back up the shared encode: once its fuse trips, the tee
-/// drops what it would push into that branch. Tripped from the bus handler,
-/// which runs synchronously in the failing thread, before the next buffer.
-type Fuses = Arc<std::sync::Mutex<HashMap<String, Arc<std::sync::atomic::AtomicBool>>>>;
+/// Part name (`out-{id}`) → tripped? A failing file output (disk full, say)
+/// must not send its error back up the shared encode: once its fuse trips,
+/// the fanout drops what it would push into that part. Tripped from the bus
+/// handler, which runs synchronously in the failing thread, before the next buffer.
+type Fuses = Arc<std::sync::Mutex<HashMap<String, Arc<AtomicBool>>>>;
 
-/// The compositor and the tee that hands its canvas to the encoders.
-struct VideoCore {
+/// The compositor, the tee that hands its canvas to the encoders, and the
+/// broadcast encode.
+struct Canvas {
     compositor: gst::Element,
     tee: gst::Element,
+    broadcast: Broadcast,
+    /// Frames out of the compositor: the composite's pulse.
+    frames: Arc<FlowCounter>,
 }
 
 /// One encode of the composite, fanned out to every caller using its codec.
 struct SharedEncoder {
-    elements: Vec<gst::Element>,
-    tee: gst::Element,
+    bin: gst::Bin,
+    out: Fanout,
+}
+
+/// Where a cross link starts: a tee of the core, or a part's fanout.
+enum Source {
+    Tee(gst::Element),
+    Fanout(Fanout),
+}
+
+enum OutputMedia {
+    Rtmp(PublisherHandle),
+    File(FileOutput),
+}
+
+/// What the API shows of an HLS or recording output (RTMP ones report
+/// through their publisher).
+#[derive(Clone, Debug, Default)]
+pub struct FileOutputStatus {
+    pub bytes_written: u64,
+    pub live: bool,
 }
 
 impl CompositionMedia {
@@ -86,19 +110,18 @@ impl CompositionMedia {
         profiles: Arc<Profiles>,
         settings: MediaSettings,
         events: EventSink,
-        player: Option<crate::rtmp::StreamFeed>,
+        reaper: Reaper,
+        player: Option<StreamFeed>,
     ) -> Result<CompositionMedia, MediaError> {
         let pipeline = gst::Pipeline::with_name(&format!("comp-{id}"));
-        let n = |role: &str| format!("comp-{id}-{role}");
-        let upstream_latency = settings.jitter_buffer + Duration::from_millis(20);
-
-        let canvas = if config.audio_only { None } else { Some(build_video_core(&pipeline, &config, &n, upstream_latency)?) };
         let mix = AudioMix::start(&format!("mix-{id}"), mix_format(&config), &pipeline)?;
-
         let fuses = Fuses::default();
         watch_bus(&pipeline, id.clone(), events, fuses.clone());
-        pipeline.set_state(gst::State::Playing)?;
-
+        let canvas = if config.audio_only {
+            None
+        } else {
+            Some(build_canvas(&pipeline, &id, &config, &profiles, &mix, settings.jitter_buffer, player)?)
+        };
         let mut media = CompositionMedia {
             id,
             pipeline,
@@ -107,16 +130,30 @@ impl CompositionMedia {
             config,
             profiles,
             settings,
+            reaper,
             topology: Topology::default(),
             encoders: HashMap::new(),
             participants: Vec::new(),
-            broadcast: None,
+            outputs: HashMap::new(),
             fuses,
+            serial: 0,
         };
-        if media.canvas.is_some() {
-            media.build_broadcast(player)?;
+        if let Err(e) = media.start() {
+            media.shutdown();
+            return Err(e);
         }
         Ok(media)
+    }
+
+    fn start(&mut self) -> Result<(), MediaError> {
+        lifecycle::start(self.pipeline.upcast_ref())?;
+        if let Some(canvas) = &self.canvas {
+            // Only now that the broadcast plays: a running tee pushing into a
+            // pad that is not active yet would get FLUSHING back and stop the compositor.
+            let (tee, input) = (canvas.tee.clone(), canvas.broadcast.input.clone());
+            self.link_from(Source::Tee(tee), &input, Owner::Core, Owner::Core)?;
+        }
+        Ok(())
     }
 
     pub fn id(&self) -> &CompositionId {
@@ -127,9 +164,20 @@ impl CompositionMedia {
         self.participants.iter().find(|p| &p.id == id)
     }
 
+    /// Frames the compositor has produced so far; `None` without a canvas.
+    pub fn composite_frames(&self) -> Option<u64> {
+        self.canvas.as_ref().map(|c| c.frames.count())
+    }
+
     /// Recomputes the pipeline latency after an element reported a change.
+    /// Off the engine thread: the latency query visits every element.
     pub fn recalculate_latency(&self) {
-        let _ = self.pipeline.recalculate_latency();
+        let pipeline = self.pipeline.downgrade();
+        let _ = std::thread::Builder::new().name("latency".into()).spawn(move || {
+            if let Some(pipeline) = pipeline.upgrade() {
+                let _ = pipeline.recalculate_latency();
+            }
+        });
     }
 
     /// Adds a caller to the running pipeline. On error nothing of it stays.
@@ -140,341 +188,165 @@ impl CompositionMedia {
         audio: Option<JoiningMedium>,
         video: Option<JoiningMedium>,
     ) -> Result<(), MediaError> {
-        let mut elements = Vec::new();
+        let context = LegContext {
+            profiles: &self.profiles,
+            mix: &self.mix,
+            jitter_buffer: self.settings.jitter_buffer,
+            canvas_fps: self.canvas.as_ref().map(|_| self.config.video.fps),
+        };
+        let participant = match ParticipantMedia::build(&id, name, audio, video, &context) {
+            Ok(participant) => participant,
+            Err(e) => {
+                self.mix.remove(&id);
+                return Err(e);
+            }
+        };
         let owner = Owner::Participant(id.clone());
-        let result = self
-            .build_participant(&id, name, audio, video, &mut elements)
-            .and_then(|participant| Ok(self.topology.link_pending(&owner).map(|()| participant)?));
-        match result {
-            Ok(participant) => {
+        let what = format!("participant {id} of composition {}", self.id);
+        match self.start_participant(&participant, &owner) {
+            Ok(()) => {
                 // The newcomer needs a keyframe of the composite right away.
-                if let Some(pay) = self.pipeline.by_name(&format!("caller-{id}-vpay")) {
-                    request_keyframe_upstream(&pay.static_pad("sink").expect("payloader has a sink pad"));
-                }
+                participant.request_composite_keyframe();
                 self.participants.push(participant);
                 self.relayout();
                 Ok(())
             }
             Err(e) => {
                 self.mix.remove(&id);
-                self.topology.remove(&owner, &self.pipeline, &elements);
+                let bin = participant.bin.clone();
+                self.reap(what, owner, bin, participant);
                 self.drop_unused_encoders();
                 Err(e)
             }
         }
     }
 
-    fn build_participant(
-        &mut self,
-        id: &ParticipantId,
-        name: &str,
-        audio: Option<JoiningMedium>,
-        video: Option<JoiningMedium>,
-        elements: &mut Vec<gst::Element>,
-    ) -> Result<ParticipantMedia, MediaError> {
-        let owner = Owner::Participant(id.clone());
-        let prefix = format!("caller-{id}");
-        let n = |role: &str| format!("{prefix}-{role}");
-        let add = |elements: &mut Vec<gst::Element>, pipeline: &gst::Pipeline, e: gst::Element| -> Result<gst::Element, MediaError> {
-            pipeline.add(&e)?;
-            elements.push(e.clone());
-            Ok(e)
-        };
-
-        let rtpbin = add(elements, &self.pipeline, make("rtpbin", &n("rtpbin"))?)?;
-        rtpbin.set_property("latency", self.settings.jitter_buffer.as_millis() as u32);
-        // AVPF timing lets a PLI leave at once rather than at the next regular RTCP report.
-        rtpbin.set_property_from_str("rtp-profile", "avpf");
-        rtpbin.set_property("do-lost", true);
-
-        let mut participant = ParticipantMedia {
-            id: id.clone(),
-            rtpbin: rtpbin.clone(),
-            elements: Vec::new(),
-            cell: None,
-            video_encoder: None,
-            audio: None,
-            video: None,
-            _leases: Vec::new(),
-        };
-        let mut funnels: [Option<gst::Element>; 2] = [None, None];
-
-        for medium in [audio, video].into_iter().flatten() {
-            let JoiningMedium { negotiated, ports } = medium;
-            let kind = negotiated.kind();
-            let session = session_for(kind);
-            let tag = match kind {
-                MediaKind::Audio => "a",
-                MediaKind::Video => "v",
-            };
-            let rtp_socket = gio_socket(ports.rtp.into())?;
-            let rtcp_socket = if negotiated.rtcp_mux { rtp_socket.clone() } else { gio_socket(ports.rtcp.into())? };
-            participant._leases.push(ports.lease);
-            let last_packet_ms = Arc::new(AtomicU64::new(0));
-
-            // Receive: RTP (and muxed RTCP) on the RTP socket, RTCP on its own.
-            let receives = negotiated.direction.receives();
-            if receives || negotiated.rtcp_mux {
-                let src = add(elements, &self.pipeline, make("udpsrc", &n(&format!("{tag}rtp-in")))?)?;
-                src.set_property("socket", &rtp_socket);
-                src.set_property("close-socket", false);
-                src.set_property("caps", rtp_caps(&negotiated));
-                link_to_request(&src, &rtpbin, &format!("recv_rtp_sink_{session}"))?;
-                let rtcp_in = if negotiated.rtcp_mux {
-                    let appsrc = add(elements, &self.pipeline, make("appsrc", &n(&format!("{tag}rtcp-demux")))?)?;
-                    appsrc.set_property("caps", gst::Caps::new_empty_simple("application/x-rtcp"));
-                    appsrc.set_property("is-live", true);
-                    appsrc.set_property("do-timestamp", true);
-                    appsrc.set_property_from_str("format", "time");
-                    split_muxed_rtcp(&src, &appsrc, receives);
-                    appsrc
-                } else {
-                    let rtcp = add(elements, &self.pipeline, make("udpsrc", &n(&format!("{tag}rtcp-in")))?)?;
-                    rtcp.set_property("socket", &rtcp_socket);
-                    rtcp.set_property("close-socket", false);
-                    rtcp.set_property("caps", gst::Caps::new_empty_simple("application/x-rtcp"));
-                    rtcp
-                };
-                link_to_request(&rtcp_in, &rtpbin, &format!("recv_rtcp_sink_{session}"))?;
-            } else {
-                let rtcp = add(elements, &self.pipeline, make("udpsrc", &n(&format!("{tag}rtcp-in")))?)?;
-                rtcp.set_property("socket", &rtcp_socket);
-                rtcp.set_property("close-socket", false);
-                rtcp.set_property("caps", gst::Caps::new_empty_simple("application/x-rtcp"));
-                link_to_request(&rtcp, &rtpbin, &format!("recv_rtcp_sink_{session}"))?;
-            }
-
-            if receives {
-                let funnel = add(elements, &self.pipeline, make("funnel", &n(&format!("{tag}funnel")))?)?;
-                let depay = add(elements, &self.pipeline, depayloader(negotiated.codec, &n(&format!("{tag}depay")))?)?;
-                funnel.link(&depay)?;
-                funnels[session as usize] = Some(funnel);
-                match negotiated.codec {
-                    Codec::Video(codec) => {
-                        let decoder = self.profiles.video_decoder(codec, &n("vdec"))?.upcast::<gst::Element>();
-                        let decoder = add(elements, &self.pipeline, decoder)?;
-                        depay.link(&decoder)?;
-                        participant.cell = Some(self.link_to_compositor(&decoder, &prefix, &owner, elements)?);
-                    }
-                    Codec::Audio(codec) => {
-                        let decoder = self.profiles.audio_decoder(codec, &n("adec"))?.upcast::<gst::Element>();
-                        let decoder = add(elements, &self.pipeline, decoder)?;
-                        let convert = add(elements, &self.pipeline, make("audioconvert", &n("aconv"))?)?;
-                        let resample = add(elements, &self.pipeline, make("audioresample", &n("aresample"))?)?;
-                        let to_mix = add(elements, &self.pipeline, self.mix.input(id, &n("ato-mix"))?)?;
-                        gst::Element::link_many([&depay, &decoder, &convert, &resample, &to_mix])?;
-                    }
-                }
-            }
-
-            // Send: the composite or the mix-minus, to the offer's address.
-            if negotiated.direction.sends() {
-                let pay = add(elements, &self.pipeline, payloader(negotiated.codec, negotiated.payload_type, &n(&format!("{tag}pay")))?)?;
-                match negotiated.codec {
-                    Codec::Video(codec) => {
-                        let tee = self.encoder_for(codec)?;
-                        self.link_request_tracked(&tee, &pay, Owner::Encoder(codec), owner.clone())?;
-                        participant.video_encoder = Some(codec);
-                    }
-                    Codec::Audio(codec) => {
-                        let mix_minus = add(elements, &self.pipeline, self.mix.mix_minus(id, &n("amix-minus"))?)?;
-                        let chain = self.audio_encode_chain(codec, &n(""))?;
-                        for e in &chain {
-                            add(elements, &self.pipeline, e.clone())?;
-                        }
-                        let mut all = vec![mix_minus];
-                        all.extend(chain);
-                        all.push(pay.clone());
-                        gst::Element::link_many(all.iter())?;
-                    }
-                }
-                link_to_request(&pay, &rtpbin, &format!("send_rtp_sink_{session}"))?;
-                let sink = add(elements, &self.pipeline, udp_sink(&n(&format!("{tag}rtp-out")), &rtp_socket, negotiated.remote_rtp)?)?;
-                let src = rtpbin
-                    .static_pad(&format!("send_rtp_src_{session}"))
-                    .ok_or_else(|| MediaError::Gst(format!("rtpbin has no send_rtp_src_{session}")))?;
-                src.link(&sink.static_pad("sink").expect("udpsink has a sink pad"))?;
-            }
-
-            let rtcp_out = add(elements, &self.pipeline, udp_sink(&n(&format!("{tag}rtcp-out")), &rtcp_socket, negotiated.remote_rtcp)?)?;
-            let rtcp_src = rtpbin
-                .request_pad_simple(&format!("send_rtcp_src_{session}"))
-                .ok_or_else(|| MediaError::Gst(format!("rtpbin refused send_rtcp_src_{session}")))?;
-            rtcp_src.link(&rtcp_out.static_pad("sink").expect("udpsink has a sink pad"))?;
-
-            let state = MediumState { negotiated, last_packet_ms };
-            match kind {
-                MediaKind::Audio => participant.audio = Some(state),
-                MediaKind::Video => participant.video = Some(state),
-            }
+    fn start_participant(&mut self, participant: &ParticipantMedia, owner: &Owner) -> Result<(), MediaError> {
+        self.pipeline.add(&participant.bin)?;
+        if let (Some(canvas), Some(picture)) = (&self.canvas, &participant.picture) {
+            let pad = request_pad(&canvas.compositor, "sink_%u")?;
+            // Hidden until relayout gives it a cell.
+            pad.set_property("alpha", 0.0f64);
+            self.topology.link(&picture.src, &pad, owner.clone(), Owner::Core)?;
         }
-
-        if participant.cell.is_none() && self.canvas.is_some() {
-            participant.cell = Some(self.add_slate(name, &n("slate"), &owner, elements)?);
+        if let Some((codec, composite)) = &participant.composite_in {
+            let (encoder, feed) = self.encoder_for(*codec)?;
+            self.link_from(Source::Fanout(feed), composite, encoder, owner.clone())?;
         }
-
-        route_incoming_streams(
-            &rtpbin,
-            funnels,
-            [&participant.audio, &participant.video].map(|m| m.as_ref().map(|m| m.last_packet_ms.clone())),
-        );
-
-        participant.elements = elements.clone();
-        // Downstream first: a source (the mix-minus appsrc, fed by the mixing
-        // thread from the moment it exists) that plays before the elements
-        // after it gets FLUSHING back and pauses for good; that caller then
-        // never hears anything.
-        for element in elements.iter().rev() {
-            element.sync_state_with_parent()?;
-        }
-        Ok(participant)
+        lifecycle::start(participant.bin.upcast_ref())?;
+        self.topology.link_pending(owner)?;
+        Ok(())
     }
 
     /// Removes a caller; the others keep streaming and the grid re-lays out.
-    pub fn remove_participant(&mut self, id: &ParticipantId) -> bool {
-        let Some(index) = self.participants.iter().position(|p| &p.id == id) else { return false };
+    /// Its part stops off this thread; the ticket says when it has.
+    pub fn remove_participant(&mut self, id: &ParticipantId) -> Option<StopTicket> {
+        let index = self.participants.iter().position(|p| &p.id == id)?;
         let participant = self.participants.remove(index);
         self.mix.remove(id);
-        self.topology.remove(&Owner::Participant(id.clone()), &self.pipeline, &participant.elements);
+        let bin = participant.bin.clone();
+        let ticket = self.reap(format!("participant {id} of composition {}", self.id), Owner::Participant(id.clone()), bin, participant);
         self.drop_unused_encoders();
         self.relayout();
-        true
+        Some(ticket)
     }
 
-    /// Stops the pipeline and releases every element, socket and port.
-    pub fn shutdown(mut self) {
-        self.stop_outputs();
-        self.mix.stop();
-        let _ = self.pipeline.set_state(gst::State::Null);
-        self.participants.clear();
-        self.encoders.clear();
-        if let Some(bus) = self.pipeline.bus() {
-            bus.unset_sync_handler();
-        }
+    /// Detaches a part now and stops it off this thread: its links are
+    /// undone first (releasing the shared elements' pads), then it goes to
+    /// NULL sinks first and leaves the pipeline. `keep` lives until then
+    /// (sockets and port leases, say).
+    fn reap(&mut self, what: String, owner: Owner, bin: gst::Bin, keep: impl Send + 'static) -> StopTicket {
+        let links = self.topology.detach(&owner);
+        let pipeline = self.pipeline.clone();
+        self.reaper.reap(Teardown::new(what, move || {
+            topology::undo(&links);
+            let _ = bin.set_state(gst::State::Null);
+            let _ = pipeline.remove(&bin);
+            drop(keep);
+        }))
+    }
+
+    /// Stops the whole pipeline off this thread, recordings finalized first;
+    /// every element, socket and port is released when the ticket comes back.
+    pub fn shutdown(mut self) -> StopTicket {
+        let what = format!("composition {}", self.id);
+        let reaper = self.reaper.clone();
+        reaper.reap(Teardown::new(what, move || {
+            let fuses = self.fuses.clone();
+            for (oid, output) in self.outputs.drain() {
+                match output {
+                    OutputMedia::Rtmp(publisher) => publisher.stop(),
+                    OutputMedia::File(file) => {
+                        file.finalize_recording(tripped(&fuses, &output_part_name(&oid)));
+                        file.remove_hls_files();
+                    }
+                }
+            }
+            self.mix.stop();
+            let _ = self.pipeline.set_state(gst::State::Null);
+            if let Some(bus) = self.pipeline.bus() {
+                bus.unset_sync_handler();
+            }
+        }))
     }
 
     /// Moves every caller's picture to its grid cell, in join order.
     fn relayout(&self) {
         let v = &self.config.video;
         let cells = layout::grid(v.width, v.height, self.participants.len());
+        let pad = |p: &ParticipantMedia| self.compositor_pad(p);
         for (participant, cell) in self.participants.iter().zip(cells) {
-            let Some(link) = &participant.cell else { continue };
-            link.size.set_property("caps", cell_caps(cell.width, cell.height));
-            link.pad.set_property("xpos", cell.x as i32);
-            link.pad.set_property("ypos", cell.y as i32);
-            link.pad.set_property("alpha", 1.0f64);
-            tracing::debug!(composition = %self.id, participant = %participant.id, pad = %link.pad.name(), ?cell, "cell");
+            let (Some(picture), Some(pad)) = (&participant.picture, pad(participant)) else { continue };
+            picture.size.set_property("caps", cell_caps(cell.width, cell.height));
+            pad.set_property("xpos", cell.x as i32);
+            pad.set_property("ypos", cell.y as i32);
+            pad.set_property("alpha", 1.0f64);
+            tracing::debug!(composition = %self.id, participant = %participant.id, pad = %pad.name(), ?cell, "cell");
         }
         // A caller beyond the 16 cells of the largest grid is not shown.
         for participant in self.participants.iter().skip(layout::MAX_GRID_CELLS) {
-            if let Some(link) = &participant.cell {
-                link.pad.set_property("alpha", 0.0f64);
+            if let Some(pad) = pad(participant) {
+                pad.set_property("alpha", 0.0f64);
             }
         }
     }
 
-    /// Scales `upstream`'s picture to its cell (aspect ratio kept, black
-    /// bars) and links it to a new compositor pad. Scaling happens here, in
-    /// the caller's own streaming thread, so callers scale in parallel and
-    /// the compositor only blends pictures already at their cell size.
-    fn link_to_compositor(
-        &mut self,
-        upstream: &gst::Element,
-        prefix: &str,
-        owner: &Owner,
-        elements: &mut Vec<gst::Element>,
-    ) -> Result<CellLink, MediaError> {
-        let convert = make("videoconvert", &format!("{prefix}-vconv"))?;
-        let scale = make("videoscale", &format!("{prefix}-vscale"))?;
-        scale.set_property("add-borders", true);
-        let cell = make("capsfilter", &format!("{prefix}-vcell"))?;
-        for e in [&convert, &scale, &cell] {
-            self.pipeline.add(e)?;
-            elements.push(e.clone());
-        }
-        gst::Element::link_many([upstream, &convert, &scale, &cell])?;
-        let pad = self
-            .video_core()?
-            .compositor
-            .request_pad_simple("sink_%u")
-            .ok_or_else(|| MediaError::Gst("compositor refused a pad".into()))?;
-        // Hidden until relayout gives it a cell.
-        pad.set_property("alpha", 0.0f64);
-        let src = cell.static_pad("src").expect("capsfilter has a src pad");
-        self.topology.link(&src, &pad, owner.clone(), Owner::Core)?;
-        Ok(CellLink { pad, size: cell })
+    /// The compositor pad a caller's picture goes to.
+    fn compositor_pad(&self, participant: &ParticipantMedia) -> Option<gst::Pad> {
+        self.topology.peer_of(&participant.picture.as_ref()?.src)
     }
 
-    /// A dark slate with the caller's name, for a caller that sends no video.
-    fn add_slate(&mut self, name: &str, element_name: &str, owner: &Owner, elements: &mut Vec<gst::Element>) -> Result<CellLink, MediaError> {
-        let source = make("videotestsrc", &format!("{element_name}-src"))?;
-        source.set_property("is-live", true);
-        source.set_property_from_str("pattern", "solid-color");
-        source.set_property("foreground-color", SLATE_COLOUR);
-        let caps = make("capsfilter", &format!("{element_name}-caps"))?;
-        // At the canvas frame rate: a slower live source makes the
-        // compositor wait for it and the encoder then drops frames in bursts.
-        caps.set_property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("width", 320)
-                .field("height", 180)
-                .field("framerate", gst::Fraction::new(self.config.video.fps as i32, 1))
-                .build(),
-        );
-        let text = make("textoverlay", &format!("{element_name}-text"))?;
-        // User input goes in as a property value, never into a description.
-        text.set_property("text", name);
-        text.set_property_from_str("halignment", "center");
-        text.set_property_from_str("valignment", "center");
-        text.set_property("font-desc", "Sans Bold 14");
-        text.set_property("shaded-background", false);
-        for e in [&source, &caps, &text] {
-            self.pipeline.add(e)?;
-            elements.push(e.clone());
-        }
-        gst::Element::link_many([&source, &caps, &text])?;
-        self.link_to_compositor(&text, element_name, owner, elements)
-    }
-
-    fn link_request_tracked(&mut self, tee: &gst::Element, downstream: &gst::Element, from: Owner, to: Owner) -> Result<(), MediaError> {
-        let src = tee.request_pad_simple("src_%u").ok_or_else(|| MediaError::Gst(format!("{} refused a src pad", tee.name())))?;
-        let sink = downstream
-            .static_pad("sink")
-            .or_else(|| downstream.request_pad_simple("sink_%u"))
-            .ok_or_else(|| MediaError::Gst(format!("{} has no sink pad", downstream.name())))?;
-        self.topology.link(&src, &sink, from, to)?;
-        Ok(())
-    }
-
-    /// The encoder tee for `codec`, creating the shared encoder on first use.
+    /// The shared encoder for `codec`, started on first use: its owner and
+    /// the fanout its callers subscribe to.
     ///
     /// Callers on H.264 packetization-mode 1 get the broadcast's own encode
     /// (Constrained Baseline, which every H.264 endpoint and CDN takes):
     /// one x264 for callers and outputs alike, instead of two encoding the
-    /// same canvas. Their branch only re-frames it for RTP (byte-stream,
+    /// same canvas. Their part only re-frames it for RTP (byte-stream,
     /// SPS/PPS before every IDR). Other codecs get an encoder of their own.
-    fn encoder_for(&mut self, codec: VideoCodec) -> Result<gst::Element, MediaError> {
+    fn encoder_for(&mut self, codec: VideoCodec) -> Result<(Owner, Fanout), MediaError> {
         if let Some(encoder) = self.encoders.get(&codec) {
-            return Ok(encoder.tee.clone());
+            return Ok((Owner::Encoder(encoder.bin.name().to_string()), encoder.out.clone()));
         }
-        let name = format!("enc-{}-{}", codec.encoder_profile_name(), self.id);
-        let broadcast_video = self.broadcast_video().filter(|_| codec == VideoCodec::H264 { packetization_mode: 1 });
-        let mut elements = Vec::new();
-        let source = match broadcast_video {
-            Some(encoded) => encoded,
-            None => {
-                let queue = make("queue", &format!("{name}-queue"))?;
-                // A slow encoder drops composite frames rather than holding up the compositor.
-                queue.set_property("max-size-buffers", 2u32);
-                queue.set_property("max-size-bytes", 0u32);
-                queue.set_property("max-size-time", 0u64);
-                queue.set_property_from_str("leaky", "downstream");
-                let encoder = self.profiles.video_encoder(codec, &format!("{name}-bin"), self.encoder_settings())?;
-                elements.extend([queue, encoder.upcast()]);
-                self.video_core()?.tee.clone()
-            }
-        };
+        if self.canvas.is_none() {
+            return Err(MediaError::Gst("an audio-only composition has no video".into()));
+        }
+        self.serial += 1;
+        let name = format!("enc-{}-{}-{}", codec.encoder_profile_name(), self.id, self.serial);
+        let owner = Owner::Encoder(name.clone());
+        let bin = new_bin(&name);
+        let shares_broadcast = codec == VideoCodec::H264 { packetization_mode: 1 };
+        let mut chain = Vec::new();
+        if !shares_broadcast {
+            let queue = make("queue", &format!("{name}-queue"))?;
+            // A slow encoder drops composite frames rather than holding up the compositor.
+            queue.set_property("max-size-buffers", 2u32);
+            queue.set_property("max-size-bytes", 0u32);
+            queue.set_property("max-size-time", 0u64);
+            queue.set_property_from_str("leaky", "downstream");
+            let encoder = self.profiles.video_encoder(codec, &format!("{name}-bin"), self.encoder_settings())?;
+            chain.extend([queue, encoder.upcast()]);
+        }
         if let VideoCodec::H264 { .. } = codec {
             // SPS/PPS once per IDR access unit, before its first slice.
             // rtph264pay's own insertion puts them before every IDR slice,
@@ -487,34 +359,55 @@ impl CompositionMedia {
                 "caps",
                 gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build(),
             );
-            elements.extend([parse, au]);
+            chain.extend([parse, au]);
         }
-        let tee = make("tee", &format!("{name}-out"))?;
-        tee.set_property("allow-not-linked", true);
-        elements.push(tee.clone());
-        self.pipeline.add_many(&elements)?;
-        gst::Element::link_many(&elements)?;
-        self.link_request_tracked(&source, &elements[0], Owner::Core, Owner::Encoder(codec))?;
-        for e in elements.iter().rev() {
-            e.sync_state_with_parent()?;
-        }
-        self.topology.link_pending(&Owner::Encoder(codec))?;
-        self.encoders.insert(codec, SharedEncoder { elements, tee: tee.clone() });
-        Ok(tee)
-    }
+        add_chain(&bin, &chain.iter().collect::<Vec<_>>())?;
+        let out = Fanout::new(&bin, &format!("{name}-out"))?;
+        chain.last().expect("an encoder has at least a parser or an encoder").link(out.tee())?;
+        let input = expose_static(&bin, &chain[0], "sink", "sink")?;
 
-    fn video_core(&self) -> Result<&VideoCore, MediaError> {
-        self.canvas.as_ref().ok_or_else(|| MediaError::Gst("an audio-only composition has no video".into()))
+        self.pipeline.add(&bin)?;
+        let canvas = self.canvas.as_ref().expect("checked above");
+        let source = if shares_broadcast { Source::Fanout(canvas.broadcast.video.clone()) } else { Source::Tee(canvas.tee.clone()) };
+        let started = self
+            .link_from(source, &input, Owner::Core, owner.clone())
+            .and_then(|_| lifecycle::start(bin.upcast_ref()))
+            .and_then(|()| Ok(self.topology.link_pending(&owner)?));
+        if let Err(e) = started {
+            self.reap(format!("encoder {name}"), owner, bin, ());
+            return Err(e);
+        }
+        self.encoders.insert(codec, SharedEncoder { bin, out: out.clone() });
+        Ok((owner, out))
     }
 
     fn drop_unused_encoders(&mut self) {
-        let unused: Vec<VideoCodec> =
-            self.encoders.keys().copied().filter(|c| self.topology.count_from(&Owner::Encoder(*c)) == 0).collect();
+        let unused: Vec<VideoCodec> = self
+            .encoders
+            .iter()
+            .filter(|(_, e)| self.topology.count_from(&Owner::Encoder(e.bin.name().to_string())) == 0)
+            .map(|(codec, _)| *codec)
+            .collect();
         for codec in unused {
             if let Some(encoder) = self.encoders.remove(&codec) {
-                self.topology.remove(&Owner::Encoder(codec), &self.pipeline, &encoder.elements);
+                let name = encoder.bin.name().to_string();
+                self.reap(format!("encoder {name}"), Owner::Encoder(name), encoder.bin, ());
             }
         }
+    }
+
+    /// Links a new src pad of `source` to `sink` and records the link; the
+    /// pad goes back to `source` if that fails.
+    fn link_from(&mut self, source: Source, sink: &gst::Pad, from: Owner, to: Owner) -> Result<gst::Pad, MediaError> {
+        let src = match &source {
+            Source::Tee(tee) => request_pad(tee, "src_%u")?,
+            Source::Fanout(fanout) => fanout.subscribe()?,
+        };
+        if let Err(e) = self.topology.link(&src, sink, from, to) {
+            super::part::release(&src);
+            return Err(e.into());
+        }
+        Ok(src)
     }
 
     fn encoder_settings(&self) -> EncoderSettings {
@@ -522,29 +415,110 @@ impl CompositionMedia {
         EncoderSettings { bitrate_kbps: Some(v.bitrate_kbps), keyframe_interval_frames: Some(v.fps * v.keyframe_interval_secs) }
     }
 
-    /// Mix format → the codec's rate and channels → encoder bin.
-    fn audio_encode_chain(&self, codec: AudioCodec, prefix: &str) -> Result<Vec<gst::Element>, MediaError> {
-        let (rate, channels) = codec.raw_format();
-        let convert = make("audioconvert", &format!("{prefix}aenc-conv"))?;
-        let resample = make("audioresample", &format!("{prefix}aenc-resample"))?;
-        let caps = make("capsfilter", &format!("{prefix}aenc-caps"))?;
-        caps.set_property(
-            "caps",
-            gst::Caps::builder("audio/x-raw")
-                .field("format", "S16LE")
-                .field("rate", rate as i32)
-                .field("channels", channels as i32)
-                .build(),
-        );
-        let encoder = self.profiles.audio_encoder(codec, &format!("{prefix}aenc"))?.upcast::<gst::Element>();
-        Ok(vec![convert, resample, caps, encoder])
+    /// Starts an output on the broadcast encode.
+    pub fn add_output(&mut self, id: &OutputId, output: &ValidOutput, paths: &OutputPaths, publisher: Option<PublisherHandle>) -> Result<(), MediaError> {
+        let canvas = self.canvas.as_ref().ok_or_else(|| MediaError::Gst("no broadcast encode".into()))?;
+        let (video, audio, feed) = (canvas.broadcast.video.clone(), canvas.broadcast.audio.clone(), canvas.broadcast.feed.clone());
+        let name = output_part_name(id);
+        let file = match output {
+            ValidOutput::Rtmp(_) => {
+                let publisher = publisher.ok_or_else(|| MediaError::Gst("an RTMP output needs its publisher".into()))?;
+                feed.add(FeedKey::Output(id.clone()), FeedTarget::Publisher { handle: publisher.clone(), was_live: false });
+                feed.request_keyframe();
+                self.outputs.insert(id.clone(), OutputMedia::Rtmp(publisher));
+                return Ok(());
+            }
+            ValidOutput::Hls => FileOutput::hls(&name, paths.hls_dir.join(self.id.as_str()), self.config.video.keyframe_interval_secs)?,
+            ValidOutput::Record { relative_path, format } => FileOutput::recording(&name, paths.recordings_dir.join(relative_path), *format)?,
+        };
+        let owner = Owner::Output(id.clone());
+        let fuse = self.fuses.lock().expect("fuses lock").entry(name.clone()).or_default().clone();
+        let started = self.start_file_output(&file, &owner, [&video, &audio], fuse);
+        if let Err(e) = started {
+            self.fuses.lock().expect("fuses lock").remove(&name);
+            let bin = file.bin.clone();
+            self.reap(format!("output {id} of composition {}", self.id), owner, bin, ());
+            return Err(e);
+        }
+        file.count_written();
+        feed.request_keyframe();
+        self.outputs.insert(id.clone(), OutputMedia::File(file));
+        Ok(())
+    }
+
+    fn start_file_output(&mut self, file: &FileOutput, owner: &Owner, sources: [&Fanout; 2], fuse: Arc<AtomicBool>) -> Result<(), MediaError> {
+        self.pipeline.add(&file.bin)?;
+        for (source, input) in sources.into_iter().zip([&file.video_in, &file.audio_in]) {
+            let src = self.link_from(Source::Fanout(source.clone()), input, Owner::Core, owner.clone())?;
+            let fuse = fuse.clone();
+            src.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, _| {
+                if fuse.load(Ordering::SeqCst) { gst::PadProbeReturn::Drop } else { gst::PadProbeReturn::Ok }
+            });
+        }
+        lifecycle::start(file.bin.upcast_ref())?;
+        self.topology.link_pending(owner)?;
+        Ok(())
+    }
+
+    /// Stops an output. A recording is finalized (its muxer writes its last
+    /// data) off this thread; the ticket says when it is done. An RTMP
+    /// output needs no waiting: its publisher closes on its own.
+    pub fn remove_output(&mut self, id: &OutputId) -> Option<StopTicket> {
+        let output = self.outputs.remove(id)?;
+        let name = output_part_name(id);
+        let failed = self.fuses.lock().expect("fuses lock").remove(&name).is_some_and(|f| f.load(Ordering::SeqCst));
+        match output {
+            OutputMedia::Rtmp(publisher) => {
+                if let Some(canvas) = &self.canvas {
+                    canvas.broadcast.feed.remove(&FeedKey::Output(id.clone()));
+                }
+                publisher.stop();
+                None
+            }
+            OutputMedia::File(file) => {
+                let links = self.topology.detach(&Owner::Output(id.clone()));
+                let pipeline = self.pipeline.clone();
+                let what = format!("output {id} of composition {}", self.id);
+                Some(self.reaper.reap(Teardown::new(what, move || {
+                    file.finalize_recording(failed);
+                    topology::undo(&links);
+                    let _ = file.bin.set_state(gst::State::Null);
+                    let _ = pipeline.remove(&file.bin);
+                    file.remove_hls_files();
+                })))
+            }
+        }
+    }
+
+    pub fn file_output_status(&self, id: &OutputId) -> Option<FileOutputStatus> {
+        match self.outputs.get(id)? {
+            OutputMedia::Rtmp(_) => None,
+            OutputMedia::File(file) => {
+                let bytes = file.written.count();
+                Some(FileOutputStatus { bytes_written: bytes, live: bytes > 0 })
+            }
+        }
+    }
+
+    /// The encoders the broadcast runs, (video, audio): one each however
+    /// many outputs there are.
+    pub fn broadcast_encoders(&self) -> (usize, usize) {
+        self.canvas.as_ref().map_or((0, 0), |c| c.broadcast.encoders())
     }
 }
 
-impl Drop for CompositionMedia {
-    fn drop(&mut self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
-    }
+/// An output's part name, which its bus messages carry.
+pub fn output_part_name(id: &OutputId) -> String {
+    format!("out-{id}")
+}
+
+/// A caller's part name, which its bus messages carry.
+pub fn participant_part_name(id: &ParticipantId) -> String {
+    format!("caller-{id}")
+}
+
+fn tripped(fuses: &Fuses, name: &str) -> bool {
+    fuses.lock().expect("fuses lock").get(name).is_some_and(|f| f.load(Ordering::SeqCst))
 }
 
 fn canvas_caps_for(config: &CompositionConfig) -> gst::Caps {
@@ -574,13 +548,19 @@ fn mix_format(config: &CompositionConfig) -> MixFormat {
 }
 
 /// The compositor, paced by a tiny transparent live source so that the
-/// canvas keeps its frame rate with no caller at all.
-fn build_video_core(
+/// canvas keeps its frame rate with no caller at all, its tee, and the
+/// broadcast encode (in the pipeline, not yet linked to the tee).
+fn build_canvas(
     pipeline: &gst::Pipeline,
+    id: &CompositionId,
     config: &CompositionConfig,
-    n: &dyn Fn(&str) -> String,
-    upstream_latency: Duration,
-) -> Result<VideoCore, MediaError> {
+    profiles: &Profiles,
+    mix: &AudioMix,
+    jitter_buffer: Duration,
+    player: Option<StreamFeed>,
+) -> Result<Canvas, MediaError> {
+    let prefix = format!("comp-{id}");
+    let n = |role: &str| format!("{prefix}-{role}");
     let driver = make("videotestsrc", &n("driver"))?;
     driver.set_property("is-live", true);
     driver.set_property_from_str("pattern", "black");
@@ -596,6 +576,7 @@ fn build_video_core(
     let compositor = make("compositor", &n("compositor"))?;
     compositor.set_property_from_str("background", "black");
     compositor.set_property_from_str("start-time-selection", "first");
+    let upstream_latency = jitter_buffer + Duration::from_millis(20);
     compositor.set_property("min-upstream-latency", upstream_latency.as_nanos() as u64);
     let canvas_caps = make("capsfilter", &n("canvas-caps"))?;
     canvas_caps.set_property("caps", canvas_caps_for(config));
@@ -604,132 +585,64 @@ fn build_video_core(
 
     pipeline.add_many([&driver, &driver_caps, &compositor, &canvas_caps, &tee])?;
     gst::Element::link_many([&driver, &driver_caps])?;
-    let driver_pad = compositor.request_pad_simple("sink_%u").ok_or_else(|| MediaError::Gst("compositor pad".into()))?;
+    let driver_pad = request_pad(&compositor, "sink_%u")?;
     // Fully transparent: it only paces the compositor, it never shows.
     driver_pad.set_property("alpha", 0.0f64);
     driver_caps.static_pad("src").expect("capsfilter has src").link(&driver_pad)?;
     gst::Element::link_many([&compositor, &canvas_caps, &tee])?;
-    Ok(VideoCore { compositor, tee })
+    let frames = Arc::new(FlowCounter::default());
+    count_on(&compositor.static_pad("src").expect("compositor has a src pad"), frames.clone(), Measure::Buffers);
+
+    let broadcast = Broadcast::build(&prefix, config, profiles, mix, player)?;
+    pipeline.add(&broadcast.bin)?;
+    Ok(Canvas { compositor, tee, broadcast, frames })
 }
 
-fn udp_sink(name: &str, socket: &gio::Socket, to: std::net::SocketAddr) -> Result<gst::Element, MediaError> {
-    let sink = make("udpsink", name)?;
-    sink.set_property("socket", socket);
-    sink.set_property("close-socket", false);
-    sink.set_property("host", to.ip().to_string());
-    sink.set_property("port", i32::from(to.port()));
-    // The compositor and mixers already pace the media; the network must not wait.
-    sink.set_property("sync", false);
-    sink.set_property("async", false);
-    Ok(sink)
+fn request_pad(element: &gst::Element, template: &str) -> Result<gst::Pad, MediaError> {
+    element.request_pad_simple(template).ok_or_else(|| MediaError::Gst(format!("{} refused a {template} pad", element.name())))
 }
 
-fn gio_socket(fd: OwnedFd) -> Result<gio::Socket, MediaError> {
-    gio::Socket::from_fd(fd).map_err(|e| MediaError::Gst(format!("socket: {e}")))
-}
-
-/// Links a new src pad of `tee` to `downstream`'s sink pad (its static one,
-/// or a new request pad of an aggregator).
-fn link_request(tee: &gst::Element, downstream: &gst::Element) -> Result<(), MediaError> {
-    let src = tee.request_pad_simple("src_%u").ok_or_else(|| MediaError::Gst(format!("{} refused a src pad", tee.name())))?;
-    let sink = downstream
-        .static_pad("sink")
-        .or_else(|| downstream.request_pad_simple("sink_%u"))
-        .ok_or_else(|| MediaError::Gst(format!("{} has no sink pad", downstream.name())))?;
-    src.link(&sink)?;
-    Ok(())
-}
-
-fn link_to_request(upstream: &gst::Element, rtpbin: &gst::Element, pad_name: &str) -> Result<(), MediaError> {
-    let sink = rtpbin.request_pad_simple(pad_name).ok_or_else(|| MediaError::Gst(format!("rtpbin refused {pad_name}")))?;
-    upstream.static_pad("src").expect("source element has a src pad").link(&sink)?;
-    Ok(())
-}
-
-/// Under rtcp-mux (RFC 5761) RTP and RTCP share one socket: RTCP packet
-/// types 192-223 show as RTP payload types 64-95, which RTP must not use.
-/// RTCP goes to rtpbin's RTCP input through `appsrc`; RTP stays, unless this
-/// caller was negotiated not to send us media.
-fn split_muxed_rtcp(udpsrc: &gst::Element, rtcp_in: &gst::Element, keep_rtp: bool) {
-    let appsrc = rtcp_in.clone().downcast::<gstreamer_app::AppSrc>().expect("appsrc element is an AppSrc");
-    let pad = udpsrc.static_pad("src").expect("udpsrc has a src pad");
-    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        let Some(buffer) = info.buffer() else { return gst::PadProbeReturn::Ok };
-        let is_rtcp = buffer
-            .map_readable()
-            .ok()
-            .and_then(|map| map.get(1).copied())
-            .is_some_and(|second| (192..=223).contains(&second));
-        if is_rtcp {
-            let _ = appsrc.push_buffer(buffer.copy());
-            return gst::PadProbeReturn::Drop;
-        }
-        if keep_rtp { gst::PadProbeReturn::Ok } else { gst::PadProbeReturn::Drop }
-    });
-}
-
-/// Links each stream rtpbin finds (one per SSRC) into the medium's funnel,
-/// so a caller that restarts with a new SSRC keeps its decoder and cell.
-fn route_incoming_streams(rtpbin: &gst::Element, funnels: [Option<gst::Element>; 2], last_packet: [Option<Arc<AtomicU64>>; 2]) {
-    rtpbin.connect_pad_added(move |_, pad| {
-        let name = pad.name();
-        let Some(session) = name.strip_prefix("recv_rtp_src_").and_then(|rest| rest.split('_').next()).and_then(|s| s.parse::<usize>().ok()) else {
-            return;
-        };
-        let Some(Some(funnel)) = funnels.get(session) else { return };
-        let Some(sink) = funnel.request_pad_simple("sink_%u") else { return };
-        if pad.link(&sink).is_err() {
-            return;
-        }
-        if let Some(Some(last)) = last_packet.get(session) {
-            let last = last.clone();
-            pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, _| {
-                mark_packet(&last);
-                gst::PadProbeReturn::Ok
-            });
-        }
-        if session == super::participant::VIDEO_SESSION as usize {
-            // A new video stream: ask its sender for a keyframe now rather
-            // than waiting for its next scheduled one.
-            request_keyframe_upstream(&sink);
-        }
-    });
-}
-
-/// Sends a force-key-unit event upstream from `pad`: to an encoder it means
-/// "emit a keyframe", to rtpbin's receive side it becomes a PLI/FIR.
-fn request_keyframe_upstream(pad: &gst::Pad) {
-    let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder().all_headers(true).build();
-    pad.push_event(event);
-}
-
+/// Errors go to the engine with the part they came from: the child of the
+/// pipeline (`caller-{id}`, `out-{id}`, …) that holds the failing element.
 fn watch_bus(pipeline: &gst::Pipeline, id: CompositionId, events: EventSink, fuses: Fuses) {
     let bus = pipeline.bus().expect("a pipeline has a bus");
+    let top = pipeline.downgrade();
     bus.set_sync_handler(move |_, message| {
         use gst::MessageView;
+        let source = || message.src().map(|s| s.path_string().to_string()).unwrap_or_default();
         match message.view() {
             MessageView::Error(err) => {
-                let element = message.src().map(|s| s.path_string().to_string()).unwrap_or_default();
-                for (key, fuse) in fuses.lock().expect("fuses lock").iter() {
-                    if element.contains(&format!("out-{key}-")) {
-                        fuse.store(true, std::sync::atomic::Ordering::SeqCst);
-                    }
+                let part = top.upgrade().and_then(|pipeline| part_of(message.src(), &pipeline));
+                if let Some(part) = &part
+                    && let Some(fuse) = fuses.lock().expect("fuses lock").get(part)
+                {
+                    fuse.store(true, Ordering::SeqCst);
                 }
                 events(MediaEvent::Error {
                     composition: id.clone(),
-                    element,
+                    part,
+                    element: source(),
                     message: format!("{} ({})", err.error(), err.debug().map(|d| d.to_string()).unwrap_or_default()),
                 })
             }
-            MessageView::Warning(w) => tracing::debug!(
-                composition = %id,
-                element = %message.src().map(|s| s.path_string().to_string()).unwrap_or_default(),
-                "GStreamer warning: {}",
-                w.error()
-            ),
+            MessageView::Warning(w) => {
+                tracing::debug!(composition = %id, element = %source(), "GStreamer warning: {}", w.error())
+            }
             MessageView::Latency(_) => events(MediaEvent::LatencyChanged { composition: id.clone() }),
             _ => {}
         }
         gst::BusSyncReply::Drop
     });
+}
+
+/// The name of the pipeline's child that holds `object`, if it is in a part.
+fn part_of(object: Option<&gst::Object>, pipeline: &gst::Pipeline) -> Option<String> {
+    let mut current = object?.clone();
+    loop {
+        let parent = current.parent()?;
+        if parent == *pipeline.upcast_ref::<gst::Object>() {
+            return Some(current.name().to_string());
+        }
+        current = parent;
+    }
 }

@@ -3,40 +3,52 @@
 //! One pipeline per composition (one clock for every caller in it):
 //!
 //! ```text
-//!  caller A: udpsrc ─► rtpbin ─► funnel ─► depay ─► decoder ───────────────┐
-//!  caller B: ...                                                           ▼
-//!  driver (transparent, live) ─────────────────────────────────────► compositor ─► tee ─► queue ─► encoder(H264) ─► tee ─► (outputs: broadcast.rs)
-//!                                                                                    │                                └──► h264parse ─► tee ─► pay ─► rtpbin ─► udpsink  (A, B… on H.264 mode 1)
-//!                                                                                    └──► queue ─► encoder(VP8)  ─► tee ─► pay ─► …       (callers on VP8, or H.264 mode 0)
-//!  caller A: … ─► decoder ─► convert/resample ─► appsink ─┐
-//!  caller B: … ─► decoder ─► convert/resample ─► appsink ─┤  mixing thread (mixer.rs), every 20 ms:
-//!                                                         ├► appsrc: A + B + … ─► (outputs)
-//!                                                         ├► appsrc: B + … (A's mix-minus) ─► encoder ─► pay ─► rtpbin ─► udpsink
-//!                                                         └► appsrc: A + … (B's mix-minus) ─► …
+//!  [caller-A]: udpsrc ─► rtpbin ─► depay ─► decoder ─► scale to cell ─┐
+//!  [caller-B]: …                                                      ▼
+//!  driver (transparent, live) ──────────────────────────────────► compositor ─► tee ─┬─► [comp-{id}-broadcast]: queue ─► H.264 ─► tee ─┬─► RTMP feed, [out-…] (HLS, recordings)
+//!                                                                                    │                                                └─► [enc-h264-…]: h264parse ─► tee ─► [caller-A], [caller-B] (H.264 mode 1)
+//!                                                                                    └─► [enc-vp8-…]: queue ─► VP8 ─► tee ─► [caller-C] (VP8, or H.264 mode 0)
+//!  [caller-A]: … ─► decoder ─► convert/resample ─► appsink ─┐
+//!  [caller-B]: … ─► decoder ─► convert/resample ─► appsink ─┤  mixing thread (mixer.rs), every 20 ms:
+//!                                                           ├► appsrc: A + B + … ─► [comp-{id}-broadcast] (AAC)
+//!                                                           ├► appsrc: B + … (A's mix-minus) ─► encoder ─► pay ─► rtpbin ─► udpsink   in [caller-A]
+//!                                                           └► appsrc: A + … (B's mix-minus) ─► …                                     in [caller-B]
 //! ```
 //!
-//! Elements have deterministic names (`comp-{id}-…`, `caller-{id}-…`,
-//! `enc-{codec}-…`) so a bus message names the resource that owns it.
+//! Each bracket is a part: a bin of its own (`caller-{id}`, `enc-{profile}-…`,
+//! `comp-{id}-broadcast`, `out-{id}`) that starts and stops as one element,
+//! sinks first ([`part`]); the engine never waits on GStreamer without a
+//! deadline ([`lifecycle`]). Elements have deterministic names
+//! (`caller-{id}-vdec`, …), and a bus message maps to the part it came from.
 
 pub mod composition;
+mod flow;
+pub mod lifecycle;
 mod mixer;
+mod part;
 mod participant;
 pub mod profiles;
 mod topology;
 
-pub use composition::{CompositionMedia, FileOutputStatus, MediaSettings, OutputPaths};
-pub use participant::{MediumStats, ParticipantStats};
+pub use composition::{CompositionMedia, FileOutputStatus, MediaSettings, OutputPaths, output_part_name, participant_part_name};
+pub use lifecycle::{Reaper, ReaperCounts, StopTicket};
+pub use participant::{JoiningMedium, MediumState, MediumStats, ParticipantMedia, ParticipantStats};
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::model::ids::CompositionId;
 
 /// What a pipeline reports back to the engine, from GStreamer's threads.
 #[derive(Debug, Clone)]
 pub enum MediaEvent {
-    /// An element failed. `element` is its path, which starts with the
-    /// name of the caller or encoder that owns it.
-    Error { composition: CompositionId, element: String, message: String },
+    /// An element failed. `part` is the part it belongs to (`caller-{id}`,
+    /// `out-{id}`, …), `None` for the composition's core.
+    Error { composition: CompositionId, part: Option<String>, element: String, message: String },
     /// Some element's latency changed: the pipeline must recompute it.
     LatencyChanged { composition: CompositionId },
+    /// A teardown handed to the [`Reaper`] is done.
+    Stopped { ticket: StopTicket, after: Duration },
 }
 
 pub type EventSink = std::sync::Arc<dyn Fn(MediaEvent) + Send + Sync>;
@@ -45,6 +57,12 @@ pub type EventSink = std::sync::Arc<dyn Fn(MediaEvent) + Send + Sync>;
 pub enum MediaError {
     #[error(transparent)]
     Profile(#[from] profiles::ProfileError),
+    #[error("element {factory} is not installed (needed for {name})")]
+    MissingElement { factory: String, name: String },
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: String },
+    #[error("{part} did not start within {} ms", after.as_millis())]
+    StartTimeout { part: String, after: Duration },
     #[error("GStreamer: {0}")]
     Gst(String),
 }
@@ -74,5 +92,5 @@ fn make(factory: &str, name: &str) -> Result<gstreamer::Element, MediaError> {
     gstreamer::ElementFactory::make(factory)
         .name(name)
         .build()
-        .map_err(|_| MediaError::Gst(format!("element {factory} is not installed (needed for {name})")))
+        .map_err(|_| MediaError::MissingElement { factory: factory.into(), name: name.into() })
 }

@@ -1,24 +1,41 @@
-//! One caller's share of a composition pipeline: its RTP session (rtpbin),
-//! its receive chains (depayload, decode) and its send chains (mix-minus
-//! encode, composite payload), plus the statistics the API shows.
+//! One caller's part of a composition: a bin `caller-{id}` with its RTP
+//! session (rtpbin), its receive chains (depayload, decode, into the mix and
+//! onto its cell) and its send chains (mix-minus encode, composite payload),
+//! plus the statistics the API shows.
+//!
+//! ```text
+//!  udpsrc ─► rtpbin ─► funnel ─► depay ─► decoder ─► convert ─► scale ─► cell caps ─► [picture]  (to the compositor)
+//!                   └► funnel ─► depay ─► decoder ─► convert ─► resample ─► appsink   (into the mix)
+//!  appsrc (mix-minus) ─► convert ─► resample ─► encoder ─► pay ─► rtpbin ─► udpsink
+//!  [composite] (from a shared encoder) ───────────────────► pay ─► rtpbin ─► udpsink
+//! ```
+//! `[picture]` and `[composite]` are the bin's ghost pads; the composition
+//! links them to the compositor and to a shared encoder.
 
 use gstreamer as gst;
 use gstreamer::glib;
 use gstreamer::prelude::*;
 use serde::Serialize;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
+use super::flow::{FlowCounter, Measure, count_on};
+use super::mixer::AudioMix;
+use super::part::{add_chain, expose_static, new_bin};
+use super::profiles::Profiles;
 use super::{MediaError, make};
 use crate::model::codec::{AudioCodec, Codec, MediaKind, VideoCodec};
 use crate::model::ids::ParticipantId;
 use crate::model::sdp::NegotiatedMedia;
-use crate::ports::PortLease;
+use crate::ports::{PortLease, PortPair};
 
 /// rtpbin session numbers: fixed per medium so pad names say what they carry.
 pub const AUDIO_SESSION: u32 = 0;
 pub const VIDEO_SESSION: u32 = 1;
+
+/// Colour of the slate shown for a caller without video (ARGB).
+const SLATE_COLOUR: u32 = 0xff2b_2f36;
 
 pub fn session_for(kind: MediaKind) -> u32 {
     match kind {
@@ -27,33 +44,49 @@ pub fn session_for(kind: MediaKind) -> u32 {
     }
 }
 
-/// A caller's elements and what is needed to report on them.
-pub struct ParticipantMedia {
-    pub id: ParticipantId,
-    pub rtpbin: gst::Element,
-    pub elements: Vec<gst::Element>,
-    /// Where this caller shows on the canvas (its picture, or its slate).
-    pub cell: Option<CellLink>,
-    /// The composite's encoder this caller is fed from.
-    pub video_encoder: Option<VideoCodec>,
-    pub audio: Option<MediumState>,
-    pub video: Option<MediumState>,
-    pub _leases: Vec<PortLease>,
+/// A caller's negotiated medium with the sockets Tutti answered with.
+pub struct JoiningMedium {
+    pub negotiated: NegotiatedMedia,
+    pub ports: PortPair,
 }
 
-/// A caller's place in the compositor: the pad, and the capsfilter that
-/// sets the size its picture is scaled to.
-pub struct CellLink {
-    pub pad: gst::Pad,
+/// What a caller's part needs from its composition.
+pub struct LegContext<'a> {
+    pub profiles: &'a Profiles,
+    pub mix: &'a AudioMix,
+    pub jitter_buffer: Duration,
+    /// The canvas frame rate; `None` in an audio-only composition.
+    pub canvas_fps: Option<u32>,
+}
+
+/// A caller's part and what is needed to report on it.
+pub struct ParticipantMedia {
+    pub id: ParticipantId,
+    pub bin: gst::Bin,
+    rtpbin: gst::Element,
+    /// Its picture (or its slate) on the way to the compositor.
+    pub picture: Option<Picture>,
+    /// Where the encoded composite comes in, and in which codec.
+    pub composite_in: Option<(VideoCodec, gst::Pad)>,
+    pub audio: Option<MediumState>,
+    pub video: Option<MediumState>,
+    _leases: Vec<PortLease>,
+}
+
+/// A caller's picture: the bin's ghost src pad, and the capsfilter that
+/// sets the size it is scaled to (its cell's).
+pub struct Picture {
+    pub src: gst::Pad,
     pub size: gst::Element,
 }
 
-/// Per-medium facts: what was negotiated, and when media last arrived.
+/// Per-medium facts: what was negotiated, and what flows each way.
 pub struct MediumState {
     pub negotiated: NegotiatedMedia,
-    /// Milliseconds since the Unix epoch of the last RTP packet that left
-    /// the jitter buffer; 0 before the first one. Written from a pad probe.
-    pub last_packet_ms: Arc<AtomicU64>,
+    /// RTP packets from the caller that left the jitter buffer.
+    pub received: Arc<FlowCounter>,
+    /// RTP packets Tutti sent to the caller.
+    pub sent: Arc<FlowCounter>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -67,6 +100,10 @@ pub struct MediumStats {
     pub bitrate_kbps: f64,
     /// RFC 3339 time of the last packet received, if any.
     pub last_packet_at: Option<String>,
+    /// RTP packets Tutti sent to the caller (its mix-minus, or the composite).
+    pub packets_sent: u64,
+    /// RFC 3339 time of the last packet sent, if any.
+    pub last_sent_at: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -76,6 +113,148 @@ pub struct ParticipantStats {
 }
 
 impl ParticipantMedia {
+    /// Builds a caller's bin (not yet in any pipeline). Its picture and its
+    /// composite input are ghost pads for the composition to link.
+    pub fn build(
+        id: &ParticipantId,
+        name: &str,
+        audio: Option<JoiningMedium>,
+        video: Option<JoiningMedium>,
+        context: &LegContext,
+    ) -> Result<ParticipantMedia, MediaError> {
+        let prefix = format!("caller-{id}");
+        let n = |role: &str| format!("{prefix}-{role}");
+        let bin = new_bin(&prefix);
+        let rtpbin = make("rtpbin", &n("rtpbin"))?;
+        rtpbin.set_property("latency", context.jitter_buffer.as_millis() as u32);
+        // AVPF timing lets a PLI leave at once rather than at the next regular RTCP report.
+        rtpbin.set_property_from_str("rtp-profile", "avpf");
+        rtpbin.set_property("do-lost", true);
+        bin.add(&rtpbin)?;
+
+        let mut participant = ParticipantMedia {
+            id: id.clone(),
+            bin: bin.clone(),
+            rtpbin: rtpbin.clone(),
+            picture: None,
+            composite_in: None,
+            audio: None,
+            video: None,
+            _leases: Vec::new(),
+        };
+        let mut funnels: [Option<gst::Element>; 2] = [None, None];
+
+        for medium in [audio, video].into_iter().flatten() {
+            let JoiningMedium { negotiated, ports } = medium;
+            let kind = negotiated.kind();
+            let session = session_for(kind);
+            let tag = match kind {
+                MediaKind::Audio => "a",
+                MediaKind::Video => "v",
+            };
+            let rtp_socket = gio_socket(ports.rtp.into())?;
+            let rtcp_socket = if negotiated.rtcp_mux { rtp_socket.clone() } else { gio_socket(ports.rtcp.into())? };
+            participant._leases.push(ports.lease);
+            let state = MediumState { negotiated, received: Arc::default(), sent: Arc::default() };
+            let negotiated = &state.negotiated;
+
+            // Receive: RTP (and muxed RTCP) on the RTP socket, RTCP on its own.
+            let receives = negotiated.direction.receives();
+            let rtcp_in = if receives || negotiated.rtcp_mux {
+                let src = udp_source(&n(&format!("{tag}rtp-in")), &rtp_socket, &rtp_caps(negotiated))?;
+                bin.add(&src)?;
+                link_to_request(&src, &rtpbin, &format!("recv_rtp_sink_{session}"))?;
+                if negotiated.rtcp_mux {
+                    let appsrc = make("appsrc", &n(&format!("{tag}rtcp-demux")))?;
+                    appsrc.set_property("caps", gst::Caps::new_empty_simple("application/x-rtcp"));
+                    appsrc.set_property("is-live", true);
+                    appsrc.set_property("do-timestamp", true);
+                    appsrc.set_property_from_str("format", "time");
+                    split_muxed_rtcp(&src, &appsrc, receives);
+                    appsrc
+                } else {
+                    udp_source(&n(&format!("{tag}rtcp-in")), &rtcp_socket, &gst::Caps::new_empty_simple("application/x-rtcp"))?
+                }
+            } else {
+                udp_source(&n(&format!("{tag}rtcp-in")), &rtcp_socket, &gst::Caps::new_empty_simple("application/x-rtcp"))?
+            };
+            bin.add(&rtcp_in)?;
+            link_to_request(&rtcp_in, &rtpbin, &format!("recv_rtcp_sink_{session}"))?;
+
+            if receives {
+                let funnel = make("funnel", &n(&format!("{tag}funnel")))?;
+                let depay = depayloader(negotiated.codec, &n(&format!("{tag}depay")))?;
+                funnels[session as usize] = Some(funnel.clone());
+                match negotiated.codec {
+                    Codec::Video(codec) => {
+                        let decoder = context.profiles.video_decoder(codec, &n("vdec"))?.upcast::<gst::Element>();
+                        add_chain(&bin, &[&funnel, &depay, &decoder])?;
+                        participant.picture = Some(scale_to_cell(&bin, &decoder, &prefix)?);
+                    }
+                    Codec::Audio(codec) => {
+                        let decoder = context.profiles.audio_decoder(codec, &n("adec"))?.upcast::<gst::Element>();
+                        let convert = make("audioconvert", &n("aconv"))?;
+                        let resample = make("audioresample", &n("aresample"))?;
+                        let to_mix = context.mix.input(id, &n("ato-mix"))?;
+                        add_chain(&bin, &[&funnel, &depay, &decoder, &convert, &resample, &to_mix])?;
+                    }
+                }
+            }
+
+            // Send: the composite or the mix-minus, to the offer's address.
+            if negotiated.direction.sends() {
+                let pay = payloader(negotiated.codec, negotiated.payload_type, &n(&format!("{tag}pay")))?;
+                match negotiated.codec {
+                    Codec::Video(codec) => {
+                        bin.add(&pay)?;
+                        participant.composite_in = Some((codec, expose_static(&bin, &pay, "sink", "composite")?));
+                    }
+                    Codec::Audio(codec) => {
+                        let mix_minus = context.mix.mix_minus(id, &n("amix-minus"))?;
+                        let mut chain = vec![mix_minus];
+                        chain.extend(audio_encode_chain(context.profiles, codec, &n(""))?);
+                        chain.push(pay.clone());
+                        add_chain(&bin, &chain.iter().collect::<Vec<_>>())?;
+                    }
+                }
+                link_to_request(&pay, &rtpbin, &format!("send_rtp_sink_{session}"))?;
+                let sink = udp_sink(&n(&format!("{tag}rtp-out")), &rtp_socket, negotiated.remote_rtp)?;
+                bin.add(&sink)?;
+                let sink_pad = sink.static_pad("sink").expect("udpsink has a sink pad");
+                count_on(&sink_pad, state.sent.clone(), Measure::Buffers);
+                rtpbin
+                    .static_pad(&format!("send_rtp_src_{session}"))
+                    .ok_or_else(|| MediaError::Gst(format!("rtpbin has no send_rtp_src_{session}")))?
+                    .link(&sink_pad)?;
+            }
+
+            let rtcp_out = udp_sink(&n(&format!("{tag}rtcp-out")), &rtcp_socket, negotiated.remote_rtcp)?;
+            bin.add(&rtcp_out)?;
+            rtpbin
+                .request_pad_simple(&format!("send_rtcp_src_{session}"))
+                .ok_or_else(|| MediaError::Gst(format!("rtpbin refused send_rtcp_src_{session}")))?
+                .link(&rtcp_out.static_pad("sink").expect("udpsink has a sink pad"))?;
+
+            match kind {
+                MediaKind::Audio => participant.audio = Some(state),
+                MediaKind::Video => participant.video = Some(state),
+            }
+        }
+
+        if let Some(fps) = context.canvas_fps
+            && participant.picture.is_none()
+        {
+            participant.picture = Some(slate(&bin, name, fps, &n("slate"))?);
+        }
+
+        route_incoming_streams(
+            &rtpbin,
+            funnels,
+            [&participant.audio, &participant.video].map(|m| m.as_ref().map(|m| m.received.clone())),
+        );
+        Ok(participant)
+    }
+
     pub fn stats(&self) -> ParticipantStats {
         ParticipantStats {
             audio: self.audio.as_ref().map(|m| self.medium_stats(m)),
@@ -89,18 +268,33 @@ impl ParticipantMedia {
         [&self.audio, &self.video]
             .into_iter()
             .flatten()
-            .filter_map(|m| last_packet_time(&m.last_packet_ms))
+            .filter_map(|m| m.received.last())
             .max()
             .map(|t| SystemTime::now().duration_since(t).unwrap_or_default())
     }
 
     /// Whether this caller was negotiated to send us any media at all.
     pub fn expects_media(&self) -> bool {
-        [&self.audio, &self.video].into_iter().flatten().any(|m| m.negotiated.direction.receives())
+        self.media().any(|m| m.negotiated.direction.receives())
+    }
+
+    /// Its negotiated media.
+    pub fn media(&self) -> impl Iterator<Item = &MediumState> {
+        [&self.audio, &self.video].into_iter().flatten()
+    }
+
+    /// Asks the composite's encoder for a keyframe, for a newcomer.
+    pub fn request_composite_keyframe(&self) {
+        if let Some((_, pad)) = &self.composite_in {
+            request_keyframe_upstream(pad);
+        }
     }
 
     fn medium_stats(&self, medium: &MediumState) -> MediumStats {
         let n = &medium.negotiated;
+        let rfc3339 = |t: SystemTime| {
+            time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+        };
         let mut stats = MediumStats {
             codec: n.codec.to_string(),
             payload_type: n.payload_type,
@@ -109,11 +303,9 @@ impl ParticipantMedia {
             packets_lost: 0,
             jitter_ms: 0.0,
             bitrate_kbps: 0.0,
-            last_packet_at: last_packet_time(&medium.last_packet_ms).map(|t| {
-                time::OffsetDateTime::from(t)
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default()
-            }),
+            last_packet_at: medium.received.last().map(rfc3339),
+            packets_sent: medium.sent.count(),
+            last_sent_at: medium.sent.last().map(rfc3339),
         };
         let session = self.rtpbin.emit_by_name::<Option<glib::Object>>("get-session", &[&session_for(n.kind())]);
         let Some(session) = session else { return stats };
@@ -135,16 +327,149 @@ impl ParticipantMedia {
     }
 }
 
-fn last_packet_time(last_packet_ms: &AtomicU64) -> Option<SystemTime> {
-    match last_packet_ms.load(Ordering::Relaxed) {
-        0 => None,
-        ms => Some(UNIX_EPOCH + Duration::from_millis(ms)),
-    }
+/// Scales `upstream`'s picture to its cell (aspect ratio kept, black bars)
+/// and exposes it as the bin's `picture` pad. Scaling happens here, in the
+/// caller's own streaming thread, so callers scale in parallel and the
+/// compositor only blends pictures already at their cell size.
+fn scale_to_cell(bin: &gst::Bin, upstream: &gst::Element, prefix: &str) -> Result<Picture, MediaError> {
+    let convert = make("videoconvert", &format!("{prefix}-vconv"))?;
+    let scale = make("videoscale", &format!("{prefix}-vscale"))?;
+    scale.set_property("add-borders", true);
+    let size = make("capsfilter", &format!("{prefix}-vcell"))?;
+    bin.add_many([&convert, &scale, &size])?;
+    gst::Element::link_many([upstream, &convert, &scale, &size])?;
+    Ok(Picture { src: expose_static(bin, &size, "src", "picture")?, size })
 }
 
-pub fn mark_packet(last_packet_ms: &AtomicU64) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    last_packet_ms.store(now.as_millis() as u64, Ordering::Relaxed);
+/// A dark slate with the caller's name, for a caller that sends no video.
+fn slate(bin: &gst::Bin, name: &str, fps: u32, element_name: &str) -> Result<Picture, MediaError> {
+    let source = make("videotestsrc", &format!("{element_name}-src"))?;
+    source.set_property("is-live", true);
+    source.set_property_from_str("pattern", "solid-color");
+    source.set_property("foreground-color", SLATE_COLOUR);
+    let caps = make("capsfilter", &format!("{element_name}-caps"))?;
+    // At the canvas frame rate: a slower live source makes the
+    // compositor wait for it and the encoder then drops frames in bursts.
+    caps.set_property(
+        "caps",
+        gst::Caps::builder("video/x-raw")
+            .field("width", 320)
+            .field("height", 180)
+            .field("framerate", gst::Fraction::new(fps as i32, 1))
+            .build(),
+    );
+    let text = make("textoverlay", &format!("{element_name}-text"))?;
+    // User input goes in as a property value, never into a description.
+    text.set_property("text", name);
+    text.set_property_from_str("halignment", "center");
+    text.set_property_from_str("valignment", "center");
+    text.set_property("font-desc", "Sans Bold 14");
+    text.set_property("shaded-background", false);
+    add_chain(bin, &[&source, &caps, &text])?;
+    scale_to_cell(bin, &text, element_name)
+}
+
+/// Mix format → the codec's rate and channels → encoder bin.
+fn audio_encode_chain(profiles: &Profiles, codec: AudioCodec, prefix: &str) -> Result<Vec<gst::Element>, MediaError> {
+    let (rate, channels) = codec.raw_format();
+    let convert = make("audioconvert", &format!("{prefix}aenc-conv"))?;
+    let resample = make("audioresample", &format!("{prefix}aenc-resample"))?;
+    let caps = make("capsfilter", &format!("{prefix}aenc-caps"))?;
+    caps.set_property(
+        "caps",
+        gst::Caps::builder("audio/x-raw")
+            .field("format", "S16LE")
+            .field("rate", rate as i32)
+            .field("channels", channels as i32)
+            .build(),
+    );
+    let encoder = profiles.audio_encoder(codec, &format!("{prefix}aenc"))?.upcast::<gst::Element>();
+    Ok(vec![convert, resample, caps, encoder])
+}
+
+fn udp_source(name: &str, socket: &gio::Socket, caps: &gst::Caps) -> Result<gst::Element, MediaError> {
+    let src = make("udpsrc", name)?;
+    src.set_property("socket", socket);
+    src.set_property("close-socket", false);
+    src.set_property("caps", caps);
+    Ok(src)
+}
+
+fn udp_sink(name: &str, socket: &gio::Socket, to: std::net::SocketAddr) -> Result<gst::Element, MediaError> {
+    let sink = make("udpsink", name)?;
+    sink.set_property("socket", socket);
+    sink.set_property("close-socket", false);
+    sink.set_property("host", to.ip().to_string());
+    sink.set_property("port", i32::from(to.port()));
+    // The compositor and mixers already pace the media; the network must not wait.
+    sink.set_property("sync", false);
+    sink.set_property("async", false);
+    Ok(sink)
+}
+
+fn gio_socket(fd: OwnedFd) -> Result<gio::Socket, MediaError> {
+    gio::Socket::from_fd(fd).map_err(|e| MediaError::Gst(format!("socket: {e}")))
+}
+
+fn link_to_request(upstream: &gst::Element, rtpbin: &gst::Element, pad_name: &str) -> Result<(), MediaError> {
+    let sink = rtpbin.request_pad_simple(pad_name).ok_or_else(|| MediaError::Gst(format!("rtpbin refused {pad_name}")))?;
+    upstream.static_pad("src").expect("source element has a src pad").link(&sink)?;
+    Ok(())
+}
+
+/// Under rtcp-mux (RFC 5761) RTP and RTCP share one socket: RTCP packet
+/// types 192-223 show as RTP payload types 64-95, which RTP must not use.
+/// RTCP goes to rtpbin's RTCP input through `appsrc`; RTP stays, unless this
+/// caller was negotiated not to send us media.
+fn split_muxed_rtcp(udpsrc: &gst::Element, rtcp_in: &gst::Element, keep_rtp: bool) {
+    let appsrc = rtcp_in.clone().downcast::<gstreamer_app::AppSrc>().expect("appsrc element is an AppSrc");
+    let pad = udpsrc.static_pad("src").expect("udpsrc has a src pad");
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let Some(buffer) = info.buffer() else { return gst::PadProbeReturn::Ok };
+        let is_rtcp = buffer
+            .map_readable()
+            .ok()
+            .and_then(|map| map.get(1).copied())
+            .is_some_and(|second| (192..=223).contains(&second));
+        if is_rtcp {
+            let _ = appsrc.push_buffer(buffer.copy());
+            return gst::PadProbeReturn::Drop;
+        }
+        if keep_rtp { gst::PadProbeReturn::Ok } else { gst::PadProbeReturn::Drop }
+    });
+}
+
+/// Links each stream rtpbin finds (one per SSRC) into the medium's funnel,
+/// so a caller that restarts with a new SSRC keeps its decoder and cell.
+fn route_incoming_streams(rtpbin: &gst::Element, funnels: [Option<gst::Element>; 2], received: [Option<Arc<FlowCounter>>; 2]) {
+    // Weak: rtpbin owns this handler, and the funnels live in the same bin.
+    let funnels = funnels.map(|f| f.map(|f| f.downgrade()));
+    rtpbin.connect_pad_added(move |_, pad| {
+        let name = pad.name();
+        let Some(session) = name.strip_prefix("recv_rtp_src_").and_then(|rest| rest.split('_').next()).and_then(|s| s.parse::<usize>().ok()) else {
+            return;
+        };
+        let Some(Some(funnel)) = funnels.get(session).map(|f| f.as_ref().and_then(|f| f.upgrade())) else { return };
+        let Some(sink) = funnel.request_pad_simple("sink_%u") else { return };
+        if pad.link(&sink).is_err() {
+            return;
+        }
+        if let Some(Some(counter)) = received.get(session) {
+            count_on(pad, counter.clone(), Measure::Buffers);
+        }
+        if session == VIDEO_SESSION as usize {
+            // A new video stream: ask its sender for a keyframe now rather
+            // than waiting for its next scheduled one.
+            request_keyframe_upstream(&sink);
+        }
+    });
+}
+
+/// Sends a force-key-unit event upstream from `pad`: to an encoder it means
+/// "emit a keyframe", to rtpbin's receive side it becomes a PLI/FIR.
+pub fn request_keyframe_upstream(pad: &gst::Pad) {
+    let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder().all_headers(true).build();
+    pad.push_event(event);
 }
 
 /// RTP caps for rtpbin's receive side (what `request-pt-map` would return).

@@ -1,26 +1,26 @@
 //! Links between parts of a running pipeline that come and go on their own:
-//! callers, shared encoders and the composition's fixed core. Removing one
-//! part must leave every other part streaming, so each cross link is
-//! recorded with its two owners and torn down in a fixed order.
+//! callers, shared encoders, outputs and the composition's fixed core.
+//! Removing one part must leave every other part streaming, so each cross
+//! link is recorded with its two owners, and undone by the part's teardown.
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use crate::model::codec::VideoCodec;
-use crate::model::ids::ParticipantId;
+use super::part;
+use crate::model::ids::{OutputId, ParticipantId};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Owner {
-    /// The composition's core: compositor, mixers' shared sources, tees.
+    /// The composition's core: compositor, canvas tee, broadcast encode.
     Core,
     Participant(ParticipantId),
-    Encoder(VideoCodec),
-    /// A live output (HLS, recording) by its id.
-    Output(String),
+    /// A shared return encoder, by its bin's name.
+    Encoder(String),
+    Output(OutputId),
 }
 
 #[derive(Debug)]
-struct CrossLink {
+pub struct CrossLink {
     src: gst::Pad,
     sink: gst::Pad,
     from: Owner,
@@ -29,7 +29,7 @@ struct CrossLink {
     pending: bool,
 }
 
-/// The elements a part owns, and every link that crosses into or out of it.
+/// Every link that crosses from one part into another.
 #[derive(Debug, Default)]
 pub struct Topology {
     links: Vec<CrossLink>,
@@ -38,7 +38,7 @@ pub struct Topology {
 impl Topology {
     /// Links `src` (owned by `from`) to `sink` (owned by `to`) and records it.
     ///
-    /// A sink whose element is not playing yet (a part being built) is only
+    /// A sink whose part is not playing yet (a part being built) is only
     /// linked by `link_pending`, once that part plays. A running tee linked to
     /// an inactive pad pushes its sticky events there first, gets FLUSHING
     /// back before any probe can drop the buffer, and returns it upstream:
@@ -53,7 +53,7 @@ impl Topology {
         Ok(())
     }
 
-    /// Makes the pending links of `owner`: call once its elements play.
+    /// Makes the pending links of `owner`: call once its part plays.
     pub fn link_pending(&mut self, owner: &Owner) -> Result<(), gst::PadLinkError> {
         for link in self.links.iter_mut().filter(|l| l.pending && (&l.from == owner || &l.to == owner)) {
             link.src.link(&link.sink)?;
@@ -62,33 +62,24 @@ impl Topology {
         Ok(())
     }
 
-    /// Detaches `owner` and stops its `elements`, leaving the rest playing:
-    /// 1. every link touching it drops buffers, so no shared element pushes
-    ///    into a part that is shutting down, nor the reverse;
-    /// 2. its elements go to NULL, stopping their streaming threads;
-    /// 3. links are undone and request pads given back to their elements;
-    /// 4. its elements leave the pipeline.
-    pub fn remove(&mut self, owner: &Owner, pipeline: &gst::Pipeline, elements: &[gst::Element]) {
+    /// Takes every link touching `owner` out of the topology. From now on
+    /// they carry no buffer in either direction (a probe drops them where
+    /// they leave their source), so no shared element pushes into a part
+    /// that is shutting down, nor the reverse. Non-blocking: undoing them
+    /// ([`undo`]) is the teardown's job, off the engine thread.
+    pub fn detach(&mut self, owner: &Owner) -> Vec<CrossLink> {
         let (touching, kept): (Vec<CrossLink>, Vec<CrossLink>) =
             std::mem::take(&mut self.links).into_iter().partition(|l| &l.from == owner || &l.to == owner);
         self.links = kept;
-
         for link in touching.iter().filter(|l| !l.pending) {
             link.src.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, |_, _| gst::PadProbeReturn::Drop);
         }
-        for element in elements {
-            let _ = element.set_state(gst::State::Null);
-        }
-        for link in &touching {
-            if !link.pending {
-                let _ = link.src.unlink(&link.sink);
-            }
-            release_if_requested(&link.src);
-            release_if_requested(&link.sink);
-        }
-        for element in elements {
-            let _ = pipeline.remove(element);
-        }
+        touching
+    }
+
+    /// Where the recorded link from `src` goes (a caller's compositor pad, say).
+    pub fn peer_of(&self, src: &gst::Pad) -> Option<gst::Pad> {
+        self.links.iter().find(|l| &l.src == src).map(|l| l.sink.clone())
     }
 
     /// How many links come out of `from` (e.g. callers fed by an encoder).
@@ -97,9 +88,17 @@ impl Topology {
     }
 }
 
-fn release_if_requested(pad: &gst::Pad) {
-    let requested = pad.pad_template().is_some_and(|t| t.presence() == gst::PadPresence::Request);
-    if requested && let Some(element) = pad.parent_element() {
-        element.release_request_pad(pad);
+/// Unlinks detached links and gives their request pads back to the shared
+/// elements. Done before the part stops: releasing an aggregator's pad
+/// flushes it, which wakes a streaming thread of the part that waits there
+/// (a serialized query waits until the compositor has taken everything
+/// queued on its pad), so that the part's own pads can then deactivate.
+pub fn undo(links: &[CrossLink]) {
+    for link in links {
+        if !link.pending {
+            let _ = link.src.unlink(&link.sink);
+        }
+        part::release(&link.src);
+        part::release(&link.sink);
     }
 }

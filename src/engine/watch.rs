@@ -1,0 +1,169 @@
+//! The watchdogs of a composition, read on the engine's tick: every flow
+//! that should move (each way of each caller's media, the composite, each
+//! output's bytes) has a [`FlowWatch`]; a flow that stops shows in the API
+//! (`state`, `last_error`) and is logged at warn level, and again at info
+//! level when it moves again. Reading them costs a few atomic loads.
+
+use std::time::{Duration, Instant};
+
+use super::{Composition, OutputRecord, ParticipantState};
+use crate::media::{CompositionMedia, MediumState, ParticipantMedia};
+use crate::model::codec::MediaKind;
+use crate::model::health::{Arm, COMPOSITE_STALL, FlowChange, FlowWatch, LEG_STALL, OUTPUT_STALL};
+use crate::model::ids::CompositionId;
+
+/// Which way a caller's media goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Way {
+    FromCaller,
+    ToCaller,
+}
+
+struct LegWatch {
+    kind: MediaKind,
+    way: Way,
+    watch: FlowWatch,
+}
+
+impl LegWatch {
+    fn count(&self, media: &ParticipantMedia) -> u64 {
+        let medium: Option<&MediumState> = match self.kind {
+            MediaKind::Audio => media.audio.as_ref(),
+            MediaKind::Video => media.video.as_ref(),
+        };
+        medium.map_or(0, |m| match self.way {
+            Way::FromCaller => m.received.count(),
+            Way::ToCaller => m.sent.count(),
+        })
+    }
+
+    fn problem(&self) -> String {
+        let secs = LEG_STALL.as_secs_f64();
+        match (self.way, self.kind) {
+            (Way::FromCaller, kind) => format!("no {kind} has arrived from the caller for {secs:.1} s"),
+            (Way::ToCaller, MediaKind::Audio) => format!("Tutti has sent the caller no audio (its mix-minus) for {secs:.1} s"),
+            (Way::ToCaller, MediaKind::Video) => format!("Tutti has sent the caller no video (the composite) for {secs:.1} s"),
+        }
+    }
+}
+
+/// One watch per way of each negotiated medium: what the caller sends
+/// (counted from its first packet: a caller may take its time to start),
+/// and what Tutti sends it (counted from the join: it must flow at once).
+pub(super) struct LegWatches(Vec<LegWatch>);
+
+impl LegWatches {
+    pub(super) fn new(media: &ParticipantMedia, now: Instant) -> LegWatches {
+        let mut watches = Vec::new();
+        for medium in media.media() {
+            let kind = medium.negotiated.kind();
+            let direction = medium.negotiated.direction;
+            if direction.receives() {
+                watches.push(LegWatch { kind, way: Way::FromCaller, watch: FlowWatch::new(now, LEG_STALL, Arm::OnFirstMovement) });
+            }
+            if direction.sends() {
+                watches.push(LegWatch { kind, way: Way::ToCaller, watch: FlowWatch::new(now, LEG_STALL, Arm::AtOnce) });
+            }
+        }
+        LegWatches(watches)
+    }
+
+    fn interrupted(&self) -> bool {
+        self.0.iter().any(|w| w.watch.stalled())
+    }
+}
+
+/// The composite's pulse: frames out of the compositor.
+pub(super) struct CompositeWatch {
+    watch: FlowWatch,
+    pub(super) last_error: Option<String>,
+}
+
+impl CompositeWatch {
+    pub(super) fn new(now: Instant) -> CompositeWatch {
+        CompositeWatch { watch: FlowWatch::new(now, COMPOSITE_STALL, Arm::AtOnce), last_error: None }
+    }
+
+    pub(super) fn frozen(&self) -> bool {
+        self.watch.stalled()
+    }
+}
+
+/// An output's bytes, counted once it has written (or sent) its first.
+pub(super) struct OutputWatch {
+    watch: FlowWatch,
+}
+
+impl OutputWatch {
+    pub(super) fn new(now: Instant) -> OutputWatch {
+        OutputWatch { watch: FlowWatch::new(now, OUTPUT_STALL, Arm::OnFirstMovement) }
+    }
+
+    /// What the API says while it is stalled.
+    pub(super) fn problem(&self) -> Option<String> {
+        self.watch.stalled().then(|| format!("no bytes written or sent for {:.1} s", OUTPUT_STALL.as_secs_f64()))
+    }
+}
+
+impl OutputRecord {
+    pub(super) fn bytes(&self, media: &CompositionMedia) -> u64 {
+        match &self.publisher {
+            Some(publisher) => publisher.stats().bytes_sent,
+            None => media.file_output_status(&self.id).map_or(0, |s| s.bytes_written),
+        }
+    }
+}
+
+impl Composition {
+    /// Feeds every watchdog one reading; reports and records what changed.
+    pub(super) fn watch(&mut self, id: &CompositionId, now: Instant, stale_after: Duration) {
+        if let (Some(composite), Some(frames)) = (&mut self.composite, self.media.composite_frames()) {
+            match composite.watch.observe(frames, now) {
+                Some(FlowChange::Stopped) => {
+                    let problem = format!("the compositor produced no frame for {:.1} s", COMPOSITE_STALL.as_secs_f64());
+                    tracing::warn!(composition = %id, "composite frozen: {problem}");
+                    composite.last_error = Some(problem);
+                }
+                Some(FlowChange::Resumed) => tracing::info!(composition = %id, "composite moving again"),
+                None => {}
+            }
+        }
+        for participant in &mut self.participants {
+            let Some(media) = self.media.participant(&participant.id) else { continue };
+            for leg in &mut participant.watches.0 {
+                match leg.watch.observe(leg.count(media), now) {
+                    Some(FlowChange::Stopped) => {
+                        let problem = leg.problem();
+                        tracing::warn!(composition = %id, participant = %participant.id, "{problem}");
+                        participant.last_error = Some(problem);
+                    }
+                    Some(FlowChange::Resumed) => tracing::info!(
+                        composition = %id, participant = %participant.id, kind = %leg.kind, way = ?leg.way, "media flows again"
+                    ),
+                    None => {}
+                }
+            }
+            let next = ParticipantState::from_media(
+                media.expects_media(),
+                media.last_media_age(),
+                participant.joined.elapsed(),
+                stale_after,
+                participant.watches.interrupted(),
+            );
+            if next != participant.state {
+                tracing::info!(composition = %id, participant = %participant.id, from = ?participant.state, to = ?next, "participant state");
+                participant.state = next;
+            }
+        }
+        for output in &mut self.outputs {
+            let bytes = output.bytes(&self.media);
+            match output.watch.watch.observe(bytes, now) {
+                Some(FlowChange::Stopped) => {
+                    tracing::warn!(composition = %id, output = %output.id, "output stalled: {}", output.watch.problem().unwrap_or_default())
+                }
+                Some(FlowChange::Resumed) => tracing::info!(composition = %id, output = %output.id, "output moving again"),
+                None => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Counters of what passes a pad, written from a pad probe in the streaming
+//! thread and read by the engine: how the API shows packets sent and
+//! received, and how the watchdogs see a flow stop.
+
+use gstreamer as gst;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How much has passed, and when it last did.
+#[derive(Debug, Default)]
+pub struct FlowCounter {
+    count: AtomicU64,
+    /// Milliseconds since the Unix epoch of the last time; 0 before the first.
+    last_ms: AtomicU64,
+}
+
+impl FlowCounter {
+    pub fn add(&self, n: u64) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        self.count.fetch_add(n, Ordering::Relaxed);
+        self.last_ms.store(now.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// When something last passed, if it ever did.
+    pub fn last(&self) -> Option<SystemTime> {
+        match self.last_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(UNIX_EPOCH + Duration::from_millis(ms)),
+        }
+    }
+}
+
+/// What a counter counts.
+#[derive(Clone, Copy, Debug)]
+pub enum Measure {
+    /// Buffers (RTP packets, video frames).
+    Buffers,
+    Bytes,
+}
+
+/// Counts every buffer (or its bytes) that `pad` passes into `counter`.
+pub fn count_on(pad: &gst::Pad, counter: Arc<FlowCounter>, measure: Measure) {
+    use gst::prelude::*;
+    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, info| {
+        let amount = match (&info.data, measure) {
+            (Some(gst::PadProbeData::Buffer(_)), Measure::Buffers) => 1,
+            (Some(gst::PadProbeData::Buffer(b)), Measure::Bytes) => b.size() as u64,
+            (Some(gst::PadProbeData::BufferList(l)), Measure::Buffers) => l.len() as u64,
+            (Some(gst::PadProbeData::BufferList(l)), Measure::Bytes) => l.calculate_size() as u64,
+            _ => 0,
+        };
+        if amount > 0 {
+            counter.add(amount);
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_counter_knows_nothing_passed_until_something_does() {
+        let counter = FlowCounter::default();
+        assert_eq!((counter.count(), counter.last()), (0, None));
+        counter.add(3);
+        counter.add(2);
+        assert_eq!(counter.count(), 5);
+        assert!(counter.last().is_some());
+    }
+}
