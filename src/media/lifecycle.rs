@@ -107,6 +107,7 @@ impl Reaper {
         let inner = self.inner.clone();
         let run = move || {
             job();
+            give_back_freed_memory();
             let Some(stopping) = inner.stopping.lock().expect("reaper lock").remove(&ticket) else { return };
             let after = stopping.since.elapsed();
             if stopping.reported_stuck {
@@ -144,6 +145,24 @@ impl Reaper {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<StopTicket, Stopping>> {
         self.inner.stopping.lock().expect("reaper lock")
+    }
+}
+
+/// Hands the heap pages freed by a stopped part back to the system.
+///
+/// A part's buffers are allocated by its streaming and decoder threads,
+/// each in a glibc malloc arena of its own; when the part stops they are
+/// freed but stay in those arenas, and the next part's threads land in
+/// other arenas. Measured: 500 joins and leaves grew the server by 150 MiB
+/// with no GStreamer object left alive (the leaks tracer counted the same
+/// 680 objects after 5 and after 45 of them), and `malloc_trim(0)` gave
+/// 132 MiB of it back at once. So each teardown trims (a few ms, on the
+/// teardown's own thread).
+fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas; any thread may call it.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
