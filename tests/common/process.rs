@@ -34,6 +34,10 @@ impl ChildProcess {
         Ok(Self { name: name.to_owned(), child, log: log.to_owned() })
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The exit status if the process has ended (reaping it), `None` while it runs.
     pub fn exit_status(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
@@ -130,5 +134,36 @@ fn poll(timeout: Duration, mut ready: impl FnMut() -> Result<bool>) -> Result<bo
             return Ok(false);
         }
         thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// What a process holds, read from /proc: to tell whether it gives back what
+/// parts that came and went had taken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Footprint {
+    pub fds: usize,
+    /// Thread names (Linux keeps 15 characters) and how many have each.
+    pub threads: std::collections::BTreeMap<String, usize>,
+    pub rss_kib: u64,
+}
+
+impl Footprint {
+    pub fn of(pid: u32) -> Result<Footprint> {
+        let fds = fs::read_dir(format!("/proc/{pid}/fd"))?.count();
+        let mut threads = std::collections::BTreeMap::new();
+        for task in fs::read_dir(format!("/proc/{pid}/task"))? {
+            // A thread that ended since the listing is simply not counted.
+            if let Ok(name) = fs::read_to_string(task?.path().join("comm")) {
+                *threads.entry(name.trim().to_owned()).or_default() += 1;
+            }
+        }
+        let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let rss = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS in /proc/pid/status")?;
+        let rss_kib = rss.split_whitespace().nth(1).context("empty VmRSS line")?.parse()?;
+        Ok(Footprint { fds, threads, rss_kib })
+    }
+
+    pub fn thread_count(&self) -> usize {
+        self.threads.values().sum()
     }
 }

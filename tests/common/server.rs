@@ -68,7 +68,10 @@ impl Server {
         let dir = tempfile::Builder::new().prefix("tutti-server-").tempdir()?;
         let http_port = free_tcp_port()?;
         let rtp_ports = server_rtp_range(RTP_PORTS)?;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tutti"));
+        // TUTTI_TEST_BINARY runs the suite against another build (a release
+        // binary, or an older one to show that a test catches its bug).
+        let binary = std::env::var_os("TUTTI_TEST_BINARY").unwrap_or_else(|| env!("CARGO_BIN_EXE_tutti").into());
+        let mut cmd = Command::new(binary);
         cmd.args(["serve", "--http", &format!("127.0.0.1:{http_port}")])
             .args(["--rtp-ports", &format!("{}-{}", rtp_ports.0, rtp_ports.1)])
             .args(["--public-ip", "127.0.0.1"])
@@ -103,6 +106,20 @@ impl Server {
     /// Where `record` outputs of this server write.
     pub fn recordings_dir(&self) -> std::path::PathBuf {
         self.dir.as_ref().expect("the temp dir lives as long as the server").path().join("recordings")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// What the server holds now (file descriptors, threads, memory).
+    pub fn footprint(&self) -> Result<super::process::Footprint> {
+        super::process::Footprint::of(self.pid())
+    }
+
+    /// Its RTP/RTCP ports that some socket still has bound.
+    pub fn bound_rtp_ports(&self) -> Vec<u16> {
+        (self.rtp_ports.0..=self.rtp_ports.1).filter(|&port| super::net::udp_port_bound(port)).collect()
     }
 
     /// SIGKILL: no chance to finalize anything.
