@@ -593,6 +593,15 @@ def parse_answer(sdp: str) -> dict[str, dict]:
 
 # --------------------------------------------------------------------------- tutti, the machine, RESULTS.md
 
+def serve_argv(tutti: Path, http_port: int, ports: tuple[int, int], workdir: Path) -> list[str]:
+    """`tutti serve` on loopback only: the API on `http_port`, RTP on `ports`,
+    the embedded RTMP server on a free port, files under `workdir`."""
+    return [str(tutti), "serve", "--http", f"127.0.0.1:{http_port}",
+            "--rtp-ports", f"{ports[0]}-{ports[1]}", "--public-ip", "127.0.0.1", "--rtp-bind", "127.0.0.1",
+            "--rtmp-listen", "127.0.0.1:0", "--hls-dir", str(workdir / "hls"),
+            "--recordings", str(workdir / "recordings"), "--pipelines", str(REPO / "pipelines")]
+
+
 def find_tutti(explicit: str | None, smoke: bool, build: bool) -> Path:
     """The binary to measure: `explicit`; in smoke mode the freshest of the
     release and debug builds (scripts/test.sh has just built the debug one with

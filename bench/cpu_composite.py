@@ -55,7 +55,7 @@ from pathlib import Path
 from benchlib import (CALLERS, CLK_TCK, FPS, KEYFRAME_FRAMES, REPO, BenchError, Drain, Nginx, Proc, Watcher,
                       Workload, cpu_ticks, describe_file, ensure_cache, find_tutti, free_tcp_port, free_udp_range,
                       git_state, http, log, machine_jiffies, machine_line, offer_sdp, parse_answer, run_bench,
-                      run_checked, sender_argv, tail_file, thread_group, thread_ticks, tool_versions, write_section)
+                      run_checked, sender_argv, serve_argv, tail_file, thread_group, thread_ticks, tool_versions, write_section)
 
 # The workload (caller files: see benchlib.Workload).
 OUT_VIDEO_KBPS = 2500
@@ -195,10 +195,7 @@ class TuttiWholeJob(Contender):
         http_port = free_tcp_port()
         first, last = free_udp_range(40)
         self.base = f"http://127.0.0.1:{http_port}"
-        argv = [str(b.tutti), "serve", "--http", f"127.0.0.1:{http_port}",
-                "--rtp-ports", f"{first}-{last}", "--public-ip", "127.0.0.1", "--rtp-bind", "127.0.0.1",
-                "--rtmp-listen", "127.0.0.1:0", "--hls-dir", str(self.dir / "hls"),
-                "--recordings", str(self.dir / "recordings"), "--pipelines", str(REPO / "pipelines")]
+        argv = serve_argv(b.tutti, http_port, (first, last), self.dir)
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
         self.tutti = Proc("tutti", argv, self.dir / "tutti.log", env=env, cwd=REPO)

@@ -51,7 +51,7 @@ from pathlib import Path
 
 from benchlib import (CACHE, REPO, BenchError, Nginx, Proc, bind_rtp_pair, find_tutti, free_tcp_port, free_udp_range,
                       git_state, http, log, offer_sdp, parse_answer, run_bench, run_checked, run_header,
-                      write_section)
+                      serve_argv, write_section)
 
 # The workload.
 WIDTH, HEIGHT, FPS = 1280, 720, 30
@@ -842,11 +842,7 @@ class Run:
         http_port = free_tcp_port()
         first, last = free_udp_range(60)
         self.base = f"http://127.0.0.1:{http_port}"
-        argv = [str(self.b.tutti), "serve", "--http", f"127.0.0.1:{http_port}",
-                "--rtp-ports", f"{first}-{last}", "--public-ip", "127.0.0.1", "--rtp-bind", "127.0.0.1",
-                "--rtmp-listen", "127.0.0.1:0", "--hls-dir", str(self.dir / "hls"),
-                "--recordings", str(self.dir / "recordings"), "--pipelines", str(REPO / "pipelines"),
-                "--jitter-buffer-ms", str(self.jitter_ms)]
+        argv = serve_argv(self.b.tutti, http_port, (first, last), self.dir) + ["--jitter-buffer-ms", str(self.jitter_ms)]
         self.b.tutti_argv = argv
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")

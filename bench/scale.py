@@ -53,7 +53,7 @@ from pathlib import Path
 from benchlib import (CACHE, CALLERS, CLK_TCK, FPS, PT_OPUS, REPO, BenchError, Drain, Nginx, Proc, Watcher, Workload,
                       cpu_ticks, ensure_cache, find_tutti, free_tcp_port, free_udp_range, git_state, http, log,
                       machine_jiffies, machine_line, offer_sdp, parse_answer, run_bench, run_checked, run_header,
-                      sender_argv, thread_group, thread_ticks, write_section)
+                      sender_argv, serve_argv, thread_group, thread_ticks, write_section)
 
 OUT_VIDEO_KBPS = 2500
 FPS_OK = 29.5                 # composite frames/s, at nginx and on every caller's return stream
@@ -125,10 +125,7 @@ class Tutti:
         http_port = free_tcp_port()
         first, last = free_udp_range(4 * callers + 16)
         self.base = f"http://127.0.0.1:{http_port}"
-        self.argv = [str(bench.tutti), "serve", "--http", f"127.0.0.1:{http_port}",
-                     "--rtp-ports", f"{first}-{last}", "--public-ip", "127.0.0.1", "--rtp-bind", "127.0.0.1",
-                     "--rtmp-listen", "127.0.0.1:0", "--hls-dir", str(self.dir / "hls"),
-                     "--recordings", str(self.dir / "recordings"), "--pipelines", str(REPO / "pipelines")]
+        self.argv = serve_argv(bench.tutti, http_port, (first, last), self.dir)
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
         self.proc = Proc(f"tutti-{tag}", self.argv, self.dir / "tutti.log", env=env, cwd=REPO)

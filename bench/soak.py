@@ -30,7 +30,6 @@ dies with this script; everything is on 127.0.0.1. See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import random
@@ -48,7 +47,7 @@ from pathlib import Path
 
 from benchlib import (CACHE, REPO, BenchError, Drain, Nginx, Proc, Workload, ensure_cache, find_tutti, free_tcp_port,
                       free_udp_range, git_state, log, offer_sdp, parse_answer, run_bench, run_header, sender_argv,
-                      write_section)
+                      serve_argv, write_section)
 
 API_DEADLINE = 1.0            # s: every request answered within this
 WATCH_EVERY = 0.5             # s: the watcher's period
@@ -79,10 +78,7 @@ class Server:
         http_port = free_tcp_port()
         self.first, self.last = free_udp_range(200)
         self.base = f"http://127.0.0.1:{http_port}"
-        self.argv = [str(bench.tutti), "serve", "--http", f"127.0.0.1:{http_port}",
-                     "--rtp-ports", f"{self.first}-{self.last}", "--public-ip", "127.0.0.1", "--rtp-bind", "127.0.0.1",
-                     "--rtmp-listen", "127.0.0.1:0", "--hls-dir", str(self.dir / "hls"),
-                     "--recordings", str(self.dir / "recordings"), "--pipelines", str(REPO / "pipelines")]
+        self.argv = serve_argv(bench.tutti, http_port, (self.first, self.last), self.dir)
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
         self.proc = Proc("tutti", self.argv, self.dir / "tutti.log", env=env, cwd=REPO)

@@ -299,18 +299,27 @@ impl Engine {
                 drop(reply.send(Ok(self.compositions.iter().map(|(id, c)| c.view(id)).collect())))
             }
             Command::GetComposition(id, reply) => drop(reply.send(self.get(&id).map(|c| c.view(&id)))),
-            Command::DeleteComposition(id, reply) => self.delete_composition(&id, reply),
+            Command::DeleteComposition(id, reply) => {
+                let removed = self.delete_composition(&id);
+                self.answer_removal(removed, reply)
+            }
             Command::AddParticipant(id, request, reply) => drop(reply.send(self.add_participant(&id, request))),
             Command::GetParticipant(id, pid, reply) => drop(reply.send(
                 self.get(&id).and_then(|c| c.participant_view(&pid).ok_or(EngineError::ParticipantNotFound(id, pid))),
             )),
-            Command::RemoveParticipant(id, pid, reply) => self.remove_participant(&id, &pid, reply),
+            Command::RemoveParticipant(id, pid, reply) => {
+                let removed = self.remove_participant(&id, &pid);
+                self.answer_removal(removed, reply)
+            }
             Command::AddOutput(id, output, reply) => drop(reply.send(self.add_output(&id, &output))),
             Command::GetOutput(id, oid, reply) => drop(reply.send(self.get(&id).and_then(|c| {
                 let output = c.outputs.iter().find(|o| o.id == oid).ok_or(EngineError::OutputNotFound(id.clone(), oid))?;
                 Ok(c.output_view(&id, output))
             }))),
-            Command::RemoveOutput(id, oid, reply) => self.remove_output(&id, &oid, reply),
+            Command::RemoveOutput(id, oid, reply) => {
+                let removed = self.remove_output(&id, &oid);
+                self.answer_removal(removed, reply)
+            }
             Command::Health(reply) => drop(reply.send(Ok(self.health()))),
             Command::Shutdown(_) => unreachable!("handled by run()"),
         }
@@ -395,33 +404,24 @@ impl Engine {
         Ok(composition.output_view(id, record))
     }
 
-    fn remove_output(&mut self, id: &CompositionId, oid: &OutputId, reply: Reply<Removal>) {
-        let removed = self.get_mut(id).and_then(|composition| {
-            let index = composition
-                .outputs
-                .iter()
-                .position(|o| &o.id == oid)
-                .ok_or_else(|| EngineError::OutputNotFound(id.clone(), oid.clone()))?;
-            composition.outputs.remove(index);
-            Ok(composition.media.remove_output(oid))
-        });
-        match removed {
-            Ok(ticket) => {
-                tracing::info!(composition = %id, output = %oid, "output removed");
-                self.answer_when_stopped(ticket, reply);
-            }
-            Err(e) => drop(reply.send(Err(e))),
-        }
+    fn remove_output(&mut self, id: &CompositionId, oid: &OutputId) -> Result<Option<StopTicket>, EngineError> {
+        let composition = self.get_mut(id)?;
+        let index = composition
+            .outputs
+            .iter()
+            .position(|o| &o.id == oid)
+            .ok_or_else(|| EngineError::OutputNotFound(id.clone(), oid.clone()))?;
+        composition.outputs.remove(index);
+        let ticket = composition.media.remove_output(oid);
+        tracing::info!(composition = %id, output = %oid, "output removed");
+        Ok(ticket)
     }
 
-    fn delete_composition(&mut self, id: &CompositionId, reply: Reply<Removal>) {
-        let Some(composition) = self.compositions.remove(id) else {
-            let _ = reply.send(Err(EngineError::CompositionNotFound(id.clone())));
-            return;
-        };
+    fn delete_composition(&mut self, id: &CompositionId) -> Result<Option<StopTicket>, EngineError> {
+        let composition = self.compositions.remove(id).ok_or_else(|| EngineError::CompositionNotFound(id.clone()))?;
         let ticket = composition.media.shutdown();
         tracing::info!(composition = %id, "composition deleted");
-        self.answer_when_stopped(Some(ticket), reply);
+        Ok(Some(ticket))
     }
 
     fn add_participant(&mut self, id: &CompositionId, request: JoinRequest) -> Result<Joined, EngineError> {
@@ -479,31 +479,27 @@ impl Engine {
         Ok(Joined { participant, answer })
     }
 
-    fn remove_participant(&mut self, id: &CompositionId, pid: &ParticipantId, reply: Reply<Removal>) {
-        let removed = self.get_mut(id).and_then(|composition| {
-            let index = composition
-                .participants
-                .iter()
-                .position(|p| &p.id == pid)
-                .ok_or_else(|| EngineError::ParticipantNotFound(id.clone(), pid.clone()))?;
-            composition.participants.remove(index);
-            Ok(composition.media.remove_participant(pid))
-        });
-        match removed {
-            Ok(ticket) => {
-                tracing::info!(composition = %id, participant = %pid, "participant left");
-                self.answer_when_stopped(ticket, reply);
-            }
-            Err(e) => drop(reply.send(Err(e))),
-        }
+    fn remove_participant(&mut self, id: &CompositionId, pid: &ParticipantId) -> Result<Option<StopTicket>, EngineError> {
+        let composition = self.get_mut(id)?;
+        let index = composition
+            .participants
+            .iter()
+            .position(|p| &p.id == pid)
+            .ok_or_else(|| EngineError::ParticipantNotFound(id.clone(), pid.clone()))?;
+        composition.participants.remove(index);
+        let ticket = composition.media.remove_participant(pid);
+        tracing::info!(composition = %id, participant = %pid, "participant left");
+        Ok(ticket)
     }
 
-    /// Answers a removal now if nothing is left to stop, else once its part
-    /// has stopped or [`REPLY_DEADLINE`] has passed, whichever comes first.
-    fn answer_when_stopped(&mut self, ticket: Option<StopTicket>, reply: Reply<Removal>) {
-        match ticket {
-            None => drop(reply.send(Ok(Removal::Stopped))),
-            Some(ticket) => drop(self.pending_removals.insert(ticket, PendingRemoval { reply, since: Instant::now() })),
+    /// Answers a removal: an error or, if nothing is left to stop, at once;
+    /// else once its part has stopped or [`REPLY_DEADLINE`] has passed,
+    /// whichever comes first.
+    fn answer_removal(&mut self, removed: Result<Option<StopTicket>, EngineError>, reply: Reply<Removal>) {
+        match removed {
+            Err(e) => drop(reply.send(Err(e))),
+            Ok(None) => drop(reply.send(Ok(Removal::Stopped))),
+            Ok(Some(ticket)) => drop(self.pending_removals.insert(ticket, PendingRemoval { reply, since: Instant::now() })),
         }
     }
 
