@@ -31,8 +31,8 @@ pub fn app(engine: EngineHandle, hls_dir: PathBuf) -> Router {
         .route("/v1/compositions/{id}/outputs", get(list_outputs).post(add_output))
         .route("/v1/compositions/{id}/outputs/{oid}", get(get_output).delete(remove_output))
         .route(
-            "/hls/{id}/{file}",
-            get(move |path: Path<(String, String)>| serve_hls(hls_dir.clone(), path)),
+            "/hls/{id}/{oid}/{file}",
+            get(move |path: Path<(String, String, String)>| serve_hls(hls_dir.clone(), path)),
         )
         .merge(crate::web::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
@@ -79,6 +79,7 @@ impl From<EngineError> for ApiError {
             EngineError::Sdp(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "no_common_codec"),
             EngineError::PortsExhausted(_) => (StatusCode::SERVICE_UNAVAILABLE, "ports_exhausted"),
             EngineError::CompositionFull(..) => (StatusCode::CONFLICT, "composition_full"),
+            EngineError::OutputConflict(..) => (StatusCode::CONFLICT, "output_conflict"),
             EngineError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             EngineError::Media(MediaError::StartTimeout { .. }) => {
                 tracing::warn!("{message}");
@@ -269,11 +270,12 @@ async fn remove_output(State(engine): State<EngineHandle>, Path((id, oid)): Path
 }
 
 /// HLS playlists and segments, with CORS so any page can play them.
-async fn serve_hls(hls_dir: PathBuf, Path((id, file)): Path<(String, String)>) -> Result<Response, ApiError> {
-    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no HLS file {file} for composition {id}"));
-    // Only plain names written by hlssink2: no path can leave the directory.
+/// An HLS output's playlist and segments, from `{hls_dir}/{composition}/{output}/`.
+async fn serve_hls(hls_dir: PathBuf, Path((id, oid, file)): Path<(String, String, String)>) -> Result<Response, ApiError> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no HLS file {file} for output {oid} of composition {id}"));
+    // Only plain names (ids, and what hlssink2 writes): no path can leave the directory.
     let plain = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') && !s.starts_with('.');
-    if !plain(&id) || !plain(&file) {
+    if ![&id, &oid, &file].into_iter().all(|s| plain(s)) {
         return Err(not_found());
     }
     let (content_type, cache) = match file.rsplit_once('.').map(|(_, ext)| ext) {
@@ -281,7 +283,7 @@ async fn serve_hls(hls_dir: PathBuf, Path((id, file)): Path<(String, String)>) -
         Some("ts") => ("video/mp2t", "max-age=60"),
         _ => return Err(not_found()),
     };
-    let bytes = tokio::fs::read(hls_dir.join(&id).join(&file)).await.map_err(|_| not_found())?;
+    let bytes = tokio::fs::read(hls_dir.join(&id).join(&oid).join(&file)).await.map_err(|_| not_found())?;
     Ok((
         [
             (header::CONTENT_TYPE, content_type),

@@ -41,6 +41,8 @@ async fn start(rtp_pairs: u16) -> Api {
         rtp_ports: PortRange { first, last: first + rtp_pairs * 2 - 1 },
         rtp_bind: Ipv4Addr::LOCALHOST.into(),
         pipelines_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines"),
+        // Outside the source tree: the conflict check records a file.
+        recordings_dir: std::env::temp_dir().join(format!("tutti-api-test-recordings-{}", std::process::id())),
         ..Config::default()
     };
     let profiles = Profiles::load(&config.pipelines_dir).unwrap();
@@ -182,6 +184,12 @@ async fn bad_input_gets_clear_errors_and_disturbs_no_one() {
     assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_composition"), "{body}");
     let (status, body) = api.get(&format!("{outputs}/nope")).await;
     assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "output_not_found"));
+    // Two outputs writing the same file: the second is a conflict, naming the first.
+    let (status, first) = api.post_json(&outputs, r#"{"kind": "record", "path": "same.mkv"}"#).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (status, body) = api.post_json(&outputs, r#"{"kind": "record", "path": "./same.mkv"}"#).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "output_conflict"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains(first["id"].as_str().unwrap()), "{body}");
 
     // Malformed SDP, as SDP and inside JSON.
     let (status, _, text) = api.send(reqwest::Method::POST, &participants, Some("application/sdp"), "hello, I am not SDP").await;

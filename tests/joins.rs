@@ -90,7 +90,7 @@ fn join_round(server: &Server, round: usize) -> Result<()> {
         ensure!(participant["state"] != "interrupted", "the watchdog reports {}: {participant}", participant["name"]);
     }
     let deleted = server.delete(&format!("/v1/compositions/{id}"))?;
-    ensure!(deleted.status == 204, "DELETE of the composition answered {}", deleted.status);
+    ensure!(deleted.status == 204 || deleted.status == 202, "DELETE of the composition answered {}", deleted.status);
     Ok(())
 }
 

@@ -150,7 +150,10 @@ fn one_encode_feeds_nginx_twice_hls_recordings_and_the_embedded_server() -> Resu
     check_live_timing(&one, capture_dir.path(), 4)?;
 
     // HLS: playlist and every listed segment, with the right headers.
-    let playlist_url = format!("/hls/{id}/index.m3u8");
+    let hls = composition["outputs"].as_array().and_then(|o| o.iter().find(|o| o["kind"] == "hls")).context("the HLS output")?;
+    let playlist_url = hls["playlist_url"].as_str().context("playlist_url")?.to_owned();
+    let hls_dir = playlist_url.trim_end_matches("index.m3u8");
+    ensure!(playlist_url == format!("/hls/{id}/{}/index.m3u8", hls["id"].as_str().unwrap_or_default()), "playlist at {playlist_url}");
     let playlist = server.get(&playlist_url)?;
     ensure!(playlist.status == 200, "GET {playlist_url}: {}", playlist.status);
     ensure!(playlist.header("content-type") == Some("application/vnd.apple.mpegurl"), "playlist type {:?}", playlist.header("content-type"));
@@ -159,14 +162,14 @@ fn one_encode_feeds_nginx_twice_hls_recordings_and_the_embedded_server() -> Resu
     let segments: Vec<&str> = playlist.body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
     ensure!(segments.len() >= 2, "only {} segments listed", segments.len());
     for segment in &segments {
-        let response = server.get(&format!("/hls/{id}/{segment}"))?;
+        let response = server.get(&format!("{hls_dir}{segment}"))?;
         ensure!(response.header("content-type") == Some("video/mp2t"), "{segment}: type {:?}", response.header("content-type"));
         let path = capture_dir.path().join(segment);
-        std::fs::write(&path, server.get_bytes(&format!("/hls/{id}/{segment}"))?)?;
+        std::fs::write(&path, server.get_bytes(&format!("{hls_dir}{segment}"))?)?;
         let probe = ffprobe(path.to_str().context("path")?, &[])?;
         check_broadcast(&probe, segment)?;
     }
-    ensure!(server.get(&format!("/hls/{id}/../../etc/passwd"))?.status == 404, "HLS paths must stay in their directory");
+    ensure!(server.get(&format!("{hls_dir}../../../etc/passwd"))?.status == 404, "HLS paths must stay in their directory");
 
     // The embedded RTMP server plays the same composition.
     let play = composition["rtmp_play_url"].as_str().context("rtmp_play_url")?;

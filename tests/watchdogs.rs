@@ -67,6 +67,13 @@ fn caller_goes_quiet(server: &Server) -> Result<()> {
     let (mut caller, participant) = joined(server, &id, CallerSpec::new("quiet", Colour::Red, 500.0))?;
     let location = participant.location;
     wait_for(server, &location, Duration::from_secs(5), "the caller active", |p| p["state"] == "active")?;
+    // The composite's pulse, which the freeze watchdog reads, beats at the frame rate.
+    let frames = |body: &Value| body["composite_frames"].as_u64().unwrap_or(0);
+    let before = server.get(&format!("/v1/compositions/{id}"))?.json()?;
+    sleep(Duration::from_secs(1));
+    let after = server.get(&format!("/v1/compositions/{id}"))?.json()?;
+    let fps = frames(&after) - frames(&before);
+    ensure!((25..=35).contains(&fps) && after["state"] == "running", "composite at {fps} frames/s: {after}");
 
     caller.kill_sender();
     let silent_since = Instant::now();

@@ -105,12 +105,10 @@ fn page_plays_the_hls_output() -> Result<()> {
     }
     ensure!(response.status == 201, "creating a composition with an HLS output: {response:?}");
     let id = composition["id"].as_str().context("a composition id")?;
-    let playlist = format!("/hls/{id}/index.m3u8");
     let hls = composition["outputs"].as_array().and_then(|outputs| outputs.iter().find(|o| o["kind"] == "hls"));
-    ensure!(
-        hls.is_some_and(|o| o["playlist_url"] == playlist),
-        "the HLS output should be at {playlist}: {composition}"
-    );
+    let hls = hls.with_context(|| format!("no HLS output: {composition}"))?;
+    let playlist = format!("/hls/{id}/{}/index.m3u8", hls["id"].as_str().unwrap_or_default());
+    ensure!(hls["playlist_url"] == playlist, "the HLS output should be at {playlist}: {composition}");
     // After a timeout, whether the server has the playlist tells a page bug from a server one.
     let server_side = || match server.get(&playlist) {
         Ok(response) if response.status == 200 => format!("GET {playlist} answers 200"),

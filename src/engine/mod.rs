@@ -57,6 +57,8 @@ pub enum EngineError {
     Sdp(#[from] SdpError),
     #[error(transparent)]
     PortsExhausted(#[from] PortsExhausted),
+    #[error("output {1} of composition {0} already writes there")]
+    OutputConflict(CompositionId, OutputId),
     #[error("composition {0} already has {1} participants, the most it takes")]
     CompositionFull(CompositionId, usize),
     #[error("media pipeline: {0}")]
@@ -372,6 +374,13 @@ impl Engine {
         let valid = output.validate()?;
         let runtime = self.services.runtime.clone();
         let paths = OutputPaths { hls_dir: self.config.hls_dir.clone(), recordings_dir: self.config.recordings_dir.clone() };
+        let taken = self.compositions.iter().find_map(|(cid, c)| {
+            let output = c.outputs.iter().find(|o| valid.collides_with(&o.valid))?;
+            Some(EngineError::OutputConflict(cid.clone(), output.id.clone()))
+        });
+        if let Some(conflict) = taken {
+            return Err(conflict);
+        }
         let composition = self.get_mut(id)?;
         if composition.config.audio_only {
             return Err(InvalidConfig(NO_OUTPUTS_WITHOUT_VIDEO.into()).into());
@@ -524,6 +533,9 @@ impl Engine {
                 } else if let Some(o) = c.outputs.iter_mut().find(|o| output_part_name(&o.id) == part) {
                     tracing::warn!(composition = %composition, output = %o.id, %element, "output failed: {message}");
                     o.failure = Some(message);
+                } else if !part.is_empty() {
+                    // A part removed from the API, still stopping: nobody to report it to.
+                    tracing::info!(composition = %composition, %part, %element, "error from a part being removed: {message}");
                 } else {
                     tracing::error!(composition = %composition, %element, "media error: {message}");
                 }

@@ -201,7 +201,7 @@ impl Composition {
             }
             (valid, _) => {
                 match valid {
-                    ValidOutput::Hls => view.playlist_url = Some(format!("/hls/{id}/index.m3u8")),
+                    ValidOutput::Hls => view.playlist_url = Some(format!("/hls/{id}/{}/index.m3u8", output.id)),
                     ValidOutput::Record { relative_path, .. } => view.path = Some(relative_path.display().to_string()),
                     ValidOutput::Rtmp(_) => {}
                 }

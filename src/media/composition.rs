@@ -21,7 +21,7 @@ use std::time::Duration;
 use super::flow::{FlowCounter, Measure, count_on};
 use super::lifecycle::{self, Reaper, StopTicket, Teardown};
 use super::mixer::{AudioMix, MixFormat};
-use super::part::{Fanout, add_chain, expose_static, new_bin};
+use super::part::{Fanout, add_chain, expose_static};
 use super::participant::{JoiningMedium, LegContext, ParticipantMedia};
 use super::profiles::{EncoderSettings, Profiles};
 use super::topology::{self, Owner, Topology};
@@ -268,22 +268,29 @@ impl CompositionMedia {
 
     /// Stops the whole pipeline off this thread, recordings finalized first;
     /// every element, socket and port is released when the ticket comes back.
+    /// As for one part: nothing crosses between parts any more, recordings
+    /// get their EOS, the shared elements' pads are released (which wakes a
+    /// thread waiting on the compositor), and only then does it all go to NULL.
     pub fn shutdown(mut self) -> StopTicket {
         let what = format!("composition {}", self.id);
         let reaper = self.reaper.clone();
         reaper.reap(Teardown::new(what, move || {
-            let fuses = self.fuses.clone();
-            for (oid, output) in self.outputs.drain() {
+            let links = self.topology.detach_all();
+            let outputs: Vec<(OutputId, OutputMedia)> = self.outputs.drain().collect();
+            for (id, output) in &outputs {
                 match output {
                     OutputMedia::Rtmp(publisher) => publisher.stop(),
-                    OutputMedia::File(file) => {
-                        file.finalize_recording(tripped(&fuses, &output_part_name(&oid)));
-                        file.remove_hls_files();
-                    }
+                    OutputMedia::File(file) => file.finalize_recording(tripped(&self.fuses, &output_part_name(id))),
                 }
             }
             self.mix.stop();
+            topology::undo(&links);
             let _ = self.pipeline.set_state(gst::State::Null);
+            for (_, output) in outputs {
+                if let OutputMedia::File(file) = output {
+                    file.remove_hls_files();
+                }
+            }
             if let Some(bus) = self.pipeline.bus() {
                 bus.unset_sync_handler();
             }
@@ -334,7 +341,7 @@ impl CompositionMedia {
         self.serial += 1;
         let name = format!("enc-{}-{}-{}", codec.encoder_profile_name(), self.id, self.serial);
         let owner = Owner::Encoder(name.clone());
-        let bin = new_bin(&name);
+        let bin = gst::Bin::with_name(&name);
         let shares_broadcast = codec == VideoCodec::H264 { packetization_mode: 1 };
         let mut chain = Vec::new();
         if !shares_broadcast {
@@ -428,7 +435,10 @@ impl CompositionMedia {
                 self.outputs.insert(id.clone(), OutputMedia::Rtmp(publisher));
                 return Ok(());
             }
-            ValidOutput::Hls => FileOutput::hls(&name, paths.hls_dir.join(self.id.as_str()), self.config.video.keyframe_interval_secs)?,
+            // A directory per output: a new HLS output never shares it with one still stopping.
+            ValidOutput::Hls => {
+                FileOutput::hls(&name, paths.hls_dir.join(self.id.as_str()).join(id.as_str()), self.config.video.keyframe_interval_secs)?
+            }
             ValidOutput::Record { relative_path, format } => FileOutput::recording(&name, paths.recordings_dir.join(relative_path), *format)?,
         };
         let owner = Owner::Output(id.clone());

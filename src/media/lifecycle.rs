@@ -57,10 +57,6 @@ impl Teardown {
     pub fn new(what: impl Into<String>, job: impl FnOnce() + Send + 'static) -> Teardown {
         Teardown { what: what.into(), job: Box::new(job) }
     }
-
-    pub fn what(&self) -> &str {
-        &self.what
-    }
 }
 
 /// Identifies one teardown in the [`MediaEvent::Stopped`] that ends it.

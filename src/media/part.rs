@@ -21,11 +21,6 @@ use gstreamer::prelude::*;
 
 use super::MediaError;
 
-/// A new, empty part.
-pub fn new_bin(name: &str) -> gst::Bin {
-    gst::Bin::with_name(name)
-}
-
 /// Adds `elements` to `bin` and links them in a chain.
 pub fn add_chain(bin: &gst::Bin, elements: &[&gst::Element]) -> Result<(), MediaError> {
     bin.add_many(elements.iter().copied())?;

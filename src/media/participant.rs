@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use super::flow::{FlowCounter, Measure, count_on};
 use super::mixer::AudioMix;
-use super::part::{add_chain, expose_static, new_bin};
+use super::part::{add_chain, expose_static};
 use super::profiles::Profiles;
 use super::{MediaError, make};
 use crate::model::codec::{AudioCodec, Codec, MediaKind, VideoCodec};
@@ -124,7 +124,7 @@ impl ParticipantMedia {
     ) -> Result<ParticipantMedia, MediaError> {
         let prefix = format!("caller-{id}");
         let n = |role: &str| format!("{prefix}-{role}");
-        let bin = new_bin(&prefix);
+        let bin = gst::Bin::with_name(&prefix);
         let rtpbin = make("rtpbin", &n("rtpbin"))?;
         rtpbin.set_property("latency", context.jitter_buffer.as_millis() as u32);
         // AVPF timing lets a PLI leave at once rather than at the next regular RTCP report.

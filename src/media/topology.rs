@@ -72,9 +72,19 @@ impl Topology {
             std::mem::take(&mut self.links).into_iter().partition(|l| &l.from == owner || &l.to == owner);
         self.links = kept;
         for link in touching.iter().filter(|l| !l.pending) {
-            link.src.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, |_, _| gst::PadProbeReturn::Drop);
+            drop_buffers(&link.src);
         }
         touching
+    }
+
+    /// Takes every link out, as `detach` does for one part: the whole
+    /// composition is stopping.
+    pub fn detach_all(&mut self) -> Vec<CrossLink> {
+        let links = std::mem::take(&mut self.links);
+        for link in links.iter().filter(|l| !l.pending) {
+            drop_buffers(&link.src);
+        }
+        links
     }
 
     /// Where the recorded link from `src` goes (a caller's compositor pad, say).
@@ -86,6 +96,10 @@ impl Topology {
     pub fn count_from(&self, from: &Owner) -> usize {
         self.links.iter().filter(|l| &l.from == from).count()
     }
+}
+
+fn drop_buffers(src: &gst::Pad) {
+    src.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, |_, _| gst::PadProbeReturn::Drop);
 }
 
 /// Unlinks detached links and gives their request pads back to the shared

@@ -12,7 +12,7 @@ use crate::rtmp::RtmpUrl;
 pub enum OutputConfig {
     /// Push to an RTMP(S) ingest: `rtmp://host[:port]/app/key`.
     Rtmp { url: String },
-    /// HLS served by Tutti at `/hls/{composition_id}/index.m3u8`.
+    /// HLS served by Tutti at `/hls/{composition_id}/{output_id}/index.m3u8`.
     Hls {},
     /// A file under the recordings directory: `.mkv` (Matroska) or `.mp4`
     /// (fragmented MP4); both stay playable if Tutti is killed mid-way.
@@ -86,6 +86,21 @@ impl ValidOutput {
             ValidOutput::Record { .. } => OutputKind::Record,
         }
     }
+
+    /// Whether `self` would write where `other` already does: the same
+    /// recording file, or the same RTMP stream (the ingest would refuse the
+    /// second publisher, or the two would take turns). HLS outputs each have
+    /// a directory of their own.
+    pub fn collides_with(&self, other: &ValidOutput) -> bool {
+        match (self, other) {
+            (ValidOutput::Record { relative_path: a, .. }, ValidOutput::Record { relative_path: b, .. }) => {
+                let plain = |p: &Path| p.components().filter(|c| *c != Component::CurDir).collect::<PathBuf>();
+                plain(a) == plain(b)
+            }
+            (ValidOutput::Rtmp(a), ValidOutput::Rtmp(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -111,6 +126,18 @@ mod tests {
             let config = OutputConfig::Record { path: path.into() };
             assert!(config.validate().is_err(), "{path}");
         }
+    }
+
+    #[test]
+    fn two_outputs_collide_only_where_they_would_write_the_same_thing() {
+        let valid = |json: &str| parse(json).unwrap().validate().unwrap();
+        let record = valid(r#"{"kind":"record","path":"shows/today.mkv"}"#);
+        assert!(record.collides_with(&valid(r#"{"kind":"record","path":"./shows/./today.mkv"}"#)));
+        assert!(!record.collides_with(&valid(r#"{"kind":"record","path":"shows/today.mp4"}"#)));
+        let push = valid(r#"{"kind":"rtmp","url":"rtmp://a.example/live/key1"}"#);
+        assert!(push.collides_with(&valid(r#"{"kind":"rtmp","url":"rtmp://a.example:1935/live/key1"}"#)), "same stream, default port spelt out");
+        assert!(!push.collides_with(&valid(r#"{"kind":"rtmp","url":"rtmp://a.example/live/key2"}"#)));
+        assert!(!valid(r#"{"kind":"hls"}"#).collides_with(&valid(r#"{"kind":"hls"}"#)), "each HLS output has its own directory");
     }
 
     #[test]

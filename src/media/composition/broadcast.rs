@@ -18,7 +18,7 @@ use gstreamer_app::AppSink;
 use std::sync::{Arc, Mutex};
 
 use super::super::mixer::AudioMix;
-use super::super::part::{Fanout, add_chain, expose_static, new_bin};
+use super::super::part::{Fanout, add_chain, expose_static};
 use super::super::profiles::{EncoderSettings, Profiles};
 use super::super::{MediaError, make};
 use crate::model::codec::VideoCodec;
@@ -184,7 +184,7 @@ impl Broadcast {
         player: Option<StreamFeed>,
     ) -> Result<Broadcast, MediaError> {
         let n = |role: &str| format!("{prefix}-{role}");
-        let bin = new_bin(&n("broadcast"));
+        let bin = gst::Bin::with_name(&n("broadcast"));
         let v = &config.video;
         let settings = EncoderSettings {
             bitrate_kbps: Some(v.bitrate_kbps),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::super::flow::{FlowCounter, Measure, count_on};
-use super::super::part::{expose_static, new_bin};
+use super::super::part::expose_static;
 use super::super::{MediaError, make};
 use crate::model::output::RecordFormat;
 
@@ -51,7 +51,7 @@ impl FileOutput {
     pub(super) fn hls(name: &str, dir: PathBuf, target_duration_secs: u32) -> Result<FileOutput, MediaError> {
         std::fs::create_dir_all(&dir).map_err(|e| MediaError::Io { path: dir.clone(), error: e.to_string() })?;
         let n = |role: &str| format!("{name}-{role}");
-        let bin = new_bin(name);
+        let bin = gst::Bin::with_name(name);
         let vqueue = output_queue(&n("vqueue"))?;
         let parse = make("h264parse", &n("parse"))?;
         let bytestream = make("capsfilter", &n("bytestream"))?;
@@ -79,7 +79,7 @@ impl FileOutput {
             std::fs::create_dir_all(parent).map_err(|e| MediaError::Io { path: parent.to_owned(), error: e.to_string() })?;
         }
         let n = |role: &str| format!("{name}-{role}");
-        let bin = new_bin(name);
+        let bin = gst::Bin::with_name(name);
         let vqueue = output_queue(&n("vqueue"))?;
         let aqueue = output_queue(&n("aqueue"))?;
         let mux = match format {
@@ -135,10 +135,14 @@ impl FileOutput {
         }
     }
 
-    /// After it stopped: an HLS output's playlist and segments go.
+    /// After it stopped: an HLS output's playlist and segments go, and its
+    /// composition's directory too once no other HLS output is left in it.
     pub(super) fn remove_hls_files(&self) {
         if let FileKind::Hls { dir } = &self.kind {
             let _ = std::fs::remove_dir_all(dir);
+            if let Some(composition_dir) = dir.parent() {
+                let _ = std::fs::remove_dir(composition_dir);
+            }
         }
     }
 }
