@@ -146,7 +146,8 @@ class Card {
     const { id, name, state, video, participants } = composition;
     const outputs = composition.outputs ?? []; // servers without live outputs omit the field
     this.title.textContent = name || id;
-    this.summary.textContent = `${state} · ${video.width}×${video.height} at ${video.fps} fps`;
+    const canvas = video ? `${video.width}×${video.height} at ${video.fps} fps` : "audio only";
+    this.summary.textContent = `${state} · ${canvas}` + (composition.last_error ? ` · ${composition.last_error}` : "");
     this.participants.replaceChildren(
       ...participants.map((p) =>
         el("li", { "data-participant-id": p.id }, el("span", { class: "name" }, p.name), " ", badge(p.state),

@@ -7,19 +7,21 @@ time, the older one deleted and a new one created every `--replace` seconds;
 callers (light senders replaying the cached 640x360 files) join and leave
 every 2-5 s, about three per composition; outputs of every kind (HLS, a
 recording, RTMP to a local nginx) added every 2-6 s and removed 0-6 s later.
+Two minutes of it first (the warm-up: plugins loaded, pools and allocator
+grown), then everything removed and the start line read, then `--minutes`
+of it measured, then everything removed again and the end line read.
 
 Measured:
   - every API request's response time, the churn's own and a watcher's that
     asks /healthz and each composition every 0.5 s: p50, p99, max, and how
     many took over 1 s (the bar: none);
-  - the server's RSS, open file descriptors and threads every 10 s;
-  - idle before and idle after: RSS, file descriptors, threads and the UDP
-    ports bound in its RTP range, once a first composition with every kind
-    of part has come and gone (plugins loaded), and again once every
-    composition is deleted, every part has stopped and GLib's thread pool
-    has retired its idle threads (the bar: fds and ports back to the start,
-    threads within the two GLib keeps, RSS within 10 %);
-  - under load, RSS after the warm-up and at the end of the churn.
+  - idle before and after the measured churn: RSS, open file descriptors,
+    threads, and the UDP ports bound in its RTP range, once every part has
+    stopped and GLib's thread pool has retired its idle threads (the bar:
+    fds and ports back to the start, threads within the two GLib keeps,
+    RSS within 10 %);
+  - RSS under load every 10 s: the median of the first five minutes against
+    that of the last five (the bar: within 10 %).
 
     python3 bench/soak.py [--minutes 30] [--replace 60] [--smoke] [--tutti PATH] [--build] [--keep]
 
@@ -57,10 +59,12 @@ GLIB_KEPT_IDLE_THREADS = 2    # GLib's thread pool keeps two idle threads
 RETIRE_TIMEOUT = 25.0         # s: parts stop, GLib retires idle threads (15 s)
 CALLERS_PER_COMP = 3
 COMPOSITIONS = 2
-WARMUP = 60.0                 # s of churn before the 'under load, start' reading
-SMOKE_MINUTES = 0.75
+WARMUP = 120.0                # s of churn before the idle start line
+LOAD_WINDOW = 300.0           # s: RSS under load, median of the first and of the last window
+LOAD_WINDOW_SMOKE = 10.0
+SMOKE_MINUTES = 0.5
 SMOKE_REPLACE = 20.0
-SMOKE_WARMUP = 10.0
+SMOKE_WARMUP = 15.0
 SMOKE_DEADLINE = 140.0
 REQUEST_TIMEOUT = 10.0
 
@@ -216,16 +220,18 @@ class Soak:
         self.counts = {k: 0 for k in ("joins", "leaves", "outputs_added", "outputs_removed", "compositions_replaced")}
         self.serial = 0
         self.recordings = 0
+        self.composition_serial = 0
+        self.comps: list[Composition] = []
         self.samples: list[dict] = []
         self.watch_stop = threading.Event()
         self.watch_error: list[str] = []
 
-    def watch(self, comps: list[Composition]) -> None:
+    def watch(self) -> None:
         """The watcher: /healthz and each live composition, every 0.5 s."""
         while not self.watch_stop.wait(WATCH_EVERY):
             try:
                 self.server.request("GET", "/healthz")
-                for comp in list(comps):
+                for comp in list(self.comps):
                     self.server.request("GET", f"/v1/compositions/{comp.id}")
             except BenchError as e:
                 self.watch_error.append(str(e))
@@ -247,83 +253,79 @@ class Soak:
         self.drain = Drain()
         self.drain.start()
         self.server = Server(self)
-        idle_before = self.prime()
-        log(f"idle before: {idle_before}")
-
-        comps: list[Composition] = [Composition(self, i) for i in range(COMPOSITIONS)]
-        self.serial_comps = COMPOSITIONS
-        watcher = threading.Thread(target=self.watch, args=(comps,), daemon=True)
+        fresh = self.server.footprint()
+        watcher = threading.Thread(target=self.watch, daemon=True)
         watcher.start()
-        end = self.t_start + 60 * self.minutes
-        next_sample = time.monotonic()
-        next_join = next_output = time.monotonic()
-        load_start = None
-        while time.monotonic() < end:
-            now = time.monotonic()
-            if self.watch_error:
-                raise BenchError(f"the watcher: {self.watch_error[0]}\n{self.server.proc.tail()}")
-            if not self.server.proc.alive():
-                raise BenchError(f"tutti exited\n{self.server.proc.tail()}")
-            if now >= next_sample:
-                self.samples.append({"t": now - self.t_start, **self.server.footprint()})
-                next_sample = now + SAMPLE_EVERY
-            if load_start is None and now - self.t_start >= self.warmup:
-                load_start = self.server.footprint()
-                log(f"under load, after the warm-up: {load_start}")
-            oldest = min(comps, key=lambda c: c.born)
-            if now - oldest.born >= self.replace:
-                comps.remove(oldest)
-                oldest.delete()
-                comps.append(Composition(self, self.serial_comps))
-                self.serial_comps += 1
-            for comp in comps:
-                comp.remove_due_outputs()
-            if now >= next_join:
-                comp = random.choice(comps)
-                if len(comp.callers) < CALLERS_PER_COMP or not comp.callers:
-                    comp.join()
-                if len(comp.callers) > CALLERS_PER_COMP - 1 and random.random() < 0.7:
-                    comp.leave()
-                next_join = now + random.uniform(2.0, 5.0)
-            if now >= next_output:
-                random.choice(comps).add_output()
-                next_output = now + random.uniform(2.0, 6.0)
-            time.sleep(0.05)
-        load_end = self.server.footprint()
-        log(f"under load, at the end: {load_end}")
 
-        for comp in comps:
-            comp.remove_due_outputs(everything=True)
-        for comp in comps:
-            comp.delete()
+        # Warm-up: the server reaches its working set (plugins loaded, pools and
+        # allocator grown), then everything goes and the idle start line is read.
+        self.churn(self.warmup)
+        self.close_all()
+        idle_before = self.settle(fresh)
+        log(f"idle before, after {self.warmup:.0f} s of warm-up churn: {idle_before}")
+
+        self.churn(60 * self.minutes, sample=True)
+        self.close_all()
         self.watch_stop.set()
         watcher.join(timeout=5)
         idle_after = self.settle(idle_before)
         log(f"idle after: {idle_after}")
-        self.figures = {"idle_before": idle_before, "idle_after": idle_after, "load_start": load_start or load_end,
-                        "load_end": load_end, "counts": self.counts, "slow": self.server.slow,
-                        "times": self.time_figures(), "samples": self.samples}
+        window = LOAD_WINDOW_SMOKE if self.smoke else LOAD_WINDOW
+        measured = self.samples[-1]["t"] if self.samples else 0
+        median = lambda xs: statistics.median(xs) if xs else 0.0
+        load = {"start": median([x["rss_mib"] for x in self.samples if x["t"] <= window]),
+                "end": median([x["rss_mib"] for x in self.samples if x["t"] >= measured - window]),
+                "window_s": window}
+        self.figures = {"idle_before": idle_before, "idle_after": idle_after, "load": load, "counts": self.counts,
+                        "slow": self.server.slow, "times": self.time_figures(), "samples": self.samples}
         verdict = self.verdict()
         if not self.smoke:
             self.write()
         return verdict
 
-    def prime(self) -> dict:
-        """The start line: idle, after one composition with every kind of part
-        came and went, so that plugins are loaded and one-time allocations made
-        (a fresh server is ~60 MiB smaller, and that is not what churn costs)."""
-        fresh = self.server.footprint()
-        comp = Composition(self, -1)
-        for _ in range(2):
-            comp.join()
-        for kind in ("hls", "record", "record", "rtmp"):
-            comp.add_output(kind)
-        time.sleep(3)
-        comp.remove_due_outputs(everything=True)
-        comp.delete()
-        self.counts = {k: 0 for k in self.counts}
-        self.server.times.clear()
-        return self.settle(fresh)
+    def churn(self, seconds: float, sample: bool = False) -> None:
+        """Two compositions, the older replaced every `--replace` s; callers
+        joining and leaving every 2-5 s; outputs added every 2-6 s."""
+        started = time.monotonic()
+        self.comps = [self.new_composition() for _ in range(COMPOSITIONS)]
+        next_sample = next_join = next_output = started
+        while time.monotonic() < started + seconds:
+            now = time.monotonic()
+            if self.watch_error:
+                raise BenchError(f"the watcher: {self.watch_error[0]}\n{self.server.proc.tail()}")
+            if not self.server.proc.alive():
+                raise BenchError(f"tutti exited\n{self.server.proc.tail()}")
+            if sample and now >= next_sample:
+                self.samples.append({"t": now - started, **self.server.footprint()})
+                next_sample = now + SAMPLE_EVERY
+            oldest = min(self.comps, key=lambda c: c.born)
+            if now - oldest.born >= self.replace:
+                self.comps.remove(oldest)
+                oldest.delete()
+                self.comps.append(self.new_composition())
+            for comp in self.comps:
+                comp.remove_due_outputs()
+            if now >= next_join:
+                comp = random.choice(self.comps)
+                if len(comp.callers) < CALLERS_PER_COMP:
+                    comp.join()
+                if len(comp.callers) >= CALLERS_PER_COMP and random.random() < 0.7:
+                    comp.leave()
+                next_join = now + random.uniform(2.0, 5.0)
+            if now >= next_output:
+                random.choice(self.comps).add_output()
+                next_output = now + random.uniform(2.0, 6.0)
+            time.sleep(0.05)
+
+    def new_composition(self) -> Composition:
+        self.composition_serial += 1
+        return Composition(self, self.composition_serial)
+
+    def close_all(self) -> None:
+        comps, self.comps = self.comps, []
+        for comp in comps:
+            comp.remove_due_outputs(everything=True)
+            comp.delete()
 
     def settle(self, before: dict) -> dict:
         """Waits (bounded) for every part to stop and GLib to retire idle threads."""
@@ -360,17 +362,20 @@ class Soak:
             p.append(f"threads {before['threads']} before, {after['threads']} after")
         if after.get("parts_stuck"):
             p.append(f"{after['parts_stuck']} parts stuck")
-        # Memory is judged over the full run only: a minute of smoke is mostly first uses.
+        # Memory is judged over the full run only: half a minute tells nothing.
         if not self.smoke and after["rss_mib"] > before["rss_mib"] * (1 + RSS_FLAT):
             p.append(f"idle RSS {before['rss_mib']:.0f} MiB before, {after['rss_mib']:.0f} MiB after")
-        start, end = f["load_start"], f["load_end"]
-        if not self.smoke and end["rss_mib"] > start["rss_mib"] * (1 + RSS_FLAT):
-            p.append(f"RSS under load {start['rss_mib']:.0f} MiB after the warm-up, {end['rss_mib']:.0f} MiB at the end")
+        load = f["load"]
+        if not self.smoke and load["end"] > load["start"] * (1 + RSS_FLAT):
+            p.append(f"RSS under load, median of the first {load['window_s']:.0f} s {load['start']:.0f} MiB, "
+                     f"of the last {load['end']:.0f} MiB")
         return p
 
     def verdict(self) -> int:
         f = self.figures
         t = f["times"]
+        print(f"soak: RSS under load, median of the first and the last {f['load']['window_s']:.0f} s: "
+              f"{f['load']['start']:.0f} and {f['load']['end']:.0f} MiB")
         print(f"soak: {self.minutes:g} min, {f['counts']}")
         print(f"soak: {t.get('requests', 0)} requests, p50 {t.get('p50_ms', 0):.1f} ms, p99 {t.get('p99_ms', 0):.1f} ms, "
               f"max {t.get('max_ms', 0):.1f} ms, over 1 s: {t.get('over_1s', 0)}")
@@ -386,31 +391,35 @@ class Soak:
 
     def write(self) -> None:
         f = self.figures
-        t, b, a, s, e = f["times"], f["idle_before"], f["idle_after"], f["load_start"], f["load_end"]
-        c = f["counts"]
+        t, b, a, load, c = f["times"], f["idle_before"], f["idle_after"], f["load"], f["counts"]
         rss = [x["rss_mib"] for x in f["samples"]]
-        later = [x["rss_mib"] for x in f["samples"] if x["t"] >= self.warmup]
+        windows = []
+        for start in range(0, int(60 * self.minutes), 300):
+            xs = [x["rss_mib"] for x in f["samples"] if start <= x["t"] < start + 300]
+            if xs:
+                windows.append(f"{min(xs):.0f}–{max(xs):.0f}")
         L = ["## 4. Soak: half an hour of churn (`soak.py`)", ""]
         L += run_header(self.command(), self.t_start, self.commit, self.dirty, self.tutti) + [""]
-        L += [f"Churn over {self.minutes:g} min: {c['joins']} joins and {c['leaves']} leaves (senders replaying 640x360 "
-              f"H.264 + Opus), {c['outputs_added']} outputs added and {c['outputs_removed']} removed (HLS, recordings, "
-              f"RTMP to nginx, each after 0-6 s), two compositions at a time with the older replaced every "
-              f"{self.replace:g} s ({c['compositions_replaced']} replaced), and a watcher asking `/healthz` and each "
-              f"composition every {WATCH_EVERY} s.", "",
+        L += [f"{self.warmup:.0f} s of warm-up churn, then {self.minutes:g} min measured: in all {c['joins']} joins and "
+              f"{c['leaves']} leaves (senders replaying 640x360 H.264 + Opus), {c['outputs_added']} outputs added and "
+              f"{c['outputs_removed']} removed (HLS, recordings, RTMP to nginx, each after 0-6 s), two compositions at "
+              f"a time with the older replaced every {self.replace:g} s ({c['compositions_replaced']} deleted), and a "
+              f"watcher asking `/healthz` and each composition every {WATCH_EVERY} s.", "",
               "| API response time | requests | p50 | p99 | max | over 1 s |", "|---|---|---|---|---|---|",
               f"| every request | {t['requests']} | {t['p50_ms']:.1f} ms | {t['p99_ms']:.1f} ms | **{t['max_ms']:.0f} ms** "
               f"| **{t['over_1s']}** |", "",
-              "| | RSS | open fds | threads | RTP ports bound |", "|---|---|---|---|---|",
-              f"| idle, after a first composition came and went | {b['rss_mib']:.0f} MiB | {b['fds']} | {b['threads']} | {b['ports']} |",
-              f"| idle, after the churn | {a['rss_mib']:.0f} MiB | {a['fds']} | {a['threads']} | {a['ports']} |",
-              f"| under load, after {self.warmup:.0f} s | {s['rss_mib']:.0f} MiB | {s['fds']} | {s['threads']} | {s['ports']} |",
-              f"| under load, at the end | {e['rss_mib']:.0f} MiB | {e['fds']} | {e['threads']} | {e['ports']} |", ""]
-        if later:
-            L.append(f"RSS every {SAMPLE_EVERY:.0f} s after the warm-up: min {min(later):.0f}, median "
-                     f"{statistics.median(later):.0f}, max {max(later):.0f} MiB (whole run: max {max(rss):.0f} MiB).")
+              "| idle | RSS | open fds | threads | RTP ports bound |", "|---|---|---|---|---|",
+              f"| before (after the warm-up, everything removed) | {b['rss_mib']:.0f} MiB | {b['fds']} | {b['threads']} "
+              f"| {b['ports']} |",
+              f"| after the {self.minutes:g} min, everything removed | {a['rss_mib']:.0f} MiB | {a['fds']} | "
+              f"{a['threads']} | {a['ports']} |", "",
+              f"RSS under load, median of the first {load['window_s'] / 60:.0f} min {load['start']:.0f} MiB, of the last "
+              f"{load['window_s'] / 60:.0f} min {load['end']:.0f} MiB; min–max per 5 min: {', '.join(windows)} MiB "
+              f"(whole run max {max(rss):.0f} MiB; how many parts are alive at a sample varies)."]
         problems = self.problems()
-        L += ["", "Verdict: " + ("**flat**: no request over 1 s, fds and ports back to the start, threads within the two "
-                                 "GLib keeps idle, RSS within 10 %." if not problems else "**not flat**: " + "; ".join(problems))]
+        L += ["", "Verdict: " + ("**flat**: no request over 1 s, no part stuck, fds and ports back to the start, threads "
+                                 "within the two GLib keeps idle, RSS within 10 % (idle, and under load)."
+                                 if not problems else "**not flat**: " + "; ".join(problems))]
         write_section("soak", "\n".join(L))
         (CACHE / "soak-results.json").write_text(json.dumps(f, indent=1))
 

@@ -13,4 +13,5 @@ cargo test --locked --no-fail-fast "$@" -- --test-threads=1
 timeout 120 python3 bench/cpu_composite.py --smoke
 timeout 120 python3 bench/latency.py --smoke
 timeout 120 python3 bench/scale.py --smoke
+timeout 160 python3 bench/soak.py --smoke
 echo "suite took $(( $(date +%s) - start )) s"
