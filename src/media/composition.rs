@@ -202,7 +202,6 @@ impl CompositionMedia {
             }
         };
         let owner = Owner::Participant(id.clone());
-        let what = format!("participant {id} of composition {}", self.id);
         match self.start_participant(&participant, &owner) {
             Ok(()) => {
                 // The newcomer needs a keyframe of the composite right away.
@@ -214,7 +213,7 @@ impl CompositionMedia {
             Err(e) => {
                 self.mix.remove(&id);
                 let bin = participant.bin.clone();
-                self.reap(what, owner, bin, participant);
+                self.reap(self.participant_label(&id), owner, bin, participant);
                 self.drop_unused_encoders();
                 Err(e)
             }
@@ -245,10 +244,14 @@ impl CompositionMedia {
         let participant = self.participants.remove(index);
         self.mix.remove(id);
         let bin = participant.bin.clone();
-        let ticket = self.reap(format!("participant {id} of composition {}", self.id), Owner::Participant(id.clone()), bin, participant);
+        let ticket = self.reap(self.participant_label(id), Owner::Participant(id.clone()), bin, participant);
         self.drop_unused_encoders();
         self.relayout();
         Some(ticket)
+    }
+
+    fn participant_label(&self, id: &ParticipantId) -> String {
+        format!("participant {id} of composition {}", self.id)
     }
 
     /// Detaches a part now and stops it off this thread: its links are
@@ -301,9 +304,8 @@ impl CompositionMedia {
     fn relayout(&self) {
         let v = &self.config.video;
         let cells = layout::grid(v.width, v.height, self.participants.len());
-        let pad = |p: &ParticipantMedia| self.compositor_pad(p);
         for (participant, cell) in self.participants.iter().zip(cells) {
-            let (Some(picture), Some(pad)) = (&participant.picture, pad(participant)) else { continue };
+            let (Some(picture), Some(pad)) = (&participant.picture, self.compositor_pad(participant)) else { continue };
             picture.size.set_property("caps", cell_caps(cell.width, cell.height));
             pad.set_property("xpos", cell.x as i32);
             pad.set_property("ypos", cell.y as i32);
@@ -312,7 +314,7 @@ impl CompositionMedia {
         }
         // A caller beyond the 16 cells of the largest grid is not shown.
         for participant in self.participants.iter().skip(layout::MAX_GRID_CELLS) {
-            if let Some(pad) = pad(participant) {
+            if let Some(pad) = self.compositor_pad(participant) {
                 pad.set_property("alpha", 0.0f64);
             }
         }
