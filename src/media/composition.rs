@@ -8,7 +8,6 @@
 mod broadcast;
 mod outputs;
 
-pub use broadcast::BROADCAST_AUDIO_KBPS;
 pub use outputs::OutputPaths;
 
 use gstreamer as gst;
@@ -226,7 +225,10 @@ impl CompositionMedia {
             let pad = request_pad(&canvas.compositor, "sink_%u")?;
             // Hidden until relayout gives it a cell.
             pad.set_property("alpha", 0.0f64);
-            self.topology.link(&picture.src, &pad, owner.clone(), Owner::Core)?;
+            if let Err(e) = self.topology.link(&picture.src, &pad, owner.clone(), Owner::Core) {
+                super::part::release(&pad);
+                return Err(e.into());
+            }
         }
         if let Some((codec, composite)) = &participant.composite_in {
             let (encoder, feed) = self.encoder_for(*codec)?;

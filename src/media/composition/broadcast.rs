@@ -27,7 +27,7 @@ use crate::model::ids::OutputId;
 use crate::rtmp::{MediaFrame, PublisherHandle, PublisherState, StreamFeed, StreamHeaders, StreamMetadata};
 
 /// AAC bitrate of the broadcast encode (what CDN ingest guides recommend).
-pub const BROADCAST_AUDIO_KBPS: u32 = 128;
+const BROADCAST_AUDIO_KBPS: u32 = 128;
 
 /// Where the broadcast frames go outside GStreamer.
 pub(super) enum FeedTarget {
