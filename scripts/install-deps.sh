@@ -20,6 +20,10 @@ PACKAGES=(
   nginx libnginx-mod-rtmp
   # health checks in scripts
   curl
+  # benchmarks, and the webhook receiver of the events test
+  python3
+  # promtool judges /metrics in the events test
+  prometheus
   # the web page test drives a headless browser
   chromium chromium-driver
 )

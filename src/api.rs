@@ -4,7 +4,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -13,6 +13,9 @@ use serde_json::json;
 
 use crate::media::MediaError;
 use crate::engine::{CompositionView, EngineError, EngineHandle, JoinRequest, OutputView, ParticipantView, Removal};
+use crate::events::EventBus;
+use crate::events::webhook::WebhookStats;
+use std::sync::Arc;
 use crate::model::composition::CompositionConfig;
 use crate::model::output::OutputConfig;
 use std::path::PathBuf;
@@ -21,9 +24,23 @@ use crate::model::sdp::SdpError;
 
 const SDP_CONTENT_TYPE: &str = "application/sdp";
 
-pub fn app(engine: EngineHandle, hls_dir: PathBuf) -> Router {
+/// What the API reports besides the engine's state: its events and how
+/// their webhooks fare.
+#[derive(Clone)]
+pub struct Telemetry {
+    pub events: EventBus,
+    pub webhooks: Arc<WebhookStats>,
+}
+
+pub fn app(engine: EngineHandle, hls_dir: PathBuf, telemetry: Telemetry) -> Router {
+    let events = telemetry.events.clone();
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(move |engine: State<EngineHandle>| metrics(engine, telemetry.clone())))
+        .route(
+            "/v1/events",
+            get(move |query, headers: HeaderMap| events_stream(events.clone(), query, headers)),
+        )
         .route("/v1/compositions", get(list_compositions).post(create_composition))
         .route("/v1/compositions/{id}", get(get_composition).delete(delete_composition))
         .route("/v1/compositions/{id}/participants", get(list_participants).post(add_participant))
@@ -160,6 +177,63 @@ async fn healthz(State(engine): State<EngineHandle>) -> Response {
         Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "engine_unresponsive", "the engine did not answer within 1 s")
             .into_response(),
     }
+}
+
+/// Prometheus text format (see `metrics.rs`).
+async fn metrics(State(engine): State<EngineHandle>, telemetry: Telemetry) -> Result<Response, ApiError> {
+    let snapshot = match tokio::time::timeout(ENGINE_ANSWER_DEADLINE, engine.metrics()).await {
+        Ok(snapshot) => snapshot?,
+        Err(_) => return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "engine_unresponsive", "the engine did not answer within 1 s")),
+    };
+    let text = crate::metrics::render(&snapshot, telemetry.events.stats(), &telemetry.webhooks);
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// Only this composition's events.
+    composition: Option<String>,
+}
+
+/// Server-Sent Events, one per engine event: `id:` is its `seq`, `data:`
+/// its JSON. A client reconnecting with `Last-Event-ID` first gets what it
+/// missed (from the last [`crate::events::HISTORY`] events). A client too
+/// slow to keep up is disconnected, to reconnect and catch up that way.
+async fn events_stream(
+    events: EventBus,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    use futures_util::stream::{self, StreamExt};
+    use tokio::sync::broadcast::error::RecvError;
+
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(e) => return ApiError::bad_request("invalid_query", format!("{e}; the one parameter is `composition`")).into_response(),
+    };
+    let after = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    let (replay, live) = events.subscribe(after);
+    let live = stream::unfold(live, |mut live| async move {
+        match live.recv().await {
+            Ok(event) => Some((event, live)),
+            Err(RecvError::Lagged(missed)) => {
+                tracing::info!(missed, "an event stream client fell behind; disconnected so that it catches up");
+                None
+            }
+            Err(RecvError::Closed) => None,
+        }
+    });
+    let composition = query.composition.map(CompositionId::from);
+    let stream = stream::iter(replay)
+        .chain(live)
+        .filter(move |event| std::future::ready(composition.as_ref().is_none_or(|c| &event.composition == c)))
+        .map(|event| {
+            let data = serde_json::to_string(&*event).expect("events serialize");
+            Ok::<_, std::convert::Infallible>(SseEvent::default().id(event.seq.to_string()).data(data))
+        });
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 
 /// 204 once the media is stopped and released; 202 when it is gone from the

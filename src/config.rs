@@ -2,6 +2,7 @@
 //! by `TUTTI_*` environment variables, overridden by command-line flags.
 //! clap resolves flag-over-environment; the file fills what both left unset.
 
+use crate::events::webhook::WebhookConfig;
 use crate::ports::PortRange;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -83,6 +84,14 @@ pub struct ServeArgs {
     /// rtmp://ADDRESS/live/{composition_id} [default: 127.0.0.1:1935].
     #[arg(long, env = "TUTTI_RTMP_LISTEN")]
     pub rtmp_listen: Option<SocketAddr>,
+    /// URL every event is POSTed to, signed with --webhook-secret; repeat
+    /// the option (or separate with commas) for several receivers.
+    #[arg(long = "webhook-url", env = "TUTTI_WEBHOOK_URLS", value_delimiter = ',')]
+    pub webhook_urls: Vec<String>,
+    /// Key of the HMAC-SHA256 signature in each webhook's `Tutti-Signature`
+    /// header; required with --webhook-url.
+    #[arg(long, env = "TUTTI_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
 }
 
 /// The same settings as a TOML file.
@@ -99,6 +108,8 @@ struct FileConfig {
     recordings: Option<PathBuf>,
     hls_dir: Option<PathBuf>,
     rtmp_listen: Option<SocketAddr>,
+    webhook_urls: Option<Vec<String>>,
+    webhook_secret: Option<String>,
 }
 
 /// Fully resolved settings of `tutti serve`.
@@ -114,11 +125,13 @@ pub struct Config {
     pub recordings_dir: PathBuf,
     pub hls_dir: PathBuf,
     pub rtmp_listen: SocketAddr,
+    /// Where events are POSTed, and the key that signs them.
+    pub webhooks: WebhookConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config::resolve(ServeArgs::default(), FileConfig::default())
+        Config::resolve(ServeArgs::default(), FileConfig::default()).expect("the defaults are valid")
     }
 }
 
@@ -132,11 +145,13 @@ impl Config {
             }
             None => FileConfig::default(),
         };
-        Ok(Config::resolve(args, file))
+        Config::resolve(args, file)
     }
 
-    fn resolve(args: ServeArgs, file: FileConfig) -> Config {
-        Config {
+    fn resolve(args: ServeArgs, file: FileConfig) -> anyhow::Result<Config> {
+        let webhook_urls = if args.webhook_urls.is_empty() { file.webhook_urls.unwrap_or_default() } else { args.webhook_urls };
+        let webhooks = webhook_config(webhook_urls, args.webhook_secret.or(file.webhook_secret))?;
+        Ok(Config {
             http: args.http.or(file.http).unwrap_or(DEFAULT_HTTP),
             rtp_ports: args.rtp_ports.or(file.rtp_ports).unwrap_or(DEFAULT_RTP_PORTS),
             public_ip: args.public_ip.or(file.public_ip).unwrap_or(DEFAULT_PUBLIC_IP),
@@ -157,8 +172,29 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_RECORDINGS_DIR)),
             hls_dir: args.hls_dir.or(file.hls_dir).unwrap_or_else(|| std::env::temp_dir().join("tutti-hls")),
             rtmp_listen: args.rtmp_listen.or(file.rtmp_listen).unwrap_or(DEFAULT_RTMP_LISTEN),
-        }
+            webhooks,
+        })
     }
+}
+
+/// Webhook URLs must be http(s) and come with a secret: an unsigned
+/// webhook could be forged by anyone who can reach the receiver.
+fn webhook_config(urls: Vec<String>, secret: Option<String>) -> anyhow::Result<WebhookConfig> {
+    let urls = urls
+        .iter()
+        .filter(|u| !u.trim().is_empty())
+        .map(|u| {
+            let url = reqwest::Url::parse(u.trim()).with_context(|| format!("webhook URL {u:?} is not a URL"))?;
+            anyhow::ensure!(matches!(url.scheme(), "http" | "https"), "webhook URL {u:?} must be http:// or https://");
+            Ok(url)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let secret = secret.filter(|s| !s.is_empty());
+    anyhow::ensure!(
+        urls.is_empty() || secret.is_some(),
+        "webhook URLs are set but no secret to sign them with: set --webhook-secret, TUTTI_WEBHOOK_SECRET or webhook_secret"
+    );
+    Ok(WebhookConfig { urls, secret: secret.unwrap_or_default() })
 }
 
 #[cfg(test)]
@@ -172,12 +208,25 @@ mod tests {
         )
         .unwrap();
         let args = ServeArgs { jitter_buffer_ms: Some(60), ..Default::default() };
-        let c = Config::resolve(args, file);
+        let c = Config::resolve(args, file).unwrap();
         assert_eq!(c.http, "0.0.0.0:9000".parse().unwrap());
         assert_eq!(c.rtp_ports, PortRange { first: 30000, last: 30099 });
         assert_eq!(c.jitter_buffer, Duration::from_millis(60));
         assert_eq!(c.stale_after, Duration::from_secs(DEFAULT_STALE_AFTER_SECS));
         assert_eq!(c.public_ip, DEFAULT_PUBLIC_IP);
+    }
+
+    #[test]
+    fn webhooks_need_a_secret_and_an_http_url() {
+        let with = |urls: &[&str], secret: Option<&str>| {
+            webhook_config(urls.iter().map(|u| u.to_string()).collect(), secret.map(str::to_owned))
+        };
+        assert!(with(&["http://127.0.0.1:9/hook"], None).is_err());
+        assert!(with(&["ftp://example.com/"], Some("k")).is_err());
+        assert!(with(&["not a url"], Some("k")).is_err());
+        let ok = with(&["https://example.com/hook", ""], Some("k")).unwrap();
+        assert_eq!(ok.urls.len(), 1);
+        assert!(with(&[], None).unwrap().urls.is_empty());
     }
 
     #[test]

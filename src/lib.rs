@@ -8,7 +8,9 @@
 pub mod api;
 pub mod config;
 pub mod engine;
+pub mod events;
 pub mod media;
+pub mod metrics;
 pub mod model;
 pub mod ports;
 pub mod rtmp;

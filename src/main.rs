@@ -5,7 +5,9 @@ use clap::Parser;
 use gstreamer as gst;
 use tracing_subscriber::EnvFilter;
 use tutti::config::{Cli, Command, Config};
+use tutti::api::Telemetry;
 use tutti::engine::{Engine, Services};
+use tutti::events::{EventBus, webhook};
 use tutti::rtmp::{RtmpServerConfig, start_server};
 use tutti::media::profiles::Profiles;
 
@@ -45,9 +47,15 @@ async fn serve(config: Config, profiles: Profiles) -> anyhow::Result<()> {
         .with_context(|| format!("starting the embedded RTMP server on {} (--rtmp-listen)", config.rtmp_listen))?;
     tracing::info!(rtmp = %rtmp_server.local_addr(), "embedded RTMP server plays rtmp://{}/live/{{composition_id}}", rtmp_server.local_addr());
     let hls_dir = config.hls_dir.clone();
-    let services = Services { runtime: tokio::runtime::Handle::current(), rtmp_server: Some(rtmp_server.clone()) };
+    let events = EventBus::new();
+    let webhooks = webhook::start(&events, config.webhooks.clone());
+    if !config.webhooks.urls.is_empty() {
+        tracing::info!(receivers = config.webhooks.urls.len(), "events are POSTed to the webhooks, signed");
+    }
+    let services =
+        Services { runtime: tokio::runtime::Handle::current(), rtmp_server: Some(rtmp_server.clone()), events: events.clone() };
     let engine = Engine::start(config, profiles, services);
-    axum::serve(listener, tutti::api::app(engine.clone(), hls_dir))
+    axum::serve(listener, tutti::api::app(engine.clone(), hls_dir, Telemetry { events, webhooks }))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     engine.shutdown().await;

@@ -46,11 +46,14 @@ async fn start(rtp_pairs: u16) -> Api {
         ..Config::default()
     };
     let profiles = Profiles::load(&config.pipelines_dir).unwrap();
-    let services = Services { runtime: tokio::runtime::Handle::current(), rtmp_server: None };
+    let events = tutti::events::EventBus::new();
+    let services = Services { runtime: tokio::runtime::Handle::current(), rtmp_server: None, events: events.clone() };
     let engine = Engine::start(config, profiles, services);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(axum::serve(listener, tutti::api::app(engine.clone(), std::env::temp_dir().join("tutti-api-test-hls"))).into_future());
+    let telemetry = tutti::api::Telemetry { events, webhooks: Default::default() };
+    let app = tutti::api::app(engine.clone(), std::env::temp_dir().join("tutti-api-test-hls"), telemetry);
+    tokio::spawn(axum::serve(listener, app).into_future());
     Api { base, client: reqwest::Client::new(), engine }
 }
 

@@ -16,7 +16,7 @@
 mod views;
 mod watch;
 
-pub use views::{CompositionView, HealthView, OutputState, OutputView, ParticipantState, ParticipantView};
+pub use views::{CompositionView, HealthView, MetricsSnapshot, OutputState, OutputView, ParticipantState, ParticipantView};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -26,11 +26,13 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
 use crate::config::Config;
+use crate::events::EventBus;
 use crate::media::profiles::Profiles;
 use crate::media::{
     CompositionMedia, JoiningMedium, MediaError, MediaEvent, MediaSettings, OutputPaths, Reaper, StopTicket, output_part_name,
     participant_part_name,
 };
+use crate::model::event::EventKind;
 use crate::model::composition::{CompositionConfig, InvalidConfig, MAX_AUDIO_ONLY_PARTICIPANTS, NO_OUTPUTS_WITHOUT_VIDEO};
 use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 use crate::model::layout::MAX_GRID_CELLS;
@@ -101,6 +103,7 @@ enum Command {
     GetOutput(CompositionId, OutputId, Reply<OutputView>),
     RemoveOutput(CompositionId, OutputId, Reply<Removal>),
     Health(Reply<HealthView>),
+    Metrics(Reply<MetricsSnapshot>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -167,6 +170,11 @@ impl EngineHandle {
         self.ask(Command::Health).await
     }
 
+    /// What `/metrics` shows, read in one go.
+    pub async fn metrics(&self) -> Result<MetricsSnapshot, EngineError> {
+        self.ask(Command::Metrics).await
+    }
+
     /// Stops every composition, releasing all pipelines and ports (those
     /// that stop within [`SHUTDOWN_DEADLINE`]).
     pub async fn shutdown(&self) {
@@ -198,6 +206,8 @@ struct OutputRecord {
     /// An error its GStreamer part reported (HLS, recordings): it failed.
     failure: Option<String>,
     watch: OutputWatch,
+    /// The state last announced as an event.
+    announced: OutputState,
 }
 
 struct Participant {
@@ -210,11 +220,12 @@ struct Participant {
 }
 
 /// What the engine needs from the async side: a runtime for RTMP
-/// publishers and, if it runs, the embedded RTMP server.
+/// publishers, if it runs the embedded RTMP server, and where events go.
 #[derive(Clone)]
 pub struct Services {
     pub runtime: tokio::runtime::Handle,
     pub rtmp_server: Option<RtmpServerHandle>,
+    pub events: EventBus,
 }
 
 /// A removal waiting for its part to stop before it is answered.
@@ -232,6 +243,15 @@ pub struct Engine {
     reaper: Reaper,
     pending_removals: HashMap<StopTicket, PendingRemoval>,
     tx: mpsc::Sender<Message>,
+}
+
+/// The composition `id`, borrowing only the map, so that the engine's
+/// other fields (its event bus) stay usable meanwhile.
+fn composition_mut<'a>(
+    compositions: &'a mut BTreeMap<CompositionId, Composition>,
+    id: &CompositionId,
+) -> Result<&'a mut Composition, EngineError> {
+    compositions.get_mut(id).ok_or_else(|| EngineError::CompositionNotFound(id.clone()))
 }
 
 /// How often the watchdogs look and late removals are answered.
@@ -323,16 +343,13 @@ impl Engine {
                 self.answer_removal(removed, reply)
             }
             Command::Health(reply) => drop(reply.send(Ok(self.health()))),
+            Command::Metrics(reply) => drop(reply.send(Ok(self.metrics()))),
             Command::Shutdown(_) => unreachable!("handled by run()"),
         }
     }
 
     fn get(&self, id: &CompositionId) -> Result<&Composition, EngineError> {
         self.compositions.get(id).ok_or_else(|| EngineError::CompositionNotFound(id.clone()))
-    }
-
-    fn get_mut(&mut self, id: &CompositionId) -> Result<&mut Composition, EngineError> {
-        self.compositions.get_mut(id).ok_or_else(|| EngineError::CompositionNotFound(id.clone()))
     }
 
     fn create_composition(&mut self, config: CompositionConfig) -> Result<CompositionView, EngineError> {
@@ -349,6 +366,7 @@ impl Engine {
         let media =
             CompositionMedia::new(id.clone(), config.clone(), self.profiles.clone(), settings, events, self.reaper.clone(), player)?;
         tracing::info!(composition = %id, name = ?config.name, "composition created");
+        self.services.events.publish(&id, EventKind::CompositionCreated { name: config.name.clone() });
         let composition = Composition {
             created_at: OffsetDateTime::now_utc(),
             composite: media.composite_frames().map(|_| CompositeWatch::new(Instant::now())),
@@ -361,9 +379,8 @@ impl Engine {
         self.compositions.insert(id.clone(), composition);
         for output in &config.outputs {
             if let Err(e) = self.add_output(&id, output) {
-                if let Some(composition) = self.compositions.remove(&id) {
-                    composition.media.shutdown();
-                }
+                // Its outputs so far and the composition go, as a DELETE would.
+                drop(self.delete_composition(&id));
                 return Err(e);
             }
         }
@@ -381,7 +398,7 @@ impl Engine {
         if let Some(conflict) = taken {
             return Err(conflict);
         }
-        let composition = self.get_mut(id)?;
+        let composition = composition_mut(&mut self.compositions, id)?;
         if composition.config.audio_only {
             return Err(InvalidConfig(NO_OUTPUTS_WITHOUT_VIDEO.into()).into());
         }
@@ -401,6 +418,7 @@ impl Engine {
             return Err(e.into());
         }
         tracing::info!(composition = %id, output = %oid, kind = ?valid.kind(), "output added");
+        self.services.events.publish(id, EventKind::OutputAdded { output: oid.clone(), kind: valid.kind() });
         composition.outputs.push(OutputRecord {
             id: oid,
             valid,
@@ -408,13 +426,14 @@ impl Engine {
             publisher,
             failure: None,
             watch: OutputWatch::new(Instant::now()),
+            announced: OutputState::Connecting,
         });
         let record = composition.outputs.last().expect("just added");
         Ok(composition.output_view(id, record))
     }
 
     fn remove_output(&mut self, id: &CompositionId, oid: &OutputId) -> Result<Option<StopTicket>, EngineError> {
-        let composition = self.get_mut(id)?;
+        let composition = composition_mut(&mut self.compositions, id)?;
         let index = composition
             .outputs
             .iter()
@@ -423,6 +442,7 @@ impl Engine {
         composition.outputs.remove(index);
         let ticket = composition.media.remove_output(oid);
         tracing::info!(composition = %id, output = %oid, "output removed");
+        self.services.events.publish(id, EventKind::OutputRemoved { output: oid.clone() });
         Ok(ticket)
     }
 
@@ -430,11 +450,20 @@ impl Engine {
         let composition = self.compositions.remove(id).ok_or_else(|| EngineError::CompositionNotFound(id.clone()))?;
         let ticket = composition.media.shutdown();
         tracing::info!(composition = %id, "composition deleted");
+        // Whoever follows a participant or an output hears it end.
+        let events = &self.services.events;
+        for participant in &composition.participants {
+            events.publish(id, EventKind::ParticipantLeft { participant: participant.id.clone() });
+        }
+        for output in &composition.outputs {
+            events.publish(id, EventKind::OutputRemoved { output: output.id.clone() });
+        }
+        events.publish(id, EventKind::CompositionDeleted);
         Ok(Some(ticket))
     }
 
     fn add_participant(&mut self, id: &CompositionId, request: JoinRequest) -> Result<Joined, EngineError> {
-        let composition = self.compositions.get_mut(id).ok_or_else(|| EngineError::CompositionNotFound(id.clone()))?;
+        let composition = composition_mut(&mut self.compositions, id)?;
         let most = if composition.config.audio_only { MAX_AUDIO_ONLY_PARTICIPANTS } else { MAX_GRID_CELLS };
         if composition.participants.len() >= most {
             return Err(EngineError::CompositionFull(id.clone(), most));
@@ -476,6 +505,7 @@ impl Engine {
             "participant joined"
         );
         let media = composition.media.participant(&pid).expect("just added");
+        self.services.events.publish(id, EventKind::ParticipantJoined { participant: pid.clone(), name: name.clone() });
         composition.participants.push(Participant {
             id: pid.clone(),
             name,
@@ -489,7 +519,7 @@ impl Engine {
     }
 
     fn remove_participant(&mut self, id: &CompositionId, pid: &ParticipantId) -> Result<Option<StopTicket>, EngineError> {
-        let composition = self.get_mut(id)?;
+        let composition = composition_mut(&mut self.compositions, id)?;
         let index = composition
             .participants
             .iter()
@@ -498,6 +528,7 @@ impl Engine {
         composition.participants.remove(index);
         let ticket = composition.media.remove_participant(pid);
         tracing::info!(composition = %id, participant = %pid, "participant left");
+        self.services.events.publish(id, EventKind::ParticipantLeft { participant: pid.clone() });
         Ok(ticket)
     }
 
@@ -529,6 +560,8 @@ impl Engine {
                 let part = part.unwrap_or_default();
                 if let Some(p) = c.participants.iter_mut().find(|p| participant_part_name(&p.id) == part) {
                     tracing::warn!(composition = %composition, participant = %p.id, %element, "caller media error: {message}");
+                    let what = EventKind::ParticipantError { participant: p.id.clone(), message: message.clone() };
+                    self.services.events.publish(&composition, what);
                     p.last_error = Some(message);
                 } else if let Some(o) = c.outputs.iter_mut().find(|o| output_part_name(&o.id) == part) {
                     tracing::warn!(composition = %composition, output = %o.id, %element, "output failed: {message}");
@@ -548,7 +581,7 @@ impl Engine {
         let now = Instant::now();
         let stale_after = self.config.stale_after;
         for (id, composition) in &mut self.compositions {
-            composition.watch(id, now, stale_after);
+            composition.watch(id, now, stale_after, &self.services.events);
         }
         let late: Vec<StopTicket> =
             self.pending_removals.iter().filter(|(_, p)| p.since.elapsed() >= REPLY_DEADLINE).map(|(t, _)| *t).collect();
@@ -574,6 +607,18 @@ impl Engine {
             outputs: self.compositions.values().map(|c| c.outputs.len()).sum(),
             parts_stopping: counts.stopping,
             parts_stuck: counts.stuck,
+        }
+    }
+
+    fn metrics(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            health: self.health(),
+            compositions: self.compositions.iter().map(|(id, c)| c.view(id)).collect(),
+            encoder_queues: self
+                .compositions
+                .iter()
+                .flat_map(|(id, c)| c.media.encoder_queues().into_iter().map(move |(encoder, n)| (id.clone(), encoder, n)))
+                .collect(),
         }
     }
 

@@ -112,6 +112,15 @@ pub struct HealthView {
     pub parts_stuck: usize,
 }
 
+/// Everything `/metrics` shows that the engine knows, read in one go.
+#[derive(Clone, Debug)]
+pub struct MetricsSnapshot {
+    pub health: HealthView,
+    pub compositions: Vec<CompositionView>,
+    /// (composition, encoder, frames waiting for it).
+    pub encoder_queues: Vec<(CompositionId, &'static str, u32)>,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct BroadcastView {
     pub video_encoders: usize,
@@ -135,6 +144,10 @@ pub struct CompositionView {
     /// in an audio-only composition.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub composite_frames: Option<u64>,
+    /// Of those, the frames produced after they should have been on air
+    /// (a stutter in every output). Absent in an audio-only composition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub composite_frames_late: Option<u64>,
     pub participants: Vec<ParticipantView>,
     pub outputs: Vec<OutputView>,
     /// The one encode every output shares.
@@ -158,6 +171,7 @@ impl Composition {
             audio: self.config.audio.clone(),
             layout: self.config.layout.clone(),
             composite_frames: self.media.composite_frames(),
+            composite_frames_late: self.media.composite_frames_late(),
             participants: self.participants.iter().filter_map(|p| self.participant_view(&p.id)).collect(),
             outputs: self.outputs.iter().map(|o| self.output_view(id, o)).collect(),
             broadcast: {

@@ -6,11 +6,13 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Composition, OutputRecord, ParticipantState};
+use super::{Composition, OutputRecord, OutputState, ParticipantState};
+use crate::events::EventBus;
 use crate::media::{CompositionMedia, MediumState, ParticipantMedia};
 use crate::model::codec::MediaKind;
+use crate::model::event::EventKind;
 use crate::model::health::{Arm, COMPOSITE_STALL, FlowChange, FlowWatch, LEG_STALL, OUTPUT_STALL};
-use crate::model::ids::CompositionId;
+use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 
 /// Which way a caller's media goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,16 +117,21 @@ impl OutputRecord {
 }
 
 impl Composition {
-    /// Feeds every watchdog one reading; reports and records what changed.
-    pub(super) fn watch(&mut self, id: &CompositionId, now: Instant, stale_after: Duration) {
+    /// Feeds every watchdog one reading; reports (log and event) and
+    /// records what changed.
+    pub(super) fn watch(&mut self, id: &CompositionId, now: Instant, stale_after: Duration, events: &EventBus) {
         if let (Some(composite), Some(frames)) = (&mut self.composite, self.media.composite_frames()) {
             match composite.watch.observe(frames, now) {
                 Some(FlowChange::Stopped) => {
                     let problem = format!("the compositor produced no frame for {:.1} s", COMPOSITE_STALL.as_secs_f64());
                     tracing::warn!(composition = %id, "composite frozen: {problem}");
+                    events.publish(id, EventKind::CompositionFrozen { reason: problem.clone() });
                     composite.last_error = Some(problem);
                 }
-                Some(FlowChange::Resumed) => tracing::info!(composition = %id, "composite moving again"),
+                Some(FlowChange::Resumed) => {
+                    tracing::info!(composition = %id, "composite moving again");
+                    events.publish(id, EventKind::CompositionRunning);
+                }
                 None => {}
             }
         }
@@ -153,6 +160,10 @@ impl Composition {
             if next != participant.state {
                 tracing::info!(composition = %id, participant = %participant.id, from = ?participant.state, to = ?next, "participant state");
                 participant.state = next;
+                let reason = participant.last_error.clone().unwrap_or_default();
+                if let Some(what) = participant_event(next, &participant.id, reason) {
+                    events.publish(id, what);
+                }
             }
         }
         for output in &mut self.outputs {
@@ -165,5 +176,44 @@ impl Composition {
                 None => {}
             }
         }
+        // An output's state comes from several sources (its publisher, its
+        // part's bus, its watchdog): the view decides it, the change is announced.
+        let changed: Vec<(OutputId, OutputState, Option<String>)> = self
+            .outputs
+            .iter()
+            .filter_map(|o| {
+                let view = self.output_view(id, o);
+                (view.state != o.announced).then(|| (o.id.clone(), view.state, view.last_error))
+            })
+            .collect();
+        for (oid, state, reason) in changed {
+            if let Some(output) = self.outputs.iter_mut().find(|o| o.id == oid) {
+                output.announced = state;
+            }
+            events.publish(id, output_event(state, oid, reason));
+        }
+    }
+}
+
+/// The event for a participant entering `state`; joining is announced
+/// when it happens, not from here.
+fn participant_event(state: ParticipantState, participant: &ParticipantId, reason: String) -> Option<EventKind> {
+    let participant = participant.clone();
+    match state {
+        ParticipantState::Connecting => None,
+        ParticipantState::Active => Some(EventKind::ParticipantActive { participant }),
+        ParticipantState::Interrupted => Some(EventKind::ParticipantInterrupted { participant, reason }),
+        ParticipantState::Stale => Some(EventKind::ParticipantStale { participant }),
+    }
+}
+
+fn output_event(state: OutputState, output: OutputId, reason: Option<String>) -> EventKind {
+    match state {
+        OutputState::Connecting => EventKind::OutputConnecting { output },
+        OutputState::Live => EventKind::OutputLive { output },
+        OutputState::Reconnecting => EventKind::OutputReconnecting { output, reason },
+        OutputState::Stalled => EventKind::OutputStalled { output, reason },
+        OutputState::Failed => EventKind::OutputFailed { output, reason },
+        OutputState::Stopped => EventKind::OutputStopped { output },
     }
 }

@@ -14,10 +14,10 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::flow::{FlowCounter, Measure, count_on};
+use super::flow::{FlowCounter, Measure, count_late_on, count_on};
 use super::lifecycle::{self, Reaper, StopTicket, Teardown};
 use super::mixer::{AudioMix, MixFormat};
 use super::part::{Fanout, add_chain, expose_static};
@@ -59,6 +59,9 @@ pub struct CompositionMedia {
     fuses: Fuses,
     /// Each part's number, for unique names (a part being torn down keeps its name until it is gone).
     serial: u64,
+    /// The compositor's latency in nanoseconds once computed (0 before):
+    /// how long after a frame's time it is due.
+    latency_ns: Arc<AtomicU64>,
 }
 
 /// Part name (`out-{id}`) → tripped? A failing file output (disk full, say)
@@ -75,12 +78,16 @@ struct Canvas {
     broadcast: Broadcast,
     /// Frames out of the compositor: the composite's pulse.
     frames: Arc<FlowCounter>,
+    /// Of those, the ones produced after they should have been on air.
+    late_frames: Arc<FlowCounter>,
 }
 
 /// One encode of the composite, fanned out to every caller using its codec.
 struct SharedEncoder {
     bin: gst::Bin,
     out: Fanout,
+    /// Frames waiting for its encoder; `None` when it re-frames the broadcast's.
+    queue: Option<gst::Element>,
 }
 
 /// Where a cross link starts: a tee of the core, or a part's fanout.
@@ -116,10 +123,11 @@ impl CompositionMedia {
         let mix = AudioMix::start(&format!("mix-{id}"), mix_format(&config), &pipeline)?;
         let fuses = Fuses::default();
         watch_bus(&pipeline, id.clone(), events, fuses.clone());
+        let latency_ns = Arc::new(AtomicU64::new(0));
         let canvas = if config.audio_only {
             None
         } else {
-            Some(build_canvas(&pipeline, &id, &config, &profiles, &mix, settings.jitter_buffer, player)?)
+            Some(build_canvas(&pipeline, &id, &config, &profiles, &mix, settings.jitter_buffer, player, latency_ns.clone())?)
         };
         let mut media = CompositionMedia {
             id,
@@ -136,11 +144,13 @@ impl CompositionMedia {
             outputs: HashMap::new(),
             fuses,
             serial: 0,
+            latency_ns,
         };
         if let Err(e) = media.start() {
             media.shutdown();
             return Err(e);
         }
+        media.recalculate_latency();
         Ok(media)
     }
 
@@ -168,13 +178,28 @@ impl CompositionMedia {
         self.canvas.as_ref().map(|c| c.frames.count())
     }
 
-    /// Recomputes the pipeline latency after an element reported a change.
-    /// Off the engine thread: the latency query visits every element.
+    /// Of those, the frames produced after they should have been on air.
+    pub fn composite_frames_late(&self) -> Option<u64> {
+        self.canvas.as_ref().map(|c| c.late_frames.count())
+    }
+
+    /// (Re)computes the pipeline latency: at start, and after an element
+    /// reported a change. Off the engine thread: the latency query visits
+    /// every element.
     pub fn recalculate_latency(&self) {
         let pipeline = self.pipeline.downgrade();
+        let compositor = self.canvas.as_ref().map(|c| c.compositor.downgrade());
+        let latency_ns = self.latency_ns.clone();
         let _ = std::thread::Builder::new().name("latency".into()).spawn(move || {
-            if let Some(pipeline) = pipeline.upgrade() {
-                let _ = pipeline.recalculate_latency();
+            let Some(pipeline) = pipeline.upgrade() else { return };
+            let _ = pipeline.recalculate_latency();
+            // The compositor's own deadline: its inputs' latency plus its own.
+            let Some(compositor) = compositor.and_then(|c| c.upgrade()) else { return };
+            let mut query = gst::query::Latency::new();
+            if compositor.static_pad("src").is_some_and(|pad| pad.query(&mut query)) {
+                let (_, min, _) = query.result();
+                tracing::debug!(pipeline = %pipeline.name(), latency_ms = min.mseconds(), "compositor latency");
+                latency_ns.store(min.nseconds(), Ordering::Relaxed);
             }
         });
     }
@@ -348,6 +373,7 @@ impl CompositionMedia {
         let bin = gst::Bin::with_name(&name);
         let shares_broadcast = codec == VideoCodec::H264 { packetization_mode: 1 };
         let mut chain = Vec::new();
+        let mut waiting = None;
         if !shares_broadcast {
             let queue = make("queue", &format!("{name}-queue"))?;
             // A slow encoder drops composite frames rather than holding up the compositor.
@@ -356,6 +382,7 @@ impl CompositionMedia {
             queue.set_property("max-size-time", 0u64);
             queue.set_property_from_str("leaky", "downstream");
             let encoder = self.profiles.video_encoder(codec, &format!("{name}-bin"), self.encoder_settings())?;
+            waiting = Some(queue.clone());
             chain.extend([queue, encoder.upcast()]);
         }
         if let VideoCodec::H264 { .. } = codec {
@@ -388,7 +415,7 @@ impl CompositionMedia {
             self.reap(format!("encoder {name}"), owner, bin, ());
             return Err(e);
         }
-        self.encoders.insert(codec, SharedEncoder { bin, out: out.clone() });
+        self.encoders.insert(codec, SharedEncoder { bin, out: out.clone(), queue: waiting });
         Ok((owner, out))
     }
 
@@ -514,6 +541,16 @@ impl CompositionMedia {
         }
     }
 
+    /// Frames waiting in front of each video encoder, by encoder (`broadcast`,
+    /// or the profile of a callers' encoder): one that stays at its queue's
+    /// size cannot keep up, and frames are being dropped.
+    pub fn encoder_queues(&self) -> Vec<(&'static str, u32)> {
+        let level = |queue: &gst::Element| queue.property::<u32>("current-level-buffers");
+        let broadcast = self.canvas.iter().map(|c| ("broadcast", level(&c.broadcast.video_queue)));
+        let shared = self.encoders.iter().filter_map(|(codec, e)| Some((codec.encoder_profile_name(), level(e.queue.as_ref()?))));
+        broadcast.chain(shared).collect()
+    }
+
     /// The encoders the broadcast runs, (video, audio): one each however
     /// many outputs there are.
     pub fn broadcast_encoders(&self) -> (usize, usize) {
@@ -572,6 +609,7 @@ fn build_canvas(
     mix: &AudioMix,
     jitter_buffer: Duration,
     player: Option<StreamFeed>,
+    latency_ns: Arc<AtomicU64>,
 ) -> Result<Canvas, MediaError> {
     let prefix = format!("comp-{id}");
     let n = |role: &str| format!("{prefix}-{role}");
@@ -605,11 +643,16 @@ fn build_canvas(
     driver_caps.static_pad("src").expect("capsfilter has src").link(&driver_pad)?;
     gst::Element::link_many([&compositor, &canvas_caps, &tee])?;
     let frames = Arc::new(FlowCounter::default());
-    count_on(&compositor.static_pad("src").expect("compositor has a src pad"), frames.clone(), Measure::Buffers);
+    let late_frames = Arc::new(FlowCounter::default());
+    let out = compositor.static_pad("src").expect("compositor has a src pad");
+    count_on(&out, frames.clone(), Measure::Buffers);
+    // One frame interval of slack: a frame is late when it misses its slot.
+    let frame_interval = Duration::from_secs(1) / config.video.fps.max(1);
+    count_late_on(&out, latency_ns, frame_interval, late_frames.clone());
 
     let broadcast = Broadcast::build(&prefix, config, profiles, mix, player)?;
     pipeline.add(&broadcast.bin)?;
-    Ok(Canvas { compositor, tee, broadcast, frames })
+    Ok(Canvas { compositor, tee, broadcast, frames, late_frames })
 }
 
 fn request_pad(element: &gst::Element, template: &str) -> Result<gst::Pad, MediaError> {

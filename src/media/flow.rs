@@ -61,6 +61,30 @@ pub fn count_on(pad: &gst::Pad, counter: Arc<FlowCounter>, measure: Measure) {
     });
 }
 
+/// Counts the buffers that leave `pad` too late: at a running time past
+/// their own plus the element's latency (`latency_ns`, its deadline; 0
+/// while unknown: nothing is counted then) plus `slack`. A composite
+/// produced late is one the outputs and callers get with a stutter.
+pub fn count_late_on(pad: &gst::Pad, latency_ns: Arc<AtomicU64>, slack: Duration, counter: Arc<FlowCounter>) {
+    use gst::prelude::*;
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let latency = latency_ns.load(Ordering::Relaxed);
+        let Some(gst::PadProbeData::Buffer(buffer)) = &info.data else { return gst::PadProbeReturn::Ok };
+        let (Some(pts), Some(element)) = (buffer.pts(), pad.parent_element()) else { return gst::PadProbeReturn::Ok };
+        if latency == 0 {
+            return gst::PadProbeReturn::Ok;
+        }
+        let segment = pad.sticky_event::<gst::event::Segment>(0);
+        let running = segment.and_then(|s| s.segment().downcast_ref::<gst::ClockTime>().and_then(|s| s.to_running_time(pts)));
+        if let (Some(running), Some(now)) = (running, element.current_running_time())
+            && now > running + gst::ClockTime::from_nseconds(latency) + gst::ClockTime::from_nseconds(slack.as_nanos() as u64)
+        {
+            counter.add(1);
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 
 pub mod codec;
 pub mod composition;
+pub mod event;
 pub mod health;
 pub mod ids;
 pub mod layout;

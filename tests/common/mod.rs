@@ -38,5 +38,5 @@ pub use analysis::*;
 pub use caller::*;
 pub use net::{bind_rtp_pair, free_tcp_port, is_rtcp};
 pub use nginx::{INSTALL_HINT, Nginx};
-pub use process::{Footprint, run_bounded, wait_until};
+pub use process::{ChildProcess, Footprint, run_bounded, wait_until};
 pub use server::*;

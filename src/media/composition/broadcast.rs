@@ -168,6 +168,8 @@ pub(super) struct Broadcast {
     pub(super) input: gst::Pad,
     /// H.264, AVC, whole access units.
     pub(super) video: Fanout,
+    /// The canvas frames waiting for the video encoder.
+    pub(super) video_queue: gst::Element,
     /// AAC.
     pub(super) audio: Fanout,
     pub(super) feed: Arc<Feed>,
@@ -256,7 +258,7 @@ impl Broadcast {
             feed.add(FeedKey::EmbeddedServer, FeedTarget::Player(player));
         }
         let input = expose_static(&bin, &vqueue, "sink", "video")?;
-        Ok(Broadcast { bin, input, video, audio, feed })
+        Ok(Broadcast { bin, input, video, audio, feed, video_queue: vqueue })
     }
 
     /// The encoders it runs, (video, audio): one each however many outputs there are.

@@ -1,0 +1,263 @@
+//! Operators are told and can see: every state change is an event, on
+//! `GET /v1/events` (Server-Sent Events) and POSTed to a webhook, signed;
+//! `/metrics` is valid Prometheus text (judged by `promtool`) whose figures
+//! follow what the media does.
+//!
+//! One caller's life drives it: it joins and goes active, an HLS output
+//! goes live, the caller's media stops (interrupted, then stale), and
+//! everything is removed. The webhook receiver is a real HTTP server in
+//! Python that checks each signature itself and refuses the first two
+//! POSTs, so that Tutti must retry.
+
+mod common;
+
+use anyhow::{Context, Result, bail, ensure};
+use common::*;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "whsec_events_test";
+/// The receiver answers 503 to this many POSTs before taking them.
+const REFUSED_FIRST: usize = 2;
+/// Long enough for every step of the caller's life; each wait is bounded on its own.
+const STREAM_LIFETIME: Duration = Duration::from_secs(90);
+
+/// An SSE client: a thread reads `id:`/`data:` blocks into a channel.
+struct EventStream {
+    events: mpsc::Receiver<(u64, Value)>,
+    seen: Vec<Value>,
+}
+
+impl EventStream {
+    fn open(server: &Server, query: &str, last_event_id: Option<u64>) -> Result<EventStream> {
+        let client = reqwest::blocking::Client::builder().timeout(STREAM_LIFETIME).build()?;
+        let mut request = client.get(server.url(&format!("/v1/events{query}")));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send()?;
+        ensure!(response.status() == 200, "GET /v1/events{query}: {}", response.status());
+        let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        ensure!(content_type.starts_with("text/event-stream"), "content type {content_type}");
+        let (tx, events) = mpsc::channel();
+        thread::spawn(move || {
+            let (mut id, mut data) = (None, String::new());
+            for line in BufReader::new(response).lines() {
+                let Ok(line) = line else { return };
+                if let Some(value) = line.strip_prefix("id:") {
+                    id = value.trim().parse::<u64>().ok();
+                } else if let Some(value) = line.strip_prefix("data:") {
+                    data.push_str(value.trim_start());
+                } else if line.is_empty() && !data.is_empty() {
+                    let event: Value = serde_json::from_str(&data).expect("every event is JSON");
+                    if tx.send((id.take().expect("every event has an id"), event)).is_err() {
+                        return;
+                    }
+                    data.clear();
+                }
+            }
+        });
+        Ok(EventStream { events, seen: Vec::new() })
+    }
+
+    /// Reads events until one satisfies `wanted`, within `timeout`.
+    fn wait_for(&mut self, timeout: Duration, what: &str, wanted: impl Fn(&Value) -> bool) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (id, event) = self.events.recv_timeout(left).with_context(|| format!("no {what} within {timeout:?}; saw {:?}", types(&self.seen)))?;
+            ensure!(event["seq"] == id, "SSE id {id} and seq {} differ", event["seq"]);
+            self.seen.push(event.clone());
+            if wanted(&event) {
+                return Ok(event);
+            }
+        }
+    }
+}
+
+fn types(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| format!("{}:{}", e["seq"], e["type"].as_str().unwrap_or("?"))).collect()
+}
+
+fn is(kind: &'static str) -> impl Fn(&Value) -> bool {
+    move |e| e["type"] == kind
+}
+
+/// The value of the sample of `name` whose labels include all of `labels`.
+fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metrics.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+        (metric == name && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))).then(|| value.parse().ok())?
+    })
+}
+
+/// `promtool check metrics` reads the text from stdin and lints its names.
+fn promtool_accepts(metrics: &str) -> Result<()> {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running promtool (Debian package prometheus)")?;
+    std::io::Write::write_all(&mut promtool.stdin.take().expect("piped"), metrics.as_bytes())?;
+    let out = promtool.wait_with_output()?;
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    ensure!(out.status.success() && said.trim().is_empty(), "promtool check metrics: {said}\n{metrics}");
+    Ok(())
+}
+
+#[test]
+fn every_state_change_is_an_event_on_the_stream_and_a_signed_webhook_and_metrics_follow_the_media() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook_port = free_tcp_port().unwrap();
+    let received = dir.path().join("webhooks.jsonl");
+    let mut receiver = Command::new("python3");
+    receiver
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/webhook_receiver.py"))
+        .args([hook_port.to_string(), SECRET.into(), received.display().to_string(), REFUSED_FIRST.to_string()]);
+    let _receiver = ChildProcess::spawn("webhook receiver", receiver, &dir.path().join("receiver.log")).unwrap();
+    wait_until("the webhook receiver to listen", Duration::from_secs(5), || {
+        Ok(std::net::TcpStream::connect(("127.0.0.1", hook_port)).is_ok())
+    })
+    .unwrap();
+    let hook_url = format!("http://127.0.0.1:{hook_port}/hooks/tutti");
+    let server =
+        Server::start_with(&["--webhook-url", &hook_url, "--webhook-secret", SECRET, "--stale-after-secs", "3"]).unwrap();
+    if let Err(e) = caller_life(&server, &received) {
+        panic!("{e:?}\n--- server log ---\n{}", server.logs());
+    }
+}
+
+fn caller_life(server: &Server, received: &std::path::Path) -> Result<()> {
+    let mut all = EventStream::open(server, "", None)?;
+    let id = server.create_composition(&json!({"video": {"width": 640, "height": 360}}))?;
+    all.wait_for(Duration::from_secs(2), "composition_created", |e| e["type"] == "composition_created" && e["composition"] == id)?;
+    let mut only_this = EventStream::open(server, &format!("?composition={id}"), None)?;
+    let other = server.create_composition(&json!({"video": {"width": 320, "height": 180}}))?;
+
+    let mut caller = Caller::new(CallerSpec::new("ada", Colour::Red, 500.0))?;
+    let participant = server.add_participant(&id, &caller.offer())?;
+    caller.start_sender(&participant.answer)?;
+    let pid = participant.location.rsplit('/').next().unwrap_or_default().to_string();
+    let joined = all.wait_for(Duration::from_secs(2), "participant_joined", is("participant_joined"))?;
+    ensure!(joined["participant"] == pid.as_str() && joined["name"] == "Caller 1", "{joined}");
+    all.wait_for(Duration::from_secs(5), "participant_active", |e| e["type"] == "participant_active" && e["participant"] == pid.as_str())?;
+
+    let output = server.post_json(&format!("/v1/compositions/{id}/outputs"), &json!({"kind": "hls"}))?.json()?;
+    let oid = output["id"].as_str().context("output id")?.to_string();
+    all.wait_for(Duration::from_secs(2), "output_added", |e| e["type"] == "output_added" && e["kind"] == "hls")?;
+    all.wait_for(Duration::from_secs(8), "output_live", |e| e["type"] == "output_live" && e["output"] == oid.as_str())?;
+
+    // What /metrics says now, judged by promtool and against the media.
+    let metrics = server.get("/metrics")?;
+    ensure!(metrics.status == 200, "GET /metrics: {}", metrics.status);
+    ensure!(metrics.header("content-type").is_some_and(|t| t.starts_with("text/plain; version=0.0.4")), "{:?}", metrics.headers);
+    promtool_accepts(&metrics.body)?;
+    let m = &metrics.body;
+    let of = |name: &str, labels: &[(&str, &str)]| sample(m, name, labels).with_context(|| format!("no {name} {labels:?} in\n{m}"));
+    for media in ["audio", "video"] {
+        let labels = [("composition", id.as_str()), ("participant", pid.as_str()), ("media", media)];
+        ensure!(of("tutti_participant_packets_received_total", &labels)? > 10.0, "{media} received");
+        ensure!(of("tutti_participant_packets_sent_total", &labels)? > 10.0, "{media} sent");
+    }
+    ensure!(of("tutti_participants", &[("composition", &id), ("state", "active")])? == 1.0, "one active participant");
+    ensure!(of("tutti_participants", &[("composition", &id), ("state", "stale")])? == 0.0, "no stale participant");
+    ensure!(of("tutti_composite_frames_total", &[("composition", &id)])? > 30.0, "composite frames");
+    ensure!(of("tutti_output_state", &[("output", &oid), ("state", "live")])? == 1.0, "output live");
+    ensure!(of("tutti_output_state", &[("output", &oid), ("state", "failed")])? == 0.0, "output not failed");
+    ensure!(of("tutti_output_bytes_total", &[("output", &oid), ("kind", "hls")])? > 1000.0, "HLS bytes");
+    ensure!(of("tutti_compositions", &[])? == 2.0, "two compositions");
+    ensure!(of("tutti_encoder_queue_frames", &[("composition", &id), ("encoder", "broadcast")])? <= 3.0, "queue depth");
+    // The process's own figures, as /proc tells them (whole CPU seconds: the collector's unit).
+    let rss_bytes = server.footprint()?.rss_kib as f64 * 1024.0;
+    let reported_rss = of("process_resident_memory_bytes", &[])?;
+    ensure!((reported_rss / rss_bytes - 1.0).abs() < 0.25, "RSS {reported_rss} against /proc's {rss_bytes}");
+    ensure!(of("process_cpu_seconds_total", &[])? >= 0.0, "CPU");
+    let alarms_before = of("tutti_alarms_total", &[])?;
+
+    caller.kill_sender();
+    let interrupted = all.wait_for(Duration::from_secs(4), "participant_interrupted", is("participant_interrupted"))?;
+    ensure!(
+        interrupted["participant"] == pid.as_str() && interrupted["reason"].as_str().is_some_and(|r| r.contains("arrived from the caller")),
+        "{interrupted}"
+    );
+    all.wait_for(Duration::from_secs(6), "participant_stale", |e| e["type"] == "participant_stale" && e["participant"] == pid.as_str())?;
+    let alarms_after = sample(&server.get("/metrics")?.body, "tutti_alarms_total", &[]).context("tutti_alarms_total")?;
+    ensure!(alarms_after >= alarms_before + 2.0, "alarms {alarms_before} → {alarms_after}");
+
+    ensure!(server.delete(&format!("/v1/compositions/{id}/outputs/{oid}"))?.status / 100 == 2, "output delete");
+    all.wait_for(Duration::from_secs(2), "output_removed", is("output_removed"))?;
+    ensure!(server.delete(&participant.location)?.status / 100 == 2, "participant delete");
+    all.wait_for(Duration::from_secs(2), "participant_left", is("participant_left"))?;
+    ensure!(server.delete(&format!("/v1/compositions/{other}"))?.status / 100 == 2, "delete other");
+    ensure!(server.delete(&format!("/v1/compositions/{id}"))?.status / 100 == 2, "delete");
+    let last = all.wait_for(Duration::from_secs(2), "composition_deleted", |e| e["type"] == "composition_deleted" && e["composition"] == id)?;
+
+    // One stream sees every event, numbered without a gap, in the order of the caller's life.
+    let seqs: Vec<u64> = all.seen.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    ensure!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "gap in {seqs:?}");
+    let life: Vec<&str> = all.seen.iter().filter(|e| e["composition"] == id).filter_map(|e| e["type"].as_str()).collect();
+    let expected = [
+        "composition_created", "participant_joined", "participant_active", "output_added", "output_live",
+        "participant_interrupted", "participant_stale", "output_removed", "participant_left", "composition_deleted",
+    ];
+    let mut rest = life.iter();
+    for kind in expected {
+        ensure!(rest.any(|t| *t == kind), "{kind} missing or out of order in {life:?}");
+    }
+    ensure!(all.seen.iter().any(|e| e["composition"] == other.as_str()), "the other composition's events are on the unfiltered stream");
+
+    // The filtered stream has this composition's events only, through its deletion.
+    only_this.wait_for(Duration::from_secs(2), "composition_deleted (filtered)", is("composition_deleted"))?;
+    ensure!(only_this.seen.iter().all(|e| e["composition"] == id), "another composition's event: {:?}", types(&only_this.seen));
+
+    // A client that reconnects with Last-Event-ID gets what came after it.
+    let mut resumed = EventStream::open(server, "", Some(2))?;
+    let first = resumed.wait_for(Duration::from_secs(2), "a replayed event", |_| true)?;
+    ensure!(first["seq"] == 3, "replay starts at {first}");
+
+    // Every event reaches the webhook, signed, in order, after Tutti retried the refused ones.
+    let last_seq = last["seq"].as_u64().context("seq")?;
+    let records = wait_for_webhooks(received, last_seq)?;
+    ensure!(records.iter().all(|r| r["signature_valid"] == true), "a bad signature: {records:?}");
+    ensure!(records.iter().all(|r| r["content_type"] == "application/json"), "content type");
+    ensure!(
+        records.iter().all(|r| r["seq_header"] == r["event"]["seq"].to_string() && r["type_header"] == r["event"]["type"]),
+        "headers differ from the body"
+    );
+    let refused: Vec<&Value> = records.iter().filter(|r| r["status"] == 503).collect();
+    ensure!(refused.len() == REFUSED_FIRST && refused.iter().all(|r| r["event"]["seq"] == 1), "the first event is retried: {refused:?}");
+    let delivered: Vec<u64> = records.iter().filter(|r| r["status"] == 200).filter_map(|r| r["event"]["seq"].as_u64()).collect();
+    ensure!(delivered == (1..=last_seq).collect::<Vec<_>>(), "delivered in order, each once: {delivered:?}");
+    let delivered_events: Vec<&Value> = records.iter().filter(|r| r["status"] == 200).map(|r| &r["event"]).collect();
+    for event in &all.seen {
+        ensure!(delivered_events.contains(&event), "{event} on the stream but not the webhook");
+    }
+
+    // A bad query is a clear error.
+    let bad = server.get("/v1/events?room=1")?;
+    ensure!(bad.status == 400 && bad.json()?["error"]["code"] == "invalid_query", "{bad:?}");
+    Ok(())
+}
+
+/// The receiver's records once it has taken every event up to `last_seq`.
+fn wait_for_webhooks(path: &std::path::Path, last_seq: u64) -> Result<Vec<Value>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let records: Vec<Value> = text.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+        if records.iter().any(|r| r["status"] == 200 && r["event"]["seq"] == last_seq) {
+            return Ok(records);
+        }
+        if Instant::now() > deadline {
+            bail!("the webhook did not get event {last_seq} within 10 s: {} records", records.len());
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
