@@ -83,6 +83,13 @@ pub struct ServeArgs {
     /// rtmp://ADDRESS/live/{composition_id} [default: 127.0.0.1:1935].
     #[arg(long, env = "TUTTI_RTMP_LISTEN")]
     pub rtmp_listen: Option<SocketAddr>,
+    /// PEM file of extra certificate authorities that `rtmps://` outputs
+    /// trust, for an origin behind a private CA (one or more certificates).
+    /// Always trusted as well: the bundled Mozilla roots and the system
+    /// store (/etc/ssl/certs, or SSL_CERT_FILE / SSL_CERT_DIR). A file that
+    /// cannot be read or holds no usable certificate stops start-up.
+    #[arg(long, env = "TUTTI_RTMPS_CA_FILE")]
+    pub rtmps_ca_file: Option<PathBuf>,
 }
 
 /// The same settings as a TOML file.
@@ -99,6 +106,7 @@ struct FileConfig {
     recordings: Option<PathBuf>,
     hls_dir: Option<PathBuf>,
     rtmp_listen: Option<SocketAddr>,
+    rtmps_ca_file: Option<PathBuf>,
 }
 
 /// Fully resolved settings of `tutti serve`.
@@ -114,6 +122,7 @@ pub struct Config {
     pub recordings_dir: PathBuf,
     pub hls_dir: PathBuf,
     pub rtmp_listen: SocketAddr,
+    pub rtmps_ca_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -157,6 +166,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_RECORDINGS_DIR)),
             hls_dir: args.hls_dir.or(file.hls_dir).unwrap_or_else(|| std::env::temp_dir().join("tutti-hls")),
             rtmp_listen: args.rtmp_listen.or(file.rtmp_listen).unwrap_or(DEFAULT_RTMP_LISTEN),
+            rtmps_ca_file: args.rtmps_ca_file.or(file.rtmps_ca_file),
         }
     }
 }
@@ -178,6 +188,19 @@ mod tests {
         assert_eq!(c.jitter_buffer, Duration::from_millis(60));
         assert_eq!(c.stale_after, Duration::from_secs(DEFAULT_STALE_AFTER_SECS));
         assert_eq!(c.public_ip, DEFAULT_PUBLIC_IP);
+    }
+
+    #[test]
+    fn the_rtmps_ca_file_comes_from_the_flag_or_the_file() {
+        let file: FileConfig = toml::from_str("rtmps_ca_file = \"/etc/tutti/origin-ca.pem\"\n").unwrap();
+        assert_eq!(
+            Config::resolve(ServeArgs::default(), file).rtmps_ca_file,
+            Some(PathBuf::from("/etc/tutti/origin-ca.pem"))
+        );
+        let file: FileConfig = toml::from_str("rtmps_ca_file = \"/etc/tutti/origin-ca.pem\"\n").unwrap();
+        let args = ServeArgs { rtmps_ca_file: Some(PathBuf::from("ca.pem")), ..Default::default() };
+        assert_eq!(Config::resolve(args, file).rtmps_ca_file, Some(PathBuf::from("ca.pem")));
+        assert_eq!(Config::default().rtmps_ca_file, None);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use gstreamer as gst;
 use tracing_subscriber::EnvFilter;
 use tutti::config::{Cli, Command, Config};
 use tutti::engine::{Engine, Services};
-use tutti::rtmp::{RtmpServerConfig, start_server};
+use tutti::rtmp::{RtmpServerConfig, RtmpsTrust, start_server};
 use tutti::media::profiles::Profiles;
 
 fn main() -> anyhow::Result<()> {
@@ -24,14 +24,22 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Serve(args) => {
             let config = Config::load(args)?;
+            // Before anything listens: a bad CA file is a start-up error, not a
+            // surprise at the first rtmps:// publish.
+            let rtmps_trust = RtmpsTrust::load(config.rtmps_ca_file.as_deref()).context("--rtmps-ca-file")?;
+            let sources = rtmps_trust.sources();
+            tracing::info!(
+                bundled = sources.bundled, system = sources.system, operator = sources.operator,
+                "rtmps:// outputs trust these certificate authorities"
+            );
             let profiles = Profiles::load(&config.pipelines_dir)
                 .with_context(|| format!("checking the profiles in {}", config.pipelines_dir.display()))?;
-            tokio::runtime::Runtime::new()?.block_on(serve(config, profiles))
+            tokio::runtime::Runtime::new()?.block_on(serve(config, profiles, rtmps_trust))
         }
     }
 }
 
-async fn serve(config: Config, profiles: Profiles) -> anyhow::Result<()> {
+async fn serve(config: Config, profiles: Profiles, rtmps_trust: RtmpsTrust) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
         .with_context(|| format!("binding the HTTP API to {}", config.http))?;
@@ -45,7 +53,11 @@ async fn serve(config: Config, profiles: Profiles) -> anyhow::Result<()> {
         .with_context(|| format!("starting the embedded RTMP server on {} (--rtmp-listen)", config.rtmp_listen))?;
     tracing::info!(rtmp = %rtmp_server.local_addr(), "embedded RTMP server plays rtmp://{}/live/{{composition_id}}", rtmp_server.local_addr());
     let hls_dir = config.hls_dir.clone();
-    let services = Services { runtime: tokio::runtime::Handle::current(), rtmp_server: Some(rtmp_server.clone()) };
+    let services = Services {
+        runtime: tokio::runtime::Handle::current(),
+        rtmps_trust,
+        rtmp_server: Some(rtmp_server.clone()),
+    };
     let engine = Engine::start(config, profiles, services);
     axum::serve(listener, tutti::api::app(engine.clone(), hls_dir))
         .with_graceful_shutdown(shutdown_signal())

@@ -46,7 +46,11 @@ async fn start(rtp_pairs: u16) -> Api {
         ..Config::default()
     };
     let profiles = Profiles::load(&config.pipelines_dir).unwrap();
-    let services = Services { runtime: tokio::runtime::Handle::current(), rtmp_server: None };
+    let services = Services {
+        runtime: tokio::runtime::Handle::current(),
+        rtmps_trust: tutti::rtmp::RtmpsTrust::load(None).unwrap(),
+        rtmp_server: None,
+    };
     let engine = Engine::start(config, profiles, services);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
