@@ -161,12 +161,22 @@ impl From<&CertificateError> for CertificateProblem {
             CertificateError::UnknownIssuer => CertificateProblem::UnknownIssuer,
             CertificateError::NotValidForName => CertificateProblem::WrongName { presented: Vec::new() },
             CertificateError::NotValidForNameContext { presented, .. } => CertificateProblem::WrongName {
-                presented: presented.clone(),
+                presented: presented.iter().map(|name| plain_name(name)).collect(),
             },
             CertificateError::Revoked => CertificateProblem::Revoked,
             other => CertificateProblem::Other(other.to_string()),
         }
     }
+}
+
+/// `live.example.com` from webpki's `DnsName("live.example.com")`, and
+/// `192.0.2.1` from `IpAddress(192.0.2.1)`; other kinds of name as given.
+fn plain_name(presented: &str) -> String {
+    let inner = presented
+        .strip_prefix("DnsName(\"")
+        .and_then(|rest| rest.strip_suffix("\")"))
+        .or_else(|| presented.strip_prefix("IpAddress(").and_then(|rest| rest.strip_suffix(')')));
+    inner.unwrap_or(presented).to_string()
 }
 
 impl fmt::Display for CertificateProblem {
@@ -284,10 +294,11 @@ MIIBfjCCASOgAwIBAgIUYwMMYRd7O1E0mXlxr71QbH2HdCEwCgYIKoZIzj0EAwIw
                 .to_string()
                 .starts_with("unknown issuer")
         );
-        let wrong_name = CertificateProblem::WrongName {
-            presented: vec!["DnsName(\"live.example.com\")".into()],
-        };
-        assert!(wrong_name.to_string().starts_with("issued for another name"));
+        let wrong_name = CertificateProblem::from(&CertificateError::NotValidForNameContext {
+            expected: rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+            presented: vec!["DnsName(\"live.example.com\")".into(), "IpAddress(192.0.2.1)".into()],
+        });
+        assert_eq!(wrong_name.to_string(), "issued for another name (live.example.com, 192.0.2.1)");
         assert_eq!(
             CertificateProblem::from(&CertificateError::NotValidForName),
             CertificateProblem::WrongName { presented: Vec::new() }
