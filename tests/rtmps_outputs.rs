@@ -51,24 +51,52 @@ fn make_pki() -> Result<Pki> {
         stranger.issue(dir.path(), "stranger", &SERVER_NAMES, Validity::Current),
         ca.issue(dir.path(), "elsewhere", &["live.example.com"], Validity::Current),
     ];
-    Ok(Pki { _dir: dir, ca_file, fronts })
+    Ok(Pki {
+        _dir: dir,
+        ca_file,
+        fronts,
+    })
 }
 
 fn ffprobe(url: &str) -> Result<Value> {
     let mut cmd = Command::new("ffprobe");
-    cmd.args(["-v", "error", "-rw_timeout", "5000000", "-print_format", "json", "-show_streams"]).arg(url);
+    cmd.args([
+        "-v",
+        "error",
+        "-rw_timeout",
+        "5000000",
+        "-print_format",
+        "json",
+        "-show_streams",
+    ])
+    .arg(url);
     let out = run_bounded(cmd, Duration::from_secs(15))?;
-    ensure!(out.status.success(), "ffprobe {url}: {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "ffprobe {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 /// H.264 at the canvas size and AAC, as tutti's broadcast encodes them.
 fn check_h264_and_aac(probe: &Value) -> Result<()> {
     let streams = probe["streams"].as_array().context("streams")?;
-    let video = streams.iter().find(|s| s["codec_type"] == "video").context("no video stream")?;
+    let video = streams
+        .iter()
+        .find(|s| s["codec_type"] == "video")
+        .context("no video stream")?;
     ensure!(video["codec_name"] == "h264", "video is {}", video["codec_name"]);
-    ensure!(video["width"] == WIDTH && video["height"] == HEIGHT, "video is {}x{}", video["width"], video["height"]);
-    let audio = streams.iter().find(|s| s["codec_type"] == "audio").context("no audio stream")?;
+    ensure!(
+        video["width"] == WIDTH && video["height"] == HEIGHT,
+        "video is {}x{}",
+        video["width"],
+        video["height"]
+    );
+    let audio = streams
+        .iter()
+        .find(|s| s["codec_type"] == "audio")
+        .context("no audio stream")?;
     ensure!(audio["codec_name"] == "aac", "audio is {}", audio["codec_name"]);
     Ok(())
 }
@@ -88,21 +116,36 @@ fn output(server: &Server, composition: &str, id: &str) -> Result<Value> {
 /// Polls until `id` is in `state`; how long that took.
 fn wait_for_state(server: &Server, composition: &str, id: &str, state: &str, timeout: Duration) -> Result<Duration> {
     let started = Instant::now();
-    wait_until(&format!("output {id} {state}"), timeout, || Ok(output(server, composition, id)?["state"] == state))
-        .with_context(|| format!("output now: {}", output(server, composition, id).unwrap_or_default()))?;
+    wait_until(&format!("output {id} {state}"), timeout, || {
+        Ok(output(server, composition, id)?["state"] == state)
+    })
+    .with_context(|| format!("output now: {}", output(server, composition, id).unwrap_or_default()))?;
     Ok(started.elapsed())
 }
 
 /// Fails unless `id` is failed, never retried (one TLS session at its
 /// front), and its `last_error` contains `reason`.
-fn check_failed_once(server: &Server, nginx: &Nginx, composition: &str, id: &str, front: usize, reason: &str) -> Result<()> {
+fn check_failed_once(
+    server: &Server,
+    nginx: &Nginx,
+    composition: &str,
+    id: &str,
+    front: usize,
+    reason: &str,
+) -> Result<()> {
     let output = output(server, composition, id)?;
     ensure!(output["state"] == "failed", "{output}");
     ensure!(output["reconnects"] == 0, "{output}");
     let last_error = output["last_error"].as_str().context("no last_error")?;
-    ensure!(last_error.contains(reason), "last_error {last_error:?} does not say {reason:?}");
+    ensure!(
+        last_error.contains(reason),
+        "last_error {last_error:?} does not say {reason:?}"
+    );
     let sessions = nginx.tls_sessions(front);
-    ensure!(sessions == 1, "front {front} saw {sessions} TLS sessions: the output retried");
+    ensure!(
+        sessions == 1,
+        "front {front} saw {sessions} TLS sessions: the output retried"
+    );
     Ok(())
 }
 
@@ -119,11 +162,17 @@ fn with_the_operator_ca_rtmps_goes_live_and_bad_certificates_fail_at_once_saying
     let mut red = Caller::new(CallerSpec::new("red", Colour::Red, 500.0))?;
     red.join(&server, &id)?;
 
-    let good = add_output(&server, &id, json!({"kind": "rtmp", "url": nginx.rtmps_url(GOOD, "127.0.0.1", "live", "good")}))?;
+    let good = add_output(
+        &server,
+        &id,
+        json!({"kind": "rtmp", "url": nginx.rtmps_url(GOOD, "127.0.0.1", "live", "good")}),
+    )?;
     let live_after = wait_for_state(&server, &id, &good, "live", Duration::from_secs(10))?;
     let plain = nginx.url("live", "good");
     let started = Instant::now();
-    wait_until("the rtmps stream readable at nginx", Duration::from_secs(15), || Ok(ffprobe(&plain).is_ok()))?;
+    wait_until("the rtmps stream readable at nginx", Duration::from_secs(15), || {
+        Ok(ffprobe(&plain).is_ok())
+    })?;
     eprintln!(
         "rtmps output live {} ms after the POST; readable as rtmp:// at nginx {} ms after that",
         live_after.as_millis(),
@@ -133,13 +182,19 @@ fn with_the_operator_ca_rtmps_goes_live_and_bad_certificates_fail_at_once_saying
     let colours = live_stream_colours(&plain, 30, Rect::FULL.centre(0.5))?;
     let named: Vec<Option<Colour>> = colours.iter().map(|&rgb| Colour::classify(rgb)).collect();
     // The first frames may precede a keyframe; the last third must be the caller.
-    ensure!(named[20..].iter().all(|&c| c == Some(Colour::Red)), "centre colours read back: {colours:?}");
+    ensure!(
+        named[20..].iter().all(|&c| c == Some(Colour::Red)),
+        "centre colours read back: {colours:?}"
+    );
 
     let added = Instant::now();
     let bad = [
         (EXPIRED, "TLS certificate of 127.0.0.1 is not trusted: expired"),
         (OTHER_CA, "TLS certificate of 127.0.0.1 is not trusted: unknown issuer"),
-        (OTHER_NAME, "TLS certificate of 127.0.0.1 is not trusted: issued for another name (live.example.com)"),
+        (
+            OTHER_NAME,
+            "TLS certificate of 127.0.0.1 is not trusted: issued for another name (live.example.com)",
+        ),
     ];
     let mut bad_ids = Vec::new();
     for (front, _) in bad {
@@ -147,8 +202,17 @@ fn with_the_operator_ca_rtmps_goes_live_and_bad_certificates_fail_at_once_saying
         bad_ids.push(add_output(&server, &id, json!({"kind": "rtmp", "url": url}))?);
     }
     for (output_id, (front, _)) in bad_ids.iter().zip(bad) {
-        wait_for_state(&server, &id, output_id, "failed", FAIL_WITHIN.saturating_sub(added.elapsed()))?;
-        eprintln!("front {front}: failed within {} ms of the POST", added.elapsed().as_millis());
+        wait_for_state(
+            &server,
+            &id,
+            output_id,
+            "failed",
+            FAIL_WITHIN.saturating_sub(added.elapsed()),
+        )?;
+        eprintln!(
+            "front {front}: failed within {} ms of the POST",
+            added.elapsed().as_millis()
+        );
     }
     sleep(NO_RETRY_WATCH);
     for (output_id, (front, reason)) in bad_ids.iter().zip(bad) {
@@ -158,11 +222,20 @@ fn with_the_operator_ca_rtmps_goes_live_and_bad_certificates_fail_at_once_saying
 
     // Nothing else noticed: the good rtmps output and HLS still live, the stream still readable.
     let outputs = server.get(&format!("/v1/compositions/{id}/outputs"))?.json()?;
-    for other in outputs["outputs"].as_array().context("outputs")?.iter().filter(|o| !bad_ids.iter().any(|b| o["id"] == *b)) {
+    for other in outputs["outputs"]
+        .as_array()
+        .context("outputs")?
+        .iter()
+        .filter(|o| !bad_ids.iter().any(|b| o["id"] == *b))
+    {
         ensure!(other["state"] == "live", "another output suffered: {other}");
     }
     check_h264_and_aac(&ffprobe(&plain)?)?;
-    ensure!(nginx.tls_sessions(GOOD) == 0, "the good rtmps session ended: {}", nginx.logs());
+    ensure!(
+        nginx.tls_sessions(GOOD) == 0,
+        "the good rtmps session ended: {}",
+        nginx.logs()
+    );
     drop(red);
     Ok(())
 }
@@ -178,12 +251,30 @@ fn without_the_ca_file_a_private_cas_certificate_fails_as_unknown_issuer() -> Re
     }))?;
     let plain = add_output(&server, &id, json!({"kind": "rtmp", "url": nginx.url("live", "plain")}))?;
     wait_for_state(&server, &id, &plain, "live", Duration::from_secs(10))?;
-    let secure = add_output(&server, &id, json!({"kind": "rtmp", "url": nginx.rtmps_url(GOOD, "localhost", "live", "secure")}))?;
+    let secure = add_output(
+        &server,
+        &id,
+        json!({"kind": "rtmp", "url": nginx.rtmps_url(GOOD, "localhost", "live", "secure")}),
+    )?;
     let failed_after = wait_for_state(&server, &id, &secure, "failed", FAIL_WITHIN)?;
     sleep(NO_RETRY_WATCH);
-    check_failed_once(&server, &nginx, &id, &secure, GOOD, "TLS certificate of localhost is not trusted: unknown issuer")?;
-    eprintln!("unknown CA: failed {} ms after the POST: {}", failed_after.as_millis(), output(&server, &id, &secure)?["last_error"]);
-    ensure!(output(&server, &id, &plain)?["state"] == "live", "the plain rtmp output suffered");
+    check_failed_once(
+        &server,
+        &nginx,
+        &id,
+        &secure,
+        GOOD,
+        "TLS certificate of localhost is not trusted: unknown issuer",
+    )?;
+    eprintln!(
+        "unknown CA: failed {} ms after the POST: {}",
+        failed_after.as_millis(),
+        output(&server, &id, &secure)?["last_error"]
+    );
+    ensure!(
+        output(&server, &id, &plain)?["state"] == "live",
+        "the plain rtmp output suffered"
+    );
     check_h264_and_aac(&ffprobe(&nginx.url("live", "plain"))?)?;
     Ok(())
 }
@@ -194,14 +285,20 @@ fn an_unusable_ca_file_stops_start_up_naming_the_file() -> Result<()> {
     let not_pem = dir.path().join("not-a-bundle.pem");
     std::fs::write(&not_pem, "this is not a certificate\n")?;
     let missing = dir.path().join("missing.pem");
-    for (path, says) in [(&not_pem, "holds no PEM certificate"), (&missing, "cannot read the RTMPS CA file")] {
+    for (path, says) in [
+        (&not_pem, "holds no PEM certificate"),
+        (&missing, "cannot read the RTMPS CA file"),
+    ] {
         let path = path.to_str().context("path")?;
         let error = match Server::start_with(&["--rtmps-ca-file", path]) {
             Ok(_) => anyhow::bail!("tutti started with --rtmps-ca-file {path}"),
             Err(error) => format!("{error:#}"),
         };
         ensure!(error.contains("exited during startup"), "{error}");
-        ensure!(error.contains(says) && error.contains(path), "start-up error does not say {says:?} about {path}: {error}");
+        ensure!(
+            error.contains(says) && error.contains(path),
+            "start-up error does not say {says:?} about {path}: {error}"
+        );
     }
     Ok(())
 }

@@ -643,7 +643,10 @@ mod tests {
             app: "nosuchapp".into(),
         };
         let kind = |error: PublishError| error.failure_kind();
-        assert_eq!(kind(PublishError::Closed { step: connect.clone() }), FailureKind::Refusal);
+        assert_eq!(
+            kind(PublishError::Closed { step: connect.clone() }),
+            FailureKind::Refusal
+        );
         assert_eq!(
             kind(PublishError::Closed {
                 step: SessionStep::Publish
@@ -684,8 +687,14 @@ mod tests {
             }),
             FailureKind::Network
         );
-        assert_eq!(kind(PublishError::Handshake(HandshakeFailure::Closed)), FailureKind::Network);
-        assert_eq!(kind(PublishError::WriteStalled(Duration::from_secs(10))), FailureKind::Network);
+        assert_eq!(
+            kind(PublishError::Handshake(HandshakeFailure::Closed)),
+            FailureKind::Network
+        );
+        assert_eq!(
+            kind(PublishError::WriteStalled(Duration::from_secs(10))),
+            FailureKind::Network
+        );
     }
 
     #[test]

@@ -208,10 +208,16 @@ mod tests {
     #[test]
     fn an_untrusted_certificate_gives_up_at_once_even_after_being_live() {
         let mut fresh = Reconnector::new(ReconnectPolicy::default());
-        assert_eq!(fresh.on_failure(FailureKind::UntrustedCertificate, 0.0), NextStep::GiveUp);
+        assert_eq!(
+            fresh.on_failure(FailureKind::UntrustedCertificate, 0.0),
+            NextStep::GiveUp
+        );
         let mut was_live = Reconnector::new(ReconnectPolicy::default());
         was_live.on_live();
         delays(&mut was_live, 2, 0.0);
-        assert_eq!(was_live.on_failure(FailureKind::UntrustedCertificate, 0.0), NextStep::GiveUp);
+        assert_eq!(
+            was_live.on_failure(FailureKind::UntrustedCertificate, 0.0),
+            NextStep::GiveUp
+        );
     }
 }

@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
 use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
 use tokio_rustls::rustls::{self, CertificateError, RootCertStore};
 
 /// The TLS client configuration every RTMPS publisher shares. Cheap to clone.
@@ -74,7 +74,10 @@ impl RtmpsTrust {
         }
         let (added, ignored) = roots.add_parsable_certificates(system.certs);
         if ignored > 0 {
-            tracing::warn!(ignored, "certificates of the system CA store that are not usable as trust anchors");
+            tracing::warn!(
+                ignored,
+                "certificates of the system CA store that are not usable as trust anchors"
+            );
         }
         sources.system = added;
         if let Some(path) = operator_ca_file {
@@ -137,11 +140,17 @@ fn read_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Tr
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CertificateProblem {
     /// `not_after` in Unix seconds, when rustls reports it.
-    Expired { not_after: Option<u64> },
-    NotValidYet { not_before: Option<u64> },
+    Expired {
+        not_after: Option<u64>,
+    },
+    NotValidYet {
+        not_before: Option<u64>,
+    },
     UnknownIssuer,
     /// Issued for other names; `presented` lists them when known.
-    WrongName { presented: Vec<String> },
+    WrongName {
+        presented: Vec<String>,
+    },
     Revoked,
     /// Anything rarer, in rustls' words.
     Other(String),
@@ -175,7 +184,11 @@ fn plain_name(presented: &str) -> String {
     let inner = presented
         .strip_prefix("DnsName(\"")
         .and_then(|rest| rest.strip_suffix("\")"))
-        .or_else(|| presented.strip_prefix("IpAddress(").and_then(|rest| rest.strip_suffix(')')));
+        .or_else(|| {
+            presented
+                .strip_prefix("IpAddress(")
+                .and_then(|rest| rest.strip_suffix(')'))
+        });
     inner.unwrap_or(presented).to_string()
 }
 
@@ -298,7 +311,10 @@ MIIBfjCCASOgAwIBAgIUYwMMYRd7O1E0mXlxr71QbH2HdCEwCgYIKoZIzj0EAwIw
             expected: rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
             presented: vec!["DnsName(\"live.example.com\")".into(), "IpAddress(192.0.2.1)".into()],
         });
-        assert_eq!(wrong_name.to_string(), "issued for another name (live.example.com, 192.0.2.1)");
+        assert_eq!(
+            wrong_name.to_string(),
+            "issued for another name (live.example.com, 192.0.2.1)"
+        );
         assert_eq!(
             CertificateProblem::from(&CertificateError::NotValidForName),
             CertificateProblem::WrongName { presented: Vec::new() }

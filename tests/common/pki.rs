@@ -55,7 +55,9 @@ impl TestCa {
             params.not_after = date_time_ymd(2021, 1, 1);
         }
         let key = KeyPair::generate().expect("a P-256 key");
-        let cert = params.signed_by(&key, &self.issuer).expect("signing a server certificate");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("signing a server certificate");
         let files = CertificateFiles {
             cert: dir.join(format!("{stem}.crt")),
             key: dir.join(format!("{stem}.key")),
