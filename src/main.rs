@@ -26,7 +26,8 @@ fn main() -> anyhow::Result<()> {
             let config = Config::load(args)?;
             // Before anything listens: a bad CA file is a start-up error, not a
             // surprise at the first rtmps:// publish.
-            let rtmps_trust = RtmpsTrust::load(config.rtmps_ca_file.as_deref()).context("--rtmps-ca-file")?;
+            let rtmps_trust = RtmpsTrust::load(config.rtmps_ca_file.as_deref())
+                .context("loading the certificate authorities rtmps:// outputs trust (--rtmps-ca-file)")?;
             let sources = rtmps_trust.sources();
             tracing::info!(
                 bundled = sources.bundled, system = sources.system, operator = sources.operator,

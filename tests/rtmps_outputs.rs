@@ -181,6 +181,11 @@ fn with_the_operator_ca_rtmps_goes_live_and_bad_certificates_fail_at_once_saying
     check_h264_and_aac(&ffprobe(&plain)?)?;
     let colours = live_stream_colours(&plain, 30, Rect::FULL.centre(0.5))?;
     let named: Vec<Option<Colour>> = colours.iter().map(|&rgb| Colour::classify(rgb)).collect();
+    let red = named.iter().filter(|&&c| c == Some(Colour::Red)).count();
+    eprintln!(
+        "{red} of {} frames read back through TLS have the red caller's centre",
+        named.len()
+    );
     // The first frames may precede a keyframe; the last third must be the caller.
     ensure!(
         named[20..].iter().all(|&c| c == Some(Colour::Red)),
@@ -241,7 +246,7 @@ fn with_the_operator_ca_rtmps_goes_live_and_bad_certificates_fail_at_once_saying
 }
 
 #[test]
-fn without_the_ca_file_a_private_cas_certificate_fails_as_unknown_issuer() -> Result<()> {
+fn without_the_ca_file_a_private_cas_certificate_fails_as_unknown_issuer_while_a_dead_port_retries() -> Result<()> {
     let pki = make_pki()?;
     let nginx = Nginx::start_with_tls_fronts(&pki.fronts[..1]);
     let server = Server::start()?;
@@ -251,13 +256,38 @@ fn without_the_ca_file_a_private_cas_certificate_fails_as_unknown_issuer() -> Re
     }))?;
     let plain = add_output(&server, &id, json!({"kind": "rtmp", "url": nginx.url("live", "plain")}))?;
     wait_for_state(&server, &id, &plain, "live", Duration::from_secs(10))?;
+    let posted = Instant::now();
     let secure = add_output(
         &server,
         &id,
         json!({"kind": "rtmp", "url": nginx.rtmps_url(GOOD, "localhost", "live", "secure")}),
     )?;
-    let failed_after = wait_for_state(&server, &id, &secure, "failed", FAIL_WITHIN)?;
+    // Beside it, a network failure: nothing listens there, so it keeps retrying.
+    let closed_port = free_tcp_port()?;
+    let unreachable = add_output(
+        &server,
+        &id,
+        json!({"kind": "rtmp", "url": format!("rtmps://127.0.0.1:{closed_port}/live/unreachable")}),
+    )?;
+    wait_for_state(
+        &server,
+        &id,
+        &secure,
+        "failed",
+        FAIL_WITHIN.saturating_sub(posted.elapsed()),
+    )?;
+    let failed_after = posted.elapsed();
     sleep(NO_RETRY_WATCH);
+    let unreachable = output(&server, &id, &unreachable)?;
+    ensure!(
+        unreachable["state"] == "reconnecting",
+        "a refused TCP connection must be retried: {unreachable}"
+    );
+    let network_error = unreachable["last_error"].as_str().unwrap_or_default();
+    ensure!(
+        network_error.starts_with("TCP connection to 127.0.0.1:"),
+        "{unreachable}"
+    );
     check_failed_once(
         &server,
         &nginx,
