@@ -181,9 +181,9 @@ fn with_the_operator_ca_rtmps_goes_live_and_bad_certificates_fail_at_once_saying
     check_h264_and_aac(&ffprobe(&plain)?)?;
     let colours = live_stream_colours(&plain, 30, Rect::FULL.centre(0.5))?;
     let named: Vec<Option<Colour>> = colours.iter().map(|&rgb| Colour::classify(rgb)).collect();
-    let red = named.iter().filter(|&&c| c == Some(Colour::Red)).count();
+    let red_frames = named.iter().filter(|&&c| c == Some(Colour::Red)).count();
     eprintln!(
-        "{red} of {} frames read back through TLS have the red caller's centre",
+        "{red_frames} of {} frames read back through TLS have the red caller's centre",
         named.len()
     );
     // The first frames may precede a keyframe; the last third must be the caller.
@@ -306,6 +306,27 @@ fn without_the_ca_file_a_private_cas_certificate_fails_as_unknown_issuer_while_a
         "the plain rtmp output suffered"
     );
     check_h264_and_aac(&ffprobe(&nginx.url("live", "plain"))?)?;
+    Ok(())
+}
+
+#[test]
+fn a_ca_in_the_system_store_is_trusted_without_the_ca_file() -> Result<()> {
+    let pki = make_pki()?;
+    let nginx = Nginx::start_with_tls_fronts(&pki.fronts[..1]);
+    // SSL_CERT_FILE stands in for the system store, as for openssl and curl.
+    let server = Server::start_with_env(&[], &[("SSL_CERT_FILE", pki.ca_file.to_str().context("CA path")?)])?;
+    let id = server.create_composition(&json!({
+        "video": {"width": WIDTH, "height": HEIGHT, "fps": 30, "bitrate_kbps": 1000},
+        "outputs": [{"kind": "rtmp", "url": nginx.rtmps_url(GOOD, "localhost", "live", "system")}]
+    }))?;
+    let outputs = server.get(&format!("/v1/compositions/{id}/outputs"))?.json()?;
+    let secure = outputs["outputs"][0]["id"].as_str().context("output id")?.to_string();
+    wait_for_state(&server, &id, &secure, "live", Duration::from_secs(10))?;
+    let plain = nginx.url("live", "system");
+    wait_until("the rtmps stream readable at nginx", Duration::from_secs(15), || {
+        Ok(ffprobe(&plain).is_ok())
+    })?;
+    check_h264_and_aac(&ffprobe(&plain)?)?;
     Ok(())
 }
 
