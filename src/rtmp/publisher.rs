@@ -635,6 +635,7 @@ impl Connection {
 
 #[cfg(test)]
 mod tests {
+    use super::super::trust::CertificateProblem;
     use super::*;
 
     #[test]
@@ -663,7 +664,7 @@ mod tests {
         assert_eq!(
             kind(PublishError::Transport(TransportError::UntrustedCertificate {
                 host: "live.example.com".into(),
-                problem: super::super::trust::CertificateProblem::Expired { not_after: None },
+                problem: CertificateProblem::Expired { not_after: None },
             })),
             FailureKind::UntrustedCertificate
         );
