@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::Command;
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tempfile::TempDir;
 
 const WIDTH: u64 = 640;
@@ -193,6 +193,7 @@ fn with_the_operator_ca_rtmps_goes_live_and_bad_certificates_fail_at_once_saying
     );
 
     let added = Instant::now();
+    let added_wall = SystemTime::now();
     let bad = [
         (EXPIRED, "TLS certificate of 127.0.0.1 is not trusted: expired"),
         (OTHER_CA, "TLS certificate of 127.0.0.1 is not trusted: unknown issuer"),
@@ -241,7 +242,12 @@ fn with_the_operator_ca_rtmps_goes_live_and_bad_certificates_fail_at_once_saying
         "the good rtmps session ended: {}",
         nginx.logs()
     );
-    drop(red);
+    // Nor did the caller: its composite came back at full rate throughout.
+    let watched_until = SystemTime::now();
+    let frames = video_frames(&red.stop_receiver()?)?;
+    let fps = fps_between(&frames, added_wall - Duration::from_secs(1), watched_until);
+    eprintln!("caller's return video while three outputs failed: {fps:.1} fps");
+    ensure!(fps >= 29.0, "the caller's return video fell to {fps:.1} fps");
     Ok(())
 }
 
