@@ -16,8 +16,9 @@ PACKAGES=(
   gstreamer1.0-x fonts-dejavu-core  # gstreamer1.0-x carries the pango text overlay
   # independent judges and senders in tests and benchmarks
   ffmpeg
-  # the RTMP ingest server the publisher tests push to
-  nginx libnginx-mod-rtmp
+  # the RTMP ingest server the publisher tests push to; its stream module
+  # terminates TLS in front of it for the rtmps:// tests
+  nginx libnginx-mod-rtmp libnginx-mod-stream
   # health checks in scripts
   curl
   # benchmarks, and the webhook receiver of the events test

@@ -92,6 +92,13 @@ pub struct ServeArgs {
     /// header; required with --webhook-url.
     #[arg(long, env = "TUTTI_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
+    /// PEM file of extra certificate authorities that `rtmps://` outputs
+    /// trust, for an origin behind a private CA (one or more certificates).
+    /// Always trusted as well: the bundled Mozilla roots and the system
+    /// store (/etc/ssl/certs, or SSL_CERT_FILE / SSL_CERT_DIR). A file that
+    /// cannot be read or holds no usable certificate stops start-up.
+    #[arg(long, env = "TUTTI_RTMPS_CA_FILE")]
+    pub rtmps_ca_file: Option<PathBuf>,
 }
 
 /// The same settings as a TOML file.
@@ -110,6 +117,7 @@ struct FileConfig {
     rtmp_listen: Option<SocketAddr>,
     webhook_urls: Option<Vec<String>>,
     webhook_secret: Option<String>,
+    rtmps_ca_file: Option<PathBuf>,
 }
 
 /// Fully resolved settings of `tutti serve`.
@@ -127,6 +135,7 @@ pub struct Config {
     pub rtmp_listen: SocketAddr,
     /// Where events are POSTed, and the key that signs them.
     pub webhooks: WebhookConfig,
+    pub rtmps_ca_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -173,6 +182,7 @@ impl Config {
             hls_dir: args.hls_dir.or(file.hls_dir).unwrap_or_else(|| std::env::temp_dir().join("tutti-hls")),
             rtmp_listen: args.rtmp_listen.or(file.rtmp_listen).unwrap_or(DEFAULT_RTMP_LISTEN),
             webhooks,
+            rtmps_ca_file: args.rtmps_ca_file.or(file.rtmps_ca_file),
         })
     }
 }
@@ -227,6 +237,19 @@ mod tests {
         let ok = with(&["https://example.com/hook", ""], Some("k")).unwrap();
         assert_eq!(ok.urls.len(), 1);
         assert!(with(&[], None).unwrap().urls.is_empty());
+    }
+
+    #[test]
+    fn the_rtmps_ca_file_comes_from_the_flag_or_the_file() {
+        let file: FileConfig = toml::from_str("rtmps_ca_file = \"/etc/tutti/origin-ca.pem\"\n").unwrap();
+        assert_eq!(
+            Config::resolve(ServeArgs::default(), file).unwrap().rtmps_ca_file,
+            Some(PathBuf::from("/etc/tutti/origin-ca.pem"))
+        );
+        let file: FileConfig = toml::from_str("rtmps_ca_file = \"/etc/tutti/origin-ca.pem\"\n").unwrap();
+        let args = ServeArgs { rtmps_ca_file: Some(PathBuf::from("ca.pem")), ..Default::default() };
+        assert_eq!(Config::resolve(args, file).unwrap().rtmps_ca_file, Some(PathBuf::from("ca.pem")));
+        assert_eq!(Config::default().rtmps_ca_file, None);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use tutti::config::{Cli, Command, Config};
 use tutti::api::Telemetry;
 use tutti::engine::{Engine, Services};
 use tutti::events::{EventBus, webhook};
-use tutti::rtmp::{RtmpServerConfig, start_server};
+use tutti::rtmp::{RtmpServerConfig, RtmpsTrust, start_server};
 use tutti::media::profiles::Profiles;
 
 fn main() -> anyhow::Result<()> {
@@ -26,14 +26,23 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Serve(args) => {
             let config = Config::load(args)?;
+            // Before anything listens: a bad CA file is a start-up error, not a
+            // surprise at the first rtmps:// publish.
+            let rtmps_trust = RtmpsTrust::load(config.rtmps_ca_file.as_deref())
+                .context("loading the certificate authorities rtmps:// outputs trust (--rtmps-ca-file)")?;
+            let sources = rtmps_trust.sources();
+            tracing::info!(
+                bundled = sources.bundled, system = sources.system, operator = sources.operator,
+                "rtmps:// outputs trust these certificate authorities"
+            );
             let profiles = Profiles::load(&config.pipelines_dir)
                 .with_context(|| format!("checking the profiles in {}", config.pipelines_dir.display()))?;
-            tokio::runtime::Runtime::new()?.block_on(serve(config, profiles))
+            tokio::runtime::Runtime::new()?.block_on(serve(config, profiles, rtmps_trust))
         }
     }
 }
 
-async fn serve(config: Config, profiles: Profiles) -> anyhow::Result<()> {
+async fn serve(config: Config, profiles: Profiles, rtmps_trust: RtmpsTrust) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
         .with_context(|| format!("binding the HTTP API to {}", config.http))?;
@@ -52,8 +61,12 @@ async fn serve(config: Config, profiles: Profiles) -> anyhow::Result<()> {
     if !config.webhooks.urls.is_empty() {
         tracing::info!(receivers = config.webhooks.urls.len(), "events are POSTed to the webhooks, signed");
     }
-    let services =
-        Services { runtime: tokio::runtime::Handle::current(), rtmp_server: Some(rtmp_server.clone()), events: events.clone() };
+    let services = Services {
+        runtime: tokio::runtime::Handle::current(),
+        rtmps_trust,
+        rtmp_server: Some(rtmp_server.clone()),
+        events: events.clone(),
+    };
     let engine = Engine::start(config, profiles, services);
     axum::serve(listener, tutti::api::app(engine.clone(), hls_dir, Telemetry { events, webhooks }))
         .with_graceful_shutdown(shutdown_signal())

@@ -47,7 +47,12 @@ async fn start(rtp_pairs: u16) -> Api {
     };
     let profiles = Profiles::load(&config.pipelines_dir).unwrap();
     let events = tutti::events::EventBus::new();
-    let services = Services { runtime: tokio::runtime::Handle::current(), rtmp_server: None, events: events.clone() };
+    let services = Services {
+        runtime: tokio::runtime::Handle::current(),
+        rtmps_trust: tutti::rtmp::RtmpsTrust::load(None).unwrap(),
+        rtmp_server: None,
+        events: events.clone(),
+    };
     let engine = Engine::start(config, profiles, services);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

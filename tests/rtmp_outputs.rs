@@ -26,7 +26,7 @@ mod common;
 
 use common::{INSTALL_HINT, Nginx};
 use tutti::rtmp::{
-    MediaFrame, PublisherConfig, PublisherHandle, PublisherState, ReconnectPolicy, RtmpServerConfig, RtmpUrl,
+    MediaFrame, PublisherConfig, PublisherHandle, PublisherState, ReconnectPolicy, RtmpServerConfig, RtmpUrl, RtmpsTrust,
     StreamFeed, StreamHeaders, StreamMetadata, spawn_publisher, start_server,
 };
 
@@ -330,8 +330,13 @@ async fn wait_for_state(
     }
 }
 
+/// Plain `rtmp://` here, so the default trust never comes into play.
+fn publisher_config(url: &str) -> PublisherConfig {
+    PublisherConfig::new(RtmpUrl::parse(url).unwrap(), RtmpsTrust::load(None).unwrap())
+}
+
 fn publisher_for(url: &str) -> PublisherHandle {
-    spawn_publisher(PublisherConfig::new(RtmpUrl::parse(url).unwrap()))
+    spawn_publisher(publisher_config(url))
 }
 
 // ───────────────────────────── tests ─────────────────────────────
@@ -495,7 +500,7 @@ async fn publisher_reconnects_after_nginx_restarts_and_the_stream_is_readable_ag
     // The product's first backoff step (1 s ±20%), held there instead of
     // doubling, so the retry that meets nginx's return comes within 1.2 s of
     // it whatever the outage; the doubling itself is unit-tested in reconnect.rs.
-    let mut config = PublisherConfig::new(RtmpUrl::parse(&url).unwrap());
+    let mut config = publisher_config(&url);
     config.reconnect = ReconnectPolicy {
         max_delay: Duration::from_secs(1),
         ..ReconnectPolicy::default()
@@ -555,7 +560,7 @@ async fn unreachable_destinations_never_block_the_producer() {
     });
     let closed_port = common::free_tcp_port().unwrap();
 
-    let mut silent_config = PublisherConfig::new(RtmpUrl::parse(&format!("rtmp://{silent_addr}/live/key")).unwrap());
+    let mut silent_config = publisher_config(&format!("rtmp://{silent_addr}/live/key"));
     silent_config.response_timeout = Duration::from_secs(2);
     let silent_publisher = spawn_publisher(silent_config);
     let refused_publisher = publisher_for(&format!("rtmp://127.0.0.1:{closed_port}/live/key"));
@@ -718,7 +723,7 @@ async fn a_destination_that_stops_reading_costs_whole_gops_then_a_reconnect() {
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(accept_publish_then_stall(listener));
 
-    let mut config = PublisherConfig::new(RtmpUrl::parse(&format!("rtmp://{addr}/live/key")).unwrap());
+    let mut config = publisher_config(&format!("rtmp://{addr}/live/key"));
     config.queue_frames = 32;
     config.write_timeout = Duration::from_secs(2);
     let publisher = spawn_publisher(config);

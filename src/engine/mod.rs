@@ -39,7 +39,7 @@ use crate::model::layout::MAX_GRID_CELLS;
 use crate::model::output::{InvalidOutput, OutputConfig, ValidOutput};
 use crate::model::sdp::{self, Canvas, LocalTransport, SdpError};
 use crate::ports::{PortAllocator, PortsExhausted};
-use crate::rtmp::{PublisherConfig, PublisherHandle, RtmpServerHandle, spawn_publisher};
+use crate::rtmp::{PublisherConfig, PublisherHandle, RtmpServerHandle, RtmpsTrust, spawn_publisher};
 use watch::{CompositeWatch, LegWatches, OutputWatch};
 
 #[derive(Debug, thiserror::Error)]
@@ -220,10 +220,12 @@ struct Participant {
 }
 
 /// What the engine needs from the async side: a runtime for RTMP
-/// publishers, if it runs the embedded RTMP server, and where events go.
+/// publishers, the CAs their `rtmps://` servers are checked against, if it
+/// runs the embedded RTMP server, and where events go.
 #[derive(Clone)]
 pub struct Services {
     pub runtime: tokio::runtime::Handle,
+    pub rtmps_trust: RtmpsTrust,
     pub rtmp_server: Option<RtmpServerHandle>,
     pub events: EventBus,
 }
@@ -390,6 +392,7 @@ impl Engine {
     fn add_output(&mut self, id: &CompositionId, output: &OutputConfig) -> Result<OutputView, EngineError> {
         let valid = output.validate()?;
         let runtime = self.services.runtime.clone();
+        let rtmps_trust = self.services.rtmps_trust.clone();
         let paths = OutputPaths { hls_dir: self.config.hls_dir.clone(), recordings_dir: self.config.recordings_dir.clone() };
         let taken = self.compositions.iter().find_map(|(cid, c)| {
             let output = c.outputs.iter().find(|o| valid.collides_with(&o.valid))?;
@@ -407,7 +410,7 @@ impl Engine {
             ValidOutput::Rtmp(url) => {
                 // Publishers are tokio tasks; the engine thread is not in the runtime.
                 let _runtime = runtime.enter();
-                Some(spawn_publisher(PublisherConfig::new(url.clone())))
+                Some(spawn_publisher(PublisherConfig::new(url.clone(), rtmps_trust)))
             }
             _ => None,
         };

@@ -8,6 +8,8 @@
 //!   [`url`] (destination URLs, masked keys), [`packager`] (what a session
 //!   sends, frame by frame), [`reconnect`] (backoff, giving up),
 //!   [`frame_queue`] (dropping whole GOPs when full).
+//! - Built once at start-up: [`trust`] (the CAs `rtmps://` servers are
+//!   checked against; what a rejected certificate means).
 //! - Actors on tokio over rml_rtmp's sans-IO sessions: [`publisher`] (one
 //!   task per destination) and [`server`] (one task per player).
 
@@ -21,6 +23,7 @@ pub mod reconnect;
 pub mod server;
 mod stop_signal;
 mod transport;
+pub mod trust;
 pub mod url;
 
 pub use frame_queue::PushOutcome;
@@ -30,4 +33,5 @@ pub use publisher::{PublishError, PublisherConfig, PublisherHandle, PublisherSta
 pub use reconnect::ReconnectPolicy;
 pub use server::{RtmpServerConfig, RtmpServerHandle, ServerError, StreamFeed, start_server};
 pub use transport::TransportError;
+pub use trust::{RtmpsTrust, TrustError};
 pub use url::{RtmpUrl, UrlError};

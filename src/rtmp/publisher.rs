@@ -3,9 +3,10 @@
 //!
 //! ```text
 //!  Connecting ─► TCP (+TLS) ─► handshake ─► connect(app) ─► publish(key, live) ─► Live ─► frames…
-//!     ▲   │                                       │                  │              │
-//!     │   └── network failure ──┐                 └─── refused ──────┴─► Failed     │ connection lost,
-//!     │                         ▼                     (reconnect.rs decides)        │ write stalled
+//!     ▲   │          │                            │                  │              │
+//!     │   │          └─ certificate not trusted ──┴─── refused ──────┴─► Failed     │ connection lost,
+//!     │   └── network failure ──┐                     (reconnect.rs decides)        │ write stalled
+//!     │                         ▼                                                   │
 //!     └──── Reconnecting { attempt } ◄── backoff 1 s, 2 s, 4 s … 30 s, ±20% ◄───────┘
 //!
 //!  stop(), in any state ─► deleteStream (if live) ─► Stopped
@@ -25,6 +26,7 @@ use super::packager::{FlvTag, Packager};
 use super::reconnect::{FailureKind, NextStep, ReconnectPolicy, Reconnector};
 use super::stop_signal::stop_requested;
 use super::transport::{self, BoxedStream, TransportError};
+use super::trust::RtmpsTrust;
 use super::url::RtmpUrl;
 use rml_rtmp::chunk_io::Packet;
 use rml_rtmp::handshake::PeerType;
@@ -67,6 +69,8 @@ const REFUSAL_CODE_SUFFIXES: [&str; 6] = [
 #[derive(Clone, Debug)]
 pub struct PublisherConfig {
     pub url: RtmpUrl,
+    /// Certificate authorities an `rtmps://` server may be vouched for by.
+    pub trust: RtmpsTrust,
     /// Frames (video and audio) queued between the media threads and the socket.
     pub queue_frames: usize,
     /// Resolving, TCP connect and TLS together.
@@ -79,9 +83,10 @@ pub struct PublisherConfig {
 }
 
 impl PublisherConfig {
-    pub fn new(url: RtmpUrl) -> PublisherConfig {
+    pub fn new(url: RtmpUrl, trust: RtmpsTrust) -> PublisherConfig {
         PublisherConfig {
             url,
+            trust,
             queue_frames: DEFAULT_QUEUE_FRAMES,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
@@ -100,7 +105,7 @@ pub enum PublisherState {
     Reconnecting {
         attempt: u32,
     },
-    /// The server refused us for good; `reason` is its answer.
+    /// The server refused us or its certificate for good; `reason` says why.
     Failed {
         reason: String,
     },
@@ -166,17 +171,19 @@ pub enum PublishError {
 }
 
 impl PublishError {
-    /// True when an RTMP server, after a complete handshake, turned down our
-    /// connect or publish: by an explicit `_error`/error status, or by
-    /// closing the connection in answer to it (what nginx-rtmp does for an
-    /// unknown application, and many CDNs for a bad key). Everything before
-    /// the handshake completes, timeouts, and losses while streaming are
-    /// network failures.
-    pub fn is_refusal(&self) -> bool {
+    /// A refusal is an RTMP server that, after a complete handshake, turned
+    /// down our connect or publish: by an explicit `_error`/error status, or
+    /// by closing the connection in answer to it (what nginx-rtmp does for an
+    /// unknown application, and many CDNs for a bad key). A certificate that
+    /// failed verification is its own kind. Everything else before the
+    /// handshake completes, timeouts, and losses while streaming are network
+    /// failures.
+    pub fn failure_kind(&self) -> FailureKind {
         match self {
-            PublishError::Refused { .. } => true,
-            PublishError::Closed { step } => step != &SessionStep::Streaming,
-            _ => false,
+            PublishError::Transport(TransportError::UntrustedCertificate { .. }) => FailureKind::UntrustedCertificate,
+            PublishError::Refused { .. } => FailureKind::Refusal,
+            PublishError::Closed { step } if step != &SessionStep::Streaming => FailureKind::Refusal,
+            _ => FailureKind::Network,
         }
     }
 }
@@ -324,12 +331,7 @@ impl PublisherTask {
                 Some(Err(error)) => error,
             };
             *self.counters.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
-            let kind = if error.is_refusal() {
-                FailureKind::Refusal
-            } else {
-                FailureKind::Network
-            };
-            match reconnector.on_failure(kind, rand::random_range(-1.0..=1.0)) {
+            match reconnector.on_failure(error.failure_kind(), rand::random_range(-1.0..=1.0)) {
                 NextStep::GiveUp => {
                     tracing::warn!(%url, %error, "RTMP publisher failed for good");
                     break PublisherState::Failed {
@@ -421,7 +423,7 @@ fn error_status(values: &[Amf0Value]) -> Option<String> {
 /// TCP (+TLS), handshake, connect(app), createStream + publish(key, live).
 async fn connect_and_publish(config: &PublisherConfig, counters: &Arc<Counters>) -> Result<Connection, PublishError> {
     let url = &config.url;
-    let mut stream = transport::connect(url, config.connect_timeout).await?;
+    let mut stream = transport::connect(url, &config.trust, config.connect_timeout).await?;
     let after_handshake = handshake(&mut stream, PeerType::Client, config.response_timeout).await?;
     let (reader, writer) = tokio::io::split(stream);
     let mut session_config = ClientSessionConfig::new();
@@ -633,42 +635,67 @@ impl Connection {
 
 #[cfg(test)]
 mod tests {
+    use super::super::trust::CertificateProblem;
     use super::*;
 
     #[test]
-    fn refusals_are_told_from_network_failures() {
+    fn refusals_and_rejected_certificates_are_told_from_network_failures() {
         let connect = SessionStep::Connect {
             app: "nosuchapp".into(),
         };
-        assert!(PublishError::Closed { step: connect.clone() }.is_refusal());
-        assert!(
-            PublishError::Closed {
-                step: SessionStep::Publish
-            }
-            .is_refusal()
+        let kind = |error: PublishError| error.failure_kind();
+        assert_eq!(
+            kind(PublishError::Closed { step: connect.clone() }),
+            FailureKind::Refusal
         );
-        assert!(
-            PublishError::Refused {
+        assert_eq!(
+            kind(PublishError::Closed {
+                step: SessionStep::Publish
+            }),
+            FailureKind::Refusal
+        );
+        assert_eq!(
+            kind(PublishError::Refused {
                 step: SessionStep::Publish,
                 reason: "NetStream.Publish.BadName".into()
-            }
-            .is_refusal()
+            }),
+            FailureKind::Refusal
         );
-        assert!(
-            !PublishError::Closed {
+        assert_eq!(
+            kind(PublishError::Transport(TransportError::UntrustedCertificate {
+                host: "live.example.com".into(),
+                problem: CertificateProblem::Expired { not_after: None },
+            })),
+            FailureKind::UntrustedCertificate
+        );
+        assert_eq!(
+            kind(PublishError::Transport(TransportError::Tls {
+                host: "live.example.com".into(),
+                source: io::ErrorKind::ConnectionReset.into(),
+            })),
+            FailureKind::Network
+        );
+        assert_eq!(
+            kind(PublishError::Closed {
                 step: SessionStep::Streaming
-            }
-            .is_refusal()
+            }),
+            FailureKind::Network
         );
-        assert!(
-            !PublishError::NoAnswer {
+        assert_eq!(
+            kind(PublishError::NoAnswer {
                 step: connect,
                 timeout: Duration::from_secs(10)
-            }
-            .is_refusal()
+            }),
+            FailureKind::Network
         );
-        assert!(!PublishError::Handshake(HandshakeFailure::Closed).is_refusal());
-        assert!(!PublishError::WriteStalled(Duration::from_secs(10)).is_refusal());
+        assert_eq!(
+            kind(PublishError::Handshake(HandshakeFailure::Closed)),
+            FailureKind::Network
+        );
+        assert_eq!(
+            kind(PublishError::WriteStalled(Duration::from_secs(10))),
+            FailureKind::Network
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! When a publisher tries again, and when it gives up. Pure: the caller
 //! supplies the randomness and does the waiting.
 //!
-//! Failures come in two kinds (see [`super::publisher::PublishError::is_refusal`]):
+//! Failures come in three kinds (see [`super::publisher::PublishError::failure_kind`]):
 //! - *network*: nothing answered, or the connection broke. These heal by
 //!   themselves (a CDN edge restarts, Wi-Fi returns), so they are retried
 //!   forever with exponential backoff.
@@ -12,6 +12,11 @@
 //!   this very URL gets a few more tries, because then the refusal is most
 //!   likely transient: the server still holds our previous, half-dead
 //!   session ("already publishing"), or is restarting.
+//! - *untrusted certificate*: the `rtmps://` server's certificate failed
+//!   verification (expired, unknown issuer, another name). Every retry
+//!   would be shown the same certificate, and the fix is the operator's
+//!   (renew it, or trust its CA), so the publisher gives up at once, live
+//!   before or not, and says why instead of retrying in silence.
 
 use std::time::Duration;
 
@@ -47,6 +52,7 @@ impl Default for ReconnectPolicy {
 pub enum FailureKind {
     Network,
     Refusal,
+    UntrustedCertificate,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -90,6 +96,7 @@ impl Reconnector {
     /// `jitter_sample` is uniform in `[-1, 1]`.
     pub fn on_failure(&mut self, kind: FailureKind, jitter_sample: f64) -> NextStep {
         match kind {
+            FailureKind::UntrustedCertificate => return NextStep::GiveUp,
             FailureKind::Network => self.refusals_in_a_row = 0,
             FailureKind::Refusal => {
                 self.refusals_in_a_row += 1;
@@ -196,5 +203,21 @@ mod tests {
             reconnector.on_failure(FailureKind::Refusal, 0.0),
             NextStep::RetryAfter { .. }
         ));
+    }
+
+    #[test]
+    fn an_untrusted_certificate_gives_up_at_once_even_after_being_live() {
+        let mut fresh = Reconnector::new(ReconnectPolicy::default());
+        assert_eq!(
+            fresh.on_failure(FailureKind::UntrustedCertificate, 0.0),
+            NextStep::GiveUp
+        );
+        let mut was_live = Reconnector::new(ReconnectPolicy::default());
+        was_live.on_live();
+        delays(&mut was_live, 2, 0.0);
+        assert_eq!(
+            was_live.on_failure(FailureKind::UntrustedCertificate, 0.0),
+            NextStep::GiveUp
+        );
     }
 }

@@ -1,11 +1,11 @@
 //! The byte stream under an RTMP session: plain TCP for `rtmp://`, TLS over
-//! TCP for `rtmps://` (server certificates checked against the Mozilla
-//! roots bundled by `webpki-roots`, so no system store is needed).
+//! TCP for `rtmps://` (server certificates checked against the anchors of
+//! [`RtmpsTrust`]).
 
+use super::trust::{CertificateProblem, RtmpsTrust};
 use super::url::{RtmpScheme, RtmpUrl};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -31,19 +31,41 @@ pub enum TransportError {
     TimedOut { host: String, timeout: Duration },
     #[error("{0:?} is not a valid TLS server name")]
     BadServerName(String),
+    #[error("TLS certificate of {host} is not trusted: {problem}")]
+    UntrustedCertificate { host: String, problem: CertificateProblem },
     #[error("TLS handshake with {host} failed: {source}")]
     Tls { host: String, source: io::Error },
 }
 
+impl TransportError {
+    /// Tells a rejected certificate (rustls' verdict, carried inside the
+    /// I/O error tokio-rustls returns) from a handshake the network broke.
+    fn from_handshake(host: &str, source: io::Error) -> TransportError {
+        let verdict = source
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        match verdict {
+            Some(rustls::Error::InvalidCertificate(error)) => TransportError::UntrustedCertificate {
+                host: host.to_string(),
+                problem: CertificateProblem::from(error),
+            },
+            _ => TransportError::Tls {
+                host: host.to_string(),
+                source,
+            },
+        }
+    }
+}
+
 /// Resolves, connects and (for rtmps) completes TLS, all within `timeout`.
-pub async fn connect(url: &RtmpUrl, timeout: Duration) -> Result<BoxedStream, TransportError> {
+pub async fn connect(url: &RtmpUrl, trust: &RtmpsTrust, timeout: Duration) -> Result<BoxedStream, TransportError> {
     let host = url.host().to_string();
-    tokio::time::timeout(timeout, connect_unbounded(url))
+    tokio::time::timeout(timeout, connect_unbounded(url, trust))
         .await
         .unwrap_or(Err(TransportError::TimedOut { host, timeout }))
 }
 
-async fn connect_unbounded(url: &RtmpUrl) -> Result<BoxedStream, TransportError> {
+async fn connect_unbounded(url: &RtmpUrl, trust: &RtmpsTrust) -> Result<BoxedStream, TransportError> {
     let host = url.host();
     let addr = tokio::net::lookup_host((host, url.port()))
         .await
@@ -64,51 +86,39 @@ async fn connect_unbounded(url: &RtmpUrl) -> Result<BoxedStream, TransportError>
         RtmpScheme::Rtmps => {
             let name =
                 ServerName::try_from(host.to_string()).map_err(|_| TransportError::BadServerName(host.to_string()))?;
-            let tls = TlsConnector::from(tls_config())
+            let tls = TlsConnector::from(trust.client_config())
                 .connect(name, tcp)
                 .await
-                .map_err(|source| TransportError::Tls {
-                    host: host.to_string(),
-                    source,
-                })?;
+                .map_err(|source| TransportError::from_handshake(host, source))?;
             Ok(Box::new(tls))
         }
     }
-}
-
-fn tls_config() -> Arc<rustls::ClientConfig> {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let roots = rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            };
-            let config =
-                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                    .with_safe_default_protocol_versions()
-                    .expect("ring supports rustls' default protocol versions")
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-            Arc::new(config)
-        })
-        .clone()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn tls_config_is_built_once_from_the_bundled_roots() {
-        assert!(Arc::ptr_eq(&tls_config(), &tls_config()));
-    }
-
     #[tokio::test]
     async fn a_refused_tcp_connection_names_the_address() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let url = RtmpUrl::parse(&format!("rtmps://127.0.0.1:{port}/app/key")).unwrap();
-        let error = connect(&url, Duration::from_secs(2)).await.err().expect("nothing listens there");
+        let error = connect(&url, &RtmpsTrust::load(None).unwrap(), Duration::from_secs(2)).await.err().expect("nothing listens there");
         assert!(matches!(error, TransportError::Connect { .. }), "{error}");
         assert!(error.to_string().starts_with(&format!("TCP connection to 127.0.0.1:{port} failed")), "{error}");
+    }
+
+    #[test]
+    fn a_rejected_certificate_is_told_from_a_broken_handshake() {
+        let rejected = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Expired),
+        );
+        let error = TransportError::from_handshake("live.example.com", rejected);
+        assert_eq!(error.to_string(), "TLS certificate of live.example.com is not trusted: expired");
+
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        let error = TransportError::from_handshake("live.example.com", reset);
+        assert!(matches!(error, TransportError::Tls { .. }), "{error}");
     }
 }

@@ -210,6 +210,34 @@ pub fn video_frames(path: &Path) -> Result<Vec<Frame>> {
         .collect())
 }
 
+/// The mean colour of `rect` in each of the first `count` decoded frames of
+/// a live stream (`rtmp://…`), which carries no wall clock to time them by.
+pub fn live_stream_colours(url: &str, count: usize, rect: Rect) -> Result<Vec<[u8; 3]>> {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-rw_timeout", "5000000", "-i", url])
+        .args(["-map", "0:v:0", "-frames:v", &count.to_string()])
+        .args(["-vf", &format!("scale={THUMB_WIDTH}:{THUMB_HEIGHT}:flags=area")])
+        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]);
+    let output = run_bounded(cmd, DECODE_TIMEOUT)?;
+    ensure!(output.status.success(), "decoding {url}: {}", text_tail(&String::from_utf8_lossy(&output.stderr)));
+    let frame_bytes = THUMB_WIDTH * THUMB_HEIGHT * 3;
+    ensure!(output.stdout.len() == count * frame_bytes, "{url}: {} bytes for {count} frames", output.stdout.len());
+    Ok(output
+        .stdout
+        .chunks_exact(frame_bytes)
+        .map(|rgb| {
+            let frame = Frame {
+                wall_time: SystemTime::now(),
+                width: THUMB_WIDTH as u32,
+                height: THUMB_HEIGHT as u32,
+                keyframe: false,
+                rgb: rgb.to_vec(),
+            };
+            frame.mean_color(rect)
+        })
+        .collect())
+}
+
 struct FrameInfo {
     pts: i64,
     width: u32,

@@ -3,6 +3,8 @@
 //! - [`Server`]: `tutti serve` on free ports, its REST API, its log on failure.
 //! - [`Caller`]: a legacy RTP endpoint described by a [`CallerSpec`]: an SDP offer, a
 //!   gst-launch sender (solid colour + sine tone) and an ffmpeg recorder of what comes back.
+//! - [`Nginx`]: nginx-rtmp on a free port, optionally behind TLS fronts
+//!   presenting certificates of a [`TestCa`] made at run time.
 //! - [`video_frames`], [`audio_samples`] and friends: judge a recording by its decoded pixels
 //!   and tones, with every frame and sample placed on the system clock.
 //!
@@ -31,6 +33,7 @@ mod analysis;
 mod caller;
 mod net;
 mod nginx;
+mod pki;
 mod process;
 mod server;
 
@@ -38,5 +41,6 @@ pub use analysis::*;
 pub use caller::*;
 pub use net::{bind_rtp_pair, free_tcp_port, is_rtcp};
 pub use nginx::{INSTALL_HINT, Nginx};
+pub use pki::{CertificateFiles, SERVER_NAMES, TestCa, Validity};
 pub use process::{ChildProcess, Footprint, run_bounded, wait_until};
 pub use server::*;

@@ -65,6 +65,11 @@ impl Server {
 
     /// Starts the server with `extra_args` appended to the standard command line.
     pub fn start_with(extra_args: &[&str]) -> Result<Self> {
+        Self::start_with_env(extra_args, &[])
+    }
+
+    /// Like [`Server::start_with`], with `env` (name, value) added to its environment.
+    pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("tutti-server-").tempdir()?;
         let http_port = free_tcp_port()?;
         let rtp_ports = server_rtp_range(RTP_PORTS)?;
@@ -81,7 +86,8 @@ impl Server {
             .arg(dir.path().join("hls"))
             .arg("--recordings")
             .arg(dir.path().join("recordings"))
-            .args(extra_args);
+            .args(extra_args)
+            .envs(env.iter().copied());
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
