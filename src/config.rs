@@ -2,6 +2,7 @@
 //! by `TUTTI_*` environment variables, overridden by command-line flags.
 //! clap resolves flag-over-environment; the file fills what both left unset.
 
+use crate::model::source_check::SourceCheckMode;
 use crate::ports::PortRange;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -83,6 +84,14 @@ pub struct ServeArgs {
     /// rtmp://ADDRESS/live/{composition_id} [default: 127.0.0.1:1935].
     #[arg(long, env = "TUTTI_RTMP_LISTEN")]
     pub rtmp_listen: Option<SocketAddr>,
+    /// Which packets at a caller's ports are taken as its media [default: latch].
+    /// `latch`: only the first source address and port that sends valid RTP
+    /// with a negotiated payload type (from anywhere: NAT), and a new one
+    /// after 2 s of silence from it. `strict`: as latch, from the address in
+    /// the caller's offer only. `off`: any packet. Rejected packets are
+    /// counted per medium (`packets_rejected`).
+    #[arg(long, env = "TUTTI_RTP_SOURCE_CHECK")]
+    pub rtp_source_check: Option<SourceCheckMode>,
 }
 
 /// The same settings as a TOML file.
@@ -99,6 +108,7 @@ struct FileConfig {
     recordings: Option<PathBuf>,
     hls_dir: Option<PathBuf>,
     rtmp_listen: Option<SocketAddr>,
+    rtp_source_check: Option<SourceCheckMode>,
 }
 
 /// Fully resolved settings of `tutti serve`.
@@ -114,6 +124,7 @@ pub struct Config {
     pub recordings_dir: PathBuf,
     pub hls_dir: PathBuf,
     pub rtmp_listen: SocketAddr,
+    pub rtp_source_check: SourceCheckMode,
 }
 
 impl Default for Config {
@@ -157,6 +168,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_RECORDINGS_DIR)),
             hls_dir: args.hls_dir.or(file.hls_dir).unwrap_or_else(|| std::env::temp_dir().join("tutti-hls")),
             rtmp_listen: args.rtmp_listen.or(file.rtmp_listen).unwrap_or(DEFAULT_RTMP_LISTEN),
+            rtp_source_check: args.rtp_source_check.or(file.rtp_source_check).unwrap_or_default(),
         }
     }
 }
@@ -178,6 +190,17 @@ mod tests {
         assert_eq!(c.jitter_buffer, Duration::from_millis(60));
         assert_eq!(c.stale_after, Duration::from_secs(DEFAULT_STALE_AFTER_SECS));
         assert_eq!(c.public_ip, DEFAULT_PUBLIC_IP);
+    }
+
+    #[test]
+    fn rtp_source_check_comes_from_flag_then_file_then_latch() {
+        let file: FileConfig = toml::from_str("rtp_source_check = \"strict\"\n").unwrap();
+        assert_eq!(Config::resolve(ServeArgs::default(), file).rtp_source_check, SourceCheckMode::Strict);
+        let file: FileConfig = toml::from_str("rtp_source_check = \"strict\"\n").unwrap();
+        let args = ServeArgs { rtp_source_check: Some(SourceCheckMode::Off), ..Default::default() };
+        assert_eq!(Config::resolve(args, file).rtp_source_check, SourceCheckMode::Off);
+        assert_eq!(Config::default().rtp_source_check, SourceCheckMode::Latch);
+        assert!(toml::from_str::<FileConfig>("rtp_source_check = \"loose\"").is_err());
     }
 
     #[test]
