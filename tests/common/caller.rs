@@ -208,6 +208,9 @@ pub struct CallerSpec {
     pub keyframe_interval: u32,
     /// Offer a=rtcp-mux (RTP and RTCP on one port) instead of a=rtcp:<port+1>.
     pub rtcp_mux: bool,
+    /// The local address the sender sends from (`None`: the system's choice, 127.0.0.1).
+    /// Any 127.x.y.z works on Linux loopback: a sender "from another host".
+    pub send_from: Option<IpAddr>,
 }
 
 impl CallerSpec {
@@ -222,6 +225,7 @@ impl CallerSpec {
             video_size: (320, 240),
             keyframe_interval: 2 * VIDEO_FPS,
             rtcp_mux: false,
+            send_from: None,
         }
     }
 }
@@ -459,7 +463,8 @@ impl Caller {
                 .encoder
                 .replace("{pt}", &to.payload_type.to_string())
                 .replace("{keyint}", &self.spec.keyframe_interval.to_string());
-            let udpsink = |port: u16| format!("udpsink host={} port={port} sync=false async=false", to.addr);
+            let bind = self.spec.send_from.map(|ip| format!(" bind-address={ip}")).unwrap_or_default();
+            let udpsink = |port: u16| format!("udpsink host={} port={port}{bind} sync=false async=false", to.addr);
             write!(
                 pipeline,
                 " {source} ! {encoder} ! rtp.send_rtp_sink_{session} \
