@@ -238,11 +238,11 @@ struct MediaLine {
 
 /// Where the answer asks one of our streams to be sent.
 #[derive(Debug)]
-struct Destination {
-    addr: IpAddr,
-    rtp_port: u16,
-    rtcp_port: u16,
-    payload_type: u8,
+pub struct Destination {
+    pub addr: IpAddr,
+    pub rtp_port: u16,
+    pub rtcp_port: u16,
+    pub payload_type: u8,
 }
 
 struct Recorder {
@@ -435,6 +435,11 @@ impl Caller {
         self.line(kind)?.port.last_rtp_at()
     }
 
+    /// The longest silence between two RTP packets of `kind` since the previous call.
+    pub fn take_longest_rtp_gap(&self, kind: MediaKind) -> Option<Duration> {
+        Some(self.line(kind)?.port.take_longest_rtp_gap())
+    }
+
     /// How many RTP packets of `kind` reached our advertised port so far.
     pub fn rtp_packets(&self, kind: MediaKind) -> u64 {
         self.line(kind).map_or(0, |line| line.port.rtp_packets())
@@ -548,8 +553,9 @@ impl Caller {
         }
     }
 
-    /// Matches the answer's m= lines to ours (same order, RFC 3264) and finds where to send.
-    fn parse_answer(&self, answer: &str) -> Result<Vec<Option<Destination>>> {
+    /// Matches the answer's m= lines to ours (same order, RFC 3264) and finds where to send
+    /// (`None` for a declined m= line).
+    pub fn parse_answer(&self, answer: &str) -> Result<Vec<Option<Destination>>> {
         let session = Session::parse(answer.as_bytes()).with_context(|| format!("unparsable answer:\n{answer}"))?;
         ensure!(
             session.medias.len() == self.media.len(),
