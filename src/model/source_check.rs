@@ -241,6 +241,8 @@ impl SourceCheck {
             return if is_rtcp { Verdict::Rtcp } else { Verdict::Rtp };
         }
         let Some(from) = from else { return Verdict::Reject(Rejection::UnknownSender) };
+        // A dual-stack socket shows an IPv4 sender as ::ffff:a.b.c.d; offers write a.b.c.d.
+        let from = SocketAddr::new(from.ip().to_canonical(), from.port());
         let (header, announced) = if is_rtcp {
             if !is_valid_rtcp(packet) {
                 return Verdict::Reject(Rejection::Malformed);
@@ -456,6 +458,14 @@ mod tests {
         // Same address, another port: still only the latched one.
         assert_eq!(check.check(Channel::Rtp, addr("192.0.2.10:40002"), &rtp(OPUS, 9, 2), now), Verdict::Reject(Rejection::NotLatched));
         assert_eq!(check.check(Channel::Rtcp, addr(CALLER_RTCP), &rtcp_rr(), now), Verdict::Rtcp);
+    }
+
+    #[test]
+    fn strict_knows_an_ipv4_sender_seen_through_a_dual_stack_socket() {
+        let mut check = check(SourceCheckMode::Strict);
+        let mapped = addr("[::ffff:192.0.2.10]:40000");
+        assert_eq!(check.check(Channel::Rtp, mapped, &rtp(OPUS, 1, 1), Instant::now()), Verdict::Rtp);
+        assert_eq!(check.check(Channel::Rtp, addr(CALLER), &rtp(OPUS, 2, 1), Instant::now()), Verdict::Rtp, "the same source");
     }
 
     #[test]
