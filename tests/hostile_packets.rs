@@ -312,5 +312,5 @@ fn garbage_that_reaches_every_decoder_crashes_and_freezes_nothing() {
 /// The default check drops all of it, counts it, and nobody sees a thing.
 #[test]
 fn the_source_check_drops_and_counts_garbage_from_strangers() {
-    run(&[], 2, true);
+    run(&[], 3, true);
 }
