@@ -3,6 +3,7 @@
 //! clap resolves flag-over-environment; the file fills what both left unset.
 
 use crate::events::webhook::WebhookConfig;
+use crate::model::source_check::SourceCheckMode;
 use crate::ports::PortRange;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -99,6 +100,14 @@ pub struct ServeArgs {
     /// cannot be read or holds no usable certificate stops start-up.
     #[arg(long, env = "TUTTI_RTMPS_CA_FILE")]
     pub rtmps_ca_file: Option<PathBuf>,
+    /// Which packets at a caller's ports are taken as its media [default: latch].
+    /// `latch`: only the first source address and port that sends valid RTP
+    /// with a negotiated payload type (from anywhere: NAT), and a new one
+    /// after 2 s of silence from it. `strict`: as latch, from the address in
+    /// the caller's offer only. `off`: any packet. Rejected packets are
+    /// counted per medium (`packets_rejected`).
+    #[arg(long, env = "TUTTI_RTP_SOURCE_CHECK")]
+    pub rtp_source_check: Option<SourceCheckMode>,
 }
 
 /// The same settings as a TOML file.
@@ -118,6 +127,7 @@ struct FileConfig {
     webhook_urls: Option<Vec<String>>,
     webhook_secret: Option<String>,
     rtmps_ca_file: Option<PathBuf>,
+    rtp_source_check: Option<SourceCheckMode>,
 }
 
 /// Fully resolved settings of `tutti serve`.
@@ -136,6 +146,7 @@ pub struct Config {
     /// Where events are POSTed, and the key that signs them.
     pub webhooks: WebhookConfig,
     pub rtmps_ca_file: Option<PathBuf>,
+    pub rtp_source_check: SourceCheckMode,
 }
 
 impl Default for Config {
@@ -183,6 +194,7 @@ impl Config {
             rtmp_listen: args.rtmp_listen.or(file.rtmp_listen).unwrap_or(DEFAULT_RTMP_LISTEN),
             webhooks,
             rtmps_ca_file: args.rtmps_ca_file.or(file.rtmps_ca_file),
+            rtp_source_check: args.rtp_source_check.or(file.rtp_source_check).unwrap_or_default(),
         })
     }
 }
@@ -250,6 +262,17 @@ mod tests {
         let args = ServeArgs { rtmps_ca_file: Some(PathBuf::from("ca.pem")), ..Default::default() };
         assert_eq!(Config::resolve(args, file).unwrap().rtmps_ca_file, Some(PathBuf::from("ca.pem")));
         assert_eq!(Config::default().rtmps_ca_file, None);
+    }
+
+    #[test]
+    fn rtp_source_check_comes_from_flag_then_file_then_latch() {
+        let file: FileConfig = toml::from_str("rtp_source_check = \"strict\"\n").unwrap();
+        assert_eq!(Config::resolve(ServeArgs::default(), file).unwrap().rtp_source_check, SourceCheckMode::Strict);
+        let file: FileConfig = toml::from_str("rtp_source_check = \"strict\"\n").unwrap();
+        let args = ServeArgs { rtp_source_check: Some(SourceCheckMode::Off), ..Default::default() };
+        assert_eq!(Config::resolve(args, file).unwrap().rtp_source_check, SourceCheckMode::Off);
+        assert_eq!(Config::default().rtp_source_check, SourceCheckMode::Latch);
+        assert!(toml::from_str::<FileConfig>("rtp_source_check = \"loose\"").is_err());
     }
 
     #[test]

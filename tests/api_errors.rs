@@ -128,7 +128,11 @@ async fn composition_lifecycle_and_location_headers() {
 
     let (status, participant) = api.get(&location).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(participant["audio"]["codec"], "PCMU");
+    assert_eq!(participant["audio"]["codec"], "pcmu");
+    assert!(participant["audio"].get("packetization_mode").is_none(), "{participant}");
+    assert_eq!(participant["audio"]["packets_received"], 0);
+    assert_eq!(participant["audio"]["packets_lost"], 0);
+    assert_eq!(participant["audio"]["packets_rejected"], 0);
     assert_eq!(participant["state"], "connecting");
     assert!(participant["video"].is_null());
 

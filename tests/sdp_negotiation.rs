@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 use std::path::Path;
-use tutti::model::codec::{AudioCodec, Codec, VideoCodec};
+use tutti::model::codec::{Codec, VideoCodec};
 use tutti::model::sdp::{Canvas, LocalTransport, NegotiatedMedia, SdpError, negotiate};
 
 #[derive(Deserialize)]
@@ -32,15 +32,13 @@ struct Expected {
     packetization_mode: Option<u8>,
 }
 
+/// The API's codec name, and the packetization mode shown next to it.
 fn codec_name(codec: Codec) -> (&'static str, Option<u8>) {
-    match codec {
-        Codec::Audio(AudioCodec::Opus { .. }) => ("opus", None),
-        Codec::Audio(AudioCodec::Pcmu) => ("pcmu", None),
-        Codec::Audio(AudioCodec::Pcma) => ("pcma", None),
-        Codec::Audio(AudioCodec::G722) => ("g722", None),
-        Codec::Video(VideoCodec::H264 { packetization_mode }) => ("h264", Some(packetization_mode)),
-        Codec::Video(VideoCodec::Vp8) => ("vp8", None),
-    }
+    let mode = match codec {
+        Codec::Video(VideoCodec::H264 { packetization_mode }) => Some(packetization_mode),
+        _ => None,
+    };
+    (codec.name(), mode)
 }
 
 fn check(file: &str, kind: &str, got: Option<&NegotiatedMedia>, want: Option<&Expected>) {

@@ -361,7 +361,8 @@ impl Engine {
         let events = Arc::new(move |event| {
             let _ = events_tx.send(Message::Media(event));
         });
-        let settings = MediaSettings { jitter_buffer: self.config.jitter_buffer };
+        let settings =
+            MediaSettings { jitter_buffer: self.config.jitter_buffer, source_check: self.config.rtp_source_check };
         // The embedded RTMP server plays the composite picture: none without video.
         let server = self.services.rtmp_server.as_ref().filter(|_| !config.audio_only);
         let player = server.and_then(|s| s.register_stream(id.as_str()).ok());

@@ -29,6 +29,7 @@ use crate::model::codec::VideoCodec;
 use crate::model::composition::CompositionConfig;
 use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 use crate::model::layout;
+use crate::model::source_check::SourceCheckMode;
 use crate::model::output::ValidOutput;
 use crate::rtmp::{PublisherHandle, StreamFeed};
 use broadcast::{Broadcast, FeedKey, FeedTarget};
@@ -37,6 +38,8 @@ use outputs::FileOutput;
 #[derive(Clone, Debug)]
 pub struct MediaSettings {
     pub jitter_buffer: Duration,
+    /// Which packets at a caller's ports are taken as its media.
+    pub source_check: SourceCheckMode,
 }
 
 pub struct CompositionMedia {
@@ -216,6 +219,7 @@ impl CompositionMedia {
             profiles: &self.profiles,
             mix: &self.mix,
             jitter_buffer: self.settings.jitter_buffer,
+            source_check: self.settings.source_check,
             canvas_fps: self.canvas.as_ref().map(|_| self.config.video.fps),
         };
         let participant = match ParticipantMedia::build(&id, name, audio, video, &context) {

@@ -28,6 +28,7 @@ mod mixer;
 mod part;
 mod participant;
 pub mod profiles;
+mod source_guard;
 mod topology;
 
 pub use composition::{CompositionMedia, FileOutputStatus, MediaSettings, OutputPaths, output_part_name, participant_part_name};

@@ -4,8 +4,8 @@
 //! plus the statistics the API shows.
 //!
 //! ```text
-//!  udpsrc ─► rtpbin ─► funnel ─► depay ─► decoder ─► convert ─► scale ─► cell caps ─► [picture]  (to the compositor)
-//!                   └► funnel ─► depay ─► decoder ─► convert ─► resample ─► appsink   (into the mix)
+//!  udpsrc ─► source check ─► rtpbin ─► funnel ─► depay ─► decoder ─► convert ─► scale ─► cell caps ─► [picture]  (to the compositor)
+//!                                  └► funnel ─► depay ─► decoder ─► convert ─► resample ─► appsink   (into the mix)
 //!  appsrc (mix-minus) ─► convert ─► resample ─► encoder ─► pay ─► rtpbin ─► udpsink
 //!  [composite] (from a shared encoder) ───────────────────► pay ─► rtpbin ─► udpsink
 //! ```
@@ -24,10 +24,12 @@ use super::flow::{FlowCounter, Measure, count_on};
 use super::mixer::AudioMix;
 use super::part::{add_chain, expose_static};
 use super::profiles::Profiles;
+use super::source_guard::{ReceiveGuard, Routing, guard_socket};
 use super::{MediaError, make};
 use crate::model::codec::{AudioCodec, Codec, MediaKind, VideoCodec};
 use crate::model::ids::ParticipantId;
 use crate::model::sdp::NegotiatedMedia;
+use crate::model::source_check::{Channel, SourceCheck, SourceCheckMode};
 use crate::ports::{PortLease, PortPair};
 
 /// rtpbin session numbers: fixed per medium so pad names say what they carry.
@@ -55,6 +57,7 @@ pub struct LegContext<'a> {
     pub profiles: &'a Profiles,
     pub mix: &'a AudioMix,
     pub jitter_buffer: Duration,
+    pub source_check: SourceCheckMode,
     /// The canvas frame rate; `None` in an audio-only composition.
     pub canvas_fps: Option<u32>,
 }
@@ -83,6 +86,8 @@ pub struct Picture {
 /// Per-medium facts: what was negotiated, and what flows each way.
 pub struct MediumState {
     pub negotiated: NegotiatedMedia,
+    /// The source check on its sockets, with what it accepted and rejected.
+    pub guard: Arc<ReceiveGuard>,
     /// RTP packets from the caller that left the jitter buffer.
     pub received: Arc<FlowCounter>,
     /// RTP packets Tutti sent to the caller.
@@ -91,11 +96,21 @@ pub struct MediumState {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct MediumStats {
-    pub codec: String,
+    /// `h264`, `vp8`, `opus`, `pcmu`, `pcma` or `g722`.
+    pub codec: &'static str,
+    /// H.264 only: 0 or 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packetization_mode: Option<u8>,
+    /// Opus only: whether Tutti sends the caller stereo.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stereo: Option<bool>,
     pub payload_type: u8,
     pub direction: &'static str,
+    /// RTP packets taken as the caller's (after the source check); only grows.
     pub packets_received: u64,
-    pub packets_lost: i64,
+    pub packets_lost: u64,
+    /// Datagrams at the caller's ports that the source check dropped.
+    pub packets_rejected: u64,
     pub jitter_ms: f64,
     pub bitrate_kbps: f64,
     /// RFC 3339 time of the last packet received, if any.
@@ -155,29 +170,44 @@ impl ParticipantMedia {
             let rtp_socket = gio_socket(ports.rtp.into())?;
             let rtcp_socket = if negotiated.rtcp_mux { rtp_socket.clone() } else { gio_socket(ports.rtcp.into())? };
             participant._leases.push(ports.lease);
-            let state = MediumState { negotiated, received: Arc::default(), sent: Arc::default() };
+            let check = SourceCheck::new(
+                context.source_check,
+                negotiated.remote_rtp.ip(),
+                negotiated.remote_rtcp.ip(),
+                &[negotiated.payload_type],
+            );
+            let guard = Arc::new(ReceiveGuard::new(check));
+            let state = MediumState { negotiated, guard, received: Arc::default(), sent: Arc::default() };
             let negotiated = &state.negotiated;
 
-            // Receive: RTP (and muxed RTCP) on the RTP socket, RTCP on its own.
+            // Receive: RTP (and muxed RTCP) on the RTP socket, RTCP on its own;
+            // each socket behind the source check.
             let receives = negotiated.direction.receives();
+            let rtcp_caps = gst::Caps::new_empty_simple("application/x-rtcp");
             let rtcp_in = if receives || negotiated.rtcp_mux {
                 let src = udp_source(&n(&format!("{tag}rtp-in")), &rtp_socket, &rtp_caps(negotiated))?;
                 bin.add(&src)?;
                 link_to_request(&src, &rtpbin, &format!("recv_rtp_sink_{session}"))?;
                 if negotiated.rtcp_mux {
                     let appsrc = make("appsrc", &n(&format!("{tag}rtcp-demux")))?;
-                    appsrc.set_property("caps", gst::Caps::new_empty_simple("application/x-rtcp"));
+                    appsrc.set_property("caps", &rtcp_caps);
                     appsrc.set_property("is-live", true);
                     appsrc.set_property("do-timestamp", true);
                     appsrc.set_property_from_str("format", "time");
-                    split_muxed_rtcp(&src, &appsrc, receives);
+                    let rtcp_to = appsrc.clone().downcast::<gstreamer_app::AppSrc>().expect("appsrc element is an AppSrc");
+                    let routing = Routing { channel: Channel::Muxed, keep_rtp: receives, rtcp_to: Some(rtcp_to) };
+                    guard_socket(&src, state.guard.clone(), routing);
                     appsrc
                 } else {
-                    udp_source(&n(&format!("{tag}rtcp-in")), &rtcp_socket, &gst::Caps::new_empty_simple("application/x-rtcp"))?
+                    guard_socket(&src, state.guard.clone(), Routing { channel: Channel::Rtp, keep_rtp: true, rtcp_to: None });
+                    udp_source(&n(&format!("{tag}rtcp-in")), &rtcp_socket, &rtcp_caps)?
                 }
             } else {
-                udp_source(&n(&format!("{tag}rtcp-in")), &rtcp_socket, &gst::Caps::new_empty_simple("application/x-rtcp"))?
+                udp_source(&n(&format!("{tag}rtcp-in")), &rtcp_socket, &rtcp_caps)?
             };
+            if !negotiated.rtcp_mux {
+                guard_socket(&rtcp_in, state.guard.clone(), Routing { channel: Channel::Rtcp, keep_rtp: false, rtcp_to: None });
+            }
             bin.add(&rtcp_in)?;
             link_to_request(&rtcp_in, &rtpbin, &format!("recv_rtcp_sink_{session}"))?;
 
@@ -296,11 +326,20 @@ impl ParticipantMedia {
             time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
         };
         let mut stats = MediumStats {
-            codec: n.codec.to_string(),
+            codec: n.codec.name(),
+            packetization_mode: match n.codec {
+                Codec::Video(VideoCodec::H264 { packetization_mode }) => Some(packetization_mode),
+                _ => None,
+            },
+            stereo: match n.codec {
+                Codec::Audio(AudioCodec::Opus { stereo }) => Some(stereo),
+                _ => None,
+            },
             payload_type: n.payload_type,
             direction: n.direction.as_attribute(),
-            packets_received: 0,
+            packets_received: medium.guard.accepted.count(),
             packets_lost: 0,
+            packets_rejected: medium.guard.rejected.count(),
             jitter_ms: 0.0,
             bitrate_kbps: 0.0,
             last_packet_at: medium.received.last().map(rfc3339),
@@ -311,17 +350,22 @@ impl ParticipantMedia {
         let Some(session) = session else { return stats };
         let all: gst::Structure = session.property("stats");
         let Ok(sources) = all.get::<glib::ValueArray>("source-stats") else { return stats };
-        // Sum over the caller's remote senders (more than one if it changed SSRC).
+        // Sum over the caller's sources (more than one if it changed SSRC).
+        // Not filtered on `is-sender`, which turns false after a sender
+        // timeout and would make the sums jump down.
         for source in sources.iter().filter_map(|v| v.get::<gst::Structure>().ok()) {
-            let remote_sender = source.get::<bool>("internal") == Ok(false) && source.get::<bool>("is-sender") == Ok(true);
-            if !remote_sender {
+            if source.get::<bool>("internal") != Ok(false) {
                 continue;
             }
-            stats.packets_received += source.get::<u64>("packets-received").unwrap_or(0);
-            stats.packets_lost += i64::from(source.get::<i32>("packets-lost").unwrap_or(0));
+            // RFC 3550 6.4.1's cumulative loss is expected minus received,
+            // which duplicates (and the first packet's sequence bookkeeping)
+            // make negative; a count of lost packets cannot be.
+            stats.packets_lost += u64::try_from(source.get::<i32>("packets-lost").unwrap_or(0)).unwrap_or(0);
             let clock_rate = f64::from(n.codec.clock_rate());
             stats.jitter_ms = stats.jitter_ms.max(f64::from(source.get::<u32>("jitter").unwrap_or(0)) * 1000.0 / clock_rate);
-            stats.bitrate_kbps += source.get::<u64>("bitrate").unwrap_or(0) as f64 / 1000.0;
+            if source.get::<bool>("is-sender") == Ok(true) {
+                stats.bitrate_kbps += source.get::<u64>("bitrate").unwrap_or(0) as f64 / 1000.0;
+            }
         }
         stats
     }
@@ -415,28 +459,6 @@ fn link_to_request(upstream: &gst::Element, rtpbin: &gst::Element, pad_name: &st
     let sink = rtpbin.request_pad_simple(pad_name).ok_or_else(|| MediaError::Gst(format!("rtpbin refused {pad_name}")))?;
     upstream.static_pad("src").expect("source element has a src pad").link(&sink)?;
     Ok(())
-}
-
-/// Under rtcp-mux (RFC 5761) RTP and RTCP share one socket: RTCP packet
-/// types 192-223 show as RTP payload types 64-95, which RTP must not use.
-/// RTCP goes to rtpbin's RTCP input through `appsrc`; RTP stays, unless this
-/// caller was negotiated not to send us media.
-fn split_muxed_rtcp(udpsrc: &gst::Element, rtcp_in: &gst::Element, keep_rtp: bool) {
-    let appsrc = rtcp_in.clone().downcast::<gstreamer_app::AppSrc>().expect("appsrc element is an AppSrc");
-    let pad = udpsrc.static_pad("src").expect("udpsrc has a src pad");
-    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        let Some(buffer) = info.buffer() else { return gst::PadProbeReturn::Ok };
-        let is_rtcp = buffer
-            .map_readable()
-            .ok()
-            .and_then(|map| map.get(1).copied())
-            .is_some_and(|second| (192..=223).contains(&second));
-        if is_rtcp {
-            let _ = appsrc.push_buffer(buffer.copy());
-            return gst::PadProbeReturn::Drop;
-        }
-        if keep_rtp { gst::PadProbeReturn::Ok } else { gst::PadProbeReturn::Drop }
-    });
 }
 
 /// Links each stream rtpbin finds (one per SSRC) into the medium's funnel,

@@ -165,15 +165,12 @@ impl Codec {
             Codec::Video(c) => c.clock_rate(),
         }
     }
-}
 
-impl fmt::Display for Codec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    /// The codec's name as the API shows it; its parameters are fields of their own.
+    pub fn name(self) -> &'static str {
         match self {
-            Codec::Video(VideoCodec::H264 { packetization_mode }) => {
-                write!(f, "H264 (packetization-mode {packetization_mode})")
-            }
-            other => f.write_str(other.encoding_name()),
+            Codec::Audio(c) => c.profile_name(),
+            Codec::Video(c) => c.decoder_profile_name(),
         }
     }
 }
@@ -218,6 +215,12 @@ mod tests {
         assert_eq!(h264_level_idc(1280, 720, 30), 31);
         assert_eq!(h264_level_idc(1280, 720, 60), 32);
         assert_eq!(h264_level_idc(1920, 1080, 30), 40);
+    }
+
+    #[test]
+    fn api_names_are_lower_case_without_parameters() {
+        let names: Vec<_> = AudioCodec::ALL.map(Codec::Audio).into_iter().chain(VideoCodec::ALL.map(Codec::Video)).map(Codec::name).collect();
+        assert_eq!(names, ["opus", "pcmu", "pcma", "g722", "h264", "h264", "vp8"]);
     }
 
     #[test]

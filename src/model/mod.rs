@@ -1,5 +1,6 @@
 //! The pure model: no GStreamer, no tokio. Codecs, layout geometry, SDP
-//! offer/answer negotiation and the user-facing configuration of a composition.
+//! offer/answer negotiation, which packets are a caller's (RTP source
+//! check) and the user-facing configuration of a composition.
 //! Everything here is deterministic and unit-tested next to its code.
 
 pub mod codec;
@@ -10,3 +11,4 @@ pub mod ids;
 pub mod layout;
 pub mod output;
 pub mod sdp;
+pub mod source_check;

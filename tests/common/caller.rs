@@ -208,6 +208,9 @@ pub struct CallerSpec {
     pub keyframe_interval: u32,
     /// Offer a=rtcp-mux (RTP and RTCP on one port) instead of a=rtcp:<port+1>.
     pub rtcp_mux: bool,
+    /// The local address the sender sends from (`None`: the system's choice, 127.0.0.1).
+    /// Any 127.x.y.z works on Linux loopback: a sender "from another host".
+    pub send_from: Option<IpAddr>,
 }
 
 impl CallerSpec {
@@ -222,6 +225,7 @@ impl CallerSpec {
             video_size: (320, 240),
             keyframe_interval: 2 * VIDEO_FPS,
             rtcp_mux: false,
+            send_from: None,
         }
     }
 }
@@ -234,11 +238,11 @@ struct MediaLine {
 
 /// Where the answer asks one of our streams to be sent.
 #[derive(Debug)]
-struct Destination {
-    addr: IpAddr,
-    rtp_port: u16,
-    rtcp_port: u16,
-    payload_type: u8,
+pub struct Destination {
+    pub addr: IpAddr,
+    pub rtp_port: u16,
+    pub rtcp_port: u16,
+    pub payload_type: u8,
 }
 
 struct Recorder {
@@ -431,6 +435,11 @@ impl Caller {
         self.line(kind)?.port.last_rtp_at()
     }
 
+    /// The longest silence between two RTP packets of `kind` since the previous call.
+    pub fn take_longest_rtp_gap(&self, kind: MediaKind) -> Option<Duration> {
+        Some(self.line(kind)?.port.take_longest_rtp_gap())
+    }
+
     /// How many RTP packets of `kind` reached our advertised port so far.
     pub fn rtp_packets(&self, kind: MediaKind) -> u64 {
         self.line(kind).map_or(0, |line| line.port.rtp_packets())
@@ -459,7 +468,8 @@ impl Caller {
                 .encoder
                 .replace("{pt}", &to.payload_type.to_string())
                 .replace("{keyint}", &self.spec.keyframe_interval.to_string());
-            let udpsink = |port: u16| format!("udpsink host={} port={port} sync=false async=false", to.addr);
+            let bind = self.spec.send_from.map(|ip| format!(" bind-address={ip}")).unwrap_or_default();
+            let udpsink = |port: u16| format!("udpsink host={} port={port}{bind} sync=false async=false", to.addr);
             write!(
                 pipeline,
                 " {source} ! {encoder} ! rtp.send_rtp_sink_{session} \
@@ -543,8 +553,9 @@ impl Caller {
         }
     }
 
-    /// Matches the answer's m= lines to ours (same order, RFC 3264) and finds where to send.
-    fn parse_answer(&self, answer: &str) -> Result<Vec<Option<Destination>>> {
+    /// Matches the answer's m= lines to ours (same order, RFC 3264) and finds where to send
+    /// (`None` for a declined m= line).
+    pub fn parse_answer(&self, answer: &str) -> Result<Vec<Option<Destination>>> {
         let session = Session::parse(answer.as_bytes()).with_context(|| format!("unparsable answer:\n{answer}"))?;
         ensure!(
             session.medias.len() == self.media.len(),

@@ -96,6 +96,8 @@ struct Routes {
     rtp_packets: AtomicU64,
     first_rtp: Mutex<Option<SystemTime>>,
     last_rtp: Mutex<Option<SystemTime>>,
+    /// The longest time between two RTP packets since it was last taken.
+    longest_rtp_gap: Mutex<Duration>,
 }
 
 /// The receive port(s) a caller advertises for one m-line, owned by the harness for the
@@ -156,6 +158,12 @@ impl MediaPort {
     pub fn last_rtp_at(&self) -> Option<SystemTime> {
         *self.routes.last_rtp.lock().unwrap()
     }
+
+    /// The longest silence between two RTP packets since the previous call (or since the
+    /// first packet), and starts measuring afresh.
+    pub fn take_longest_rtp_gap(&self) -> Duration {
+        std::mem::take(&mut *self.routes.longest_rtp_gap.lock().unwrap())
+    }
 }
 
 impl Drop for MediaPort {
@@ -179,7 +187,11 @@ fn relay(socket: UdpSocket, routes: &Routes, stop: &AtomicBool) {
             let now = SystemTime::now();
             routes.rtp_packets.fetch_add(1, Ordering::SeqCst);
             routes.first_rtp.lock().unwrap().get_or_insert(now);
-            *routes.last_rtp.lock().unwrap() = Some(now);
+            if let Some(previous) = routes.last_rtp.lock().unwrap().replace(now) {
+                let gap = now.duration_since(previous).unwrap_or_default();
+                let mut longest = routes.longest_rtp_gap.lock().unwrap();
+                *longest = (*longest).max(gap);
+            }
             routes.recorder.load(Ordering::SeqCst)
         };
         if target != 0 {
