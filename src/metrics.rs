@@ -15,7 +15,6 @@ use std::sync::atomic::Ordering;
 use crate::engine::{MetricsSnapshot, OutputState, ParticipantState};
 use crate::events::BusStats;
 use crate::events::webhook::WebhookStats;
-use crate::media::MediumStats;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -48,6 +47,14 @@ pub fn render(snapshot: &MetricsSnapshot, bus: &BusStats, webhooks: &WebhookStat
     let received = families.counter("tutti_participant_packets_received_total", "RTP packets received from a participant.", MEDIUM_LABELS);
     let sent = families.counter("tutti_participant_packets_sent_total", "RTP packets sent to a participant.", MEDIUM_LABELS);
     let lost = families.counter("tutti_participant_packets_lost_total", "RTP packets from a participant that never arrived.", MEDIUM_LABELS);
+    let rejected = families.counter(
+        "tutti_participant_packets_rejected_total",
+        "Datagrams at a participant's ports that the RTP source check dropped (not its media).",
+        MEDIUM_LABELS,
+    );
+    let bytes_received =
+        families.counter("tutti_participant_bytes_received_total", "RTP bytes received from a participant.", MEDIUM_LABELS);
+    let bytes_sent = families.counter("tutti_participant_bytes_sent_total", "RTP bytes sent to a participant.", MEDIUM_LABELS);
     let jitter = families.float_gauge("tutti_participant_jitter_seconds", "Interarrival jitter of a participant's RTP (RFC 3550).", MEDIUM_LABELS);
     let output_state = families.gauge(
         "tutti_output_state",
@@ -81,7 +88,13 @@ pub fn render(snapshot: &MetricsSnapshot, bus: &BusStats, webhooks: &WebhookStat
             for (media, stats) in [("audio", &p.audio), ("video", &p.video)] {
                 let Some(stats) = stats else { continue };
                 let labels = [id, p.id.as_str(), media];
-                medium(stats, &labels, &received, &sent, &lost, &jitter);
+                received.with_label_values(&labels).inc_by(stats.packets_received);
+                sent.with_label_values(&labels).inc_by(stats.packets_sent);
+                bytes_received.with_label_values(&labels).inc_by(stats.bytes_received);
+                bytes_sent.with_label_values(&labels).inc_by(stats.bytes_sent);
+                lost.with_label_values(&labels).inc_by(stats.packets_lost);
+                rejected.with_label_values(&labels).inc_by(stats.packets_rejected);
+                jitter.with_label_values(&labels).set(stats.jitter_ms / 1000.0);
             }
         }
         for o in &c.outputs {
@@ -136,13 +149,6 @@ pub fn render(snapshot: &MetricsSnapshot, bus: &BusStats, webhooks: &WebhookStat
 }
 
 const MEDIUM_LABELS: &[&str] = &["composition", "participant", "media"];
-
-fn medium(stats: &MediumStats, labels: &[&str], received: &IntCounterVec, sent: &IntCounterVec, lost: &IntCounterVec, jitter: &GaugeVec) {
-    received.with_label_values(labels).inc_by(stats.packets_received);
-    sent.with_label_values(labels).inc_by(stats.packets_sent);
-    lost.with_label_values(labels).inc_by(stats.packets_lost.max(0) as u64);
-    jitter.with_label_values(labels).set(stats.jitter_ms / 1000.0);
-}
 
 /// A state or kind as the API writes it (snake_case).
 fn label<T: serde::Serialize>(value: &T) -> String {

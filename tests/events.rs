@@ -165,6 +165,9 @@ fn caller_life(server: &Server, received: &std::path::Path) -> Result<()> {
         let labels = [("composition", id.as_str()), ("participant", pid.as_str()), ("media", media)];
         ensure!(of("tutti_participant_packets_received_total", &labels)? > 10.0, "{media} received");
         ensure!(of("tutti_participant_packets_sent_total", &labels)? > 10.0, "{media} sent");
+        ensure!(of("tutti_participant_bytes_received_total", &labels)? > 500.0, "{media} bytes received");
+        ensure!(of("tutti_participant_bytes_sent_total", &labels)? > 500.0, "{media} bytes sent");
+        ensure!(of("tutti_participant_packets_rejected_total", &labels)? == 0.0, "{media}: nothing rejected");
     }
     ensure!(of("tutti_participants", &[("composition", &id), ("state", "active")])? == 1.0, "one active participant");
     ensure!(of("tutti_participants", &[("composition", &id), ("state", "stale")])? == 0.0, "no stale participant");

@@ -92,6 +92,8 @@ pub struct MediumState {
     pub received: Arc<FlowCounter>,
     /// RTP packets Tutti sent to the caller.
     pub sent: Arc<FlowCounter>,
+    /// Their bytes, RTP headers included.
+    pub sent_bytes: Arc<FlowCounter>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -108,6 +110,8 @@ pub struct MediumStats {
     pub direction: &'static str,
     /// RTP packets taken as the caller's (after the source check); only grows.
     pub packets_received: u64,
+    /// Their bytes, RTP headers included.
+    pub bytes_received: u64,
     pub packets_lost: u64,
     /// Datagrams at the caller's ports that the source check dropped.
     pub packets_rejected: u64,
@@ -117,6 +121,7 @@ pub struct MediumStats {
     pub last_packet_at: Option<String>,
     /// RTP packets Tutti sent to the caller (its mix-minus, or the composite).
     pub packets_sent: u64,
+    pub bytes_sent: u64,
     /// RFC 3339 time of the last packet sent, if any.
     pub last_sent_at: Option<String>,
 }
@@ -177,7 +182,8 @@ impl ParticipantMedia {
                 &[negotiated.payload_type],
             );
             let guard = Arc::new(ReceiveGuard::new(check));
-            let state = MediumState { negotiated, guard, received: Arc::default(), sent: Arc::default() };
+            let state =
+                MediumState { negotiated, guard, received: Arc::default(), sent: Arc::default(), sent_bytes: Arc::default() };
             let negotiated = &state.negotiated;
 
             // Receive: RTP (and muxed RTCP) on the RTP socket, RTCP on its own;
@@ -252,6 +258,7 @@ impl ParticipantMedia {
                 bin.add(&sink)?;
                 let sink_pad = sink.static_pad("sink").expect("udpsink has a sink pad");
                 count_on(&sink_pad, state.sent.clone(), Measure::Buffers);
+                count_on(&sink_pad, state.sent_bytes.clone(), Measure::Bytes);
                 rtpbin
                     .static_pad(&format!("send_rtp_src_{session}"))
                     .ok_or_else(|| MediaError::Gst(format!("rtpbin has no send_rtp_src_{session}")))?
@@ -338,12 +345,14 @@ impl ParticipantMedia {
             payload_type: n.payload_type,
             direction: n.direction.as_attribute(),
             packets_received: medium.guard.accepted.count(),
+            bytes_received: medium.guard.accepted_bytes.count(),
             packets_lost: 0,
             packets_rejected: medium.guard.rejected.count(),
             jitter_ms: 0.0,
             bitrate_kbps: 0.0,
             last_packet_at: medium.received.last().map(rfc3339),
             packets_sent: medium.sent.count(),
+            bytes_sent: medium.sent_bytes.count(),
             last_sent_at: medium.sent.last().map(rfc3339),
         };
         let session = self.rtpbin.emit_by_name::<Option<glib::Object>>("get-session", &[&session_for(n.kind())]);

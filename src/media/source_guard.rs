@@ -29,13 +29,20 @@ pub struct ReceiveGuard {
     /// RTP packets taken as the caller's: what `packets_received` shows.
     /// Counted here, where they are accepted, so it only ever grows.
     pub accepted: FlowCounter,
+    /// Their bytes, RTP headers included.
+    pub accepted_bytes: FlowCounter,
     /// Datagrams dropped by the check, RTP and RTCP.
     pub rejected: FlowCounter,
 }
 
 impl ReceiveGuard {
     pub fn new(check: SourceCheck) -> Self {
-        ReceiveGuard { check: Mutex::new(check), accepted: FlowCounter::default(), rejected: FlowCounter::default() }
+        ReceiveGuard {
+            check: Mutex::new(check),
+            accepted: FlowCounter::default(),
+            accepted_bytes: FlowCounter::default(),
+            rejected: FlowCounter::default(),
+        }
     }
 
     fn decide(&self, channel: Channel, from: Option<SocketAddr>, packet: &[u8]) -> Verdict {
@@ -69,6 +76,7 @@ pub fn guard_socket(udpsrc: &gst::Element, guard: Arc<ReceiveGuard>, routing: Ro
         match verdict {
             Verdict::Rtp if routing.keep_rtp => {
                 guard.accepted.add(1);
+                guard.accepted_bytes.add(buffer.size() as u64);
                 gst::PadProbeReturn::Ok
             }
             Verdict::Rtp => gst::PadProbeReturn::Drop,
