@@ -4,13 +4,15 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::auth::{Access, Auth};
+use crate::guards::ApiGuards;
 use crate::media::MediaError;
 use crate::engine::{CompositionView, EngineError, EngineHandle, JoinRequest, OutputView, ParticipantView, Removal};
 use crate::model::composition::CompositionConfig;
@@ -20,12 +22,15 @@ use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 use crate::model::sdp::SdpError;
 
 const SDP_CONTENT_TYPE: &str = "application/sdp";
+/// When a full node may have room again: calls end and compositions stop within minutes.
+const CAPACITY_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
-pub fn app(engine: EngineHandle, hls_dir: PathBuf) -> Router {
-    Router::new()
+pub fn app(engine: EngineHandle, hls_dir: PathBuf, guards: ApiGuards) -> Router {
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/compositions", get(list_compositions).post(create_composition))
         .route("/v1/compositions/{id}", get(get_composition).delete(delete_composition))
+        .route("/v1/compositions/{id}/tokens", post(issue_composition_token))
         .route("/v1/compositions/{id}/participants", get(list_participants).post(add_participant))
         .route("/v1/compositions/{id}/participants/{pid}", get(get_participant).delete(remove_participant))
         .route("/v1/compositions/{id}/outputs", get(list_outputs).post(add_output))
@@ -39,7 +44,8 @@ pub fn app(engine: EngineHandle, hls_dir: PathBuf) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
         })
-        .with_state(engine)
+        .with_state(engine);
+    guards.protect(routes)
 }
 
 #[derive(Debug)]
@@ -47,11 +53,17 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), retry_after: None }
+    }
+
+    /// Tells the client when to try again (`Retry-After`, whole seconds).
+    pub(crate) fn retry_after(self, wait: std::time::Duration) -> ApiError {
+        ApiError { retry_after: Some(wait), ..self }
     }
 
     fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -62,7 +74,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code, "message": self.message } });
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(wait) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, crate::limits::retry_after_secs(wait).into());
+        }
+        response
     }
 }
 
@@ -81,6 +97,10 @@ impl From<EngineError> for ApiError {
             EngineError::CompositionFull(..) => (StatusCode::CONFLICT, "composition_full"),
             EngineError::OutputConflict(..) => (StatusCode::CONFLICT, "output_conflict"),
             EngineError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            EngineError::OverCapacity(_) | EngineError::TooManyCompositions(_) | EngineError::TooManyParticipants(_) => {
+                let code = if matches!(e, EngineError::OverCapacity(_)) { "over_capacity" } else { "node_full" };
+                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message).retry_after(CAPACITY_RETRY_AFTER);
+            }
             EngineError::Media(MediaError::StartTimeout { .. }) => {
                 tracing::warn!("{message}");
                 (StatusCode::SERVICE_UNAVAILABLE, "start_timeout")
@@ -140,8 +160,55 @@ struct CompositionList {
     compositions: Vec<CompositionView>,
 }
 
-async fn list_compositions(State(engine): State<EngineHandle>) -> Result<axum::Json<CompositionList>, ApiError> {
-    Ok(axum::Json(CompositionList { compositions: engine.list_compositions().await? }))
+/// Only the compositions the caller's token reaches.
+async fn list_compositions(
+    State(engine): State<EngineHandle>,
+    Extension(access): Extension<Access>,
+) -> Result<axum::Json<CompositionList>, ApiError> {
+    let mut compositions = engine.list_compositions().await?;
+    compositions.retain(|c| access.allows(&c.id));
+    Ok(axum::Json(CompositionList { compositions }))
+}
+
+/// How long a composition token lives unless asked otherwise, and at most.
+const DEFAULT_TOKEN_TTL_SECS: u64 = 60 * 60;
+const MAX_TOKEN_TTL_SECS: u64 = 30 * 24 * 60 * 60;
+
+/// `{"ttl_secs": 3600}`, optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct IssuedToken {
+    token: String,
+    composition_id: CompositionId,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: time::OffsetDateTime,
+}
+
+/// `POST /v1/compositions/{id}/tokens` (admin): a token for this composition only.
+async fn issue_composition_token(
+    State(engine): State<EngineHandle>,
+    Extension(auth): Extension<std::sync::Arc<Auth>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: TokenRequest = json_body(&headers, &body)?;
+    let ttl_secs = request.ttl_secs.unwrap_or(DEFAULT_TOKEN_TTL_SECS);
+    if !(1..=MAX_TOKEN_TTL_SECS).contains(&ttl_secs) {
+        return Err(ApiError::bad_request("invalid_ttl", format!("ttl_secs must be within 1..={MAX_TOKEN_TTL_SECS}")));
+    }
+    let composition = engine.composition(CompositionId::from(id)).await?.id;
+    let expires_unix = crate::auth::unix_now() + ttl_secs;
+    let expires_at = time::OffsetDateTime::from_unix_timestamp(expires_unix as i64)
+        .map_err(|_| ApiError::bad_request("invalid_ttl", "ttl_secs is too large"))?;
+    let token = auth.signer().sign(&composition, expires_unix);
+    Ok((StatusCode::CREATED, axum::Json(IssuedToken { token, composition_id: composition, expires_at })).into_response())
 }
 
 async fn get_composition(State(engine): State<EngineHandle>, Path(id): Path<String>) -> Result<axum::Json<CompositionView>, ApiError> {

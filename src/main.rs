@@ -24,6 +24,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Serve(args) => {
             let config = Config::load(args)?;
+            config.check_access()?;
             let profiles = Profiles::load(&config.pipelines_dir)
                 .with_context(|| format!("checking the profiles in {}", config.pipelines_dir.display()))?;
             tokio::runtime::Runtime::new()?.block_on(serve(config, profiles))
@@ -45,9 +46,13 @@ async fn serve(config: Config, profiles: Profiles) -> anyhow::Result<()> {
         .with_context(|| format!("starting the embedded RTMP server on {} (--rtmp-listen)", config.rtmp_listen))?;
     tracing::info!(rtmp = %rtmp_server.local_addr(), "embedded RTMP server plays rtmp://{}/live/{{composition_id}}", rtmp_server.local_addr());
     let hls_dir = config.hls_dir.clone();
+    let guards = tutti::guards::ApiGuards::new(&config);
+    if !guards.requires_tokens() {
+        tracing::warn!(http = %config.http, "the API is open: no token configured (TUTTI_API_TOKENS / api_tokens)");
+    }
     let services = Services { runtime: tokio::runtime::Handle::current(), rtmp_server: Some(rtmp_server.clone()) };
     let engine = Engine::start(config, profiles, services);
-    axum::serve(listener, tutti::api::app(engine.clone(), hls_dir))
+    axum::serve(listener, tutti::api::app(engine.clone(), hls_dir, guards))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     engine.shutdown().await;

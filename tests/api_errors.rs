@@ -47,10 +47,11 @@ async fn start(rtp_pairs: u16) -> Api {
     };
     let profiles = Profiles::load(&config.pipelines_dir).unwrap();
     let services = Services { runtime: tokio::runtime::Handle::current(), rtmp_server: None };
+    let guards = tutti::guards::ApiGuards::new(&config);
     let engine = Engine::start(config, profiles, services);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(axum::serve(listener, tutti::api::app(engine.clone(), std::env::temp_dir().join("tutti-api-test-hls"))).into_future());
+    tokio::spawn(axum::serve(listener, tutti::api::app(engine.clone(), std::env::temp_dir().join("tutti-api-test-hls"), guards)).into_future());
     Api { base, client: reqwest::Client::new(), engine }
 }
 

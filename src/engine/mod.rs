@@ -31,6 +31,7 @@ use crate::media::{
     CompositionMedia, JoiningMedium, MediaError, MediaEvent, MediaSettings, OutputPaths, Reaper, StopTicket, output_part_name,
     participant_part_name,
 };
+use crate::model::admission::{Cores, OverCapacity, Picture};
 use crate::model::composition::{CompositionConfig, InvalidConfig, MAX_AUDIO_ONLY_PARTICIPANTS, NO_OUTPUTS_WITHOUT_VIDEO};
 use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 use crate::model::layout::MAX_GRID_CELLS;
@@ -65,6 +66,12 @@ pub enum EngineError {
     Media(#[from] MediaError),
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error(transparent)]
+    OverCapacity(#[from] OverCapacity),
+    #[error("this node already runs {0} compositions, the most it takes (--max-compositions)")]
+    TooManyCompositions(usize),
+    #[error("this node already has {0} participants, the most it takes (--max-participants)")]
+    TooManyParticipants(usize),
 }
 
 pub struct JoinRequest {
@@ -203,6 +210,8 @@ struct OutputRecord {
 struct Participant {
     id: ParticipantId,
     name: String,
+    /// What it costs: a caller that sends video costs more (see `model::admission`).
+    sends_video: bool,
     state: ParticipantState,
     joined: Instant,
     last_error: Option<String>,
@@ -337,6 +346,12 @@ impl Engine {
 
     fn create_composition(&mut self, config: CompositionConfig) -> Result<CompositionView, EngineError> {
         config.validate()?;
+        let limits = &self.config.limits;
+        if self.compositions.len() >= limits.max_compositions {
+            return Err(EngineError::TooManyCompositions(limits.max_compositions));
+        }
+        let cost = limits.costs.composition(picture(&config)) + limits.costs.output * config.outputs.len() as Cores;
+        limits.cpu_budget.admit(self.committed_cost(), cost)?;
         let id = CompositionId::random();
         let events_tx = self.tx.clone();
         let events = Arc::new(move |event| {
@@ -381,10 +396,12 @@ impl Engine {
         if let Some(conflict) = taken {
             return Err(conflict);
         }
+        let admitted = self.config.limits.cpu_budget.admit(self.committed_cost(), self.config.limits.costs.output);
         let composition = self.get_mut(id)?;
         if composition.config.audio_only {
             return Err(InvalidConfig(NO_OUTPUTS_WITHOUT_VIDEO.into()).into());
         }
+        admitted?;
         let oid = OutputId::random();
         let publisher = match &valid {
             ValidOutput::Rtmp(url) => {
@@ -434,6 +451,11 @@ impl Engine {
     }
 
     fn add_participant(&mut self, id: &CompositionId, request: JoinRequest) -> Result<Joined, EngineError> {
+        let limits = &self.config.limits;
+        if self.compositions.values().map(|c| c.participants.len()).sum::<usize>() >= limits.max_participants {
+            return Err(EngineError::TooManyParticipants(limits.max_participants));
+        }
+        let committed = self.committed_cost();
         let composition = self.compositions.get_mut(id).ok_or_else(|| EngineError::CompositionNotFound(id.clone()))?;
         let most = if composition.config.audio_only { MAX_AUDIO_ONLY_PARTICIPANTS } else { MAX_GRID_CELLS };
         if composition.participants.len() >= most {
@@ -443,6 +465,8 @@ impl Engine {
         if composition.config.audio_only {
             negotiation = negotiation.without_video()?;
         }
+        let sends_video = negotiation.video.is_some();
+        self.config.limits.cpu_budget.admit(committed, self.config.limits.costs.caller(sends_video))?;
         let audio_ports = negotiation.audio.as_ref().map(|_| self.ports.allocate()).transpose()?;
         let video_ports = negotiation.video.as_ref().map(|_| self.ports.allocate()).transpose()?;
 
@@ -479,6 +503,7 @@ impl Engine {
         composition.participants.push(Participant {
             id: pid.clone(),
             name,
+            sends_video,
             state: ParticipantState::Connecting,
             joined: Instant::now(),
             last_error: None,
@@ -565,6 +590,17 @@ impl Engine {
         }
     }
 
+    /// What every composition, caller and output of this node costs, in cores.
+    fn committed_cost(&self) -> Cores {
+        let costs = &self.config.limits.costs;
+        let composition = |c: &Composition| {
+            costs.composition(picture(&c.config))
+                + c.participants.iter().map(|p| costs.caller(p.sends_video)).sum::<Cores>()
+                + costs.output * c.outputs.len() as Cores
+        };
+        self.compositions.values().map(composition).sum()
+    }
+
     fn health(&self) -> HealthView {
         let counts = self.reaper.counts();
         HealthView {
@@ -574,6 +610,8 @@ impl Engine {
             outputs: self.compositions.values().map(|c| c.outputs.len()).sum(),
             parts_stopping: counts.stopping,
             parts_stuck: counts.stuck,
+            cpu_committed_cores: round_cores(self.committed_cost()),
+            cpu_budget_cores: self.config.limits.cpu_budget.cores().map(round_cores),
         }
     }
 
@@ -600,4 +638,15 @@ impl Engine {
         }
         tracing::info!("every composition stopped");
     }
+}
+
+/// The picture a composition's cost scales with; none when audio only.
+fn picture(config: &CompositionConfig) -> Option<Picture> {
+    let v = &config.video;
+    (!config.audio_only).then_some(Picture { width: v.width, height: v.height, fps: v.fps })
+}
+
+/// Hundredths of a core: what the figures behind the costs can tell apart.
+fn round_cores(cores: Cores) -> Cores {
+    (cores * 100.0).round() / 100.0
 }

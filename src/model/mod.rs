@@ -2,6 +2,7 @@
 //! offer/answer negotiation and the user-facing configuration of a composition.
 //! Everything here is deterministic and unit-tested next to its code.
 
+pub mod admission;
 pub mod codec;
 pub mod composition;
 pub mod health;
