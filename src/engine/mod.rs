@@ -595,10 +595,11 @@ impl Engine {
         let costs = &self.config.limits.costs;
         let composition = |c: &Composition| {
             costs.composition(picture(&c.config))
-                + c.participants.iter().map(|p| costs.caller(p.sends_video)).sum::<Cores>()
+                + c.participants.iter().map(|p| costs.caller(p.sends_video)).fold(0.0, |a, b| a + b)
                 + costs.output * c.outputs.len() as Cores
         };
-        self.compositions.values().map(composition).sum()
+        // fold from +0.0: an empty f64 `sum()` is -0.0, which would show as "-0.0" in /healthz.
+        self.compositions.values().map(composition).fold(0.0, |a, b| a + b)
     }
 
     fn health(&self) -> HealthView {
