@@ -97,9 +97,11 @@ impl From<EngineError> for ApiError {
             EngineError::CompositionFull(..) => (StatusCode::CONFLICT, "composition_full"),
             EngineError::OutputConflict(..) => (StatusCode::CONFLICT, "output_conflict"),
             EngineError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-            EngineError::OverCapacity(_) | EngineError::TooManyCompositions(_) | EngineError::TooManyParticipants(_) => {
-                let code = if matches!(e, EngineError::OverCapacity(_)) { "over_capacity" } else { "node_full" };
-                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message).retry_after(CAPACITY_RETRY_AFTER);
+            EngineError::OverCapacity(_) => {
+                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "over_capacity", message).retry_after(CAPACITY_RETRY_AFTER);
+            }
+            EngineError::TooManyCompositions(_) | EngineError::TooManyParticipants(_) => {
+                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "node_full", message).retry_after(CAPACITY_RETRY_AFTER);
             }
             EngineError::Media(MediaError::StartTimeout { .. }) => {
                 tracing::warn!("{message}");
@@ -170,24 +172,12 @@ async fn list_compositions(
     Ok(axum::Json(CompositionList { compositions }))
 }
 
-/// How long a composition token lives unless asked otherwise, and at most.
-const DEFAULT_TOKEN_TTL_SECS: u64 = 60 * 60;
-const MAX_TOKEN_TTL_SECS: u64 = 30 * 24 * 60 * 60;
-
 /// `{"ttl_secs": 3600}`, optional.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TokenRequest {
     #[serde(default)]
     ttl_secs: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct IssuedToken {
-    token: String,
-    composition_id: CompositionId,
-    #[serde(with = "time::serde::rfc3339")]
-    expires_at: time::OffsetDateTime,
 }
 
 /// `POST /v1/compositions/{id}/tokens` (admin): a token for this composition only.
@@ -199,16 +189,11 @@ async fn issue_composition_token(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: TokenRequest = json_body(&headers, &body)?;
-    let ttl_secs = request.ttl_secs.unwrap_or(DEFAULT_TOKEN_TTL_SECS);
-    if !(1..=MAX_TOKEN_TTL_SECS).contains(&ttl_secs) {
-        return Err(ApiError::bad_request("invalid_ttl", format!("ttl_secs must be within 1..={MAX_TOKEN_TTL_SECS}")));
-    }
     let composition = engine.composition(CompositionId::from(id)).await?.id;
-    let expires_unix = crate::auth::unix_now() + ttl_secs;
-    let expires_at = time::OffsetDateTime::from_unix_timestamp(expires_unix as i64)
-        .map_err(|_| ApiError::bad_request("invalid_ttl", "ttl_secs is too large"))?;
-    let token = auth.signer().sign(&composition, expires_unix);
-    Ok((StatusCode::CREATED, axum::Json(IssuedToken { token, composition_id: composition, expires_at })).into_response())
+    let issued = auth
+        .issue(composition, request.ttl_secs, crate::auth::unix_now())
+        .map_err(|e| ApiError::bad_request("invalid_ttl", e.to_string()))?;
+    Ok((StatusCode::CREATED, axum::Json(issued)).into_response())
 }
 
 async fn get_composition(State(engine): State<EngineHandle>, Path(id): Path<String>) -> Result<axum::Json<CompositionView>, ApiError> {

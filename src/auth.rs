@@ -25,8 +25,10 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
 
 use crate::api::ApiError;
 use crate::config::AccessConfig;
@@ -188,6 +190,23 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok()).collect()
 }
 
+/// How long a composition token lives unless asked otherwise, and at most.
+pub const DEFAULT_TOKEN_TTL_SECS: u64 = 60 * 60;
+pub const MAX_TOKEN_TTL_SECS: u64 = 30 * 24 * 60 * 60;
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("ttl_secs must be within 1..={MAX_TOKEN_TTL_SECS}")]
+pub struct InvalidTtl;
+
+/// A composition token, as `POST /v1/compositions/{id}/tokens` answers it.
+#[derive(Debug, Serialize)]
+pub struct IssuedToken {
+    pub token: String,
+    pub composition_id: CompositionId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
 /// The API's tokens and the decisions made with them.
 pub struct Auth {
     /// SHA-256 of each admin token: compared in constant time whatever the lengths.
@@ -210,8 +229,15 @@ impl Auth {
         !self.admin_digests.is_empty()
     }
 
-    pub fn signer(&self) -> &TokenSigner {
-        &self.signer
+    /// A token for `composition` that lives `ttl_secs` (default [`DEFAULT_TOKEN_TTL_SECS`]) from `now_unix`.
+    pub fn issue(&self, composition: CompositionId, ttl_secs: Option<u64>, now_unix: u64) -> Result<IssuedToken, InvalidTtl> {
+        let ttl_secs = ttl_secs.unwrap_or(DEFAULT_TOKEN_TTL_SECS);
+        if !(1..=MAX_TOKEN_TTL_SECS).contains(&ttl_secs) {
+            return Err(InvalidTtl);
+        }
+        let expires_unix = now_unix + ttl_secs;
+        let expires_at = i64::try_from(expires_unix).ok().and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()).ok_or(InvalidTtl)?;
+        Ok(IssuedToken { token: self.signer.sign(&composition, expires_unix), composition_id: composition, expires_at })
     }
 
     /// Who sends this `Authorization` header, at `now_unix`.
@@ -319,13 +345,26 @@ mod tests {
         assert_eq!(auth.identify(Some(&bearer("second-admin-token-xyz")), 0), Ok(Access::Admin));
         let lower = HeaderValue::from_str(&format!("bearer {ADMIN}")).unwrap();
         assert_eq!(auth.identify(Some(&lower), 0), Ok(Access::Admin), "the scheme is case-insensitive");
-        let token = auth.signer().sign(&id("c1"), 50);
+        let token = auth.signer.sign(&id("c1"), 50);
         assert_eq!(auth.identify(Some(&bearer(&token)), 10), Ok(Access::Composition(id("c1"))));
         assert_eq!(auth.identify(Some(&bearer(&token)), 50), Err(Denied::BadToken(TokenError::Expired)));
         assert_eq!(auth.identify(None, 0), Err(Denied::NoToken));
         assert_eq!(auth.identify(Some(&bearer("admin-token-012345678")), 0), Err(Denied::BadToken(TokenError::Unknown)));
         let basic = HeaderValue::from_static("Basic YWRtaW46YWRtaW4=");
         assert_eq!(auth.identify(Some(&basic), 0), Err(Denied::NotBearer));
+    }
+
+    #[test]
+    fn an_issued_token_lives_its_ttl() {
+        let auth = auth();
+        let issued = auth.issue(id("c1"), Some(60), 1_000).unwrap();
+        assert_eq!(issued.expires_at.unix_timestamp(), 1_060);
+        assert_eq!(auth.identify(Some(&bearer(&issued.token)), 1_059), Ok(Access::Composition(id("c1"))));
+        assert!(auth.identify(Some(&bearer(&issued.token)), 1_060).is_err());
+        let default = auth.issue(id("c1"), None, 0).unwrap();
+        assert_eq!(default.expires_at.unix_timestamp(), DEFAULT_TOKEN_TTL_SECS as i64);
+        assert_eq!(auth.issue(id("c1"), Some(0), 0).unwrap_err(), InvalidTtl);
+        assert_eq!(auth.issue(id("c1"), Some(MAX_TOKEN_TTL_SECS + 1), 0).unwrap_err(), InvalidTtl);
     }
 
     #[test]

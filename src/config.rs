@@ -46,7 +46,7 @@ pub enum Command {
     /// names, with underscores: `rtp_ports = "20000-20999"`) or by an
     /// environment variable. Precedence: flag, then environment, then file,
     /// then default. Log level comes from RUST_LOG (default "info").
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check that every encoder/decoder profile in the pipelines directory
     /// parses and that all its GStreamer elements are installed, then exit.
     CheckProfiles {
@@ -119,7 +119,7 @@ pub struct ServeArgs {
     /// Most participants in all compositions of this node; more get 503 [default: 1000].
     #[arg(long, env = "TUTTI_MAX_PARTICIPANTS")]
     pub max_participants: Option<usize>,
-    /// Joins per second this node accepts, sustained; faster get 429 [default: 50].
+    /// Joins per second this node accepts, sustained; faster get 429. 0: no limit [default: 50].
     #[arg(long, env = "TUTTI_JOIN_RATE")]
     pub join_rate: Option<f64>,
     /// Joins accepted at once above --join-rate [default: 100].

@@ -23,7 +23,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => {
-            let config = Config::load(args)?;
+            let config = Config::load(*args)?;
             config.check_access()?;
             let profiles = Profiles::load(&config.pipelines_dir)
                 .with_context(|| format!("checking the profiles in {}", config.pipelines_dir.display()))?;
@@ -48,7 +48,7 @@ async fn serve(config: Config, profiles: Profiles) -> anyhow::Result<()> {
     let hls_dir = config.hls_dir.clone();
     let guards = tutti::guards::ApiGuards::new(&config);
     if !guards.requires_tokens() {
-        tracing::warn!(http = %config.http, "the API is open: no token configured (TUTTI_API_TOKENS / api_tokens)");
+        tracing::info!(http = %config.http, "the API is open: no token configured (TUTTI_API_TOKENS / api_tokens)");
     }
     let services = Services { runtime: tokio::runtime::Handle::current(), rtmp_server: Some(rtmp_server.clone()) };
     let engine = Engine::start(config, profiles, services);
