@@ -69,6 +69,25 @@ fn a_retried_join_with_an_idempotency_key_gets_the_first_answer_and_makes_one_pa
 }
 
 #[test]
+fn a_join_whose_client_timed_out_is_finished_and_its_retry_gets_that_participant() -> Result<()> {
+    let server = Server::start()?;
+    let id = server.create_composition(&small())?;
+    let caller = audio_caller("impatient")?;
+    let path = format!("/v1/compositions/{id}/participants");
+    let post = || with_key(&server, &path, "join-after-timeout").header(CONTENT_TYPE, "application/sdp").body(caller.offer());
+    // Gives up long before the join is answered (tens of milliseconds), as a platform's timeout would.
+    let gave_up = server.send(post().timeout(std::time::Duration::from_millis(5)));
+    assert!(gave_up.is_err(), "the first try should time out: {gave_up:?}");
+    let retry = server.send(post())?;
+    assert_eq!(retry.status, 201, "{retry:?}");
+    let listed = server.get(&path)?.json()?;
+    let ids: Vec<&str> = listed["participants"].as_array().context("participants")?.iter().filter_map(|p| p["id"].as_str()).collect();
+    assert_eq!(ids.len(), 1, "one participant for the try and its retry: {listed}");
+    assert!(retry.header(LOCATION.as_str()).is_some_and(|l| l.ends_with(ids[0])), "{retry:?}");
+    Ok(())
+}
+
+#[test]
 fn concurrent_retries_of_a_create_wait_for_the_first_and_make_one_composition() -> Result<()> {
     let server = Server::start()?;
     let answers: Vec<HttpResponse> = std::thread::scope(|scope| {
