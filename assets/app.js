@@ -14,7 +14,12 @@ const HLS_CONFIG = {
   backBufferLength: 10, // seconds kept behind the playhead: a live view never seeks back far
 };
 
+// Where this tab keeps the API token it was given; gone when the tab closes.
+const TOKEN_KEY = "tutti-api-token";
+
 const list = document.getElementById("compositions");
+const tokenForm = document.getElementById("token-form");
+let refreshTimer;
 const cards = new Map(); // composition id -> Card
 
 /** An element with content attributes and children (nodes or text). */
@@ -204,10 +209,36 @@ function show(compositions) {
   document.getElementById("empty").hidden = cards.size > 0;
 }
 
+/** A GET of the API, with the token of this tab if it has one. */
+function apiGet(path) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return fetch(path, { cache: "no-store", headers: token ? { Authorization: `Bearer ${token}` } : {} });
+}
+
+/** The API needs a token (401): forget a wrong one and ask for another. */
+function askForToken(status) {
+  const hadToken = sessionStorage.getItem(TOKEN_KEY) !== null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  tokenForm.hidden = false;
+  status.textContent = hadToken ? "That token was refused: enter another" : "This server needs an API token";
+}
+
+tokenForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, document.getElementById("token").value.trim());
+  tokenForm.hidden = true;
+  clearTimeout(refreshTimer);
+  refresh();
+});
+
 async function refresh() {
   const status = document.getElementById("status");
   try {
-    const response = await fetch("/v1/compositions", { cache: "no-store" });
+    const response = await apiGet("/v1/compositions");
+    if (response.status === 401) {
+      askForToken(status);
+      return; // until a token is entered
+    }
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     show((await response.json()).compositions);
     status.textContent = `Updated ${new Date().toLocaleTimeString()}`;
@@ -217,7 +248,7 @@ async function refresh() {
     // The last list stays on screen: the server may only be restarting.
     status.textContent = `Cannot load compositions: ${error.message}`;
   }
-  setTimeout(refresh, REFRESH_MS);
+  refreshTimer = setTimeout(refresh, REFRESH_MS);
 }
 
 document.getElementById("create-example").textContent = curl("/v1/compositions", {

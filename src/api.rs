@@ -4,13 +4,15 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::auth::{Access, Auth};
+use crate::guards::ApiGuards;
 use crate::media::MediaError;
 use crate::engine::{CompositionView, EngineError, EngineHandle, JoinRequest, OutputView, ParticipantView, Removal};
 use crate::events::EventBus;
@@ -23,6 +25,8 @@ use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 use crate::model::sdp::SdpError;
 
 const SDP_CONTENT_TYPE: &str = "application/sdp";
+/// When a full node may have room again: calls end and compositions stop within minutes.
+const CAPACITY_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What the API reports besides the engine's state: its events and how
 /// their webhooks fare.
@@ -32,17 +36,18 @@ pub struct Telemetry {
     pub webhooks: Arc<WebhookStats>,
 }
 
-pub fn app(engine: EngineHandle, hls_dir: PathBuf, telemetry: Telemetry) -> Router {
+pub fn app(engine: EngineHandle, hls_dir: PathBuf, guards: ApiGuards, telemetry: Telemetry) -> Router {
     let events = telemetry.events.clone();
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(move |engine: State<EngineHandle>| metrics(engine, telemetry.clone())))
         .route(
             "/v1/events",
-            get(move |query, headers: HeaderMap| events_stream(events.clone(), query, headers)),
+            get(move |access, query, headers: HeaderMap| events_stream(events.clone(), access, query, headers)),
         )
         .route("/v1/compositions", get(list_compositions).post(create_composition))
         .route("/v1/compositions/{id}", get(get_composition).delete(delete_composition))
+        .route("/v1/compositions/{id}/tokens", post(issue_composition_token))
         .route("/v1/compositions/{id}/participants", get(list_participants).post(add_participant))
         .route("/v1/compositions/{id}/participants/{pid}", get(get_participant).delete(remove_participant))
         .route("/v1/compositions/{id}/outputs", get(list_outputs).post(add_output))
@@ -56,7 +61,8 @@ pub fn app(engine: EngineHandle, hls_dir: PathBuf, telemetry: Telemetry) -> Rout
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
         })
-        .with_state(engine)
+        .with_state(engine);
+    guards.protect(routes)
 }
 
 #[derive(Debug)]
@@ -64,11 +70,17 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), retry_after: None }
+    }
+
+    /// Tells the client when to try again (`Retry-After`, whole seconds).
+    pub(crate) fn retry_after(self, wait: std::time::Duration) -> ApiError {
+        ApiError { retry_after: Some(wait), ..self }
     }
 
     fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -79,7 +91,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code, "message": self.message } });
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(wait) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, crate::limits::retry_after_secs(wait).into());
+        }
+        response
     }
 }
 
@@ -98,6 +114,12 @@ impl From<EngineError> for ApiError {
             EngineError::CompositionFull(..) => (StatusCode::CONFLICT, "composition_full"),
             EngineError::OutputConflict(..) => (StatusCode::CONFLICT, "output_conflict"),
             EngineError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            EngineError::OverCapacity(_) => {
+                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "over_capacity", message).retry_after(CAPACITY_RETRY_AFTER);
+            }
+            EngineError::TooManyCompositions(_) | EngineError::TooManyParticipants(_) => {
+                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "node_full", message).retry_after(CAPACITY_RETRY_AFTER);
+            }
             EngineError::Media(MediaError::StartTimeout { .. }) => {
                 tracing::warn!("{message}");
                 (StatusCode::SERVICE_UNAVAILABLE, "start_timeout")
@@ -157,8 +179,38 @@ struct CompositionList {
     compositions: Vec<CompositionView>,
 }
 
-async fn list_compositions(State(engine): State<EngineHandle>) -> Result<axum::Json<CompositionList>, ApiError> {
-    Ok(axum::Json(CompositionList { compositions: engine.list_compositions().await? }))
+/// Only the compositions the caller's token reaches.
+async fn list_compositions(
+    State(engine): State<EngineHandle>,
+    Extension(access): Extension<Access>,
+) -> Result<axum::Json<CompositionList>, ApiError> {
+    let mut compositions = engine.list_compositions().await?;
+    compositions.retain(|c| access.allows(&c.id));
+    Ok(axum::Json(CompositionList { compositions }))
+}
+
+/// `{"ttl_secs": 3600}`, optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+}
+
+/// `POST /v1/compositions/{id}/tokens` (admin): a token for this composition only.
+async fn issue_composition_token(
+    State(engine): State<EngineHandle>,
+    Extension(auth): Extension<std::sync::Arc<Auth>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: TokenRequest = json_body(&headers, &body)?;
+    let composition = engine.composition(CompositionId::from(id)).await?.id;
+    let issued = auth
+        .issue(composition, request.ttl_secs, crate::auth::unix_now())
+        .map_err(|e| ApiError::bad_request("invalid_ttl", e.to_string()))?;
+    Ok((StatusCode::CREATED, axum::Json(issued)).into_response())
 }
 
 async fn get_composition(State(engine): State<EngineHandle>, Path(id): Path<String>) -> Result<axum::Json<CompositionView>, ApiError> {
@@ -200,8 +252,10 @@ struct EventsQuery {
 /// its JSON. A client reconnecting with `Last-Event-ID` first gets what it
 /// missed (from the last [`crate::events::HISTORY`] events). A client too
 /// slow to keep up is disconnected, to reconnect and catch up that way.
+/// A composition token sees its own composition's events only.
 async fn events_stream(
     events: EventBus,
+    Extension(access): Extension<Access>,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
@@ -225,7 +279,13 @@ async fn events_stream(
             Err(RecvError::Closed) => None,
         }
     });
-    let composition = query.composition.map(CompositionId::from);
+    let composition = match (query.composition.map(CompositionId::from), &access) {
+        (Some(asked), access) if !access.allows(&asked) => {
+            return ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this token may not watch that composition").into_response();
+        }
+        (asked, Access::Composition(own)) => asked.or_else(|| Some(own.clone())),
+        (asked, Access::Admin) => asked,
+    };
     let stream = stream::iter(replay)
         .chain(live)
         .filter(move |event| std::future::ready(composition.as_ref().is_none_or(|c| &event.composition == c)))

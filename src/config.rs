@@ -4,6 +4,7 @@
 
 use crate::events::webhook::WebhookConfig;
 use crate::model::source_check::SourceCheckMode;
+use crate::model::admission::{Budget, Cores, CostModel};
 use crate::ports::PortRange;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -21,6 +22,16 @@ pub const DEFAULT_STALE_AFTER_SECS: u64 = 30;
 pub const DEFAULT_PIPELINES_DIR: &str = "pipelines";
 pub const DEFAULT_RECORDINGS_DIR: &str = "recordings";
 pub const DEFAULT_RTMP_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1935);
+/// An SDP offer is a few kilobytes; a JSON body less.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Generous: the cost budget is what normally limits a node; these catch runaway clients.
+pub const DEFAULT_MAX_COMPOSITIONS: usize = 100;
+pub const DEFAULT_MAX_PARTICIPANTS: usize = 1000;
+/// Joins per second per node, sustained, and the burst above that rate.
+pub const DEFAULT_JOIN_RATE: f64 = 50.0;
+pub const DEFAULT_JOIN_BURST: u32 = 100;
+/// Shorter admin tokens are refused at start-up: they could be guessed.
+pub const MIN_API_TOKEN_LEN: usize = 16;
 
 #[derive(Debug, Parser)]
 #[command(name = "tutti", version, about = "Tutti: MCU and live-stream transcoder on GStreamer")]
@@ -37,7 +48,7 @@ pub enum Command {
     /// names, with underscores: `rtp_ports = "20000-20999"`) or by an
     /// environment variable. Precedence: flag, then environment, then file,
     /// then default. Log level comes from RUST_LOG (default "info").
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check that every encoder/decoder profile in the pipelines directory
     /// parses and that all its GStreamer elements are installed, then exit.
     CheckProfiles {
@@ -108,6 +119,54 @@ pub struct ServeArgs {
     /// counted per medium (`packets_rejected`).
     #[arg(long, env = "TUTTI_RTP_SOURCE_CHECK")]
     pub rtp_source_check: Option<SourceCheckMode>,
+    /// Admin API tokens, comma-separated (each at least 16 characters); clients send
+    /// `Authorization: Bearer TOKEN`. Prefer the environment or the file to the flag,
+    /// which other users can see in the process list. With none, the API is open,
+    /// which `serve` allows only on a loopback address (see --insecure-no-auth).
+    #[arg(long, env = "TUTTI_API_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    pub api_tokens: Vec<String>,
+    /// Secret that signs per-composition tokens (POST /v1/compositions/{id}/tokens)
+    /// [default: random at each start, so such tokens die with a restart].
+    #[arg(long, env = "TUTTI_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+    /// Serve the API without any token on a non-loopback address, on purpose.
+    #[arg(long, env = "TUTTI_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Serve GET /metrics without a token (it needs an admin token otherwise).
+    #[arg(long, env = "TUTTI_METRICS_PUBLIC")]
+    pub metrics_public: bool,
+    /// Largest request body, in bytes; larger ones get 413 [default: 1048576].
+    #[arg(long, env = "TUTTI_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Most compositions this node runs at once; more get 503 [default: 100].
+    #[arg(long, env = "TUTTI_MAX_COMPOSITIONS")]
+    pub max_compositions: Option<usize>,
+    /// Most participants in all compositions of this node; more get 503 [default: 1000].
+    #[arg(long, env = "TUTTI_MAX_PARTICIPANTS")]
+    pub max_participants: Option<usize>,
+    /// Joins per second this node accepts, sustained; faster get 429. 0: no limit [default: 50].
+    #[arg(long, env = "TUTTI_JOIN_RATE")]
+    pub join_rate: Option<f64>,
+    /// Joins accepted at once above --join-rate [default: 100].
+    #[arg(long, env = "TUTTI_JOIN_BURST")]
+    pub join_burst: Option<u32>,
+    /// CPU cores this node commits to compositions, callers and outputs; what would
+    /// exceed it gets 503 over_capacity. 0 turns admission off
+    /// [default: 0.8 × the cores available].
+    #[arg(long, env = "TUTTI_CPU_BUDGET")]
+    pub cpu_budget: Option<f64>,
+    /// Cost in cores of a 1280x720 30 fps composition; other sizes scale by pixels × fps [default: 0.60].
+    #[arg(long, env = "TUTTI_COST_COMPOSITION_720P30")]
+    pub cost_composition_720p30: Option<f64>,
+    /// Cost in cores of a caller that sends video [default: 0.10].
+    #[arg(long, env = "TUTTI_COST_VIDEO_CALLER")]
+    pub cost_video_caller: Option<f64>,
+    /// Cost in cores of an audio-only caller [default: 0.02].
+    #[arg(long, env = "TUTTI_COST_AUDIO_CALLER")]
+    pub cost_audio_caller: Option<f64>,
+    /// Cost in cores of an output [default: 0.03].
+    #[arg(long, env = "TUTTI_COST_OUTPUT")]
+    pub cost_output: Option<f64>,
 }
 
 /// The same settings as a TOML file.
@@ -128,6 +187,56 @@ struct FileConfig {
     webhook_secret: Option<String>,
     rtmps_ca_file: Option<PathBuf>,
     rtp_source_check: Option<SourceCheckMode>,
+    api_tokens: Option<Vec<String>>,
+    token_secret: Option<String>,
+    insecure_no_auth: Option<bool>,
+    metrics_public: Option<bool>,
+    max_body_bytes: Option<usize>,
+    max_compositions: Option<usize>,
+    max_participants: Option<usize>,
+    join_rate: Option<f64>,
+    join_burst: Option<u32>,
+    cpu_budget: Option<f64>,
+    cost_composition_720p30: Option<f64>,
+    cost_video_caller: Option<f64>,
+    cost_audio_caller: Option<f64>,
+    cost_output: Option<f64>,
+}
+
+/// Who may call the API.
+#[derive(Clone, Debug, Default)]
+pub struct AccessConfig {
+    /// Admin tokens; none means the API is open.
+    pub api_tokens: Vec<String>,
+    /// Signs per-composition tokens; `None`: a random secret per process.
+    pub token_secret: Option<String>,
+    pub insecure_no_auth: bool,
+    pub metrics_public: bool,
+}
+
+/// What one node takes before it says no.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeLimits {
+    pub max_body_bytes: usize,
+    pub max_compositions: usize,
+    pub max_participants: usize,
+    pub join_rate: f64,
+    pub join_burst: u32,
+    pub cpu_budget: Budget,
+    pub costs: CostModel,
+}
+
+/// Why `serve` refuses its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum UnsafeConfig {
+    #[error(
+        "refusing to serve the API on {0} without a token: anyone who reaches that address could run and \
+         watch every composition. Set admin tokens with TUTTI_API_TOKENS=token1,token2 (or api_tokens = [\"...\"] \
+         in the --config file), or pass --insecure-no-auth to serve it open on purpose"
+    )]
+    OpenOnNetwork(SocketAddr),
+    #[error("an API token is shorter than {MIN_API_TOKEN_LEN} characters (TUTTI_API_TOKENS / api_tokens): it could be guessed")]
+    ShortToken,
 }
 
 /// Fully resolved settings of `tutti serve`.
@@ -147,6 +256,8 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     pub rtmps_ca_file: Option<PathBuf>,
     pub rtp_source_check: SourceCheckMode,
+    pub access: AccessConfig,
+    pub limits: NodeLimits,
 }
 
 impl Default for Config {
@@ -168,7 +279,19 @@ impl Config {
         Config::resolve(args, file)
     }
 
+    /// Secure by default: no open API beyond loopback unless asked for, no guessable token.
+    pub fn check_access(&self) -> Result<(), UnsafeConfig> {
+        if self.access.api_tokens.iter().any(|t| t.len() < MIN_API_TOKEN_LEN) {
+            return Err(UnsafeConfig::ShortToken);
+        }
+        if self.access.api_tokens.is_empty() && !self.http.ip().is_loopback() && !self.access.insecure_no_auth {
+            return Err(UnsafeConfig::OpenOnNetwork(self.http));
+        }
+        Ok(())
+    }
+
     fn resolve(args: ServeArgs, file: FileConfig) -> anyhow::Result<Config> {
+        let costs = cost_model(&args, &file);
         let webhook_urls = if args.webhook_urls.is_empty() { file.webhook_urls.unwrap_or_default() } else { args.webhook_urls };
         let webhooks = webhook_config(webhook_urls, args.webhook_secret.or(file.webhook_secret))?;
         Ok(Config {
@@ -195,6 +318,29 @@ impl Config {
             webhooks,
             rtmps_ca_file: args.rtmps_ca_file.or(file.rtmps_ca_file),
             rtp_source_check: args.rtp_source_check.or(file.rtp_source_check).unwrap_or_default(),
+            access: AccessConfig {
+                // `TUTTI_API_TOKENS=` (empty) means none.
+                api_tokens: Some(args.api_tokens)
+                    .filter(|t| !t.is_empty())
+                    .or(file.api_tokens)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|t| t.trim().to_owned())
+                    .filter(|t| !t.is_empty())
+                    .collect(),
+                token_secret: args.token_secret.or(file.token_secret),
+                insecure_no_auth: args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false),
+                metrics_public: args.metrics_public || file.metrics_public.unwrap_or(false),
+            },
+            limits: NodeLimits {
+                max_body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES),
+                max_compositions: args.max_compositions.or(file.max_compositions).unwrap_or(DEFAULT_MAX_COMPOSITIONS),
+                max_participants: args.max_participants.or(file.max_participants).unwrap_or(DEFAULT_MAX_PARTICIPANTS),
+                join_rate: args.join_rate.or(file.join_rate).unwrap_or(DEFAULT_JOIN_RATE),
+                join_burst: args.join_burst.or(file.join_burst).unwrap_or(DEFAULT_JOIN_BURST),
+                cpu_budget: args.cpu_budget.or(file.cpu_budget).map(Budget::new).unwrap_or_else(default_budget),
+                costs,
+            },
         })
     }
 }
@@ -217,6 +363,21 @@ fn webhook_config(urls: Vec<String>, secret: Option<String>) -> anyhow::Result<W
         "webhook URLs are set but no secret to sign them with: set --webhook-secret, TUTTI_WEBHOOK_SECRET or webhook_secret"
     );
     Ok(WebhookConfig { urls, secret: secret.unwrap_or_default() })
+}
+
+fn default_budget() -> Budget {
+    Budget::share_of(std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn cost_model(args: &ServeArgs, file: &FileConfig) -> CostModel {
+    let defaults = CostModel::default();
+    let pick = |flag: Option<Cores>, file: Option<Cores>, default: Cores| flag.or(file).unwrap_or(default);
+    CostModel {
+        composition_720p30: pick(args.cost_composition_720p30, file.cost_composition_720p30, defaults.composition_720p30),
+        video_caller: pick(args.cost_video_caller, file.cost_video_caller, defaults.video_caller),
+        audio_caller: pick(args.cost_audio_caller, file.cost_audio_caller, defaults.audio_caller),
+        output: pick(args.cost_output, file.cost_output, defaults.output),
+    }
 }
 
 #[cfg(test)]
@@ -273,6 +434,38 @@ mod tests {
         assert_eq!(Config::resolve(args, file).unwrap().rtp_source_check, SourceCheckMode::Off);
         assert_eq!(Config::default().rtp_source_check, SourceCheckMode::Latch);
         assert!(toml::from_str::<FileConfig>("rtp_source_check = \"loose\"").is_err());
+    }
+
+    #[test]
+    fn tokens_and_limits_come_from_the_file_unless_flags_say_otherwise() {
+        let file: FileConfig = toml::from_str(
+            "api_tokens = [\"0123456789abcdef\"]\nmetrics_public = true\ncpu_budget = 3.5\ncost_output = 0.2\n",
+        )
+        .unwrap();
+        let args = ServeArgs { cpu_budget: Some(0.0), ..Default::default() };
+        let c = Config::resolve(args, file).unwrap();
+        assert_eq!(c.access.api_tokens, ["0123456789abcdef"]);
+        assert!(c.access.metrics_public);
+        assert_eq!(c.limits.cpu_budget.cores(), None, "0 on the command line turns admission off");
+        assert_eq!(c.limits.costs.output, 0.2);
+        assert_eq!(c.limits.costs.video_caller, CostModel::default().video_caller);
+    }
+
+    #[test]
+    fn an_open_api_is_refused_beyond_loopback() {
+        let on = |http: &str, tokens: &[&str], insecure: bool| {
+            let mut c = Config { http: http.parse().unwrap(), ..Config::default() };
+            c.access.api_tokens = tokens.iter().map(|t| t.to_string()).collect();
+            c.access.insecure_no_auth = insecure;
+            c.check_access()
+        };
+        assert!(on("127.0.0.1:8080", &[], false).is_ok(), "the demo on loopback stays open");
+        assert!(on("[::1]:8080", &[], false).is_ok());
+        let refused = on("0.0.0.0:8080", &[], false).unwrap_err().to_string();
+        assert!(refused.contains("TUTTI_API_TOKENS") && refused.contains("--insecure-no-auth"), "{refused}");
+        assert!(on("0.0.0.0:8080", &[], true).is_ok());
+        assert!(on("0.0.0.0:8080", &["0123456789abcdef"], false).is_ok());
+        assert!(matches!(on("127.0.0.1:8080", &["short"], false), Err(UnsafeConfig::ShortToken)));
     }
 
     #[test]

@@ -6,9 +6,13 @@
 //! - adapters at the edges: [`api`] (HTTP), [`media`] (GStreamer), [`ports`] (UDP sockets).
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod events;
+pub mod guards;
+pub mod idempotency;
+pub mod limits;
 pub mod media;
 pub mod metrics;
 pub mod model;

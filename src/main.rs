@@ -25,7 +25,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => {
-            let config = Config::load(args)?;
+            let config = Config::load(*args)?;
             // Before anything listens: a bad CA file is a start-up error, not a
             // surprise at the first rtmps:// publish.
             let rtmps_trust = RtmpsTrust::load(config.rtmps_ca_file.as_deref())
@@ -35,6 +35,7 @@ fn main() -> anyhow::Result<()> {
                 bundled = sources.bundled, system = sources.system, operator = sources.operator,
                 "rtmps:// outputs trust these certificate authorities"
             );
+            config.check_access()?;
             let profiles = Profiles::load(&config.pipelines_dir)
                 .with_context(|| format!("checking the profiles in {}", config.pipelines_dir.display()))?;
             tokio::runtime::Runtime::new()?.block_on(serve(config, profiles, rtmps_trust))
@@ -61,6 +62,10 @@ async fn serve(config: Config, profiles: Profiles, rtmps_trust: RtmpsTrust) -> a
     if !config.webhooks.urls.is_empty() {
         tracing::info!(receivers = config.webhooks.urls.len(), "events are POSTed to the webhooks, signed");
     }
+    let guards = tutti::guards::ApiGuards::new(&config);
+    if !guards.requires_tokens() {
+        tracing::info!(http = %config.http, "the API is open: no token configured (TUTTI_API_TOKENS / api_tokens)");
+    }
     let services = Services {
         runtime: tokio::runtime::Handle::current(),
         rtmps_trust,
@@ -68,7 +73,7 @@ async fn serve(config: Config, profiles: Profiles, rtmps_trust: RtmpsTrust) -> a
         events: events.clone(),
     };
     let engine = Engine::start(config, profiles, services);
-    axum::serve(listener, tutti::api::app(engine.clone(), hls_dir, Telemetry { events, webhooks }))
+    axum::serve(listener, tutti::api::app(engine.clone(), hls_dir, guards, Telemetry { events, webhooks }))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     engine.shutdown().await;

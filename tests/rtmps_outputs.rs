@@ -320,7 +320,10 @@ fn a_ca_in_the_system_store_is_trusted_without_the_ca_file() -> Result<()> {
     let pki = make_pki()?;
     let nginx = Nginx::start_with_tls_fronts(&pki.fronts[..1]);
     // SSL_CERT_FILE stands in for the system store, as for openssl and curl.
-    let server = Server::start_with_env(&[], &[("SSL_CERT_FILE", pki.ca_file.to_str().context("CA path")?)])?;
+    let server = Server::start_with_options(ServerOptions {
+        env: &[("SSL_CERT_FILE", pki.ca_file.to_str().context("CA path")?)],
+        ..ServerOptions::default()
+    })?;
     let id = server.create_composition(&json!({
         "video": {"width": WIDTH, "height": HEIGHT, "fps": 30, "bitrate_kbps": 1000},
         "outputs": [{"kind": "rtmp", "url": nginx.rtmps_url(GOOD, "localhost", "live", "system")}]

@@ -25,7 +25,7 @@ use reqwest::blocking::Client;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use common::{Caller, CallerSpec, Colour, Server};
+use common::{Caller, CallerSpec, Colour, Server, ServerOptions};
 
 const CANVAS: (u64, u64) = (640, 360);
 /// The page refreshes every 2 s; a change shows up within one or two refreshes.
@@ -85,6 +85,41 @@ fn page_lists_compositions_with_their_participants() -> Result<()> {
     let deleted = server.delete(&format!("/v1/compositions/{id}"))?;
     ensure!(deleted.status == 204, "deleting Room 4B: {deleted:?}");
     browser.wait_for("Room 4B to leave the page", LIST_TIMEOUT, CARD, &id, Value::is_null)?;
+    Ok(())
+}
+
+/// Whether the page shows its token form, and the token this tab keeps.
+const TOKEN_FORM: &str = r#"
+return { shown: !document.getElementById("token-form").hidden, kept: sessionStorage.getItem("tutti-api-token") };"#;
+
+/// Types `arguments[0]` into the token form and submits it, as a person would.
+const ENTER_TOKEN: &str = r#"
+document.getElementById("token").value = arguments[0];
+document.getElementById("token-form").requestSubmit();
+return true;"#;
+
+#[test]
+fn page_asks_for_a_token_when_the_api_needs_one_and_then_lists_with_it() -> Result<()> {
+    const ADMIN: &str = "web-page-admin-token-0123";
+    let server = Server::start_with_options(ServerOptions {
+        env: &[("TUTTI_API_TOKENS", ADMIN)],
+        token: Some(ADMIN),
+        ..ServerOptions::default()
+    })?;
+    let id = server.create_composition(&json!({"name": "Locked room", "video": video()}))?;
+    let browser = Browser::start()?;
+    browser.open(&server.url("/"))?;
+    browser.wait_for("the token form", LIST_TIMEOUT, TOKEN_FORM, "", |f| f["shown"] == true)?;
+    ensure!(browser.execute(CARD, &id)?.is_null(), "nothing listed without a token");
+
+    browser.execute(ENTER_TOKEN, "not-the-token-at-all")?;
+    browser.wait_for("a wrong token refused", LIST_TIMEOUT, TOKEN_FORM, "", |f| f["shown"] == true && f["kept"].is_null())?;
+
+    browser.execute(ENTER_TOKEN, ADMIN)?;
+    let expected = json!({"title": "Locked room", "participants": []});
+    browser.wait_for("Locked room listed with the token", LIST_TIMEOUT, CARD, &id, |card| *card == expected)?;
+    let form = browser.execute(TOKEN_FORM, "")?;
+    ensure!(form == json!({"shown": false, "kept": ADMIN}), "the form hides and the tab keeps the token: {form}");
     Ok(())
 }
 

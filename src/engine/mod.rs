@@ -33,6 +33,7 @@ use crate::media::{
     participant_part_name,
 };
 use crate::model::event::EventKind;
+use crate::model::admission::{Cores, OverCapacity, Picture};
 use crate::model::composition::{CompositionConfig, InvalidConfig, MAX_AUDIO_ONLY_PARTICIPANTS, NO_OUTPUTS_WITHOUT_VIDEO};
 use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 use crate::model::layout::MAX_GRID_CELLS;
@@ -67,6 +68,12 @@ pub enum EngineError {
     Media(#[from] MediaError),
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error(transparent)]
+    OverCapacity(#[from] OverCapacity),
+    #[error("this node already runs {0} compositions, the most it takes (--max-compositions)")]
+    TooManyCompositions(usize),
+    #[error("this node already has {0} participants, the most it takes (--max-participants)")]
+    TooManyParticipants(usize),
 }
 
 pub struct JoinRequest {
@@ -213,6 +220,8 @@ struct OutputRecord {
 struct Participant {
     id: ParticipantId,
     name: String,
+    /// What it costs: a caller that sends video costs more (see `model::admission`).
+    sends_video: bool,
     state: ParticipantState,
     joined: Instant,
     last_error: Option<String>,
@@ -356,6 +365,12 @@ impl Engine {
 
     fn create_composition(&mut self, config: CompositionConfig) -> Result<CompositionView, EngineError> {
         config.validate()?;
+        let limits = &self.config.limits;
+        if self.compositions.len() >= limits.max_compositions {
+            return Err(EngineError::TooManyCompositions(limits.max_compositions));
+        }
+        let cost = limits.costs.composition(picture(&config)) + limits.costs.output * config.outputs.len() as Cores;
+        limits.cpu_budget.admit(self.committed_cost(), cost)?;
         let id = CompositionId::random();
         let events_tx = self.tx.clone();
         let events = Arc::new(move |event| {
@@ -402,10 +417,12 @@ impl Engine {
         if let Some(conflict) = taken {
             return Err(conflict);
         }
+        let admitted = self.config.limits.cpu_budget.admit(self.committed_cost(), self.config.limits.costs.output);
         let composition = composition_mut(&mut self.compositions, id)?;
         if composition.config.audio_only {
             return Err(InvalidConfig(NO_OUTPUTS_WITHOUT_VIDEO.into()).into());
         }
+        admitted?;
         let oid = OutputId::random();
         let publisher = match &valid {
             ValidOutput::Rtmp(url) => {
@@ -467,6 +484,11 @@ impl Engine {
     }
 
     fn add_participant(&mut self, id: &CompositionId, request: JoinRequest) -> Result<Joined, EngineError> {
+        let limits = &self.config.limits;
+        if self.compositions.values().map(|c| c.participants.len()).sum::<usize>() >= limits.max_participants {
+            return Err(EngineError::TooManyParticipants(limits.max_participants));
+        }
+        let committed = self.committed_cost();
         let composition = composition_mut(&mut self.compositions, id)?;
         let most = if composition.config.audio_only { MAX_AUDIO_ONLY_PARTICIPANTS } else { MAX_GRID_CELLS };
         if composition.participants.len() >= most {
@@ -476,6 +498,8 @@ impl Engine {
         if composition.config.audio_only {
             negotiation = negotiation.without_video()?;
         }
+        let sends_video = negotiation.video.is_some();
+        self.config.limits.cpu_budget.admit(committed, self.config.limits.costs.caller(sends_video))?;
         let audio_ports = negotiation.audio.as_ref().map(|_| self.ports.allocate()).transpose()?;
         let video_ports = negotiation.video.as_ref().map(|_| self.ports.allocate()).transpose()?;
 
@@ -513,6 +537,7 @@ impl Engine {
         composition.participants.push(Participant {
             id: pid.clone(),
             name,
+            sends_video,
             state: ParticipantState::Connecting,
             joined: Instant::now(),
             last_error: None,
@@ -602,6 +627,18 @@ impl Engine {
         }
     }
 
+    /// What every composition, caller and output of this node costs, in cores.
+    fn committed_cost(&self) -> Cores {
+        let costs = &self.config.limits.costs;
+        let composition = |c: &Composition| {
+            costs.composition(picture(&c.config))
+                + c.participants.iter().map(|p| costs.caller(p.sends_video)).fold(0.0, |a, b| a + b)
+                + costs.output * c.outputs.len() as Cores
+        };
+        // fold from +0.0: an empty f64 `sum()` is -0.0, which would show as "-0.0" in /healthz.
+        self.compositions.values().map(composition).fold(0.0, |a, b| a + b)
+    }
+
     fn health(&self) -> HealthView {
         let counts = self.reaper.counts();
         HealthView {
@@ -611,6 +648,8 @@ impl Engine {
             outputs: self.compositions.values().map(|c| c.outputs.len()).sum(),
             parts_stopping: counts.stopping,
             parts_stuck: counts.stuck,
+            cpu_committed_cores: round_cores(self.committed_cost()),
+            cpu_budget_cores: self.config.limits.cpu_budget.cores().map(round_cores),
         }
     }
 
@@ -649,4 +688,15 @@ impl Engine {
         }
         tracing::info!("every composition stopped");
     }
+}
+
+/// The picture a composition's cost scales with; none when audio only.
+fn picture(config: &CompositionConfig) -> Option<Picture> {
+    let v = &config.video;
+    (!config.audio_only).then_some(Picture { width: v.width, height: v.height, fps: v.fps })
+}
+
+/// Hundredths of a core: what the figures behind the costs can tell apart.
+fn round_cores(cores: Cores) -> Cores {
+    (cores * 100.0).round() / 100.0
 }

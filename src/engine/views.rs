@@ -110,6 +110,10 @@ pub struct HealthView {
     pub parts_stopping: usize,
     /// Of those, the ones that did not stop in time: detached, left to finish.
     pub parts_stuck: usize,
+    /// CPU cores committed to this node's compositions, callers and outputs (admission by cost).
+    pub cpu_committed_cores: f64,
+    /// What it may commit; `null` when admission is off.
+    pub cpu_budget_cores: Option<f64>,
 }
 
 /// Everything `/metrics` shows that the engine knows, read in one go.

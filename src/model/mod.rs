@@ -3,6 +3,7 @@
 //! check) and the user-facing configuration of a composition.
 //! Everything here is deterministic and unit-tested next to its code.
 
+pub mod admission;
 pub mod codec;
 pub mod composition;
 pub mod event;

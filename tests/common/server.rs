@@ -4,7 +4,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use reqwest::blocking::Client;
+use reqwest::Method;
+use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION};
 use tempfile::TempDir;
 
@@ -27,8 +28,24 @@ pub struct Server {
     /// The inclusive UDP port range passed as `--rtp-ports`.
     pub rtp_ports: (u16, u16),
     http: Client,
+    /// Sent as `Authorization: Bearer` by every request made through the helpers.
+    token: Option<String>,
     process: ChildProcess,
     dir: Option<TempDir>,
+}
+
+/// How to start a server beyond the standard command line.
+#[derive(Default)]
+pub struct ServerOptions<'a> {
+    /// Appended to the standard command line.
+    pub args: &'a [&'a str],
+    /// Set in the server's environment.
+    pub env: &'a [(&'a str, &'a str)],
+    /// The address the API binds to, on the usual free port [default: 127.0.0.1]; tests
+    /// still reach it on 127.0.0.1.
+    pub http_host: Option<&'a str>,
+    /// The token the helpers send (an admin token of `env` or `args`).
+    pub token: Option<&'a str>,
 }
 
 /// A finished HTTP exchange.
@@ -65,11 +82,10 @@ impl Server {
 
     /// Starts the server with `extra_args` appended to the standard command line.
     pub fn start_with(extra_args: &[&str]) -> Result<Self> {
-        Self::start_with_env(extra_args, &[])
+        Self::start_with_options(ServerOptions { args: extra_args, ..ServerOptions::default() })
     }
 
-    /// Like [`Server::start_with`], with `env` (name, value) added to its environment.
-    pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+    pub fn start_with_options(options: ServerOptions) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("tutti-server-").tempdir()?;
         let http_port = free_tcp_port()?;
         let rtp_ports = server_rtp_range(RTP_PORTS)?;
@@ -77,7 +93,8 @@ impl Server {
         // binary, or an older one to show that a test catches its bug).
         let binary = std::env::var_os("TUTTI_TEST_BINARY").unwrap_or_else(|| env!("CARGO_BIN_EXE_tutti").into());
         let mut cmd = Command::new(binary);
-        cmd.args(["serve", "--http", &format!("127.0.0.1:{http_port}")])
+        let http_host = options.http_host.unwrap_or("127.0.0.1");
+        cmd.args(["serve", "--http", &format!("{http_host}:{http_port}")])
             .args(["--rtp-ports", &format!("{}-{}", rtp_ports.0, rtp_ports.1)])
             .args(["--public-ip", "127.0.0.1"])
             // The embedded RTMP server on a port of its own (each composition shows its play URL).
@@ -86,15 +103,23 @@ impl Server {
             .arg(dir.path().join("hls"))
             .arg("--recordings")
             .arg(dir.path().join("recordings"))
-            .args(extra_args)
-            .envs(env.iter().copied());
+            .args(options.args)
+            // The tests' own tokens, never the environment's.
+            .env_remove("TUTTI_API_TOKENS")
+            .envs(options.env.iter().copied());
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
         let process = ChildProcess::spawn("tutti", cmd, &dir.path().join("server.log"))?;
         let http = Client::builder().timeout(HTTP_TIMEOUT).build()?;
-        let mut server =
-            Server { base_url: format!("http://127.0.0.1:{http_port}"), rtp_ports, http, process, dir: Some(dir) };
+        let mut server = Server {
+            base_url: format!("http://127.0.0.1:{http_port}"),
+            rtp_ports,
+            http,
+            token: options.token.map(str::to_owned),
+            process,
+            dir: Some(dir),
+        };
         let healthz = server.url("/healthz");
         let http = server.http.clone();
         let process = &mut server.process;
@@ -148,20 +173,34 @@ impl Server {
         self.process.log_tail()
     }
 
+    /// A request to `path` with the server's token, if it has one.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let request = self.anonymous(method, path);
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// A request to `path` without any token.
+    pub fn anonymous(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, self.url(path))
+    }
+
     pub fn get(&self, path: &str) -> Result<HttpResponse> {
-        self.send(self.http.get(self.url(path)))
+        self.send(self.request(Method::GET, path))
     }
 
     pub fn delete(&self, path: &str) -> Result<HttpResponse> {
-        self.send(self.http.delete(self.url(path)))
+        self.send(self.request(Method::DELETE, path))
     }
 
     pub fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<HttpResponse> {
-        self.send(self.http.post(self.url(path)).json(body))
+        self.send(self.request(Method::POST, path).json(body))
     }
 
     pub fn post_sdp(&self, path: &str, sdp: &str) -> Result<HttpResponse> {
-        self.send(self.http.post(self.url(path)).header(CONTENT_TYPE, "application/sdp").body(sdp.to_owned()))
+        self.send(self.request(Method::POST, path).header(CONTENT_TYPE, "application/sdp").body(sdp.to_owned()))
     }
 
     /// `POST /v1/compositions`, expecting 201; returns the new composition's id.
@@ -182,12 +221,12 @@ impl Server {
 
     /// A GET whose body is binary (an HLS segment, say).
     pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
-        let response = self.http.get(self.url(path)).send()?;
+        let response = self.request(Method::GET, path).send()?;
         anyhow::ensure!(response.status().is_success(), "GET {path}: {}", response.status());
         Ok(response.bytes()?.to_vec())
     }
 
-    fn send(&self, request: reqwest::blocking::RequestBuilder) -> Result<HttpResponse> {
+    pub fn send(&self, request: RequestBuilder) -> Result<HttpResponse> {
         let response = request.send()?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
