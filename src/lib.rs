@@ -8,6 +8,7 @@
 pub mod api;
 pub mod config;
 pub mod engine;
+pub mod logging;
 pub mod media;
 pub mod model;
 pub mod ports;

@@ -6,7 +6,6 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::net::{Ipv4Addr, UdpSocket};
-use std::path::PathBuf;
 use tutti::config::Config;
 use tutti::engine::{Engine, EngineHandle, Services};
 use tutti::media::profiles::Profiles;
@@ -40,12 +39,11 @@ async fn start(rtp_pairs: u16) -> Api {
     let config = Config {
         rtp_ports: PortRange { first, last: first + rtp_pairs * 2 - 1 },
         rtp_bind: Ipv4Addr::LOCALHOST.into(),
-        pipelines_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines"),
         // Outside the source tree: the conflict check records a file.
         recordings_dir: std::env::temp_dir().join(format!("tutti-api-test-recordings-{}", std::process::id())),
         ..Config::default()
     };
-    let profiles = Profiles::load(&config.pipelines_dir).unwrap();
+    let profiles = Profiles::load(None).unwrap();
     let services = Services { runtime: tokio::runtime::Handle::current(), rtmp_server: None };
     let engine = Engine::start(config, profiles, services);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -19,6 +19,16 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 const HEALTH_POLL_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The server's stdout and stderr, in its temp dir.
+const LOG_FILE: &str = "server.log";
+/// The working directory [`Server::start_in_empty_dir`] gives, in the temp dir.
+const EMPTY_WORKING_DIR: &str = "cwd";
+
+enum WorkingDir {
+    Inherited,
+    Empty,
+}
+
 /// A running `tutti serve`; dropped, it gets SIGTERM, then SIGKILL after a bounded wait.
 /// If the test is panicking its log is printed and its temp dir kept.
 pub struct Server {
@@ -63,8 +73,19 @@ impl Server {
         Self::start_with(&[])
     }
 
-    /// Starts the server with `extra_args` appended to the standard command line.
+    /// Starts the server with `extra_args` appended to the standard command line,
+    /// in the test's working directory (the checkout).
     pub fn start_with(extra_args: &[&str]) -> Result<Self> {
+        Self::launch(extra_args, WorkingDir::Inherited)
+    }
+
+    /// Starts the server with its working directory an empty directory of
+    /// its own (see [`Server::working_dir`]): nothing of the checkout in reach.
+    pub fn start_in_empty_dir(extra_args: &[&str]) -> Result<Self> {
+        Self::launch(extra_args, WorkingDir::Empty)
+    }
+
+    fn launch(extra_args: &[&str], working_dir: WorkingDir) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("tutti-server-").tempdir()?;
         let http_port = free_tcp_port()?;
         let rtp_ports = server_rtp_range(RTP_PORTS)?;
@@ -82,10 +103,15 @@ impl Server {
             .arg("--recordings")
             .arg(dir.path().join("recordings"))
             .args(extra_args);
+        if let WorkingDir::Empty = working_dir {
+            let cwd = dir.path().join(EMPTY_WORKING_DIR);
+            std::fs::create_dir(&cwd)?;
+            cmd.current_dir(cwd);
+        }
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
-        let process = ChildProcess::spawn("tutti", cmd, &dir.path().join("server.log"))?;
+        let process = ChildProcess::spawn("tutti", cmd, &dir.path().join(LOG_FILE))?;
         let http = Client::builder().timeout(HTTP_TIMEOUT).build()?;
         let mut server =
             Server { base_url: format!("http://127.0.0.1:{http_port}"), rtp_ports, http, process, dir: Some(dir) };
@@ -101,6 +127,17 @@ impl Server {
         })
         .map_err(|e| anyhow!("{e:#}\n{}", server.logs()))?;
         Ok(server)
+    }
+
+    /// The working directory of the running process, as the kernel reports it.
+    pub fn working_dir(&self) -> Result<std::path::PathBuf> {
+        Ok(std::fs::read_link(format!("/proc/{}/cwd", self.pid()))?)
+    }
+
+    /// Everything the server has written to stdout and stderr so far, as bytes.
+    pub fn full_log(&self) -> Result<Vec<u8>> {
+        let dir = self.dir.as_ref().expect("the temp dir lives as long as the server");
+        Ok(std::fs::read(dir.path().join(LOG_FILE))?)
     }
 
     /// Where `record` outputs of this server write.
