@@ -312,6 +312,85 @@ fn structured_offer() -> impl Strategy<Value = String> {
     })
 }
 
+/// A codec as an offer writes it, and what Tutti makes of it (`None`: not supported).
+type OfferedCodec = (&'static str, Option<&'static str>, Option<Codec>);
+
+const AUDIO_CODECS: [OfferedCodec; 7] = [
+    ("opus/48000/2", None, Some(Codec::Audio(AudioCodec::Opus { stereo: false }))),
+    ("opus/48000/2", Some("stereo=1"), Some(Codec::Audio(AudioCodec::Opus { stereo: true }))),
+    ("PCMU/8000", None, Some(Codec::Audio(AudioCodec::Pcmu))),
+    ("PCMA/8000", None, Some(Codec::Audio(AudioCodec::Pcma))),
+    ("G722/8000", None, Some(Codec::Audio(AudioCodec::G722))),
+    ("G729/8000", Some("annexb=no"), None),
+    ("telephone-event/8000", Some("0-16"), None),
+];
+
+const VIDEO_CODECS: [OfferedCodec; 6] = [
+    ("H264/90000", Some("profile-level-id=42e01f;packetization-mode=1"), Some(Codec::Video(VideoCodec::H264 { packetization_mode: 1 }))),
+    ("H264/90000", Some("profile-level-id=42e01f"), Some(Codec::Video(VideoCodec::H264 { packetization_mode: 0 }))),
+    ("H264/90000", Some("packetization-mode=2"), None),
+    ("VP8/90000", None, Some(Codec::Video(VideoCodec::Vp8))),
+    ("VP9/90000", None, None),
+    ("H263-1998/90000", None, None),
+];
+
+/// An m-line that Tutti must accept: RTP, a usable port, and at least one
+/// supported codec among unsupported ones.
+fn acceptable_mline() -> impl Strategy<Value = (MediaKind, Vec<OfferedCodec>, Option<&'static str>, bool)> {
+    let kind = prop::sample::select(vec![MediaKind::Audio, MediaKind::Video]);
+    (kind, prop::sample::select(vec!["sendrecv", "sendonly", "recvonly", "inactive"]), any::<bool>())
+        .prop_flat_map(|(kind, direction, rtcp_mux)| {
+            let table = match kind {
+                MediaKind::Audio => AUDIO_CODECS.to_vec(),
+                MediaKind::Video => VIDEO_CODECS.to_vec(),
+            };
+            let codecs = prop::collection::vec(prop::sample::select(table), 1..5)
+                .prop_filter("one supported codec at least", |codecs| codecs.iter().any(|c| c.2.is_some()));
+            (Just(kind), codecs, prop::option::of(Just(direction)), Just(rtcp_mux))
+        })
+}
+
+proptest! {
+    #![proptest_config(crate::proptest_config())]
+
+    /// The positive side: an offer with a supported codec on every RTP
+    /// m-line is answered, with the first supported codec of the first
+    /// m-line of each kind, at the offerer's payload type.
+    #[test]
+    fn offers_with_a_supported_codec_are_answered_with_the_first_one(
+        mlines in prop::collection::vec(acceptable_mline(), 1..4),
+        base_port in (1024u16..60000).prop_map(|p| p & !1),
+    ) {
+        let mut offer = String::from("v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\n");
+        let mut expected: [Option<(Codec, u8)>; 2] = [None, None];
+        for (index, (kind, codecs, direction, rtcp_mux)) in mlines.iter().enumerate() {
+            let pts: Vec<u8> = (0..codecs.len() as u8).map(|i| 96 + i).collect();
+            let fmt: Vec<String> = pts.iter().map(u8::to_string).collect();
+            offer += &format!("m={kind} {} RTP/AVP {}\r\n", base_port + 2 * index as u16, fmt.join(" "));
+            for (pt, (rtpmap, fmtp, _)) in pts.iter().zip(codecs) {
+                offer += &format!("a=rtpmap:{pt} {rtpmap}\r\n");
+                if let Some(fmtp) = fmtp {
+                    offer += &format!("a=fmtp:{pt} {fmtp}\r\n");
+                }
+            }
+            if *rtcp_mux {
+                offer += "a=rtcp-mux\r\n";
+            }
+            if let Some(direction) = direction {
+                offer += &format!("a={direction}\r\n");
+            }
+            let slot = &mut expected[usize::from(*kind == MediaKind::Video)];
+            if slot.is_none() {
+                *slot = pts.iter().zip(codecs).find_map(|(pt, (_, _, codec))| codec.map(|c| (c, *pt)));
+            }
+        }
+        let negotiation = negotiate(&offer).unwrap_or_else(|e| panic!("refused ({e}):\n{offer}"));
+        let chosen = |m: &Option<NegotiatedMedia>| m.as_ref().map(|m| (m.codec, m.payload_type));
+        prop_assert_eq!([chosen(&negotiation.audio), chosen(&negotiation.video)], expected, "{}", offer);
+        check_answer(&offer, &negotiation, &negotiation.answer(&LOCAL, CANVAS, 1));
+    }
+}
+
 #[test]
 fn every_fixture_satisfies_the_properties() {
     for offer in fixtures() {
