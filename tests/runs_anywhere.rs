@@ -71,8 +71,7 @@ fn a_log_written_to_a_file_has_no_colour_codes() {
 /// on an HTTP port that is taken: everything it printed.
 fn serve_on_a_terminal(no_color: Option<&str>) -> Result<String> {
     let taken = TcpListener::bind("127.0.0.1:0")?;
-    let tutti = env!("CARGO_BIN_EXE_tutti");
-    let serve = format!("{tutti} serve --http {}", taken.local_addr()?);
+    let serve = format!("{} serve --http {}", tutti_binary().to_string_lossy(), taken.local_addr()?);
     let mut cmd = Command::new("script");
     cmd.args(["--quiet", "--return", "--command", &serve, "/dev/null"]).env("RUST_LOG", "info").env_remove("NO_COLOR");
     if let Some(value) = no_color {

@@ -19,6 +19,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 const HEALTH_POLL_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The binary under test. TUTTI_TEST_BINARY runs the suite against another
+/// build (a release binary, or an older one to show that a test catches its bug).
+pub fn tutti_binary() -> std::ffi::OsString {
+    std::env::var_os("TUTTI_TEST_BINARY").unwrap_or_else(|| env!("CARGO_BIN_EXE_tutti").into())
+}
+
 /// The server's stdout and stderr, in its temp dir.
 const LOG_FILE: &str = "server.log";
 /// The working directory [`Server::start_in_empty_dir`] gives, in the temp dir.
@@ -89,10 +95,7 @@ impl Server {
         let dir = tempfile::Builder::new().prefix("tutti-server-").tempdir()?;
         let http_port = free_tcp_port()?;
         let rtp_ports = server_rtp_range(RTP_PORTS)?;
-        // TUTTI_TEST_BINARY runs the suite against another build (a release
-        // binary, or an older one to show that a test catches its bug).
-        let binary = std::env::var_os("TUTTI_TEST_BINARY").unwrap_or_else(|| env!("CARGO_BIN_EXE_tutti").into());
-        let mut cmd = Command::new(binary);
+        let mut cmd = Command::new(tutti_binary());
         cmd.args(["serve", "--http", &format!("127.0.0.1:{http_port}")])
             .args(["--rtp-ports", &format!("{}-{}", rtp_ports.0, rtp_ports.1)])
             .args(["--public-ip", "127.0.0.1"])
