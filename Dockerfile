@@ -6,6 +6,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# The default encoder/decoder profiles are compiled in (include_str!).
+COPY pipelines ./pipelines
 # The web page and hls.js are built into the binary.
 COPY assets ./assets
 RUN cargo build --release --locked --bin tutti
@@ -17,10 +19,12 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
       gstreamer1.0-x fonts-dejavu-core curl ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/tutti /usr/local/bin/tutti
-COPY pipelines /usr/share/tutti/pipelines
+# The profiles are built in; these copies are examples to edit. Mount a
+# directory with your encoders.toml and/or decoders.toml and set
+# TUTTI_PIPELINES to it to override them.
+COPY pipelines /usr/share/doc/tutti/pipelines
 COPY scripts/synthetic-caller.sh /usr/local/bin/synthetic-caller
-ENV TUTTI_PIPELINES=/usr/share/tutti/pipelines \
-    TUTTI_HTTP=0.0.0.0:8080 \
+ENV TUTTI_HTTP=0.0.0.0:8080 \
     TUTTI_RTMP_LISTEN=0.0.0.0:1935 \
     TUTTI_RECORDINGS=/var/lib/tutti/recordings \
     RUST_LOG=info

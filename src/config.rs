@@ -19,7 +19,6 @@ pub const DEFAULT_PUBLIC_IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 pub const DEFAULT_RTP_BIND: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 pub const DEFAULT_JITTER_BUFFER_MS: u32 = 40;
 pub const DEFAULT_STALE_AFTER_SECS: u64 = 30;
-pub const DEFAULT_PIPELINES_DIR: &str = "pipelines";
 pub const DEFAULT_RECORDINGS_DIR: &str = "recordings";
 pub const DEFAULT_RTMP_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1935);
 /// An SDP offer is a few kilobytes; a JSON body less.
@@ -49,12 +48,14 @@ pub enum Command {
     /// environment variable. Precedence: flag, then environment, then file,
     /// then default. Log level comes from RUST_LOG (default "info").
     Serve(Box<ServeArgs>),
-    /// Check that every encoder/decoder profile in the pipelines directory
-    /// parses and that all its GStreamer elements are installed, then exit.
+    /// Check that every encoder/decoder profile (built in, or from
+    /// --pipelines) parses and that all its GStreamer elements are
+    /// installed, then exit.
     CheckProfiles {
-        /// Directory of encoder/decoder profiles.
-        #[arg(long, env = "TUTTI_PIPELINES", default_value = DEFAULT_PIPELINES_DIR)]
-        pipelines: PathBuf,
+        /// Directory whose encoders.toml and/or decoders.toml replace the
+        /// built-in profiles [default: none, the built-in ones].
+        #[arg(long, env = "TUTTI_PIPELINES")]
+        pipelines: Option<PathBuf>,
     },
 }
 
@@ -83,7 +84,9 @@ pub struct ServeArgs {
     /// Seconds without media after which a caller is marked `stale` [default: 30].
     #[arg(long, env = "TUTTI_STALE_AFTER_SECS")]
     pub stale_after_secs: Option<u64>,
-    /// Directory of encoder/decoder profiles [default: pipelines].
+    /// Directory whose encoders.toml and/or decoders.toml replace the
+    /// built-in encoder/decoder profiles, each file its half
+    /// [default: none, the built-in ones].
     #[arg(long, env = "TUTTI_PIPELINES")]
     pub pipelines: Option<PathBuf>,
     /// Directory that `record` outputs write under [default: recordings].
@@ -248,7 +251,8 @@ pub struct Config {
     pub rtp_bind: IpAddr,
     pub jitter_buffer: Duration,
     pub stale_after: Duration,
-    pub pipelines_dir: PathBuf,
+    /// Overrides of the built-in profiles (see `media::profiles`).
+    pub pipelines_dir: Option<PathBuf>,
     pub recordings_dir: PathBuf,
     pub hls_dir: PathBuf,
     pub rtmp_listen: SocketAddr,
@@ -305,10 +309,7 @@ impl Config {
             stale_after: Duration::from_secs(
                 args.stale_after_secs.or(file.stale_after_secs).unwrap_or(DEFAULT_STALE_AFTER_SECS),
             ),
-            pipelines_dir: args
-                .pipelines
-                .or(file.pipelines)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_PIPELINES_DIR)),
+            pipelines_dir: args.pipelines.or(file.pipelines),
             recordings_dir: args
                 .recordings
                 .or(file.recordings)

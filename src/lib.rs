@@ -13,9 +13,24 @@ pub mod events;
 pub mod guards;
 pub mod idempotency;
 pub mod limits;
+pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod model;
 pub mod ports;
 pub mod rtmp;
 pub mod web;
+
+/// The configuration every property test shares: thousands of cases (proptest's
+/// default 256 rarely reaches the odd branches of a parser), `PROPTEST_CASES`
+/// to run more, and no regression files: each failure found becomes a plain
+/// unit test named for the behaviour.
+#[cfg(test)]
+pub(crate) fn proptest_config() -> proptest::test_runner::Config {
+    const CASES: u32 = 4096;
+    let cases = match std::env::var("PROPTEST_CASES") {
+        Ok(cases) => cases.parse().expect("PROPTEST_CASES is a number"),
+        Err(_) => CASES,
+    };
+    proptest::test_runner::Config { cases, failure_persistence: None, ..proptest::test_runner::Config::default() }
+}

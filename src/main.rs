@@ -3,7 +3,6 @@
 use anyhow::Context;
 use clap::Parser;
 use gstreamer as gst;
-use tracing_subscriber::EnvFilter;
 use tutti::config::{Cli, Command, Config};
 use tutti::api::Telemetry;
 use tutti::engine::{Engine, Services};
@@ -13,15 +12,13 @@ use tutti::media::profiles::Profiles;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
+    tutti::logging::init();
     gst::init().context("initialising GStreamer")?;
 
     match cli.command {
         Command::CheckProfiles { pipelines } => {
-            Profiles::load(&pipelines)?;
-            println!("every profile in {} is usable", pipelines.display());
+            let profiles = Profiles::load(pipelines.as_deref())?;
+            println!("every profile is usable: {}", profiles.origins());
             Ok(())
         }
         Command::Serve(args) => {
@@ -36,8 +33,8 @@ fn main() -> anyhow::Result<()> {
                 "rtmps:// outputs trust these certificate authorities"
             );
             config.check_access()?;
-            let profiles = Profiles::load(&config.pipelines_dir)
-                .with_context(|| format!("checking the profiles in {}", config.pipelines_dir.display()))?;
+            let profiles = Profiles::load(config.pipelines_dir.as_deref()).context("checking the encoder and decoder profiles")?;
+            tracing::info!("profiles: {}", profiles.origins());
             tokio::runtime::Runtime::new()?.block_on(serve(config, profiles, rtmps_trust))
         }
     }

@@ -6,7 +6,6 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::net::{Ipv4Addr, UdpSocket};
-use std::path::PathBuf;
 use tutti::config::Config;
 use tutti::engine::{Engine, EngineHandle, Services};
 use tutti::media::profiles::Profiles;
@@ -40,12 +39,11 @@ async fn start(rtp_pairs: u16) -> Api {
     let config = Config {
         rtp_ports: PortRange { first, last: first + rtp_pairs * 2 - 1 },
         rtp_bind: Ipv4Addr::LOCALHOST.into(),
-        pipelines_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines"),
         // Outside the source tree: the conflict check records a file.
         recordings_dir: std::env::temp_dir().join(format!("tutti-api-test-recordings-{}", std::process::id())),
         ..Config::default()
     };
-    let profiles = Profiles::load(&config.pipelines_dir).unwrap();
+    let profiles = Profiles::load(None).unwrap();
     let events = tutti::events::EventBus::new();
     let services = Services {
         runtime: tokio::runtime::Handle::current(),

@@ -1,5 +1,8 @@
-//! Encoder and decoder profiles: the swappable leaves of every pipeline,
-//! loaded from `pipelines/encoders.toml` and `pipelines/decoders.toml`.
+//! Encoder and decoder profiles: the swappable leaves of every pipeline.
+//! `pipelines/encoders.toml` and `pipelines/decoders.toml` are compiled in,
+//! so the binary runs from any directory; `--pipelines DIR` replaces each
+//! half whose file DIR holds (a DIR with only `encoders.toml` swaps the
+//! encoders and keeps the built-in decoders).
 //!
 //! A profile is a bin description written by the operator, never by an API
 //! user: parameters that come from requests (bitrate) are set as properties
@@ -17,8 +20,10 @@ use crate::model::codec::{AudioCodec, VideoCodec};
 pub enum ProfileError {
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{path} is not valid TOML: {source}")]
-    Toml { path: PathBuf, source: toml::de::Error },
+    #[error("{dir} holds neither {ENCODERS_FILE} nor {DECODERS_FILE} (--pipelines)")]
+    NoProfilesIn { dir: PathBuf },
+    #[error("{file} is not valid TOML: {source}")]
+    Toml { file: String, source: toml::de::Error },
     #[error("{file}: profile [{name}] is missing (needed for {what})")]
     Missing { file: String, name: String, what: &'static str },
     #[error("{file}: profile [{name}] needs GStreamer elements that are not installed: {elements}")]
@@ -78,36 +83,64 @@ const BROADCAST_AUDIO: &str = "broadcast-aac";
 
 #[derive(Debug)]
 pub struct Profiles {
-    encoders: BTreeMap<String, Profile>,
-    decoders: BTreeMap<String, Profile>,
+    encoders: Table,
+    decoders: Table,
+}
+
+/// One file's profiles, and where they came from (for errors and logs).
+#[derive(Debug)]
+struct Table {
+    origin: String,
+    profiles: BTreeMap<String, Profile>,
 }
 
 const ENCODERS_FILE: &str = "encoders.toml";
 const DECODERS_FILE: &str = "decoders.toml";
+const BUILT_IN_ENCODERS: &str = include_str!("../../pipelines/encoders.toml");
+const BUILT_IN_DECODERS: &str = include_str!("../../pipelines/decoders.toml");
 
 impl Profiles {
-    /// Loads both files and checks every profile Tutti may need.
+    /// The built-in profiles, each file that `overrides` holds replacing its
+    /// built-in half; then checks every profile Tutti may need.
     /// Requires `gst::init()`.
-    pub fn load(dir: &Path) -> Result<Profiles, ProfileError> {
-        let profiles = Profiles { encoders: read_table(&dir.join(ENCODERS_FILE))?, decoders: read_table(&dir.join(DECODERS_FILE))? };
-        for (file, table, name, what) in profiles.required() {
-            let profile = table.get(name).ok_or_else(|| ProfileError::Missing { file: file.into(), name: name.into(), what })?;
-            profile.validate(file, name)?;
+    pub fn load(overrides: Option<&Path>) -> Result<Profiles, ProfileError> {
+        let (encoders, decoders) = match overrides {
+            None => (None, None),
+            Some(dir) => {
+                let found = (read_override(&dir.join(ENCODERS_FILE))?, read_override(&dir.join(DECODERS_FILE))?);
+                if let (None, None) = found {
+                    return Err(ProfileError::NoProfilesIn { dir: dir.into() });
+                }
+                found
+            }
+        };
+        let profiles = Profiles {
+            encoders: Table::parse(encoders, ENCODERS_FILE, BUILT_IN_ENCODERS)?,
+            decoders: Table::parse(decoders, DECODERS_FILE, BUILT_IN_DECODERS)?,
+        };
+        for (table, name, what) in profiles.required() {
+            let profile = table.profiles.get(name).ok_or_else(|| ProfileError::Missing { file: table.origin.clone(), name: name.into(), what })?;
+            profile.validate(&table.origin, name)?;
         }
         Ok(profiles)
     }
 
-    fn required(&self) -> Vec<(&'static str, &BTreeMap<String, Profile>, &'static str, &'static str)> {
+    /// Where the encoders and the decoders came from, for the start-up log.
+    pub fn origins(&self) -> String {
+        format!("encoders from {}, decoders from {}", self.encoders.origin, self.decoders.origin)
+    }
+
+    fn required(&self) -> Vec<(&Table, &'static str, &'static str)> {
         let mut needed = Vec::new();
         for codec in VideoCodec::ALL {
-            needed.push((ENCODERS_FILE, &self.encoders, codec.encoder_profile_name(), "video encoding"));
-            needed.push((DECODERS_FILE, &self.decoders, codec.decoder_profile_name(), "video decoding"));
+            needed.push((&self.encoders, codec.encoder_profile_name(), "video encoding"));
+            needed.push((&self.decoders, codec.decoder_profile_name(), "video decoding"));
         }
         for codec in AudioCodec::ALL {
-            needed.push((ENCODERS_FILE, &self.encoders, codec.profile_name(), "audio encoding"));
-            needed.push((DECODERS_FILE, &self.decoders, codec.profile_name(), "audio decoding"));
+            needed.push((&self.encoders, codec.profile_name(), "audio encoding"));
+            needed.push((&self.decoders, codec.profile_name(), "audio decoding"));
         }
-        needed.push((ENCODERS_FILE, &self.encoders, BROADCAST_AUDIO, "the broadcast audio encode"));
+        needed.push((&self.encoders, BROADCAST_AUDIO, "the broadcast audio encode"));
         needed
     }
 
@@ -124,27 +157,45 @@ impl Profiles {
     }
 
     fn encoder(&self, profile: &str, name: &str, settings: EncoderSettings) -> Result<gst::Bin, ProfileError> {
-        self.encoders[profile].instantiate(ENCODERS_FILE, profile, name, settings)
+        self.encoders.instantiate(profile, name, settings)
     }
 
     pub fn video_decoder(&self, codec: VideoCodec, name: &str) -> Result<gst::Bin, ProfileError> {
-        let profile = codec.decoder_profile_name();
-        let bin = self.decoders[profile].instantiate(DECODERS_FILE, profile, name, EncoderSettings::default())?;
+        let bin = self.decoders.instantiate(codec.decoder_profile_name(), name, EncoderSettings::default())?;
         make_decoders_resilient(&bin);
         Ok(bin)
     }
 
     pub fn audio_decoder(&self, codec: AudioCodec, name: &str) -> Result<gst::Bin, ProfileError> {
-        let profile = codec.profile_name();
-        let bin = self.decoders[profile].instantiate(DECODERS_FILE, profile, name, EncoderSettings::default())?;
+        let bin = self.decoders.instantiate(codec.profile_name(), name, EncoderSettings::default())?;
         make_decoders_resilient(&bin);
         Ok(bin)
     }
 }
 
-fn read_table(path: &Path) -> Result<BTreeMap<String, Profile>, ProfileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read { path: path.into(), source })?;
-    toml::from_str(&text).map_err(|source| ProfileError::Toml { path: path.into(), source })
+/// The file's text and path, or `None` if there is no such file.
+fn read_override(path: &Path) -> Result<Option<(String, PathBuf)>, ProfileError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some((text, path.into()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ProfileError::Read { path: path.into(), source }),
+    }
+}
+
+impl Table {
+    fn parse(file: Option<(String, PathBuf)>, name: &str, built_in: &str) -> Result<Table, ProfileError> {
+        let (text, origin) = match file {
+            Some((text, path)) => (text, path.display().to_string()),
+            None => (built_in.to_string(), format!("the built-in {name}")),
+        };
+        let profiles = toml::from_str(&text).map_err(|source| ProfileError::Toml { file: origin.clone(), source })?;
+        Ok(Table { origin, profiles })
+    }
+
+    /// `profile` is one of [`Profiles::required`], checked by [`Profiles::load`].
+    fn instantiate(&self, profile: &str, name: &str, settings: EncoderSettings) -> Result<gst::Bin, ProfileError> {
+        self.profiles[profile].instantiate(&self.origin, profile, name, settings)
+    }
 }
 
 impl Profile {
@@ -234,14 +285,11 @@ fn make_decoders_resilient(bin: &gst::Bin) {
 mod tests {
     use super::*;
 
-    fn repo_profiles() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines")
-    }
-
     #[test]
-    fn shipped_profiles_validate_and_take_bitrate() {
+    fn built_in_profiles_validate_and_take_bitrate() {
         gst::init().unwrap();
-        let profiles = Profiles::load(&repo_profiles()).unwrap();
+        let profiles = Profiles::load(None).unwrap();
+        assert_eq!(profiles.origins(), "encoders from the built-in encoders.toml, decoders from the built-in decoders.toml");
         let settings = |kbps| EncoderSettings { bitrate_kbps: Some(kbps), keyframe_interval_frames: Some(50) };
         let bin = profiles.video_encoder(VideoCodec::H264 { packetization_mode: 1 }, "enc", settings(1234)).unwrap();
         assert_eq!(bin.by_name("encoder").unwrap().property::<u32>("bitrate"), 1234);
@@ -251,13 +299,32 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_element_is_named() {
+    fn a_missing_element_is_named_with_its_file() {
         gst::init().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let shipped = std::fs::read_to_string(repo_profiles().join(ENCODERS_FILE)).unwrap();
-        std::fs::write(dir.path().join(ENCODERS_FILE), shipped.replace("mulawenc", "nosuchencoder")).unwrap();
-        std::fs::copy(repo_profiles().join(DECODERS_FILE), dir.path().join(DECODERS_FILE)).unwrap();
-        let err = Profiles::load(dir.path()).unwrap_err().to_string();
+        std::fs::write(dir.path().join(ENCODERS_FILE), BUILT_IN_ENCODERS.replace("mulawenc", "nosuchencoder")).unwrap();
+        let err = Profiles::load(Some(dir.path())).unwrap_err().to_string();
         assert!(err.contains("nosuchencoder") && err.contains("[pcmu]"), "{err}");
+        assert!(err.contains(&dir.path().join(ENCODERS_FILE).display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_directory_with_one_file_overrides_only_its_half() {
+        gst::init().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let decoders = dir.path().join(DECODERS_FILE);
+        std::fs::write(&decoders, BUILT_IN_DECODERS.replace("avdec_h264 thread-type=slice", "avdec_h264 name=custom")).unwrap();
+        let profiles = Profiles::load(Some(dir.path())).unwrap();
+        assert_eq!(profiles.origins(), format!("encoders from the built-in encoders.toml, decoders from {}", decoders.display()));
+        let decoder = profiles.video_decoder(VideoCodec::H264 { packetization_mode: 1 }, "dec").unwrap();
+        assert!(decoder.by_name("custom").is_some(), "the override's description is used");
+    }
+
+    #[test]
+    fn a_directory_holding_neither_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Profiles::load(Some(&dir.path().join("pipelnies"))).unwrap_err();
+        assert!(matches!(err, ProfileError::NoProfilesIn { .. }), "{err}");
+        assert!(err.to_string().contains("pipelnies"), "{err}");
     }
 }

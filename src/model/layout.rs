@@ -44,11 +44,14 @@ pub fn grid_dimensions(count: usize) -> (u32, u32) {
 /// The cell rectangles for `count` callers, row-major in join order.
 /// Cells tile the canvas exactly: the last column and row absorb the
 /// remainder of an uneven division. Coordinates and sizes are even so that
-/// 4:2:0 chroma never straddles a cell border.
+/// 4:2:0 chroma never straddles a cell border (sizes are even when the
+/// canvas is; the last column and row take an odd canvas's odd pixel).
 pub fn grid(canvas_width: u32, canvas_height: u32, count: usize) -> Vec<Rect> {
     let count = count.min(MAX_GRID_CELLS);
     let (cols, rows) = grid_dimensions(count);
-    let edge = |total: u32, parts: u32, index: u32| (total * index / parts) & !1;
+    // In 64 bits: `total * index` overflows u32 for canvases past 2^30 pixels.
+    // The quotient is at most `total`, so it fits u32 again.
+    let edge = |total: u32, parts: u32, index: u32| (u64::from(total) * u64::from(index) / u64::from(parts)) as u32 & !1;
     (0..count as u32)
         .map(|i| {
             let (col, row) = (i % cols, i / cols);
@@ -113,10 +116,87 @@ mod tests {
     }
 
     #[test]
+    fn a_canvas_past_a_billion_pixels_high_is_tiled_not_a_panic() {
+        let cells = grid(1280, 1 << 30, 10);
+        assert_eq!(cells[9], r(320, 1 << 29, 320, 1 << 28));
+    }
+
+    #[test]
     fn nine_cells_on_720p() {
         let cells = grid(1280, 720, 9);
         assert_eq!(cells[0], r(0, 0, 426, 240));
         assert_eq!(cells[4], r(426, 240, 426, 240));
         assert_eq!(cells[8], r(852, 480, 428, 240));
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::model::composition::CompositionConfig;
+    use proptest::prelude::*;
+
+    fn overlap(a: &Rect, b: &Rect) -> bool {
+        let (ax1, ay1) = (u64::from(a.x) + u64::from(a.width), u64::from(a.y) + u64::from(a.height));
+        let (bx1, by1) = (u64::from(b.x) + u64::from(b.width), u64::from(b.y) + u64::from(b.height));
+        u64::from(a.x) < bx1 && u64::from(b.x) < ax1 && u64::from(a.y) < by1 && u64::from(b.y) < ay1
+    }
+
+    /// What `grid` promises for any canvas: one cell per caller up to the
+    /// cap, inside the canvas, no two overlapping, even edges, and the full
+    /// grid covering every pixel.
+    fn check_grid(width: u32, height: u32, count: usize) {
+        let cells = grid(width, height, count);
+        assert_eq!(cells.len(), count.min(MAX_GRID_CELLS), "every caller up to the cap has one cell");
+        for (i, cell) in cells.iter().enumerate() {
+            assert!(u64::from(cell.x) + u64::from(cell.width) <= u64::from(width), "{cell:?} outside {width}x{height}");
+            assert!(u64::from(cell.y) + u64::from(cell.height) <= u64::from(height), "{cell:?} outside {width}x{height}");
+            assert!(cell.x % 2 == 0 && cell.y % 2 == 0, "{cell:?}: odd origin");
+            if width % 2 == 0 && height % 2 == 0 {
+                assert!(cell.width % 2 == 0 && cell.height % 2 == 0, "{cell:?}: odd size on an even canvas");
+            }
+            for other in &cells[..i] {
+                assert!(!overlap(cell, other), "{cell:?} overlaps {other:?}");
+            }
+        }
+        let (cols, rows) = grid_dimensions(count);
+        let full = grid(width, height, (cols * rows) as usize);
+        let area: u64 = full.iter().map(|c| u64::from(c.width) * u64::from(c.height)).sum();
+        assert_eq!(area, u64::from(width) * u64::from(height), "the full grid covers the canvas");
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config())]
+
+        #[test]
+        fn any_canvas_is_tiled_without_overlap(width in any::<u32>(), height in any::<u32>(), count in 0..=MAX_GRID_CELLS + 4) {
+            check_grid(width, height, count);
+        }
+
+        #[test]
+        fn small_canvases_are_tiled_without_overlap(width in 0u32..64, height in 0u32..64, count in 0..=MAX_GRID_CELLS + 4) {
+            check_grid(width, height, count);
+        }
+
+        /// A canvas that passes validation gives every caller a picture: no
+        /// cell is empty.
+        #[test]
+        fn every_valid_canvas_gives_each_caller_a_visible_cell(width in 0u32..5000, height in 0u32..3000, count in 1..=MAX_GRID_CELLS) {
+            let mut config = CompositionConfig::default();
+            (config.video.width, config.video.height) = (width, height);
+            if config.validate().is_ok() {
+                check_grid(width, height, count);
+                prop_assert!(grid(width, height, count).iter().all(|c| c.width >= 2 && c.height >= 2));
+            }
+        }
+
+        /// A bad `layout` in a request is a typed error naming what is wrong, never a panic.
+        #[test]
+        fn any_layout_json_is_a_config_or_a_typed_error(json in "\\{(\"(kind|kinds|columns)\": ?(\"[a-z_]{0,8}\"|[0-9-]{1,3}|null|\\{\\}|\\[\\])(, ?)?){0,3}\\}") {
+            match serde_json::from_str::<LayoutConfig>(&json) {
+                Ok(config) => prop_assert_eq!(config.kind, LayoutKind::Grid),
+                Err(error) => prop_assert!(!error.to_string().is_empty()),
+            }
+        }
     }
 }

@@ -468,6 +468,9 @@ fn rtpmap_name(codec: Codec) -> &'static str {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

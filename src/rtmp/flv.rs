@@ -169,3 +169,63 @@ mod tests {
         );
     }
 }
+
+/// Reading bodies back, for tests: what a player's demuxer sees.
+#[cfg(test)]
+pub(crate) mod read {
+    /// (frame type, codec id, AVC packet type, composition time, payload)
+    pub fn video_body(body: &[u8]) -> (u8, u8, u8, i32, &[u8]) {
+        assert!(body.len() >= 5, "a video body has a 5-byte header: {body:?}");
+        // Sign-extend the 24-bit big-endian composition time.
+        let composition_time = i32::from_be_bytes([body[2], body[3], body[4], 0]) >> 8;
+        (body[0] >> 4, body[0] & 0x0f, body[1], composition_time, &body[5..])
+    }
+
+    /// (sound format, flags, AAC packet type, payload)
+    pub fn audio_body(body: &[u8]) -> (u8, u8, u8, &[u8]) {
+        assert!(body.len() >= 2, "an AAC body has a 2-byte header: {body:?}");
+        (body[0] >> 4, body[0] & 0x0f, body[1], &body[2..])
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::proptest_config())]
+
+        #[test]
+        fn avc_bodies_carry_their_header_and_the_access_unit_verbatim(
+            keyframe in any::<bool>(),
+            composition_time_ms in prop_oneof![-100_000i64..100_000, any::<i64>()],
+            access_unit in prop::collection::vec(any::<u8>(), 0..2048),
+        ) {
+            let body = avc_nalu(keyframe, composition_time_ms, &access_unit);
+            prop_assert_eq!(body.len(), 5 + access_unit.len());
+            let (frame_type, codec, packet_type, offset, payload) = read::video_body(&body);
+            prop_assert_eq!(frame_type, if keyframe { FRAME_TYPE_KEY } else { FRAME_TYPE_INTER });
+            prop_assert_eq!(codec, AVC_CODEC_ID);
+            prop_assert_eq!(packet_type, AVC_NALU);
+            let clamped = composition_time_ms.clamp(*COMPOSITION_TIME_RANGE.start(), *COMPOSITION_TIME_RANGE.end());
+            prop_assert_eq!(i64::from(offset), clamped);
+            prop_assert_eq!(payload, &access_unit[..]);
+        }
+
+        #[test]
+        fn sequence_headers_carry_the_configuration_verbatim(config in prop::collection::vec(any::<u8>(), 0..512)) {
+            let video = avc_sequence_header(&config);
+            prop_assert_eq!(read::video_body(&video), (FRAME_TYPE_KEY, AVC_CODEC_ID, AVC_SEQUENCE_HEADER, 0, &config[..]));
+            let audio = aac_sequence_header(&config);
+            prop_assert_eq!(read::audio_body(&audio), (AAC_SOUND_FORMAT, 0x0f, AAC_SEQUENCE_HEADER, &config[..]));
+        }
+
+        #[test]
+        fn aac_bodies_carry_the_frame_verbatim(frame in prop::collection::vec(any::<u8>(), 0..2048)) {
+            let body = aac_raw(&frame);
+            prop_assert_eq!(body.len(), 2 + frame.len());
+            prop_assert_eq!(read::audio_body(&body), (AAC_SOUND_FORMAT, 0x0f, AAC_RAW, &frame[..]));
+        }
+    }
+}

@@ -394,3 +394,103 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What every parsed URL promises, whatever text it came from.
+    fn check_invariants(url: &RtmpUrl) {
+        assert!(url.port() > 0);
+        assert!(!url.host().is_empty());
+        assert!(!url.app().is_empty() && !url.app().starts_with('/') && !url.app().ends_with('/'));
+        assert!(!url.stream_key().is_empty() && !url.stream_key().starts_with('?'));
+        let before_query = url.stream_key().split('?').next().unwrap_or_default();
+        assert!(!before_query.contains('/'), "the key is the last segment: {:?}", url.stream_key());
+        // The whole URL again, key in clear: it parses back to the same URL.
+        let spelled_out = format!("{}/{}", url.tc_url(), url.stream_key());
+        assert_eq!(RtmpUrl::parse(&spelled_out).as_ref(), Ok(url), "{spelled_out}");
+        check_masking(url);
+    }
+
+    /// The masked forms are the URL with at most the first few characters of
+    /// the key, and at most half of it: never the key itself.
+    fn check_masking(url: &RtmpUrl) {
+        let key = url.stream_key();
+        let masked_key = url.masked_stream_key();
+        let shown = masked_key.strip_suffix('…').expect("the masked key ends with an ellipsis");
+        assert!(key.starts_with(shown));
+        let shown_chars = shown.chars().count();
+        assert!(shown_chars <= KEY_CHARS_SHOWN && shown_chars <= key.chars().count() / 2, "{key:?} shown as {masked_key:?}");
+        let port = if url.port() == url.scheme().default_port() { String::new() } else { format!(":{}", url.port()) };
+        let host = if url.host().contains(':') { format!("[{}]", url.host()) } else { url.host().to_string() };
+        let expected = format!("{}://{host}{port}/{}/{masked_key}", url.scheme().as_str(), url.app());
+        assert_eq!(url.masked(), expected);
+        assert_eq!(url.to_string(), expected);
+        assert_eq!(format!("{url:?}"), format!("RtmpUrl({expected})"));
+    }
+
+    fn scheme() -> impl Strategy<Value = (&'static str, RtmpScheme)> {
+        prop::sample::select(vec![
+            ("rtmp", RtmpScheme::Rtmp),
+            ("RTMP", RtmpScheme::Rtmp),
+            ("rtmps", RtmpScheme::Rtmps),
+            ("RtMpS", RtmpScheme::Rtmps),
+        ])
+    }
+
+    /// (as written in the URL, as `host()` returns it)
+    fn host() -> impl Strategy<Value = (String, String)> {
+        prop_oneof![
+            "[a-z0-9]([a-z0-9_-]{0,10}[a-z0-9])?(\\.[a-z0-9-]{1,10}){0,3}".prop_map(|h| (h.clone(), h)),
+            any::<std::net::Ipv4Addr>().prop_map(|ip| (ip.to_string(), ip.to_string())),
+            any::<std::net::Ipv6Addr>().prop_map(|ip| (format!("[{ip}]"), ip.to_string())),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config())]
+
+        #[test]
+        fn arbitrary_text_parses_to_a_consistent_url_or_a_typed_error(text in any::<String>()) {
+            if let Ok(url) = RtmpUrl::parse(&text) {
+                check_invariants(&url);
+            }
+        }
+
+        #[test]
+        fn url_shaped_text_parses_to_a_consistent_url_or_a_typed_error(
+            text in "(rtmps?|RTMP|http)://(\\[[0-9a-f:]{0,8}\\]|[a-z0-9.:@_-]{0,12})(:[0-9]{0,6})?(/[a-z0-9?=&./ -]{0,8}){0,4}",
+        ) {
+            if let Ok(url) = RtmpUrl::parse(&text) {
+                check_invariants(&url);
+            }
+        }
+
+        #[test]
+        fn well_formed_urls_parse_into_their_parts_and_back(
+            (scheme_text, scheme) in scheme(),
+            (host_text, host) in host(),
+            port in prop::option::of(1u16..),
+            app in prop::collection::vec("[A-Za-z0-9._~-]{1,8}", 1..4),
+            key in "[A-Za-z0-9_~.-]{1,24}",
+            query in prop::option::of("[!-~]{0,20}"),
+        ) {
+            let app = app.join("/");
+            let key = match query {
+                Some(query) => format!("{key}?{query}"),
+                None => key,
+            };
+            let port_text = port.map(|p| format!(":{p}")).unwrap_or_default();
+            let text = format!("{scheme_text}://{host_text}{port_text}/{app}/{key}");
+            let url = RtmpUrl::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            prop_assert_eq!(url.scheme(), scheme);
+            prop_assert_eq!(url.host(), host.as_str());
+            prop_assert_eq!(url.port(), port.unwrap_or(scheme.default_port()));
+            prop_assert_eq!(url.app(), app.as_str());
+            prop_assert_eq!(url.stream_key(), key.as_str());
+            check_invariants(&url);
+        }
+    }
+}

@@ -20,6 +20,17 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 const HEALTH_POLL_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The binary under test. TUTTI_TEST_BINARY runs the suite against another
+/// build (a release binary, or an older one to show that a test catches its bug).
+pub fn tutti_binary() -> std::ffi::OsString {
+    std::env::var_os("TUTTI_TEST_BINARY").unwrap_or_else(|| env!("CARGO_BIN_EXE_tutti").into())
+}
+
+/// The server's stdout and stderr, in its temp dir.
+const LOG_FILE: &str = "server.log";
+/// The working directory [`Server::start_in_empty_dir`] gives, in the temp dir.
+const EMPTY_WORKING_DIR: &str = "cwd";
+
 /// A running `tutti serve`; dropped, it gets SIGTERM, then SIGKILL after a bounded wait.
 /// If the test is panicking its log is printed and its temp dir kept.
 pub struct Server {
@@ -46,6 +57,8 @@ pub struct ServerOptions<'a> {
     pub http_host: Option<&'a str>,
     /// The token the helpers send (an admin token of `env` or `args`).
     pub token: Option<&'a str>,
+    /// Run in an empty directory of its own (see [`Server::working_dir`]).
+    pub empty_working_dir: bool,
 }
 
 /// A finished HTTP exchange.
@@ -80,19 +93,23 @@ impl Server {
         Self::start_with(&[])
     }
 
-    /// Starts the server with `extra_args` appended to the standard command line.
+    /// Starts the server with `extra_args` appended to the standard command line,
+    /// in the test's working directory (the checkout).
     pub fn start_with(extra_args: &[&str]) -> Result<Self> {
         Self::start_with_options(ServerOptions { args: extra_args, ..ServerOptions::default() })
+    }
+
+    /// Starts the server with its working directory an empty directory of
+    /// its own (see [`Server::working_dir`]): nothing of the checkout in reach.
+    pub fn start_in_empty_dir(extra_args: &[&str]) -> Result<Self> {
+        Self::start_with_options(ServerOptions { args: extra_args, empty_working_dir: true, ..ServerOptions::default() })
     }
 
     pub fn start_with_options(options: ServerOptions) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("tutti-server-").tempdir()?;
         let http_port = free_tcp_port()?;
         let rtp_ports = server_rtp_range(RTP_PORTS)?;
-        // TUTTI_TEST_BINARY runs the suite against another build (a release
-        // binary, or an older one to show that a test catches its bug).
-        let binary = std::env::var_os("TUTTI_TEST_BINARY").unwrap_or_else(|| env!("CARGO_BIN_EXE_tutti").into());
-        let mut cmd = Command::new(binary);
+        let mut cmd = Command::new(tutti_binary());
         let http_host = options.http_host.unwrap_or("127.0.0.1");
         cmd.args(["serve", "--http", &format!("{http_host}:{http_port}")])
             .args(["--rtp-ports", &format!("{}-{}", rtp_ports.0, rtp_ports.1)])
@@ -107,10 +124,15 @@ impl Server {
             // The tests' own tokens, never the environment's.
             .env_remove("TUTTI_API_TOKENS")
             .envs(options.env.iter().copied());
+        if options.empty_working_dir {
+            let cwd = dir.path().join(EMPTY_WORKING_DIR);
+            std::fs::create_dir(&cwd)?;
+            cmd.current_dir(cwd);
+        }
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
-        let process = ChildProcess::spawn("tutti", cmd, &dir.path().join("server.log"))?;
+        let process = ChildProcess::spawn("tutti", cmd, &dir.path().join(LOG_FILE))?;
         let http = Client::builder().timeout(HTTP_TIMEOUT).build()?;
         let mut server = Server {
             base_url: format!("http://127.0.0.1:{http_port}"),
@@ -132,6 +154,17 @@ impl Server {
         })
         .map_err(|e| anyhow!("{e:#}\n{}", server.logs()))?;
         Ok(server)
+    }
+
+    /// The working directory of the running process, as the kernel reports it.
+    pub fn working_dir(&self) -> Result<std::path::PathBuf> {
+        Ok(std::fs::read_link(format!("/proc/{}/cwd", self.pid()))?)
+    }
+
+    /// Everything the server has written to stdout and stderr so far, as bytes.
+    pub fn full_log(&self) -> Result<Vec<u8>> {
+        let dir = self.dir.as_ref().expect("the temp dir lives as long as the server");
+        Ok(std::fs::read(dir.path().join(LOG_FILE))?)
     }
 
     /// Where `record` outputs of this server write.

@@ -1,0 +1,39 @@
+//! Log lines (`tracing`) on stdout, in colour only where a person reads
+//! them: a terminal, unless `NO_COLOR` says otherwise (https://no-color.org).
+//! A log file or a journal gets plain text, with no escape codes to strip.
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber; the level comes from `RUST_LOG` (default "info").
+pub fn init() {
+    let colour = wants_colour(std::io::stdout().is_terminal(), std::env::var_os("NO_COLOR"));
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_ansi(colour)
+        .init();
+}
+
+/// Colour on a terminal, unless `NO_COLOR` is set to anything but the empty string.
+fn wants_colour(terminal: bool, no_color: Option<OsString>) -> bool {
+    terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal() {
+        assert!(wants_colour(true, None));
+        assert!(!wants_colour(false, None));
+    }
+
+    #[test]
+    fn no_color_turns_colour_off_unless_empty() {
+        assert!(!wants_colour(true, Some("1".into())));
+        assert!(!wants_colour(true, Some("0".into())), "any value but the empty string");
+        assert!(wants_colour(true, Some("".into())));
+    }
+}
