@@ -24,6 +24,10 @@ COPY --from=build /src/target/release/tutti /usr/local/bin/tutti
 # TUTTI_PIPELINES to it to override them.
 COPY pipelines /usr/share/doc/tutti/pipelines
 COPY scripts/synthetic-caller.sh /usr/local/bin/synthetic-caller
+# The API listens on every interface here, so `serve` refuses to start
+# without an admin token: run with -e TUTTI_API_TOKENS=<16+ characters>
+# (or -e TUTTI_INSECURE_NO_AUTH=true to serve it open on purpose).
+# docker-compose.yml binds 127.0.0.1 on the host network instead: open, as the demo.
 ENV TUTTI_HTTP=0.0.0.0:8080 \
     TUTTI_RTMP_LISTEN=0.0.0.0:1935 \
     TUTTI_RECORDINGS=/var/lib/tutti/recordings \
