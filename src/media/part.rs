@@ -16,6 +16,9 @@
 //! (see [`super::topology`]); a part that feeds several others does so
 //! through a [`Fanout`].
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
@@ -41,10 +44,86 @@ pub fn expose(bin: &gst::Bin, pad: &gst::Pad, name: &str) -> Result<gst::Pad, Me
 
 /// Exposes an element's static pad `pad_name` as the bin's ghost pad `name`.
 pub fn expose_static(bin: &gst::Bin, element: &gst::Element, pad_name: &str, name: &str) -> Result<gst::Pad, MediaError> {
-    let pad = element
-        .static_pad(pad_name)
-        .ok_or_else(|| MediaError::Gst(format!("{} has no {pad_name} pad", element.name())))?;
-    expose(bin, &pad, name)
+    expose(bin, &static_pad(element, pad_name)?, name)
+}
+
+fn static_pad(element: &gst::Element, pad_name: &str) -> Result<gst::Pad, MediaError> {
+    element.static_pad(pad_name).ok_or_else(|| MediaError::Gst(format!("{} has no {pad_name} pad", element.name())))
+}
+
+/// Exposes an element's static sink pad `pad_name` as the bin's input
+/// `name`, for a feed from a shared element (a tee: the canvas, an encode):
+/// whatever fails inside this part stays inside it.
+///
+/// A tee returns the first failure of any of its src pads to its own
+/// streaming thread, which then stops for every subscriber: a caller whose
+/// payloader refused the composite, or an HLS branch whose queue had stopped,
+/// froze the broadcast encode, and through the canvas tee the compositor,
+/// every caller's video and every output. So a push this input fails is
+/// answered "not linked" (which the feeding tee ignores): a stopping or
+/// finished part (flushing, EOS) is simply skipped; any other failure cuts
+/// this input off for good and is posted on the bus as the part's error, so
+/// that it is reported against its owner. Events it refuses are not passed
+/// back either: a refused caps event shows up as a failed buffer right after.
+pub fn expose_input(bin: &gst::Bin, element: &gst::Element, pad_name: &str, name: &str) -> Result<gst::Pad, MediaError> {
+    let target = static_pad(element, pad_name)?;
+    let guard = Arc::new(InputGuard { part: bin.downgrade(), input: name.to_owned(), cut: AtomicBool::new(false) });
+    let (chain_guard, list_guard) = (guard.clone(), guard);
+    let ghost = gst::GhostPad::builder_with_target(&target)?
+        .name(name)
+        .chain_function(move |pad, parent, buffer| {
+            chain_guard.pass(|| gst::ProxyPad::chain_default(pad, parent, buffer))
+        })
+        .chain_list_function(move |pad, parent, list| {
+            list_guard.pass(|| gst::ProxyPad::chain_list_default(pad, parent, list))
+        })
+        .event_function(|pad, parent, event| {
+            let what = event.type_();
+            if !gst::Pad::event_default(pad, parent, event) {
+                tracing::debug!(pad = %pad.name(), part = ?pad.parent().map(|p| p.name()), ?what, "an input's part refused an event");
+            }
+            true
+        })
+        .build();
+    if bin.current_state() > gst::State::Ready {
+        ghost.set_active(true)?;
+    }
+    bin.add_pad(&ghost)?;
+    Ok(ghost.upcast())
+}
+
+/// What keeps a part's failure from flowing back into the element feeding it.
+struct InputGuard {
+    part: gst::glib::WeakRef<gst::Bin>,
+    input: String,
+    /// Set on the first failure: from then on nothing goes in.
+    cut: AtomicBool,
+}
+
+impl InputGuard {
+    fn pass(&self, push: impl FnOnce() -> Result<gst::FlowSuccess, gst::FlowError>) -> Result<gst::FlowSuccess, gst::FlowError> {
+        if self.cut.load(Ordering::Relaxed) {
+            return Err(gst::FlowError::NotLinked);
+        }
+        match push() {
+            Ok(success) => Ok(success),
+            // Stopping (flushing) or finished (a finalized recording): skipped, not failed.
+            Err(gst::FlowError::NotLinked | gst::FlowError::Flushing | gst::FlowError::Eos) => Err(gst::FlowError::NotLinked),
+            Err(failure) => {
+                if !self.cut.swap(true, Ordering::SeqCst) {
+                    self.report(failure);
+                }
+                Err(gst::FlowError::NotLinked)
+            }
+        }
+    }
+
+    fn report(&self, failure: gst::FlowError) {
+        let Some(part) = self.part.upgrade() else { return };
+        let message = format!("{} input {} failed ({failure:?}) and was cut off; the rest of the composition goes on", part.name(), self.input);
+        let error = gst::message::Error::builder(gst::StreamError::Failed, &message).src(&part).build();
+        let _ = part.post_message(error);
+    }
 }
 
 /// A tee inside a part whose every subscriber gets a ghost src pad of its
@@ -71,13 +150,33 @@ impl Fanout {
     }
 
     /// A new src pad on the part's bin carrying the tee's output.
+    ///
+    /// The ghost pad is active and in the bin before the tee's new pad
+    /// becomes its target. The tee is streaming: the first buffer it pushes
+    /// into a new pad takes that pad's sticky events along, and a ghost pad
+    /// not active yet (flushing) refused them, which its internal pad turns
+    /// into GST_FLOW_ERROR. A tee returns any pad's error to its streaming
+    /// thread, so a caller joining at the wrong millisecond (the ghost was
+    /// targeted ~1.5 ms before it was activated) stopped the shared encode,
+    /// then the compositor and every caller's video, for good.
     pub fn subscribe(&self) -> Result<gst::Pad, MediaError> {
         let src = self.tee.request_pad_simple("src_%u").ok_or_else(|| MediaError::Gst(format!("{} refused a src pad", self.tee.name())))?;
-        let name = format!("{}-{}", self.tee.name(), src.name());
-        match expose(&self.bin, &src, &name) {
-            Ok(ghost) => Ok(ghost),
+        let ghost = gst::GhostPad::builder(gst::PadDirection::Src).name(format!("{}-{}", self.tee.name(), src.name())).build();
+        let attach = || -> Result<(), MediaError> {
+            if self.bin.current_state() > gst::State::Ready {
+                ghost.set_active(true)?;
+            }
+            self.bin.add_pad(&ghost)?;
+            ghost.set_target(Some(&src))?;
+            Ok(())
+        };
+        match attach() {
+            Ok(()) => Ok(ghost.upcast()),
             Err(e) => {
                 self.tee.release_request_pad(&src);
+                if ghost.parent().is_some() {
+                    let _ = self.bin.remove_pad(&ghost);
+                }
                 Err(e)
             }
         }
@@ -87,16 +186,20 @@ impl Fanout {
 /// Gives back a pad that was requested for a cross link: a request pad of a
 /// shared element (compositor, tee), or a subscriber's ghost pad on a
 /// [`Fanout`]'s bin (then the tee's pad behind it too). Static pads stay.
+///
+/// The requested pad goes first: a tee that pushes into a pad being
+/// released takes the result as "not linked", but one pushing into a pad
+/// still its own whose ghost was already removed (deactivated, so flushing)
+/// takes FLUSHING back and stops its streaming thread for every subscriber.
 pub fn release(pad: &gst::Pad) {
     if let Some(ghost) = pad.downcast_ref::<gst::GhostPad>() {
         let target = ghost.target();
-        if let Some(bin) = ghost.parent_element() {
-            if target.as_ref().is_some_and(is_requested) {
-                let _ = bin.remove_pad(ghost);
-            }
-        }
+        let requested = target.as_ref().is_some_and(is_requested);
         if let Some(target) = target {
             release(&target);
+        }
+        if requested && let Some(bin) = ghost.parent_element() {
+            let _ = bin.remove_pad(ghost);
         }
         return;
     }
