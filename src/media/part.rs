@@ -52,38 +52,16 @@ fn static_pad(element: &gst::Element, pad_name: &str) -> Result<gst::Pad, MediaE
 }
 
 /// Exposes an element's static sink pad `pad_name` as the bin's input
-/// `name`, for a feed from a shared element (a tee: the canvas, an encode):
-/// whatever fails inside this part stays inside it.
-///
-/// A tee returns the first failure of any of its src pads to its own
-/// streaming thread, which then stops for every subscriber: a caller whose
-/// payloader refused the composite, or an HLS branch whose queue had stopped,
-/// froze the broadcast encode, and through the canvas tee the compositor,
-/// every caller's video and every output. So a push this input fails is
-/// answered "not linked" (which the feeding tee ignores): a stopping or
-/// finished part (flushing, EOS) is simply skipped; any other failure cuts
-/// this input off for good and is posted on the bus as the part's error, so
-/// that it is reported against its owner. Events it refuses are not passed
-/// back either: a refused caps event shows up as a failed buffer right after.
+/// `name`, for a feed from a shared element (the canvas tee, a fanout):
+/// whatever fails inside this part stays inside it (see [`Guard`]).
 pub fn expose_input(bin: &gst::Bin, element: &gst::Element, pad_name: &str, name: &str) -> Result<gst::Pad, MediaError> {
     let target = static_pad(element, pad_name)?;
-    let guard = Arc::new(InputGuard { part: bin.downgrade(), input: name.to_owned(), cut: AtomicBool::new(false) });
-    let (chain_guard, list_guard) = (guard.clone(), guard);
+    let (chain, list) = Guard::pair();
     let ghost = gst::GhostPad::builder_with_target(&target)?
         .name(name)
-        .chain_function(move |pad, parent, buffer| {
-            chain_guard.pass(|| gst::ProxyPad::chain_default(pad, parent, buffer))
-        })
-        .chain_list_function(move |pad, parent, list| {
-            list_guard.pass(|| gst::ProxyPad::chain_list_default(pad, parent, list))
-        })
-        .event_function(|pad, parent, event| {
-            let what = event.type_();
-            if !gst::Pad::event_default(pad, parent, event) {
-                tracing::debug!(pad = %pad.name(), part = ?pad.parent().map(|p| p.name()), ?what, "an input's part refused an event");
-            }
-            true
-        })
+        .chain_function(move |pad, parent, buffer| chain.pass(pad, || gst::ProxyPad::chain_default(pad, parent, buffer)))
+        .chain_list_function(move |pad, parent, list_| list.pass(pad, || gst::ProxyPad::chain_list_default(pad, parent, list_)))
+        .event_function(|pad, parent, event| Guard::pass_event(pad, parent, event))
         .build();
     if bin.current_state() > gst::State::Ready {
         ghost.set_active(true)?;
@@ -92,37 +70,80 @@ pub fn expose_input(bin: &gst::Bin, element: &gst::Element, pad_name: &str, name
     Ok(ghost.upcast())
 }
 
-/// What keeps a part's failure from flowing back into the element feeding it.
-struct InputGuard {
-    part: gst::glib::WeakRef<gst::Bin>,
-    input: String,
-    /// Set on the first failure: from then on nothing goes in.
+/// Keeps a part's failure from flowing back into the tee that feeds it.
+///
+/// A tee returns the first failure of any of its src pads to its own
+/// streaming thread, which then stops for every subscriber: a caller's
+/// subscription refusing the composite's sticky events stopped the shared
+/// encode, then through the canvas tee the compositor, every caller's video
+/// and every output, for good. So a push the guarded pad fails is answered
+/// "not linked" (which a tee with `allow-not-linked` ignores): a part
+/// stopping (flushing while its state is locked for its teardown) or
+/// finished (EOS) is simply skipped; any other failure, a thread of the part
+/// that stopped on FLUSHING included, cuts it off for good and is posted on the bus as its part's error, so
+/// that the engine reports it against its owner. Refused events are not
+/// passed back either: a refused caps event shows up as a failed buffer
+/// right after.
+struct Guard {
+    /// Set on the first failure: from then on nothing goes through.
     cut: AtomicBool,
 }
 
-impl InputGuard {
-    fn pass(&self, push: impl FnOnce() -> Result<gst::FlowSuccess, gst::FlowError>) -> Result<gst::FlowSuccess, gst::FlowError> {
+impl Guard {
+    /// One guard, shared by a pad's chain and chain-list functions.
+    fn pair() -> (Arc<Guard>, Arc<Guard>) {
+        let guard = Arc::new(Guard { cut: AtomicBool::new(false) });
+        (guard.clone(), guard)
+    }
+
+    fn pass(
+        &self,
+        pad: &impl IsA<gst::Pad>,
+        push: impl FnOnce() -> Result<gst::FlowSuccess, gst::FlowError>,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
         if self.cut.load(Ordering::Relaxed) {
             return Err(gst::FlowError::NotLinked);
         }
         match push() {
             Ok(success) => Ok(success),
-            // Stopping (flushing) or finished (a finalized recording): skipped, not failed.
-            Err(gst::FlowError::NotLinked | gst::FlowError::Flushing | gst::FlowError::Eos) => Err(gst::FlowError::NotLinked),
+            Err(gst::FlowError::NotLinked | gst::FlowError::Eos) => Err(gst::FlowError::NotLinked),
+            // A part being torn down has its state locked first (see `CompositionMedia::detach`).
+            Err(gst::FlowError::Flushing) if owner_of(pad.upcast_ref()).is_none_or(|part| part.is_locked_state()) => {
+                Err(gst::FlowError::NotLinked)
+            }
             Err(failure) => {
                 if !self.cut.swap(true, Ordering::SeqCst) {
-                    self.report(failure);
+                    report_cut_off(pad.upcast_ref(), failure);
                 }
                 Err(gst::FlowError::NotLinked)
             }
         }
     }
 
-    fn report(&self, failure: gst::FlowError) {
-        let Some(part) = self.part.upgrade() else { return };
-        let message = format!("{} input {} failed ({failure:?}) and was cut off; the rest of the composition goes on", part.name(), self.input);
-        let error = gst::message::Error::builder(gst::StreamError::Failed, &message).src(&part).build();
-        let _ = part.post_message(error);
+    fn pass_event(pad: &impl IsA<gst::Pad>, parent: Option<&gst::Object>, event: gst::Event) -> bool {
+        let what = event.type_();
+        if !gst::Pad::event_default(pad, parent, event) {
+            tracing::debug!(pad = %pad.upcast_ref::<gst::Pad>().name(), ?what, "a guarded pad's part refused an event");
+        }
+        true
+    }
+}
+
+/// Posts a guarded pad's failure on the bus as an error of the part it belongs to.
+fn report_cut_off(pad: &gst::Pad, failure: gst::FlowError) {
+    let Some(part) = owner_of(pad) else { return };
+    let message = format!("{} stopped taking the shared stream at {} ({failure:?}); it was cut off, the rest of the composition goes on", part.name(), pad.name());
+    let error = gst::message::Error::builder(gst::StreamError::Failed, &message).src(&part).build();
+    let _ = part.post_message(error);
+}
+
+/// The part a guarded pad's failure belongs to: an input's own part; for a
+/// fanout's subscription (guarded at its ghost pad's internal pad), the
+/// subscriber it is linked to, or the fanout's part if none is linked.
+fn owner_of(pad: &gst::Pad) -> Option<gst::Element> {
+    match pad.parent().and_then(|p| p.downcast::<gst::GhostPad>().ok()) {
+        Some(ghost) => ghost.peer().and_then(|p| p.parent_element()).or_else(|| ghost.parent_element()),
+        None => pad.parent_element(),
     }
 }
 
@@ -161,7 +182,17 @@ impl Fanout {
     /// then the compositor and every caller's video, for good.
     pub fn subscribe(&self) -> Result<gst::Pad, MediaError> {
         let src = self.tee.request_pad_simple("src_%u").ok_or_else(|| MediaError::Gst(format!("{} refused a src pad", self.tee.name())))?;
-        let ghost = gst::GhostPad::builder(gst::PadDirection::Src).name(format!("{}-{}", self.tee.name(), src.name())).build();
+        // Guarded on the tee's side too: whatever fails past this pad (the
+        // ghost, the link, the subscriber) stays out of the tee's thread.
+        let (chain, list) = Guard::pair();
+        let ghost = gst::GhostPad::builder(gst::PadDirection::Src)
+            .name(format!("{}-{}", self.tee.name(), src.name()))
+            .proxy_pad_chain_function(move |pad, parent, buffer| chain.pass(pad, || gst::ProxyPad::chain_default(pad, parent, buffer)))
+            .proxy_pad_chain_list_function(move |pad, parent, list_| {
+                list.pass(pad, || gst::ProxyPad::chain_list_default(pad, parent, list_))
+            })
+            .proxy_pad_event_function(|pad, parent, event| Guard::pass_event(pad, parent, event))
+            .build();
         let attach = || -> Result<(), MediaError> {
             if self.bin.current_state() > gst::State::Ready {
                 ghost.set_active(true)?;
