@@ -304,10 +304,10 @@ impl CompositionMedia {
     /// its links carry nothing any more (see [`Topology::detach`]), and state
     /// changes of the whole pipeline no longer reach it. Such a change walks
     /// every child (GStreamer warns of the graph's loop each time, as on every
-    /// HLS output added): an HLS part removed 5 ms after another was added
-    /// was being set to NULL on its teardown thread, was set back to PAUSED,
-    /// left the pipeline so and was disposed with its queues' threads still
-    /// running, which aborted the server (`g_mutex_clear() called on ... locked mutex`).
+    /// HLS output added). An HLS part removed 5 ms after another was added,
+    /// set to NULL on its teardown thread meanwhile, was found in READY and
+    /// PAUSED when it was disposed, its queues' threads still running, and
+    /// the server aborted (`g_mutex_clear() called on ... locked mutex`).
     fn detach(&mut self, owner: &Owner, bin: &gst::Bin) -> Vec<topology::CrossLink> {
         bin.set_locked_state(true);
         self.topology.detach(owner)

@@ -61,7 +61,7 @@ pub fn expose_input(bin: &gst::Bin, element: &gst::Element, pad_name: &str, name
         .name(name)
         .chain_function(move |pad, parent, buffer| chain.pass(pad, || gst::ProxyPad::chain_default(pad, parent, buffer)))
         .chain_list_function(move |pad, parent, list_| list.pass(pad, || gst::ProxyPad::chain_list_default(pad, parent, list_)))
-        .event_function(|pad, parent, event| Guard::pass_event(pad, parent, event))
+        .event_function(Guard::pass_event)
         .build();
     if bin.current_state() > gst::State::Ready {
         ghost.set_active(true)?;
@@ -77,13 +77,13 @@ pub fn expose_input(bin: &gst::Bin, element: &gst::Element, pad_name: &str, name
 /// subscription refusing the composite's sticky events stopped the shared
 /// encode, then through the canvas tee the compositor, every caller's video
 /// and every output, for good. So a push the guarded pad fails is answered
-/// "not linked" (which a tee with `allow-not-linked` ignores): a part
+/// "not linked" (which a tee with `allow-not-linked` ignores). A part
 /// stopping (flushing while its state is locked for its teardown) or
-/// finished (EOS) is simply skipped; any other failure, a thread of the part
-/// that stopped on FLUSHING included, cuts it off for good and is posted on the bus as its part's error, so
-/// that the engine reports it against its owner. Refused events are not
-/// passed back either: a refused caps event shows up as a failed buffer
-/// right after.
+/// finished (EOS) is simply skipped. Any other failure, FLUSHING from a
+/// thread of the part that stopped on its own included, cuts the part off
+/// for good and is posted on the bus as its error, which the engine reports
+/// against its owner. Refused events are not passed back either: a refused
+/// caps event shows up as a failed buffer right after.
 struct Guard {
     /// Set on the first failure: from then on nothing goes through.
     cut: AtomicBool,
@@ -191,7 +191,7 @@ impl Fanout {
             .proxy_pad_chain_list_function(move |pad, parent, list_| {
                 list.pass(pad, || gst::ProxyPad::chain_list_default(pad, parent, list_))
             })
-            .proxy_pad_event_function(|pad, parent, event| Guard::pass_event(pad, parent, event))
+            .proxy_pad_event_function(Guard::pass_event)
             .build();
         let attach = || -> Result<(), MediaError> {
             if self.bin.current_state() > gst::State::Ready {
