@@ -596,8 +596,9 @@ impl Engine {
                     tracing::warn!(composition = %composition, output = %o.id, %element, "output failed: {message}");
                     o.failure = Some(message);
                 } else if !part.is_empty() {
-                    // A part removed from the API, still stopping: nobody to report it to.
-                    tracing::info!(composition = %composition, %part, %element, "error from a part being removed: {message}");
+                    // The broadcast, a shared encoder, the compositor's driver, or a caller or
+                    // output removed from the API and still stopping: no owner to report it to.
+                    tracing::warn!(composition = %composition, %part, %element, "media error in a shared or stopping part: {message}");
                 } else {
                     tracing::error!(composition = %composition, %element, "media error: {message}");
                 }

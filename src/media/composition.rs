@@ -20,7 +20,7 @@ use std::time::Duration;
 use super::flow::{FlowCounter, Measure, count_late_on, count_on};
 use super::lifecycle::{self, Reaper, StopTicket, Teardown};
 use super::mixer::{AudioMix, MixFormat};
-use super::part::{Fanout, add_chain, expose_static};
+use super::part::{Fanout, add_chain, expose_input};
 use super::participant::{JoiningMedium, LegContext, ParticipantMedia};
 use super::profiles::{EncoderSettings, Profiles};
 use super::topology::{self, Owner, Topology};
@@ -290,7 +290,7 @@ impl CompositionMedia {
     /// NULL sinks first and leaves the pipeline. `keep` lives until then
     /// (sockets and port leases, say).
     fn reap(&mut self, what: String, owner: Owner, bin: gst::Bin, keep: impl Send + 'static) -> StopTicket {
-        let links = self.topology.detach(&owner);
+        let links = self.detach(&owner, &bin);
         let pipeline = self.pipeline.clone();
         self.reaper.reap(Teardown::new(what, move || {
             topology::undo(&links);
@@ -298,6 +298,19 @@ impl CompositionMedia {
             let _ = pipeline.remove(&bin);
             drop(keep);
         }))
+    }
+
+    /// Takes a part out of the running composition before it is stopped:
+    /// its links carry nothing any more (see [`Topology::detach`]), and state
+    /// changes of the whole pipeline no longer reach it. Such a change walks
+    /// every child (GStreamer warns of the graph's loop each time, as on every
+    /// HLS output added). An HLS part removed 5 ms after another was added,
+    /// set to NULL on its teardown thread meanwhile, was found in READY and
+    /// PAUSED when it was disposed, its queues' threads still running, and
+    /// the server aborted (`g_mutex_clear() called on ... locked mutex`).
+    fn detach(&mut self, owner: &Owner, bin: &gst::Bin) -> Vec<topology::CrossLink> {
+        bin.set_locked_state(true);
+        self.topology.detach(owner)
     }
 
     /// Stops the whole pipeline off this thread, recordings finalized first;
@@ -406,7 +419,7 @@ impl CompositionMedia {
         add_chain(&bin, &chain.iter().collect::<Vec<_>>())?;
         let out = Fanout::new(&bin, &format!("{name}-out"))?;
         chain.last().expect("an encoder has at least a parser or an encoder").link(out.tee())?;
-        let input = expose_static(&bin, &chain[0], "sink", "sink")?;
+        let input = expose_input(&bin, &chain[0], "sink", "sink")?;
 
         self.pipeline.add(&bin)?;
         let canvas = self.canvas.as_ref().expect("checked above");
@@ -521,7 +534,7 @@ impl CompositionMedia {
                 None
             }
             OutputMedia::File(file) => {
-                let links = self.topology.detach(&Owner::Output(id.clone()));
+                let links = self.detach(&Owner::Output(id.clone()), &file.bin);
                 let pipeline = self.pipeline.clone();
                 let what = format!("output {id} of composition {}", self.id);
                 Some(self.reaper.reap(Teardown::new(what, move || {

@@ -16,6 +16,9 @@
 //! (see [`super::topology`]); a part that feeds several others does so
 //! through a [`Fanout`].
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
@@ -41,10 +44,107 @@ pub fn expose(bin: &gst::Bin, pad: &gst::Pad, name: &str) -> Result<gst::Pad, Me
 
 /// Exposes an element's static pad `pad_name` as the bin's ghost pad `name`.
 pub fn expose_static(bin: &gst::Bin, element: &gst::Element, pad_name: &str, name: &str) -> Result<gst::Pad, MediaError> {
-    let pad = element
-        .static_pad(pad_name)
-        .ok_or_else(|| MediaError::Gst(format!("{} has no {pad_name} pad", element.name())))?;
-    expose(bin, &pad, name)
+    expose(bin, &static_pad(element, pad_name)?, name)
+}
+
+fn static_pad(element: &gst::Element, pad_name: &str) -> Result<gst::Pad, MediaError> {
+    element.static_pad(pad_name).ok_or_else(|| MediaError::Gst(format!("{} has no {pad_name} pad", element.name())))
+}
+
+/// Exposes an element's static sink pad `pad_name` as the bin's input
+/// `name`, for a feed from a shared element (the canvas tee, a fanout):
+/// whatever fails inside this part stays inside it (see [`Guard`]).
+pub fn expose_input(bin: &gst::Bin, element: &gst::Element, pad_name: &str, name: &str) -> Result<gst::Pad, MediaError> {
+    let target = static_pad(element, pad_name)?;
+    let (chain, list) = Guard::pair();
+    let ghost = gst::GhostPad::builder_with_target(&target)?
+        .name(name)
+        .chain_function(move |pad, parent, buffer| chain.pass(pad, || gst::ProxyPad::chain_default(pad, parent, buffer)))
+        .chain_list_function(move |pad, parent, list_| list.pass(pad, || gst::ProxyPad::chain_list_default(pad, parent, list_)))
+        .event_function(Guard::pass_event)
+        .build();
+    if bin.current_state() > gst::State::Ready {
+        ghost.set_active(true)?;
+    }
+    bin.add_pad(&ghost)?;
+    Ok(ghost.upcast())
+}
+
+/// Keeps a part's failure from flowing back into the tee that feeds it.
+///
+/// A tee returns the first failure of any of its src pads to its own
+/// streaming thread, which then stops for every subscriber: a caller's
+/// subscription refusing the composite's sticky events stopped the shared
+/// encode, then through the canvas tee the compositor, every caller's video
+/// and every output, for good. So a push the guarded pad fails is answered
+/// "not linked" (which a tee with `allow-not-linked` ignores). A part
+/// stopping (flushing while its state is locked for its teardown) or
+/// finished (EOS) is simply skipped. Any other failure, FLUSHING from a
+/// thread of the part that stopped on its own included, cuts the part off
+/// for good and is posted on the bus as its error, which the engine reports
+/// against its owner. Refused events are not passed back either: a refused
+/// caps event shows up as a failed buffer right after.
+struct Guard {
+    /// Set on the first failure: from then on nothing goes through.
+    cut: AtomicBool,
+}
+
+impl Guard {
+    /// One guard, shared by a pad's chain and chain-list functions.
+    fn pair() -> (Arc<Guard>, Arc<Guard>) {
+        let guard = Arc::new(Guard { cut: AtomicBool::new(false) });
+        (guard.clone(), guard)
+    }
+
+    fn pass(
+        &self,
+        pad: &impl IsA<gst::Pad>,
+        push: impl FnOnce() -> Result<gst::FlowSuccess, gst::FlowError>,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        if self.cut.load(Ordering::Relaxed) {
+            return Err(gst::FlowError::NotLinked);
+        }
+        match push() {
+            Ok(success) => Ok(success),
+            Err(gst::FlowError::NotLinked | gst::FlowError::Eos) => Err(gst::FlowError::NotLinked),
+            // A part being torn down has its state locked first (see `CompositionMedia::detach`).
+            Err(gst::FlowError::Flushing) if owner_of(pad.upcast_ref()).is_none_or(|part| part.is_locked_state()) => {
+                Err(gst::FlowError::NotLinked)
+            }
+            Err(failure) => {
+                if !self.cut.swap(true, Ordering::SeqCst) {
+                    report_cut_off(pad.upcast_ref(), failure);
+                }
+                Err(gst::FlowError::NotLinked)
+            }
+        }
+    }
+
+    fn pass_event(pad: &impl IsA<gst::Pad>, parent: Option<&gst::Object>, event: gst::Event) -> bool {
+        let what = event.type_();
+        if !gst::Pad::event_default(pad, parent, event) {
+            tracing::debug!(pad = %pad.upcast_ref::<gst::Pad>().name(), ?what, "a guarded pad's part refused an event");
+        }
+        true
+    }
+}
+
+/// Posts a guarded pad's failure on the bus as an error of the part it belongs to.
+fn report_cut_off(pad: &gst::Pad, failure: gst::FlowError) {
+    let Some(part) = owner_of(pad) else { return };
+    let message = format!("{} stopped taking the shared stream at {} ({failure:?}); it was cut off, the rest of the composition goes on", part.name(), pad.name());
+    let error = gst::message::Error::builder(gst::StreamError::Failed, &message).src(&part).build();
+    let _ = part.post_message(error);
+}
+
+/// The part a guarded pad's failure belongs to: an input's own part; for a
+/// fanout's subscription (guarded at its ghost pad's internal pad), the
+/// subscriber it is linked to, or the fanout's part if none is linked.
+fn owner_of(pad: &gst::Pad) -> Option<gst::Element> {
+    match pad.parent().and_then(|p| p.downcast::<gst::GhostPad>().ok()) {
+        Some(ghost) => ghost.peer().and_then(|p| p.parent_element()).or_else(|| ghost.parent_element()),
+        None => pad.parent_element(),
+    }
 }
 
 /// A tee inside a part whose every subscriber gets a ghost src pad of its
@@ -71,13 +171,43 @@ impl Fanout {
     }
 
     /// A new src pad on the part's bin carrying the tee's output.
+    ///
+    /// The ghost pad is active and in the bin before the tee's new pad
+    /// becomes its target. The tee is streaming: the first buffer it pushes
+    /// into a new pad takes that pad's sticky events along, and a ghost pad
+    /// not active yet (flushing) refused them, which its internal pad turns
+    /// into GST_FLOW_ERROR. A tee returns any pad's error to its streaming
+    /// thread, so a caller joining at the wrong millisecond (the ghost was
+    /// targeted ~1.5 ms before it was activated) stopped the shared encode,
+    /// then the compositor and every caller's video, for good.
     pub fn subscribe(&self) -> Result<gst::Pad, MediaError> {
         let src = self.tee.request_pad_simple("src_%u").ok_or_else(|| MediaError::Gst(format!("{} refused a src pad", self.tee.name())))?;
-        let name = format!("{}-{}", self.tee.name(), src.name());
-        match expose(&self.bin, &src, &name) {
-            Ok(ghost) => Ok(ghost),
+        // Guarded on the tee's side too: whatever fails past this pad (the
+        // ghost, the link, the subscriber) stays out of the tee's thread.
+        let (chain, list) = Guard::pair();
+        let ghost = gst::GhostPad::builder(gst::PadDirection::Src)
+            .name(format!("{}-{}", self.tee.name(), src.name()))
+            .proxy_pad_chain_function(move |pad, parent, buffer| chain.pass(pad, || gst::ProxyPad::chain_default(pad, parent, buffer)))
+            .proxy_pad_chain_list_function(move |pad, parent, list_| {
+                list.pass(pad, || gst::ProxyPad::chain_list_default(pad, parent, list_))
+            })
+            .proxy_pad_event_function(Guard::pass_event)
+            .build();
+        let attach = || -> Result<(), MediaError> {
+            if self.bin.current_state() > gst::State::Ready {
+                ghost.set_active(true)?;
+            }
+            self.bin.add_pad(&ghost)?;
+            ghost.set_target(Some(&src))?;
+            Ok(())
+        };
+        match attach() {
+            Ok(()) => Ok(ghost.upcast()),
             Err(e) => {
                 self.tee.release_request_pad(&src);
+                if ghost.parent().is_some() {
+                    let _ = self.bin.remove_pad(&ghost);
+                }
                 Err(e)
             }
         }
@@ -87,16 +217,20 @@ impl Fanout {
 /// Gives back a pad that was requested for a cross link: a request pad of a
 /// shared element (compositor, tee), or a subscriber's ghost pad on a
 /// [`Fanout`]'s bin (then the tee's pad behind it too). Static pads stay.
+///
+/// The requested pad goes first: a tee that pushes into a pad being
+/// released takes the result as "not linked", but one pushing into a pad
+/// still its own whose ghost was already removed (deactivated, so flushing)
+/// takes FLUSHING back and stops its streaming thread for every subscriber.
 pub fn release(pad: &gst::Pad) {
     if let Some(ghost) = pad.downcast_ref::<gst::GhostPad>() {
         let target = ghost.target();
-        if let Some(bin) = ghost.parent_element() {
-            if target.as_ref().is_some_and(is_requested) {
-                let _ = bin.remove_pad(ghost);
-            }
-        }
+        let requested = target.as_ref().is_some_and(is_requested);
         if let Some(target) = target {
             release(&target);
+        }
+        if requested && let Some(bin) = ghost.parent_element() {
+            let _ = bin.remove_pad(ghost);
         }
         return;
     }

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use super::flow::{FlowCounter, Measure, count_on};
 use super::mixer::AudioMix;
-use super::part::{add_chain, expose_static};
+use super::part::{add_chain, expose_input, expose_static};
 use super::profiles::Profiles;
 use super::source_guard::{ReceiveGuard, Routing, guard_socket};
 use super::{MediaError, make};
@@ -243,7 +243,7 @@ impl ParticipantMedia {
                 match negotiated.codec {
                     Codec::Video(codec) => {
                         bin.add(&pay)?;
-                        participant.composite_in = Some((codec, expose_static(&bin, &pay, "sink", "composite")?));
+                        participant.composite_in = Some((codec, expose_input(&bin, &pay, "sink", "composite")?));
                     }
                     Codec::Audio(codec) => {
                         let mix_minus = context.mix.mix_minus(id, &n("amix-minus"))?;

@@ -18,7 +18,7 @@ use gstreamer_app::AppSink;
 use std::sync::{Arc, Mutex};
 
 use super::super::mixer::AudioMix;
-use super::super::part::{Fanout, add_chain, expose_static};
+use super::super::part::{Fanout, add_chain, expose_input};
 use super::super::profiles::{EncoderSettings, Profiles};
 use super::super::{MediaError, make};
 use crate::model::codec::VideoCodec;
@@ -257,7 +257,7 @@ impl Broadcast {
         if let Some(player) = player {
             feed.add(FeedKey::EmbeddedServer, FeedTarget::Player(player));
         }
-        let input = expose_static(&bin, &vqueue, "sink", "video")?;
+        let input = expose_input(&bin, &vqueue, "sink", "video")?;
         Ok(Broadcast { bin, input, video, audio, feed, video_queue: vqueue })
     }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::super::flow::{FlowCounter, Measure, count_on};
-use super::super::part::expose_static;
+use super::super::part::expose_input;
 use super::super::{MediaError, make};
 use crate::model::output::RecordFormat;
 
@@ -102,8 +102,8 @@ impl FileOutput {
     }
 
     fn finish(bin: gst::Bin, kind: FileKind, vqueue: &gst::Element, aqueue: &gst::Element) -> Result<FileOutput, MediaError> {
-        let video_in = expose_static(&bin, vqueue, "sink", "video")?;
-        let audio_in = expose_static(&bin, aqueue, "sink", "audio")?;
+        let video_in = expose_input(&bin, vqueue, "sink", "video")?;
+        let audio_in = expose_input(&bin, aqueue, "sink", "audio")?;
         Ok(FileOutput { bin, kind, video_in, audio_in, written: Arc::default() })
     }
 
