@@ -157,22 +157,27 @@ fn header_tags(headers: &StreamHeaders, video_ms: u32, audio_ms: u32) -> Vec<Flv
     tags
 }
 
+/// The stream the packager tests (plain and property) describe.
+#[cfg(test)]
+fn metadata() -> crate::rtmp::media::StreamMetadata {
+    crate::rtmp::media::StreamMetadata {
+        width: 640,
+        height: 360,
+        frame_rate: 30.0,
+        video_bitrate_kbps: 800,
+        audio_bitrate_kbps: 128,
+        audio_sample_rate: 48000,
+        audio_channels: 2,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rtmp::media::StreamMetadata;
 
     fn headers(sps: u8) -> StreamHeaders {
         StreamHeaders {
-            metadata: StreamMetadata {
-                width: 640,
-                height: 360,
-                frame_rate: 30.0,
-                video_bitrate_kbps: 800,
-                audio_bitrate_kbps: 128,
-                audio_sample_rate: 48000,
-                audio_channels: 2,
-            },
+            metadata: metadata(),
             avc_decoder_config: Some(Bytes::from(vec![1, 0x42, 0, sps])),
             aac_audio_specific_config: Some(Bytes::from_static(&[0x11, 0x90])),
         }
@@ -393,7 +398,6 @@ mod tests {
 mod proptests {
     use super::*;
     use crate::rtmp::flv::read;
-    use crate::rtmp::media::StreamMetadata;
     use proptest::prelude::*;
 
     /// What the source does to a session, in order.
@@ -407,15 +411,7 @@ mod proptests {
 
     fn headers(avc: &Option<Vec<u8>>, aac: &Option<Vec<u8>>) -> StreamHeaders {
         StreamHeaders {
-            metadata: StreamMetadata {
-                width: 640,
-                height: 360,
-                frame_rate: 30.0,
-                video_bitrate_kbps: 800,
-                audio_bitrate_kbps: 128,
-                audio_sample_rate: 48000,
-                audio_channels: 2,
-            },
+            metadata: metadata(),
             avc_decoder_config: avc.clone().map(Bytes::from),
             aac_audio_specific_config: aac.clone().map(Bytes::from),
         }
