@@ -19,6 +19,8 @@ use crate::events::EventBus;
 use crate::events::webhook::WebhookStats;
 use std::sync::Arc;
 use crate::model::composition::CompositionConfig;
+use crate::model::controls::ParticipantPatch;
+use crate::model::layout::LayoutConfig;
 use crate::model::output::OutputConfig;
 use std::path::PathBuf;
 use crate::model::ids::{CompositionId, OutputId, ParticipantId};
@@ -49,7 +51,8 @@ pub fn app(engine: EngineHandle, hls_dir: PathBuf, guards: ApiGuards, telemetry:
         .route("/v1/compositions/{id}", get(get_composition).delete(delete_composition))
         .route("/v1/compositions/{id}/tokens", post(issue_composition_token))
         .route("/v1/compositions/{id}/participants", get(list_participants).post(add_participant))
-        .route("/v1/compositions/{id}/participants/{pid}", get(get_participant).delete(remove_participant))
+        .route("/v1/compositions/{id}/participants/{pid}", get(get_participant).patch(update_participant).delete(remove_participant))
+        .route("/v1/compositions/{id}/layout", get(get_layout).put(set_layout))
         .route("/v1/compositions/{id}/outputs", get(list_outputs).post(add_output))
         .route("/v1/compositions/{id}/outputs/{oid}", get(get_output).delete(remove_output))
         .route(
@@ -108,6 +111,8 @@ impl From<EngineError> for ApiError {
             EngineError::OutputNotFound(..) => (StatusCode::NOT_FOUND, "output_not_found"),
             EngineError::InvalidOutput(_) => (StatusCode::BAD_REQUEST, "invalid_output"),
             EngineError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "invalid_composition"),
+            EngineError::InvalidPatch(_) => (StatusCode::BAD_REQUEST, "invalid_participant_update"),
+            EngineError::InvalidLayout(_) => (StatusCode::BAD_REQUEST, "invalid_layout"),
             EngineError::Sdp(SdpError::Malformed(_)) => (StatusCode::BAD_REQUEST, "malformed_sdp"),
             EngineError::Sdp(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "no_common_codec"),
             EngineError::PortsExhausted(_) => (StatusCode::SERVICE_UNAVAILABLE, "ports_exhausted"),
@@ -372,6 +377,32 @@ async fn get_participant(
     Path((id, pid)): Path<(String, String)>,
 ) -> Result<axum::Json<ParticipantView>, ApiError> {
     Ok(axum::Json(engine.participant(CompositionId::from(id), ParticipantId::from(pid)).await?))
+}
+
+/// `PATCH`: any of `name`, `audio.{muted,volume}`, `video.{muted,hidden}`, `deaf`; answers with the participant.
+async fn update_participant(
+    State(engine): State<EngineHandle>,
+    Path((id, pid)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<axum::Json<ParticipantView>, ApiError> {
+    let patch: ParticipantPatch = json_body(&headers, &body)?;
+    Ok(axum::Json(engine.update_participant(CompositionId::from(id), ParticipantId::from(pid), patch).await?))
+}
+
+async fn get_layout(State(engine): State<EngineHandle>, Path(id): Path<String>) -> Result<axum::Json<LayoutConfig>, ApiError> {
+    Ok(axum::Json(engine.composition(CompositionId::from(id)).await?.layout))
+}
+
+/// `PUT`: the whole new layout; answers with it as now in force.
+async fn set_layout(
+    State(engine): State<EngineHandle>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<axum::Json<LayoutConfig>, ApiError> {
+    let layout: LayoutConfig = json_body(&headers, &body)?;
+    Ok(axum::Json(engine.set_layout(CompositionId::from(id), layout).await?))
 }
 
 async fn remove_participant(State(engine): State<EngineHandle>, Path((id, pid)): Path<(String, String)>) -> Result<StatusCode, ApiError> {

@@ -34,9 +34,12 @@ use crate::media::{
 };
 use crate::model::event::EventKind;
 use crate::model::admission::{Cores, OverCapacity, Picture};
-use crate::model::composition::{CompositionConfig, InvalidConfig, MAX_AUDIO_ONLY_PARTICIPANTS, NO_OUTPUTS_WITHOUT_VIDEO};
+use crate::model::composition::{
+    CompositionConfig, InvalidConfig, MAX_AUDIO_ONLY_PARTICIPANTS, NO_LAYOUT_WITHOUT_VIDEO, NO_OUTPUTS_WITHOUT_VIDEO,
+};
+use crate::model::controls::{InvalidPatch, ParticipantControls, ParticipantPatch};
 use crate::model::ids::{CompositionId, OutputId, ParticipantId};
-use crate::model::layout::MAX_GRID_CELLS;
+use crate::model::layout::{LayoutConfig, MAX_GRID_CELLS};
 use crate::model::output::{InvalidOutput, OutputConfig, ValidOutput};
 use crate::model::sdp::{self, Canvas, LocalTransport, SdpError};
 use crate::ports::{PortAllocator, PortsExhausted};
@@ -64,6 +67,10 @@ pub enum EngineError {
     OutputConflict(CompositionId, OutputId),
     #[error("composition {0} already has {1} participants, the most it takes")]
     CompositionFull(CompositionId, usize),
+    #[error(transparent)]
+    InvalidPatch(#[from] InvalidPatch),
+    #[error("invalid layout: {0}")]
+    InvalidLayout(String),
     #[error("media pipeline: {0}")]
     Media(#[from] MediaError),
     #[error("the server is shutting down")]
@@ -106,6 +113,8 @@ enum Command {
     AddParticipant(CompositionId, JoinRequest, Reply<Joined>),
     GetParticipant(CompositionId, ParticipantId, Reply<ParticipantView>),
     RemoveParticipant(CompositionId, ParticipantId, Reply<Removal>),
+    UpdateParticipant(CompositionId, ParticipantId, ParticipantPatch, Reply<ParticipantView>),
+    SetLayout(CompositionId, LayoutConfig, Reply<LayoutConfig>),
     AddOutput(CompositionId, OutputConfig, Reply<OutputView>),
     GetOutput(CompositionId, OutputId, Reply<OutputView>),
     RemoveOutput(CompositionId, OutputId, Reply<Removal>),
@@ -158,6 +167,16 @@ impl EngineHandle {
 
     pub async fn remove_participant(&self, id: CompositionId, pid: ParticipantId) -> Result<Removal, EngineError> {
         self.ask(|r| Command::RemoveParticipant(id, pid, r)).await
+    }
+
+    /// Renames a participant or changes its controls, live.
+    pub async fn update_participant(&self, id: CompositionId, pid: ParticipantId, patch: ParticipantPatch) -> Result<ParticipantView, EngineError> {
+        self.ask(|r| Command::UpdateParticipant(id, pid, patch, r)).await
+    }
+
+    /// Replaces a composition's layout, live; answers with the layout now in force.
+    pub async fn set_layout(&self, id: CompositionId, layout: LayoutConfig) -> Result<LayoutConfig, EngineError> {
+        self.ask(|r| Command::SetLayout(id, layout, r)).await
     }
 
     pub async fn add_output(&self, id: CompositionId, output: OutputConfig) -> Result<OutputView, EngineError> {
@@ -223,6 +242,8 @@ struct Participant {
     /// What it costs: a caller that sends video costs more (see `model::admission`).
     sends_video: bool,
     state: ParticipantState,
+    /// What the producer set: mute, volume, hidden, deaf.
+    controls: ParticipantControls,
     joined: Instant,
     last_error: Option<String>,
     watches: LegWatches,
@@ -344,6 +365,8 @@ impl Engine {
                 let removed = self.remove_participant(&id, &pid);
                 self.answer_removal(removed, reply)
             }
+            Command::UpdateParticipant(id, pid, patch, reply) => drop(reply.send(self.update_participant(&id, &pid, &patch))),
+            Command::SetLayout(id, layout, reply) => drop(reply.send(self.set_layout(&id, layout))),
             Command::AddOutput(id, output, reply) => drop(reply.send(self.add_output(&id, &output))),
             Command::GetOutput(id, oid, reply) => drop(reply.send(self.get(&id).and_then(|c| {
                 let output = c.outputs.iter().find(|o| o.id == oid).ok_or(EngineError::OutputNotFound(id.clone(), oid))?;
@@ -539,6 +562,7 @@ impl Engine {
             name,
             sends_video,
             state: ParticipantState::Connecting,
+            controls: ParticipantControls::default(),
             joined: Instant::now(),
             last_error: None,
             watches: LegWatches::new(media, Instant::now()),
@@ -559,6 +583,40 @@ impl Engine {
         tracing::info!(composition = %id, participant = %pid, "participant left");
         self.services.events.publish(id, EventKind::ParticipantLeft { participant: pid.clone() });
         Ok(ticket)
+    }
+
+    fn update_participant(&mut self, id: &CompositionId, pid: &ParticipantId, patch: &ParticipantPatch) -> Result<ParticipantView, EngineError> {
+        let composition = composition_mut(&mut self.compositions, id)?;
+        let participant = composition
+            .participants
+            .iter_mut()
+            .find(|p| &p.id == pid)
+            .ok_or_else(|| EngineError::ParticipantNotFound(id.clone(), pid.clone()))?;
+        patch.apply(&mut participant.name, &mut participant.controls)?;
+        composition.media.update_participant(pid, &participant.name, &participant.controls);
+        tracing::info!(composition = %id, participant = %pid, name = %participant.name, controls = ?participant.controls, "participant updated");
+        let what = EventKind::ParticipantUpdated {
+            participant: pid.clone(),
+            name: participant.name.clone(),
+            controls: participant.controls.clone(),
+        };
+        self.services.events.publish(id, what);
+        Ok(composition.participant_view(pid).expect("found above"))
+    }
+
+    fn set_layout(&mut self, id: &CompositionId, layout: LayoutConfig) -> Result<LayoutConfig, EngineError> {
+        let composition = composition_mut(&mut self.compositions, id)?;
+        if composition.config.audio_only {
+            return Err(EngineError::InvalidLayout(NO_LAYOUT_WITHOUT_VIDEO.into()));
+        }
+        let mut config = composition.config.clone();
+        config.layout = layout;
+        config.validate().map_err(|e| EngineError::InvalidLayout(e.0))?;
+        composition.media.set_layout(&config.layout);
+        tracing::info!(composition = %id, layout = ?config.layout, "layout changed");
+        self.services.events.publish(id, EventKind::LayoutChanged { kind: config.layout.kind });
+        composition.config.layout = config.layout.clone();
+        Ok(config.layout)
     }
 
     /// Answers a removal: an error or, if nothing is left to stop, at once;

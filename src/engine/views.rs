@@ -9,6 +9,7 @@ use crate::media::MediumStats;
 use crate::model::output::{OutputKind, ValidOutput};
 use crate::rtmp::PublisherState;
 use crate::model::composition::{AudioConfig, VideoConfig};
+use crate::model::controls::ParticipantControls;
 use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 use crate::model::layout::LayoutConfig;
 
@@ -58,6 +59,8 @@ pub struct ParticipantView {
     pub id: ParticipantId,
     pub name: String,
     pub state: ParticipantState,
+    /// What the producer set (`PATCH`): mute, volume, hidden, deaf.
+    pub controls: ParticipantControls,
     pub audio: Option<MediumStats>,
     pub video: Option<MediumStats>,
     pub last_error: Option<String>,
@@ -247,6 +250,7 @@ impl Composition {
             id: participant.id.clone(),
             name: participant.name.clone(),
             state: participant.state,
+            controls: participant.controls.clone(),
             audio: stats.audio,
             video: stats.video,
             last_error: participant.last_error.clone(),

@@ -28,7 +28,8 @@ use super::{EventSink, MediaError, MediaEvent, make};
 use crate::model::codec::VideoCodec;
 use crate::model::composition::CompositionConfig;
 use crate::model::ids::{CompositionId, OutputId, ParticipantId};
-use crate::model::layout;
+use crate::model::controls::ParticipantControls;
+use crate::model::layout::{self, LayoutConfig};
 use crate::model::source_check::SourceCheckMode;
 use crate::model::output::ValidOutput;
 use crate::rtmp::{PublisherHandle, StreamFeed};
@@ -268,6 +269,20 @@ impl CompositionMedia {
         Ok(())
     }
 
+    /// Applies a producer's change to one caller: its name and its controls.
+    pub fn update_participant(&mut self, id: &ParticipantId, name: &str, controls: &ParticipantControls) {
+        let Some(participant) = self.participants.iter_mut().find(|p| &p.id == id) else { return };
+        participant.name = name.to_string();
+        participant.controls = controls.clone();
+        self.relayout();
+    }
+
+    /// Replaces the layout; the pictures move at the next frame.
+    pub fn set_layout(&mut self, layout: &LayoutConfig) {
+        self.config.layout = layout.clone();
+        self.relayout();
+    }
+
     /// Removes a caller; the others keep streaming and the grid re-lays out.
     /// Its part stops off this thread; the ticket says when it has.
     pub fn remove_participant(&mut self, id: &ParticipantId) -> Option<StopTicket> {
@@ -344,11 +359,18 @@ impl CompositionMedia {
         }))
     }
 
-    /// Moves every caller's picture to its grid cell, in join order.
+    /// Moves every shown caller's picture to its grid cell, in join order;
+    /// a hidden caller's picture leaves the canvas.
     fn relayout(&self) {
         let v = &self.config.video;
-        let cells = layout::grid(v.width, v.height, self.participants.len());
-        for (participant, cell) in self.participants.iter().zip(cells) {
+        let shown: Vec<&ParticipantMedia> = self.participants.iter().filter(|p| !p.controls.video.hidden).collect();
+        let cells = layout::grid(v.width, v.height, shown.len());
+        for participant in self.participants.iter().filter(|p| p.controls.video.hidden) {
+            if let Some(pad) = self.compositor_pad(participant) {
+                pad.set_property("alpha", 0.0f64);
+            }
+        }
+        for (participant, cell) in shown.iter().zip(cells) {
             let (Some(picture), Some(pad)) = (&participant.picture, self.compositor_pad(participant)) else { continue };
             picture.size.set_property("caps", cell_caps(cell.width, cell.height));
             pad.set_property("xpos", cell.x as i32);
@@ -357,7 +379,7 @@ impl CompositionMedia {
             tracing::debug!(composition = %self.id, participant = %participant.id, pad = %pad.name(), ?cell, "cell");
         }
         // A caller beyond the 16 cells of the largest grid is not shown.
-        for participant in self.participants.iter().skip(layout::MAX_GRID_CELLS) {
+        for participant in shown.iter().skip(layout::MAX_GRID_CELLS) {
             if let Some(pad) = self.compositor_pad(participant) {
                 pad.set_property("alpha", 0.0f64);
             }

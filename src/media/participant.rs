@@ -27,6 +27,7 @@ use super::profiles::Profiles;
 use super::source_guard::{ReceiveGuard, Routing, guard_socket};
 use super::{MediaError, make};
 use crate::model::codec::{AudioCodec, Codec, MediaKind, VideoCodec};
+use crate::model::controls::ParticipantControls;
 use crate::model::ids::ParticipantId;
 use crate::model::sdp::NegotiatedMedia;
 use crate::model::source_check::{Channel, SourceCheck, SourceCheckMode};
@@ -65,6 +66,10 @@ pub struct LegContext<'a> {
 /// A caller's part and what is needed to report on it.
 pub struct ParticipantMedia {
     pub id: ParticipantId,
+    /// As shown in its label and slate.
+    pub name: String,
+    /// What the producer set; the composition applies them.
+    pub controls: ParticipantControls,
     pub bin: gst::Bin,
     rtpbin: gst::Element,
     /// Its picture (or its slate) on the way to the compositor.
@@ -154,6 +159,8 @@ impl ParticipantMedia {
 
         let mut participant = ParticipantMedia {
             id: id.clone(),
+            name: name.to_string(),
+            controls: ParticipantControls::default(),
             bin: bin.clone(),
             rtpbin: rtpbin.clone(),
             picture: None,

@@ -77,6 +77,9 @@ impl Default for AudioConfig {
 /// Outputs carry the composite picture; audio-only ones have none.
 pub const NO_OUTPUTS_WITHOUT_VIDEO: &str = "an audio-only composition has no outputs (RTMP, HLS and recordings carry the composite picture)";
 
+/// The layout places pictures; audio-only ones have none.
+pub const NO_LAYOUT_WITHOUT_VIDEO: &str = "an audio-only composition has no layout (it has no picture)";
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("invalid composition: {0}")]
 pub struct InvalidConfig(pub String);

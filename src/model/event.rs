@@ -11,7 +11,9 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use super::controls::ParticipantControls;
 use super::ids::{CompositionId, OutputId, ParticipantId};
+use super::layout::LayoutKind;
 use super::output::OutputKind;
 
 /// One thing that happened, numbered in the order the engine saw it.
@@ -47,6 +49,10 @@ pub enum EventKind {
     /// Its media pipeline reported an error.
     ParticipantError { participant: ParticipantId, message: String },
     ParticipantLeft { participant: ParticipantId },
+    /// A producer changed its name or its controls (`PATCH`); what they are now.
+    ParticipantUpdated { participant: ParticipantId, name: String, controls: ParticipantControls },
+    /// A producer changed the layout (`PUT .../layout`); its kind now.
+    LayoutChanged { kind: LayoutKind },
     OutputAdded { output: OutputId, kind: OutputKind },
     OutputConnecting { output: OutputId },
     OutputLive { output: OutputId },
@@ -72,6 +78,8 @@ impl EventKind {
             EventKind::ParticipantStale { .. } => "participant_stale",
             EventKind::ParticipantError { .. } => "participant_error",
             EventKind::ParticipantLeft { .. } => "participant_left",
+            EventKind::ParticipantUpdated { .. } => "participant_updated",
+            EventKind::LayoutChanged { .. } => "layout_changed",
             EventKind::OutputAdded { .. } => "output_added",
             EventKind::OutputConnecting { .. } => "output_connecting",
             EventKind::OutputLive { .. } => "output_live",

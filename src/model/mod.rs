@@ -1,11 +1,13 @@
 //! The pure model: no GStreamer, no tokio. Codecs, layout geometry, SDP
 //! offer/answer negotiation, which packets are a caller's (RTP source
-//! check) and the user-facing configuration of a composition.
+//! check) and the user-facing configuration of a composition and of each
+//! participant in it.
 //! Everything here is deterministic and unit-tested next to its code.
 
 pub mod admission;
 pub mod codec;
 pub mod composition;
+pub mod controls;
 pub mod event;
 pub mod health;
 pub mod ids;
