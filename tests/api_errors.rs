@@ -109,7 +109,11 @@ async fn composition_lifecycle_and_location_headers() {
     assert_eq!(body["outputs"], json!([]));
     assert_eq!(body["broadcast"], json!({"video_encoders": 1, "audio_encoders": 1}));
     assert_eq!(body["audio"], json!({"sample_rate": 48000, "channels": 2}));
-    assert_eq!(body["layout"], json!({"kind": "grid"}));
+    assert_eq!(
+        body["layout"],
+        json!({"kind": "grid", "fit": "contain", "hide_without_video": false, "gap": 0, "labels": true,
+            "highlight_speaker": false, "background": null, "overlays": []})
+    );
     assert_eq!(body["participants"], json!([]));
     assert_eq!(body["name"], "Show");
     assert!(body["created_at"].as_str().unwrap().starts_with("20"));
@@ -254,4 +258,68 @@ async fn bad_input_gets_clear_errors_and_disturbs_no_one() {
         api.send(reqwest::Method::POST, &format!("/v1/compositions/{again}/participants"), Some("application/sdp"), AUDIO_ONLY_OFFER).await;
     assert_eq!(status, StatusCode::CREATED, "ports were not released: {text}");
     api.engine.shutdown().await;
+}
+
+/// Live control refuses what it cannot do, by name, and changes nothing.
+#[tokio::test]
+async fn bad_layouts_and_participant_updates_are_refused_by_name() {
+    let api = start(2).await;
+    let id = api.create().await;
+    let put = |body: &'static str| {
+        let path = format!("/v1/compositions/{id}/layout");
+        let api = &api;
+        async move {
+            let (status, _, text) = api.send(reqwest::Method::PUT, &path, Some("application/json"), body).await;
+            (status, serde_json::from_str::<Value>(&text).unwrap_or(Value::Null))
+        }
+    };
+    for (body, fragment) in [
+        (r#"{"kind": "grid", "strip": "right"}"#, "`strip` is not an option of the grid layout"),
+        (r#"{"kind": "pip", "size": 2}"#, "size 2 is outside"),
+        (r#"{"kind": "mosaic"}"#, "mosaic"),
+        (r#"{"background": "../../x.png"}"#, "plain file name"),
+    ] {
+        let (status, error) = put(body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {error}");
+        assert!(error["error"]["message"].as_str().unwrap().contains(fragment), "{body}: {error}");
+    }
+    let (_, composition) = api.get(&format!("/v1/compositions/{id}")).await;
+    assert_eq!(composition["layout"]["kind"], "grid", "a refused layout changes nothing");
+    let (status, layout) = put(r#"{"kind": "speaker", "strip": "right", "transition": {"kind": "fade", "ms": 200}}"#).await;
+    assert_eq!(status, StatusCode::OK, "{layout}");
+    assert_eq!((layout["kind"].as_str(), layout["strip"].as_str(), layout.get("transition")), (Some("speaker"), Some("right"), None));
+    assert_eq!(api.get(&format!("/v1/compositions/{id}/layout")).await.1, layout);
+
+    let (status, joined) = api
+        .post_json(&format!("/v1/compositions/{id}/participants"), &json!({"name": "Ann", "sdp": AUDIO_ONLY_OFFER}).to_string())
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{joined}");
+    let participant = format!("/v1/compositions/{id}/participants/{}", joined["id"].as_str().unwrap());
+    let patch = |body: &'static str| {
+        let (api, path) = (&api, participant.clone());
+        async move {
+            let (status, _, text) = api.send(reqwest::Method::PATCH, &path, Some("application/json"), body).await;
+            (status, serde_json::from_str::<Value>(&text).unwrap_or(Value::Null))
+        }
+    };
+    for (body, code) in [
+        (r#"{"audio": {"volume": 5}}"#, "invalid_participant_update"),
+        (r#"{"name": ""}"#, "invalid_participant_update"),
+        (r#"{"audio": {"mute": true}}"#, "invalid_json"),
+        (r#"{"deaf": "yes"}"#, "invalid_json"),
+    ] {
+        let (status, error) = patch(body).await;
+        assert_eq!((status, error_code(&error)), (StatusCode::BAD_REQUEST, code), "{body}: {error}");
+    }
+    let (status, updated) = patch(r#"{"name": "Ann B", "audio": {"volume": 0.5}, "deaf": true}"#).await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(updated["name"], "Ann B");
+    assert_eq!(
+        updated["controls"],
+        json!({"audio": {"muted": false, "volume": 0.5}, "video": {"muted": false, "hidden": false}, "deaf": true})
+    );
+    assert_eq!(api.get(&participant).await.1["controls"], updated["controls"]);
+    let missing = format!("/v1/compositions/{id}/participants/nobody");
+    let (status, _, _) = api.send(reqwest::Method::PATCH, &missing, Some("application/json"), "{}").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -614,7 +614,9 @@ impl Engine {
         config.validate().map_err(|e| EngineError::InvalidLayout(e.0))?;
         composition.media.set_layout(&config.layout);
         tracing::info!(composition = %id, layout = ?config.layout, "layout changed");
-        self.services.events.publish(id, EventKind::LayoutChanged { kind: config.layout.kind });
+        self.services.events.publish(id, EventKind::LayoutChanged { kind: config.layout.kind() });
+        // The transition was for this change only.
+        config.layout.transition = None;
         composition.config.layout = config.layout.clone();
         Ok(config.layout)
     }

@@ -58,6 +58,9 @@ pub struct CompositionMedia {
     encoders: HashMap<VideoCodec, SharedEncoder>,
     /// In join order, which is also the layout order.
     participants: Vec<ParticipantMedia>,
+    /// Who is talking, as the engine last said; layouts without a pinned
+    /// participant follow it.
+    active_speaker: Option<ParticipantId>,
     outputs: HashMap<OutputId, OutputMedia>,
     /// One per file output, tripped from the bus when its part fails.
     fuses: Fuses,
@@ -145,6 +148,7 @@ impl CompositionMedia {
             topology: Topology::default(),
             encoders: HashMap::new(),
             participants: Vec::new(),
+            active_speaker: None,
             outputs: HashMap::new(),
             fuses,
             serial: 0,
@@ -281,6 +285,14 @@ impl CompositionMedia {
     pub fn set_layout(&mut self, layout: &LayoutConfig) {
         self.config.layout = layout.clone();
         self.relayout();
+    }
+
+    /// The engine's word on who is talking now.
+    pub fn set_active_speaker(&mut self, speaker: Option<ParticipantId>) {
+        if self.active_speaker != speaker {
+            self.active_speaker = speaker;
+            self.relayout();
+        }
     }
 
     /// Removes a caller; the others keep streaming and the grid re-lays out.

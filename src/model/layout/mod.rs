@@ -2,24 +2,16 @@
 //! A pure function of the canvas size and the number of cells, so that a
 //! join or a leave is just "compute again and move the pads".
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+
+mod config;
+
+pub use config::{
+    Arrangement, Corner, Fit, InvalidLayout, LayoutConfig, LayoutKind, Overlay, Region, Strip, Transition, TransitionKind,
+};
 
 /// The most cells a grid has (4x4).
 pub const MAX_GRID_CELLS: usize = 16;
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LayoutKind {
-    #[default]
-    Grid,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LayoutConfig {
-    #[serde(default)]
-    pub kind: LayoutKind,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Rect {
@@ -190,13 +182,5 @@ mod proptests {
             }
         }
 
-        /// A bad `layout` in a request is a typed error naming what is wrong, never a panic.
-        #[test]
-        fn any_layout_json_is_a_config_or_a_typed_error(json in "\\{(\"(kind|kinds|columns)\": ?(\"[a-z_]{0,8}\"|[0-9-]{1,3}|null|\\{\\}|\\[\\])(, ?)?){0,3}\\}") {
-            match serde_json::from_str::<LayoutConfig>(&json) {
-                Ok(config) => prop_assert_eq!(config.kind, LayoutKind::Grid),
-                Err(error) => prop_assert!(!error.to_string().is_empty()),
-            }
-        }
     }
 }
