@@ -214,6 +214,8 @@ fn show(server: &Server) -> Result<()> {
             let shown = &view["participants"][index]["rect"];
             ensure!(shown == expected, "{}: {}'s rect is {shown}, expected {expected}", step.name, callers[index].spec.name);
         }
+        let own = server.get(&locations[1])?.json()?;
+        ensure!(own["rect"] == step.rects[1], "{}: green's own GET shows rect {}", step.name, own["rect"]);
         sleep(HOLD);
         aired.push(Aired { answered, until: SystemTime::now() });
         gaps.push((step.name, red_caller.take_longest_rtp_gap(MediaKind::Video).unwrap_or_default().as_millis()));
