@@ -226,6 +226,64 @@ mod tests {
         assert!(third.x % 2 == 0 && third.width % 2 == 0);
     }
 
+    fn compositor_pads(count: usize) -> (gst::Element, Vec<gst::Pad>) {
+        gst::init().unwrap();
+        let compositor = gst::ElementFactory::make("compositor").build().unwrap();
+        let pads: Vec<gst::Pad> = (0..count).map(|_| compositor.request_pad_simple("sink_%u").unwrap()).collect();
+        // Hidden until placed, as a composition links them.
+        pads.iter().for_each(|pad| pad.set_property("alpha", 0.0f64));
+        (compositor, pads)
+    }
+
+    const FRAME: Duration = Duration::from_millis(10);
+
+    #[test]
+    fn a_cut_places_every_pad_at_once_and_hides_what_leaves() {
+        let (_compositor, pads) = compositor_pads(2);
+        let stage = Stage::default();
+        let place = PadGeometry { x: 2, y: 4, width: 6, height: 8, alpha: 1.0, zorder: 2 };
+        stage.apply(vec![Move { pad: pads[0].clone(), to: Some(place) }, Move { pad: pads[1].clone(), to: Some(place) }], None, FRAME);
+        assert_eq!(PadGeometry::read(&pads[0]), place);
+        stage.apply(vec![Move { pad: pads[0].clone(), to: None }], None, FRAME);
+        assert_eq!(PadGeometry::read(&pads[0]), PadGeometry { alpha: 0.0, ..place }, "it leaves where it stood");
+    }
+
+    #[test]
+    fn a_fade_ends_where_the_layout_wants_and_a_newer_layout_takes_over() {
+        let (_compositor, pads) = compositor_pads(2);
+        let stage = Stage::default();
+        let old = PadGeometry { x: 0, y: 0, width: 640, height: 360, alpha: 1.0, zorder: 2 };
+        let new = PadGeometry { x: 320, y: 0, width: 320, height: 180, alpha: 1.0, zorder: 2 };
+        stage.apply(vec![Move { pad: pads[0].clone(), to: Some(old) }], None, FRAME);
+        stage.apply(vec![Move { pad: pads[0].clone(), to: Some(new) }, Move { pad: pads[1].clone(), to: Some(old) }], Some(FRAME * 40), FRAME);
+        // Watched until it ends (bounded): some steps in between, never a jump back.
+        let (mut between, mut last_x) = (0, 0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while PadGeometry::read(&pads[0]) != new && Instant::now() < deadline {
+            let (moving, appearing) = (PadGeometry::read(&pads[0]), PadGeometry::read(&pads[1]));
+            assert!(moving.x >= last_x, "{moving:?} went back");
+            last_x = moving.x;
+            if moving.x > 0 && moving.x < 320 {
+                assert!(moving.width > 320 && moving.width < 640, "half way: {moving:?}");
+                between += 1;
+            }
+            if appearing.alpha > 0.0 && appearing.alpha < 1.0 {
+                assert_eq!((appearing.x, appearing.width, appearing.zorder), (0, 640, 1), "it fades in in its place, behind");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(between > 5, "only {between} looks at the picture between its places");
+        std::thread::sleep(FRAME * 3);
+        assert_eq!(PadGeometry::read(&pads[0]), new);
+        assert_eq!(PadGeometry::read(&pads[1]), old);
+
+        stage.apply(vec![Move { pad: pads[0].clone(), to: Some(old) }], Some(FRAME * 50), FRAME);
+        std::thread::sleep(FRAME * 5);
+        stage.apply(vec![Move { pad: pads[0].clone(), to: Some(new) }], None, FRAME);
+        std::thread::sleep(FRAME * 5);
+        assert_eq!(PadGeometry::read(&pads[0]), new, "the cut stopped the older fade");
+    }
+
     #[test]
     fn the_border_surrounds_the_speaker_inside_the_canvas() {
         let speaker = Rect { x: 0, y: 0, width: 640, height: 360 };
