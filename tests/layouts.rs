@@ -202,6 +202,7 @@ fn show(server: &Server) -> Result<()> {
     let ssrcs_before = red_caller.rtp_ssrcs(MediaKind::Video);
     let mut aired = Vec::new();
     let mut gaps = Vec::new();
+    let mut costs = Vec::new();
     for step in &steps {
         let response = match &step.change {
             Change::Layout(body) => server.put_json(&format!("/v1/compositions/{composition}/layout"), body)?,
@@ -216,7 +217,9 @@ fn show(server: &Server) -> Result<()> {
         }
         let own = server.get(&locations[1])?.json()?;
         ensure!(own["rect"] == step.rects[1], "{}: green's own GET shows rect {}", step.name, own["rect"]);
+        let cpu_from = cpu_seconds(server.pid())?;
         sleep(HOLD);
+        costs.push((step.name, ((cpu_seconds(server.pid())? - cpu_from) / HOLD.as_secs_f64() * 100.0).round() / 100.0));
         aired.push(Aired { answered, until: SystemTime::now() });
         gaps.push((step.name, red_caller.take_longest_rtp_gap(MediaKind::Video).unwrap_or_default().as_millis()));
     }
@@ -266,6 +269,7 @@ fn show(server: &Server) -> Result<()> {
         }
     }
     eprintln!("switch times (PUT/PATCH answered → first frame showing it, ms): {switches:?}");
+    eprintln!("server CPU s/s while each layout is on air (3 callers, 640x360): {costs:?}");
 
     // The fade: green's new place stays green all along (no hole); its old
     // place under blue's cell stays green until green has moved past it;

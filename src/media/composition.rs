@@ -30,7 +30,7 @@ use crate::model::codec::VideoCodec;
 use crate::model::composition::CompositionConfig;
 use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 use crate::model::controls::ParticipantControls;
-use crate::model::layout::{self, LayoutConfig, Placement, Seat, Transition, TransitionKind};
+use crate::model::layout::{self, Fit, LayoutConfig, Placement, Seat, Transition, TransitionKind};
 use crate::model::source_check::SourceCheckMode;
 use crate::model::output::ValidOutput;
 use crate::rtmp::{PublisherHandle, StreamFeed};
@@ -405,17 +405,28 @@ impl CompositionMedia {
         let seats: Vec<Seat> = self
             .participants
             .iter()
-            .map(|p| Seat { id: p.id.clone(), has_video: p.sends_video(), hidden: p.controls.video.hidden })
+            .map(|p| Seat { id: p.id.clone(), has_video: p.sends_video() && !p.controls.video.muted, hidden: p.controls.video.hidden })
             .collect();
         let placed = layout::place(v.width, v.height, &self.config.layout.arrangement, &seats, self.active_speaker.as_ref());
         self.placements = placed.into_iter().collect();
+        let fade = transition.filter(|t| t.kind == TransitionKind::Fade).map(|t| Duration::from_millis(t.ms.into()));
         let mut moves = Vec::new();
         for participant in &self.participants {
             let (Some(picture), Some(pad)) = (&participant.picture, self.compositor_pad(participant)) else { continue };
-            let to = self.placements.get(&participant.id).map(|p| {
-                picture.set_cell(p.rect.width, p.rect.height, p.fit);
-                PadGeometry::shown(p.rect, picture_zorder(p.z))
-            });
+            let to = match self.placements.get(&participant.id) {
+                Some(p) => {
+                    picture.set_cell(p.rect.width, p.rect.height, p.fit);
+                    Some(PadGeometry::shown(p.rect, picture_zorder(p.z)))
+                }
+                None => {
+                    // Off the canvas it costs no more than its decode; one
+                    // fading out keeps its picture until the next change.
+                    if fade.is_none() {
+                        picture.set_cell(UNSEEN_CELL.0, UNSEEN_CELL.1, Fit::Contain);
+                    }
+                    None
+                }
+            };
             tracing::debug!(composition = %self.id, participant = %participant.id, pad = %pad.name(), ?to, "cell");
             moves.push(Move { pad, to });
         }
@@ -427,7 +438,6 @@ impl CompositionMedia {
         let border = Highlight::target(speaker, (v.width, v.height));
         canvas.highlight.resize(border.as_ref(), v.fps);
         moves.push(Move { pad: canvas.highlight.pad.clone(), to: border });
-        let fade = transition.filter(|t| t.kind == TransitionKind::Fade).map(|t| Duration::from_millis(t.ms.into()));
         self.stage.apply(moves, fade, Duration::from_secs(1) / v.fps.max(1));
     }
 
@@ -666,6 +676,9 @@ fn canvas_caps_for(config: &CompositionConfig) -> gst::Caps {
         .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
         .build()
 }
+
+/// The size a caller's picture is scaled to while no layout shows it.
+const UNSEEN_CELL: (u32, u32) = (16, 16);
 
 /// A layout's z (higher in front) as a compositor z-order: pictures on
 /// even orders from 2 (0 is the pacing driver's), so that the speaker's

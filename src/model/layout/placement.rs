@@ -24,7 +24,8 @@ const PIP_MARGIN_SHARE: u32 = 40;
 #[derive(Clone, Debug)]
 pub struct Seat {
     pub id: ParticipantId,
-    /// It sends us video (else its slate is shown); `hide_without_video` leaves it out.
+    /// It sends us video and the producer has not muted it (else its slate
+    /// is shown); `hide_without_video` leaves it out.
     pub has_video: bool,
     /// The producer hid it: it leaves every layout.
     pub hidden: bool,
