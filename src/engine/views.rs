@@ -11,7 +11,7 @@ use crate::rtmp::PublisherState;
 use crate::model::composition::{AudioConfig, VideoConfig};
 use crate::model::controls::ParticipantControls;
 use crate::model::ids::{CompositionId, OutputId, ParticipantId};
-use crate::model::layout::LayoutConfig;
+use crate::model::layout::{LayoutConfig, Placement};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -61,6 +61,9 @@ pub struct ParticipantView {
     pub state: ParticipantState,
     /// What the producer set (`PATCH`): mute, volume, hidden, deaf.
     pub controls: ParticipantControls,
+    /// Where its picture is on the canvas (`x`, `y`, `width`, `height` in
+    /// pixels, `z` higher in front); `null` when the layout does not show it.
+    pub rect: Option<Placement>,
     pub audio: Option<MediumStats>,
     pub video: Option<MediumStats>,
     pub last_error: Option<String>,
@@ -251,6 +254,7 @@ impl Composition {
             name: participant.name.clone(),
             state: participant.state,
             controls: participant.controls.clone(),
+            rect: self.media.placement(pid),
             audio: stats.audio,
             video: stats.video,
             last_error: participant.last_error.clone(),

@@ -7,6 +7,7 @@
 
 mod broadcast;
 mod outputs;
+mod stage;
 
 pub use outputs::OutputPaths;
 
@@ -29,12 +30,13 @@ use crate::model::codec::VideoCodec;
 use crate::model::composition::CompositionConfig;
 use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 use crate::model::controls::ParticipantControls;
-use crate::model::layout::{self, LayoutConfig};
+use crate::model::layout::{self, Fit, LayoutConfig, Placement, Seat, Transition, TransitionKind};
 use crate::model::source_check::SourceCheckMode;
 use crate::model::output::ValidOutput;
 use crate::rtmp::{PublisherHandle, StreamFeed};
 use broadcast::{Broadcast, FeedKey, FeedTarget};
 use outputs::FileOutput;
+use stage::{Highlight, Move, PadGeometry, Stage};
 
 #[derive(Clone, Debug)]
 pub struct MediaSettings {
@@ -61,6 +63,9 @@ pub struct CompositionMedia {
     /// Who is talking, as the engine last said; layouts without a pinned
     /// participant follow it.
     active_speaker: Option<ParticipantId>,
+    /// Where each shown caller's picture is (or is going, mid-fade).
+    placements: HashMap<ParticipantId, Placement>,
+    stage: Stage,
     outputs: HashMap<OutputId, OutputMedia>,
     /// One per file output, tripped from the bus when its part fails.
     fuses: Fuses,
@@ -83,6 +88,8 @@ struct Canvas {
     compositor: gst::Element,
     tee: gst::Element,
     broadcast: Broadcast,
+    /// The border around the active speaker.
+    highlight: Highlight,
     /// Frames out of the compositor: the composite's pulse.
     frames: Arc<FlowCounter>,
     /// Of those, the ones produced after they should have been on air.
@@ -149,6 +156,8 @@ impl CompositionMedia {
             encoders: HashMap::new(),
             participants: Vec::new(),
             active_speaker: None,
+            placements: HashMap::new(),
+            stage: Stage::default(),
             outputs: HashMap::new(),
             fuses,
             serial: 0,
@@ -281,10 +290,18 @@ impl CompositionMedia {
         self.relayout();
     }
 
-    /// Replaces the layout; the pictures move at the next frame.
+    /// Replaces the layout; the pictures move at the next frame, or fade
+    /// there as the layout's transition says.
     pub fn set_layout(&mut self, layout: &LayoutConfig) {
         self.config.layout = layout.clone();
-        self.relayout();
+        // The transition is for this change only, not for later joins.
+        let transition = self.config.layout.transition.take();
+        self.relayout_with(transition);
+    }
+
+    /// Where a caller's picture is on the canvas; `None` when not shown.
+    pub fn placement(&self, id: &ParticipantId) -> Option<Placement> {
+        self.placements.get(id).copied()
     }
 
     /// The engine's word on who is talking now.
@@ -371,31 +388,57 @@ impl CompositionMedia {
         }))
     }
 
-    /// Moves every shown caller's picture to its grid cell, in join order;
-    /// a hidden caller's picture leaves the canvas.
-    fn relayout(&self) {
+    /// Moves every caller's picture to where the layout puts it, at once.
+    fn relayout(&mut self) {
+        self.relayout_with(None);
+    }
+
+    /// Moves every caller's picture to where the layout puts it (a caller
+    /// not placed leaves the canvas), and the speaker's border with it.
+    /// Each caller's chain scales to its new cell; the compositor pads move
+    /// at once, or over a fade.
+    fn relayout_with(&mut self, transition: Option<Transition>) {
+        if self.canvas.is_none() {
+            return;
+        }
         let v = &self.config.video;
-        let shown: Vec<&ParticipantMedia> = self.participants.iter().filter(|p| !p.controls.video.hidden).collect();
-        let cells = layout::grid(v.width, v.height, shown.len());
-        for participant in self.participants.iter().filter(|p| p.controls.video.hidden) {
-            if let Some(pad) = self.compositor_pad(participant) {
-                pad.set_property("alpha", 0.0f64);
-            }
-        }
-        for (participant, cell) in shown.iter().zip(cells) {
+        let seats: Vec<Seat> = self
+            .participants
+            .iter()
+            .map(|p| Seat { id: p.id.clone(), has_video: p.sends_video() && !p.controls.video.muted, hidden: p.controls.video.hidden })
+            .collect();
+        let placed = layout::place(v.width, v.height, &self.config.layout.arrangement, &seats, self.active_speaker.as_ref());
+        self.placements = placed.into_iter().collect();
+        let fade = transition.filter(|t| t.kind == TransitionKind::Fade).map(|t| Duration::from_millis(t.ms.into()));
+        let mut moves = Vec::new();
+        for participant in &self.participants {
             let (Some(picture), Some(pad)) = (&participant.picture, self.compositor_pad(participant)) else { continue };
-            picture.size.set_property("caps", cell_caps(cell.width, cell.height));
-            pad.set_property("xpos", cell.x as i32);
-            pad.set_property("ypos", cell.y as i32);
-            pad.set_property("alpha", 1.0f64);
-            tracing::debug!(composition = %self.id, participant = %participant.id, pad = %pad.name(), ?cell, "cell");
+            let to = match self.placements.get(&participant.id) {
+                Some(p) => {
+                    picture.set_cell(p.rect.width, p.rect.height, p.fit);
+                    Some(PadGeometry::shown(p.rect, picture_zorder(p.z)))
+                }
+                None => {
+                    // Off the canvas it costs no more than its decode; one
+                    // fading out keeps its picture until the next change.
+                    if fade.is_none() {
+                        picture.set_cell(UNSEEN_CELL.0, UNSEEN_CELL.1, Fit::Contain);
+                    }
+                    None
+                }
+            };
+            tracing::debug!(composition = %self.id, participant = %participant.id, pad = %pad.name(), ?to, "cell");
+            moves.push(Move { pad, to });
         }
-        // A caller beyond the 16 cells of the largest grid is not shown.
-        for participant in shown.iter().skip(layout::MAX_GRID_CELLS) {
-            if let Some(pad) = self.compositor_pad(participant) {
-                pad.set_property("alpha", 0.0f64);
-            }
-        }
+        let speaker = match (&self.active_speaker, self.config.layout.highlight_speaker) {
+            (Some(speaker), true) => self.placements.get(speaker).map(|p| (p.rect, picture_zorder(p.z) - 1)),
+            _ => None,
+        };
+        let canvas = self.canvas.as_ref().expect("checked above");
+        let border = Highlight::target(speaker, (v.width, v.height));
+        canvas.highlight.resize(border.as_ref(), v.fps);
+        moves.push(Move { pad: canvas.highlight.pad.clone(), to: border });
+        self.stage.apply(moves, fade, Duration::from_secs(1) / v.fps.max(1));
     }
 
     /// The compositor pad a caller's picture goes to.
@@ -634,15 +677,14 @@ fn canvas_caps_for(config: &CompositionConfig) -> gst::Caps {
         .build()
 }
 
-/// A caller's picture scaled to its cell: I420 like the canvas, square
-/// pixels so that videoscale keeps the aspect ratio with black bars.
-fn cell_caps(width: u32, height: u32) -> gst::Caps {
-    gst::Caps::builder("video/x-raw")
-        .field("format", "I420")
-        .field("width", width as i32)
-        .field("height", height as i32)
-        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-        .build()
+/// The size a caller's picture is scaled to while no layout shows it.
+const UNSEEN_CELL: (u32, u32) = (16, 16);
+
+/// A layout's z (higher in front) as a compositor z-order: pictures on
+/// even orders from 2 (0 is the pacing driver's), so that the speaker's
+/// border fits just below its picture.
+fn picture_zorder(z: u32) -> u32 {
+    z.saturating_mul(2).saturating_add(2)
 }
 
 fn mix_format(config: &CompositionConfig) -> MixFormat {
@@ -701,9 +743,11 @@ fn build_canvas(
     let frame_interval = Duration::from_secs(1) / config.video.fps.max(1);
     count_late_on(&out, latency_ns, frame_interval, late_frames.clone());
 
+    let highlight = Highlight::build(pipeline, &compositor, &prefix, config.video.fps)?;
+
     let broadcast = Broadcast::build(&prefix, config, profiles, mix, player)?;
     pipeline.add(&broadcast.bin)?;
-    Ok(Canvas { compositor, tee, broadcast, frames, late_frames })
+    Ok(Canvas { compositor, tee, broadcast, highlight, frames, late_frames })
 }
 
 fn request_pad(element: &gst::Element, template: &str) -> Result<gst::Pad, MediaError> {

@@ -4,7 +4,7 @@
 //! plus the statistics the API shows.
 //!
 //! ```text
-//!  udpsrc ─► source check ─► rtpbin ─► funnel ─► depay ─► decoder ─► convert ─► scale ─► cell caps ─► [picture]  (to the compositor)
+//!  udpsrc ─► source check ─► rtpbin ─► funnel ─► depay ─► decoder ─► convert ─► crop ─► scale ─► cell caps ─► [picture]  (to the compositor)
 //!                                  └► funnel ─► depay ─► decoder ─► convert ─► resample ─► appsink   (into the mix)
 //!  appsrc (mix-minus) ─► convert ─► resample ─► encoder ─► pay ─► rtpbin ─► udpsink
 //!  [composite] (from a shared encoder) ───────────────────► pay ─► rtpbin ─► udpsink
@@ -29,6 +29,7 @@ use super::{MediaError, make};
 use crate::model::codec::{AudioCodec, Codec, MediaKind, VideoCodec};
 use crate::model::controls::ParticipantControls;
 use crate::model::ids::ParticipantId;
+use crate::model::layout::Fit;
 use crate::model::sdp::NegotiatedMedia;
 use crate::model::source_check::{Channel, SourceCheck, SourceCheckMode};
 use crate::ports::{PortLease, PortPair};
@@ -81,11 +82,44 @@ pub struct ParticipantMedia {
     _leases: Vec<PortLease>,
 }
 
-/// A caller's picture: the bin's ghost src pad, and the capsfilter that
-/// sets the size it is scaled to (its cell's).
+/// A caller's picture: the bin's ghost src pad, the crop that makes it the
+/// shape of its cell (`fit: cover`), and the capsfilter that sets the size
+/// it is scaled to (its cell's).
 pub struct Picture {
     pub src: gst::Pad,
-    pub size: gst::Element,
+    crop: gst::Element,
+    size: gst::Element,
+}
+
+impl Picture {
+    /// Scales (and for `cover`, crops) the picture to a cell of this size,
+    /// live: only what changed is set, since each change renegotiates the
+    /// caller's chain. Anything sized to the cell (its label) follows here.
+    pub fn set_cell(&self, width: u32, height: u32, fit: Fit) {
+        let caps = cell_caps(width, height);
+        if self.size.property::<Option<gst::Caps>>("caps").as_ref() != Some(&caps) {
+            self.size.set_property("caps", caps);
+        }
+        // 0/1 crops nothing: the whole picture, with black bars.
+        let aspect = match fit {
+            Fit::Contain => gst::Fraction::new(0, 1),
+            Fit::Cover => gst::Fraction::new(width as i32, height.max(1) as i32),
+        };
+        if self.crop.property::<gst::Fraction>("aspect-ratio") != aspect {
+            self.crop.set_property("aspect-ratio", aspect);
+        }
+    }
+}
+
+/// A caller's picture scaled to its cell: I420 like the canvas, square
+/// pixels so that videoscale keeps the aspect ratio with black bars.
+fn cell_caps(width: u32, height: u32) -> gst::Caps {
+    gst::Caps::builder("video/x-raw")
+        .field("format", "I420")
+        .field("width", width as i32)
+        .field("height", height as i32)
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+        .build()
 }
 
 /// Per-medium facts: what was negotiated, and what flows each way.
@@ -322,6 +356,11 @@ impl ParticipantMedia {
         self.media().any(|m| m.negotiated.direction.receives())
     }
 
+    /// Whether it sends us video (else its slate is its picture).
+    pub fn sends_video(&self) -> bool {
+        self.video.as_ref().is_some_and(|v| v.negotiated.direction.receives())
+    }
+
     /// Its negotiated media.
     pub fn media(&self) -> impl Iterator<Item = &MediumState> {
         [&self.audio, &self.video].into_iter().flatten()
@@ -387,18 +426,21 @@ impl ParticipantMedia {
     }
 }
 
-/// Scales `upstream`'s picture to its cell (aspect ratio kept, black bars)
-/// and exposes it as the bin's `picture` pad. Scaling happens here, in the
-/// caller's own streaming thread, so callers scale in parallel and the
-/// compositor only blends pictures already at their cell size.
+/// Scales `upstream`'s picture to its cell (aspect ratio kept: black bars,
+/// or cropped to the cell's shape) and exposes it as the bin's `picture`
+/// pad. Scaling happens here, in the caller's own streaming thread, so
+/// callers scale in parallel and the compositor only blends pictures
+/// already at their cell size.
 fn scale_to_cell(bin: &gst::Bin, upstream: &gst::Element, prefix: &str) -> Result<Picture, MediaError> {
     let convert = make("videoconvert", &format!("{prefix}-vconv"))?;
+    // Follows the incoming size by itself: a caller changing resolution keeps its crop.
+    let crop = make("aspectratiocrop", &format!("{prefix}-vcrop"))?;
     let scale = make("videoscale", &format!("{prefix}-vscale"))?;
     scale.set_property("add-borders", true);
     let size = make("capsfilter", &format!("{prefix}-vcell"))?;
-    bin.add_many([&convert, &scale, &size])?;
-    gst::Element::link_many([upstream, &convert, &scale, &size])?;
-    Ok(Picture { src: expose_static(bin, &size, "src", "picture")?, size })
+    bin.add_many([&convert, &crop, &scale, &size])?;
+    gst::Element::link_many([upstream, &convert, &crop, &scale, &size])?;
+    Ok(Picture { src: expose_static(bin, &size, "src", "picture")?, crop, size })
 }
 
 /// A dark slate with the caller's name, for a caller that sends no video.

@@ -440,6 +440,11 @@ impl Caller {
         Some(self.line(kind)?.port.take_longest_rtp_gap())
     }
 
+    /// Every SSRC of `kind` that reached our advertised port, in order of first appearance.
+    pub fn rtp_ssrcs(&self, kind: MediaKind) -> Vec<u32> {
+        self.line(kind).map_or_else(Vec::new, |line| line.port.rtp_ssrcs())
+    }
+
     /// How many RTP packets of `kind` reached our advertised port so far.
     pub fn rtp_packets(&self, kind: MediaKind) -> u64 {
         self.line(kind).map_or(0, |line| line.port.rtp_packets())

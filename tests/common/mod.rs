@@ -42,5 +42,5 @@ pub use caller::*;
 pub use net::{bind_rtp_pair, free_tcp_port, is_rtcp};
 pub use nginx::{INSTALL_HINT, Nginx};
 pub use pki::{CertificateFiles, SERVER_NAMES, TestCa, Validity};
-pub use process::{ChildProcess, Footprint, run_bounded, wait_until};
+pub use process::{ChildProcess, Footprint, cpu_seconds, run_bounded, wait_until};
 pub use server::*;

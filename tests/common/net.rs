@@ -98,6 +98,8 @@ struct Routes {
     last_rtp: Mutex<Option<SystemTime>>,
     /// The longest time between two RTP packets since it was last taken.
     longest_rtp_gap: Mutex<Duration>,
+    /// Every RTP SSRC seen, in order of first appearance.
+    ssrcs: Mutex<Vec<u32>>,
 }
 
 /// The receive port(s) a caller advertises for one m-line, owned by the harness for the
@@ -159,6 +161,11 @@ impl MediaPort {
         *self.routes.last_rtp.lock().unwrap()
     }
 
+    /// Every RTP SSRC that reached the port, in order of first appearance.
+    pub fn rtp_ssrcs(&self) -> Vec<u32> {
+        self.routes.ssrcs.lock().unwrap().clone()
+    }
+
     /// The longest silence between two RTP packets since the previous call (or since the
     /// first packet), and starts measuring afresh.
     pub fn take_longest_rtp_gap(&self) -> Duration {
@@ -186,6 +193,12 @@ fn relay(socket: UdpSocket, routes: &Routes, stop: &AtomicBool) {
         } else {
             let now = SystemTime::now();
             routes.rtp_packets.fetch_add(1, Ordering::SeqCst);
+            if let Some(ssrc) = packet.get(8..12).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])) {
+                let mut ssrcs = routes.ssrcs.lock().unwrap();
+                if !ssrcs.contains(&ssrc) {
+                    ssrcs.push(ssrc);
+                }
+            }
             routes.first_rtp.lock().unwrap().get_or_insert(now);
             if let Some(previous) = routes.last_rtp.lock().unwrap().replace(now) {
                 let gap = now.duration_since(previous).unwrap_or_default();

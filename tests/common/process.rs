@@ -167,3 +167,14 @@ impl Footprint {
         self.threads.values().sum()
     }
 }
+
+/// CPU time (user + system) a process has used so far, in seconds.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces), from field 3 on: utime is 14, stime 15.
+    let rest = stat.rsplit_once(')').context("no command name in /proc/pid/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11).context("no utime")?.parse::<f64>()? + fields.get(12).context("no stime")?.parse::<f64>()?;
+    // The kernel's USER_HZ is 100 on every Linux we run on.
+    Ok(ticks / 100.0)
+}

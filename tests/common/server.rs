@@ -232,6 +232,14 @@ impl Server {
         self.send(self.request(Method::POST, path).json(body))
     }
 
+    pub fn put_json(&self, path: &str, body: &serde_json::Value) -> Result<HttpResponse> {
+        self.send(self.request(Method::PUT, path).json(body))
+    }
+
+    pub fn patch_json(&self, path: &str, body: &serde_json::Value) -> Result<HttpResponse> {
+        self.send(self.request(Method::PATCH, path).json(body))
+    }
+
     pub fn post_sdp(&self, path: &str, sdp: &str) -> Result<HttpResponse> {
         self.send(self.request(Method::POST, path).header(CONTENT_TYPE, "application/sdp").body(sdp.to_owned()))
     }

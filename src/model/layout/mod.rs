@@ -1,14 +1,16 @@
 //! Layout geometry: where each caller's picture goes on the canvas.
-//! A pure function of the canvas size and the number of cells, so that a
-//! join or a leave is just "compute again and move the pads".
+//! Pure functions of the canvas, the callers and the layout, so that a
+//! join, a leave or a producer's change is just "compute again and move the pads".
 
 use serde::Serialize;
 
 mod config;
+mod placement;
 
 pub use config::{
     Arrangement, Corner, Fit, InvalidLayout, LayoutConfig, LayoutKind, Overlay, Region, Strip, Transition, TransitionKind,
 };
+pub use placement::{Placement, Seat, place};
 
 /// The most cells a grid has (4x4).
 pub const MAX_GRID_CELLS: usize = 16;
@@ -39,21 +41,7 @@ pub fn grid_dimensions(count: usize) -> (u32, u32) {
 /// 4:2:0 chroma never straddles a cell border (sizes are even when the
 /// canvas is; the last column and row take an odd canvas's odd pixel).
 pub fn grid(canvas_width: u32, canvas_height: u32, count: usize) -> Vec<Rect> {
-    let count = count.min(MAX_GRID_CELLS);
-    let (cols, rows) = grid_dimensions(count);
-    // In 64 bits: `total * index` overflows u32 for canvases past 2^30 pixels.
-    // The quotient is at most `total`, so it fits u32 again.
-    let edge = |total: u32, parts: u32, index: u32| (u64::from(total) * u64::from(index) / u64::from(parts)) as u32 & !1;
-    (0..count as u32)
-        .map(|i| {
-            let (col, row) = (i % cols, i / cols);
-            let (x0, x1) = (edge(canvas_width, cols, col), edge(canvas_width, cols, col + 1));
-            let (y0, y1) = (edge(canvas_height, rows, row), edge(canvas_height, rows, row + 1));
-            let x1 = if col + 1 == cols { canvas_width } else { x1 };
-            let y1 = if row + 1 == rows { canvas_height } else { y1 };
-            Rect { x: x0, y: y0, width: x1 - x0, height: y1 - y0 }
-        })
-        .collect()
+    placement::tile_grid(Rect { x: 0, y: 0, width: canvas_width, height: canvas_height }, count, 0)
 }
 
 #[cfg(test)]
