@@ -5,8 +5,11 @@
 //! in the [`Topology`]; it starts within a deadline and stops off the engine
 //! thread ([`super::lifecycle`]).
 
+mod branding;
 mod broadcast;
 mod outputs;
+
+pub use branding::{MissingImage, check_images};
 
 pub use outputs::OutputPaths;
 
@@ -33,6 +36,7 @@ use crate::model::layout::{self, LayoutConfig};
 use crate::model::source_check::SourceCheckMode;
 use crate::model::output::ValidOutput;
 use crate::rtmp::{PublisherHandle, StreamFeed};
+use branding::Branding;
 use broadcast::{Broadcast, FeedKey, FeedTarget};
 use outputs::FileOutput;
 
@@ -41,6 +45,8 @@ pub struct MediaSettings {
     pub jitter_buffer: Duration,
     /// Which packets at a caller's ports are taken as its media.
     pub source_check: SourceCheckMode,
+    /// Where a layout's background and overlay images are.
+    pub branding_dir: std::path::PathBuf,
 }
 
 pub struct CompositionMedia {
@@ -83,6 +89,7 @@ struct Canvas {
     compositor: gst::Element,
     tee: gst::Element,
     broadcast: Broadcast,
+    branding: Branding,
     /// Frames out of the compositor: the composite's pulse.
     frames: Arc<FlowCounter>,
     /// Of those, the ones produced after they should have been on air.
@@ -134,7 +141,7 @@ impl CompositionMedia {
         let canvas = if config.audio_only {
             None
         } else {
-            Some(build_canvas(&pipeline, &id, &config, &profiles, &mix, settings.jitter_buffer, player, latency_ns.clone())?)
+            Some(build_canvas(&pipeline, &id, &config, &profiles, &mix, &settings, player, latency_ns.clone())?)
         };
         let mut media = CompositionMedia {
             id,
@@ -159,6 +166,9 @@ impl CompositionMedia {
             return Err(e);
         }
         media.recalculate_latency();
+        if let Some(canvas) = &media.canvas {
+            canvas.branding.apply(&media.config.layout);
+        }
         Ok(media)
     }
 
@@ -278,12 +288,19 @@ impl CompositionMedia {
         let Some(participant) = self.participants.iter_mut().find(|p| &p.id == id) else { return };
         participant.name = name.to_string();
         participant.controls = controls.clone();
+        if let Some(picture) = &participant.picture {
+            picture.set_name(name);
+            picture.set_video_muted(controls.video.muted);
+        }
         self.relayout();
     }
 
     /// Replaces the layout; the pictures move at the next frame.
     pub fn set_layout(&mut self, layout: &LayoutConfig) {
         self.config.layout = layout.clone();
+        if let Some(canvas) = &self.canvas {
+            canvas.branding.apply(layout);
+        }
         self.relayout();
     }
 
@@ -384,7 +401,8 @@ impl CompositionMedia {
         }
         for (participant, cell) in shown.iter().zip(cells) {
             let (Some(picture), Some(pad)) = (&participant.picture, self.compositor_pad(participant)) else { continue };
-            picture.size.set_property("caps", cell_caps(cell.width, cell.height));
+            picture.set_cell(cell.width, cell.height);
+            picture.show_label(self.config.layout.labels);
             pad.set_property("xpos", cell.x as i32);
             pad.set_property("ypos", cell.y as i32);
             pad.set_property("alpha", 1.0f64);
@@ -634,17 +652,6 @@ fn canvas_caps_for(config: &CompositionConfig) -> gst::Caps {
         .build()
 }
 
-/// A caller's picture scaled to its cell: I420 like the canvas, square
-/// pixels so that videoscale keeps the aspect ratio with black bars.
-fn cell_caps(width: u32, height: u32) -> gst::Caps {
-    gst::Caps::builder("video/x-raw")
-        .field("format", "I420")
-        .field("width", width as i32)
-        .field("height", height as i32)
-        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-        .build()
-}
-
 fn mix_format(config: &CompositionConfig) -> MixFormat {
     MixFormat { rate: config.audio.sample_rate, channels: config.audio.channels }
 }
@@ -658,7 +665,7 @@ fn build_canvas(
     config: &CompositionConfig,
     profiles: &Profiles,
     mix: &AudioMix,
-    jitter_buffer: Duration,
+    settings: &MediaSettings,
     player: Option<StreamFeed>,
     latency_ns: Arc<AtomicU64>,
 ) -> Result<Canvas, MediaError> {
@@ -679,7 +686,7 @@ fn build_canvas(
     let compositor = make("compositor", &n("compositor"))?;
     compositor.set_property_from_str("background", "black");
     compositor.set_property_from_str("start-time-selection", "first");
-    let upstream_latency = jitter_buffer + Duration::from_millis(20);
+    let upstream_latency = settings.jitter_buffer + Duration::from_millis(20);
     compositor.set_property("min-upstream-latency", upstream_latency.as_nanos() as u64);
     let canvas_caps = make("capsfilter", &n("canvas-caps"))?;
     canvas_caps.set_property("caps", canvas_caps_for(config));
@@ -692,6 +699,9 @@ fn build_canvas(
     // Fully transparent: it only paces the compositor, it never shows.
     driver_pad.set_property("alpha", 0.0f64);
     driver_caps.static_pad("src").expect("capsfilter has src").link(&driver_pad)?;
+    // Right after the driver, before any caller: under every one of them.
+    let branding =
+        Branding::build(pipeline, &compositor, &prefix, &canvas_caps_for(config), config.video.fps, settings.branding_dir.clone())?;
     gst::Element::link_many([&compositor, &canvas_caps, &tee])?;
     let frames = Arc::new(FlowCounter::default());
     let late_frames = Arc::new(FlowCounter::default());
@@ -703,7 +713,7 @@ fn build_canvas(
 
     let broadcast = Broadcast::build(&prefix, config, profiles, mix, player)?;
     pipeline.add(&broadcast.bin)?;
-    Ok(Canvas { compositor, tee, broadcast, frames, late_frames })
+    Ok(Canvas { compositor, tee, broadcast, branding, frames, late_frames })
 }
 
 fn request_pad(element: &gst::Element, template: &str) -> Result<gst::Pad, MediaError> {

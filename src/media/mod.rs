@@ -27,11 +27,13 @@ pub mod lifecycle;
 mod mixer;
 mod part;
 mod participant;
+mod picture;
 pub mod profiles;
 mod source_guard;
+mod still;
 mod topology;
 
-pub use composition::{CompositionMedia, FileOutputStatus, MediaSettings, OutputPaths, output_part_name, participant_part_name};
+pub use composition::{CompositionMedia, MissingImage, check_images, FileOutputStatus, MediaSettings, OutputPaths, output_part_name, participant_part_name};
 pub use lifecycle::{Reaper, ReaperCounts, StopTicket};
 pub use participant::{JoiningMedium, MediumState, MediumStats, ParticipantMedia, ParticipantStats};
 
