@@ -40,6 +40,10 @@ pub const VIDEO_STALE_AFTER: Duration = Duration::from_secs(1);
 /// in pixels (a 4x4 grid of 720p has 180-pixel cells: 15 px).
 const LABEL_HEIGHT: f64 = 1.0 / 12.0;
 const LABEL_MIN_PX: f64 = 12.0;
+/// How much the band behind a label darkens the picture (textoverlay's
+/// `shading-value`, 0-255; its default 80 leaves white text on a white
+/// picture hard to read).
+const LABEL_BAND_SHADING: u32 = 140;
 
 /// A caller's picture: the bin's ghost src pad and what shapes it.
 pub struct Picture {
@@ -107,6 +111,7 @@ impl Picture {
                 // The translucent band behind the text and its outline keep
                 // it readable on any picture, white or black.
                 label.set_property("shaded-background", true);
+                label.set_property("shading-value", LABEL_BAND_SHADING);
                 label.set_property("draw-outline", true);
                 label.set_property("draw-shadow", false);
                 super::part::add_chain(bin, &[&convert, &scale, &cell, &label])?;

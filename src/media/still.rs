@@ -50,6 +50,7 @@ impl Still {
         // for it and the encoder then drops frames in bursts.
         rate.set_property("caps", gst::Caps::builder("video/x-raw").field("framerate", gst::Fraction::new(fps as i32, 1)).build());
         super::part::add_chain(bin, &[&appsrc, &freeze, &rate])?;
+        answer_latency(&rate);
         let appsrc = appsrc.downcast::<AppSrc>().expect("appsrc element is an AppSrc");
         Ok(Still { appsrc, output: rate, generation: Arc::default() })
     }
@@ -75,6 +76,24 @@ impl Still {
             tracing::warn!("no thread to render a still: {e}");
         }
     }
+}
+
+/// A still may be held back for any time: its picture does not change.
+/// Answered here because imagefreeze reports a maximum latency of about a
+/// frame, which with a caller's jitter buffer upstream of the same selector
+/// (or beside it on the compositor) makes the pipeline latency impossible
+/// ("max < min") and stalls the compositor.
+fn answer_latency(output: &gst::Element) {
+    let pad = output.static_pad("src").expect("capsfilter has a src pad");
+    pad.add_probe(gst::PadProbeType::QUERY_UPSTREAM, |_, probe| {
+        if let Some(gst::PadProbeData::Query(query)) = &mut probe.data
+            && let gst::QueryViewMut::Latency(latency) = query.view_mut()
+        {
+            latency.set(true, gst::ClockTime::ZERO, gst::ClockTime::NONE);
+            return gst::PadProbeReturn::Handled;
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// The text of a slate and where it goes.
