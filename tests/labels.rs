@@ -82,7 +82,6 @@ fn names_are_drawn_in_their_own_cells_follow_a_rename_and_go_with_labels_off() {
         let unlabelled = SystemTime::now();
         sleep(Duration::from_secs(1));
         let recording = ada.stop_receiver()?;
-        std::fs::copy(&recording, "/tmp/labels-debug.mkv")?;
 
         let (left, right) = (Rect::cell(2, 1, 0, 0), Rect::cell(2, 1, 1, 0));
         let (left_text, right_text) = (read_text(&recording, named, left)?, read_text(&recording, named, right)?);
@@ -105,6 +104,99 @@ fn names_are_drawn_in_their_own_cells_follow_a_rename_and_go_with_labels_off() {
         // And with labels on, the same area was not plain: the band and the text were there.
         let labelled = frames.iter().find(|f| f.wall_time >= named).context("no frame with labels")?;
         ensure!(labelled.colour(label_area(left)) != Some(Colour::Red), "with labels on the label area is plain red");
+        Ok(())
+    });
+}
+
+/// The top left tenth of a cell: clear of a slate's text and a label.
+fn corner(cell: Rect) -> Rect {
+    let (w, h) = (cell.x1 - cell.x0, cell.y1 - cell.y0);
+    Rect { x0: cell.x0 + w * 0.02, y0: cell.y0 + h * 0.02, x1: cell.x0 + w * 0.12, y1: cell.y0 + h * 0.12 }
+}
+
+/// When `pick` first holds from `from` on, and whether it then holds on every frame in
+/// `[settled, until)` (at least 20 of them).
+fn switch_time(frames: &[Frame], from: SystemTime, settled: SystemTime, until: SystemTime, what: &str, pick: impl Fn(&Frame) -> bool) -> Result<f64> {
+    let first = frames.iter().find(|f| f.wall_time >= from && pick(f)).with_context(|| format!("never: {what}"))?;
+    for frame in frames_between(frames, settled, until, 20)? {
+        ensure!(pick(frame), "{what}: not so at +{:.2} s: {frame:?}", elapsed(from, frame.wall_time));
+    }
+    Ok(elapsed(from, first.wall_time))
+}
+
+#[test]
+fn slates_stand_in_for_missing_muted_and_stopped_video() {
+    run(&Server::start().unwrap(), |server| {
+        // A 2x2 grid of 4:3 cells, so the callers' pictures fill theirs.
+        let composition = server.create_composition(&json!({"video": {"width": 960, "height": 720, "fps": 30}}))?;
+        let mut ada = Caller::new(CallerSpec::new("Ada", Colour::Red, 500.0))?;
+        let mut grace = Caller::new(CallerSpec { video: None, ..CallerSpec::new("Grace Hopper", Colour::White, 700.0) })?;
+        let mut linus = Caller::new(CallerSpec::new("Linus", Colour::Blue, 1100.0))?;
+        let ada_joined = ada.join_named(server, &composition)?;
+        let grace_location = grace.join_named(server, &composition)?.location;
+        let linus_location = linus.join_named(server, &composition)?.location;
+        let [ada_cell, grace_cell, linus_cell, empty_cell] = [(0, 0), (1, 0), (0, 1), (1, 1)].map(|(c, r)| Rect::cell(2, 2, c, r));
+        let grace_slate = slate_colour(&participant_id(&grace_location));
+        let linus_slate = slate_colour(&participant_id(&linus_location));
+        let ada_slate = slate_colour(&participant_id(&ada_joined.location));
+
+        sleep(Duration::from_secs(3));
+        let steady = SystemTime::now();
+        sleep(Duration::from_secs(2));
+
+        let muted = SystemTime::now();
+        ensure!(patch(server, &linus_location, json!({"video": {"muted": true}}))?.status == 200, "PATCH video.muted");
+        sleep(Duration::from_secs(2));
+        let unmuted = SystemTime::now();
+        ensure!(patch(server, &linus_location, json!({"video": {"muted": false}}))?.status == 200, "PATCH video unmuted");
+        sleep(Duration::from_secs(2));
+
+        let stopped = SystemTime::now();
+        ada.kill_sender();
+        sleep(Duration::from_secs(3));
+        let resumed = SystemTime::now();
+        ada.start_sender(&ada_joined.answer)?;
+        sleep(Duration::from_secs(3));
+        let end = SystemTime::now();
+        let recording = linus.stop_receiver()?;
+        let frames = video_frames(&recording)?;
+        let second = Duration::from_secs(1);
+
+        // An audio-only caller: its colour, its initials and its name.
+        let slate_text = read_text(&recording, steady, grace_cell)?;
+        eprintln!("audio-only slate reads {slate_text:?}");
+        ensure!(slate_text.contains("GH"), "the audio-only caller's slate reads {slate_text:?}, expected its initials GH");
+        let is = |cell: Rect, rgb: [u8; 3]| move |f: &Frame| near(f.mean_color(corner(cell)), rgb, SLATE_TOLERANCE);
+        let colour = |cell: Rect, colour: Colour| move |f: &Frame| f.colour(cell.centre(0.5)) == Some(colour);
+        let others_steady = |f: &Frame| colour(ada_cell, Colour::Red)(f) && is(grace_cell, grace_slate)(f) && colour(empty_cell, Colour::Black)(f);
+        switch_time(&frames, steady, steady, muted, "the audio-only caller's slate colour", |f| {
+            is(grace_cell, grace_slate)(f) && colour(ada_cell, Colour::Red)(f) && colour(linus_cell, Colour::Blue)(f)
+        })?;
+
+        // Video muted: its slate, the others untouched; unmuted: its picture again.
+        let to_slate = switch_time(&frames, muted, muted + second, unmuted, "the muted caller's slate", |f| {
+            is(linus_cell, linus_slate)(f) && others_steady(f)
+        })?;
+        let to_picture = switch_time(&frames, unmuted, unmuted + second, stopped, "the unmuted caller's picture", |f| {
+            colour(linus_cell, Colour::Blue)(f) && others_steady(f)
+        })?;
+
+        // Its sender stops: its slate within 2 s; it resumes: its picture again.
+        let grace_and_linus = |f: &Frame| is(grace_cell, grace_slate)(f) && colour(linus_cell, Colour::Blue)(f);
+        let to_stopped_slate = switch_time(&frames, stopped, stopped + 2 * second, resumed, "the stopped caller's slate", |f| {
+            is(ada_cell, ada_slate)(f) && grace_and_linus(f)
+        })?;
+        let to_resumed = switch_time(&frames, resumed, resumed + 2 * second, end, "the resumed caller's picture", |f| {
+            colour(ada_cell, Colour::Red)(f) && grace_and_linus(f)
+        })?;
+        eprintln!(
+            "switches: muted→slate {to_slate:.2} s, unmuted→picture {to_picture:.2} s, stopped→slate {to_stopped_slate:.2} s, resumed→picture {to_resumed:.2} s"
+        );
+        ensure!(to_slate <= 0.5 && to_picture <= 1.0, "mute switches took {to_slate:.2} s and {to_picture:.2} s");
+        ensure!(to_stopped_slate <= 2.0, "a stopped sender's slate came after {to_stopped_slate:.2} s");
+        ensure!(to_resumed <= 2.0, "a resumed sender's picture came back after {to_resumed:.2} s");
+        let fps = fps_between(&frames, steady, end);
+        ensure!(fps >= 29.0, "the return stream fell to {fps:.1} fps");
         Ok(())
     });
 }
