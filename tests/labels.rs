@@ -200,3 +200,94 @@ fn slates_stand_in_for_missing_muted_and_stopped_video() {
         Ok(())
     });
 }
+
+/// Makes `name` in `dir` with ffmpeg from a lavfi filter graph.
+fn make_image(dir: &Path, name: &str, inputs: &[&str], graph: &str) -> Result<()> {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error"]);
+    for input in inputs {
+        cmd.args(["-f", "lavfi", "-i", input]);
+    }
+    cmd.args(["-filter_complex", graph, "-frames:v", "1", "-y"]).arg(dir.join(name));
+    let status = cmd.status()?;
+    ensure!(status.success(), "ffmpeg could not make {name}");
+    Ok(())
+}
+
+/// The named colour of each of `rects` in most of 10 frames of the live stream.
+fn stream_colours(url: &str, rects: &[Rect]) -> Result<Vec<Option<Colour>>> {
+    rects
+        .iter()
+        .map(|&rect| {
+            let colours: Vec<Option<Colour>> = live_stream_colours(url, 10, rect)?.into_iter().map(Colour::classify).collect();
+            // The last frames: the first may still be from before a change.
+            Ok(colours[colours.len() - 1])
+        })
+        .collect()
+}
+
+#[test]
+fn background_and_overlays_change_live_and_a_missing_image_is_refused() {
+    let branding = tempfile::tempdir().unwrap();
+    let dir = branding.path().to_str().unwrap().to_owned();
+    run(&Server::start_with(&["--branding-dir", &dir]).unwrap(), |server| {
+        // A background image, yellow left and cyan right; a logo, magenta on its left half
+        // and fully transparent on its right.
+        make_image(branding.path(), "stage.png", &["color=c=yellow:s=160x180", "color=c=cyan:s=160x180"], "[0][1]hstack")?;
+        make_image(
+            branding.path(),
+            "logo.png",
+            &["color=c=magenta:s=50x100,format=rgba", "color=c=black@0.0:s=50x100,format=rgba"],
+            "[0][1]hstack,format=rgba",
+        )?;
+        let (left, right) = (Rect::cell(2, 1, 0, 0).centre(0.5), Rect::cell(2, 1, 1, 0).centre(0.5));
+
+        // A missing image at creation: 400, naming it.
+        let response = server.post_json("/v1/compositions", &json!({"layout": {"background": "nowhere.png"}}))?;
+        ensure!(response.status == 400, "a missing background at creation answered {response:?}");
+        let error = &response.json()?["error"];
+        ensure!(error["code"] == "missing_image" && error["message"].as_str().is_some_and(|m| m.contains("nowhere.png")), "{error}");
+
+        let composition = server.create_composition(&json!({"video": {"width": 1280, "height": 720, "fps": 30}, "layout": {"background": "#00ff00"}}))?;
+        let view = server.get(&format!("/v1/compositions/{composition}"))?.json()?;
+        let url = view["rtmp_play_url"].as_str().context("rtmp_play_url")?.to_owned();
+        let colours = stream_colours(&url, &[left, right])?;
+        ensure!(colours == [Some(Colour::Green); 2], "background #00ff00 shows {colours:?}");
+
+        ensure!(put_layout(server, &composition, json!({"background": "stage.png"}))?.status == 200, "PUT background image");
+        sleep(Duration::from_millis(500));
+        let colours = stream_colours(&url, &[left, right])?;
+        ensure!(colours == [Some(Colour::Yellow), Some(Colour::Cyan)], "background image shows {colours:?}");
+
+        // A missing overlay: 400 naming it, and the layout in force unchanged.
+        let missing = json!({"background": "#000000", "overlays": [{"image": "gone.png", "x": 0.1, "y": 0.1, "width": 0.2}]});
+        let response = put_layout(server, &composition, missing)?;
+        ensure!(response.status == 400, "a missing overlay answered {response:?}");
+        let error = &response.json()?["error"];
+        ensure!(error["code"] == "missing_image" && error["message"].as_str().is_some_and(|m| m.contains("gone.png")), "{error}");
+        let layout = server.get(&format!("/v1/compositions/{composition}/layout"))?.json()?;
+        ensure!(layout["background"] == "stage.png" && layout["overlays"] == json!([]), "the refused PUT changed the layout: {layout}");
+        let colours = stream_colours(&url, &[left, right])?;
+        ensure!(colours == [Some(Colour::Yellow), Some(Colour::Cyan)], "after the refused PUT the background shows {colours:?}");
+
+        // An overlay above a caller: its opaque half magenta, the caller through its transparent half.
+        let mut ada = Caller::new(CallerSpec::new("Ada", Colour::Red, 500.0))?;
+        ada.join_named(server, &composition)?;
+        let logo = json!({"background": "stage.png", "labels": false,
+            "overlays": [{"image": "logo.png", "x": 0.5, "y": 0.25, "width": 0.25, "height": 0.5}]});
+        ensure!(put_layout(server, &composition, logo)?.status == 200, "PUT overlay");
+        sleep(Duration::from_secs(2));
+        let opaque = Rect { x0: 0.5, y0: 0.25, x1: 0.625, y1: 0.75 }.centre(0.6);
+        let clear = Rect { x0: 0.625, y0: 0.25, x1: 0.75, y1: 0.75 }.centre(0.6);
+        let beside = Rect { x0: 0.25, y0: 0.25, x1: 0.45, y1: 0.75 };
+        let colours = stream_colours(&url, &[opaque, clear, beside])?;
+        ensure!(colours == [Some(Colour::Magenta), Some(Colour::Red), Some(Colour::Red)], "overlay: {colours:?} (opaque half, clear half, beside)");
+
+        ensure!(put_layout(server, &composition, json!({"labels": false}))?.status == 200, "PUT without branding");
+        sleep(Duration::from_secs(1));
+        let colours = stream_colours(&url, &[opaque])?;
+        ensure!(colours == [Some(Colour::Red)], "overlay removed: {colours:?}");
+        drop(ada);
+        Ok(())
+    });
+}
