@@ -41,12 +41,10 @@ pub enum Colour {
     Magenta,
     White,
     Black,
-    /// #2b2f36, the slate the server shows for a caller without video.
-    DarkSlate,
 }
 
 impl Colour {
-    const ALL: [Colour; 9] = [
+    const ALL: [Colour; 8] = [
         Colour::Red,
         Colour::Green,
         Colour::Blue,
@@ -55,11 +53,10 @@ impl Colour {
         Colour::Magenta,
         Colour::White,
         Colour::Black,
-        Colour::DarkSlate,
     ];
     /// How far (Euclidean, 0-255 per channel) a measured colour may be from a named one.
-    /// Codec and YUV round trips move a flat colour by < 20; the closest two names (black and
-    /// dark slate) are 83 apart.
+    /// Codec and YUV round trips move a flat colour by < 20; the closest two names are 255
+    /// apart, and a slate's palette colour (see [`near`]) is over 60 from every name.
     const TOLERANCE: f64 = 60.0;
 
     pub fn rgb(self) -> [u8; 3] {
@@ -72,7 +69,6 @@ impl Colour {
             Colour::Magenta => [255, 0, 255],
             Colour::White => [255, 255, 255],
             Colour::Black => [0, 0, 0],
-            Colour::DarkSlate => [0x2b, 0x2f, 0x36],
         }
     }
 
