@@ -4,7 +4,7 @@
 //! plus the statistics the API shows.
 //!
 //! ```text
-//!  udpsrc ─► source check ─► rtpbin ─► funnel ─► depay ─► decoder ─► convert ─► scale ─► cell caps ─► [picture]  (to the compositor)
+//!  udpsrc ─► source check ─► rtpbin ─► funnel ─► depay ─► decoder ─► scale to cell, label, or slate ─► [picture]  (to the compositor; picture.rs)
 //!                                  └► funnel ─► depay ─► decoder ─► convert ─► resample ─► appsink   (into the mix)
 //!  appsrc (mix-minus) ─► convert ─► resample ─► encoder ─► pay ─► rtpbin ─► udpsink
 //!  [composite] (from a shared encoder) ───────────────────► pay ─► rtpbin ─► udpsink
