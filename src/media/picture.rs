@@ -181,11 +181,6 @@ impl Picture {
         self.choice.video_muted.store(muted, Ordering::SeqCst);
     }
 
-    /// Whether the video (not the slate) is what shows now.
-    pub fn showing_video(&self) -> bool {
-        *self.choice.showing_video.lock().expect("choice lock")
-    }
-
     fn render_slate(&self, card: &SlateCard) {
         let Some((width, height)) = card.size else { return };
         let (name, colour) = (card.name.clone(), card.colour);

@@ -208,3 +208,55 @@ fn render_once(elements: &[gst::Element]) -> Result<gst::Sample, MediaError> {
     let _ = pipeline.set_state(gst::State::Null);
     outcome
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Y, U and V of the pixel at (`x`, `y`) of an I420 sample.
+    fn yuv_at(sample: &gst::Sample, x: usize, y: usize) -> [u8; 3] {
+        let info = gstreamer_video::VideoInfo::from_caps(sample.caps().expect("caps")).expect("video caps");
+        let buffer = sample.buffer().expect("a buffer");
+        let map = buffer.map_readable().expect("readable");
+        let plane = |i: usize, px: usize, py: usize| map[info.offset()[i] + py * info.stride()[i] as usize + px];
+        [plane(0, x, y), plane(1, x / 2, y / 2), plane(2, x / 2, y / 2)]
+    }
+
+    fn size(sample: &gst::Sample) -> (u32, u32) {
+        let info = gstreamer_video::VideoInfo::from_caps(sample.caps().expect("caps")).expect("video caps");
+        (info.width(), info.height())
+    }
+
+    #[test]
+    fn a_card_is_its_colour_at_the_edges_and_white_text_in_the_middle() {
+        gst::init().unwrap();
+        let card = Card { width: 320, height: 180, colour: [0x1f, 0x5f, 0xa8], headline: "AL", caption: "Ada Lovelace" };
+        let sample = render_card(&card).expect("a rendered card");
+        assert_eq!(size(&sample), (320, 180));
+        // #1f5fa8 in BT.601 limited range: Y 88, U 170, V 95 (± rounding).
+        let [y, u, v] = yuv_at(&sample, 4, 4);
+        assert!(y.abs_diff(88) <= 3 && u.abs_diff(170) <= 3 && v.abs_diff(95) <= 3, "corner {:?}", [y, u, v]);
+        // Somewhere across the middle row the initials are white (Y near 235).
+        let brightest = (0..320).map(|x| yuv_at(&sample, x, 75)[0]).max().expect("a row");
+        assert!(brightest > 200, "no text across the middle: brightest Y {brightest}");
+    }
+
+    #[test]
+    fn an_image_without_a_height_keeps_its_aspect_ratio() {
+        gst::init().unwrap();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("wide.png");
+        let written = std::process::Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-f", "lavfi", "-i", "color=c=red:s=200x50", "-frames:v", "1", "-y"])
+            .arg(&path)
+            .status();
+        if !written.is_ok_and(|s| s.success()) {
+            eprintln!("skipped: no ffmpeg to make the test image");
+            return;
+        }
+        let sample = render_image(&path, "BGRA", 100, None).expect("a decoded image");
+        assert_eq!(size(&sample), (100, 25));
+        let missing = render_image(&dir.path().join("missing.png"), "BGRA", 100, None);
+        assert!(matches!(missing, Err(MediaError::Io { .. }) | Err(MediaError::Gst(_))), "{missing:?}");
+    }
+}
