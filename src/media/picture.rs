@@ -137,12 +137,18 @@ impl Picture {
         Ok(Picture { src, cell, label, slate, card, choice })
     }
 
-    /// Fits the picture to a new cell: the video's scale, the label's size,
-    /// the slate (rendered again only if the size changed).
+    /// Fits the picture to a cell: the video's scale, and if the size
+    /// changed, the label's size and the slate (rendered again). Relayouts
+    /// that move a caller without resizing it redraw nothing.
     pub fn set_cell(&self, width: u32, height: u32) {
         if let Some(cell) = &self.cell {
             cell.set_property("caps", cell_caps(width, height));
         }
+        let mut card = self.card.lock().expect("slate card lock");
+        if card.size == Some((width, height)) {
+            return;
+        }
+        card.size = Some((width, height));
         if let Some(label) = &self.label {
             let px = (f64::from(height) * LABEL_HEIGHT).max(LABEL_MIN_PX).round() as u32;
             label.set_property("font-desc", format!("Sans Bold {px}px"));
@@ -150,11 +156,7 @@ impl Picture {
             label.set_property("xpad", (px / 2) as i32);
             label.set_property("ypad", (px / 2) as i32);
         }
-        let mut card = self.card.lock().expect("slate card lock");
-        if card.size != Some((width, height)) {
-            card.size = Some((width, height));
-            self.render_slate(&card);
-        }
+        self.render_slate(&card);
     }
 
     /// A new name: on the label and the slate, at once.
