@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::still::{Card, Still, render_card};
+use super::still::{Card, Still, render_card, set_plain_text};
 use super::{MediaError, make};
 use crate::model::ids::ParticipantId;
 use crate::model::slate::{initials, slate_colour};
@@ -104,7 +104,7 @@ impl Picture {
                 scale.set_property("add-borders", true);
                 let cell = make("capsfilter", &format!("{prefix}-vcell"))?;
                 let label = make("textoverlay", &format!("{prefix}-label"))?;
-                label.set_property("text", name);
+                set_plain_text(&label, name);
                 label.set_property("auto-resize", false);
                 label.set_property_from_str("halignment", "left");
                 label.set_property_from_str("valignment", "bottom");
@@ -162,7 +162,7 @@ impl Picture {
     /// A new name: on the label and the slate, at once.
     pub fn set_name(&self, name: &str) {
         if let Some(label) = &self.label {
-            label.set_property("text", name);
+            set_plain_text(label, name);
         }
         let mut card = self.card.lock().expect("slate card lock");
         if card.name != name {

@@ -169,8 +169,7 @@ fn capsfilter(name: &str, caps: gst::Caps) -> Result<gst::Element, MediaError> {
 /// White text with a dark outline, centred at `ypos` (a fraction of the height).
 fn text(name: &str, content: &str, size_px: f64, ypos: f64) -> Result<gst::Element, MediaError> {
     let overlay = make("textoverlay", name)?;
-    // User input goes in as a property value, never into a description.
-    overlay.set_property("text", content);
+    set_plain_text(&overlay, content);
     overlay.set_property("font-desc", format!("Sans Bold {}px", size_px.round() as u32));
     overlay.set_property("auto-resize", false);
     overlay.set_property_from_str("halignment", "center");
@@ -179,6 +178,14 @@ fn text(name: &str, content: &str, size_px: f64, ypos: f64) -> Result<gst::Eleme
     overlay.set_property("shaded-background", false);
     overlay.set_property("draw-shadow", false);
     Ok(overlay)
+}
+
+/// Sets a textoverlay's text to `text` as written. User input goes in as a
+/// property value, never into a description; and escaped, because
+/// textoverlay reads its `text` as Pango markup: a name such as "R&D" would
+/// otherwise draw nothing, and "<b>" would change the font.
+pub fn set_plain_text(overlay: &gst::Element, text: &str) {
+    overlay.set_property("text", gstreamer::glib::markup_escape_text(text).as_str());
 }
 
 /// Runs `elements ─► appsink` until its one frame comes out.
@@ -239,6 +246,15 @@ mod tests {
         // Somewhere across the middle row the initials are white (Y near 235).
         let brightest = (0..320).map(|x| yuv_at(&sample, x, 75)[0]).max().expect("a row");
         assert!(brightest > 200, "no text across the middle: brightest Y {brightest}");
+    }
+
+    #[test]
+    fn a_name_with_markup_characters_is_drawn_as_written() {
+        gst::init().unwrap();
+        let card = Card { width: 320, height: 180, colour: [0, 0, 0], headline: "R&D <b>", caption: "" };
+        let sample = render_card(&card).expect("a rendered card");
+        let brightest = (0..320).map(|x| yuv_at(&sample, x, 75)[0]).max().expect("a row");
+        assert!(brightest > 200, "\"R&D <b>\" drew nothing: brightest Y {brightest}");
     }
 
     #[test]
