@@ -436,6 +436,16 @@ mod tests {
     }
 
     #[test]
+    fn the_branding_dir_comes_from_the_flag_then_the_file_then_assets() {
+        let file: FileConfig = toml::from_str("branding_dir = \"/srv/brand\"\n").unwrap();
+        assert_eq!(Config::resolve(ServeArgs::default(), file).unwrap().branding_dir, PathBuf::from("/srv/brand"));
+        let file: FileConfig = toml::from_str("branding_dir = \"/srv/brand\"\n").unwrap();
+        let args = ServeArgs { branding_dir: Some(PathBuf::from("logos")), ..Default::default() };
+        assert_eq!(Config::resolve(args, file).unwrap().branding_dir, PathBuf::from("logos"));
+        assert_eq!(Config::default().branding_dir, PathBuf::from(DEFAULT_BRANDING_DIR));
+    }
+
+    #[test]
     fn rtp_source_check_comes_from_flag_then_file_then_latch() {
         let file: FileConfig = toml::from_str("rtp_source_check = \"strict\"\n").unwrap();
         assert_eq!(Config::resolve(ServeArgs::default(), file).unwrap().rtp_source_check, SourceCheckMode::Strict);

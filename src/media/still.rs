@@ -17,8 +17,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app::{AppSink, AppSrc};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{MediaError, make};
@@ -33,8 +32,9 @@ pub struct Still {
     /// Its output, for the next element.
     pub output: gst::Element,
     /// Renders asked for so far; a render that finishes after a newer one
-    /// was asked for is dropped, so the last change wins.
-    generation: Arc<AtomicU64>,
+    /// was asked for is dropped, so the last change wins. Checked and
+    /// pushed under this lock, so an older render cannot slip in after.
+    generation: Arc<Mutex<u64>>,
 }
 
 impl Still {
@@ -58,12 +58,17 @@ impl Still {
     /// Renders with `render` on a thread of its own and shows the result;
     /// a failed render is logged and the previous picture stays.
     pub fn show_rendered(&self, what: String, render: impl FnOnce() -> Result<gst::Sample, MediaError> + Send + 'static) {
-        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let generation = {
+            let mut latest = self.generation.lock().expect("still generation lock");
+            *latest += 1;
+            *latest
+        };
         let latest = self.generation.clone();
         let appsrc = self.appsrc.downgrade();
         let spawned = std::thread::Builder::new().name("still-render".into()).spawn(move || match render() {
             Ok(sample) => {
-                if latest.load(Ordering::SeqCst) == generation
+                let latest = latest.lock().expect("still generation lock");
+                if *latest == generation
                     && let Some(appsrc) = appsrc.upgrade()
                 {
                     // Flushing (a part being torn down) is the only refusal; nothing to do then.

@@ -129,10 +129,14 @@ impl Branding {
         let render = move || {
             let rendered = if overlays.is_empty() { Ok(None) } else { overlay_composition(&dir, &overlays, width, height).map(Some) };
             match rendered {
-                Ok(composition) if latest.load(Ordering::SeqCst) == generation => {
-                    *shown.lock().expect("overlays lock") = composition;
+                Ok(composition) => {
+                    // Checked under the lock it stores under: an older render
+                    // finishing after a newer one cannot replace it.
+                    let mut shown = shown.lock().expect("overlays lock");
+                    if latest.load(Ordering::SeqCst) == generation {
+                        *shown = composition;
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => tracing::warn!("overlays not shown: {e}"),
             }
         };
