@@ -29,8 +29,8 @@ use crate::config::Config;
 use crate::events::EventBus;
 use crate::media::profiles::Profiles;
 use crate::media::{
-    CompositionMedia, JoiningMedium, MediaError, MissingImage, check_images, MediaEvent, MediaSettings, OutputPaths, Reaper, StopTicket, output_part_name,
-    participant_part_name,
+    CompositionMedia, JoiningMedium, MediaError, MediaEvent, MediaSettings, MissingImage, OutputPaths, Reaper, StopTicket,
+    check_images, output_part_name, participant_part_name,
 };
 use crate::model::event::EventKind;
 use crate::model::admission::{Cores, OverCapacity, Picture};
