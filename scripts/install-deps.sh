@@ -16,6 +16,8 @@ PACKAGES=(
   gstreamer1.0-x fonts-dejavu-core  # gstreamer1.0-x carries the pango text overlay
   # independent judges and senders in tests and benchmarks
   ffmpeg
+  # reads the names and initials drawn on the picture in the labels test
+  tesseract-ocr
   # the RTMP ingest server the publisher tests push to; its stream module
   # terminates TLS in front of it for the rtmps:// tests
   nginx libnginx-mod-rtmp libnginx-mod-stream

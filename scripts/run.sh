@@ -17,7 +17,7 @@ trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null' EXIT INT TERM
 
 for _ in $(seq 1 50); do curl -fsS "http://$HTTP/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
 composition=$(curl -fsS -X POST "http://$HTTP/v1/compositions" -H 'content-type: application/json' \
-  -d '{"name":"demo","outputs":[{"kind":"hls"}]}')
+  -d '{"name":"demo","outputs":[{"kind":"hls"}],"layout":{"background":"#14171c","overlays":[{"image":"tutti-logo.png","x":0.83,"y":0.03,"width":0.14}]}}')
 id=$(printf '%s' "$composition" | grep -o '"id":"[0-9a-f]*"' | head -n1 | cut -d'"' -f4)
 play=$(printf '%s' "$composition" | grep -o '"rtmp_play_url":"[^"]*"' | cut -d'"' -f4)
 

@@ -113,6 +113,7 @@ impl From<EngineError> for ApiError {
             EngineError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "invalid_composition"),
             EngineError::InvalidPatch(_) => (StatusCode::BAD_REQUEST, "invalid_participant_update"),
             EngineError::InvalidLayout(_) => (StatusCode::BAD_REQUEST, "invalid_layout"),
+            EngineError::MissingImage(_) => (StatusCode::BAD_REQUEST, "missing_image"),
             EngineError::Sdp(SdpError::Malformed(_)) => (StatusCode::BAD_REQUEST, "malformed_sdp"),
             EngineError::Sdp(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "no_common_codec"),
             EngineError::PortsExhausted(_) => (StatusCode::SERVICE_UNAVAILABLE, "ports_exhausted"),

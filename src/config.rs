@@ -20,6 +20,7 @@ pub const DEFAULT_RTP_BIND: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 pub const DEFAULT_JITTER_BUFFER_MS: u32 = 40;
 pub const DEFAULT_STALE_AFTER_SECS: u64 = 30;
 pub const DEFAULT_RECORDINGS_DIR: &str = "recordings";
+pub const DEFAULT_BRANDING_DIR: &str = "assets/branding";
 pub const DEFAULT_RTMP_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1935);
 /// An SDP offer is a few kilobytes; a JSON body less.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -95,6 +96,11 @@ pub struct ServeArgs {
     /// Directory for HLS segments and playlists [default: <temp dir>/tutti-hls].
     #[arg(long, env = "TUTTI_HLS_DIR")]
     pub hls_dir: Option<PathBuf>,
+    /// Directory of the images a layout names as its `background` or its
+    /// `overlays` (PNG or JPEG, by plain file name) [default: assets/branding].
+    /// A layout naming a file that is not there is refused with a 400.
+    #[arg(long, env = "TUTTI_BRANDING_DIR")]
+    pub branding_dir: Option<PathBuf>,
     /// Address of the embedded RTMP server that plays every composition at
     /// rtmp://ADDRESS/live/{composition_id} [default: 127.0.0.1:1935].
     #[arg(long, env = "TUTTI_RTMP_LISTEN")]
@@ -185,6 +191,7 @@ struct FileConfig {
     pipelines: Option<PathBuf>,
     recordings: Option<PathBuf>,
     hls_dir: Option<PathBuf>,
+    branding_dir: Option<PathBuf>,
     rtmp_listen: Option<SocketAddr>,
     webhook_urls: Option<Vec<String>>,
     webhook_secret: Option<String>,
@@ -255,6 +262,7 @@ pub struct Config {
     pub pipelines_dir: Option<PathBuf>,
     pub recordings_dir: PathBuf,
     pub hls_dir: PathBuf,
+    pub branding_dir: PathBuf,
     pub rtmp_listen: SocketAddr,
     /// Where events are POSTed, and the key that signs them.
     pub webhooks: WebhookConfig,
@@ -315,6 +323,7 @@ impl Config {
                 .or(file.recordings)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_RECORDINGS_DIR)),
             hls_dir: args.hls_dir.or(file.hls_dir).unwrap_or_else(|| std::env::temp_dir().join("tutti-hls")),
+            branding_dir: args.branding_dir.or(file.branding_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_BRANDING_DIR)),
             rtmp_listen: args.rtmp_listen.or(file.rtmp_listen).unwrap_or(DEFAULT_RTMP_LISTEN),
             webhooks,
             rtmps_ca_file: args.rtmps_ca_file.or(file.rtmps_ca_file),
@@ -424,6 +433,16 @@ mod tests {
         let args = ServeArgs { rtmps_ca_file: Some(PathBuf::from("ca.pem")), ..Default::default() };
         assert_eq!(Config::resolve(args, file).unwrap().rtmps_ca_file, Some(PathBuf::from("ca.pem")));
         assert_eq!(Config::default().rtmps_ca_file, None);
+    }
+
+    #[test]
+    fn the_branding_dir_comes_from_the_flag_then_the_file_then_assets() {
+        let file: FileConfig = toml::from_str("branding_dir = \"/srv/brand\"\n").unwrap();
+        assert_eq!(Config::resolve(ServeArgs::default(), file).unwrap().branding_dir, PathBuf::from("/srv/brand"));
+        let file: FileConfig = toml::from_str("branding_dir = \"/srv/brand\"\n").unwrap();
+        let args = ServeArgs { branding_dir: Some(PathBuf::from("logos")), ..Default::default() };
+        assert_eq!(Config::resolve(args, file).unwrap().branding_dir, PathBuf::from("logos"));
+        assert_eq!(Config::default().branding_dir, PathBuf::from(DEFAULT_BRANDING_DIR));
     }
 
     #[test]

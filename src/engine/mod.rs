@@ -29,8 +29,8 @@ use crate::config::Config;
 use crate::events::EventBus;
 use crate::media::profiles::Profiles;
 use crate::media::{
-    CompositionMedia, JoiningMedium, MediaError, MediaEvent, MediaSettings, OutputPaths, Reaper, StopTicket, output_part_name,
-    participant_part_name,
+    CompositionMedia, JoiningMedium, MediaError, MediaEvent, MediaSettings, MissingImage, OutputPaths, Reaper, StopTicket,
+    check_images, output_part_name, participant_part_name,
 };
 use crate::model::event::EventKind;
 use crate::model::admission::{Cores, OverCapacity, Picture};
@@ -71,6 +71,8 @@ pub enum EngineError {
     InvalidPatch(#[from] InvalidPatch),
     #[error("invalid layout: {0}")]
     InvalidLayout(String),
+    #[error("invalid layout: {0}")]
+    MissingImage(#[from] MissingImage),
     #[error("media pipeline: {0}")]
     Media(#[from] MediaError),
     #[error("the server is shutting down")]
@@ -388,6 +390,9 @@ impl Engine {
 
     fn create_composition(&mut self, config: CompositionConfig) -> Result<CompositionView, EngineError> {
         config.validate()?;
+        if !config.audio_only {
+            check_images(&config.layout, &self.config.branding_dir)?;
+        }
         let limits = &self.config.limits;
         if self.compositions.len() >= limits.max_compositions {
             return Err(EngineError::TooManyCompositions(limits.max_compositions));
@@ -399,8 +404,11 @@ impl Engine {
         let events = Arc::new(move |event| {
             let _ = events_tx.send(Message::Media(event));
         });
-        let settings =
-            MediaSettings { jitter_buffer: self.config.jitter_buffer, source_check: self.config.rtp_source_check };
+        let settings = MediaSettings {
+            jitter_buffer: self.config.jitter_buffer,
+            source_check: self.config.rtp_source_check,
+            branding_dir: self.config.branding_dir.clone(),
+        };
         // The embedded RTMP server plays the composite picture: none without video.
         let server = self.services.rtmp_server.as_ref().filter(|_| !config.audio_only);
         let player = server.and_then(|s| s.register_stream(id.as_str()).ok());
@@ -612,6 +620,7 @@ impl Engine {
         let mut config = composition.config.clone();
         config.layout = layout;
         config.validate().map_err(|e| EngineError::InvalidLayout(e.0))?;
+        check_images(&config.layout, &self.config.branding_dir)?;
         composition.media.set_layout(&config.layout);
         tracing::info!(composition = %id, layout = ?config.layout, "layout changed");
         self.services.events.publish(id, EventKind::LayoutChanged { kind: config.layout.kind() });

@@ -5,9 +5,12 @@
 //! in the [`Topology`]; it starts within a deadline and stops off the engine
 //! thread ([`super::lifecycle`]).
 
+mod branding;
 mod broadcast;
 mod outputs;
 mod stage;
+
+pub use branding::{MissingImage, check_images};
 
 pub use outputs::OutputPaths;
 
@@ -34,6 +37,7 @@ use crate::model::layout::{self, Fit, LayoutConfig, Placement, Seat, Transition,
 use crate::model::source_check::SourceCheckMode;
 use crate::model::output::ValidOutput;
 use crate::rtmp::{PublisherHandle, StreamFeed};
+use branding::Branding;
 use broadcast::{Broadcast, FeedKey, FeedTarget};
 use outputs::FileOutput;
 use stage::{Highlight, Move, PadGeometry, Stage};
@@ -43,6 +47,8 @@ pub struct MediaSettings {
     pub jitter_buffer: Duration,
     /// Which packets at a caller's ports are taken as its media.
     pub source_check: SourceCheckMode,
+    /// Where a layout's background and overlay images are.
+    pub branding_dir: std::path::PathBuf,
 }
 
 pub struct CompositionMedia {
@@ -90,6 +96,7 @@ struct Canvas {
     broadcast: Broadcast,
     /// The border around the active speaker.
     highlight: Highlight,
+    branding: Branding,
     /// Frames out of the compositor: the composite's pulse.
     frames: Arc<FlowCounter>,
     /// Of those, the ones produced after they should have been on air.
@@ -141,7 +148,7 @@ impl CompositionMedia {
         let canvas = if config.audio_only {
             None
         } else {
-            Some(build_canvas(&pipeline, &id, &config, &profiles, &mix, settings.jitter_buffer, player, latency_ns.clone())?)
+            Some(build_canvas(&pipeline, &id, &config, &profiles, &mix, &settings, player, latency_ns.clone())?)
         };
         let mut media = CompositionMedia {
             id,
@@ -168,6 +175,9 @@ impl CompositionMedia {
             return Err(e);
         }
         media.recalculate_latency();
+        if let Some(canvas) = &media.canvas {
+            canvas.branding.apply(&media.config.layout);
+        }
         Ok(media)
     }
 
@@ -287,6 +297,10 @@ impl CompositionMedia {
         let Some(participant) = self.participants.iter_mut().find(|p| &p.id == id) else { return };
         participant.name = name.to_string();
         participant.controls = controls.clone();
+        if let Some(picture) = &participant.picture {
+            picture.set_name(name);
+            picture.set_video_muted(controls.video.muted);
+        }
         self.relayout();
     }
 
@@ -294,6 +308,9 @@ impl CompositionMedia {
     /// there as the layout's transition says.
     pub fn set_layout(&mut self, layout: &LayoutConfig) {
         self.config.layout = layout.clone();
+        if let Some(canvas) = &self.canvas {
+            canvas.branding.apply(layout);
+        }
         // The transition is for this change only, not for later joins.
         let transition = self.config.layout.transition.take();
         self.relayout_with(transition);
@@ -413,6 +430,7 @@ impl CompositionMedia {
         let mut moves = Vec::new();
         for participant in &self.participants {
             let (Some(picture), Some(pad)) = (&participant.picture, self.compositor_pad(participant)) else { continue };
+            picture.show_label(self.config.layout.labels);
             let to = match self.placements.get(&participant.id) {
                 Some(p) => {
                     picture.set_cell(p.rect.width, p.rect.height, p.fit);
@@ -700,7 +718,7 @@ fn build_canvas(
     config: &CompositionConfig,
     profiles: &Profiles,
     mix: &AudioMix,
-    jitter_buffer: Duration,
+    settings: &MediaSettings,
     player: Option<StreamFeed>,
     latency_ns: Arc<AtomicU64>,
 ) -> Result<Canvas, MediaError> {
@@ -721,7 +739,7 @@ fn build_canvas(
     let compositor = make("compositor", &n("compositor"))?;
     compositor.set_property_from_str("background", "black");
     compositor.set_property_from_str("start-time-selection", "first");
-    let upstream_latency = jitter_buffer + Duration::from_millis(20);
+    let upstream_latency = settings.jitter_buffer + Duration::from_millis(20);
     compositor.set_property("min-upstream-latency", upstream_latency.as_nanos() as u64);
     let canvas_caps = make("capsfilter", &n("canvas-caps"))?;
     canvas_caps.set_property("caps", canvas_caps_for(config));
@@ -734,6 +752,9 @@ fn build_canvas(
     // Fully transparent: it only paces the compositor, it never shows.
     driver_pad.set_property("alpha", 0.0f64);
     driver_caps.static_pad("src").expect("capsfilter has src").link(&driver_pad)?;
+    // Right after the driver, before any caller: under every one of them.
+    let branding =
+        Branding::build(pipeline, &compositor, &prefix, &canvas_caps_for(config), config.video.fps, settings.branding_dir.clone())?;
     gst::Element::link_many([&compositor, &canvas_caps, &tee])?;
     let frames = Arc::new(FlowCounter::default());
     let late_frames = Arc::new(FlowCounter::default());
@@ -747,7 +768,7 @@ fn build_canvas(
 
     let broadcast = Broadcast::build(&prefix, config, profiles, mix, player)?;
     pipeline.add(&broadcast.bin)?;
-    Ok(Canvas { compositor, tee, broadcast, highlight, frames, late_frames })
+    Ok(Canvas { compositor, tee, broadcast, highlight, branding, frames, late_frames })
 }
 
 fn request_pad(element: &gst::Element, template: &str) -> Result<gst::Pad, MediaError> {

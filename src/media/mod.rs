@@ -3,11 +3,11 @@
 //! One pipeline per composition (one clock for every caller in it):
 //!
 //! ```text
-//!  [caller-A]: udpsrc ─► rtpbin ─► depay ─► decoder ─► scale to cell ─┐
-//!  [caller-B]: …                                                      ▼
-//!  driver (transparent, live) ──────────────────────────────────► compositor ─► tee ─┬─► [comp-{id}-broadcast]: queue ─► H.264 ─► tee ─┬─► RTMP feed, [out-…] (HLS, recordings)
-//!                                                                                    │                                                └─► [enc-h264-…]: h264parse ─► tee ─► [caller-A], [caller-B] (H.264 mode 1)
-//!                                                                                    └─► [enc-vp8-…]: queue ─► VP8 ─► tee ─► [caller-C] (VP8, or H.264 mode 0)
+//!  [caller-A]: udpsrc ─► rtpbin ─► depay ─► decoder ─► scale to cell, label (or its slate) ─┐
+//!  [caller-B]: …                                                                            ▼
+//!  driver (transparent, live), background still ──────────────────────────────────► compositor ─► overlays ─► tee ─┬─► [comp-{id}-broadcast]: queue ─► H.264 ─► tee ─┬─► RTMP feed, [out-…] (HLS, recordings)
+//!                                                                                                                  │                                                └─► [enc-h264-…]: h264parse ─► tee ─► [caller-A], [caller-B] (H.264 mode 1)
+//!                                                                                                                  └─► [enc-vp8-…]: queue ─► VP8 ─► tee ─► [caller-C] (VP8, or H.264 mode 0)
 //!  [caller-A]: … ─► decoder ─► convert/resample ─► appsink ─┐
 //!  [caller-B]: … ─► decoder ─► convert/resample ─► appsink ─┤  mixing thread (mixer.rs), every 20 ms:
 //!                                                           ├► appsrc: A + B + … ─► [comp-{id}-broadcast] (AAC)
@@ -27,11 +27,13 @@ pub mod lifecycle;
 mod mixer;
 mod part;
 mod participant;
+mod picture;
 pub mod profiles;
 mod source_guard;
+mod still;
 mod topology;
 
-pub use composition::{CompositionMedia, FileOutputStatus, MediaSettings, OutputPaths, output_part_name, participant_part_name};
+pub use composition::{CompositionMedia, MissingImage, check_images, FileOutputStatus, MediaSettings, OutputPaths, output_part_name, participant_part_name};
 pub use lifecycle::{Reaper, ReaperCounts, StopTicket};
 pub use participant::{JoiningMedium, MediumState, MediumStats, ParticipantMedia, ParticipantStats};
 

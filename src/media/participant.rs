@@ -4,7 +4,7 @@
 //! plus the statistics the API shows.
 //!
 //! ```text
-//!  udpsrc ─► source check ─► rtpbin ─► funnel ─► depay ─► decoder ─► convert ─► crop ─► scale ─► cell caps ─► [picture]  (to the compositor)
+//!  udpsrc ─► source check ─► rtpbin ─► funnel ─► depay ─► decoder ─► scale to cell, label, or slate ─► [picture]  (to the compositor; picture.rs)
 //!                                  └► funnel ─► depay ─► decoder ─► convert ─► resample ─► appsink   (into the mix)
 //!  appsrc (mix-minus) ─► convert ─► resample ─► encoder ─► pay ─► rtpbin ─► udpsink
 //!  [composite] (from a shared encoder) ───────────────────► pay ─► rtpbin ─► udpsink
@@ -22,14 +22,14 @@ use std::time::{Duration, SystemTime};
 
 use super::flow::{FlowCounter, Measure, count_on};
 use super::mixer::AudioMix;
-use super::part::{add_chain, expose_input, expose_static};
+use super::part::{add_chain, expose_input};
+use super::picture::Picture;
 use super::profiles::Profiles;
 use super::source_guard::{ReceiveGuard, Routing, guard_socket};
 use super::{MediaError, make};
 use crate::model::codec::{AudioCodec, Codec, MediaKind, VideoCodec};
 use crate::model::controls::ParticipantControls;
 use crate::model::ids::ParticipantId;
-use crate::model::layout::Fit;
 use crate::model::sdp::NegotiatedMedia;
 use crate::model::source_check::{Channel, SourceCheck, SourceCheckMode};
 use crate::ports::{PortLease, PortPair};
@@ -37,9 +37,6 @@ use crate::ports::{PortLease, PortPair};
 /// rtpbin session numbers: fixed per medium so pad names say what they carry.
 pub const AUDIO_SESSION: u32 = 0;
 pub const VIDEO_SESSION: u32 = 1;
-
-/// Colour of the slate shown for a caller without video (ARGB).
-const SLATE_COLOUR: u32 = 0xff2b_2f36;
 
 pub fn session_for(kind: MediaKind) -> u32 {
     match kind {
@@ -80,46 +77,6 @@ pub struct ParticipantMedia {
     pub audio: Option<MediumState>,
     pub video: Option<MediumState>,
     _leases: Vec<PortLease>,
-}
-
-/// A caller's picture: the bin's ghost src pad, the crop that makes it the
-/// shape of its cell (`fit: cover`), and the capsfilter that sets the size
-/// it is scaled to (its cell's).
-pub struct Picture {
-    pub src: gst::Pad,
-    crop: gst::Element,
-    size: gst::Element,
-}
-
-impl Picture {
-    /// Scales (and for `cover`, crops) the picture to a cell of this size,
-    /// live: only what changed is set, since each change renegotiates the
-    /// caller's chain. Anything sized to the cell (its label) follows here.
-    pub fn set_cell(&self, width: u32, height: u32, fit: Fit) {
-        let caps = cell_caps(width, height);
-        if self.size.property::<Option<gst::Caps>>("caps").as_ref() != Some(&caps) {
-            self.size.set_property("caps", caps);
-        }
-        // 0/1 crops nothing: the whole picture, with black bars.
-        let aspect = match fit {
-            Fit::Contain => gst::Fraction::new(0, 1),
-            Fit::Cover => gst::Fraction::new(width as i32, height.max(1) as i32),
-        };
-        if self.crop.property::<gst::Fraction>("aspect-ratio") != aspect {
-            self.crop.set_property("aspect-ratio", aspect);
-        }
-    }
-}
-
-/// A caller's picture scaled to its cell: I420 like the canvas, square
-/// pixels so that videoscale keeps the aspect ratio with black bars.
-fn cell_caps(width: u32, height: u32) -> gst::Caps {
-    gst::Caps::builder("video/x-raw")
-        .field("format", "I420")
-        .field("width", width as i32)
-        .field("height", height as i32)
-        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-        .build()
 }
 
 /// Per-medium facts: what was negotiated, and what flows each way.
@@ -266,7 +223,9 @@ impl ParticipantMedia {
                     Codec::Video(codec) => {
                         let decoder = context.profiles.video_decoder(codec, &n("vdec"))?.upcast::<gst::Element>();
                         add_chain(&bin, &[&funnel, &depay, &decoder])?;
-                        participant.picture = Some(scale_to_cell(&bin, &decoder, &prefix)?);
+                        if let Some(fps) = context.canvas_fps {
+                            participant.picture = Some(Picture::build(&bin, &prefix, id, name, Some(&decoder), fps)?);
+                        }
                     }
                     Codec::Audio(codec) => {
                         let decoder = context.profiles.audio_decoder(codec, &n("adec"))?.upcast::<gst::Element>();
@@ -322,7 +281,7 @@ impl ParticipantMedia {
         if let Some(fps) = context.canvas_fps
             && participant.picture.is_none()
         {
-            participant.picture = Some(slate(&bin, name, fps, &n("slate"))?);
+            participant.picture = Some(Picture::build(&bin, &prefix, id, name, None, fps)?);
         }
 
         route_incoming_streams(
@@ -424,51 +383,6 @@ impl ParticipantMedia {
         }
         stats
     }
-}
-
-/// Scales `upstream`'s picture to its cell (aspect ratio kept: black bars,
-/// or cropped to the cell's shape) and exposes it as the bin's `picture`
-/// pad. Scaling happens here, in the caller's own streaming thread, so
-/// callers scale in parallel and the compositor only blends pictures
-/// already at their cell size.
-fn scale_to_cell(bin: &gst::Bin, upstream: &gst::Element, prefix: &str) -> Result<Picture, MediaError> {
-    let convert = make("videoconvert", &format!("{prefix}-vconv"))?;
-    // Follows the incoming size by itself: a caller changing resolution keeps its crop.
-    let crop = make("aspectratiocrop", &format!("{prefix}-vcrop"))?;
-    let scale = make("videoscale", &format!("{prefix}-vscale"))?;
-    scale.set_property("add-borders", true);
-    let size = make("capsfilter", &format!("{prefix}-vcell"))?;
-    bin.add_many([&convert, &crop, &scale, &size])?;
-    gst::Element::link_many([upstream, &convert, &crop, &scale, &size])?;
-    Ok(Picture { src: expose_static(bin, &size, "src", "picture")?, crop, size })
-}
-
-/// A dark slate with the caller's name, for a caller that sends no video.
-fn slate(bin: &gst::Bin, name: &str, fps: u32, element_name: &str) -> Result<Picture, MediaError> {
-    let source = make("videotestsrc", &format!("{element_name}-src"))?;
-    source.set_property("is-live", true);
-    source.set_property_from_str("pattern", "solid-color");
-    source.set_property("foreground-color", SLATE_COLOUR);
-    let caps = make("capsfilter", &format!("{element_name}-caps"))?;
-    // At the canvas frame rate: a slower live source makes the
-    // compositor wait for it and the encoder then drops frames in bursts.
-    caps.set_property(
-        "caps",
-        gst::Caps::builder("video/x-raw")
-            .field("width", 320)
-            .field("height", 180)
-            .field("framerate", gst::Fraction::new(fps as i32, 1))
-            .build(),
-    );
-    let text = make("textoverlay", &format!("{element_name}-text"))?;
-    // User input goes in as a property value, never into a description.
-    text.set_property("text", name);
-    text.set_property_from_str("halignment", "center");
-    text.set_property_from_str("valignment", "center");
-    text.set_property("font-desc", "Sans Bold 14");
-    text.set_property("shaded-background", false);
-    add_chain(bin, &[&source, &caps, &text])?;
-    scale_to_cell(bin, &text, element_name)
 }
 
 /// Mix format → the codec's rate and channels → encoder bin.

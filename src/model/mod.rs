@@ -5,6 +5,7 @@
 //! Everything here is deterministic and unit-tested next to its code.
 
 pub mod admission;
+pub mod branding;
 pub mod codec;
 pub mod composition;
 pub mod controls;
@@ -14,4 +15,5 @@ pub mod ids;
 pub mod layout;
 pub mod output;
 pub mod sdp;
+pub mod slate;
 pub mod source_check;

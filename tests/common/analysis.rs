@@ -41,12 +41,10 @@ pub enum Colour {
     Magenta,
     White,
     Black,
-    /// #2b2f36, the slate the server shows for a caller without video.
-    DarkSlate,
 }
 
 impl Colour {
-    const ALL: [Colour; 9] = [
+    const ALL: [Colour; 8] = [
         Colour::Red,
         Colour::Green,
         Colour::Blue,
@@ -55,11 +53,10 @@ impl Colour {
         Colour::Magenta,
         Colour::White,
         Colour::Black,
-        Colour::DarkSlate,
     ];
     /// How far (Euclidean, 0-255 per channel) a measured colour may be from a named one.
-    /// Codec and YUV round trips move a flat colour by < 20; the closest two names (black and
-    /// dark slate) are 83 apart.
+    /// Codec and YUV round trips move a flat colour by < 20; the closest two names are 255
+    /// apart, and a slate's palette colour (see [`near`]) is over 60 from every name.
     const TOLERANCE: f64 = 60.0;
 
     pub fn rgb(self) -> [u8; 3] {
@@ -72,7 +69,6 @@ impl Colour {
             Colour::Magenta => [255, 0, 255],
             Colour::White => [255, 255, 255],
             Colour::Black => [0, 0, 0],
-            Colour::DarkSlate => [0x2b, 0x2f, 0x36],
         }
     }
 
@@ -382,4 +378,40 @@ pub fn tone_level_db(samples: &[f32], rate: u32, freq: f64) -> f64 {
     // A sine of amplitude A gives |X| = A * n/2 * (coherent gain 0.5).
     let amplitude = magnitude / (n as f64 * 0.25);
     20.0 * amplitude.max(1e-10).log10()
+}
+
+/// Whether `rgb` is within `tolerance` (Euclidean, 0-255 per channel) of `expected`: for
+/// colours that are not one of the named [`Colour`]s, such as a slate's.
+pub fn near(rgb: [u8; 3], expected: [u8; 3], tolerance: f64) -> bool {
+    rgb.iter().zip(expected).map(|(&a, b)| (f64::from(a) - f64::from(b)).powi(2)).sum::<f64>().sqrt() <= tolerance
+}
+
+/// What tesseract (Debian's `tesseract-ocr`) reads in `rect` of the first frame of
+/// `recording` stamped at or after `at`, decoded at full size. Words come back separated
+/// by single spaces.
+pub fn read_text(recording: &Path, at: SystemTime, rect: Rect) -> Result<String> {
+    let dir = tempfile::tempdir()?;
+    let png = dir.path().join("frame.png");
+    let secs = at.duration_since(UNIX_EPOCH)?.as_secs_f64();
+    let crop = format!(
+        "crop=w=iw*{w}:h=ih*{h}:x=iw*{x}:y=ih*{y}",
+        w = rect.x1 - rect.x0,
+        h = rect.y1 - rect.y0,
+        x = rect.x0,
+        y = rect.y0
+    );
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-copyts", "-i"])
+        .arg(recording)
+        // Grey and negated: tesseract reads dark text on light best, and labels are white.
+        .args(["-map", "0:v:0", "-vf", &format!("select='gte(t\\,{secs:.3})',{crop},format=gray,negate"), "-frames:v", "1", "-y"])
+        .arg(&png);
+    let output = run_bounded(cmd, DECODE_TIMEOUT)?;
+    ensure!(output.status.success() && png.exists(), "no frame at {secs:.3} in {}: {}", recording.display(), text_tail(&String::from_utf8_lossy(&output.stderr)));
+    let mut cmd = Command::new("tesseract");
+    // Sparse text: a label or a slate is a few words anywhere in the picture.
+    cmd.arg(&png).args(["stdout", "--psm", "11"]);
+    let output = run_bounded(cmd, DECODE_TIMEOUT)?;
+    ensure!(output.status.success(), "tesseract: {}", text_tail(&String::from_utf8_lossy(&output.stderr)));
+    Ok(String::from_utf8_lossy(&output.stdout).split_whitespace().collect::<Vec<_>>().join(" "))
 }

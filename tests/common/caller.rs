@@ -355,6 +355,15 @@ impl Caller {
         Ok(participant)
     }
 
+    /// As [`Caller::join`], posting the offer as JSON with the spec's name as the
+    /// participant's name (what its label and slate show).
+    pub fn join_named(&mut self, server: &Server, composition_id: &str) -> Result<Participant> {
+        self.start_receiver()?;
+        let participant = server.add_named_participant(composition_id, &self.spec.name, &self.offer())?;
+        self.start_sender(&participant.answer)?;
+        Ok(participant)
+    }
+
     /// Starts sending the test picture and tone where `answer` says, through an rtpbin that
     /// also reads the RTCP arriving at our advertised RTCP port (PLI/FIR force a keyframe).
     /// Rejected m= lines (port 0) are not sent. Also used to restart after `stop_sender`.

@@ -260,6 +260,17 @@ impl Server {
         Ok(Participant { location, answer: response.body })
     }
 
+    /// `POST /v1/compositions/{id}/participants` with `{"name", "sdp"}`, expecting 201 +
+    /// Location; the answer is the JSON body's `sdp`.
+    pub fn add_named_participant(&self, composition_id: &str, name: &str, offer: &str) -> Result<Participant> {
+        let path = format!("/v1/compositions/{composition_id}/participants");
+        let response = self.post_json(&path, &serde_json::json!({"name": name, "sdp": offer}))?;
+        ensure!(response.status == 201, "adding participant {name}: {response:?}\n{}", self.logs());
+        let location = response.header(LOCATION.as_str()).context("201 without a Location header")?.to_owned();
+        let answer = response.json()?["sdp"].as_str().context("no sdp in the answer")?.to_owned();
+        Ok(Participant { location, answer })
+    }
+
     /// A GET whose body is binary (an HLS segment, say).
     pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
         let response = self.request(Method::GET, path).send()?;

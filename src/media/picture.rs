@@ -1,0 +1,290 @@
+//! A caller's picture on its way to the compositor: its video scaled to its
+//! cell with its name on it, or its slate, switched live.
+//!
+//! ```text
+//!  decoder ─► convert ─► crop ─► scale ─► cell caps ─► label ─► ┐
+//!                                                        input-selector ─► [picture]
+//!  slate: appsrc ─► imagefreeze ─► framerate ─────────────────► ┘
+//! ```
+//!
+//! Everything here runs in the caller's own streaming threads: the crop
+//! (for `fit: cover`) and scaling,
+//! the label (textoverlay renders its text once per change and blends only
+//! its own rectangle per frame), and the choice of picture. The slate is a
+//! still ([`super::still`]), rendered again only on a join, a rename or a
+//! new cell size.
+//!
+//! Which input shows is decided per frame by two pad probes, no timer:
+//! each decoded frame notes the time and brings the video back (unless it is
+//! muted); each slate frame puts the slate up when the video is muted or
+//! has sent nothing for [`VIDEO_STALE_AFTER`]. The selector drops what the
+//! other input sends, so a switch takes effect at the next frame, with no
+//! gap: the compositor keeps showing the last frame until then.
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::still::{Card, Still, render_card, set_plain_text};
+use super::{MediaError, make};
+use crate::model::ids::ParticipantId;
+use crate::model::layout::Fit;
+use crate::model::slate::{initials, slate_colour};
+
+/// A caller whose video brings no frame for this long shows its slate
+/// rather than its last frame, frozen. A second: well above the gap between
+/// two frames of any sender (5 fps is 200 ms) and a keyframe wait after loss.
+pub const VIDEO_STALE_AFTER: Duration = Duration::from_secs(1);
+
+/// The label's text height as a fraction of the cell height, and its floor
+/// in pixels (a 4x4 grid of 720p has 180-pixel cells: 15 px).
+const LABEL_HEIGHT: f64 = 1.0 / 12.0;
+const LABEL_MIN_PX: f64 = 12.0;
+/// How much the band behind a label darkens the picture (textoverlay's
+/// `shading-value`, 0-255; its default 80 leaves white text on a white
+/// picture hard to read).
+const LABEL_BAND_SHADING: u32 = 140;
+
+/// A caller's picture: the bin's ghost src pad and what shapes it.
+pub struct Picture {
+    pub src: gst::Pad,
+    /// Crops the video to its cell's shape (`fit: cover`) and sets the size
+    /// it is scaled to; `None` for a caller without video.
+    shape: Option<Shape>,
+    label: Option<gst::Element>,
+    slate: Still,
+    /// What the slate shows, to render it again when any of it changes.
+    card: Mutex<SlateCard>,
+    choice: Arc<Choice>,
+}
+
+struct Shape {
+    crop: gst::Element,
+    cell: gst::Element,
+}
+
+struct SlateCard {
+    name: String,
+    colour: [u8; 3],
+    size: Option<(u32, u32)>,
+}
+
+/// Shared by the two probes that pick the picture.
+struct Choice {
+    selector: gst::Element,
+    video_pad: Option<gst::Pad>,
+    slate_pad: gst::Pad,
+    video_muted: AtomicBool,
+    /// Whether the selector shows the video; a lock, not an atomic, so
+    /// that the flag and the selector never disagree when both probes race.
+    showing_video: Mutex<bool>,
+    /// Nanoseconds after `epoch` of the last decoded frame; 0: none yet.
+    last_frame: AtomicU64,
+    epoch: Instant,
+}
+
+impl Picture {
+    /// The picture of a caller, built in `bin`: from `decoded` (its video
+    /// decoder's output) if it sends video, else its slate only.
+    pub fn build(
+        bin: &gst::Bin,
+        prefix: &str,
+        id: &ParticipantId,
+        name: &str,
+        decoded: Option<&gst::Element>,
+        fps: u32,
+    ) -> Result<Picture, MediaError> {
+        let selector = make("input-selector", &format!("{prefix}-vselect"))?;
+        // An input not shown is dropped at once rather than held back to
+        // keep pace with the one shown; and no buffer is cached for a switch.
+        selector.set_property("sync-streams", false);
+        selector.set_property("cache-buffers", false);
+        bin.add(&selector)?;
+        let slate = Still::build(bin, &format!("{prefix}-slate"), fps)?;
+        let slate_pad = link_to_selector(&slate.output, &selector)?;
+
+        let (shape, label, video_pad) = match decoded {
+            Some(decoded) => {
+                let convert = make("videoconvert", &format!("{prefix}-vconv"))?;
+                // Follows the incoming size by itself: a caller changing resolution keeps its crop.
+                let crop = make("aspectratiocrop", &format!("{prefix}-vcrop"))?;
+                let scale = make("videoscale", &format!("{prefix}-vscale"))?;
+                scale.set_property("add-borders", true);
+                let cell = make("capsfilter", &format!("{prefix}-vcell"))?;
+                let label = make("textoverlay", &format!("{prefix}-label"))?;
+                set_plain_text(&label, name);
+                label.set_property("auto-resize", false);
+                label.set_property_from_str("halignment", "left");
+                label.set_property_from_str("valignment", "bottom");
+                // The translucent band behind the text and its outline keep
+                // it readable on any picture, white or black.
+                label.set_property("shaded-background", true);
+                label.set_property("shading-value", LABEL_BAND_SHADING);
+                label.set_property("draw-outline", true);
+                label.set_property("draw-shadow", false);
+                super::part::add_chain(bin, &[&convert, &crop, &scale, &cell, &label])?;
+                decoded.link(&convert)?;
+                let pad = link_to_selector(&label, &selector)?;
+                (Some(Shape { crop, cell }), Some(label), Some(pad))
+            }
+            None => (None, None, None),
+        };
+        selector.set_property("active-pad", &slate_pad);
+        let src = super::part::expose_static(bin, &selector, "src", "picture")?;
+        let choice = Arc::new(Choice {
+            selector,
+            video_pad,
+            slate_pad,
+            video_muted: AtomicBool::new(false),
+            showing_video: Mutex::new(false),
+            last_frame: AtomicU64::new(0),
+            epoch: Instant::now(),
+        });
+        choice.watch(label.as_ref(), &slate.output);
+        let card = Mutex::new(SlateCard { name: name.to_string(), colour: slate_colour(id), size: None });
+        Ok(Picture { src, shape, label, slate, card, choice })
+    }
+
+    /// Fits the picture to a cell: the video's crop and scale, and if the
+    /// size changed, the label's size and the slate (rendered again). Only
+    /// what changed is set, since each change renegotiates the caller's
+    /// chain: relayouts that move a caller without resizing it redraw nothing.
+    pub fn set_cell(&self, width: u32, height: u32, fit: Fit) {
+        if let Some(Shape { crop, cell }) = &self.shape {
+            let caps = cell_caps(width, height);
+            if cell.property::<Option<gst::Caps>>("caps").as_ref() != Some(&caps) {
+                cell.set_property("caps", caps);
+            }
+            // 0/1 crops nothing: the whole picture, with black bars.
+            let aspect = match fit {
+                Fit::Contain => gst::Fraction::new(0, 1),
+                Fit::Cover => gst::Fraction::new(width as i32, height.max(1) as i32),
+            };
+            if crop.property::<gst::Fraction>("aspect-ratio") != aspect {
+                crop.set_property("aspect-ratio", aspect);
+            }
+        }
+        let mut card = self.card.lock().expect("slate card lock");
+        if card.size == Some((width, height)) {
+            return;
+        }
+        card.size = Some((width, height));
+        if let Some(label) = &self.label {
+            let px = (f64::from(height) * LABEL_HEIGHT).max(LABEL_MIN_PX).round() as u32;
+            label.set_property("font-desc", format!("Sans Bold {px}px"));
+            // Its margins grow with it, off the cell's edge.
+            label.set_property("xpad", (px / 2) as i32);
+            label.set_property("ypad", (px / 2) as i32);
+        }
+        self.render_slate(&card);
+    }
+
+    /// A new name: on the label and the slate, at once.
+    pub fn set_name(&self, name: &str) {
+        if let Some(label) = &self.label {
+            set_plain_text(label, name);
+        }
+        let mut card = self.card.lock().expect("slate card lock");
+        if card.name != name {
+            card.name = name.to_string();
+            self.render_slate(&card);
+        }
+    }
+
+    pub fn show_label(&self, shown: bool) {
+        if let Some(label) = &self.label {
+            label.set_property("silent", !shown);
+        }
+    }
+
+    /// Muted video shows the slate from the next slate frame, and the
+    /// picture again from the next decoded frame after it is unmuted.
+    pub fn set_video_muted(&self, muted: bool) {
+        self.choice.video_muted.store(muted, Ordering::SeqCst);
+    }
+
+    fn render_slate(&self, card: &SlateCard) {
+        let Some((width, height)) = card.size else { return };
+        let (name, colour) = (card.name.clone(), card.colour);
+        self.slate.show_rendered(format!("slate of {name}"), move || {
+            render_card(&Card { width, height, colour, headline: &initials(&name), caption: &name })
+        });
+    }
+}
+
+impl Choice {
+    /// Installs the two probes that pick the picture (see the module doc).
+    fn watch(self: &Arc<Self>, video: Option<&gst::Element>, slate: &gst::Element) {
+        if let Some(video) = video {
+            let choice = Arc::downgrade(self);
+            video.static_pad("src").expect("textoverlay has a src pad").add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                if let Some(choice) = choice.upgrade() {
+                    choice.on_video_frame();
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
+        let choice = Arc::downgrade(self);
+        slate.static_pad("src").expect("capsfilter has a src pad").add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            if let Some(choice) = choice.upgrade() {
+                choice.on_slate_frame();
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+
+    fn now(&self) -> u64 {
+        // +1: 0 means "no frame yet".
+        self.epoch.elapsed().as_nanos() as u64 + 1
+    }
+
+    fn on_video_frame(&self) {
+        self.last_frame.store(self.now(), Ordering::SeqCst);
+        if !self.video_muted.load(Ordering::SeqCst) {
+            self.show(true);
+        }
+    }
+
+    fn on_slate_frame(&self) {
+        let last = self.last_frame.load(Ordering::SeqCst);
+        let stale = last == 0 || Duration::from_nanos(self.now().saturating_sub(last)) > VIDEO_STALE_AFTER;
+        if stale || self.video_muted.load(Ordering::SeqCst) {
+            self.show(false);
+        }
+    }
+
+    /// Switches the selector if it does not already show that input. The
+    /// probes run before the selector's chain, outside its lock, so taking
+    /// it here (to set the property) cannot deadlock.
+    fn show(&self, video: bool) {
+        let pad = match (video, &self.video_pad) {
+            (true, Some(pad)) => pad,
+            (true, None) => return,
+            (false, _) => &self.slate_pad,
+        };
+        let mut showing_video = self.showing_video.lock().expect("choice lock");
+        if *showing_video != video {
+            *showing_video = video;
+            self.selector.set_property("active-pad", pad);
+        }
+    }
+}
+
+fn link_to_selector(upstream: &gst::Element, selector: &gst::Element) -> Result<gst::Pad, MediaError> {
+    let pad = selector.request_pad_simple("sink_%u").ok_or_else(|| MediaError::Gst("input-selector refused a sink pad".into()))?;
+    upstream.static_pad("src").expect("the upstream element has a src pad").link(&pad)?;
+    Ok(pad)
+}
+
+/// A caller's picture scaled to its cell: I420 like the canvas, square
+/// pixels so that videoscale keeps the aspect ratio with black bars.
+fn cell_caps(width: u32, height: u32) -> gst::Caps {
+    gst::Caps::builder("video/x-raw")
+        .field("format", "I420")
+        .field("width", width as i32)
+        .field("height", height as i32)
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+        .build()
+}
