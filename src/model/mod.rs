@@ -15,3 +15,4 @@ pub mod layout;
 pub mod output;
 pub mod sdp;
 pub mod source_check;
+pub mod speaker;
