@@ -44,6 +44,14 @@ const KEPT_AFTER_TRIM: usize = 2;
 /// whose clock runs fast): it is dropped at the end of the window. One
 /// second: a drop is rare and a short glitch, the delay it removes is not.
 const DRAIN_WINDOW_BLOCKS: u32 = 50;
+/// A caller whose block once came too late for its tick (a hole of 20 ms in
+/// everyone's mix) keeps this many blocks queued from then on, which the
+/// drain above leaves alone. Without it, the late block standing in the
+/// queue was drained a second later (a skip), leaving no slack for the next
+/// late one: on a loaded machine, a hole and a skip every few seconds
+/// (seen in tests/active_speaker.rs). A caller that is never late keeps
+/// the lowest delay.
+const JITTER_RESERVE_BLOCKS: usize = 1;
 /// After a stall of the mixing thread longer than this many blocks it picks
 /// up at the present rather than racing through the missed blocks.
 const MAX_CATCH_UP_BLOCKS: u32 = 5;
@@ -84,6 +92,10 @@ struct Input {
     /// The fewest samples left after taking a block, over the current window.
     lowest: Option<usize>,
     blocks_in_window: u32,
+    /// Whether the latest tick had a whole block from it.
+    flowing: bool,
+    /// Blocks the drain leaves queued: none until a block came late.
+    reserve_blocks: usize,
     /// As the producer set it: its volume, 0 when muted.
     gain: f32,
     /// The gain its latest block went in with; the next block ramps from it.
@@ -92,7 +104,15 @@ struct Input {
 
 impl Default for Input {
     fn default() -> Self {
-        Input { queue: VecDeque::new(), lowest: None, blocks_in_window: 0, gain: 1.0, applied_gain: 1.0 }
+        Input {
+            queue: VecDeque::new(),
+            lowest: None,
+            blocks_in_window: 0,
+            flowing: false,
+            reserve_blocks: 0,
+            gain: 1.0,
+            applied_gain: 1.0,
+        }
     }
 }
 
@@ -329,16 +349,23 @@ fn take_blocks(inputs: &mut HashMap<ParticipantId, Input>, block_samples: usize,
             queue.drain(..excess);
         }
         if queue.len() < block_samples {
-            // Nothing (or too little) arrived: this caller is silent for this block.
+            // Nothing (or too little) arrived: this caller is silent for this
+            // block. If it was flowing, its block is late: keep a reserve.
+            if input.flowing {
+                input.reserve_blocks = JITTER_RESERVE_BLOCKS;
+            }
+            input.flowing = false;
             continue;
         }
+        input.flowing = true;
         blocks.insert(id.clone(), queue.drain(..block_samples).collect());
         input.lowest = Some(input.lowest.map_or(queue.len(), |l| l.min(queue.len())));
         input.blocks_in_window += 1;
         if input.blocks_in_window == DRAIN_WINDOW_BLOCKS {
             let standing = input.lowest.take().unwrap_or(0);
+            let excess = standing.saturating_sub(input.reserve_blocks * block_samples);
             // Whole sample frames only, so that channels stay in their places.
-            queue.drain(..standing - standing % channels);
+            queue.drain(..excess - excess % channels);
             input.blocks_in_window = 0;
         }
     }
@@ -530,6 +557,32 @@ mod tests {
             inputs.get_mut(&a).unwrap().queue.extend([0i16; 4]);
         }
         assert_eq!(inputs[&a].queue.len(), 4);
+    }
+
+    #[test]
+    fn a_caller_whose_block_came_late_keeps_a_block_in_reserve_rather_than_skipping() {
+        let a = ParticipantId::random();
+        let mut inputs = HashMap::new();
+        inputs.insert(a.clone(), Input::default());
+        // Whether `a` had a block this tick, with `arriving` blocks arrived since the last.
+        let tick = |inputs: &mut HashMap<ParticipantId, Input>, arriving: usize| {
+            inputs.get_mut(&a).unwrap().queue.extend(vec![0i16; 4 * arriving]);
+            take_blocks(inputs, 4, 1).contains_key(&a)
+        };
+        // On time for a while, then one block late: a hole, then two at once.
+        for _ in 0..10 {
+            assert!(tick(&mut inputs, 1));
+        }
+        assert!(!tick(&mut inputs, 0), "the late block's tick is a hole");
+        assert!(tick(&mut inputs, 2));
+        assert_eq!(inputs[&a].queue.len(), 4, "one block standing");
+        // The standing block survives the drain, and absorbs the next late block.
+        for _ in 0..2 * DRAIN_WINDOW_BLOCKS {
+            assert!(tick(&mut inputs, 1));
+        }
+        assert_eq!(inputs[&a].queue.len(), 4, "the reserve is not drained");
+        assert!(tick(&mut inputs, 0), "a late block no longer makes a hole");
+        assert!(tick(&mut inputs, 2));
     }
 
     fn steady(gain: f32) -> Ramp {

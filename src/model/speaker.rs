@@ -60,8 +60,8 @@ pub const DECISION_WINDOW: Duration = Duration::from_secs(1);
 pub const TAKEOVER: Duration = Duration::from_millis(600);
 /// How much more voiced time than the current speaker a challenger needs.
 pub const CLEAR_LEAD: Duration = Duration::from_millis(300);
-/// Time constant of the level shown in the API.
-const LEVEL_SMOOTHING: Duration = Duration::from_millis(100);
+/// The level shown in the API is the RMS over this long.
+const SHOWN_LEVEL_WINDOW: Duration = Duration::from_millis(100);
 
 /// RMS level of interleaved S16 samples in dBov (RFC 6464), -127..0.
 pub fn level_dbov(samples: &[i16]) -> f64 {
@@ -85,7 +85,7 @@ pub struct BlockLevel {
 /// What the detector says of one caller now.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TalkerState {
-    /// Its level, smoothed over about 100 ms.
+    /// Its RMS level over the last 100 ms.
     pub level_dbov: f64,
     pub speaking: bool,
 }
@@ -108,14 +108,13 @@ struct Scales {
     window: usize,
     takeover: u32,
     lead: u32,
-    /// Weight of a new block in the shown level.
-    smoothing: f64,
+    shown_level: usize,
 }
 
 struct Talker {
     order: u64,
-    /// The shown level, as linear power (1.0 = 0 dBov).
-    power: f64,
+    /// The power (1.0 = 0 dBov) of the blocks of the shown level, newest last.
+    powers: VecDeque<f64>,
     floor: NoiseFloor,
     voiced_run: u32,
     unvoiced_run: u32,
@@ -171,7 +170,7 @@ impl SpeakerDetector {
                 window: blocks(DECISION_WINDOW, block) as usize,
                 takeover: blocks(TAKEOVER, block),
                 lead: blocks(CLEAR_LEAD, block),
-                smoothing: (block.as_secs_f64() / LEVEL_SMOOTHING.as_secs_f64()).min(1.0),
+                shown_level: blocks(SHOWN_LEVEL_WINDOW, block) as usize,
             },
             talkers: HashMap::new(),
             next_order: 0,
@@ -186,7 +185,7 @@ impl SpeakerDetector {
         for (id, level) in levels {
             if !self.talkers.contains_key(id) {
                 self.next_order += 1;
-                self.talkers.insert(id.clone(), Talker::new(self.next_order, scales.window));
+                self.talkers.insert(id.clone(), Talker::new(self.next_order, &scales));
             }
             self.talkers.get_mut(id).expect("inserted above").observe(level, &scales);
         }
@@ -210,7 +209,8 @@ impl SpeakerDetector {
     /// `None` for a caller never fed (one that sends no audio).
     pub fn talker(&self, id: &ParticipantId) -> Option<TalkerState> {
         let talker = self.talkers.get(id)?;
-        let level_dbov = if talker.power > 0.0 { (10.0 * talker.power.log10()).clamp(SILENCE_DBOV, 0.0) } else { SILENCE_DBOV };
+        let power = talker.powers.iter().sum::<f64>() / talker.powers.len().max(1) as f64;
+        let level_dbov = if power > 0.0 { (10.0 * power.log10()).clamp(SILENCE_DBOV, 0.0) } else { SILENCE_DBOV };
         Some(TalkerState { level_dbov, speaking: talker.speaking })
     }
 
@@ -236,15 +236,15 @@ impl SpeakerDetector {
 }
 
 impl Talker {
-    fn new(order: u64, window: usize) -> Talker {
+    fn new(order: u64, scales: &Scales) -> Talker {
         Talker {
             order,
-            power: 0.0,
+            powers: VecDeque::with_capacity(scales.shown_level),
             floor: NoiseFloor::new(),
             voiced_run: 0,
             unvoiced_run: 0,
             speaking: false,
-            recent: VecDeque::with_capacity(window),
+            recent: VecDeque::with_capacity(scales.window),
             voiced_recent: 0,
             audible: true,
         }
@@ -253,8 +253,10 @@ impl Talker {
     fn observe(&mut self, level: BlockLevel, scales: &Scales) {
         let dbov = level.dbov.clamp(SILENCE_DBOV, 0.0);
         self.audible = level.audible;
-        let power = if dbov <= SILENCE_DBOV { 0.0 } else { 10f64.powf(dbov / 10.0) };
-        self.power += (power - self.power) * scales.smoothing;
+        if self.powers.len() == scales.shown_level {
+            self.powers.pop_front();
+        }
+        self.powers.push_back(if dbov <= SILENCE_DBOV { 0.0 } else { 10f64.powf(dbov / 10.0) });
 
         self.floor.observe(dbov, scales.floor_subwindow);
         let threshold = (self.floor.level().min(FLOOR_CEILING_DBOV) + SPEECH_MARGIN_DB).max(QUIETEST_SPEECH_DBOV);
@@ -531,20 +533,20 @@ mod tests {
     }
 
     #[test]
-    fn the_shown_level_follows_within_a_few_blocks() {
+    fn the_shown_level_is_the_rms_of_the_last_100_ms() {
         let mut detector = SpeakerDetector::new(BLOCK);
         let alice = id("alice");
         assert_eq!(detector.talker(&alice), None, "a caller never fed has no level");
         detector.observe([(&alice, heard(SILENCE_DBOV))]);
         assert_eq!(detector.talker(&alice).unwrap().level_dbov, SILENCE_DBOV);
-        for _ in 0..15 {
-            detector.observe([(&alice, heard(TALK_DBOV))]);
+        let mut shown = Vec::new();
+        for dbov in [TALK_DBOV; 6].into_iter().chain([SILENCE_DBOV; 5]) {
+            detector.observe([(&alice, heard(dbov))]);
+            shown.push((detector.talker(&alice).unwrap().level_dbov * 10.0).round() / 10.0);
         }
-        let level = detector.talker(&alice).unwrap().level_dbov;
-        assert!((level - TALK_DBOV).abs() < 0.5, "after 300 ms: {level}");
-        for _ in 0..50 {
-            detector.observe([(&alice, heard(SILENCE_DBOV))]);
-        }
-        assert!(detector.talker(&alice).unwrap().level_dbov < -60.0, "and falls back");
+        // A new caller's first blocks are averaged over what it has sent (one
+        // silent, then 1, 2, 3, 4 loud); then four loud blocks in five are 1 dB
+        // below the level, one is 7 dB below, none is silence.
+        assert_eq!(shown, vec![-23.0, -21.8, -21.2, -21.0, -20.0, -20.0, -21.0, -22.2, -24.0, -27.0, SILENCE_DBOV]);
     }
 }

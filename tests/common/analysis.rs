@@ -308,6 +308,33 @@ impl Audio {
         Ok(tone_level_db(self.window(t0, t1)?, self.rate, freq))
     }
 
+    /// When the tone at `freq` is on: the intervals where its level, over
+    /// 20 ms windows every 5 ms, is above `threshold_db` (dBFS). Each edge is
+    /// placed at the middle of the first window past it: within ±10 ms.
+    pub fn tone_intervals(&self, freq: f64, threshold_db: f64) -> Vec<(SystemTime, SystemTime)> {
+        let (window, hop) = (self.rate as usize / 50, self.rate as usize / 200);
+        let at = |index: usize| self.start + Duration::from_secs_f64((index + window / 2) as f64 / f64::from(self.rate));
+        let mut intervals = Vec::new();
+        let mut on_since = None;
+        let mut index = 0;
+        while index + window <= self.samples.len() {
+            let on = tone_level_db(&self.samples[index..index + window], self.rate, freq) > threshold_db;
+            match (on, on_since) {
+                (true, None) => on_since = Some(at(index)),
+                (false, Some(since)) => {
+                    intervals.push((since, at(index)));
+                    on_since = None;
+                }
+                _ => {}
+            }
+            index += hop;
+        }
+        if let Some(since) = on_since {
+            intervals.push((since, self.end()));
+        }
+        intervals
+    }
+
     /// The level of each tone in `freqs` between `t0` and `t1` (dBFS), in the same order.
     pub fn tone_levels_db(&self, t0: SystemTime, t1: SystemTime, freqs: &[f64]) -> Result<Vec<f64>> {
         let window = self.window(t0, t1)?;
