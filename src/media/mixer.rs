@@ -612,7 +612,7 @@ mod tests {
         assert_eq!(samples(&mixed.heard_by(&Listener::Caller(a.clone()), false)), vec![10; 4]);
         assert_eq!(samples(&mixed.heard_by(&Listener::Caller(b.clone()), false)), vec![0; 4]);
         let level_of_a = levels.iter().find(|(id, _)| *id == a).unwrap().1;
-        assert_eq!(level_of_a.audible, false);
+        assert!(!level_of_a.audible);
         assert!((level_of_a.dbov + 6.02).abs() < 0.01, "what it sends, before its gain: {level_of_a:?}");
         let level_of_b = levels.iter().find(|(id, _)| *id == b).unwrap().1;
         assert!(level_of_b.audible);

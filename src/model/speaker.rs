@@ -483,7 +483,7 @@ mod tests {
         let last = speaking.iter().rev().find(|(_, s)| *s).map_or(0.0, |(t, _)| *t);
         let window = (FLOOR_SUBWINDOWS as f64) * FLOOR_SUBWINDOW.as_secs_f64();
         assert!(last <= window + HANGOVER.as_secs_f64(), "still speaking {last:.2} s after the fan came on");
-        assert!(speaking[399].1 == false);
+        assert!(!speaking[399].1);
     }
 
     #[test]
