@@ -62,9 +62,16 @@ fn controls(server: &Server) -> Result<()> {
     }))?;
     let mut callers = Vec::new();
     let mut locations = Vec::new();
-    for (name, tone) in ["a", "b", "c"].into_iter().zip(TONES) {
-        let mut caller =
-            Caller::new(CallerSpec { video: None, tone_amplitude: AMPLITUDE, ..CallerSpec::new(name, Colour::White, tone) })?;
+    // The listeners judged (B, C) receive a waveform codec: Opus, a perceptual
+    // codec, moved a lone 500 Hz tone by up to 2 dB from one run to the next.
+    let codecs = [AudioCodec::Opus, AudioCodec::Pcmu, AudioCodec::G722];
+    for ((name, tone), codec) in ["a", "b", "c"].into_iter().zip(TONES).zip(codecs) {
+        let mut caller = Caller::new(CallerSpec {
+            video: None,
+            audio: Some(codec),
+            tone_amplitude: AMPLITUDE,
+            ..CallerSpec::new(name, Colour::White, tone)
+        })?;
         locations.push(caller.join(server, &composition)?.location);
         callers.push(caller);
     }
@@ -126,7 +133,7 @@ fn controls(server: &Server) -> Result<()> {
     // Levels of every tone, by listener and phase (dBFS).
     let levels = |audio: &Audio, phase: Phase| -> Result<Vec<f64>> {
         let (from, to) = window(phase);
-        audio.tone_levels_db(from, to, &TONES)
+        TONES.iter().map(|&tone| audio.tone_level_median_db(from, to, tone)).collect()
     };
     let listeners: [(&str, &Audio); 3] = [("b", &heard[1]), ("c", &heard[2]), ("the recording", &recording)];
     for (name, audio) in listeners {

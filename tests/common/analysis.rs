@@ -308,6 +308,17 @@ impl Audio {
         Ok(tone_level_db(self.window(t0, t1)?, self.rate, freq))
     }
 
+    /// The median of the tone's levels over 100 ms windows from `t0` to `t1`
+    /// (dBFS): the level it is heard at, unmoved by a glitch (a hole or a skip,
+    /// which also breaks the phase a single long window relies on) in one window.
+    pub fn tone_level_median_db(&self, t0: SystemTime, t1: SystemTime, freq: f64) -> Result<f64> {
+        let window = self.window(t0, t1)?;
+        let mut levels: Vec<f64> = window.chunks_exact(self.rate as usize / 10).map(|w| tone_level_db(w, self.rate, freq)).collect();
+        ensure!(!levels.is_empty(), "less than 100 ms of audio between the two instants");
+        levels.sort_by(f64::total_cmp);
+        Ok(levels[levels.len() / 2])
+    }
+
     /// When the tone at `freq` is on: the intervals where its level, over
     /// 20 ms windows every 5 ms, is above `threshold_db` (dBFS). Each edge is
     /// placed at the middle of the first window past it: within ±10 ms.
