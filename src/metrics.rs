@@ -56,6 +56,12 @@ pub fn render(snapshot: &MetricsSnapshot, bus: &BusStats, webhooks: &WebhookStat
         families.counter("tutti_participant_bytes_received_total", "RTP bytes received from a participant.", MEDIUM_LABELS);
     let bytes_sent = families.counter("tutti_participant_bytes_sent_total", "RTP bytes sent to a participant.", MEDIUM_LABELS);
     let jitter = families.float_gauge("tutti_participant_jitter_seconds", "Interarrival jitter of a participant's RTP (RFC 3550).", MEDIUM_LABELS);
+    let audio_level = families.float_gauge(
+        "tutti_participant_audio_level_dbov",
+        "Level of the audio a participant sends, in dBov (RFC 6464: -127 silence, 0 the loudest).",
+        &["composition", "participant"],
+    );
+    let speaking = families.gauge("tutti_participant_speaking", "1 while a participant is talking.", &["composition", "participant"]);
     let output_state = families.gauge(
         "tutti_output_state",
         "1 for the state an output is in, 0 for the others.",
@@ -85,6 +91,10 @@ pub fn render(snapshot: &MetricsSnapshot, bus: &BusStats, webhooks: &WebhookStat
             participants.with_label_values(&[id, label(&state).as_str()]).set(n as i64);
         }
         for p in &c.participants {
+            if let Some(level) = p.audio_level_dbov {
+                audio_level.with_label_values(&[id, p.id.as_str()]).set(level);
+                speaking.with_label_values(&[id, p.id.as_str()]).set(i64::from(p.speaking));
+            }
             for (media, stats) in [("audio", &p.audio), ("video", &p.video)] {
                 let Some(stats) = stats else { continue };
                 let labels = [id, p.id.as_str(), media];

@@ -14,78 +14,13 @@ mod common;
 use anyhow::{Context, Result, bail, ensure};
 use common::*;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "whsec_events_test";
 /// The receiver answers 503 to this many POSTs before taking them.
 const REFUSED_FIRST: usize = 2;
-/// Long enough for every step of the caller's life; each wait is bounded on its own.
-const STREAM_LIFETIME: Duration = Duration::from_secs(90);
-
-/// An SSE client: a thread reads `id:`/`data:` blocks into a channel.
-struct EventStream {
-    events: mpsc::Receiver<(u64, Value)>,
-    seen: Vec<Value>,
-}
-
-impl EventStream {
-    fn open(server: &Server, query: &str, last_event_id: Option<u64>) -> Result<EventStream> {
-        let client = reqwest::blocking::Client::builder().timeout(STREAM_LIFETIME).build()?;
-        let mut request = client.get(server.url(&format!("/v1/events{query}")));
-        if let Some(id) = last_event_id {
-            request = request.header("Last-Event-ID", id.to_string());
-        }
-        let response = request.send()?;
-        ensure!(response.status() == 200, "GET /v1/events{query}: {}", response.status());
-        let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
-        ensure!(content_type.starts_with("text/event-stream"), "content type {content_type}");
-        let (tx, events) = mpsc::channel();
-        thread::spawn(move || {
-            let (mut id, mut data) = (None, String::new());
-            for line in BufReader::new(response).lines() {
-                let Ok(line) = line else { return };
-                if let Some(value) = line.strip_prefix("id:") {
-                    id = value.trim().parse::<u64>().ok();
-                } else if let Some(value) = line.strip_prefix("data:") {
-                    data.push_str(value.trim_start());
-                } else if line.is_empty() && !data.is_empty() {
-                    let event: Value = serde_json::from_str(&data).expect("every event is JSON");
-                    if tx.send((id.take().expect("every event has an id"), event)).is_err() {
-                        return;
-                    }
-                    data.clear();
-                }
-            }
-        });
-        Ok(EventStream { events, seen: Vec::new() })
-    }
-
-    /// Reads events until one satisfies `wanted`, within `timeout`.
-    fn wait_for(&mut self, timeout: Duration, what: &str, wanted: impl Fn(&Value) -> bool) -> Result<Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let (id, event) = self.events.recv_timeout(left).with_context(|| format!("no {what} within {timeout:?}; saw {:?}", types(&self.seen)))?;
-            ensure!(event["seq"] == id, "SSE id {id} and seq {} differ", event["seq"]);
-            self.seen.push(event.clone());
-            if wanted(&event) {
-                return Ok(event);
-            }
-        }
-    }
-}
-
-fn types(events: &[Value]) -> Vec<String> {
-    events.iter().map(|e| format!("{}:{}", e["seq"], e["type"].as_str().unwrap_or("?"))).collect()
-}
-
-fn is(kind: &'static str) -> impl Fn(&Value) -> bool {
-    move |e| e["type"] == kind
-}
 
 /// The value of the sample of `name` whose labels include all of `labels`.
 fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -218,7 +153,7 @@ fn caller_life(server: &Server, received: &std::path::Path) -> Result<()> {
 
     // The filtered stream has this composition's events only, through its deletion.
     only_this.wait_for(Duration::from_secs(2), "composition_deleted (filtered)", is("composition_deleted"))?;
-    ensure!(only_this.seen.iter().all(|e| e["composition"] == id), "another composition's event: {:?}", types(&only_this.seen));
+    ensure!(only_this.seen.iter().all(|e| e["composition"] == id), "another composition's event: {:?}", event_types(&only_this.seen));
 
     // A client that reconnects with Last-Event-ID gets what came after it.
     let mut resumed = EventStream::open(server, "", Some(2))?;

@@ -223,6 +223,8 @@ struct Composition {
     rtmp_play_url: Option<String>,
     /// `None` in an audio-only composition.
     composite: Option<CompositeWatch>,
+    /// Who the layouts follow, as last announced.
+    active_speaker: Option<ParticipantId>,
 }
 
 struct OutputRecord {
@@ -424,6 +426,7 @@ impl Engine {
             outputs: Vec::new(),
             rtmp_play_url: server.map(|s| s.play_url(id.as_str())),
             config: config.clone(),
+            active_speaker: None,
         };
         self.compositions.insert(id.clone(), composition);
         for output in &config.outputs {
@@ -648,6 +651,11 @@ impl Engine {
                     c.media.recalculate_latency();
                 }
             }
+            MediaEvent::ActiveSpeakerChanged { composition } => {
+                if let Some(c) = self.compositions.get_mut(&composition) {
+                    c.follow_speaker(&composition, &self.services.events);
+                }
+            }
             MediaEvent::Stopped { ticket, .. } => {
                 if let Some(pending) = self.pending_removals.remove(&ticket) {
                     let _ = pending.reply.send(Ok(Removal::Stopped));
@@ -681,6 +689,7 @@ impl Engine {
         let stale_after = self.config.stale_after;
         for (id, composition) in &mut self.compositions {
             composition.watch(id, now, stale_after, &self.services.events);
+            composition.follow_speaker(id, &self.services.events);
         }
         let late: Vec<StopTicket> =
             self.pending_removals.iter().filter(|(_, p)| p.since.elapsed() >= REPLY_DEADLINE).map(|(t, _)| *t).collect();
@@ -757,6 +766,22 @@ impl Engine {
             }
         }
         tracing::info!("every composition stopped");
+    }
+}
+
+impl Composition {
+    /// Reads who the mix's speaker detector takes for the active speaker; on
+    /// a change the layouts follow and an event says who. On every tick, and
+    /// at once when the mix says it changed.
+    fn follow_speaker(&mut self, id: &CompositionId, events: &EventBus) {
+        let detected = self.media.detected_speaker();
+        if detected == self.active_speaker {
+            return;
+        }
+        tracing::debug!(composition = %id, speaker = ?detected, "active speaker");
+        self.media.set_active_speaker(detected.clone());
+        events.publish(id, EventKind::ActiveSpeakerChanged { participant: detected.clone() });
+        self.active_speaker = detected;
     }
 }
 

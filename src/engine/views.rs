@@ -64,6 +64,11 @@ pub struct ParticipantView {
     /// Where its picture is on the canvas (`x`, `y`, `width`, `height` in
     /// pixels, `z` higher in front); `null` when the layout does not show it.
     pub rect: Option<Placement>,
+    /// Whether it is talking now (muted or not: what it sends).
+    pub speaking: bool,
+    /// The level of what it sends, before its volume, in dBov (RFC 6464:
+    /// -127 is silence, 0 the loudest); `null` if it sends no audio.
+    pub audio_level_dbov: Option<f64>,
     pub audio: Option<MediumStats>,
     pub video: Option<MediumStats>,
     pub last_error: Option<String>,
@@ -150,6 +155,8 @@ pub struct CompositionView {
     pub video: Option<VideoConfig>,
     pub audio: AudioConfig,
     pub layout: LayoutConfig,
+    /// Who the layouts follow: the participant talking, or `null`.
+    pub active_speaker: Option<ParticipantId>,
     /// Frames the compositor has produced: the composite's pulse. Absent
     /// in an audio-only composition.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -180,6 +187,7 @@ impl Composition {
             video: (!self.config.audio_only).then(|| self.config.video.clone()),
             audio: self.config.audio.clone(),
             layout: self.config.layout.clone(),
+            active_speaker: self.active_speaker.clone(),
             composite_frames: self.media.composite_frames(),
             composite_frames_late: self.media.composite_frames_late(),
             participants: self.participants.iter().filter_map(|p| self.participant_view(&p.id)).collect(),
@@ -249,12 +257,16 @@ impl Composition {
     pub(super) fn participant_view(&self, pid: &ParticipantId) -> Option<ParticipantView> {
         let participant = self.participants.iter().find(|p| &p.id == pid)?;
         let stats = self.media.participant(pid).map(|m| m.stats()).unwrap_or_default();
+        let speech = self.media.speech_of(pid);
         Some(ParticipantView {
             id: participant.id.clone(),
             name: participant.name.clone(),
             state: participant.state,
             controls: participant.controls.clone(),
             rect: self.media.placement(pid),
+            speaking: speech.is_some_and(|s| s.speaking),
+            // Tenths of a dB: all a level meter can show.
+            audio_level_dbov: speech.map(|s| (s.level_dbov * 10.0).round() / 10.0),
             audio: stats.audio,
             video: stats.video,
             last_error: participant.last_error.clone(),

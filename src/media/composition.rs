@@ -35,6 +35,7 @@ use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 use crate::model::controls::ParticipantControls;
 use crate::model::layout::{self, Fit, LayoutConfig, Placement, Seat, Transition, TransitionKind};
 use crate::model::source_check::SourceCheckMode;
+use crate::model::speaker::TalkerState;
 use crate::model::output::ValidOutput;
 use crate::rtmp::{PublisherHandle, StreamFeed};
 use branding::Branding;
@@ -141,7 +142,10 @@ impl CompositionMedia {
         player: Option<StreamFeed>,
     ) -> Result<CompositionMedia, MediaError> {
         let pipeline = gst::Pipeline::with_name(&format!("comp-{id}"));
-        let mix = AudioMix::start(&format!("mix-{id}"), mix_format(&config), &pipeline)?;
+        let (speaker_events, speaker_composition) = (events.clone(), id.clone());
+        let mix = AudioMix::start(&format!("mix-{id}"), mix_format(&config), &pipeline, move || {
+            speaker_events(MediaEvent::ActiveSpeakerChanged { composition: speaker_composition.clone() })
+        })?;
         let fuses = Fuses::default();
         watch_bus(&pipeline, id.clone(), events, fuses.clone());
         let latency_ns = Arc::new(AtomicU64::new(0));
@@ -301,7 +305,19 @@ impl CompositionMedia {
             picture.set_name(name);
             picture.set_video_muted(controls.video.muted);
         }
+        self.mix.set_controls(id, controls.audio.gain(), controls.deaf);
         self.relayout();
+    }
+
+    /// Who the mix's speaker detector takes for the active speaker now (the
+    /// engine decides when the layouts follow: [`Self::set_active_speaker`]).
+    pub fn detected_speaker(&self) -> Option<ParticipantId> {
+        self.mix.active_speaker()
+    }
+
+    /// A caller's audio level and whether it speaks; `None` if it sends no audio.
+    pub fn speech_of(&self, id: &ParticipantId) -> Option<TalkerState> {
+        self.mix.talker(id)
     }
 
     /// Replaces the layout; the pictures move at the next frame, or fade

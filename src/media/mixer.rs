@@ -10,11 +10,20 @@
 //! jitter buffer plus headroom. Here the work is O(N), a caller with no
 //! block simply contributes silence to that block, and a caller's own audio
 //! is removed from the very sum it went into, so the mix-minus is exact.
+//!
+//! The producer's controls act here too: each caller's block goes into the
+//! sum at its gain (volume, 0 when muted), ramped linearly over one block
+//! when it changes so that a mute is not a click; since its own block is
+//! subtracted at the same gain, its mix-minus stays exact. A deaf caller is
+//! sent silence, still one block every 20 ms, so that its return stream
+//! never stops. And since every caller's block passes here anyway, its level
+//! is measured here (before its gain: what it sends) and fed to the speaker
+//! detector (`model::speaker`), whose verdict the engine reads.
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -22,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use super::{MediaError, make};
 use crate::model::ids::ParticipantId;
+use crate::model::speaker::{BlockLevel, SILENCE_DBOV, SpeakerDetector, TalkerState, level_dbov};
 
 /// One mixing block. 20 ms is what every RTP audio codec here packs per packet.
 pub const BLOCK: Duration = Duration::from_millis(20);
@@ -34,6 +44,14 @@ const KEPT_AFTER_TRIM: usize = 2;
 /// whose clock runs fast): it is dropped at the end of the window. One
 /// second: a drop is rare and a short glitch, the delay it removes is not.
 const DRAIN_WINDOW_BLOCKS: u32 = 50;
+/// A caller whose block once came too late for its tick (a hole of 20 ms in
+/// everyone's mix) keeps this many blocks queued from then on, which the
+/// drain above leaves alone. Without it, the late block standing in the
+/// queue was drained a second later (a skip), leaving no slack for the next
+/// late one: on a loaded machine, a hole and a skip every few seconds
+/// (seen in tests/active_speaker.rs). A caller that is never late keeps
+/// the lowest delay.
+const JITTER_RESERVE_BLOCKS: usize = 1;
 /// After a stall of the mixing thread longer than this many blocks it picks
 /// up at the present rather than racing through the missed blocks.
 const MAX_CATCH_UP_BLOCKS: u32 = 5;
@@ -67,24 +85,52 @@ enum Listener {
     Broadcast,
 }
 
-/// One caller's decoded audio waiting for the next block.
-#[derive(Default)]
+/// One caller's decoded audio waiting for the next block, and the gain it
+/// goes into the mix with.
 struct Input {
     queue: VecDeque<i16>,
     /// The fewest samples left after taking a block, over the current window.
     lowest: Option<usize>,
     blocks_in_window: u32,
+    /// Whether the latest tick had a whole block from it.
+    flowing: bool,
+    /// Blocks the drain leaves queued: none until a block came late.
+    reserve_blocks: usize,
+    /// As the producer set it: its volume, 0 when muted.
+    gain: f32,
+    /// The gain its latest block went in with; the next block ramps from it.
+    applied_gain: f32,
+}
+
+impl Default for Input {
+    fn default() -> Self {
+        Input {
+            queue: VecDeque::new(),
+            lowest: None,
+            blocks_in_window: 0,
+            flowing: false,
+            reserve_blocks: 0,
+            gain: 1.0,
+            applied_gain: 1.0,
+        }
+    }
 }
 
 #[derive(Default)]
 struct MixState {
     inputs: HashMap<ParticipantId, Input>,
     outputs: HashMap<Listener, gst_app::AppSrc>,
+    /// Callers sent silence (put on hold by the producer).
+    deaf: HashSet<ParticipantId>,
 }
 
 struct Shared {
     format: MixFormat,
     state: Mutex<MixState>,
+    /// Fed by the mixing thread, read by the engine.
+    speech: Mutex<SpeakerDetector>,
+    /// Called (from the mixing thread) when the active speaker changes.
+    on_speaker_change: Box<dyn Fn() + Send + Sync>,
     stop: AtomicBool,
 }
 
@@ -94,9 +140,22 @@ pub struct AudioMix {
 }
 
 impl AudioMix {
-    /// Starts the mixing thread; block timestamps follow `pipeline`'s running time.
-    pub fn start(name: &str, format: MixFormat, pipeline: &gst::Pipeline) -> Result<AudioMix, MediaError> {
-        let shared = Arc::new(Shared { format, state: Mutex::default(), stop: AtomicBool::new(false) });
+    /// Starts the mixing thread; block timestamps follow `pipeline`'s running
+    /// time. `on_speaker_change` is called from that thread whenever the
+    /// active speaker changes.
+    pub fn start(
+        name: &str,
+        format: MixFormat,
+        pipeline: &gst::Pipeline,
+        on_speaker_change: impl Fn() + Send + Sync + 'static,
+    ) -> Result<AudioMix, MediaError> {
+        let shared = Arc::new(Shared {
+            format,
+            state: Mutex::default(),
+            speech: Mutex::new(SpeakerDetector::new(BLOCK)),
+            on_speaker_change: Box::new(on_speaker_change),
+            stop: AtomicBool::new(false),
+        });
         let thread_shared = shared.clone();
         let pipeline = pipeline.downgrade();
         let thread = std::thread::Builder::new()
@@ -158,11 +217,46 @@ impl AudioMix {
         Ok(src.upcast())
     }
 
+    /// Applies a producer's controls from the next block on: `gain` for
+    /// what `caller` sends (0 when muted), silence for what it receives if `deaf`.
+    pub fn set_controls(&self, caller: &ParticipantId, gain: f64, deaf: bool) {
+        let mut state = self.lock();
+        if let Some(input) = state.inputs.get_mut(caller) {
+            input.gain = gain as f32;
+        }
+        if deaf {
+            state.deaf.insert(caller.clone());
+        } else {
+            state.deaf.remove(caller);
+        }
+    }
+
     /// Takes `caller` out of the mix, both as a talker and as a listener.
     pub fn remove(&self, caller: &ParticipantId) {
-        let mut state = self.lock();
-        state.inputs.remove(caller);
-        state.outputs.remove(&Listener::Caller(caller.clone()));
+        {
+            let mut state = self.lock();
+            state.inputs.remove(caller);
+            state.outputs.remove(&Listener::Caller(caller.clone()));
+            state.deaf.remove(caller);
+        }
+        let changed = self.speech().remove(caller);
+        if changed {
+            (self.shared.on_speaker_change)();
+        }
+    }
+
+    /// Who the detector takes for the active speaker now.
+    pub fn active_speaker(&self) -> Option<ParticipantId> {
+        self.speech().active().cloned()
+    }
+
+    /// `caller`'s level and whether it speaks; `None` if it sends no audio.
+    pub fn talker(&self, caller: &ParticipantId) -> Option<TalkerState> {
+        self.speech().talker(caller)
+    }
+
+    fn speech(&self) -> std::sync::MutexGuard<'_, SpeakerDetector> {
+        self.shared.speech.lock().expect("speech lock")
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MixState> {
@@ -210,18 +304,29 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
         let Some(start) = pts.or_else(|| pipeline.current_running_time()) else { continue };
         pts = Some(start + gst::ClockTime::from_nseconds(BLOCK.as_nanos() as u64));
 
-        let (blocks, outputs) = {
-            let mut state = shared.state.lock().expect("mix state lock");
-            let blocks = take_blocks(&mut state.inputs, block_samples, shared.format.channels as usize);
-            (blocks, state.outputs.clone())
+        let channels = shared.format.channels as usize;
+        let (taken, outputs) = {
+            let mut guard = shared.state.lock().expect("mix state lock");
+            let state = &mut *guard;
+            let mut blocks = take_blocks(&mut state.inputs, block_samples, channels);
+            let taken = take_gains(&mut state.inputs, &mut blocks);
+            let outputs: Vec<(Listener, gst_app::AppSrc, bool)> = state
+                .outputs
+                .iter()
+                .map(|(listener, src)| {
+                    let deaf = matches!(listener, Listener::Caller(id) if state.deaf.contains(id));
+                    (listener.clone(), src.clone(), deaf)
+                })
+                .collect();
+            (taken, outputs)
         };
-        let full = sum(blocks.values().map(Vec::as_slice), block_samples);
-        for (listener, src) in outputs {
-            let own = match &listener {
-                Listener::Caller(id) => blocks.get(id).map(Vec::as_slice),
-                Listener::Broadcast => None,
-            };
-            let mut buffer = gst::Buffer::from_mut_slice(minus(&full, own));
+        let (mixed, levels) = mix(taken, block_samples, channels);
+        let changed = shared.speech.lock().expect("speech lock").observe(levels.iter().map(|(id, level)| (id, *level)));
+        if changed {
+            (shared.on_speaker_change)();
+        }
+        for (listener, src, deaf) in outputs {
+            let mut buffer = gst::Buffer::from_mut_slice(mixed.heard_by(&listener, deaf));
             {
                 let buffer = buffer.get_mut().expect("a new buffer is writable");
                 buffer.set_pts(start);
@@ -244,38 +349,132 @@ fn take_blocks(inputs: &mut HashMap<ParticipantId, Input>, block_samples: usize,
             queue.drain(..excess);
         }
         if queue.len() < block_samples {
-            // Nothing (or too little) arrived: this caller is silent for this block.
+            // Nothing (or too little) arrived: this caller is silent for this
+            // block. If it was flowing, its block is late: keep a reserve.
+            if input.flowing {
+                input.reserve_blocks = JITTER_RESERVE_BLOCKS;
+            }
+            input.flowing = false;
             continue;
         }
+        input.flowing = true;
         blocks.insert(id.clone(), queue.drain(..block_samples).collect());
         input.lowest = Some(input.lowest.map_or(queue.len(), |l| l.min(queue.len())));
         input.blocks_in_window += 1;
         if input.blocks_in_window == DRAIN_WINDOW_BLOCKS {
             let standing = input.lowest.take().unwrap_or(0);
+            let excess = standing.saturating_sub(input.reserve_blocks * block_samples);
             // Whole sample frames only, so that channels stay in their places.
-            queue.drain(..standing - standing % channels);
+            queue.drain(..excess - excess % channels);
             input.blocks_in_window = 0;
         }
     }
     blocks
 }
 
+/// A gain for one block: `from` at its start, `to` at its last sample frame.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Ramp {
+    from: f32,
+    to: f32,
+}
+
+/// One caller's share of a block: its audio, if a whole block arrived, and its gain.
+struct Taken {
+    caller: ParticipantId,
+    block: Option<Vec<i16>>,
+    gain: Ramp,
+}
+
+/// Every caller's block (or none) with the gain it goes in with; from the
+/// next block on, each caller's gain ramps from where this one ends.
+fn take_gains(inputs: &mut HashMap<ParticipantId, Input>, blocks: &mut HashMap<ParticipantId, Vec<i16>>) -> Vec<Taken> {
+    inputs
+        .iter_mut()
+        .map(|(id, input)| {
+            let gain = Ramp { from: input.applied_gain, to: input.gain };
+            input.applied_gain = input.gain;
+            Taken { caller: id.clone(), block: blocks.remove(id), gain }
+        })
+        .collect()
+}
+
+/// One mixed block: the sum of every caller at its gain, and each caller's
+/// block at that gain, to subtract for its mix-minus.
+struct Mixed {
+    full: Vec<i32>,
+    gained: HashMap<ParticipantId, Vec<i32>>,
+}
+
+/// Mixes one block, and measures each caller's level (before its gain).
+fn mix(taken: Vec<Taken>, block_samples: usize, channels: usize) -> (Mixed, Vec<(ParticipantId, BlockLevel)>) {
+    let mut levels = Vec::with_capacity(taken.len());
+    let mut gained = HashMap::with_capacity(taken.len());
+    for Taken { caller, block, gain } in taken {
+        let dbov = block.as_deref().map_or(SILENCE_DBOV, level_dbov);
+        if let Some(block) = block
+            && (gain.from > 0.0 || gain.to > 0.0)
+        {
+            gained.insert(caller.clone(), apply_gain(&block, gain, channels));
+        }
+        levels.push((caller, BlockLevel { dbov, audible: gain.to > 0.0 }));
+    }
+    let full = sum(gained.values().map(Vec::as_slice), block_samples);
+    (Mixed { full, gained }, levels)
+}
+
+impl Mixed {
+    /// What `listener` hears of this block, as S16LE bytes: silence if it is
+    /// deaf, else everyone but itself.
+    fn heard_by(&self, listener: &Listener, deaf: bool) -> Vec<u8> {
+        if deaf {
+            return vec![0; self.full.len() * 2];
+        }
+        let own = match listener {
+            Listener::Caller(id) => self.gained.get(id).map(Vec::as_slice),
+            Listener::Broadcast => None,
+        };
+        minus(&self.full, own)
+    }
+}
+
+/// `block` (interleaved, `channels` per sample frame) at `gain`, wide enough
+/// for a gain above 1; a changing gain moves linearly frame by frame, so
+/// that every channel of a frame gets the same.
+fn apply_gain(block: &[i16], gain: Ramp, channels: usize) -> Vec<i32> {
+    if gain.from == gain.to {
+        if gain.to == 1.0 {
+            return block.iter().map(|&s| i32::from(s)).collect();
+        }
+        return block.iter().map(|&s| (f32::from(s) * gain.to).round() as i32).collect();
+    }
+    let frames = (block.len() / channels.max(1)).max(1) as f32;
+    block
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| {
+            let progress = (i / channels.max(1) + 1) as f32 / frames;
+            (f32::from(s) * (gain.from + (gain.to - gain.from) * progress)).round() as i32
+        })
+        .collect()
+}
+
 /// The sum of `blocks`, wide enough not to clip before the subtraction.
-fn sum<'a>(blocks: impl Iterator<Item = &'a [i16]>, block_samples: usize) -> Vec<i32> {
+fn sum<'a>(blocks: impl Iterator<Item = &'a [i32]>, block_samples: usize) -> Vec<i32> {
     let mut full = vec![0i32; block_samples];
     for block in blocks {
         for (acc, sample) in full.iter_mut().zip(block) {
-            *acc += i32::from(*sample);
+            *acc += *sample;
         }
     }
     full
 }
 
 /// `full` without `own`, clipped to 16 bits, as S16LE bytes.
-fn minus(full: &[i32], own: Option<&[i16]>) -> Vec<u8> {
+fn minus(full: &[i32], own: Option<&[i32]>) -> Vec<u8> {
     let mut out = Vec::with_capacity(full.len() * 2);
     for (i, acc) in full.iter().enumerate() {
-        let own = own.map_or(0, |o| i32::from(o[i]));
+        let own = own.map_or(0, |o| o[i]);
         let sample = (acc - own).clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
         out.extend_from_slice(&sample.to_le_bytes());
     }
@@ -290,11 +489,13 @@ mod tests {
         bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect()
     }
 
+    fn wide(block: &[i16]) -> Vec<i32> {
+        block.iter().map(|&s| i32::from(s)).collect()
+    }
+
     #[test]
     fn each_caller_gets_everyone_but_itself_exactly() {
-        let a = [1000i16, -2000, 3000];
-        let b = [10i16, 20, 30];
-        let c = [-5i16, 5, -5];
+        let (a, b, c) = (wide(&[1000, -2000, 3000]), wide(&[10, 20, 30]), wide(&[-5, 5, -5]));
         let full = sum([&a[..], &b[..], &c[..]].into_iter(), 3);
         assert_eq!(samples(&minus(&full, Some(&a))), vec![5, 25, 25]);
         assert_eq!(samples(&minus(&full, Some(&b))), vec![995, -1995, 2995]);
@@ -303,7 +504,7 @@ mod tests {
 
     #[test]
     fn loud_sums_clip_after_the_subtraction_not_before() {
-        let loud = [30000i16, -30000];
+        let loud = wide(&[30000, -30000]);
         let full = sum([&loud[..], &loud[..]].into_iter(), 2);
         // Everyone hears the two clipped...
         assert_eq!(samples(&minus(&full, None)), vec![i16::MAX, i16::MIN]);
@@ -356,6 +557,103 @@ mod tests {
             inputs.get_mut(&a).unwrap().queue.extend([0i16; 4]);
         }
         assert_eq!(inputs[&a].queue.len(), 4);
+    }
+
+    #[test]
+    fn a_caller_whose_block_came_late_keeps_a_block_in_reserve_rather_than_skipping() {
+        let a = ParticipantId::random();
+        let mut inputs = HashMap::new();
+        inputs.insert(a.clone(), Input::default());
+        // Whether `a` had a block this tick, with `arriving` blocks arrived since the last.
+        let tick = |inputs: &mut HashMap<ParticipantId, Input>, arriving: usize| {
+            inputs.get_mut(&a).unwrap().queue.extend(vec![0i16; 4 * arriving]);
+            take_blocks(inputs, 4, 1).contains_key(&a)
+        };
+        // On time for a while, then one block late: a hole, then two at once.
+        for _ in 0..10 {
+            assert!(tick(&mut inputs, 1));
+        }
+        assert!(!tick(&mut inputs, 0), "the late block's tick is a hole");
+        assert!(tick(&mut inputs, 2));
+        assert_eq!(inputs[&a].queue.len(), 4, "one block standing");
+        // The standing block survives the drain, and absorbs the next late block.
+        for _ in 0..2 * DRAIN_WINDOW_BLOCKS {
+            assert!(tick(&mut inputs, 1));
+        }
+        assert_eq!(inputs[&a].queue.len(), 4, "the reserve is not drained");
+        assert!(tick(&mut inputs, 0), "a late block no longer makes a hole");
+        assert!(tick(&mut inputs, 2));
+    }
+
+    fn steady(gain: f32) -> Ramp {
+        Ramp { from: gain, to: gain }
+    }
+
+    fn taken(caller: &ParticipantId, block: &[i16], gain: Ramp) -> Taken {
+        Taken { caller: caller.clone(), block: Some(block.to_vec()), gain }
+    }
+
+    #[test]
+    fn a_caller_is_heard_at_its_gain_by_everyone_and_its_own_mix_minus_stays_exact() {
+        let (a, b, c) = (ParticipantId::random(), ParticipantId::random(), ParticipantId::random());
+        let blocks = [taken(&a, &[1000, -1000], steady(0.5)), taken(&b, &[100, 100], steady(4.0)), taken(&c, &[7, -7], steady(1.0))];
+        let (mixed, _) = mix(blocks.into_iter().collect(), 2, 1);
+        assert_eq!(samples(&mixed.heard_by(&Listener::Caller(c.clone()), false)), vec![900, -100], "half of A, four times B");
+        assert_eq!(samples(&mixed.heard_by(&Listener::Caller(a.clone()), false)), vec![407, 393], "A hears none of itself");
+        assert_eq!(samples(&mixed.heard_by(&Listener::Caller(b.clone()), false)), vec![507, -507], "B none of itself");
+        assert_eq!(samples(&mixed.heard_by(&Listener::Broadcast, false)), vec![907, -107]);
+    }
+
+    #[test]
+    fn a_muted_caller_is_in_nobody_s_mix_and_still_measured() {
+        let (a, b) = (ParticipantId::random(), ParticipantId::random());
+        let (mixed, levels) = mix(vec![taken(&a, &[16384; 4], steady(0.0)), taken(&b, &[10; 4], steady(1.0))], 4, 1);
+        assert_eq!(samples(&mixed.heard_by(&Listener::Broadcast, false)), vec![10; 4]);
+        assert_eq!(samples(&mixed.heard_by(&Listener::Caller(a.clone()), false)), vec![10; 4]);
+        assert_eq!(samples(&mixed.heard_by(&Listener::Caller(b.clone()), false)), vec![0; 4]);
+        let level_of_a = levels.iter().find(|(id, _)| *id == a).unwrap().1;
+        assert!(!level_of_a.audible);
+        assert!((level_of_a.dbov + 6.02).abs() < 0.01, "what it sends, before its gain: {level_of_a:?}");
+        let level_of_b = levels.iter().find(|(id, _)| *id == b).unwrap().1;
+        assert!(level_of_b.audible);
+    }
+
+    #[test]
+    fn a_caller_without_a_block_is_silent_for_the_detector() {
+        let a = ParticipantId::random();
+        let (_, levels) = mix(vec![Taken { caller: a.clone(), block: None, gain: steady(1.0) }], 4, 1);
+        assert_eq!(levels, vec![(a, BlockLevel { dbov: SILENCE_DBOV, audible: true })]);
+    }
+
+    #[test]
+    fn a_gain_change_ramps_over_one_block_frame_by_frame() {
+        // Mono: 1000 muted over four samples.
+        assert_eq!(apply_gain(&[1000; 4], Ramp { from: 1.0, to: 0.0 }, 1), vec![750, 500, 250, 0]);
+        // Stereo: both channels of a frame get the same gain.
+        assert_eq!(apply_gain(&[1000, -1000, 1000, -1000], Ramp { from: 0.0, to: 1.0 }, 2), vec![500, -500, 1000, -1000]);
+        assert_eq!(apply_gain(&[-3, 3], steady(4.0), 1), vec![-12, 12]);
+        assert_eq!(apply_gain(&[i16::MIN, i16::MAX], steady(4.0), 1), vec![-131072, 131068], "no overflow above unity");
+    }
+
+    #[test]
+    fn gains_ramp_from_where_the_last_block_ended() {
+        let a = ParticipantId::random();
+        let mut inputs = HashMap::new();
+        inputs.insert(a.clone(), Input::default());
+        inputs.get_mut(&a).unwrap().gain = 0.5;
+        let mut blocks = HashMap::new();
+        let first = take_gains(&mut inputs, &mut blocks);
+        assert_eq!(first[0].gain, Ramp { from: 1.0, to: 0.5 });
+        let second = take_gains(&mut inputs, &mut blocks);
+        assert_eq!(second[0].gain, steady(0.5), "then steady at the new gain");
+    }
+
+    #[test]
+    fn a_deaf_caller_hears_silence_while_the_others_still_hear_it() {
+        let (a, b) = (ParticipantId::random(), ParticipantId::random());
+        let (mixed, _) = mix(vec![taken(&a, &[300; 2], steady(1.0)), taken(&b, &[20; 2], steady(1.0))], 2, 1);
+        assert_eq!(mixed.heard_by(&Listener::Caller(a.clone()), true), vec![0; 4], "two samples of silence, still sent");
+        assert_eq!(samples(&mixed.heard_by(&Listener::Caller(b.clone()), false)), vec![300; 2]);
     }
 
     fn queued(samples: Vec<i16>) -> Input {

@@ -50,6 +50,8 @@ pub enum MediaEvent {
     Error { composition: CompositionId, part: Option<String>, element: String, message: String },
     /// Some element's latency changed: the pipeline must recompute it.
     LatencyChanged { composition: CompositionId },
+    /// The mix's speaker detector changed its mind: the engine reads who now.
+    ActiveSpeakerChanged { composition: CompositionId },
     /// A teardown handed to the [`Reaper`] is done.
     Stopped { ticket: StopTicket, after: Duration },
 }

@@ -51,6 +51,10 @@ pub enum EventKind {
     ParticipantLeft { participant: ParticipantId },
     /// A producer changed its name or its controls (`PATCH`); what they are now.
     ParticipantUpdated { participant: ParticipantId, name: String, controls: ParticipantControls },
+    /// Who the layouts follow now: the caller talking clearly longer than the
+    /// last one, or nobody (`null`: that one left or was muted, and nobody
+    /// else talks).
+    ActiveSpeakerChanged { participant: Option<ParticipantId> },
     /// A producer changed the layout (`PUT .../layout`); its kind now.
     LayoutChanged { kind: LayoutKind },
     OutputAdded { output: OutputId, kind: OutputKind },
@@ -79,6 +83,7 @@ impl EventKind {
             EventKind::ParticipantError { .. } => "participant_error",
             EventKind::ParticipantLeft { .. } => "participant_left",
             EventKind::ParticipantUpdated { .. } => "participant_updated",
+            EventKind::ActiveSpeakerChanged { .. } => "active_speaker_changed",
             EventKind::LayoutChanged { .. } => "layout_changed",
             EventKind::OutputAdded { .. } => "output_added",
             EventKind::OutputConnecting { .. } => "output_connecting",
@@ -129,6 +134,14 @@ mod tests {
             })
         );
         assert_eq!(json["type"], event.what.name());
+    }
+
+    #[test]
+    fn nobody_speaking_is_a_null_participant() {
+        let json = serde_json::to_value(EventKind::ActiveSpeakerChanged { participant: None }).unwrap();
+        assert_eq!(json, serde_json::json!({"type": "active_speaker_changed", "participant": null}));
+        let json = serde_json::to_value(EventKind::ActiveSpeakerChanged { participant: Some(ParticipantId::from("p1".to_string())) }).unwrap();
+        assert_eq!(json, serde_json::json!({"type": "active_speaker_changed", "participant": "p1"}));
     }
 
     #[test]

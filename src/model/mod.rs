@@ -17,3 +17,4 @@ pub mod output;
 pub mod sdp;
 pub mod slate;
 pub mod source_check;
+pub mod speaker;

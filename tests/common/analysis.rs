@@ -304,6 +304,44 @@ impl Audio {
         Ok(tone_level_db(self.window(t0, t1)?, self.rate, freq))
     }
 
+    /// The median of the tone's levels over 100 ms windows from `t0` to `t1`
+    /// (dBFS): the level it is heard at, unmoved by a glitch (a hole or a skip,
+    /// which also breaks the phase a single long window relies on) in one window.
+    pub fn tone_level_median_db(&self, t0: SystemTime, t1: SystemTime, freq: f64) -> Result<f64> {
+        let window = self.window(t0, t1)?;
+        let mut levels: Vec<f64> = window.chunks_exact(self.rate as usize / 10).map(|w| tone_level_db(w, self.rate, freq)).collect();
+        ensure!(!levels.is_empty(), "less than 100 ms of audio between the two instants");
+        levels.sort_by(f64::total_cmp);
+        Ok(levels[levels.len() / 2])
+    }
+
+    /// When the tone at `freq` is on: the intervals where its level, over
+    /// 20 ms windows every 5 ms, is above `threshold_db` (dBFS). Each edge is
+    /// placed at the middle of the first window past it: within ±10 ms.
+    pub fn tone_intervals(&self, freq: f64, threshold_db: f64) -> Vec<(SystemTime, SystemTime)> {
+        let (window, hop) = (self.rate as usize / 50, self.rate as usize / 200);
+        let at = |index: usize| self.start + Duration::from_secs_f64((index + window / 2) as f64 / f64::from(self.rate));
+        let mut intervals = Vec::new();
+        let mut on_since = None;
+        let mut index = 0;
+        while index + window <= self.samples.len() {
+            let on = tone_level_db(&self.samples[index..index + window], self.rate, freq) > threshold_db;
+            match (on, on_since) {
+                (true, None) => on_since = Some(at(index)),
+                (false, Some(since)) => {
+                    intervals.push((since, at(index)));
+                    on_since = None;
+                }
+                _ => {}
+            }
+            index += hop;
+        }
+        if let Some(since) = on_since {
+            intervals.push((since, self.end()));
+        }
+        intervals
+    }
+
     /// The level of each tone in `freqs` between `t0` and `t1` (dBFS), in the same order.
     pub fn tone_levels_db(&self, t0: SystemTime, t1: SystemTime, freqs: &[f64]) -> Result<Vec<f64>> {
         let window = self.window(t0, t1)?;

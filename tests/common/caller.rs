@@ -200,6 +200,11 @@ pub struct CallerSpec {
     pub colour: Colour,
     /// The frequency of its sine tone.
     pub tone_hz: f64,
+    /// The tone's peak amplitude (1.0 = full scale).
+    pub tone_amplitude: f64,
+    /// A mono WAV file sent once, in real time, instead of the endless tone
+    /// (see [`gated_tone_wav`]); audio only.
+    pub audio_clip: Option<PathBuf>,
     pub video: Option<VideoCodec>,
     pub audio: Option<AudioCodec>,
     /// Picture size sent (the brief's choices are 320x240 and 640x480).
@@ -220,6 +225,8 @@ impl CallerSpec {
             name: name.to_owned(),
             colour,
             tone_hz,
+            tone_amplitude: TONE_AMPLITUDE,
+            audio_clip: None,
             video: Some(VideoCodec::H264Pm1),
             audio: Some(AudioCodec::Opus),
             video_size: (320, 240),
@@ -557,12 +564,22 @@ impl Caller {
             MediaKind::Audio => {
                 let rate = codec.sample_rate;
                 // 20 ms buffers, so the G.711/G.722 payloaders send 20 ms packets as a=ptime says.
-                format!(
-                    "audiotestsrc is-live=true wave=sine freq={} volume={TONE_AMPLITUDE} samplesperbuffer={} \
-                     ! audio/x-raw,format=S16LE,rate={rate},channels=1",
-                    spec.tone_hz,
-                    rate / 50
-                )
+                match &spec.audio_clip {
+                    // clocksync plays the file at the pace of the clock, as a live source would.
+                    Some(clip) => format!(
+                        "filesrc location={} ! wavparse ! audioconvert ! audioresample \
+                         ! audio/x-raw,format=S16LE,rate={rate},channels=1 \
+                         ! audiobuffersplit output-buffer-duration=1/50 ! clocksync",
+                        clip.display()
+                    ),
+                    None => format!(
+                        "audiotestsrc is-live=true wave=sine freq={} volume={} samplesperbuffer={} \
+                         ! audio/x-raw,format=S16LE,rate={rate},channels=1",
+                        spec.tone_hz,
+                        spec.tone_amplitude,
+                        rate / 50
+                    ),
+                }
             }
         }
     }
@@ -611,6 +628,22 @@ impl Caller {
             })
             .collect()
     }
+}
+
+/// Writes a mono 48 kHz WAV of `seconds`: a sine of `tone_hz` at peak
+/// `amplitude` during each `(from, to)` interval (seconds from its start),
+/// silence elsewhere. Made by ffmpeg's `aevalsrc`.
+pub fn gated_tone_wav(path: &Path, tone_hz: f64, amplitude: f64, seconds: f64, on: &[(f64, f64)]) -> Result<()> {
+    ensure!(!on.is_empty(), "a clip without any tone");
+    let gate = on.iter().map(|(from, to)| format!("between(t,{from},{to})")).collect::<Vec<_>>().join("+");
+    let expression = format!("aevalsrc=exprs='{amplitude}*sin(2*PI*{tone_hz}*t)*({gate})':s=48000:d={seconds}");
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", &expression])
+        .args(["-c:a", "pcm_s16le", "-y"])
+        .arg(path);
+    let output = super::process::run_bounded(cmd, Duration::from_secs(30))?;
+    ensure!(output.status.success(), "ffmpeg aevalsrc: {}", String::from_utf8_lossy(&output.stderr));
+    Ok(())
 }
 
 impl Drop for Caller {

@@ -3,6 +3,7 @@
 //! - [`Server`]: `tutti serve` on free ports, its REST API, its log on failure.
 //! - [`Caller`]: a legacy RTP endpoint described by a [`CallerSpec`]: an SDP offer, a
 //!   gst-launch sender (solid colour + sine tone) and an ffmpeg recorder of what comes back.
+//! - [`EventStream`]: `GET /v1/events` read as Server-Sent Events.
 //! - [`Nginx`]: nginx-rtmp on a free port, optionally behind TLS fronts
 //!   presenting certificates of a [`TestCa`] made at run time.
 //! - [`video_frames`], [`audio_samples`] and friends: judge a recording by its decoded pixels
@@ -31,6 +32,7 @@
 
 mod analysis;
 mod caller;
+mod events;
 mod net;
 mod nginx;
 mod pki;
@@ -39,6 +41,7 @@ mod server;
 
 pub use analysis::*;
 pub use caller::*;
+pub use events::{EventStream, event_time, event_types, is};
 pub use net::{bind_rtp_pair, free_tcp_port, is_rtcp};
 pub use nginx::{INSTALL_HINT, Nginx};
 pub use pki::{CertificateFiles, SERVER_NAMES, TestCa, Validity};
