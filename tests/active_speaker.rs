@@ -13,20 +13,12 @@
 mod common;
 
 use anyhow::{Context, Result, ensure};
+use common::turns::*;
 use common::*;
 use serde_json::{Value, json};
 use std::thread::sleep;
 use std::time::{Duration, SystemTime};
 
-/// Silence at the start of each clip, so that the first turn is recorded by both.
-const LEAD_SECS: f64 = 2.0;
-/// A turn every 4 s, its tone on for 3.5 s (a pause between turns, as people leave).
-const TURN_SECS: f64 = 4.0;
-const TONE_SECS: f64 = 3.5;
-const TURNS: usize = 6;
-/// Bursts by the one who listens, into each of the other's turns.
-const BURST_OFFSETS_SECS: [f64; 2] = [1.5, 2.7];
-const BURST_SECS: f64 = 0.2;
 /// What the issue asks: the picture follows within 1.5 s of an onset.
 const SWITCH_LIMIT_SECS: f64 = 1.5;
 const POLL_EVERY: Duration = Duration::from_millis(100);
@@ -43,20 +35,6 @@ struct Poll {
     talkers: [(bool, f64); 2],
 }
 
-/// The turns of `who` (0: Alice, 1: Bob) and its bursts into the other's turns, in clip seconds.
-fn schedule(who: usize) -> Vec<(f64, f64)> {
-    let mut on = Vec::new();
-    for turn in 0..TURNS {
-        let start = LEAD_SECS + turn as f64 * TURN_SECS;
-        if turn % 2 == who {
-            on.push((start, start + TONE_SECS));
-        } else {
-            on.extend(BURST_OFFSETS_SECS.iter().map(|offset| (start + offset, start + offset + BURST_SECS)));
-        }
-    }
-    on
-}
-
 #[test]
 fn the_active_speaker_follows_each_turn_within_1_5_s_and_never_a_burst() {
     let server = Server::start().unwrap();
@@ -69,14 +47,13 @@ fn turns(server: &Server) -> Result<()> {
     let composition = server.create_composition(&json!({"audio_only": true}))?;
     let mut events = EventStream::open(server, &format!("?composition={composition}"), None)?;
     let clips = tempfile::tempdir()?;
-    let clip_secs = LEAD_SECS + TURNS as f64 * TURN_SECS + 1.0;
     let tones = [500.0, 700.0];
     let mut callers = Vec::new();
     let mut ids = Vec::new();
     let mut answers = Vec::new();
     for (who, name) in ["alice", "bob"].into_iter().enumerate() {
         let clip = clips.path().join(format!("{name}.wav"));
-        gated_tone_wav(&clip, tones[who], TONE_AMPLITUDE, clip_secs, &schedule(who))?;
+        gated_tone_wav(&clip, tones[who], TONE_AMPLITUDE, CLIP_SECS, &turn_schedule(who))?;
         let mut caller = Caller::new(CallerSpec {
             video: None,
             audio_clip: Some(clip),
@@ -96,7 +73,7 @@ fn turns(server: &Server) -> Result<()> {
     let last_sender_started = SystemTime::now();
 
     let mut polls = Vec::new();
-    let until = last_sender_started + Duration::from_secs_f64(clip_secs);
+    let until = last_sender_started + Duration::from_secs_f64(CLIP_SECS);
     while SystemTime::now() < until {
         let view = server.get(&format!("/v1/compositions/{composition}"))?.json()?;
         polls.push(read_poll(&view, &ids)?);

@@ -38,6 +38,7 @@ mod nginx;
 mod pki;
 mod process;
 mod server;
+pub mod turns;
 
 pub use analysis::*;
 pub use caller::*;
