@@ -24,6 +24,9 @@ COPY --from=build /src/target/release/tutti /usr/local/bin/tutti
 # TUTTI_PIPELINES to it to override them.
 COPY pipelines /usr/share/doc/tutti/pipelines
 COPY scripts/synthetic-caller.sh /usr/local/bin/synthetic-caller
+# Images a layout may name as its background or overlays; mount your own
+# directory over it (or set TUTTI_BRANDING_DIR) to brand the picture.
+COPY assets/branding /usr/share/tutti/branding
 # The API listens on every interface here, so `serve` refuses to start
 # without an admin token: run with -e TUTTI_API_TOKENS=<16+ characters>
 # (or -e TUTTI_INSECURE_NO_AUTH=true to serve it open on purpose).
@@ -31,6 +34,7 @@ COPY scripts/synthetic-caller.sh /usr/local/bin/synthetic-caller
 ENV TUTTI_HTTP=0.0.0.0:8080 \
     TUTTI_RTMP_LISTEN=0.0.0.0:1935 \
     TUTTI_RECORDINGS=/var/lib/tutti/recordings \
+    TUTTI_BRANDING_DIR=/usr/share/tutti/branding \
     RUST_LOG=info
 VOLUME /var/lib/tutti/recordings
 EXPOSE 8080 1935 20000-20999/udp
