@@ -53,11 +53,48 @@ pub struct Picture {
     /// Crops the video to its cell's shape (`fit: cover`) and sets the size
     /// it is scaled to; `None` for a caller without video.
     shape: Option<Shape>,
-    label: Option<gst::Element>,
+    label: Option<Label>,
     slate: Still,
     /// What the slate shows, to render it again when any of it changes.
     card: Mutex<SlateCard>,
     choice: Arc<Choice>,
+}
+
+/// A caller's name on its picture, and the size it is to be drawn at next.
+///
+/// GStreamer 1.22's textoverlay sets `font-desc` on its Pango layout without
+/// the lock its renderer holds, so a size set from the engine thread while
+/// the streaming thread draws the text corrupts the layout (`PangoLayout
+/// changed since PangoLayoutIter was created`, then a SIGSEGV: seen once in
+/// tests/churn.rs). The size is therefore handed over here and set by a
+/// probe in the streaming thread, just before the next frame is drawn.
+struct Label {
+    overlay: gst::Element,
+    next_size_px: Arc<Mutex<Option<u32>>>,
+}
+
+impl Label {
+    fn new(overlay: gst::Element) -> Label {
+        let next_size_px: Arc<Mutex<Option<u32>>> = Arc::default();
+        let pending = Arc::downgrade(&next_size_px);
+        let target = overlay.downgrade();
+        let sink = overlay.static_pad("video_sink").expect("textoverlay has a video_sink pad");
+        sink.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            let size = pending.upgrade().and_then(|p| p.lock().expect("label size lock").take());
+            if let (Some(px), Some(overlay)) = (size, target.upgrade()) {
+                overlay.set_property("font-desc", format!("Sans Bold {px}px"));
+                // Its margins grow with it, off the cell's edge.
+                overlay.set_property("xpad", (px / 2) as i32);
+                overlay.set_property("ypad", (px / 2) as i32);
+            }
+            gst::PadProbeReturn::Ok
+        });
+        Label { overlay, next_size_px }
+    }
+
+    fn resize(&self, px: u32) {
+        *self.next_size_px.lock().expect("label size lock") = Some(px);
+    }
 }
 
 struct Shape {
@@ -127,7 +164,7 @@ impl Picture {
                 super::part::add_chain(bin, &[&convert, &crop, &scale, &cell, &label])?;
                 decoded.link(&convert)?;
                 let pad = link_to_selector(&label, &selector)?;
-                (Some(Shape { crop, cell }), Some(label), Some(pad))
+                (Some(Shape { crop, cell }), Some(Label::new(label)), Some(pad))
             }
             None => (None, None, None),
         };
@@ -142,7 +179,7 @@ impl Picture {
             last_frame: AtomicU64::new(0),
             epoch: Instant::now(),
         });
-        choice.watch(label.as_ref(), &slate.output);
+        choice.watch(label.as_ref().map(|l| &l.overlay), &slate.output);
         let card = Mutex::new(SlateCard { name: name.to_string(), colour: slate_colour(id), size: None });
         Ok(Picture { src, shape, label, slate, card, choice })
     }
@@ -172,11 +209,7 @@ impl Picture {
         }
         card.size = Some((width, height));
         if let Some(label) = &self.label {
-            let px = (f64::from(height) * LABEL_HEIGHT).max(LABEL_MIN_PX).round() as u32;
-            label.set_property("font-desc", format!("Sans Bold {px}px"));
-            // Its margins grow with it, off the cell's edge.
-            label.set_property("xpad", (px / 2) as i32);
-            label.set_property("ypad", (px / 2) as i32);
+            label.resize((f64::from(height) * LABEL_HEIGHT).max(LABEL_MIN_PX).round() as u32);
         }
         self.render_slate(&card);
     }
@@ -184,7 +217,7 @@ impl Picture {
     /// A new name: on the label and the slate, at once.
     pub fn set_name(&self, name: &str) {
         if let Some(label) = &self.label {
-            set_plain_text(label, name);
+            set_plain_text(&label.overlay, name);
         }
         let mut card = self.card.lock().expect("slate card lock");
         if card.name != name {
@@ -195,7 +228,7 @@ impl Picture {
 
     pub fn show_label(&self, shown: bool) {
         if let Some(label) = &self.label {
-            label.set_property("silent", !shown);
+            label.overlay.set_property("silent", !shown);
         }
     }
 
