@@ -60,7 +60,7 @@ fn follow(server: &Server) -> Result<()> {
             .as_array()
             .context("participants")?
             .iter()
-            .filter_map(|p| Some(["x", "y", "width", "height"].map(|k| p["rect"][k].as_u64().unwrap_or(0) as u32)))
+            .map(|p| ["x", "y", "width", "height"].map(|k| p["rect"][k].as_u64().unwrap_or(0) as u32))
             .filter(|r| r[2] > 0)
             .collect();
         if view["active_speaker"].is_string() && rects.len() == 2 {
