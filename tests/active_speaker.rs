@@ -184,26 +184,6 @@ fn turns(server: &Server) -> Result<()> {
     Ok(())
 }
 
-/// Joins intervals split by a gap of at most one mixing block (20 ms, and
-/// the 20 ms analysis window around it); returns them and where the gaps were
-/// (seconds from the first interval's start).
-fn close_holes(intervals: Vec<(SystemTime, SystemTime)>) -> (Vec<(SystemTime, SystemTime)>, Vec<f64>) {
-    const MAX_HOLE: f64 = 0.06;
-    let origin = intervals.first().map_or(SystemTime::UNIX_EPOCH, |i| i.0);
-    let mut joined: Vec<(SystemTime, SystemTime)> = Vec::new();
-    let mut holes = Vec::new();
-    for (from, to) in intervals {
-        match joined.last_mut() {
-            Some(last) if elapsed(last.1, from) <= MAX_HOLE => {
-                holes.push((elapsed(origin, last.1) * 1000.0).round() / 1000.0);
-                last.1 = to;
-            }
-            _ => joined.push((from, to)),
-        }
-    }
-    (joined, holes)
-}
-
 fn read_poll(view: &Value, ids: &[String]) -> Result<Poll> {
     let at = SystemTime::now();
     let participants = view["participants"].as_array().context("participants")?;

@@ -84,7 +84,12 @@ fn follow(server: &Server) -> Result<()> {
     let heard = [audio_samples(&blue_return)?, audio_samples(&red_return)?];
     let mut onsets = Vec::new();
     for who in 0..2 {
-        for (from, to) in heard[who].tone_intervals(tones[who], TONE_THRESHOLD_DB) {
+        // A caller's first block late for its tick is a 20 ms hole in the mix
+        // (src/media/mixer.rs keeps a block in reserve from then on): at most one.
+        let (intervals, holes) = close_holes(heard[who].tone_intervals(tones[who], TONE_THRESHOLD_DB));
+        eprintln!("caller {who}'s tone as the other heard it: holes at {holes:?} s");
+        ensure!(holes.len() <= 1, "{} holes in caller {who}'s tone: {holes:?} s", holes.len());
+        for (from, to) in intervals {
             if elapsed(from, to) > TONE_SECS - 0.5 {
                 onsets.push((from, who));
             }

@@ -4,6 +4,9 @@
 //! makes two 200 ms bursts (a cough, a laugh) into each of the other's turns.
 //! Clip times in seconds, for [`super::gated_tone_wav`].
 
+use super::elapsed;
+use std::time::SystemTime;
+
 /// Silence at the start of each clip, so that the first turn is recorded by both.
 pub const LEAD_SECS: f64 = 2.0;
 pub const TURN_SECS: f64 = 4.0;
@@ -28,4 +31,24 @@ pub fn turn_schedule(who: usize) -> Vec<(f64, f64)> {
         }
     }
     on
+}
+
+/// Joins intervals split by a gap of at most one mixing block (20 ms, and
+/// the 20 ms analysis window around it); returns them and where the gaps were
+/// (seconds from the first interval's start).
+pub fn close_holes(intervals: Vec<(SystemTime, SystemTime)>) -> (Vec<(SystemTime, SystemTime)>, Vec<f64>) {
+    const MAX_HOLE: f64 = 0.06;
+    let origin = intervals.first().map_or(SystemTime::UNIX_EPOCH, |i| i.0);
+    let mut joined: Vec<(SystemTime, SystemTime)> = Vec::new();
+    let mut holes = Vec::new();
+    for (from, to) in intervals {
+        match joined.last_mut() {
+            Some(last) if elapsed(last.1, from) <= MAX_HOLE => {
+                holes.push((elapsed(origin, last.1) * 1000.0).round() / 1000.0);
+                last.1 = to;
+            }
+            _ => joined.push((from, to)),
+        }
+    }
+    (joined, holes)
 }
