@@ -25,6 +25,7 @@ use crate::model::output::OutputConfig;
 use std::path::PathBuf;
 use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 use crate::model::sdp::SdpError;
+use crate::model::signalling::Signalling;
 
 const SDP_CONTENT_TYPE: &str = "application/sdp";
 /// When a full node may have room again: calls end and compositions stop within minutes.
@@ -351,7 +352,7 @@ async fn add_participant(
     let as_sdp = content_type(&headers).as_deref() == Some(SDP_CONTENT_TYPE);
     let request = if as_sdp {
         let offer = String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("malformed_sdp", "the SDP offer is not UTF-8 text"))?;
-        JoinRequest { name: None, offer }
+        JoinRequest { name: None, offer, signalling: Signalling::Api }
     } else {
         let body: JoinBody = json_body(&headers, &body).map_err(|e| match e.status {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
@@ -361,7 +362,7 @@ async fn add_participant(
             ),
             _ => e,
         })?;
-        JoinRequest { name: body.name, offer: body.sdp }
+        JoinRequest { name: body.name, offer: body.sdp, signalling: Signalling::Api }
     };
     let joined = engine.add_participant(composition.clone(), request).await?;
     let location = format!("/v1/compositions/{composition}/participants/{}", joined.participant.id);

@@ -8,6 +8,7 @@ use crate::model::admission::{Budget, Cores, CostModel};
 use crate::ports::PortRange;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ pub const DEFAULT_STALE_AFTER_SECS: u64 = 30;
 pub const DEFAULT_RECORDINGS_DIR: &str = "recordings";
 pub const DEFAULT_BRANDING_DIR: &str = "assets/branding";
 pub const DEFAULT_RTMP_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1935);
+pub const DEFAULT_SIP_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060);
 /// An SDP offer is a few kilobytes; a JSON body less.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Generous: the cost budget is what normally limits a node; these catch runaway clients.
@@ -105,6 +107,19 @@ pub struct ServeArgs {
     /// rtmp://ADDRESS/live/{composition_id} [default: 127.0.0.1:1935].
     #[arg(long, env = "TUTTI_RTMP_LISTEN")]
     pub rtmp_listen: Option<SocketAddr>,
+    /// Where SIP endpoints call in, over UDP and TCP on the same port
+    /// [default: 127.0.0.1:5060]; an empty value turns SIP off.
+    /// `sip:ROOM@ADDRESS` joins the composition whose id or name is ROOM.
+    #[arg(long, env = "TUTTI_SIP_LISTEN")]
+    pub sip_listen: Option<String>,
+    /// The host[:port] SIP peers should reach this node at, written in
+    /// Contact headers, when it sits behind NAT [default: the listen address].
+    #[arg(long, env = "TUTTI_SIP_PUBLIC_ADDRESS")]
+    pub sip_public_address: Option<String>,
+    /// Networks (CIDR, e.g. 192.0.2.0/24 for a PBX or an SBC) whose calls are
+    /// taken; anyone else gets 403 Forbidden. Loopback is always trusted.
+    #[arg(long = "sip-trusted-network", env = "TUTTI_SIP_TRUSTED_NETWORKS", value_delimiter = ',')]
+    pub sip_trusted_networks: Vec<IpNet>,
     /// URL every event is POSTed to, signed with --webhook-secret; repeat
     /// the option (or separate with commas) for several receivers.
     #[arg(long = "webhook-url", env = "TUTTI_WEBHOOK_URLS", value_delimiter = ',')]
@@ -193,6 +208,9 @@ struct FileConfig {
     hls_dir: Option<PathBuf>,
     branding_dir: Option<PathBuf>,
     rtmp_listen: Option<SocketAddr>,
+    sip_listen: Option<String>,
+    sip_public_address: Option<String>,
+    sip_trusted_networks: Option<Vec<IpNet>>,
     webhook_urls: Option<Vec<String>>,
     webhook_secret: Option<String>,
     rtmps_ca_file: Option<PathBuf>,
@@ -211,6 +229,27 @@ struct FileConfig {
     cost_video_caller: Option<f64>,
     cost_audio_caller: Option<f64>,
     cost_output: Option<f64>,
+}
+
+/// The SIP user agent's settings (see `crate::sip`).
+#[derive(Clone, Debug)]
+pub struct SipSettings {
+    /// `None`: SIP is off.
+    pub listen: Option<SocketAddr>,
+    pub public_address: Option<String>,
+    pub trusted_networks: Vec<IpNet>,
+}
+
+impl SipSettings {
+    fn resolve(listen: Option<String>, public_address: Option<String>, trusted_networks: Vec<IpNet>) -> anyhow::Result<SipSettings> {
+        let listen = match listen.as_deref().map(str::trim) {
+            None => Some(DEFAULT_SIP_LISTEN),
+            Some("") => None,
+            Some(text) => Some(text.parse().with_context(|| format!("--sip-listen {text:?} is not an address:port"))?),
+        };
+        let public_address = public_address.map(|a| a.trim().to_string()).filter(|a| !a.is_empty());
+        Ok(SipSettings { listen, public_address, trusted_networks })
+    }
 }
 
 /// Who may call the API.
@@ -264,6 +303,7 @@ pub struct Config {
     pub hls_dir: PathBuf,
     pub branding_dir: PathBuf,
     pub rtmp_listen: SocketAddr,
+    pub sip: SipSettings,
     /// Where events are POSTed, and the key that signs them.
     pub webhooks: WebhookConfig,
     pub rtmps_ca_file: Option<PathBuf>,
@@ -325,6 +365,11 @@ impl Config {
             hls_dir: args.hls_dir.or(file.hls_dir).unwrap_or_else(|| std::env::temp_dir().join("tutti-hls")),
             branding_dir: args.branding_dir.or(file.branding_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_BRANDING_DIR)),
             rtmp_listen: args.rtmp_listen.or(file.rtmp_listen).unwrap_or(DEFAULT_RTMP_LISTEN),
+            sip: SipSettings::resolve(
+                args.sip_listen.or(file.sip_listen),
+                args.sip_public_address.or(file.sip_public_address),
+                if args.sip_trusted_networks.is_empty() { file.sip_trusted_networks.unwrap_or_default() } else { args.sip_trusted_networks },
+            )?,
             webhooks,
             rtmps_ca_file: args.rtmps_ca_file.or(file.rtmps_ca_file),
             rtp_source_check: args.rtp_source_check.or(file.rtp_source_check).unwrap_or_default(),

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod model;
 pub mod ports;
 pub mod rtmp;
+pub mod sip;
 pub mod web;
 
 /// The configuration every property test shares: thousands of cases (proptest's

@@ -69,10 +69,17 @@ async fn serve(config: Config, profiles: Profiles, rtmps_trust: RtmpsTrust) -> a
         rtmp_server: Some(rtmp_server.clone()),
         events: events.clone(),
     };
+    let sip_settings = config.sip.clone();
     let engine = Engine::start(config, profiles, services);
+    let sip = tutti::sip::start(&sip_settings, engine.clone(), events.clone())
+        .await
+        .with_context(|| format!("starting SIP on {:?} (--sip-listen; an empty value turns SIP off)", sip_settings.listen))?;
     axum::serve(listener, tutti::api::app(engine.clone(), hls_dir, guards, Telemetry { events, webhooks }))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    if let Some(sip) = &sip {
+        sip.shutdown().await;
+    }
     engine.shutdown().await;
     rtmp_server.shutdown();
     tracing::info!("stopped: every pipeline and port released");

@@ -42,6 +42,7 @@ use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 use crate::model::layout::{LayoutConfig, MAX_GRID_CELLS};
 use crate::model::output::{InvalidOutput, OutputConfig, ValidOutput};
 use crate::model::sdp::{self, Canvas, LocalTransport, SdpError};
+use crate::model::signalling::Signalling;
 use crate::ports::{PortAllocator, PortsExhausted};
 use crate::rtmp::{PublisherConfig, PublisherHandle, RtmpServerHandle, RtmpsTrust, spawn_publisher};
 use watch::{CompositeWatch, LegWatches, OutputWatch};
@@ -88,6 +89,7 @@ pub enum EngineError {
 pub struct JoinRequest {
     pub name: Option<String>,
     pub offer: String,
+    pub signalling: Signalling,
 }
 
 /// A new participant and the SDP answer for it.
@@ -248,6 +250,7 @@ struct Participant {
     state: ParticipantState,
     /// What the producer set: mute, volume, hidden, deaf.
     controls: ParticipantControls,
+    signalling: Signalling,
     joined: Instant,
     last_error: Option<String>,
     watches: LegWatches,
@@ -574,6 +577,7 @@ impl Engine {
             sends_video,
             state: ParticipantState::Connecting,
             controls: ParticipantControls::default(),
+            signalling: request.signalling,
             joined: Instant::now(),
             last_error: None,
             watches: LegWatches::new(media, Instant::now()),

@@ -12,6 +12,7 @@ use crate::model::composition::{AudioConfig, VideoConfig};
 use crate::model::controls::ParticipantControls;
 use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 use crate::model::layout::{LayoutConfig, Placement};
+use crate::model::signalling::SipCall;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -58,6 +59,11 @@ impl ParticipantState {
 pub struct ParticipantView {
     pub id: ParticipantId,
     pub name: String,
+    /// `rtp` (added through the API with an SDP offer) or `sip`.
+    pub transport: &'static str,
+    /// The SIP dialog (`call_id`, `from`, `to`, `user_agent`) of a SIP participant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sip: Option<SipCall>,
     pub state: ParticipantState,
     /// What the producer set (`PATCH`): mute, volume, hidden, deaf.
     pub controls: ParticipantControls,
@@ -261,6 +267,8 @@ impl Composition {
         Some(ParticipantView {
             id: participant.id.clone(),
             name: participant.name.clone(),
+            transport: participant.signalling.transport(),
+            sip: participant.signalling.sip().cloned(),
             state: participant.state,
             controls: participant.controls.clone(),
             rect: self.media.placement(pid),

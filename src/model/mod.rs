@@ -15,6 +15,7 @@ pub mod ids;
 pub mod layout;
 pub mod output;
 pub mod sdp;
+pub mod signalling;
 pub mod slate;
 pub mod source_check;
 pub mod speaker;

@@ -43,6 +43,18 @@ pub fn free_udp_port() -> Result<u16> {
     Ok(UdpSocket::bind((LOCALHOST, 0))?.local_addr()?.port())
 }
 
+/// A port free for both UDP and TCP on loopback, as SIP listens on both.
+pub fn free_sip_port() -> Result<u16> {
+    for _ in 0..50 {
+        let udp = UdpSocket::bind((LOCALHOST, 0))?;
+        let port = udp.local_addr()?.port();
+        if std::net::TcpListener::bind((LOCALHOST, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no port free for both UDP and TCP in 50 tries")
+}
+
 /// Whether some process has a UDP socket bound to `port`. Reads /proc instead of trying to
 /// bind, because a probing bind could make the child's own bind fail.
 pub fn udp_port_bound(port: u16) -> bool {

@@ -9,7 +9,7 @@ use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION};
 use tempfile::TempDir;
 
-use super::net::{free_tcp_port, server_rtp_range};
+use super::net::{free_sip_port, free_tcp_port, server_rtp_range};
 use super::process::{ChildProcess, wait_until};
 
 /// Ports given to each server for RTP/RTCP.
@@ -38,6 +38,9 @@ pub struct Server {
     pub base_url: String,
     /// The inclusive UDP port range passed as `--rtp-ports`.
     pub rtp_ports: (u16, u16),
+    /// Where its SIP user agent listens on 127.0.0.1, UDP and TCP (unless a
+    /// test passed its own `--sip-listen`).
+    pub sip_port: u16,
     http: Client,
     /// Sent as `Authorization: Bearer` by every request made through the helpers.
     token: Option<String>,
@@ -109,6 +112,7 @@ impl Server {
         let dir = tempfile::Builder::new().prefix("tutti-server-").tempdir()?;
         let http_port = free_tcp_port()?;
         let rtp_ports = server_rtp_range(RTP_PORTS)?;
+        let sip_port = free_sip_port()?;
         let mut cmd = Command::new(tutti_binary());
         let http_host = options.http_host.unwrap_or("127.0.0.1");
         cmd.args(["serve", "--http", &format!("{http_host}:{http_port}")])
@@ -116,6 +120,7 @@ impl Server {
             .args(["--public-ip", "127.0.0.1"])
             // The embedded RTMP server on a port of its own (each composition shows its play URL).
             .args(["--rtmp-listen", "127.0.0.1:0"])
+            .args(if options.args.contains(&"--sip-listen") { vec![] } else { vec!["--sip-listen".to_string(), format!("127.0.0.1:{sip_port}")] })
             .arg("--hls-dir")
             .arg(dir.path().join("hls"))
             .arg("--recordings")
@@ -137,6 +142,7 @@ impl Server {
         let mut server = Server {
             base_url: format!("http://127.0.0.1:{http_port}"),
             rtp_ports,
+            sip_port,
             http,
             token: options.token.map(str::to_owned),
             process,

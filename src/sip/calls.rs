@@ -1,0 +1,58 @@
+//! Each live SIP dialog with the participant it became, so that whichever
+//! side ends first (a BYE or CANCEL from the caller, a DELETE through the
+//! API, a deleted composition) ends the other exactly once: whoever takes a
+//! call out of this table ends its other half.
+
+use rsipstack::dialog::DialogId;
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::model::ids::{CompositionId, ParticipantId};
+
+#[derive(Clone)]
+pub struct Call {
+    pub composition: CompositionId,
+    pub participant: ParticipantId,
+    pub dialog: InviteDialog,
+    /// The offer and answer in force: a session refresh repeats them.
+    pub offer: String,
+    pub answer: String,
+}
+
+#[derive(Clone, Default)]
+pub struct Calls {
+    inner: Arc<Mutex<HashMap<DialogId, Call>>>,
+}
+
+impl Calls {
+    pub fn insert(&self, id: DialogId, call: Call) {
+        self.lock().insert(id, call);
+    }
+
+    pub fn get(&self, id: &DialogId) -> Option<Call> {
+        self.lock().get(id).cloned()
+    }
+
+    /// Takes the call out: the caller ended it, so its participant must go.
+    pub fn take(&self, id: &DialogId) -> Option<Call> {
+        self.lock().remove(id)
+    }
+
+    /// Takes out the call of a participant that left through the API: its
+    /// dialog must end.
+    pub fn take_participant(&self, participant: &ParticipantId) -> Option<Call> {
+        let mut calls = self.lock();
+        let id = calls.iter().find(|(_, c)| &c.participant == participant).map(|(id, _)| id.clone())?;
+        calls.remove(&id)
+    }
+
+    pub fn all(&self) -> Vec<Call> {
+        self.lock().values().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DialogId, Call>> {
+        // A panic elsewhere must not take every call down with it.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

@@ -1,0 +1,411 @@
+//! The SIP user agent: one UDP socket and one TCP listener on the same
+//! port, rsipstack's endpoint on them, and three loops on tokio: new
+//! transactions (`incoming`), dialog states (`follow_dialogs`) and the
+//! engine's events (`follow_engine`).
+
+use anyhow::Context as _;
+use ipnet::IpNet;
+use rsipstack::EndpointBuilder;
+use rsipstack::dialog::dialog::{DialogState, DialogStateSender, TerminatedReason};
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::sip::headers::ToTypedHeader;
+use rsipstack::sip::{Header, HeadersExt, Method, Request, StatusCode, Uri, headers};
+use rsipstack::transaction::transaction::Transaction;
+use rsipstack::transport::tcp_listener::TcpListenerConnection;
+use rsipstack::transport::udp::UdpConnection;
+use rsipstack::transport::TransportLayer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use super::calls::{Call, Calls};
+use super::dispatch::{Room, route};
+use super::refusal::Refusal;
+use super::trust::{source_of, trusted};
+use crate::config::SipSettings;
+use crate::engine::{EngineError, EngineHandle, JoinRequest};
+use crate::events::EventBus;
+use crate::model::event::EventKind;
+use crate::model::signalling::{Signalling, SipCall};
+
+const AGENT: &str = concat!("Tutti/", env!("CARGO_PKG_VERSION"));
+const SDP: &str = "application/sdp";
+/// What Tutti answers in a dialog; said in `Allow` so SBCs know.
+const ALLOWED: [Method; 7] = [Method::Invite, Method::Ack, Method::Bye, Method::Cancel, Method::Options, Method::Info, Method::Update];
+/// How long a BYE may take at shutdown before the process goes anyway.
+const BYE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The running SIP user agent.
+pub struct SipServer {
+    local: SocketAddr,
+    calls: Calls,
+    cancel: CancellationToken,
+}
+
+impl SipServer {
+    /// Where it listens (UDP and TCP), with the port really bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Says goodbye to every caller, then stops listening.
+    pub async fn shutdown(&self) {
+        let calls = self.calls.all().into_iter().filter_map(|call| self.calls.take(&call.dialog.id()));
+        let byes: Vec<_> = calls.map(|call| tokio::spawn(async move { call.dialog.bye().await })).collect();
+        let _ = tokio::time::timeout(BYE_DEADLINE, async {
+            for bye in byes {
+                let _ = bye.await;
+            }
+        })
+        .await;
+        self.cancel.cancel();
+    }
+}
+
+/// What every call's task needs.
+#[derive(Clone)]
+struct UserAgent {
+    engine: EngineHandle,
+    dialogs: Arc<DialogLayer>,
+    calls: Calls,
+    states: DialogStateSender,
+    contact: Uri,
+    trusted_networks: Arc<[IpNet]>,
+}
+
+/// Starts the SIP user agent, or nothing if SIP is off (`--sip-listen ""`).
+pub async fn start(settings: &SipSettings, engine: EngineHandle, events: EventBus) -> anyhow::Result<Option<SipServer>> {
+    let Some(listen) = settings.listen else {
+        return Ok(None);
+    };
+    let cancel = CancellationToken::new();
+    let transports = TransportLayer::new(cancel.child_token());
+    let udp = UdpConnection::create_connection(listen, None, Some(cancel.child_token()))
+        .await
+        .with_context(|| format!("binding SIP over UDP to {listen}"))?;
+    let local = udp.get_addr().get_socketaddr().context("reading the SIP socket's address")?;
+    transports.add_transport(udp.into());
+    // TCP on the same port: large offers (five m-lines, SRTP keys) exceed a
+    // UDP datagram's comfortable size, and RFC 3261 §18 asks for both.
+    transports.add_transport(TcpListenerConnection::new(local, None).await.context("preparing SIP over TCP")?.into());
+
+    let endpoint = EndpointBuilder::new()
+        .with_cancel_token(cancel.clone())
+        .with_transport_layer(transports)
+        .with_user_agent(AGENT)
+        .with_allows(ALLOWED.to_vec())
+        .build();
+    let incoming = endpoint.incoming_transactions().context("taking the SIP endpoint's transactions")?;
+    let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+    let (states, state_changes) = dialogs.new_dialog_state_channel();
+    let host = settings.public_address.clone().unwrap_or_else(|| local.to_string());
+    let contact = Uri::try_from(format!("sip:tutti@{host}")).map_err(|e| anyhow::anyhow!("--sip-public-address {host:?}: {e}"))?;
+    let calls = Calls::default();
+    let context = UserAgent {
+        engine,
+        dialogs,
+        calls: calls.clone(),
+        states,
+        contact,
+        trusted_networks: settings.trusted_networks.clone().into(),
+    };
+
+    let token = cancel.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = endpoint.serve() => tracing::warn!("the SIP endpoint stopped"),
+            _ = token.cancelled() => {}
+        }
+    });
+    tokio::spawn(incoming_loop(context.clone(), incoming, cancel.clone()));
+    tokio::spawn(follow_dialogs(context.clone(), state_changes, cancel.clone()));
+    tokio::spawn(follow_engine(context, events, cancel.clone()));
+    tracing::info!(sip = %local, "SIP: call sip:{{composition id or name}}@{local} over UDP or TCP");
+    Ok(Some(SipServer { local, calls, cancel }))
+}
+
+async fn incoming_loop(context: UserAgent, mut incoming: rsipstack::transaction::TransactionReceiver, cancel: CancellationToken) {
+    loop {
+        let mut tx = tokio::select! {
+            tx = incoming.recv() => match tx { Some(tx) => tx, None => return },
+            _ = cancel.cancelled() => return,
+        };
+        let in_dialog = tx.original.to_header().ok().and_then(|to| to.tag().ok().flatten()).is_some();
+        if in_dialog {
+            match context.dialogs.match_dialog(&tx) {
+                Some(mut dialog) => {
+                    tokio::spawn(async move {
+                        if let Err(e) = dialog.handle(&mut tx).await {
+                            tracing::debug!(error = %e, "SIP: in-dialog request");
+                        }
+                    });
+                }
+                None if tx.original.method == Method::Ack => {}
+                None => reply(&mut tx, StatusCode::CallTransactionDoesNotExist, Vec::new()).await,
+            }
+            continue;
+        }
+        match tx.original.method {
+            Method::Invite => {
+                tokio::spawn(take_call(context.clone(), tx));
+            }
+            Method::Options => reply(&mut tx, StatusCode::OK, capabilities()).await,
+            Method::Ack => {}
+            Method::Bye => reply(&mut tx, StatusCode::CallTransactionDoesNotExist, Vec::new()).await,
+            _ => reply(&mut tx, StatusCode::MethodNotAllowed, capabilities()).await,
+        }
+    }
+}
+
+/// `Allow` and `Accept`: what an OPTIONS ping, or a refused method, is told.
+fn capabilities() -> Vec<Header> {
+    let allow = ALLOWED.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ");
+    vec![headers::Allow::from(allow).into(), headers::Accept::from(SDP).into()]
+}
+
+async fn reply(tx: &mut Transaction, status: StatusCode, headers: Vec<Header>) {
+    if let Err(e) = tx.reply_with(status.clone(), headers, None).await {
+        tracing::debug!(error = %e, %status, "SIP: the reply could not be sent");
+    }
+}
+
+/// One new INVITE: who calls, for which room, with what offer; then either
+/// a participant and a 200 OK with the answer, or a refusal that says why.
+async fn take_call(context: UserAgent, mut tx: Transaction) {
+    let request = tx.original.clone();
+    let _ = tx.send_trying().await;
+
+    let source = source_of(&request);
+    if !source.is_some_and(|ip| trusted(ip, &context.trusted_networks)) {
+        tracing::warn!(source = ?source, "SIP: a call from an untrusted address is refused (--sip-trusted-network)");
+        return reply(&mut tx, StatusCode::Forbidden, Vec::new()).await;
+    }
+    let Some(composition) = room_of(&context.engine, &request).await else {
+        tracing::info!(uri = %request.uri, "SIP: a call for no composition");
+        return reply(&mut tx, StatusCode::NotFound, Vec::new()).await;
+    };
+    let content_type = request.header_value("Content-Type").unwrap_or_default();
+    if request.body.is_empty() {
+        // A late offer (the caller expects Tutti to offer in the 200 OK).
+        let refusal = Refusal {
+            status: StatusCode::NotAcceptableHere,
+            warning: Some((399, "an INVITE without an SDP offer is not supported yet: send the offer in the INVITE".into())),
+            retry_after: None,
+        };
+        return reply(&mut tx, refusal.status.clone(), refusal.headers(AGENT)).await;
+    }
+    if !content_type.trim().to_ascii_lowercase().starts_with(SDP) {
+        let accept = vec![headers::Accept::from(SDP).into()];
+        return reply(&mut tx, StatusCode::UnsupportedMediaType, accept).await;
+    }
+    let offer = String::from_utf8_lossy(&request.body).into_owned();
+    let call = sip_call(&request);
+    let join = JoinRequest { name: Some(caller_name(&request)), offer: offer.clone(), signalling: Signalling::Sip(call.clone()) };
+    let joined = match context.engine.add_participant(composition.clone(), join).await {
+        Ok(joined) => joined,
+        Err(error) => {
+            let refusal = Refusal::from(&error);
+            tracing::info!(%composition, call_id = %call.call_id, status = %refusal.status, %error, "SIP: call refused");
+            return reply(&mut tx, refusal.status.clone(), refusal.headers(AGENT)).await;
+        }
+    };
+    let participant = joined.participant.id.clone();
+    let dialog = match context.dialogs.get_or_create_server_invite(&tx, context.states.clone(), None, Some(context.contact.clone())) {
+        Ok(dialog) => dialog,
+        Err(e) => {
+            tracing::warn!(error = %e, "SIP: no dialog for the INVITE");
+            let _ = context.engine.remove_participant(composition, participant).await;
+            return reply(&mut tx, StatusCode::ServerInternalError, Vec::new()).await;
+        }
+    };
+    // Recorded before the 200 OK and before the transaction runs: a CANCEL
+    // or BYE that races the answer then finds the participant to remove.
+    context.calls.insert(
+        dialog.id(),
+        Call { composition: composition.clone(), participant: participant.clone(), dialog: dialog.clone(), offer, answer: joined.answer.clone() },
+    );
+    let mut answer_headers = capabilities();
+    answer_headers.push(headers::ContentType::from(SDP).into());
+    if let Err(e) = dialog.accept(Some(answer_headers), Some(joined.answer.into_bytes())) {
+        tracing::warn!(error = %e, "SIP: the 200 OK could not be sent");
+    }
+    tracing::info!(%composition, %participant, call_id = %call.call_id, from = %call.from, "SIP: call answered");
+    let mut dialog = dialog;
+    if let Err(e) = dialog.handle(&mut tx).await {
+        tracing::debug!(error = %e, "SIP: INVITE transaction");
+    }
+}
+
+/// The composition the Request-URI's user part names, by id or by name.
+async fn room_of(engine: &EngineHandle, request: &Request) -> Option<crate::model::ids::CompositionId> {
+    let user = request.uri.user()?.to_string();
+    let compositions = engine.list_compositions().await.ok()?;
+    let rooms = compositions.iter().map(|c| Room { id: &c.id, name: c.name.as_deref() });
+    route(&user, rooms).cloned()
+}
+
+fn sip_call(request: &Request) -> SipCall {
+    SipCall {
+        call_id: request.header_value("Call-ID").unwrap_or_default(),
+        from: request.header_value("From").unwrap_or_default(),
+        to: request.header_value("To").unwrap_or_default(),
+        user_agent: request.header_value("User-UserAgent"),
+    }
+}
+
+/// The name a caller shows in its label: its display name, else its user.
+fn caller_name(request: &Request) -> String {
+    let from = request.from_header().ok().and_then(|f| f.typed().ok());
+    let display = from.as_ref().and_then(|f| f.display_name.clone()).map(|n| n.trim().trim_matches('"').to_string());
+    display
+        .filter(|n| !n.is_empty())
+        .or_else(|| from.as_ref().and_then(|f| f.uri.user().map(str::to_string)))
+        .unwrap_or_else(|| "SIP caller".to_string())
+}
+
+/// Dialog states from rsipstack: a call that ends removes its participant;
+/// in-dialog requests are answered.
+async fn follow_dialogs(context: UserAgent, mut changes: rsipstack::dialog::dialog::DialogStateReceiver, cancel: CancellationToken) {
+    loop {
+        let change = tokio::select! {
+            change = changes.recv() => match change { Some(change) => change, None => return },
+            _ = cancel.cancelled() => return,
+        };
+        match change {
+            DialogState::Terminated(id, reason) => {
+                context.dialogs.remove_dialog(&id);
+                if let Some(call) = context.calls.take(&id) {
+                    tracing::info!(composition = %call.composition, participant = %call.participant, reason = ?reason, "SIP: call ended");
+                    let engine = context.engine.clone();
+                    tokio::spawn(async move {
+                        match engine.remove_participant(call.composition, call.participant).await {
+                            Ok(_) | Err(EngineError::ParticipantNotFound(..) | EngineError::CompositionNotFound(_)) => {}
+                            Err(e) => tracing::warn!(error = %e, "SIP: removing an ended call's participant"),
+                        }
+                    });
+                } else if !matches!(reason, TerminatedReason::UasBye) {
+                    tracing::debug!(%id, ?reason, "SIP: dialog ended");
+                }
+            }
+            DialogState::Options(_, _, handle) => {
+                let _ = handle.respond(StatusCode::OK, Some(capabilities()), None).await;
+            }
+            DialogState::Info(_, _, handle) => {
+                let _ = handle.reply(StatusCode::OK).await;
+            }
+            DialogState::Updated(id, request, handle) => {
+                let (status, headers, body) = refresh(&context, &id, &request);
+                let _ = handle.respond(status, Some(headers), body).await;
+            }
+            DialogState::Refer(_, _, handle)
+            | DialogState::Message(_, _, handle)
+            | DialogState::Notify(_, _, handle)
+            | DialogState::Publish(_, _, handle) => {
+                let _ = handle.respond(StatusCode::MethodNotAllowed, Some(capabilities()), None).await;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A re-INVITE or UPDATE in a call. One that repeats the offer in force, or
+/// carries none, refreshes the session (RFC 4028 keep-alives): the answer
+/// in force goes back. A changed offer is refused with 488, which leaves the
+/// call as it was (RFC 3261 §14.2).
+fn refresh(context: &UserAgent, id: &rsipstack::dialog::DialogId, request: &Request) -> (StatusCode, Vec<Header>, Option<Vec<u8>>) {
+    let Some(call) = context.calls.get(id) else {
+        return (StatusCode::CallTransactionDoesNotExist, Vec::new(), None);
+    };
+    let offer = String::from_utf8_lossy(&request.body);
+    if offer.trim().is_empty() || same_session(&offer, &call.offer) {
+        let mut headers = capabilities();
+        headers.push(headers::ContentType::from(SDP).into());
+        return (StatusCode::OK, headers, Some(call.answer.into_bytes()));
+    }
+    let refusal = Refusal {
+        status: StatusCode::NotAcceptableHere,
+        warning: Some((399, "changing media in a call is not supported yet; the call goes on as it was".into())),
+        retry_after: None,
+    };
+    (refusal.status.clone(), refusal.headers(AGENT), None)
+}
+
+/// Whether a re-offer describes the same session: RFC 3264 §8 says an
+/// unchanged offer keeps the o= version; some endpoints bump it anyway, so
+/// everything but the o= line is compared.
+fn same_session(a: &str, b: &str) -> bool {
+    let body = |s: &str| s.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("o=")).map(str::to_string).collect::<Vec<_>>();
+    body(a) == body(b)
+}
+
+/// The engine's events: a SIP participant removed through the API, or with
+/// its composition, gets a BYE.
+async fn follow_engine(context: UserAgent, events: EventBus, cancel: CancellationToken) {
+    let (_, mut feed) = events.subscribe(None);
+    loop {
+        let event = tokio::select! {
+            event = feed.recv() => event,
+            _ = cancel.cancelled() => return,
+        };
+        match event {
+            Ok(event) => {
+                if let EventKind::ParticipantLeft { participant } = &event.what {
+                    if let Some(call) = context.calls.take_participant(participant) {
+                        hang_up(call);
+                    }
+                }
+            }
+            // Events were missed: ask the engine which calls still have a participant.
+            Err(RecvError::Lagged(_)) => {
+                for call in context.calls.all() {
+                    let gone = matches!(
+                        context.engine.participant(call.composition.clone(), call.participant.clone()).await,
+                        Err(EngineError::ParticipantNotFound(..) | EngineError::CompositionNotFound(_))
+                    );
+                    if gone && let Some(call) = context.calls.take(&call.dialog.id()) {
+                        hang_up(call);
+                    }
+                }
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+fn hang_up(call: Call) {
+    tracing::info!(composition = %call.composition, participant = %call.participant, "SIP: hanging up a participant removed through the API");
+    tokio::spawn(async move {
+        if let Err(e) = call.dialog.bye().await {
+            tracing::debug!(error = %e, "SIP: BYE");
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refresh_with_a_new_origin_version_is_the_same_session() {
+        let a = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        let b = "v=0\r\no=- 1 2 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        let moved = b.replace("4000", "4002");
+        assert!(same_session(a, b));
+        assert!(!same_session(a, &moved));
+    }
+
+    #[test]
+    fn a_caller_is_named_by_its_display_name_else_its_user() {
+        let invite = |from: &str| {
+            Request::try_from(format!(
+                "INVITE sip:room@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK1\r\n\
+                 From: {from};tag=1\r\nTo: <sip:room@127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+            ))
+            .unwrap()
+        };
+        assert_eq!(caller_name(&invite("\"Room 4B\" <sip:4b@pbx>")), "Room 4B");
+        assert_eq!(caller_name(&invite("<sip:alice@pbx>")), "alice");
+    }
+}
