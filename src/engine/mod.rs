@@ -35,11 +35,11 @@ use crate::media::{
 use crate::model::event::EventKind;
 use crate::model::admission::{Cores, OverCapacity, Picture};
 use crate::model::composition::{
-    CompositionConfig, InvalidConfig, MAX_AUDIO_ONLY_PARTICIPANTS, NO_LAYOUT_WITHOUT_VIDEO, NO_OUTPUTS_WITHOUT_VIDEO,
+    CompositionConfig, InvalidConfig, NO_LAYOUT_WITHOUT_VIDEO, NO_OUTPUTS_WITHOUT_VIDEO,
 };
 use crate::model::controls::{InvalidPatch, ParticipantControls, ParticipantPatch};
 use crate::model::ids::{CompositionId, OutputId, ParticipantId};
-use crate::model::layout::{LayoutConfig, MAX_GRID_CELLS};
+use crate::model::layout::LayoutConfig;
 use crate::model::output::{InvalidOutput, OutputConfig, ValidOutput};
 use crate::model::sdp::{self, Canvas, LocalTransport, SdpError};
 use crate::model::signalling::Signalling;
@@ -527,7 +527,7 @@ impl Engine {
         }
         let committed = self.committed_cost();
         let composition = composition_mut(&mut self.compositions, id)?;
-        let most = if composition.config.audio_only { MAX_AUDIO_ONLY_PARTICIPANTS } else { MAX_GRID_CELLS };
+        let most = composition.config.participant_limit();
         if composition.participants.len() >= most {
             return Err(EngineError::CompositionFull(id.clone(), most));
         }

@@ -1,7 +1,7 @@
 //! What a user sets for a composition (the body of `POST /v1/compositions`),
 //! with defaults and validation.
 
-use super::layout::LayoutConfig;
+use super::layout::{LayoutConfig, MAX_GRID_CELLS};
 use super::output::OutputConfig;
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +28,12 @@ pub struct CompositionConfig {
     /// which then hold hundreds of callers rather than a grid's 16.
     #[serde(default)]
     pub audio_only: bool,
+    /// The most callers it takes at once: a room's capacity. At most (and
+    /// by default) one per grid cell with video, or
+    /// [`MAX_AUDIO_ONLY_PARTICIPANTS`] audio-only. One more is refused
+    /// (409 through the API, 486 Busy Here over SIP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_participants: Option<usize>,
     #[serde(default)]
     pub video: VideoConfig,
     #[serde(default)]
@@ -85,6 +91,15 @@ pub const NO_LAYOUT_WITHOUT_VIDEO: &str = "an audio-only composition has no layo
 pub struct InvalidConfig(pub String);
 
 impl CompositionConfig {
+    /// How many callers it takes at once.
+    pub fn participant_limit(&self) -> usize {
+        self.max_participants.unwrap_or_else(|| self.kind_limit())
+    }
+
+    fn kind_limit(&self) -> usize {
+        if self.audio_only { MAX_AUDIO_ONLY_PARTICIPANTS } else { MAX_GRID_CELLS }
+    }
+
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         let v = &self.video;
         let bad = |msg: String| Err(InvalidConfig(msg));
@@ -122,6 +137,11 @@ impl CompositionConfig {
         if !(1..=2).contains(&a.channels) {
             return bad(format!("audio.channels {} must be 1 or 2", a.channels));
         }
+        if let Some(most) = self.max_participants
+            && !(1..=self.kind_limit()).contains(&most)
+        {
+            return bad(format!("max_participants {most} is outside 1..{}", self.kind_limit()));
+        }
         if let Some(name) = &self.name
             && name.chars().count() > 200
         {
@@ -134,6 +154,17 @@ impl CompositionConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_room_capacity_is_bounded_by_its_kind() {
+        let with = |body: &str| serde_json::from_str::<CompositionConfig>(body).unwrap();
+        assert_eq!(with("{}").participant_limit(), MAX_GRID_CELLS);
+        assert_eq!(with(r#"{"audio_only": true}"#).participant_limit(), MAX_AUDIO_ONLY_PARTICIPANTS);
+        assert_eq!(with(r#"{"max_participants": 2}"#).participant_limit(), 2);
+        assert!(with(r#"{"max_participants": 0}"#).validate().is_err());
+        assert!(with(r#"{"max_participants": 17}"#).validate().is_err());
+        assert!(with(r#"{"audio_only": true, "max_participants": 300}"#).validate().is_ok());
+    }
 
     #[test]
     fn empty_body_takes_every_default() {
