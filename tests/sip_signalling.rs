@@ -1,0 +1,284 @@
+//! SIP signalling against SIPp, the SIP test tool carriers use: every
+//! message Tutti sends is checked by a scenario (tests/sipp/), and each call
+//! is also judged where it matters to a caller: in the API (who is in the
+//! room) and in the RTP that reaches the caller's port.
+
+mod common;
+
+use std::io::Write;
+use std::net::{TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+use common::{Dialog, MediaPort, Server, Sipp, SippRun, pcmu_offer, wait_until};
+use serde_json::{Value, json};
+
+fn participants(server: &Server, composition: &str) -> Result<Vec<Value>> {
+    let list = server.get(&format!("/v1/compositions/{composition}/participants"))?.json()?;
+    Ok(list["participants"].as_array().cloned().unwrap_or_default())
+}
+
+fn ensure_passed(run: &SippRun, what: &str) -> Result<()> {
+    ensure!(run.passed(), "{what}: SIPp failed ({}):\n{}\n{}", run.status, run.errors, run.messages);
+    Ok(())
+}
+
+#[test]
+fn options_outside_a_dialog_says_what_tutti_takes_over_udp_and_tcp() -> Result<()> {
+    let server = Server::start()?;
+    for tcp in [false, true] {
+        let run = Sipp::run("options.xml", &[], "anyone", server.sip_port, tcp)?;
+        ensure_passed(&run, if tcp { "OPTIONS over TCP" } else { "OPTIONS over UDP" })?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_call_by_name_joins_sends_media_survives_keepalives_and_leaves_with_its_bye() -> Result<()> {
+    let server = Server::start()?;
+    let id = server.create_composition(&json!({"name": "board", "audio_only": true}))?;
+    let media = MediaPort::bind(false)?;
+    let offer = pcmu_offer(media.rtp_port);
+    let middle = Dialog::new().pause(2500).options().refresh(&offer).hang_up();
+    let invited = Instant::now();
+    let sipp = Sipp::start("call.xml", &[("BODY", &offer), ("MIDDLE", &middle), ("END", "")], "BOARD", server.sip_port, false)?;
+
+    wait_until("the SIP caller to be listed", Duration::from_secs(2), || Ok(participants(&server, &id)?.len() == 1))?;
+    let listed = invited.elapsed();
+    let caller = participants(&server, &id)?.remove(0);
+    ensure!(caller["transport"] == "sip", "transport: {caller}");
+    ensure!(caller["name"] == "SIPp Room", "named by its display name: {caller}");
+    let sip = &caller["sip"];
+    ensure!(sip["call_id"].as_str().is_some_and(|c| c.contains('@')), "call_id: {caller}");
+    ensure!(sip["from"].as_str().is_some_and(|f| f.contains("sipp@127.0.0.1")), "from: {caller}");
+    ensure!(sip["to"].as_str().is_some_and(|t| t.contains("BOARD@127.0.0.1")), "to: {caller}");
+    ensure!(sip["user_agent"] == "SIPp room system", "user_agent: {caller}");
+    // Tutti sends the caller its mix-minus (PCMU, 50 packets/s) to the offer's port.
+    wait_until("RTP at the caller's port", Duration::from_secs(2), || Ok(media.rtp_packets() > 0))?;
+    let first_rtp = invited.elapsed();
+
+    let run = sipp.wait(Duration::from_secs(20))?;
+    ensure_passed(&run, "call with OPTIONS and a session refresh, then BYE")?;
+    ensure!(run.messages.matches("SIP/2.0 200 OK").count() >= 4, "200 to INVITE, OPTIONS, re-INVITE and BYE:\n{}", run.messages);
+    wait_until("the caller to be gone after its BYE", Duration::from_secs(1), || Ok(participants(&server, &id)?.is_empty()))?;
+    let packets = media.rtp_packets();
+    ensure!(packets >= 100, "about 50 packets/s reached the caller over its 2.5+ s call, got {packets}");
+    println!("INVITE → listed in the API {listed:?}, → first RTP at the caller {first_rtp:?}; {packets} RTP packets");
+    Ok(())
+}
+
+#[test]
+fn a_call_by_id_over_tcp_gets_a_bye_when_the_api_removes_it() -> Result<()> {
+    let server = Server::start()?;
+    let id = server.create_composition(&json!({"audio_only": true}))?;
+    let media = MediaPort::bind(false)?;
+    let offer = pcmu_offer(media.rtp_port);
+    let end = Dialog::new().await_bye(10_000);
+    let sipp = Sipp::start("call.xml", &[("BODY", &offer), ("MIDDLE", ""), ("END", &end)], &id, server.sip_port, true)?;
+    wait_until("the SIP caller to be listed", Duration::from_secs(2), || Ok(participants(&server, &id)?.len() == 1))?;
+    let pid = participants(&server, &id)?[0]["id"].as_str().unwrap_or_default().to_string();
+    let deleted = server.delete(&format!("/v1/compositions/{id}/participants/{pid}"))?;
+    ensure!(deleted.status == 204 || deleted.status == 202, "DELETE: {}", deleted.status);
+    let run = sipp.wait(Duration::from_secs(15))?;
+    ensure_passed(&run, "BYE from Tutti after DELETE")?;
+    ensure!(run.messages.contains("BYE sip:"), "SIPp received a BYE:\n{}", run.messages);
+    Ok(())
+}
+
+#[test]
+fn refusals_carry_the_status_and_reason_endpoints_act_on() -> Result<()> {
+    let server = Server::start()?;
+    let id = server.create_composition(&json!({"name": "small", "audio_only": true, "max_participants": 1}))?;
+    let media = MediaPort::bind(false)?;
+    let offer = pcmu_offer(media.rtp_port);
+    let sdp_headers = "      Content-Type: application/sdp";
+    let refused = |service: &str, headers: &str, body: &str, status: &str, checks: &str| -> Result<SippRun> {
+        Sipp::run(
+            "refused.xml",
+            &[("HEADERS", headers), ("BODY", body), ("STATUS", status), ("CHECKS", checks)],
+            service,
+            server.sip_port,
+            false,
+        )
+    };
+
+    let run = refused("lobby", sdp_headers, &offer, "404", "")?;
+    ensure_passed(&run, "a room nobody created: 404")?;
+
+    let g729 = offer.replace("RTP/AVP 0", "RTP/AVP 18").replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:18 G729/8000");
+    let warning = r#"<ereg regexp="305 Tutti/[0-9.]+ \".*G729" search_in="hdr" header="Warning:" check_it="true" assign_to="checked"/>"#;
+    let run = refused("small", sdp_headers, &g729, "488", warning)?;
+    ensure_passed(&run, "no codec in common: 488 with a Warning naming the offer")?;
+
+    let accept = r#"<ereg regexp="application/sdp" search_in="hdr" header="Accept:" check_it="true" assign_to="checked"/>"#;
+    let run = refused("small", "      Content-Type: text/plain", "hello", "415", accept)?;
+    ensure_passed(&run, "a body that is not SDP: 415 with Accept")?;
+
+    // The room's one seat taken, one caller more is busy.
+    let first = Sipp::start("call.xml", &[("BODY", &offer), ("MIDDLE", ""), ("END", &Dialog::new().await_bye(10_000))], "small", server.sip_port, false)?;
+    wait_until("the first caller to be listed", Duration::from_secs(2), || Ok(participants(&server, &id)?.len() == 1))?;
+    let other = MediaPort::bind(false)?;
+    let run = refused("small", sdp_headers, &pcmu_offer(other.rtp_port), "486", "")?;
+    ensure_passed(&run, "a full room: 486 Busy Here")?;
+    ensure!(participants(&server, &id)?.len() == 1, "the refused caller left nothing behind");
+    server.delete(&format!("/v1/compositions/{id}"))?;
+    ensure_passed(&first.wait(Duration::from_secs(15))?, "deleting the composition hangs up its caller")?;
+
+    // A node at its limit asks to be tried again later, as SBCs fail over on 503.
+    let full = Server::start_with(&["--max-participants", "1"])?;
+    let a = full.create_composition(&json!({"name": "a", "audio_only": true}))?;
+    full.create_composition(&json!({"name": "b", "audio_only": true}))?;
+    let media_a = MediaPort::bind(false)?;
+    let held = Sipp::start("call.xml", &[("BODY", &pcmu_offer(media_a.rtp_port)), ("MIDDLE", ""), ("END", &Dialog::new().await_bye(10_000))], "a", full.sip_port, false)?;
+    wait_until("the node's one participant to be listed", Duration::from_secs(2), || Ok(participants(&full, &a)?.len() == 1))?;
+    let retry = r#"<ereg regexp=" *[0-9]+" search_in="hdr" header="Retry-After:" check_it="true" assign_to="checked"/>"#;
+    let run = Sipp::run(
+        "refused.xml",
+        &[("HEADERS", sdp_headers), ("BODY", &pcmu_offer(other.rtp_port)), ("STATUS", "503"), ("CHECKS", retry)],
+        "b",
+        full.sip_port,
+        false,
+    )?;
+    ensure_passed(&run, "a node at --max-participants: 503 with Retry-After")?;
+    drop(held);
+    Ok(())
+}
+
+/// A caller that gives up at once: INVITE and CANCEL back to back from one
+/// UDP socket (SIPp cannot send two requests without a response slipping in
+/// between). Tutti answers the INVITE 487, or 200 when its answer won the
+/// race; then the caller ACKs and hangs up, as RFC 3261 §9.1 asks. Returns
+/// the INVITE's final status.
+fn invite_then_cancel(sip_port: u16, offer: &str, round: usize) -> Result<u16> {
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    socket.set_read_timeout(Some(Duration::from_secs(3)))?;
+    socket.connect(("127.0.0.1", sip_port))?;
+    let local = socket.local_addr()?;
+    let headers = |method: &str, branch: &str, cseq: u32, to_tag: &str| {
+        format!(
+            "{method} sip:race@127.0.0.1:{sip_port} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{branch}\r\n\
+             From: <sip:racer@{local}>;tag=r{round}\r\nTo: <sip:race@127.0.0.1>{to_tag}\r\nCall-ID: race-{round}@127.0.0.1\r\n\
+             CSeq: {cseq} {method}\r\nContact: <sip:racer@{local}>\r\nMax-Forwards: 70\r\n"
+        )
+    };
+    let invite_branch = format!("inv{round}");
+    let invite = format!(
+        "{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{offer}",
+        headers("INVITE", &invite_branch, 1, ""),
+        offer.len()
+    );
+    socket.send(invite.as_bytes())?;
+    socket.send(format!("{}Content-Length: 0\r\n\r\n", headers("CANCEL", &invite_branch, 1, "")).as_bytes())?;
+
+    let (mut invite_final, mut cancel_final, mut to_tag) = (None, None, String::new());
+    let mut buf = [0u8; 8192];
+    while invite_final.is_none() || cancel_final.is_none() {
+        let n = socket.recv(&mut buf)?;
+        let text = String::from_utf8_lossy(&buf[..n]);
+        let status: u16 = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let header = |name: &str| text.lines().find(|l| l.to_ascii_lowercase().starts_with(name)).unwrap_or("").to_string();
+        if status < 200 {
+            continue;
+        }
+        if header("cseq:").ends_with("CANCEL") {
+            cancel_final = Some(status);
+        } else {
+            invite_final = Some(status);
+            to_tag = header("to:").split_once(";tag=").map(|(_, t)| format!(";tag={}", t.trim())).unwrap_or_default();
+        }
+    }
+    let invite_final = invite_final.unwrap_or_default();
+    ensure!(cancel_final == Some(200) || cancel_final == Some(481), "CANCEL answered {cancel_final:?}");
+    if invite_final == 200 {
+        socket.send(format!("{}Content-Length: 0\r\n\r\n", headers("ACK", &format!("ack{round}"), 1, &to_tag)).as_bytes())?;
+        socket.send(format!("{}Content-Length: 0\r\n\r\n", headers("BYE", &format!("bye{round}"), 2, &to_tag)).as_bytes())?;
+        loop {
+            let n = socket.recv(&mut buf)?;
+            let text = String::from_utf8_lossy(&buf[..n]);
+            if text.starts_with("SIP/2.0 200") && text.contains(" BYE\r\n") {
+                break;
+            }
+        }
+    } else {
+        ensure!(invite_final == 487, "the cancelled INVITE was answered {invite_final}");
+        socket.send(format!("{}Content-Length: 0\r\n\r\n", headers("ACK", &invite_branch, 1, &to_tag)).as_bytes())?;
+    }
+    Ok(invite_final)
+}
+
+#[test]
+fn a_cancel_right_behind_the_invite_leaves_nobody_behind_every_time() -> Result<()> {
+    let server = Server::start()?;
+    let id = server.create_composition(&json!({"name": "race", "audio_only": true}))?;
+    let media = MediaPort::bind(false)?;
+    let offer = pcmu_offer(media.rtp_port);
+    const ROUNDS: usize = 200;
+    let mut finals = std::collections::BTreeMap::new();
+    for round in 0..ROUNDS {
+        *finals.entry(invite_then_cancel(server.sip_port, &offer, round)?).or_insert(0) += 1;
+    }
+    wait_until("no participant after the CANCELs", Duration::from_secs(1), || Ok(participants(&server, &id)?.is_empty()))?;
+    let health = server.get("/healthz")?.json()?;
+    ensure!(health["participants"] == 0, "healthz counts nobody: {health}");
+    let run = Sipp::run("options.xml", &[], "race", server.sip_port, false)?;
+    ensure_passed(&run, "OPTIONS after the race")?;
+    println!("{ROUNDS} INVITE+CANCEL pairs; the INVITEs' final answers: {finals:?}");
+    Ok(())
+}
+
+#[test]
+fn garbage_at_the_sip_port_disturbs_no_call() -> Result<()> {
+    let server = Server::start()?;
+    let id = server.create_composition(&json!({"name": "steady", "audio_only": true}))?;
+    let media = MediaPort::bind(false)?;
+    let offer = pcmu_offer(media.rtp_port);
+    let middle = Dialog::new().pause(4000).options().hang_up();
+    let call = Sipp::start("call.xml", &[("BODY", &offer), ("MIDDLE", &middle), ("END", "")], "steady", server.sip_port, false)?;
+    wait_until("RTP at the caller's port", Duration::from_secs(3), || Ok(media.rtp_packets() > 10))?;
+    media.take_longest_rtp_gap();
+
+    let sip = ("127.0.0.1", server.sip_port);
+    let udp = UdpSocket::bind("127.0.0.1:0")?;
+    let mut noise = 0x2545_f491_4f6c_dd1du64;
+    let mut random_bytes = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                noise ^= noise << 13;
+                noise ^= noise >> 7;
+                noise ^= noise << 17;
+                noise as u8
+            })
+            .collect()
+    };
+    let invite = "INVITE sip:steady@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKjunk\r\n\
+                  From: <sip:x@y>;tag=1\r\nTo: <sip:steady@127.0.0.1>\r\nCall-ID: junk\r\nCSeq: 1 INVITE\r\n";
+    let mut garbage: Vec<Vec<u8>> = (0..200).map(|i| random_bytes(1 + i * 7)).collect();
+    garbage.push(invite[..invite.len() / 2].as_bytes().to_vec()); // truncated mid-header
+    garbage.push(invite.replace("Call-ID: junk\r\n", "").into_bytes()); // no Call-ID
+    garbage.push(invite.replace("CSeq: 1 INVITE\r\n", "").into_bytes()); // no CSeq
+    garbage.push(format!("{invite}Content-Length: 99999\r\n\r\nv=0\r\n").into_bytes()); // a body shorter than said
+    garbage.push(format!("{invite}Content-Type: application/sdp\r\nContent-Length: 8\r\n\r\nv=0\r\nm=\r\n").into_bytes()); // broken SDP
+    let mut oversized = format!("{invite}Subject: ").into_bytes();
+    oversized.extend(std::iter::repeat_n(b'a', 60_000));
+    garbage.push(oversized.clone());
+    for datagram in &garbage {
+        udp.send_to(datagram, sip)?;
+    }
+    // Over TCP: a flood of 200 KB, and a connection left half-written.
+    let mut flood = TcpStream::connect(sip)?;
+    flood.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let _ = flood.write_all(&oversized.repeat(3));
+    let mut half = TcpStream::connect(sip)?;
+    half.write_all(&invite.as_bytes()[..40])?;
+
+    let probe = Sipp::run("options.xml", &[], "steady", server.sip_port, false)?;
+    ensure_passed(&probe, "OPTIONS answered right after the garbage")?;
+    let run = call.wait(Duration::from_secs(20))?;
+    ensure_passed(&run, "the call in progress: in-dialog OPTIONS and BYE still answered")?;
+    let gap = media.take_longest_rtp_gap();
+    ensure!(gap < Duration::from_millis(300), "the caller's RTP went on through the garbage; longest gap {gap:?}");
+    wait_until("the caller to be gone after its BYE", Duration::from_secs(1), || Ok(participants(&server, &id)?.is_empty()))?;
+    ensure!(server.get("/healthz")?.status == 200, "the server is alive");
+    drop((flood, half));
+    Ok(())
+}
