@@ -117,9 +117,15 @@ pub struct ServeArgs {
     #[arg(long, env = "TUTTI_SIP_PUBLIC_ADDRESS")]
     pub sip_public_address: Option<String>,
     /// Networks (CIDR, e.g. 192.0.2.0/24 for a PBX or an SBC) whose calls are
-    /// taken; anyone else gets 403 Forbidden. Loopback is always trusted.
+    /// taken without a password [default: loopback, 127.0.0.0/8 and ::1;
+    /// naming networks replaces it]. Other callers must authenticate as a
+    /// --sip-user, or get 403 Forbidden.
     #[arg(long = "sip-trusted-network", env = "TUTTI_SIP_TRUSTED_NETWORKS", value_delimiter = ',')]
     pub sip_trusted_networks: Vec<IpNet>,
+    /// NAME:PASSWORD of a user who may call from anywhere, after a digest
+    /// challenge (401, SHA-256 or MD5); repeat for several users.
+    #[arg(long = "sip-user", env = "TUTTI_SIP_USERS", value_delimiter = ',', hide_env_values = true)]
+    pub sip_users: Vec<String>,
     /// URL every event is POSTed to, signed with --webhook-secret; repeat
     /// the option (or separate with commas) for several receivers.
     #[arg(long = "webhook-url", env = "TUTTI_WEBHOOK_URLS", value_delimiter = ',')]
@@ -211,6 +217,7 @@ struct FileConfig {
     sip_listen: Option<String>,
     sip_public_address: Option<String>,
     sip_trusted_networks: Option<Vec<IpNet>>,
+    sip_users: Option<Vec<String>>,
     webhook_urls: Option<Vec<String>>,
     webhook_secret: Option<String>,
     rtmps_ca_file: Option<PathBuf>,
@@ -237,18 +244,53 @@ pub struct SipSettings {
     /// `None`: SIP is off.
     pub listen: Option<SocketAddr>,
     pub public_address: Option<String>,
+    /// Whose calls are taken without a password (loopback unless configured).
     pub trusted_networks: Vec<IpNet>,
+    pub users: Vec<SipUser>,
+}
+
+/// A user who may call from anywhere with a password.
+#[derive(Clone)]
+pub struct SipUser {
+    pub name: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for SipUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SipUser({}, password hidden)", self.name)
+    }
 }
 
 impl SipSettings {
-    fn resolve(listen: Option<String>, public_address: Option<String>, trusted_networks: Vec<IpNet>) -> anyhow::Result<SipSettings> {
+    fn resolve(
+        listen: Option<String>,
+        public_address: Option<String>,
+        trusted_networks: Vec<IpNet>,
+        users: Vec<String>,
+    ) -> anyhow::Result<SipSettings> {
         let listen = match listen.as_deref().map(str::trim) {
             None => Some(DEFAULT_SIP_LISTEN),
             Some("") => None,
             Some(text) => Some(text.parse().with_context(|| format!("--sip-listen {text:?} is not an address:port"))?),
         };
         let public_address = public_address.map(|a| a.trim().to_string()).filter(|a| !a.is_empty());
-        Ok(SipSettings { listen, public_address, trusted_networks })
+        let trusted_networks = if trusted_networks.is_empty() {
+            let loopback_v4 = IpNet::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8).expect("8 is a valid IPv4 prefix");
+            vec![loopback_v4, IpNet::from(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST))]
+        } else {
+            trusted_networks
+        };
+        let users = users
+            .iter()
+            .map(|entry| match entry.split_once(':') {
+                Some((name, password)) if !name.trim().is_empty() && !password.is_empty() => {
+                    Ok(SipUser { name: name.trim().to_string(), password: password.to_string() })
+                }
+                _ => Err(anyhow::anyhow!("--sip-user takes NAME:PASSWORD, both non-empty")),
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(SipSettings { listen, public_address, trusted_networks, users })
     }
 }
 
@@ -369,6 +411,7 @@ impl Config {
                 args.sip_listen.or(file.sip_listen),
                 args.sip_public_address.or(file.sip_public_address),
                 if args.sip_trusted_networks.is_empty() { file.sip_trusted_networks.unwrap_or_default() } else { args.sip_trusted_networks },
+                if args.sip_users.is_empty() { file.sip_users.unwrap_or_default() } else { args.sip_users },
             )?,
             webhooks,
             rtmps_ca_file: args.rtmps_ca_file.or(file.rtmps_ca_file),
@@ -438,6 +481,20 @@ fn cost_model(args: &ServeArgs, file: &FileConfig) -> CostModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sip_trusts_loopback_until_told_which_networks_to_trust() {
+        let default = SipSettings::resolve(None, None, vec![], vec![]).unwrap();
+        let trusts = |s: &SipSettings, ip: &str| s.trusted_networks.iter().any(|n| n.contains(&ip.parse::<IpAddr>().unwrap()));
+        assert!(trusts(&default, "127.0.0.1") && trusts(&default, "127.9.9.9") && trusts(&default, "::1"));
+        assert!(!trusts(&default, "192.0.2.1"));
+        let trunk = SipSettings::resolve(None, None, vec!["192.0.2.0/24".parse().unwrap()], vec!["alice:a:b".into()]).unwrap();
+        assert!(trusts(&trunk, "192.0.2.1") && !trusts(&trunk, "127.0.0.1"));
+        assert_eq!((trunk.users[0].name.as_str(), trunk.users[0].password.as_str()), ("alice", "a:b"));
+        assert!(!format!("{trunk:?}").contains("a:b"), "passwords stay out of logs");
+        assert!(SipSettings::resolve(None, None, vec![], vec!["nopassword".into()]).is_err());
+        assert_eq!(SipSettings::resolve(Some(String::new()), None, vec![], vec![]).unwrap().listen, None);
+    }
 
     #[test]
     fn flags_override_file_which_overrides_defaults() {

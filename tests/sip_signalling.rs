@@ -207,6 +207,89 @@ fn invite_then_cancel(sip_port: u16, offer: &str, round: usize) -> Result<u16> {
 }
 
 #[test]
+fn outside_the_trusted_networks_a_caller_proves_a_users_password() -> Result<()> {
+    // Loopback is not trusted once networks are named: SIPp on 127.0.0.1 is a stranger.
+    let server = Server::start_with(&["--sip-trusted-network", "192.0.2.0/24", "--sip-user", "alice:wonderland"])?;
+    let id = server.create_composition(&json!({"name": "vault", "audio_only": true}))?;
+    let media = MediaPort::bind(false)?;
+    let offer = pcmu_offer(media.rtp_port);
+    let answered = r#"  <recv response="200" response_txn="second"/>
+  <send ack_txn="second">
+    <![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:alice@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="BYE" timeout="10000"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>"#;
+    let caller = Sipp::start(
+        "digest.xml",
+        &[("USER", "alice"), ("PASSWORD", "wonderland"), ("BODY", &offer), ("SECOND", answered)],
+        "vault",
+        server.sip_port,
+        false,
+    )?;
+    wait_until("alice to be listed", Duration::from_secs(3), || Ok(participants(&server, &id)?.len() == 1))?;
+    server.delete(&format!("/v1/compositions/{id}"))?;
+    let run = caller.wait(Duration::from_secs(15))?;
+    ensure_passed(&run, "401, then the right password: 200")?;
+    ensure!(run.messages.contains("WWW-Authenticate: Digest realm=\"tutti\""), "the challenge:\n{}", run.messages);
+
+    let refused = r#"  <recv response="403" response_txn="second"/>
+  <send ack_txn="second">
+    <![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:mallory@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>"#;
+    let id = server.create_composition(&json!({"name": "vault", "audio_only": true}))?;
+    for (user, password) in [("alice", "looking-glass"), ("mallory", "wonderland")] {
+        let fills = [("USER", user), ("PASSWORD", password), ("BODY", offer.as_str()), ("SECOND", refused)];
+        let run = Sipp::run("digest.xml", &fills, "vault", server.sip_port, false)?;
+        ensure_passed(&run, &format!("{user} with a wrong password: 403"))?;
+    }
+    ensure!(participants(&server, &id)?.is_empty(), "nobody got in with a wrong password");
+
+    // With no users configured, a stranger is refused outright.
+    let closed = Server::start_with(&["--sip-trusted-network", "192.0.2.0/24"])?;
+    closed.create_composition(&json!({"name": "vault", "audio_only": true}))?;
+    let run = Sipp::run(
+        "refused.xml",
+        &[("HEADERS", "      Content-Type: application/sdp"), ("BODY", &offer), ("STATUS", "403"), ("CHECKS", "")],
+        "vault",
+        closed.sip_port,
+        false,
+    )?;
+    ensure_passed(&run, "a stranger where no user may call: 403")?;
+    Ok(())
+}
+
+#[test]
 fn a_cancel_right_behind_the_invite_leaves_nobody_behind_every_time() -> Result<()> {
     let server = Server::start()?;
     let id = server.create_composition(&json!({"name": "race", "audio_only": true}))?;

@@ -12,6 +12,7 @@
 //! through the API gets a BYE.
 
 mod calls;
+mod digest;
 mod dispatch;
 mod refusal;
 mod server;

@@ -16,11 +16,12 @@ use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::TransportLayer;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use super::calls::{Call, Calls};
+use super::digest::{Check, Users};
 use super::dispatch::{Room, route};
 use super::refusal::Refusal;
 use super::trust::{source_of, trusted};
@@ -73,6 +74,7 @@ struct UserAgent {
     states: DialogStateSender,
     contact: Uri,
     trusted_networks: Arc<[IpNet]>,
+    users: Arc<Users>,
 }
 
 /// Starts the SIP user agent, or nothing if SIP is off (`--sip-listen ""`).
@@ -110,6 +112,7 @@ pub async fn start(settings: &SipSettings, engine: EngineHandle, events: EventBu
         states,
         contact,
         trusted_networks: settings.trusted_networks.clone().into(),
+        users: Arc::new(Users::new(&settings.users.iter().map(|u| (u.name.clone(), u.password.clone())).collect::<Vec<_>>())),
     };
 
     let token = cancel.clone();
@@ -179,8 +182,16 @@ async fn take_call(context: UserAgent, mut tx: Transaction) {
 
     let source = source_of(&request);
     if !source.is_some_and(|ip| trusted(ip, &context.trusted_networks)) {
-        tracing::warn!(source = ?source, "SIP: a call from an untrusted address is refused (--sip-trusted-network)");
-        return reply(&mut tx, StatusCode::Forbidden, Vec::new()).await;
+        match context.users.check(&request, SystemTime::now()) {
+            Check::Authorized(user) => tracing::info!(source = ?source, %user, "SIP: an authenticated call"),
+            Check::Challenge { stale } if !context.users.is_empty() => {
+                return reply(&mut tx, StatusCode::Unauthorized, context.users.challenge(stale, SystemTime::now())).await;
+            }
+            _ => {
+                tracing::warn!(source = ?source, "SIP: a call from outside the trusted networks without a user's password is refused");
+                return reply(&mut tx, StatusCode::Forbidden, Vec::new()).await;
+            }
+        }
     }
     let Some(composition) = room_of(&context.engine, &request).await else {
         tracing::info!(uri = %request.uri, "SIP: a call for no composition");

@@ -1,6 +1,7 @@
-//! Who may call: loopback always (the demo and a softphone on the same
-//! machine just work), and the networks of trusted trunks (a PBX, an SBC)
-//! from configuration. Everyone else is answered 403 Forbidden.
+//! Who may call without a password: the trusted networks, loopback unless
+//! configured (so the demo and a softphone on the same machine just work),
+//! else the networks of trusted trunks (a PBX, an SBC). Anyone else must
+//! authenticate as a configured user (`digest`), or is refused.
 
 use ipnet::IpNet;
 use rsipstack::sip::{HeadersExt, Request};
@@ -8,7 +9,7 @@ use rsipstack::transport::SipConnection;
 use std::net::IpAddr;
 
 pub fn trusted(source: IpAddr, networks: &[IpNet]) -> bool {
-    source.is_loopback() || networks.iter().any(|n| n.contains(&source))
+    networks.iter().any(|n| n.contains(&source))
 }
 
 /// Where a request came from: the transport layer writes the packet's
@@ -23,13 +24,6 @@ pub fn source_of(request: &Request) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn loopback_is_trusted_without_configuration() {
-        assert!(trusted("127.0.0.1".parse().unwrap(), &[]));
-        assert!(trusted("::1".parse().unwrap(), &[]));
-        assert!(!trusted("192.0.2.7".parse().unwrap(), &[]));
-    }
 
     #[test]
     fn a_trunk_network_is_trusted_and_its_neighbour_is_not() {
