@@ -8,7 +8,10 @@ use crate::model::admission::{Budget, Cores, CostModel};
 use crate::ports::PortRange;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use crate::model::composition::CompositionConfig;
+use crate::sip::{RouteRule, Rules};
 use ipnet::IpNet;
+use std::collections::HashMap;
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -218,6 +221,9 @@ struct FileConfig {
     sip_public_address: Option<String>,
     sip_trusted_networks: Option<Vec<IpNet>>,
     sip_users: Option<Vec<String>>,
+    /// Dial-plan rules (`[[sip_routes]]`) and the compositions ad-hoc rooms are made from.
+    sip_routes: Option<Vec<RouteRule>>,
+    sip_templates: Option<HashMap<String, CompositionConfig>>,
     webhook_urls: Option<Vec<String>>,
     webhook_secret: Option<String>,
     rtmps_ca_file: Option<PathBuf>,
@@ -247,6 +253,9 @@ pub struct SipSettings {
     /// Whose calls are taken without a password (loopback unless configured).
     pub trusted_networks: Vec<IpNet>,
     pub users: Vec<SipUser>,
+    pub routes: Rules,
+    /// By name: what an ad-hoc room is made of.
+    pub templates: HashMap<String, CompositionConfig>,
 }
 
 /// A user who may call from anywhere with a password.
@@ -268,6 +277,8 @@ impl SipSettings {
         public_address: Option<String>,
         trusted_networks: Vec<IpNet>,
         users: Vec<String>,
+        routes: Vec<RouteRule>,
+        templates: HashMap<String, CompositionConfig>,
     ) -> anyhow::Result<SipSettings> {
         let listen = match listen.as_deref().map(str::trim) {
             None => Some(DEFAULT_SIP_LISTEN),
@@ -290,7 +301,11 @@ impl SipSettings {
                 _ => Err(anyhow::anyhow!("--sip-user takes NAME:PASSWORD, both non-empty")),
             })
             .collect::<anyhow::Result<_>>()?;
-        Ok(SipSettings { listen, public_address, trusted_networks, users })
+        for (name, template) in &templates {
+            template.validate().with_context(|| format!("[sip_templates.{name}]"))?;
+        }
+        let routes = Rules::new(&routes, &templates).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(SipSettings { listen, public_address, trusted_networks, users, routes, templates })
     }
 }
 
@@ -412,6 +427,8 @@ impl Config {
                 args.sip_public_address.or(file.sip_public_address),
                 if args.sip_trusted_networks.is_empty() { file.sip_trusted_networks.unwrap_or_default() } else { args.sip_trusted_networks },
                 if args.sip_users.is_empty() { file.sip_users.unwrap_or_default() } else { args.sip_users },
+                file.sip_routes.unwrap_or_default(),
+                file.sip_templates.unwrap_or_default(),
             )?,
             webhooks,
             rtmps_ca_file: args.rtmps_ca_file.or(file.rtmps_ca_file),
@@ -484,16 +501,16 @@ mod tests {
 
     #[test]
     fn sip_trusts_loopback_until_told_which_networks_to_trust() {
-        let default = SipSettings::resolve(None, None, vec![], vec![]).unwrap();
+        let default = SipSettings::resolve(None, None, vec![], vec![], vec![], HashMap::new()).unwrap();
         let trusts = |s: &SipSettings, ip: &str| s.trusted_networks.iter().any(|n| n.contains(&ip.parse::<IpAddr>().unwrap()));
         assert!(trusts(&default, "127.0.0.1") && trusts(&default, "127.9.9.9") && trusts(&default, "::1"));
         assert!(!trusts(&default, "192.0.2.1"));
-        let trunk = SipSettings::resolve(None, None, vec!["192.0.2.0/24".parse().unwrap()], vec!["alice:a:b".into()]).unwrap();
+        let trunk = SipSettings::resolve(None, None, vec!["192.0.2.0/24".parse().unwrap()], vec!["alice:a:b".into()], vec![], HashMap::new()).unwrap();
         assert!(trusts(&trunk, "192.0.2.1") && !trusts(&trunk, "127.0.0.1"));
         assert_eq!((trunk.users[0].name.as_str(), trunk.users[0].password.as_str()), ("alice", "a:b"));
         assert!(!format!("{trunk:?}").contains("a:b"), "passwords stay out of logs");
-        assert!(SipSettings::resolve(None, None, vec![], vec!["nopassword".into()]).is_err());
-        assert_eq!(SipSettings::resolve(Some(String::new()), None, vec![], vec![]).unwrap().listen, None);
+        assert!(SipSettings::resolve(None, None, vec![], vec!["nopassword".into()], vec![], HashMap::new()).is_err());
+        assert_eq!(SipSettings::resolve(Some(String::new()), None, vec![], vec![], vec![], HashMap::new()).unwrap().listen, None);
     }
 
     #[test]

@@ -290,6 +290,58 @@ fn outside_the_trusted_networks_a_caller_proves_a_users_password() -> Result<()>
 }
 
 #[test]
+fn a_dial_plan_routes_numbers_and_makes_ad_hoc_rooms_that_end_with_their_last_caller() -> Result<()> {
+    let config = tempfile::Builder::new().suffix(".toml").tempfile()?;
+    std::fs::write(
+        config.path(),
+        r#"
+        sip_routes = [
+          { match = "exact", pattern = "100", composition = "board" },
+          { match = "regex", pattern = "^huddle-[a-z]+$", template = "huddle" },
+        ]
+        [sip_templates.huddle]
+        audio_only = true
+        max_participants = 4
+        "#,
+    )?;
+    let server = Server::start_with(&["--config", config.path().to_str().unwrap_or_default()])?;
+    let board = server.create_composition(&json!({"name": "board", "audio_only": true}))?;
+    let ports: Vec<MediaPort> = (0..3).map(|_| MediaPort::bind(false)).collect::<Result<_>>()?;
+    let call = |service: &str, port: &MediaPort, millis: u64| {
+        let middle = Dialog::new().pause(millis).hang_up();
+        Sipp::start("call.xml", &[("BODY", &pcmu_offer(port.rtp_port)), ("MIDDLE", &middle), ("END", "")], service, server.sip_port, false)
+    };
+    let to_board = call("100", &ports[0], 1500)?;
+    // Two callers of a room nobody made, at the same moment: one room.
+    let (red_1, red_2) = (call("huddle-red", &ports[1], 1500)?, call("huddle-red", &ports[2], 1500)?);
+    wait_until("the call to 100 in board", Duration::from_secs(3), || Ok(participants(&server, &board)?.len() == 1))?;
+    let huddles = || -> Result<Vec<Value>> {
+        let list = server.get("/v1/compositions")?.json()?;
+        Ok(list["compositions"].as_array().cloned().unwrap_or_default().into_iter().filter(|c| c["name"] == "huddle-red").collect())
+    };
+    wait_until("both huddle callers in one ad-hoc room", Duration::from_secs(3), || {
+        let rooms = huddles()?;
+        Ok(rooms.len() == 1 && rooms[0]["participants"].as_array().map(Vec::len) == Some(2))
+    })?;
+    let made = huddles()?.remove(0);
+    ensure!(made["audio_only"] == true, "made from the template: {made}");
+    for (run, what) in [(to_board, "call to 100"), (red_1, "first huddle caller"), (red_2, "second huddle caller")] {
+        ensure_passed(&run.wait(Duration::from_secs(15))?, what)?;
+    }
+    wait_until("the ad-hoc room to close with its last caller", Duration::from_secs(1), || Ok(huddles()?.is_empty()))?;
+    ensure!(server.get(&format!("/v1/compositions/{board}"))?.status == 200, "a room made through the API stays");
+    let run = Sipp::run(
+        "refused.xml",
+        &[("HEADERS", "      Content-Type: application/sdp"), ("BODY", &pcmu_offer(ports[0].rtp_port)), ("STATUS", "404"), ("CHECKS", "")],
+        "huddle-42",
+        server.sip_port,
+        false,
+    )?;
+    ensure_passed(&run, "a number no rule matches: 404")?;
+    Ok(())
+}
+
+#[test]
 fn a_cancel_right_behind_the_invite_leaves_nobody_behind_every_time() -> Result<()> {
     let server = Server::start()?;
     let id = server.create_composition(&json!({"name": "race", "audio_only": true}))?;

@@ -18,4 +18,5 @@ mod refusal;
 mod server;
 mod trust;
 
+pub use dispatch::{RouteRule, Rules};
 pub use server::{SipServer, start};

@@ -14,6 +14,7 @@ use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transport::tcp_listener::TcpListenerConnection;
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::TransportLayer;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -22,13 +23,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::calls::{Call, Calls};
 use super::digest::{Check, Users};
-use super::dispatch::{Room, route};
+use super::dispatch::{Destination, Room, Rules, route};
 use super::refusal::Refusal;
 use super::trust::{source_of, trusted};
 use crate::config::SipSettings;
 use crate::engine::{EngineError, EngineHandle, JoinRequest};
 use crate::events::EventBus;
+use crate::model::composition::CompositionConfig;
 use crate::model::event::EventKind;
+use crate::model::ids::CompositionId;
 use crate::model::signalling::{Signalling, SipCall};
 
 const AGENT: &str = concat!("Tutti/", env!("CARGO_PKG_VERSION"));
@@ -75,6 +78,11 @@ struct UserAgent {
     contact: Uri,
     trusted_networks: Arc<[IpNet]>,
     users: Arc<Users>,
+    rules: Arc<Rules>,
+    templates: Arc<HashMap<String, CompositionConfig>>,
+    /// The ad-hoc rooms SIP made (deleted when their last caller leaves).
+    /// Held while a call is routed, so two callers of a new room make one.
+    ad_hoc: Arc<tokio::sync::Mutex<HashSet<CompositionId>>>,
 }
 
 /// Starts the SIP user agent, or nothing if SIP is off (`--sip-listen ""`).
@@ -113,6 +121,9 @@ pub async fn start(settings: &SipSettings, engine: EngineHandle, events: EventBu
         contact,
         trusted_networks: settings.trusted_networks.clone().into(),
         users: Arc::new(Users::new(&settings.users.iter().map(|u| (u.name.clone(), u.password.clone())).collect::<Vec<_>>())),
+        rules: Arc::new(settings.routes.clone()),
+        templates: Arc::new(settings.templates.clone()),
+        ad_hoc: Arc::default(),
     };
 
     let token = cancel.clone();
@@ -193,9 +204,12 @@ async fn take_call(context: UserAgent, mut tx: Transaction) {
             }
         }
     }
-    let Some(composition) = room_of(&context.engine, &request).await else {
-        tracing::info!(uri = %request.uri, "SIP: a call for no composition");
-        return reply(&mut tx, StatusCode::NotFound, Vec::new()).await;
+    let composition = match room_of(&context, &request).await {
+        Ok(composition) => composition,
+        Err(refusal) => {
+            tracing::info!(uri = %request.uri, status = %refusal.status, "SIP: a call for no composition");
+            return reply(&mut tx, refusal.status.clone(), refusal.headers(AGENT)).await;
+        }
     };
     let content_type = request.header_value("Content-Type").unwrap_or_default();
     if request.body.is_empty() {
@@ -249,12 +263,44 @@ async fn take_call(context: UserAgent, mut tx: Transaction) {
     }
 }
 
-/// The composition the Request-URI's user part names, by id or by name.
-async fn room_of(engine: &EngineHandle, request: &Request) -> Option<crate::model::ids::CompositionId> {
-    let user = request.uri.user()?.to_string();
-    let compositions = engine.list_compositions().await.ok()?;
+/// The composition the Request-URI's user part names (by id, by name, or
+/// by a dial-plan rule), made from a template if a rule says so.
+async fn room_of(context: &UserAgent, request: &Request) -> Result<CompositionId, Refusal> {
+    let nowhere = || Refusal::status(StatusCode::NotFound);
+    let user = request.uri.user().ok_or_else(nowhere)?.to_string();
+    let mut ad_hoc = context.ad_hoc.lock().await;
+    let compositions = context.engine.list_compositions().await.map_err(|e| Refusal::from(&e))?;
     let rooms = compositions.iter().map(|c| Room { id: &c.id, name: c.name.as_deref() });
-    route(&user, rooms).cloned()
+    match route(&user, rooms, &context.rules) {
+        Destination::Join(id) => Ok(id.clone()),
+        Destination::Nowhere => Err(nowhere()),
+        Destination::Create { template } => {
+            let mut config = context.templates.get(template).cloned().ok_or_else(nowhere)?;
+            config.name = Some(user.clone());
+            let created = context.engine.create_composition(config).await.map_err(|e| Refusal::from(&e))?;
+            tracing::info!(composition = %created.id, name = %user, %template, "SIP: an ad-hoc room made for its first caller");
+            ad_hoc.insert(created.id.clone());
+            Ok(created.id)
+        }
+    }
+}
+
+/// An ad-hoc room ends with its last caller.
+async fn close_if_empty_ad_hoc(context: &UserAgent, composition: &CompositionId) {
+    let mut ad_hoc = context.ad_hoc.lock().await;
+    if !ad_hoc.contains(composition) {
+        return;
+    }
+    let empty = match context.engine.composition(composition.clone()).await {
+        Ok(view) => view.participants.is_empty(),
+        Err(_) => true,
+    };
+    if empty {
+        ad_hoc.remove(composition);
+        if context.engine.delete_composition(composition.clone()).await.is_ok() {
+            tracing::info!(%composition, "SIP: an ad-hoc room closed with its last caller");
+        }
+    }
 }
 
 fn sip_call(request: &Request) -> SipCall {
@@ -289,12 +335,13 @@ async fn follow_dialogs(context: UserAgent, mut changes: rsipstack::dialog::dial
                 context.dialogs.remove_dialog(&id);
                 if let Some(call) = context.calls.take(&id) {
                     tracing::info!(composition = %call.composition, participant = %call.participant, reason = ?reason, "SIP: call ended");
-                    let engine = context.engine.clone();
+                    let context = context.clone();
                     tokio::spawn(async move {
-                        match engine.remove_participant(call.composition, call.participant).await {
+                        match context.engine.remove_participant(call.composition.clone(), call.participant).await {
                             Ok(_) | Err(EngineError::ParticipantNotFound(..) | EngineError::CompositionNotFound(_)) => {}
                             Err(e) => tracing::warn!(error = %e, "SIP: removing an ended call's participant"),
                         }
+                        close_if_empty_ad_hoc(&context, &call.composition).await;
                     });
                 } else if !matches!(reason, TerminatedReason::UasBye) {
                     tracing::debug!(%id, ?reason, "SIP: dialog ended");
@@ -364,7 +411,7 @@ async fn follow_engine(context: UserAgent, events: EventBus, cancel: Cancellatio
             Ok(event) => {
                 if let EventKind::ParticipantLeft { participant } = &event.what {
                     if let Some(call) = context.calls.take_participant(participant) {
-                        hang_up(call);
+                        hang_up(&context, call);
                     }
                 }
             }
@@ -376,7 +423,7 @@ async fn follow_engine(context: UserAgent, events: EventBus, cancel: Cancellatio
                         Err(EngineError::ParticipantNotFound(..) | EngineError::CompositionNotFound(_))
                     );
                     if gone && let Some(call) = context.calls.take(&call.dialog.id()) {
-                        hang_up(call);
+                        hang_up(&context, call);
                     }
                 }
             }
@@ -385,12 +432,14 @@ async fn follow_engine(context: UserAgent, events: EventBus, cancel: Cancellatio
     }
 }
 
-fn hang_up(call: Call) {
+fn hang_up(context: &UserAgent, call: Call) {
     tracing::info!(composition = %call.composition, participant = %call.participant, "SIP: hanging up a participant removed through the API");
+    let context = context.clone();
     tokio::spawn(async move {
         if let Err(e) = call.dialog.bye().await {
             tracing::debug!(error = %e, "SIP: BYE");
         }
+        close_if_empty_ad_hoc(&context, &call.composition).await;
     });
 }
 
