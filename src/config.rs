@@ -115,7 +115,17 @@ pub struct ServeArgs {
     /// `sip:ROOM@ADDRESS` joins the composition whose id or name is ROOM.
     #[arg(long, env = "TUTTI_SIP_LISTEN")]
     pub sip_listen: Option<String>,
-    /// The host[:port] SIP peers should reach this node at, written in
+    /// Where SIP over TLS (RFC 3261 §26) listens, e.g. 0.0.0.0:5061
+    /// [default: off]; needs --sip-tls-cert and --sip-tls-key.
+    #[arg(long, env = "TUTTI_SIP_TLS_LISTEN")]
+    pub sip_tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain SIP over TLS presents.
+    #[arg(long, env = "TUTTI_SIP_TLS_CERT")]
+    pub sip_tls_cert: Option<PathBuf>,
+    /// PEM private key of --sip-tls-cert.
+    #[arg(long, env = "TUTTI_SIP_TLS_KEY")]
+    pub sip_tls_key: Option<PathBuf>,
+    /// The host (name or IP) SIP peers should reach this node at, written in
     /// Contact headers, when it sits behind NAT [default: the listen address].
     #[arg(long, env = "TUTTI_SIP_PUBLIC_ADDRESS")]
     pub sip_public_address: Option<String>,
@@ -219,6 +229,9 @@ struct FileConfig {
     rtmp_listen: Option<SocketAddr>,
     sip_listen: Option<String>,
     sip_public_address: Option<String>,
+    sip_tls_listen: Option<SocketAddr>,
+    sip_tls_cert: Option<PathBuf>,
+    sip_tls_key: Option<PathBuf>,
     sip_trusted_networks: Option<Vec<IpNet>>,
     sip_users: Option<Vec<String>>,
     /// Dial-plan rules (`[[sip_routes]]`) and the compositions ad-hoc rooms are made from.
@@ -250,12 +263,31 @@ pub struct SipSettings {
     /// `None`: SIP is off.
     pub listen: Option<SocketAddr>,
     pub public_address: Option<String>,
+    pub tls: Option<SipTlsFiles>,
     /// Whose calls are taken without a password (loopback unless configured).
     pub trusted_networks: Vec<IpNet>,
     pub users: Vec<SipUser>,
     pub routes: Rules,
     /// By name: what an ad-hoc room is made of.
     pub templates: HashMap<String, CompositionConfig>,
+}
+
+/// Where SIP over TLS listens, and the certificate it presents.
+#[derive(Clone, Debug)]
+pub struct SipTlsFiles {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl SipTlsFiles {
+    fn resolve(listen: Option<SocketAddr>, cert: Option<PathBuf>, key: Option<PathBuf>) -> anyhow::Result<Option<SipTlsFiles>> {
+        match (listen, cert, key) {
+            (None, None, None) => Ok(None),
+            (Some(listen), Some(cert), Some(key)) => Ok(Some(SipTlsFiles { listen, cert, key })),
+            _ => anyhow::bail!("SIP over TLS needs all three of --sip-tls-listen, --sip-tls-cert and --sip-tls-key"),
+        }
+    }
 }
 
 /// A user who may call from anywhere with a password.
@@ -275,6 +307,7 @@ impl SipSettings {
     fn resolve(
         listen: Option<String>,
         public_address: Option<String>,
+        tls: Option<SipTlsFiles>,
         trusted_networks: Vec<IpNet>,
         users: Vec<String>,
         routes: Vec<RouteRule>,
@@ -305,7 +338,7 @@ impl SipSettings {
             template.validate().with_context(|| format!("[sip_templates.{name}]"))?;
         }
         let routes = Rules::new(&routes, &templates).map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(SipSettings { listen, public_address, trusted_networks, users, routes, templates })
+        Ok(SipSettings { listen, public_address, tls, trusted_networks, users, routes, templates })
     }
 }
 
@@ -425,6 +458,11 @@ impl Config {
             sip: SipSettings::resolve(
                 args.sip_listen.or(file.sip_listen),
                 args.sip_public_address.or(file.sip_public_address),
+                SipTlsFiles::resolve(
+                    args.sip_tls_listen.or(file.sip_tls_listen),
+                    args.sip_tls_cert.or(file.sip_tls_cert),
+                    args.sip_tls_key.or(file.sip_tls_key),
+                )?,
                 if args.sip_trusted_networks.is_empty() { file.sip_trusted_networks.unwrap_or_default() } else { args.sip_trusted_networks },
                 if args.sip_users.is_empty() { file.sip_users.unwrap_or_default() } else { args.sip_users },
                 file.sip_routes.unwrap_or_default(),
@@ -501,16 +539,16 @@ mod tests {
 
     #[test]
     fn sip_trusts_loopback_until_told_which_networks_to_trust() {
-        let default = SipSettings::resolve(None, None, vec![], vec![], vec![], HashMap::new()).unwrap();
+        let default = SipSettings::resolve(None, None, None, vec![], vec![], vec![], HashMap::new()).unwrap();
         let trusts = |s: &SipSettings, ip: &str| s.trusted_networks.iter().any(|n| n.contains(&ip.parse::<IpAddr>().unwrap()));
         assert!(trusts(&default, "127.0.0.1") && trusts(&default, "127.9.9.9") && trusts(&default, "::1"));
         assert!(!trusts(&default, "192.0.2.1"));
-        let trunk = SipSettings::resolve(None, None, vec!["192.0.2.0/24".parse().unwrap()], vec!["alice:a:b".into()], vec![], HashMap::new()).unwrap();
+        let trunk = SipSettings::resolve(None, None, None, vec!["192.0.2.0/24".parse().unwrap()], vec!["alice:a:b".into()], vec![], HashMap::new()).unwrap();
         assert!(trusts(&trunk, "192.0.2.1") && !trusts(&trunk, "127.0.0.1"));
         assert_eq!((trunk.users[0].name.as_str(), trunk.users[0].password.as_str()), ("alice", "a:b"));
         assert!(!format!("{trunk:?}").contains("a:b"), "passwords stay out of logs");
-        assert!(SipSettings::resolve(None, None, vec![], vec!["nopassword".into()], vec![], HashMap::new()).is_err());
-        assert_eq!(SipSettings::resolve(Some(String::new()), None, vec![], vec![], vec![], HashMap::new()).unwrap().listen, None);
+        assert!(SipSettings::resolve(None, None, None, vec![], vec!["nopassword".into()], vec![], HashMap::new()).is_err());
+        assert_eq!(SipSettings::resolve(Some(String::new()), None, None, vec![], vec![], vec![], HashMap::new()).unwrap().listen, None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
-use common::{Dialog, MediaPort, Server, Sipp, SippRun, pcmu_offer, wait_until};
+use common::{Dialog, MediaPort, Server, Sipp, SippRun, TestCa, Validity, free_sip_port, pcmu_offer, wait_until};
 use serde_json::{Value, json};
 
 fn participants(server: &Server, composition: &str) -> Result<Vec<Value>> {
@@ -338,6 +338,117 @@ fn a_dial_plan_routes_numbers_and_makes_ad_hoc_rooms_that_end_with_their_last_ca
         false,
     )?;
     ensure_passed(&run, "a number no rule matches: 404")?;
+    Ok(())
+}
+
+/// A SIP client over TLS that trusts only `ca`: Debian's SIPp is built
+/// without TLS, so the test speaks SIP itself, one message at a time.
+struct TlsPeer {
+    stream: tokio_rustls::rustls::StreamOwned<tokio_rustls::rustls::ClientConnection, TcpStream>,
+    local: std::net::SocketAddr,
+}
+
+impl TlsPeer {
+    fn connect(port: u16, ca_pem: &std::path::Path) -> Result<TlsPeer> {
+        use tokio_rustls::rustls::{self, pki_types::CertificateDer, pki_types::pem::PemObject};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca_pem)? {
+            roots.add(cert?)?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?.to_owned();
+        let tcp = TcpStream::connect(("127.0.0.1", port))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let local = tcp.local_addr()?;
+        let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name)?;
+        Ok(TlsPeer { stream: rustls::StreamOwned::new(connection, tcp), local })
+    }
+
+    fn send(&mut self, message: &str) -> Result<()> {
+        self.stream.write_all(message.as_bytes())?;
+        Ok(())
+    }
+
+    /// The next response whose status is not provisional, as text.
+    fn final_response(&mut self) -> Result<String> {
+        use std::io::Read;
+        let mut pending = String::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            while let Some(end) = pending.find("\r\n\r\n") {
+                let length: usize = pending[..end]
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                    .unwrap_or(0);
+                if pending.len() < end + 4 + length {
+                    break;
+                }
+                let message: String = pending.drain(..end + 4 + length).collect();
+                if !message.starts_with("SIP/2.0 1") {
+                    return Ok(message);
+                }
+            }
+            let n = self.stream.read(&mut buf)?;
+            ensure!(n > 0, "the TLS connection closed");
+            pending.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+
+    fn request(&self, method: &str, cseq: u32, to_tag: &str, branch: &str, body: &str) -> String {
+        let local = self.local;
+        let content = if body.is_empty() { String::new() } else { "Content-Type: application/sdp\r\n".into() };
+        format!(
+            "{method} sip:secure@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bK{branch}\r\n\
+             From: \"Secure Room\" <sip:room@{local}>;tag=tls1\r\nTo: <sip:secure@127.0.0.1>{to_tag}\r\n\
+             Call-ID: tls-call@127.0.0.1\r\nCSeq: {cseq} {method}\r\nContact: <sip:room@{local};transport=tls>\r\n\
+             Max-Forwards: 70\r\n{content}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+}
+
+#[test]
+fn a_call_over_tls_joins_and_leaves() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ca = TestCa::new("Tutti SIP test CA");
+    let files = ca.issue(dir.path(), "sip", &["127.0.0.1"], Validity::Current);
+    let ca_pem = ca.write_certificate(&dir.path().join("ca.pem"));
+    let tls_port = free_sip_port()?;
+    let listen = format!("127.0.0.1:{tls_port}");
+    let (cert, key) = (files.cert.to_str().unwrap_or_default(), files.key.to_str().unwrap_or_default());
+    let server = Server::start_with(&["--sip-tls-listen", &listen, "--sip-tls-cert", cert, "--sip-tls-key", key])?;
+    let id = server.create_composition(&json!({"name": "secure", "audio_only": true}))?;
+    let media = MediaPort::bind(false)?;
+    let offer = pcmu_offer(media.rtp_port);
+
+    let mut peer = TlsPeer::connect(tls_port, &ca_pem)?;
+    let options = peer.request("OPTIONS", 1, "", "o1", "");
+    peer.send(&options)?;
+    ensure!(peer.final_response()?.starts_with("SIP/2.0 200"), "OPTIONS over TLS");
+    let invite = peer.request("INVITE", 2, "", "i1", &offer);
+    peer.send(&invite)?;
+    let answer = peer.final_response()?;
+    ensure!(answer.starts_with("SIP/2.0 200"), "INVITE over TLS: {answer}");
+    let contact = answer.lines().find(|l| l.starts_with("Contact:")).unwrap_or_default().to_ascii_lowercase();
+    ensure!(contact.contains(&format!(":{tls_port};transport=tls")), "in-dialog requests come back over TLS: {answer}");
+    let to_tag = answer
+        .lines()
+        .find(|l| l.starts_with("To:"))
+        .and_then(|l| l.split_once(";tag="))
+        .map(|(_, tag)| format!(";tag={}", tag.trim()))
+        .unwrap_or_default();
+    let ack = peer.request("ACK", 2, &to_tag, "a1", "");
+    peer.send(&ack)?;
+    wait_until("the TLS caller to be listed", Duration::from_secs(2), || Ok(participants(&server, &id)?.len() == 1))?;
+    wait_until("RTP at the TLS caller's port", Duration::from_secs(2), || Ok(media.rtp_packets() > 0))?;
+    let bye = peer.request("BYE", 3, &to_tag, "b1", "");
+    peer.send(&bye)?;
+    ensure!(peer.final_response()?.starts_with("SIP/2.0 200"), "BYE over TLS");
+    wait_until("the TLS caller to be gone", Duration::from_secs(1), || Ok(participants(&server, &id)?.is_empty()))?;
     Ok(())
 }
 

@@ -9,9 +9,10 @@ use rsipstack::EndpointBuilder;
 use rsipstack::dialog::dialog::{DialogState, DialogStateSender, TerminatedReason};
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::headers::ToTypedHeader;
-use rsipstack::sip::{Header, HeadersExt, Method, Request, StatusCode, Uri, headers};
+use rsipstack::sip::{Header, HeadersExt, Method, Request, StatusCode, Transport, Uri, headers};
 use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transport::tcp_listener::TcpListenerConnection;
+use rsipstack::transport::tls::{TlsConfig, TlsListenerConnection};
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::TransportLayer;
 use std::collections::{HashMap, HashSet};
@@ -26,7 +27,7 @@ use super::digest::{Check, Users};
 use super::dispatch::{Destination, Room, Rules, route};
 use super::refusal::Refusal;
 use super::trust::{source_of, trusted};
-use crate::config::SipSettings;
+use crate::config::{SipSettings, SipTlsFiles};
 use crate::engine::{EngineError, EngineHandle, JoinRequest};
 use crate::events::EventBus;
 use crate::model::composition::CompositionConfig;
@@ -40,6 +41,49 @@ const SDP: &str = "application/sdp";
 const ALLOWED: [Method; 7] = [Method::Invite, Method::Ack, Method::Bye, Method::Cancel, Method::Options, Method::Info, Method::Update];
 /// How long a BYE may take at shutdown before the process goes anyway.
 const BYE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Tutti's Contact for each transport, so in-dialog requests (a BYE, a
+/// re-INVITE) come back over the transport the call came in on.
+#[derive(Clone)]
+struct Contacts {
+    udp: Uri,
+    tcp: Uri,
+    tls: Option<Uri>,
+}
+
+impl Contacts {
+    fn new(public_host: Option<&str>, local: SocketAddr, tls: Option<SocketAddr>) -> anyhow::Result<Contacts> {
+        let host = |address: SocketAddr| match public_host {
+            Some(host) => format!("{host}:{}", address.port()),
+            None => address.to_string(),
+        };
+        let uri = |text: String| Uri::try_from(text.as_str()).map_err(|e| anyhow::anyhow!("Contact {text:?} (--sip-public-address): {e}"));
+        Ok(Contacts {
+            udp: uri(format!("sip:tutti@{}", host(local)))?,
+            tcp: uri(format!("sip:tutti@{};transport=tcp", host(local)))?,
+            tls: tls.map(|address| uri(format!("sip:tutti@{};transport=tls", host(address)))).transpose()?,
+        })
+    }
+
+    fn for_transport(&self, transport: Transport) -> Uri {
+        match (transport, &self.tls) {
+            (Transport::Tls, Some(tls)) => tls.clone(),
+            (Transport::Tcp | Transport::Tls, _) => self.tcp.clone(),
+            _ => self.udp.clone(),
+        }
+    }
+}
+
+/// SIP over TLS on its own port, with the configured certificate.
+async fn tls_listener(tls: &SipTlsFiles) -> anyhow::Result<TlsListenerConnection> {
+    let read = |path: &std::path::Path, what: &str| std::fs::read(path).with_context(|| format!("reading the SIP TLS {what} {}", path.display()));
+    let config = TlsConfig { cert: Some(read(&tls.cert, "certificate")?), key: Some(read(&tls.key, "key")?), ..TlsConfig::default() };
+    // rsipstack builds its rustls config with the process-wide provider;
+    // Tutti's TLS uses ring everywhere.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    std::net::TcpListener::bind(tls.listen).with_context(|| format!("binding SIP over TLS to {}", tls.listen))?;
+    TlsListenerConnection::new(tls.listen, None, config).await.context("preparing SIP over TLS")
+}
 
 /// The running SIP user agent.
 pub struct SipServer {
@@ -75,7 +119,7 @@ struct UserAgent {
     dialogs: Arc<DialogLayer>,
     calls: Calls,
     states: DialogStateSender,
-    contact: Uri,
+    contacts: Contacts,
     trusted_networks: Arc<[IpNet]>,
     users: Arc<Users>,
     rules: Arc<Rules>,
@@ -99,7 +143,13 @@ pub async fn start(settings: &SipSettings, engine: EngineHandle, events: EventBu
     transports.add_transport(udp.into());
     // TCP on the same port: large offers (five m-lines, SRTP keys) exceed a
     // UDP datagram's comfortable size, and RFC 3261 §18 asks for both.
+    // rsipstack binds its listeners later, inside `serve`, and only logs a
+    // failure there: a port taken is found here, at start-up, instead.
+    std::net::TcpListener::bind(local).with_context(|| format!("binding SIP over TCP to {local}"))?;
     transports.add_transport(TcpListenerConnection::new(local, None).await.context("preparing SIP over TCP")?.into());
+    if let Some(tls) = &settings.tls {
+        transports.add_transport(tls_listener(tls).await?.into());
+    }
 
     let endpoint = EndpointBuilder::new()
         .with_cancel_token(cancel.clone())
@@ -110,15 +160,14 @@ pub async fn start(settings: &SipSettings, engine: EngineHandle, events: EventBu
     let incoming = endpoint.incoming_transactions().context("taking the SIP endpoint's transactions")?;
     let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
     let (states, state_changes) = dialogs.new_dialog_state_channel();
-    let host = settings.public_address.clone().unwrap_or_else(|| local.to_string());
-    let contact = Uri::try_from(format!("sip:tutti@{host}")).map_err(|e| anyhow::anyhow!("--sip-public-address {host:?}: {e}"))?;
+    let contacts = Contacts::new(settings.public_address.as_deref(), local, settings.tls.as_ref().map(|t| t.listen))?;
     let calls = Calls::default();
     let context = UserAgent {
         engine,
         dialogs,
         calls: calls.clone(),
         states,
-        contact,
+        contacts,
         trusted_networks: settings.trusted_networks.clone().into(),
         users: Arc::new(Users::new(&settings.users.iter().map(|u| (u.name.clone(), u.password.clone())).collect::<Vec<_>>())),
         rules: Arc::new(settings.routes.clone()),
@@ -136,7 +185,7 @@ pub async fn start(settings: &SipSettings, engine: EngineHandle, events: EventBu
     tokio::spawn(incoming_loop(context.clone(), incoming, cancel.clone()));
     tokio::spawn(follow_dialogs(context.clone(), state_changes, cancel.clone()));
     tokio::spawn(follow_engine(context, events, cancel.clone()));
-    tracing::info!(sip = %local, "SIP: call sip:{{composition id or name}}@{local} over UDP or TCP");
+    tracing::info!(sip = %local, tls = ?settings.tls.as_ref().map(|t| t.listen), "SIP: call sip:{{composition id or name}}@{local} over UDP or TCP");
     Ok(Some(SipServer { local, calls, cancel }))
 }
 
@@ -237,7 +286,9 @@ async fn take_call(context: UserAgent, mut tx: Transaction) {
         }
     };
     let participant = joined.participant.id.clone();
-    let dialog = match context.dialogs.get_or_create_server_invite(&tx, context.states.clone(), None, Some(context.contact.clone())) {
+    let transport = tx.connection.as_ref().map(|c| c.transport()).unwrap_or(Transport::Udp);
+    let contact = context.contacts.for_transport(transport);
+    let dialog = match context.dialogs.get_or_create_server_invite(&tx, context.states.clone(), None, Some(contact)) {
         Ok(dialog) => dialog,
         Err(e) => {
             tracing::warn!(error = %e, "SIP: no dialog for the INVITE");
