@@ -386,7 +386,7 @@ fn rtpmap_for(media: &Media, pt: u8) -> Option<RtpMap> {
 /// The text of `a=fmtp:<pt>` after the payload type.
 fn fmtp_value(media: &Media, pt: u8) -> Option<&str> {
     let prefix = format!("{pt} ");
-    media.get_attribute_values("fmtp").filter_map(|v| v).find_map(|v| v.strip_prefix(&prefix)).map(str::trim).filter(|v| !v.is_empty())
+    media.get_attribute_values("fmtp").flatten().find_map(|v| v.strip_prefix(&prefix)).map(str::trim).filter(|v| !v.is_empty())
 }
 
 /// The `key=value` parameters of `a=fmtp:<pt>`, keys lower-cased; room
