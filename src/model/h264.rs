@@ -239,6 +239,52 @@ mod tests {
         assert_eq!(limit("profile-level-id=42e01f").fit(1280, 720, 60), Some(FrameSize { width: 896, height: 504 }));
     }
 
+    proptest::proptest! {
+        #![proptest_config(crate::proptest_config())]
+
+        /// Whatever the limit and the canvas: the picture sent fits the
+        /// limit, has even sides and the canvas's aspect ratio (to a pixel
+        /// of width), is no larger than the canvas, and the next even height
+        /// up would not fit; the answer never claims a higher level than the
+        /// receiver's own.
+        #[test]
+        fn the_fitted_picture_is_the_largest_within_the_limit(
+            level_index in 0..LEVELS.len(),
+            max_fs in proptest::option::of(0u64..40_000),
+            max_mbps in proptest::option::of(0u64..2_000_000),
+            half_width in 8u32..=960,
+            half_height in 8u32..=540,
+            fps in 1u32..=60,
+        ) {
+            let (width, height) = (half_width * 2, half_height * 2);
+            let mut params = vec![("profile-level-id".to_string(), format!("4200{:02x}", LEVELS[level_index].idc))];
+            params.extend(max_fs.map(|v| ("max-fs".to_string(), v.to_string())));
+            params.extend(max_mbps.map(|v| ("max-mbps".to_string(), v.to_string())));
+            let limit = DecodeLimit::from_fmtp(&params).unwrap();
+            let sent = match limit.fit(width, height, fps) {
+                None => {
+                    proptest::prop_assert!(limit.takes(width, height, fps));
+                    FrameSize { width, height }
+                }
+                Some(size) => {
+                    proptest::prop_assert!(size.width % 2 == 0 && size.height % 2 == 0, "{size:?}");
+                    proptest::prop_assert!(size.height < height && size.width <= width, "{size:?}");
+                    if size.height > 2 {
+                        proptest::prop_assert!(limit.takes(size.width, size.height, fps), "{size:?} exceeds {limit:?}");
+                        let exact_width = f64::from(size.height) * f64::from(width) / f64::from(height);
+                        proptest::prop_assert!((f64::from(size.width) - exact_width).abs() <= 1.0, "{size:?} for {width}x{height}");
+                    }
+                    let up = size.height + 2;
+                    let up_width = ((u64::from(up) * u64::from(width) + u64::from(height)) / (2 * u64::from(height))) * 2;
+                    proptest::prop_assert!(up >= height || !limit.takes(up_width as u32, up, fps), "{size:?} is not the largest");
+                    size
+                }
+            };
+            let (idc, _, _) = answered_level(sent, fps, Some(&limit));
+            proptest::prop_assert!(idc <= limit.level_idc.max(10), "answered {idc} to {limit:?}");
+        }
+    }
+
     #[test]
     fn the_answer_claims_no_more_than_the_receiver_takes() {
         let full = FrameSize { width: 1280, height: 720 };
