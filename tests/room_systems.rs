@@ -125,6 +125,9 @@ fn call(server: &Server) -> Result<()> {
             ensure!(cells == expected, "{name}'s composite at +{:.2} s shows {cells:?}", elapsed(four_from, frame.wall_time));
         }
         if limited {
+            // The stream itself keeps to the level the answer named (its SPS, and so its bitrate).
+            let level = h264_level(recording)?;
+            ensure!(level <= 13, "{name}'s return video is marked level {level}, above the 1.3 it was answered");
             let macroblocks = want_size.0.div_ceil(16) * want_size.1.div_ceil(16);
             ensure!(macroblocks <= 396, "{name}: {macroblocks} macroblocks is more than CIF's 396");
             let (ratio, canvas_ratio) = (f64::from(want_size.0) / f64::from(want_size.1), f64::from(CANVAS.0) / f64::from(CANVAS.1));

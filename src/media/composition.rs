@@ -31,7 +31,7 @@ use super::topology::{self, Owner, Topology};
 use super::{EventSink, MediaError, MediaEvent, make};
 use crate::model::codec::VideoCodec;
 use crate::model::composition::CompositionConfig;
-use crate::model::h264::FrameSize;
+use crate::model::h264::{self, FrameSize};
 use crate::model::sdp;
 use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 use crate::model::controls::ParticipantControls;
@@ -607,14 +607,17 @@ impl CompositionMedia {
     }
 
     /// The composition's encoder settings; a scaled-down encode gets the
-    /// bitrate in proportion to its pixels: a CIF-level decoder is also
-    /// limited in bitrate (768 kbit/s at level 1.3), and fewer pixels need fewer bits.
+    /// bitrate in proportion to its pixels (fewer pixels need fewer bits),
+    /// and never more than its size's H.264 level allows: a CIF decoder at
+    /// level 1.3 takes 768 kbit/s at most, and x264 would otherwise mark the
+    /// stream with a higher level than the answer said.
     fn encoder_settings(&self, size: Option<FrameSize>) -> EncoderSettings {
         let v = &self.config.video;
         let bitrate_kbps = match size {
             Some(size) => {
                 let share = f64::from(size.width * size.height) / f64::from(v.width * v.height);
-                (f64::from(v.bitrate_kbps) * share).round().max(MIN_SCALED_BITRATE_KBPS) as u32
+                let proportional = (f64::from(v.bitrate_kbps) * share).round().max(MIN_SCALED_BITRATE_KBPS) as u32;
+                proportional.min(h264::max_bitrate_kbps(size, v.fps))
             }
             None => v.bitrate_kbps,
         };

@@ -14,31 +14,33 @@ struct Level {
     max_mbps: u64,
     /// Macroblocks per frame.
     max_fs: u64,
+    /// Video bitrate in kbit/s (Baseline, Main and Extended profiles).
+    max_br_kbps: u32,
 }
 
 /// Level 1b is written here as idc 9 (how High profiles write it; Baseline
 /// and Main write 11 with constraint_set3, see [`DecodeLimit::from_fmtp`]).
 const LEVELS: [Level; 20] = [
-    Level { idc: 9, max_mbps: 1_485, max_fs: 99 },
-    Level { idc: 10, max_mbps: 1_485, max_fs: 99 },
-    Level { idc: 11, max_mbps: 3_000, max_fs: 396 },
-    Level { idc: 12, max_mbps: 6_000, max_fs: 396 },
-    Level { idc: 13, max_mbps: 11_880, max_fs: 396 },
-    Level { idc: 20, max_mbps: 11_880, max_fs: 396 },
-    Level { idc: 21, max_mbps: 19_800, max_fs: 792 },
-    Level { idc: 22, max_mbps: 20_250, max_fs: 1_620 },
-    Level { idc: 30, max_mbps: 40_500, max_fs: 1_620 },
-    Level { idc: 31, max_mbps: 108_000, max_fs: 3_600 },
-    Level { idc: 32, max_mbps: 216_000, max_fs: 5_120 },
-    Level { idc: 40, max_mbps: 245_760, max_fs: 8_192 },
-    Level { idc: 41, max_mbps: 245_760, max_fs: 8_192 },
-    Level { idc: 42, max_mbps: 522_240, max_fs: 8_704 },
-    Level { idc: 50, max_mbps: 589_824, max_fs: 22_080 },
-    Level { idc: 51, max_mbps: 983_040, max_fs: 36_864 },
-    Level { idc: 52, max_mbps: 2_073_600, max_fs: 36_864 },
-    Level { idc: 60, max_mbps: 4_177_920, max_fs: 139_264 },
-    Level { idc: 61, max_mbps: 8_355_840, max_fs: 139_264 },
-    Level { idc: 62, max_mbps: 16_711_680, max_fs: 139_264 },
+    Level { idc: 9, max_mbps: 1_485, max_fs: 99, max_br_kbps: 128 },
+    Level { idc: 10, max_mbps: 1_485, max_fs: 99, max_br_kbps: 64 },
+    Level { idc: 11, max_mbps: 3_000, max_fs: 396, max_br_kbps: 192 },
+    Level { idc: 12, max_mbps: 6_000, max_fs: 396, max_br_kbps: 384 },
+    Level { idc: 13, max_mbps: 11_880, max_fs: 396, max_br_kbps: 768 },
+    Level { idc: 20, max_mbps: 11_880, max_fs: 396, max_br_kbps: 2_000 },
+    Level { idc: 21, max_mbps: 19_800, max_fs: 792, max_br_kbps: 4_000 },
+    Level { idc: 22, max_mbps: 20_250, max_fs: 1_620, max_br_kbps: 4_000 },
+    Level { idc: 30, max_mbps: 40_500, max_fs: 1_620, max_br_kbps: 10_000 },
+    Level { idc: 31, max_mbps: 108_000, max_fs: 3_600, max_br_kbps: 14_000 },
+    Level { idc: 32, max_mbps: 216_000, max_fs: 5_120, max_br_kbps: 20_000 },
+    Level { idc: 40, max_mbps: 245_760, max_fs: 8_192, max_br_kbps: 20_000 },
+    Level { idc: 41, max_mbps: 245_760, max_fs: 8_192, max_br_kbps: 50_000 },
+    Level { idc: 42, max_mbps: 522_240, max_fs: 8_704, max_br_kbps: 50_000 },
+    Level { idc: 50, max_mbps: 589_824, max_fs: 22_080, max_br_kbps: 135_000 },
+    Level { idc: 51, max_mbps: 983_040, max_fs: 36_864, max_br_kbps: 240_000 },
+    Level { idc: 52, max_mbps: 2_073_600, max_fs: 36_864, max_br_kbps: 240_000 },
+    Level { idc: 60, max_mbps: 4_177_920, max_fs: 139_264, max_br_kbps: 240_000 },
+    Level { idc: 61, max_mbps: 8_355_840, max_fs: 139_264, max_br_kbps: 480_000 },
+    Level { idc: 62, max_mbps: 16_711_680, max_fs: 139_264, max_br_kbps: 800_000 },
 ];
 
 fn level(idc: u8) -> Option<&'static Level> {
@@ -58,6 +60,12 @@ pub fn level_idc(width: u32, height: u32, fps: u32) -> u8 {
         .filter(|l| l.idc != 9)
         .find(|l| frame <= l.max_fs && frame * u64::from(fps) <= l.max_mbps)
         .map_or(62, |l| l.idc)
+}
+
+/// The highest bitrate the level of `size` at `fps` allows, in kbit/s: a
+/// scaled-down encode for a low-level decoder must stay within it.
+pub fn max_bitrate_kbps(size: FrameSize, fps: u32) -> u32 {
+    level(level_idc(size.width, size.height, fps)).map_or(u32::MAX, |l| l.max_br_kbps)
 }
 
 /// A picture size in pixels.
@@ -178,6 +186,12 @@ mod tests {
         assert_eq!(level_idc(1280, 720, 30), 31);
         assert_eq!(level_idc(1280, 720, 60), 32);
         assert_eq!(level_idc(1920, 1080, 30), 40);
+    }
+
+    #[test]
+    fn a_cif_picture_keeps_to_level_1_3_bitrate() {
+        assert_eq!(max_bitrate_kbps(FrameSize { width: 416, height: 234 }, 30), 768);
+        assert_eq!(max_bitrate_kbps(FrameSize { width: 1280, height: 720 }, 30), 14_000);
     }
 
     #[test]
