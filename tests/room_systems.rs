@@ -3,7 +3,8 @@
 //! scaled to fit, from one scaled encode they share, while a normal caller
 //! keeps the whole canvas; a room-system offer with five m-lines (audio,
 //! main video, slides, BFCP, FECC) joins through the API with its three
-//! extras declined, and its audio and video flow both ways.
+//! extras declined, and its audio and video flow both ways. When the CIF
+//! callers leave, their encoder goes and the others' video does not stop.
 //!
 //! One test function in phases, so its media processes never compete with
 //! another test's on this 2-core machine. The server's CPU is measured per
@@ -72,7 +73,8 @@ fn call(server: &Server) -> Result<()> {
 
     let cif = |name: &str, colour, tone_hz| CallerSpec { video_fmtp: Some(CIF_DECODER), ..CallerSpec::new(name, colour, tone_hz) };
     let mut blue = Caller::new(cif("blue", Colour::Blue, 700.0))?;
-    let blue_answer = blue.join(server, &composition)?.answer;
+    let blue_joined = blue.join(server, &composition)?;
+    let blue_answer = blue_joined.answer;
     // Level 1.3 is what 416x234 at 30 fps needs, and all the caller takes: no larger claim.
     ensure!(
         blue_answer.contains("a=fmtp:96 profile-level-id=42e00d;packetization-mode=1;level-asymmetry-allowed=1\r\n"),
@@ -82,7 +84,7 @@ fn call(server: &Server) -> Result<()> {
     let cpu_one_scaled = cpu_percent(server)?;
 
     let mut yellow = Caller::new(cif("yellow", Colour::Yellow, 1100.0))?;
-    yellow.join(server, &composition)?;
+    let yellow_location = yellow.join(server, &composition)?.location;
     sleep(SETTLE);
     let four_from = SystemTime::now();
     let cpu_two_scaled = cpu_percent(server)?;
@@ -102,6 +104,18 @@ fn call(server: &Server) -> Result<()> {
     for caller in &mut callers {
         recordings.push(caller.stop_receiver()?);
     }
+
+    // Both CIF callers leave: their scaled encoder is stopped, and the
+    // full-canvas callers' video goes on without a pause.
+    callers[0].take_longest_rtp_gap(MediaKind::Video);
+    for location in [&blue_joined.location, &yellow_location] {
+        let status = server.delete(location)?.status;
+        ensure!(status == 204, "DELETE of a CIF caller answered {status}");
+    }
+    wait_until("the scaled encoder to stop", Duration::from_secs(2), || Ok(encoders(server, &composition)? == ["broadcast"]))?;
+    sleep(Duration::from_millis(500));
+    let gap = callers[0].take_longest_rtp_gap(MediaKind::Video).unwrap_or_default();
+    ensure!(gap < Duration::from_millis(200), "red's video paused {gap:?} while the scaled encoder went");
 
     // Join order fills the 2x2 grid row by row.
     let expected = [Some(Colour::Red), Some(Colour::Green), Some(Colour::Blue), Some(Colour::Yellow)];
