@@ -567,6 +567,8 @@ impl Engine {
             composition = %id, participant = %pid, %name,
             audio = ?negotiation.audio.as_ref().map(|m| m.codec),
             video = ?negotiation.video.as_ref().map(|m| m.codec),
+            // Set when the caller decodes less than the canvas: what it is sent instead.
+            scaled_to = ?negotiation.video.as_ref().and_then(|m| m.return_size(canvas)),
             "participant joined"
         );
         let media = composition.media.participant(&pid).expect("just added");

@@ -139,7 +139,7 @@ pub struct MetricsSnapshot {
     pub health: HealthView,
     pub compositions: Vec<CompositionView>,
     /// (composition, encoder, frames waiting for it).
-    pub encoder_queues: Vec<(CompositionId, &'static str, u32)>,
+    pub encoder_queues: Vec<(CompositionId, String, u32)>,
 }
 
 #[derive(Clone, Debug, Serialize)]

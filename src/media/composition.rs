@@ -31,6 +31,8 @@ use super::topology::{self, Owner, Topology};
 use super::{EventSink, MediaError, MediaEvent, make};
 use crate::model::codec::VideoCodec;
 use crate::model::composition::CompositionConfig;
+use crate::model::h264::{self, FrameSize};
+use crate::model::sdp;
 use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 use crate::model::controls::ParticipantControls;
 use crate::model::layout::{self, Fit, LayoutConfig, Placement, Seat, Transition, TransitionKind};
@@ -64,7 +66,7 @@ pub struct CompositionMedia {
     settings: MediaSettings,
     reaper: Reaper,
     topology: Topology,
-    encoders: HashMap<VideoCodec, SharedEncoder>,
+    encoders: HashMap<ReturnEncode, SharedEncoder>,
     /// In join order, which is also the layout order.
     participants: Vec<ParticipantMedia>,
     /// Who is talking, as the engine last said; layouts without a pinned
@@ -104,7 +106,27 @@ struct Canvas {
     late_frames: Arc<FlowCounter>,
 }
 
-/// One encode of the composite, fanned out to every caller using its codec.
+/// What a shared return encoder makes: callers asking for the same codec
+/// at the same size share one encode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ReturnEncode {
+    codec: VideoCodec,
+    /// `None`: the whole canvas; else the composite scaled down for callers
+    /// that decode no more (see [`sdp::NegotiatedMedia::return_size`]).
+    size: Option<FrameSize>,
+}
+
+impl ReturnEncode {
+    /// Its name in bins and metrics: the encoder profile, and the size when scaled.
+    fn label(&self) -> String {
+        match self.size {
+            Some(size) => format!("{}-{}x{}", self.codec.encoder_profile_name(), size.width, size.height),
+            None => self.codec.encoder_profile_name().to_string(),
+        }
+    }
+}
+
+/// One encode of the composite, fanned out to every caller using its codec and size.
 struct SharedEncoder {
     bin: gst::Bin,
     out: Fanout,
@@ -288,7 +310,8 @@ impl CompositionMedia {
             }
         }
         if let Some((codec, composite)) = &participant.composite_in {
-            let (encoder, feed) = self.encoder_for(*codec)?;
+            let size = participant.video.as_ref().and_then(|v| v.negotiated.return_size(self.sdp_canvas()));
+            let (encoder, feed) = self.encoder_for(ReturnEncode { codec: *codec, size })?;
             self.link_from(Source::Fanout(feed), composite, encoder, owner.clone())?;
         }
         lifecycle::start(participant.bin.upcast_ref())?;
@@ -480,26 +503,29 @@ impl CompositionMedia {
         self.topology.peer_of(&participant.picture.as_ref()?.src)
     }
 
-    /// The shared encoder for `codec`, started on first use: its owner and
+    /// The shared encoder for `key`, started on first use: its owner and
     /// the fanout its callers subscribe to.
     ///
-    /// Callers on H.264 packetization-mode 1 get the broadcast's own encode
-    /// (Constrained Baseline, which every H.264 endpoint and CDN takes):
-    /// one x264 for callers and outputs alike, instead of two encoding the
-    /// same canvas. Their part only re-frames it for RTP (byte-stream,
-    /// SPS/PPS before every IDR). Other codecs get an encoder of their own.
-    fn encoder_for(&mut self, codec: VideoCodec) -> Result<(Owner, Fanout), MediaError> {
-        if let Some(encoder) = self.encoders.get(&codec) {
+    /// Callers on H.264 packetization-mode 1 that take the whole canvas get
+    /// the broadcast's own encode (Constrained Baseline, which every H.264
+    /// endpoint and CDN takes): one x264 for callers and outputs alike,
+    /// instead of two encoding the same canvas. Their part only re-frames it
+    /// for RTP (byte-stream, SPS/PPS before every IDR). Other codecs, and
+    /// callers that decode less than the canvas, get an encoder of their own
+    /// per codec and size, scaling in front of it.
+    fn encoder_for(&mut self, key: ReturnEncode) -> Result<(Owner, Fanout), MediaError> {
+        if let Some(encoder) = self.encoders.get(&key) {
             return Ok((Owner::Encoder(encoder.bin.name().to_string()), encoder.out.clone()));
         }
         if self.canvas.is_none() {
             return Err(MediaError::Gst("an audio-only composition has no video".into()));
         }
         self.serial += 1;
-        let name = format!("enc-{}-{}-{}", codec.encoder_profile_name(), self.id, self.serial);
+        let name = format!("enc-{}-{}-{}", key.label(), self.id, self.serial);
         let owner = Owner::Encoder(name.clone());
         let bin = gst::Bin::with_name(&name);
-        let shares_broadcast = codec == VideoCodec::H264 { packetization_mode: 1 };
+        let codec = key.codec;
+        let shares_broadcast = key == ReturnEncode { codec: VideoCodec::H264 { packetization_mode: 1 }, size: None };
         let mut chain = Vec::new();
         let mut waiting = None;
         if !shares_broadcast {
@@ -509,9 +535,13 @@ impl CompositionMedia {
             queue.set_property("max-size-bytes", 0u32);
             queue.set_property("max-size-time", 0u64);
             queue.set_property_from_str("leaky", "downstream");
-            let encoder = self.profiles.video_encoder(codec, &format!("{name}-bin"), self.encoder_settings())?;
             waiting = Some(queue.clone());
-            chain.extend([queue, encoder.upcast()]);
+            chain.push(queue);
+            if let Some(size) = key.size {
+                chain.extend(scale_to(size, &name)?);
+            }
+            let encoder = self.profiles.video_encoder(codec, &format!("{name}-bin"), self.encoder_settings(key.size))?;
+            chain.push(encoder.upcast());
         }
         if let VideoCodec::H264 { .. } = codec {
             // SPS/PPS once per IDR access unit, before its first slice.
@@ -543,19 +573,19 @@ impl CompositionMedia {
             self.reap(format!("encoder {name}"), owner, bin, ());
             return Err(e);
         }
-        self.encoders.insert(codec, SharedEncoder { bin, out: out.clone(), queue: waiting });
+        self.encoders.insert(key, SharedEncoder { bin, out: out.clone(), queue: waiting });
         Ok((owner, out))
     }
 
     fn drop_unused_encoders(&mut self) {
-        let unused: Vec<VideoCodec> = self
+        let unused: Vec<ReturnEncode> = self
             .encoders
             .iter()
             .filter(|(_, e)| self.topology.count_from(&Owner::Encoder(e.bin.name().to_string())) == 0)
-            .map(|(codec, _)| *codec)
+            .map(|(key, _)| *key)
             .collect();
-        for codec in unused {
-            if let Some(encoder) = self.encoders.remove(&codec) {
+        for key in unused {
+            if let Some(encoder) = self.encoders.remove(&key) {
                 let name = encoder.bin.name().to_string();
                 self.reap(format!("encoder {name}"), Owner::Encoder(name), encoder.bin, ());
             }
@@ -576,9 +606,28 @@ impl CompositionMedia {
         Ok(src)
     }
 
-    fn encoder_settings(&self) -> EncoderSettings {
+    /// The composition's encoder settings; a scaled-down encode gets the
+    /// bitrate in proportion to its pixels (fewer pixels need fewer bits),
+    /// and never more than its size's H.264 level allows: a CIF decoder at
+    /// level 1.3 takes 768 kbit/s at most, and x264 would otherwise mark the
+    /// stream with a higher level than the answer said.
+    fn encoder_settings(&self, size: Option<FrameSize>) -> EncoderSettings {
         let v = &self.config.video;
-        EncoderSettings { bitrate_kbps: Some(v.bitrate_kbps), keyframe_interval_frames: Some(v.fps * v.keyframe_interval_secs) }
+        let bitrate_kbps = match size {
+            Some(size) => {
+                let share = f64::from(size.width * size.height) / f64::from(v.width * v.height);
+                let proportional = (f64::from(v.bitrate_kbps) * share).round().max(MIN_SCALED_BITRATE_KBPS) as u32;
+                proportional.min(h264::max_bitrate_kbps(size, v.fps))
+            }
+            None => v.bitrate_kbps,
+        };
+        EncoderSettings { bitrate_kbps: Some(bitrate_kbps), keyframe_interval_frames: Some(v.fps * v.keyframe_interval_secs) }
+    }
+
+    /// The canvas as SDP negotiation sees it.
+    fn sdp_canvas(&self) -> sdp::Canvas {
+        let v = &self.config.video;
+        sdp::Canvas { width: v.width, height: v.height, fps: v.fps }
     }
 
     /// Starts an output on the broadcast encode.
@@ -672,10 +721,10 @@ impl CompositionMedia {
     /// Frames waiting in front of each video encoder, by encoder (`broadcast`,
     /// or the profile of a callers' encoder): one that stays at its queue's
     /// size cannot keep up, and frames are being dropped.
-    pub fn encoder_queues(&self) -> Vec<(&'static str, u32)> {
+    pub fn encoder_queues(&self) -> Vec<(String, u32)> {
         let level = |queue: &gst::Element| queue.property::<u32>("current-level-buffers");
-        let broadcast = self.canvas.iter().map(|c| ("broadcast", level(&c.broadcast.video_queue)));
-        let shared = self.encoders.iter().filter_map(|(codec, e)| Some((codec.encoder_profile_name(), level(e.queue.as_ref()?))));
+        let broadcast = self.canvas.iter().map(|c| ("broadcast".to_string(), level(&c.broadcast.video_queue)));
+        let shared = self.encoders.iter().filter_map(|(key, e)| Some((key.label(), level(e.queue.as_ref()?))));
         broadcast.chain(shared).collect()
     }
 
@@ -709,6 +758,28 @@ fn canvas_caps_for(config: &CompositionConfig) -> gst::Caps {
         .field("framerate", gst::Fraction::new(v.fps as i32, 1))
         .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
         .build()
+}
+
+/// The least bitrate a scaled-down return encode gets: below it x264's
+/// CBR smears even a small composite.
+const MIN_SCALED_BITRATE_KBPS: f64 = 128.0;
+
+/// Scales the canvas to `size` (square pixels), in front of an encoder.
+/// The size keeps the canvas's aspect ratio to the nearest even width, so
+/// the picture is stretched by under a pixel rather than given borders.
+fn scale_to(size: FrameSize, prefix: &str) -> Result<[gst::Element; 2], MediaError> {
+    let scale = make("videoscale", &format!("{prefix}-scale"))?;
+    scale.set_property("add-borders", false);
+    let caps = make("capsfilter", &format!("{prefix}-size"))?;
+    caps.set_property(
+        "caps",
+        gst::Caps::builder("video/x-raw")
+            .field("width", size.width as i32)
+            .field("height", size.height as i32)
+            .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+            .build(),
+    );
+    Ok([scale, caps])
 }
 
 /// The size a caller's picture is scaled to while no layout shows it.

@@ -175,29 +175,6 @@ impl Codec {
     }
 }
 
-/// The lowest H.264 level whose macroblock limits fit the canvas
-/// (ITU-T H.264 Table A-1), as the `level_idc` byte of `profile-level-id`.
-pub fn h264_level_idc(width: u32, height: u32, fps: u32) -> u8 {
-    const LEVELS: [(u8, u64, u64); 9] = [
-        // (level_idc, max macroblocks per second, max frame size in macroblocks)
-        (30, 40_500, 1_620),
-        (31, 108_000, 3_600),
-        (32, 216_000, 5_120),
-        (40, 245_760, 8_192),
-        (42, 522_240, 8_704),
-        (50, 589_824, 22_080),
-        (51, 983_040, 36_864),
-        (52, 2_073_600, 36_864),
-        (60, 4_177_920, 139_264),
-    ];
-    let frame_mbs = u64::from(width.div_ceil(16)) * u64::from(height.div_ceil(16));
-    let mbps = frame_mbs * u64::from(fps);
-    LEVELS
-        .iter()
-        .find(|(_, max_mbps, max_fs)| mbps <= *max_mbps && frame_mbs <= *max_fs)
-        .map_or(60, |(idc, _, _)| *idc)
-}
-
 /// Human-readable list of what Tutti accepts, for 415 errors.
 pub fn supported_codecs_description() -> String {
     "audio: opus/48000/2, PCMU/8000, PCMA/8000, G722/8000; video: H264/90000 \
@@ -208,14 +185,6 @@ pub fn supported_codecs_description() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn h264_level_fits_common_canvases() {
-        assert_eq!(h264_level_idc(640, 360, 30), 30);
-        assert_eq!(h264_level_idc(1280, 720, 30), 31);
-        assert_eq!(h264_level_idc(1280, 720, 60), 32);
-        assert_eq!(h264_level_idc(1920, 1080, 30), 40);
-    }
 
     #[test]
     fn api_names_are_lower_case_without_parameters() {

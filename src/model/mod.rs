@@ -10,6 +10,7 @@ pub mod codec;
 pub mod composition;
 pub mod controls;
 pub mod event;
+pub mod h264;
 pub mod health;
 pub mod ids;
 pub mod layout;

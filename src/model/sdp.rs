@@ -1,12 +1,17 @@
 //! SDP offer/answer (RFC 3264) for plain RTP endpoints.
 //!
 //! Parsing and writing go through the `sdp-types` crate; this module only
-//! decides: which m-lines Tutti accepts, which single codec each accepted
-//! m-line uses (the first in the offerer's order that Tutti supports, with
-//! the offerer's payload type number), where media and RTCP go, and which
-//! direction each side sends in.
+//! decides: which m-lines Tutti accepts (one audio, and one video: the one
+//! marked `a=content:main` when room systems also offer slides), which
+//! single codec each accepted m-line uses (the first in the offerer's order
+//! that Tutti supports, with the offerer's payload type number; H.264
+//! packetization mode 1 before mode 0), what an H.264 caller can decode,
+//! whether its `telephone-event` is kept, where media and RTCP go, and
+//! which direction each side sends in. Everything else room systems offer
+//! (BFCP, slides, FECC) is declined with port 0.
 
-use super::codec::{AudioCodec, Codec, MediaKind, VideoCodec, h264_level_idc, supported_codecs_description};
+use super::codec::{AudioCodec, Codec, MediaKind, VideoCodec, supported_codecs_description};
+use super::h264::{DecodeLimit, FrameSize, answered_level};
 use sdp_types::{Attribute, Connection, Media, Origin, RtpMap, Session, Time};
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
@@ -85,12 +90,32 @@ pub struct NegotiatedMedia {
     /// (e.g. "nack pli", "ccm fir"); echoed in the answer.
     pub feedback: Vec<String>,
     pub avpf: bool,
+    /// H.264 only: what the caller says it can decode (`None`: no stated
+    /// limit, it gets the whole canvas).
+    pub decode_limit: Option<DecodeLimit>,
+    /// Audio only: the offered RFC 4733 events at the codec's clock rate,
+    /// kept in the answer.
+    pub telephone_event: Option<TelephoneEvent>,
     mline: usize,
+}
+
+/// An RFC 4733 `telephone-event` payload (DTMF) the caller offered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TelephoneEvent {
+    pub payload_type: u8,
+    /// Its fmtp as offered (the events it carries, e.g. `0-15`), echoed.
+    pub events: Option<String>,
 }
 
 impl NegotiatedMedia {
     pub fn kind(&self) -> MediaKind {
         self.codec.kind()
+    }
+
+    /// The composite's size for this caller: `None` for the whole canvas,
+    /// else the largest picture its decoder takes (see [`DecodeLimit::fit`]).
+    pub fn return_size(&self, canvas: Canvas) -> Option<FrameSize> {
+        self.decode_limit?.fit(canvas.width, canvas.height, canvas.fps)
     }
 }
 
@@ -139,15 +164,24 @@ pub fn negotiate(offer: &str) -> Result<Negotiation, SdpError> {
     }
 
     let session_direction = direction_in(&session.attributes);
-    let mut negotiation = Negotiation { audio: None, video: None, offered: Vec::new() };
-    let mut refusals = Vec::new();
-
-    for (index, media) in session.medias.iter().enumerate() {
-        negotiation.offered.push(OfferedMline {
+    let offered = session
+        .medias
+        .iter()
+        .map(|media| OfferedMline {
             media: media.media.clone(),
             proto: media.proto.clone(),
             first_fmt: media.fmt.split_whitespace().next().unwrap_or("0").to_string(),
-        });
+        })
+        .collect();
+    let mut negotiation = Negotiation { audio: None, video: None, offered };
+    let mut refusals = Vec::new();
+
+    // The main video is tried first, wherever it is listed: room systems
+    // also offer their slides as video, and some list them first.
+    let mut order: Vec<usize> = (0..session.medias.len()).collect();
+    order.sort_by_key(|&index| video_rank(&session.medias[index]));
+    for index in order {
+        let media = &session.medias[index];
         let kind = match media.media.as_str() {
             "audio" => MediaKind::Audio,
             "video" => MediaKind::Video,
@@ -161,7 +195,9 @@ pub fn negotiate(offer: &str) -> Result<Negotiation, SdpError> {
             MediaKind::Video => &mut negotiation.video,
         };
         if slot.is_some() {
-            refusals.push(format!("m-line {} is a second {kind} stream", index + 1));
+            let content = media.get_first_attribute_value("content").flatten();
+            let content = content.map(|c| format!(" (a=content:{c})")).unwrap_or_default();
+            refusals.push(format!("m-line {} is a second {kind} stream{content}", index + 1));
             continue;
         }
         match accept_mline(&session, media, index, kind, session_direction)? {
@@ -177,6 +213,19 @@ pub fn negotiate(offer: &str) -> Result<Negotiation, SdpError> {
         });
     }
     Ok(negotiation)
+}
+
+/// Which video m-line is the main one (lowest first): RFC 4796
+/// `a=content:main`, then one that says nothing, then slides and the rest.
+fn video_rank(media: &Media) -> u8 {
+    if media.media != "video" {
+        return 0;
+    }
+    match media.get_first_attribute_value("content").flatten() {
+        Some(content) if content.split(',').any(|c| c.trim() == "main") => 0,
+        None => 1,
+        Some(_) => 2,
+    }
 }
 
 /// `Ok(Err(reason))` is an m-line Tutti declines (answered with port 0);
@@ -207,7 +256,8 @@ fn accept_mline(
         })
         .collect::<Result<Vec<u8>, _>>()?;
 
-    let Some((codec, payload_type)) = formats.iter().find_map(|&pt| codec_for(media, kind, pt).map(|c| (c, pt))) else {
+    let supported: Vec<(Codec, u8)> = formats.iter().filter_map(|&pt| codec_for(media, kind, pt).map(|c| (c, pt))).collect();
+    let Some((codec, payload_type)) = preferred(&supported) else {
         let offered: Vec<String> = formats.iter().map(|&pt| describe_format(media, pt)).collect();
         return Ok(Err(format!("none of the offered codecs is supported ({})", offered.join(", "))));
     };
@@ -261,6 +311,15 @@ fn accept_mline(
         .filter(|fb| matches!(fb.as_str(), "nack" | "nack pli" | "ccm fir"))
         .collect();
 
+    let decode_limit = match codec {
+        Codec::Video(VideoCodec::H264 { .. }) => DecodeLimit::from_fmtp(&fmtp_for(media, payload_type)),
+        _ => None,
+    };
+    let telephone_event = match codec {
+        Codec::Audio(audio) => telephone_event_for(media, &formats, audio.clock_rate()),
+        Codec::Video(_) => None,
+    };
+
     Ok(Ok(NegotiatedMedia {
         codec,
         payload_type,
@@ -270,8 +329,35 @@ fn accept_mline(
         direction,
         feedback,
         avpf,
+        decode_limit,
+        telephone_event,
         mline: index,
     }))
+}
+
+/// The offerer's first supported codec, except that H.264 packetization
+/// mode 1 wins over mode 0 wherever it is listed: room systems list both,
+/// in either order, and mode 1 is the encode callers share with the broadcast.
+fn preferred(supported: &[(Codec, u8)]) -> Option<(Codec, u8)> {
+    const MODE_0: Codec = Codec::Video(VideoCodec::H264 { packetization_mode: 0 });
+    const MODE_1: Codec = Codec::Video(VideoCodec::H264 { packetization_mode: 1 });
+    let first = *supported.first()?;
+    if first.0 == MODE_0
+        && let Some(mode_1) = supported.iter().find(|(codec, _)| *codec == MODE_1)
+    {
+        return Some(*mode_1);
+    }
+    Some(first)
+}
+
+/// The offered `telephone-event` at `clock_rate` (RFC 4733 events run on
+/// the audio codec's clock), if any.
+fn telephone_event_for(media: &Media, formats: &[u8], clock_rate: u32) -> Option<TelephoneEvent> {
+    formats.iter().find_map(|&pt| {
+        let map = rtpmap_for(media, pt)?;
+        (map.encoding_name.eq_ignore_ascii_case("telephone-event") && map.clock_rate == clock_rate)
+            .then(|| TelephoneEvent { payload_type: pt, events: fmtp_value(media, pt).map(str::to_string) })
+    })
 }
 
 fn connection_ip(connection: &Connection) -> Result<IpAddr, SdpError> {
@@ -297,13 +383,17 @@ fn rtpmap_for(media: &Media, pt: u8) -> Option<RtpMap> {
         .find(|m| m.payload_type == pt)
 }
 
-/// The `key=value` parameters of `a=fmtp:<pt>`, keys lower-cased.
-fn fmtp_for(media: &Media, pt: u8) -> Vec<(String, String)> {
+/// The text of `a=fmtp:<pt>` after the payload type.
+fn fmtp_value(media: &Media, pt: u8) -> Option<&str> {
     let prefix = format!("{pt} ");
-    media
-        .get_attribute_values("fmtp")
-        .filter_map(|v| v)
-        .filter_map(|v| v.strip_prefix(&prefix))
+    media.get_attribute_values("fmtp").flatten().find_map(|v| v.strip_prefix(&prefix)).map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// The `key=value` parameters of `a=fmtp:<pt>`, keys lower-cased; room
+/// systems separate them with `; `.
+fn fmtp_for(media: &Media, pt: u8) -> Vec<(String, String)> {
+    fmtp_value(media, pt)
+        .into_iter()
         .flat_map(|params| params.split(';'))
         .filter_map(|p| p.split_once('='))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -410,12 +500,16 @@ fn rejected_mline(offered: &OfferedMline) -> Media {
 fn accepted_mline(m: &NegotiatedMedia, port: u16, canvas: Canvas) -> Media {
     let pt = m.payload_type;
     let proto = if m.avpf { "RTP/AVPF" } else { "RTP/AVP" };
+    let fmt = match &m.telephone_event {
+        Some(event) => format!("{pt} {}", event.payload_type),
+        None => pt.to_string(),
+    };
     let mut media = Media {
         media: m.kind().to_string(),
         port,
         num_ports: None,
         proto: proto.to_string(),
-        fmt: pt.to_string(),
+        fmt,
         media_title: None,
         connections: Vec::new(),
         bandwidths: Vec::new(),
@@ -432,11 +526,16 @@ fn accepted_mline(m: &NegotiatedMedia, port: u16, canvas: Canvas) -> Media {
     media.add_attribute_with_value("rtpmap", rtpmap);
     match m.codec {
         Codec::Video(VideoCodec::H264 { packetization_mode }) => {
-            let level = h264_level_idc(canvas.width, canvas.height, canvas.fps);
+            let sent = m.return_size(canvas).unwrap_or(FrameSize { width: canvas.width, height: canvas.height });
+            let (level, max_fs, max_mbps) = answered_level(sent, canvas.fps, m.decode_limit.as_ref());
+            let sizes: String = [("max-fs", max_fs), ("max-mbps", max_mbps)]
+                .into_iter()
+                .filter_map(|(key, value)| Some(format!(";{key}={}", value?)))
+                .collect();
             // Constrained Baseline: what every H.264 decoder can take.
             media.add_attribute_with_value(
                 "fmtp",
-                format!("{pt} profile-level-id=42e0{level:02x};packetization-mode={packetization_mode};level-asymmetry-allowed=1"),
+                format!("{pt} profile-level-id=42e0{level:02x};packetization-mode={packetization_mode};level-asymmetry-allowed=1{sizes}"),
             );
         }
         Codec::Audio(AudioCodec::Opus { stereo }) => {
@@ -444,6 +543,12 @@ fn accepted_mline(m: &NegotiatedMedia, port: u16, canvas: Canvas) -> Media {
             media.add_attribute_with_value("fmtp", format!("{pt} minptime=10;useinbandfec=1;stereo={stereo};sprop-stereo={stereo}"));
         }
         _ => {}
+    }
+    if let (Codec::Audio(audio), Some(event)) = (m.codec, &m.telephone_event) {
+        media.add_attribute_with_value("rtpmap", format!("{} telephone-event/{}", event.payload_type, audio.clock_rate()));
+        if let Some(events) = &event.events {
+            media.add_attribute_with_value("fmtp", format!("{} {events}", event.payload_type));
+        }
     }
     if m.kind() == MediaKind::Audio {
         media.add_attribute_with_value("ptime", "20");
@@ -499,7 +604,8 @@ mod tests {
     fn answer_keeps_payload_types_and_gives_our_ports() {
         let n = negotiate(SIMPLE).unwrap();
         let answer = n.answer(&local(), CANVAS, 7);
-        assert!(answer.contains("m=audio 20000 RTP/AVP 0\r\n"), "{answer}");
+        assert!(answer.contains("m=audio 20000 RTP/AVP 0 101\r\n"), "{answer}");
+        assert!(answer.contains("a=rtpmap:101 telephone-event/8000\r\n"), "{answer}");
         assert!(answer.contains("m=video 20002 RTP/AVPF 96\r\n"), "{answer}");
         assert!(answer.contains("a=fmtp:96 profile-level-id=42e01f;packetization-mode=1"), "{answer}");
         assert!(answer.contains("a=rtcp:20003\r\n"), "{answer}");
@@ -516,7 +622,7 @@ mod tests {
         let n = negotiate(SIMPLE).unwrap().without_video().unwrap();
         assert!(n.video.is_none());
         let answer = n.answer(&LocalTransport { video_port: None, ..local() }, CANVAS, 7);
-        assert!(answer.contains("m=audio 20000 RTP/AVP 0\r\n"), "{answer}");
+        assert!(answer.contains("m=audio 20000 RTP/AVP 0 101\r\n"), "{answer}");
         assert!(answer.contains("m=video 0 RTP/AVPF 96\r\n"), "{answer}");
         let video_only = SIMPLE.replace("m=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n", "");
         let err = negotiate(&video_only).unwrap().without_video().unwrap_err();
@@ -565,6 +671,72 @@ mod tests {
         let cut = SIMPLE.trim_end_matches('\n');
         assert!(cut.ends_with('\r'));
         assert!(negotiate(cut).is_ok());
+    }
+
+    const CISCO: &str = include_str!("../../tests/fixtures/sdp/cisco-tandberg-c40-five-mlines.sdp");
+    const POLYCOM_CIF: &str = include_str!("../../tests/fixtures/sdp/polycom-realpresence-cif-slides-first.sdp");
+
+    #[test]
+    fn room_system_extras_are_declined_as_offered() {
+        let answer = negotiate(CISCO).unwrap().answer(&local(), CANVAS, 1);
+        let parsed = Session::parse(answer.as_bytes()).unwrap();
+        let mlines: Vec<(&str, u16, &str, &str)> =
+            parsed.medias.iter().map(|m| (m.media.as_str(), m.port, m.proto.as_str(), m.fmt.as_str())).collect();
+        assert_eq!(
+            mlines,
+            [
+                ("audio", 20000, "RTP/AVP", "9 101"),
+                ("video", 20002, "RTP/AVP", "97"),
+                ("video", 0, "RTP/AVP", "126"),
+                ("application", 0, "UDP/BFCP", "*"),
+                ("application", 0, "RTP/AVP", "125"),
+            ],
+            "{answer}"
+        );
+        assert!(answer.contains("a=fmtp:101 0-15\r\n"), "{answer}");
+    }
+
+    #[test]
+    fn main_video_is_chosen_by_content_not_order() {
+        let n = negotiate(POLYCOM_CIF).unwrap();
+        let video = n.video.as_ref().unwrap();
+        assert_eq!(video.remote_rtp, "10.20.31.17:3232".parse().unwrap(), "the a=content:main m-line, listed second");
+        assert_eq!(video.mline, 2);
+        // Without any a=content, the first video m-line stays the main one.
+        let n = negotiate(&POLYCOM_CIF.replace("a=content:slides\r\n", "").replace("a=content:main\r\n", "")).unwrap();
+        assert_eq!(n.video.unwrap().remote_rtp, "10.20.31.17:3234".parse().unwrap());
+    }
+
+    #[test]
+    fn a_cif_caller_is_answered_for_what_it_decodes() {
+        let n = negotiate(POLYCOM_CIF).unwrap();
+        let video = n.video.as_ref().unwrap();
+        assert_eq!(video.decode_limit, Some(DecodeLimit { level_idc: 13, max_fs: 396, max_mbps: 11_880 }));
+        assert_eq!(video.return_size(CANVAS), Some(FrameSize { width: 416, height: 234 }));
+        let answer = n.answer(&local(), CANVAS, 1);
+        assert!(answer.contains("a=fmtp:109 profile-level-id=42e00d;packetization-mode=1;level-asymmetry-allowed=1\r\n"), "{answer}");
+    }
+
+    #[test]
+    fn mode_1_wins_over_mode_0_listed_first() {
+        let n = negotiate(CISCO).unwrap();
+        assert_eq!(n.video.unwrap().payload_type, 97);
+        let only_mode_0 = CISCO.replace("m=video 2348 RTP/AVP 126 97 34", "m=video 2348 RTP/AVP 126 34");
+        let video = negotiate(&only_mode_0).unwrap().video.unwrap();
+        assert_eq!((video.codec, video.payload_type), (Codec::Video(VideoCodec::H264 { packetization_mode: 0 }), 126));
+    }
+
+    #[test]
+    fn siren_and_aac_ld_are_declined_as_codecs_and_dtmf_is_kept_beside_the_codec() {
+        let audio = negotiate(CISCO).unwrap().audio.unwrap();
+        assert_eq!((audio.codec, audio.payload_type), (Codec::Audio(AudioCodec::G722), 9));
+        assert_eq!(audio.telephone_event, Some(TelephoneEvent { payload_type: 101, events: Some("0-15".into()) }));
+        // Only room-system codecs and DTMF: nothing to take, DTMF is no codec.
+        let offer = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\n\
+            m=audio 4000 RTP/AVP 108 111 103 101\r\na=rtpmap:108 MP4A-LATM/90000\r\na=rtpmap:111 G7221/32000\r\n\
+            a=rtpmap:103 SIREN14/16000\r\na=rtpmap:101 telephone-event/8000\r\n";
+        let err = negotiate(offer).unwrap_err();
+        assert!(err.to_string().contains("G7221/32000"), "{err}");
     }
 
     #[test]

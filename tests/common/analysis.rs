@@ -349,6 +349,19 @@ impl Audio {
     }
 }
 
+/// The H.264 `level_idc` of a recording's first video stream, as its SPS says (13: level 1.3).
+pub fn h264_level(path: &Path) -> Result<u32> {
+    let mut probe = Command::new("ffprobe");
+    probe.args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=codec_name,level", "-of", "json"]).arg(path);
+    let probed = run_bounded(probe, DECODE_TIMEOUT)?;
+    ensure!(probed.status.success(), "probing {}: {}", path.display(), String::from_utf8_lossy(&probed.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&probed.stdout)?;
+    let stream = &info["streams"][0];
+    ensure!(stream["codec_name"] == "h264", "not H.264: {stream}");
+    let level = stream["level"].as_u64().context("no level")?;
+    Ok(u32::try_from(level)?)
+}
+
 /// Decodes the first audio stream of a recording (see `Audio`).
 pub fn audio_samples(path: &Path) -> Result<Audio> {
     let mut probe = Command::new("ffprobe");

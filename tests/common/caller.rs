@@ -168,7 +168,7 @@ impl AudioCodec {
 impl Codec {
     /// The m= section for this codec on `port` (without rtcp/direction attributes); used both
     /// for the offer and for the SDP file that tells the recorder what to expect.
-    fn media_section(&self, port: u16) -> String {
+    fn media_section(&self, port: u16, fmtp: Option<&str>) -> String {
         let pt = self.payload_type;
         let proto = match self.kind {
             MediaKind::Audio => "RTP/AVP",
@@ -177,7 +177,7 @@ impl Codec {
         };
         let media = self.kind.sdp_name();
         let mut section = format!("m={media} {port} {proto} {pt}\r\na=rtpmap:{pt} {}\r\n", self.rtpmap);
-        if let Some(fmtp) = self.fmtp {
+        if let Some(fmtp) = fmtp {
             write!(section, "a=fmtp:{pt} {fmtp}\r\n").unwrap();
         }
         match self.kind {
@@ -216,6 +216,13 @@ pub struct CallerSpec {
     /// The local address the sender sends from (`None`: the system's choice, 127.0.0.1).
     /// Any 127.x.y.z works on Linux loopback: a sender "from another host".
     pub send_from: Option<IpAddr>,
+    /// The H.264 fmtp offered instead of the codec's own, as a room system writes
+    /// what it decodes (a level, `max-fs`, `max-mbps`); what is sent is unchanged.
+    pub video_fmtp: Option<&'static str>,
+    /// Also offer what room systems always send after audio and main video (a slides
+    /// video, UDP/BFCP, H.224 far-end camera control), the main video marked
+    /// `a=content:main`: the answer must decline each extra with port 0.
+    pub room_system_extras: bool,
 }
 
 impl CallerSpec {
@@ -233,9 +240,20 @@ impl CallerSpec {
             keyframe_interval: 2 * VIDEO_FPS,
             rtcp_mux: false,
             send_from: None,
+            video_fmtp: None,
+            room_system_extras: false,
         }
     }
 }
+
+/// What [`CallerSpec::room_system_extras`] adds after a caller's own m= lines, as a
+/// Cisco room system writes it (port 9, discard: nothing may ever be sent there).
+const ROOM_SYSTEM_EXTRAS: &str = "m=video 9 RTP/AVP 97\r\na=rtpmap:97 H264/90000\r\n\
+    a=fmtp:97 profile-level-id=428016;max-mbps=245000;max-fs=8160;packetization-mode=1\r\na=content:slides\r\na=label:13\r\na=sendrecv\r\n\
+    m=application 9 UDP/BFCP *\r\na=floorctrl:c-s\r\na=confid:1\r\na=floorid:2 mstrm:13\r\na=userid:1\r\n\
+    m=application 9 RTP/AVP 125\r\na=rtpmap:125 H224/4800\r\na=sendrecv\r\n";
+/// The media of those extra m= lines, in order.
+const ROOM_SYSTEM_EXTRA_MEDIA: [&str; 3] = ["video", "application", "application"];
 
 /// One offered m= line and the harness-owned ports it advertises.
 struct MediaLine {
@@ -343,13 +361,21 @@ impl Caller {
     pub fn offer(&self) -> String {
         let mut sdp = self.session_header(&self.spec.name);
         for line in &self.media {
-            sdp += &line.codec.media_section(line.port.rtp_port);
+            let video = line.codec.kind == MediaKind::Video;
+            let fmtp = if video { self.spec.video_fmtp.or(line.codec.fmtp) } else { line.codec.fmtp };
+            sdp += &line.codec.media_section(line.port.rtp_port, fmtp);
             if self.spec.rtcp_mux {
                 sdp += "a=rtcp-mux\r\n";
             } else {
                 write!(sdp, "a=rtcp:{}\r\n", line.port.rtcp_port).unwrap();
             }
+            if video && self.spec.room_system_extras {
+                sdp += "a=content:main\r\n";
+            }
             sdp += "a=sendrecv\r\n";
+        }
+        if self.spec.room_system_extras {
+            sdp += ROOM_SYSTEM_EXTRAS;
         }
         sdp
     }
@@ -516,7 +542,7 @@ impl Caller {
         let ports = self.media.iter().map(|_| free_rtp_pair_port()).collect::<Result<Vec<_>>>()?;
         let mut sdp = self.session_header("recorder");
         for (line, &port) in self.media.iter().zip(&ports) {
-            sdp += &line.codec.media_section(port);
+            sdp += &line.codec.media_section(port, line.codec.fmtp);
         }
         fs::write(sdp_path, sdp)?;
         let mut cmd = Command::new("ffmpeg");
@@ -585,15 +611,24 @@ impl Caller {
     }
 
     /// Matches the answer's m= lines to ours (same order, RFC 3264) and finds where to send
-    /// (`None` for a declined m= line).
+    /// (`None` for a declined m= line). A room system's extras must all be declined.
     pub fn parse_answer(&self, answer: &str) -> Result<Vec<Option<Destination>>> {
         let session = Session::parse(answer.as_bytes()).with_context(|| format!("unparsable answer:\n{answer}"))?;
+        let extras: &[&str] = if self.spec.room_system_extras { &ROOM_SYSTEM_EXTRA_MEDIA } else { &[] };
         ensure!(
-            session.medias.len() == self.media.len(),
+            session.medias.len() == self.media.len() + extras.len(),
             "the answer has {} m= lines, the offer {}:\n{answer}",
             session.medias.len(),
-            self.media.len()
+            self.media.len() + extras.len()
         );
+        for (media, expected) in session.medias[self.media.len()..].iter().zip(extras) {
+            ensure!(
+                media.media == *expected && media.port == 0,
+                "a room system's extra m={expected} was answered m={} {}:\n{answer}",
+                media.media,
+                media.port
+            );
+        }
         let session_addr = session.connection.as_ref().map(|c| c.connection_address.clone());
         self.media
             .iter()

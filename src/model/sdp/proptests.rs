@@ -50,8 +50,15 @@ fn check_answer(offer_text: &str, negotiation: &Negotiation, answer_text: &str) 
         }
         accepted += 1;
         let offered_pts: Vec<u8> = offered.fmt.split_whitespace().filter_map(|pt| pt.parse().ok()).collect();
-        let answered_pt: u8 = answered.fmt.parse().unwrap_or_else(|_| panic!("one PT per accepted m-line: {}", context()));
-        assert!(offered_pts.contains(&answered_pt), "answer PT {answered_pt} was not offered: {}", context());
+        let answered_pts: Vec<u8> = answered.fmt.split_whitespace().map(|pt| pt.parse().unwrap()).collect();
+        let accepted_media = negotiation.accepted().find(|m| m.payload_type == answered_pts[0] && m.kind().to_string() == answered.media);
+        let accepted_media = accepted_media.unwrap_or_else(|| panic!("answer PT {} was not negotiated: {}", answered_pts[0], context()));
+        // One codec, and the offered telephone-event after it if there was one.
+        let expected_pts: Vec<u8> = std::iter::once(accepted_media.payload_type).chain(accepted_media.telephone_event.as_ref().map(|e| e.payload_type)).collect();
+        assert_eq!(answered_pts, expected_pts, "{}", context());
+        for pt in &answered_pts {
+            assert!(offered_pts.contains(pt), "answer PT {pt} was not offered: {}", context());
+        }
 
         let offered_direction = direction_in(&offered.attributes)
             .or(direction_in(&offer.attributes))
@@ -355,7 +362,7 @@ proptest! {
 
     /// The positive side: an offer with a supported codec on every RTP
     /// m-line is answered, with the first supported codec of the first
-    /// m-line of each kind, at the offerer's payload type.
+    /// m-line of each kind (H.264 mode 1 before mode 0), at the offerer's payload type.
     #[test]
     fn offers_with_a_supported_codec_are_answered_with_the_first_one(
         mlines in prop::collection::vec(acceptable_mline(), 1..4),
@@ -381,7 +388,13 @@ proptest! {
             }
             let slot = &mut expected[usize::from(*kind == MediaKind::Video)];
             if slot.is_none() {
-                *slot = pts.iter().zip(codecs).find_map(|(pt, (_, _, codec))| codec.map(|c| (c, *pt)));
+                let supported: Vec<(Codec, u8)> = pts.iter().zip(codecs).filter_map(|(pt, (_, _, codec))| codec.map(|c| (c, *pt))).collect();
+                // H.264 mode 1 wins over mode 0 listed before it.
+                let mode_1 = supported.iter().find(|(c, _)| *c == Codec::Video(VideoCodec::H264 { packetization_mode: 1 }));
+                *slot = match supported.first() {
+                    Some((Codec::Video(VideoCodec::H264 { packetization_mode: 0 }), _)) => mode_1.or(supported.first()).copied(),
+                    first => first.copied(),
+                };
             }
         }
         let negotiation = negotiate(&offer).unwrap_or_else(|e| panic!("refused ({e}):\n{offer}"));
