@@ -251,7 +251,7 @@ fn sip_call(request: &Request) -> SipCall {
         call_id: request.header_value("Call-ID").unwrap_or_default(),
         from: request.header_value("From").unwrap_or_default(),
         to: request.header_value("To").unwrap_or_default(),
-        user_agent: request.header_value("User-UserAgent"),
+        user_agent: request.header_value("User-Agent"),
     }
 }
 
@@ -407,5 +407,16 @@ mod tests {
         };
         assert_eq!(caller_name(&invite("\"Room 4B\" <sip:4b@pbx>")), "Room 4B");
         assert_eq!(caller_name(&invite("<sip:alice@pbx>")), "alice");
+    }
+
+    #[test]
+    fn a_call_keeps_the_callers_user_agent() {
+        let invite = Request::try_from(
+            "INVITE sip:room@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK1\r\n\
+             From: <sip:alice@pbx>;tag=1\r\nTo: <sip:room@127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n\
+             User-Agent: baresip v1.0.0 (x86_64/linux)\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(sip_call(&invite).user_agent.as_deref(), Some("baresip v1.0.0 (x86_64/linux)"));
     }
 }
