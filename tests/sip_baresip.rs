@@ -60,7 +60,8 @@ fn call(server: &Server) -> Result<()> {
     let mut blue = Baresip::start(BaresipSpec::new(BLUE.name, BLUE.colour, BLUE.tone_hz))?;
 
     // By the composition's name over UDP, by its id over TCP.
-    let green_call = green.dial(&format!("sip:{ROOM}@127.0.0.1:{}", server.sip_port))?;
+    let green_uri = format!("sip:{ROOM}@127.0.0.1:{}", server.sip_port);
+    let green_call = green.dial(&green_uri)?;
     let blue_call = blue.dial(&format!("sip:{composition}@127.0.0.1:{};transport=tcp", server.sip_port))?;
     ensure!(tcp_connected_to(server.sip_port), "blue dialled over TCP, yet no TCP connection to the SIP port is up");
     for (phone, dialled) in [(&green, &green_call), (&blue, &blue_call)] {
@@ -71,6 +72,8 @@ fn call(server: &Server) -> Result<()> {
             elapsed(dialled.invited_at, dialled.answered_at) * 1000.0,
             elapsed(dialled.invited_at, first_frame) * 1000.0
         );
+        let waited = elapsed(dialled.answered_at, first_frame);
+        ensure!(waited <= 1.0, "{}'s first return frame came {waited:.2} s after its 200 OK", phone.spec.name);
     }
 
     // Both are listed as SIP participants, with their dialog's identity.
@@ -89,7 +92,10 @@ fn call(server: &Server) -> Result<()> {
                 && sip["call_id"].as_str().is_some_and(|id| !id.is_empty())
                 && sip["from"].as_str().is_some_and(|from| from.contains(&format!("sip:{name}@127.0.0.1")))
                 && sip["to"].as_str().is_some_and(|to| to.contains(&format!("sip:{dialled_as}@")))
-                && sip["user_agent"].as_str().is_some_and(|agent| agent.starts_with("baresip")),
+                && sip["user_agent"].as_str().is_some_and(|agent| agent.starts_with("baresip"))
+                // The only codecs its account offers.
+                && participant["audio"]["codec"] == "g722"
+                && participant["video"]["codec"] == "h264",
             "{name}'s participant: {participant:#}"
         );
     }
@@ -118,7 +124,8 @@ fn call(server: &Server) -> Result<()> {
     ensure!(deleted.status == 204, "DELETE of a SIP participant: {deleted:?}");
     let (closed_at, reason) = green.wait_closed(Duration::from_secs(2))?;
     eprintln!("green: BYE from Tutti ({reason}) {:.0} ms after the DELETE", elapsed(deleting, closed_at) * 1000.0);
-    ensure!(green.log().contains("terminated"), "green's log does not say the call ended:\n{}", green.logs());
+    let ended = format!("Call with {green_uri} terminated");
+    ensure!(green.log().contains(&ended), "green's log does not say {ended:?}:\n{}", green.logs());
     let gone = server.get(&format!("{participants_path}/{green_id}"))?;
     ensure!(gone.status == 404, "a deleted SIP participant still answers {}", gone.status);
 

@@ -23,6 +23,8 @@
 //!   `png: wrote PATH`; it may be asked before the call is up, which times the first frame.
 //! - `ctrl_tcp` answers each command with `{"response":true,"ok":…,"token":…}` and
 //!   reports `CALL_ESTABLISHED` (200 OK received) and `CALL_CLOSED` (with the reason).
+//! - An account's `audio_codecs=G722` looks for `G722/8000/1` (the RTP clock) and
+//!   finds nothing; `G722/16000/1` is the name that matches.
 //! - The menu module must be loaded: it registers `dial` and `hangup`;
 //!   `statmode_default off` keeps its status line (redrawn ten times a second) out of the log.
 
@@ -233,7 +235,7 @@ impl Drop for Baresip {
 /// One account, never registered (`regint=0`), answering nothing by itself, with
 /// one audio and one video codec so that what is negotiated is known.
 fn account(name: &str) -> String {
-    format!("\"{name}\" <sip:{name}@127.0.0.1>;regint=0;answermode=manual;audio_codecs=G722;video_codecs=H264\n")
+    format!("\"{name}\" <sip:{name}@127.0.0.1>;regint=0;answermode=manual;audio_codecs=G722/16000/1;video_codecs=H264\n")
 }
 
 /// The whole config: only the modules the tests use, every socket on 127.0.0.1.
