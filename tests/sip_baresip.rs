@@ -5,7 +5,8 @@
 //! composite's pixels in each participant's `rect` (baresip's own snapshots,
 //! the RTP caller's recording) and the tones in its decoded audio (mix-minus).
 //! Then one is removed through the API (it gets a BYE) and the other hangs up
-//! (its participant goes, with a `participant_left` event).
+//! (its participant goes, with a `participant_left` event). A call for a room
+//! that does not exist is refused with 404.
 //!
 //! One test function walks through the call in order, so its media processes
 //! never compete with another test's on this 2-core machine.
@@ -44,27 +45,33 @@ const MEMBERS: [&Member; 3] = [&RED, &GREEN, &BLUE];
 #[test]
 fn softphones_dial_in_by_name_and_id_see_the_composite_and_hear_everyone_but_themselves() {
     let server = Server::start().unwrap();
-    if let Err(e) = call(&server) {
+    let mut red = Caller::new(CallerSpec::new(RED.name, RED.colour, RED.tone_hz)).unwrap();
+    let mut green = Baresip::start(BaresipSpec::new(GREEN.name, GREEN.colour, GREEN.tone_hz)).unwrap();
+    let mut blue = Baresip::start(BaresipSpec::new(BLUE.name, BLUE.colour, BLUE.tone_hz)).unwrap();
+    // Panicking while the callers live makes each print its logs and keep its files.
+    if let Err(e) = call(&server, &mut red, &mut green, &mut blue) {
         panic!("{e:?}\n--- server log ---\n{}", server.logs());
     }
 }
 
-fn call(server: &Server) -> Result<()> {
+fn call(server: &Server, red: &mut Caller, green: &mut Baresip, blue: &mut Baresip) -> Result<()> {
     let composition = server.create_composition(&json!({"name": ROOM, "video": {"width": CANVAS.0, "height": CANVAS.1, "fps": 30}}))?;
     let mut events = EventStream::open(server, &format!("?composition={composition}"), None)?;
     let participants_path = format!("/v1/compositions/{composition}/participants");
 
-    let mut red = Caller::new(CallerSpec::new(RED.name, RED.colour, RED.tone_hz))?;
     red.join_named(server, &composition)?;
-    let mut green = Baresip::start(BaresipSpec::new(GREEN.name, GREEN.colour, GREEN.tone_hz))?;
-    let mut blue = Baresip::start(BaresipSpec::new(BLUE.name, BLUE.colour, BLUE.tone_hz))?;
+
+    // A room that does not exist: 404, and nobody joins.
+    let refused = green.dial_refused(&format!("sip:lobby@127.0.0.1:{}", server.sip_port))?;
+    eprintln!("green: a call for no composition: {refused}");
+    ensure!(refused.starts_with("404"), "a call for no composition ended with {refused:?}");
 
     // By the composition's name over UDP, by its id over TCP.
     let green_uri = format!("sip:{ROOM}@127.0.0.1:{}", server.sip_port);
     let green_call = green.dial(&green_uri)?;
     let blue_call = blue.dial(&format!("sip:{composition}@127.0.0.1:{};transport=tcp", server.sip_port))?;
     ensure!(tcp_connected_to(server.sip_port), "blue dialled over TCP, yet no TCP connection to the SIP port is up");
-    for (phone, dialled) in [(&green, &green_call), (&blue, &blue_call)] {
+    for (phone, dialled) in [(&*green, &green_call), (&*blue, &blue_call)] {
         let first_frame = phone.first_frame_at()?;
         eprintln!(
             "{}: INVITE → 200 OK {:.0} ms, → first return frame {:.0} ms",
@@ -83,7 +90,7 @@ fn call(server: &Server) -> Result<()> {
         Ok(listed.iter().filter(|p| p["transport"] == "sip" && p["state"] == "active").count() == 2)
     })
     .with_context(|| format!("participants: {listed:#?}"))?;
-    for (phone, dialled_as) in [(&green, ROOM), (&blue, composition.as_str())] {
+    for (phone, dialled_as) in [(&*green, ROOM), (&*blue, composition.as_str())] {
         let name = &phone.spec.name;
         let participant = by_name(&listed, name)?;
         let sip = &participant["sip"];
@@ -108,7 +115,7 @@ fn call(server: &Server) -> Result<()> {
     // Everyone in their cell, as each softphone sees the composite.
     let cells = MEMBERS.map(|member| Ok((member, Rect::from_api(&by_name(&listed, member.name)?["rect"], CANVAS)?.centre(0.33))));
     let cells = cells.into_iter().collect::<Result<Vec<_>>>()?;
-    for phone in [&mut green, &mut blue] {
+    for phone in [&mut *green, &mut *blue] {
         let frame = phone.snapshot()?;
         ensure!((frame.width, frame.height) == CANVAS, "{} receives {}x{}", phone.spec.name, frame.width, frame.height);
         for (member, cell) in &cells {

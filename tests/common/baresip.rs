@@ -141,17 +141,31 @@ impl Baresip {
     /// Calls `uri` and waits for the 200 OK. The first received frame is saved as it
     /// arrives (see [`Baresip::first_frame_at`]).
     pub fn dial(&mut self, uri: &str) -> Result<Dialled> {
-        let from = self.control.seen.len();
-        self.call_from = from;
         let invited_at = SystemTime::now();
-        self.control.command("dial", uri)?;
         let first_frame = self.path("first-frame.png");
-        self.control.command("snapshot_recv", &first_frame.to_string_lossy())?;
-        let (answered_at, event) = self.control.wait_for_event(from, CALL_SETUP_TIMEOUT, |e| {
-            e["type"] == "CALL_ESTABLISHED" || e["type"] == "CALL_CLOSED"
-        })?;
+        let (answered_at, event) = self.place_call(uri, Some(&first_frame))?;
         ensure!(event["type"] == "CALL_ESTABLISHED", "{} calling {uri}: {}", self.spec.name, event["param"]);
         Ok(Dialled { invited_at, answered_at })
+    }
+
+    /// Calls `uri`, expecting a refusal; returns it as baresip reports it ("404 Not Found").
+    pub fn dial_refused(&mut self, uri: &str) -> Result<String> {
+        let (_, event) = self.place_call(uri, None)?;
+        ensure!(event["type"] == "CALL_CLOSED", "{} calling {uri}: {event} where a refusal was expected", self.spec.name);
+        Ok(event["param"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Sends `dial` (and asks for the first received frame to be saved as `first_frame`),
+    /// then waits for the call to be answered or closed.
+    fn place_call(&mut self, uri: &str, first_frame: Option<&Path>) -> Result<(SystemTime, Value)> {
+        self.call_from = self.control.seen.len();
+        self.control.command("dial", uri)?;
+        if let Some(path) = first_frame {
+            self.control.command("snapshot_recv", &path.to_string_lossy())?;
+        }
+        self.control.wait_for_event(self.call_from, CALL_SETUP_TIMEOUT, |e| {
+            e["type"] == "CALL_ESTABLISHED" || e["type"] == "CALL_CLOSED"
+        })
     }
 
     /// When the first frame Tutti sent back was decoded (its PNG written).
