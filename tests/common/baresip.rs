@@ -52,6 +52,10 @@ const AUDIO_RATE: u32 = 16_000;
 const MEDIA_SECS: u32 = 120;
 const CLIP_SIZE: &str = "320x240";
 const CLIP_FPS: u32 = 25;
+/// Where it takes its RTP ports: Linux's ephemeral range, where callers' ports live,
+/// clear of the servers' RTP ranges below it (see `server_rtp_range`); baresip's own
+/// default (1024-49152) would take ports from them.
+const RTP_PORTS: &str = "32768-60999";
 /// From start to "baresip is ready." (modules loaded, sockets bound).
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A command's answer on the control socket.
@@ -269,6 +273,7 @@ video_size {CLIP_SIZE}
 video_fps {CLIP_FPS}
 video_bitrate 500000
 rtcp_mux no
+rtp_ports {RTP_PORTS}
 module_path /usr/lib/baresip/modules
 module g722.so
 module aufile.so
