@@ -173,7 +173,7 @@ fn call(server: &Server, red: &mut Caller, green: &mut Baresip, blue: &mut Bares
         ensure!(seen_after <= 1.0 && heard_after <= 1.0, "{} took {seen_after:.2} s to be seen, {heard_after:.2} s to be heard", member.name);
     }
     let judged: Vec<&Frame> = frames.iter().filter(|f| f.wall_time >= together_from && f.wall_time < together_until).collect();
-    ensure!(judged.len() >= 50, "red recorded only {} frames in {WINDOW:?}", judged.len());
+    ensure!(judged.len() >= 40, "red recorded only {} frames in {WINDOW:?}", judged.len());
     for frame in judged {
         for (member, cell) in &cells {
             let seen = frame.colour(*cell);

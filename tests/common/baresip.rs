@@ -105,9 +105,12 @@ pub struct Baresip {
     process: ChildProcess,
     control: Control,
     dir: Option<TempDir>,
+    /// PNGs asked for so far: each gets a file of its own.
     snapshots: u32,
     /// The control message index at which the current call was dialled.
     call_from: usize,
+    /// Where the current call's first received frame is saved.
+    first_frame: PathBuf,
 }
 
 impl Baresip {
@@ -124,30 +127,31 @@ impl Baresip {
         // baresip says so in its log and it is tried again on new ones.
         const ATTEMPTS: usize = 3;
         let log = dir.path().join(LOG_FILE);
-        for attempt in 1..=ATTEMPTS {
+        let mut attempt = 1;
+        let (process, sip_port, control_port) = loop {
             let (sip_port, control_port) = (free_sip_port()?, free_tcp_port()?);
             fs::write(dir.path().join("config"), config(dir.path(), &tone, &clip, sip_port, control_port))?;
             let mut cmd = Command::new("baresip");
             cmd.arg("-f").arg(dir.path());
             let mut process = ChildProcess::spawn("baresip", cmd, &log)?;
             match wait_ready(&mut process, &log) {
-                Ok(()) => {
-                    let control = Control::connect(control_port)?;
-                    return Ok(Self { spec, sip_port, process, control, dir: Some(dir), snapshots: 0, call_from: 0 });
-                }
+                Ok(()) => break (process, sip_port, control_port),
                 Err(e) if attempt == ATTEMPTS => return Err(e),
-                Err(_) => drop(process),
+                Err(_) => attempt += 1,
             }
-        }
-        unreachable!("the last attempt returns")
+        };
+        let control = Control::connect(control_port)?;
+        let first_frame = dir.path().join("first-frame.png");
+        Ok(Self { spec, sip_port, process, control, dir: Some(dir), snapshots: 0, call_from: 0, first_frame })
     }
 
     /// Calls `uri` and waits for the 200 OK. The first received frame is saved as it
     /// arrives (see [`Baresip::first_frame_at`]).
     pub fn dial(&mut self, uri: &str) -> Result<Dialled> {
         let invited_at = SystemTime::now();
-        let first_frame = self.path("first-frame.png");
+        let first_frame = self.next_picture();
         let (answered_at, event) = self.place_call(uri, Some(&first_frame))?;
+        self.first_frame = first_frame;
         ensure!(event["type"] == "CALL_ESTABLISHED", "{} calling {uri}: {}", self.spec.name, event["param"]);
         Ok(Dialled { invited_at, answered_at })
     }
@@ -172,17 +176,15 @@ impl Baresip {
         })
     }
 
-    /// When the first frame Tutti sent back was decoded (its PNG written).
+    /// When the call's first frame from Tutti was decoded (its PNG written).
     pub fn first_frame_at(&self) -> Result<SystemTime> {
-        let path = self.path("first-frame.png");
-        self.wait_written(&path)?;
-        Ok(fs::metadata(&path)?.modified()?)
+        self.wait_written(&self.first_frame)?;
+        Ok(fs::metadata(&self.first_frame)?.modified()?)
     }
 
     /// The next received frame, decoded (see `picture_frame`), stamped when it was saved.
     pub fn snapshot(&mut self) -> Result<Frame> {
-        self.snapshots += 1;
-        let path = self.path(&format!("snapshot-{}.png", self.snapshots));
+        let path = self.next_picture();
         self.control.command("snapshot_recv", &path.to_string_lossy())?;
         self.wait_written(&path)?;
         picture_frame(&path, fs::metadata(&path)?.modified()?)
@@ -228,6 +230,12 @@ impl Baresip {
     fn wait_written(&self, path: &Path) -> Result<()> {
         let line = format!("png: wrote {}", path.display());
         wait_until(&format!("{}: {line}", self.spec.name), SNAPSHOT_TIMEOUT, || Ok(self.log().contains(&line)))
+    }
+
+    /// A new file name for a received frame.
+    fn next_picture(&mut self) -> PathBuf {
+        self.snapshots += 1;
+        self.path(&format!("received-{}.png", self.snapshots))
     }
 
     fn dir(&self) -> &Path {
