@@ -29,6 +29,9 @@ PACKAGES=(
   prometheus
   # the web page test drives a headless browser
   chromium chromium-driver
+  # a real softphone dials in over SIP in the sip_baresip test (aufile, sndfile,
+  # snapshot and ctrl_tcp are in -core; avcodec/avformat for H.264 and the clip in -ffmpeg)
+  baresip-core baresip-ffmpeg
 )
 
 missing=()

@@ -104,6 +104,14 @@ impl Rect {
         Rect { x0: f64::from(col) * w, y0: f64::from(row) * h, x1: f64::from(col + 1) * w, y1: f64::from(row + 1) * h }
     }
 
+    /// A participant's `rect` as the API shows it (pixels of a `canvas` of that size).
+    pub fn from_api(rect: &serde_json::Value, canvas: (u32, u32)) -> Result<Rect> {
+        let field = |name: &str| rect[name].as_f64().with_context(|| format!("rect without {name}: {rect}"));
+        let (x, y, w, h) = (field("x")?, field("y")?, field("width")?, field("height")?);
+        let (cw, ch) = (f64::from(canvas.0), f64::from(canvas.1));
+        Ok(Rect { x0: x / cw, y0: y / ch, x1: (x + w) / cw, y1: (y + h) / ch })
+    }
+
     /// The middle `fraction` of this region, keeping clear of borders and scaling blur.
     pub fn centre(self, fraction: f64) -> Rect {
         let (dx, dy) = ((self.x1 - self.x0) * (1.0 - fraction) / 2.0, (self.y1 - self.y0) * (1.0 - fraction) / 2.0);
@@ -204,6 +212,22 @@ pub fn video_frames(path: &Path) -> Result<Vec<Frame>> {
             })
         })
         .collect())
+}
+
+/// A still picture (a PNG a softphone saved) as a [`Frame`] taken at `wall_time`.
+pub fn picture_frame(path: &Path, wall_time: SystemTime) -> Result<Frame> {
+    // The size as sent, from the PNG header: signature, IHDR length and type, width, height.
+    let header = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    ensure!(header.len() >= 24 && header.starts_with(b"\x89PNG") && &header[12..16] == b"IHDR", "{} is not a PNG", path.display());
+    let size = |at: usize| u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-i"])
+        .arg(path)
+        .args(["-vf", &format!("scale={THUMB_WIDTH}:{THUMB_HEIGHT}:flags=area"), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]);
+    let output = run_bounded(cmd, DECODE_TIMEOUT)?;
+    ensure!(output.status.success(), "decoding {}: {}", path.display(), String::from_utf8_lossy(&output.stderr));
+    ensure!(output.stdout.len() == THUMB_WIDTH * THUMB_HEIGHT * 3, "{}: {} bytes of pixels", path.display(), output.stdout.len());
+    Ok(Frame { wall_time, width: size(16), height: size(20), keyframe: true, rgb: output.stdout })
 }
 
 /// The mean colour of `rect` in each of the first `count` decoded frames of

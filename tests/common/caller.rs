@@ -671,7 +671,18 @@ impl Caller {
 pub fn gated_tone_wav(path: &Path, tone_hz: f64, amplitude: f64, seconds: f64, on: &[(f64, f64)]) -> Result<()> {
     ensure!(!on.is_empty(), "a clip without any tone");
     let gate = on.iter().map(|(from, to)| format!("between(t,{from},{to})")).collect::<Vec<_>>().join("+");
-    let expression = format!("aevalsrc=exprs='{amplitude}*sin(2*PI*{tone_hz}*t)*({gate})':s=48000:d={seconds}");
+    aevalsrc_wav(path, &format!("{amplitude}*sin(2*PI*{tone_hz}*t)*({gate})"), 48000, seconds)
+}
+
+/// Writes a mono WAV of `seconds` at `rate`: a sine of `tone_hz` at peak `amplitude`
+/// throughout (for a softphone that plays a file at its codec's rate).
+pub fn tone_wav(path: &Path, tone_hz: f64, amplitude: f64, seconds: f64, rate: u32) -> Result<()> {
+    aevalsrc_wav(path, &format!("{amplitude}*sin(2*PI*{tone_hz}*t)"), rate, seconds)
+}
+
+/// Writes the mono 16-bit WAV that ffmpeg's `aevalsrc` makes of `samples` (an expression of t).
+fn aevalsrc_wav(path: &Path, samples: &str, rate: u32, seconds: f64) -> Result<()> {
+    let expression = format!("aevalsrc=exprs='{samples}':s={rate}:d={seconds}");
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", &expression])
         .args(["-c:a", "pcm_s16le", "-y"])

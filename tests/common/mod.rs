@@ -3,6 +3,8 @@
 //! - [`Server`]: `tutti serve` on free ports, its REST API, its log on failure.
 //! - [`Caller`]: a legacy RTP endpoint described by a [`CallerSpec`]: an SDP offer, a
 //!   gst-launch sender (solid colour + sine tone) and an ffmpeg recorder of what comes back.
+//! - [`Baresip`]: a real softphone (Debian's baresip) that dials in over SIP with a tone
+//!   and a solid colour, and records what it hears and sees.
 //! - [`EventStream`]: `GET /v1/events` read as Server-Sent Events.
 //! - [`Nginx`]: nginx-rtmp on a free port, optionally behind TLS fronts
 //!   presenting certificates of a [`TestCa`] made at run time.
@@ -31,6 +33,7 @@
 #![allow(dead_code, unused_imports)] // each test crate uses its own subset of the harness
 
 mod analysis;
+mod baresip;
 mod caller;
 mod events;
 mod net;
@@ -42,9 +45,10 @@ mod sipp;
 pub mod turns;
 
 pub use analysis::*;
+pub use baresip::{Baresip, BaresipSpec, Dialled};
 pub use caller::*;
 pub use events::{EventStream, event_time, event_types, is};
-pub use net::{MediaPort, bind_rtp_pair, free_sip_port, free_tcp_port, is_rtcp};
+pub use net::{MediaPort, bind_rtp_pair, free_sip_port, free_tcp_port, is_rtcp, tcp_connected_to};
 pub use nginx::{INSTALL_HINT, Nginx};
 pub use pki::{CertificateFiles, SERVER_NAMES, TestCa, Validity};
 pub use process::{ChildProcess, Footprint, cpu_seconds, run_bounded, wait_until};

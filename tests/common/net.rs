@@ -67,6 +67,22 @@ pub fn udp_port_bound(port: u16) -> bool {
     })
 }
 
+/// Whether some TCP connection to `port` on this host is established (read from /proc,
+/// as [`udp_port_bound`] does): to tell that a client really used TCP.
+pub fn tcp_connected_to(port: u16) -> bool {
+    const ESTABLISHED: &str = "01";
+    let suffix = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table).is_ok_and(|text| {
+            // Each row: "sl local_address rem_address st ...".
+            text.lines().skip(1).any(|row| {
+                let fields: Vec<&str> = row.split_whitespace().collect();
+                fields.get(2).is_some_and(|remote| remote.ends_with(&suffix)) && fields.get(3) == Some(&ESTABLISHED)
+            })
+        })
+    })
+}
+
 /// A block of `len` UDP ports for the server, all free now, never handed out twice by this
 /// process. It lies below Linux's ephemeral range (32768+), where the callers' OS-picked ports
 /// live, so a server and the callers never compete for a port.
