@@ -1,0 +1,93 @@
+//! SRTP on a caller's rtpbin: one srtpdec and one srtpenc per encrypted
+//! session, handed to rtpbin through its `request-rtp(c)p-decoder` and
+//! `request-rtp(c)p-encoder` signals, so they sit between the sockets and
+//! the RTP session:
+//!
+//! ```text
+//!  udpsrc (SRTP) ─► source check ─► rtpbin[ srtpdec ─► session ─► jitter buffer ] ─► …
+//!  … ─► pay ─► rtpbin[ session ─► srtpenc ] ─► udpsink (SRTP)
+//! ```
+//! A plain caller's rtpbin gets no handler and no element. Packets that fail
+//! authentication (a stranger, plain RTP, garbage that passed the source
+//! check, a replay) are dropped by srtpdec, which counts them.
+
+use gstreamer as gst;
+use gstreamer::glib;
+use gstreamer::prelude::*;
+
+use super::{MediaError, make};
+use crate::model::sdp::crypto::{SrtpKeys, SrtpSuite};
+
+/// The only cipher of the suites Tutti speaks (AES in counter mode).
+const CIPHER: &str = "aes-128-icm";
+/// SRTCP authenticates with 80 bits whatever the suite (RFC 4568 6.2.2).
+const RTCP_AUTH: &str = "hmac-sha1-80";
+
+fn rtp_auth(suite: SrtpSuite) -> &'static str {
+    match suite.rtp_auth_tag_bits() {
+        32 => "hmac-sha1-32",
+        _ => "hmac-sha1-80",
+    }
+}
+
+/// The SRTP elements of one session of a caller's rtpbin.
+pub struct SrtpSession {
+    decoder: gst::Element,
+    encoder: gst::Element,
+    pub suite: SrtpSuite,
+}
+
+impl SrtpSession {
+    /// Builds the decoder (with the caller's key) and the encoder (with
+    /// Tutti's) for one negotiated m-line.
+    pub fn build(keys: &SrtpKeys, prefix: &str) -> Result<SrtpSession, MediaError> {
+        let decoder = make("srtpdec", &format!("{prefix}srtpdec"))?;
+        let receive = gst::Caps::builder("application/x-srtp")
+            .field("srtp-key", gst::Buffer::from_slice(keys.receive.bytes().to_vec()))
+            .field("srtp-cipher", CIPHER)
+            .field("srtp-auth", rtp_auth(keys.suite))
+            .field("srtcp-cipher", CIPHER)
+            .field("srtcp-auth", RTCP_AUTH)
+            .build();
+        // The same key for every SSRC the caller uses: SDES keys the m-line.
+        decoder.connect("request-key", false, move |_| Some(receive.to_value()));
+
+        let encoder = make("srtpenc", &format!("{prefix}srtpenc"))?;
+        encoder.set_property("key", gst::Buffer::from_slice(keys.send.bytes().to_vec()));
+        encoder.set_property_from_str("rtp-cipher", CIPHER);
+        encoder.set_property_from_str("rtp-auth", rtp_auth(keys.suite));
+        encoder.set_property_from_str("rtcp-cipher", CIPHER);
+        encoder.set_property_from_str("rtcp-auth", RTCP_AUTH);
+        Ok(SrtpSession { decoder, encoder, suite: keys.suite })
+    }
+
+    /// SRTP and SRTCP packets srtpdec dropped: failed authentication or replay.
+    pub fn dropped_packets(&self) -> u64 {
+        let stats: Option<gst::Structure> = self.decoder.property("stats");
+        stats.and_then(|s| s.get::<u32>("recv-drop-count").ok()).map_or(0, u64::from)
+    }
+}
+
+/// Hands rtpbin the SRTP elements of each encrypted session (indexed by
+/// session number); must be called before any of its pads is requested.
+pub fn attach(rtpbin: &gst::Element, sessions: [Option<&SrtpSession>; 2]) {
+    // Weak: rtpbin owns these handlers and, once asked, the elements too.
+    let decoders = sessions.map(|s| s.map(|s| s.decoder.downgrade()));
+    let encoders = sessions.map(|s| s.map(|s| s.encoder.downgrade()));
+    for (signal, elements) in [
+        ("request-rtp-decoder", decoders.clone()),
+        ("request-rtcp-decoder", decoders),
+        ("request-rtp-encoder", encoders.clone()),
+        ("request-rtcp-encoder", encoders),
+    ] {
+        rtpbin.connect(signal, false, move |args| {
+            let session = args.get(1).and_then(|v| v.get::<u32>().ok());
+            let element = session
+                .and_then(|s| elements.get(s as usize))
+                .and_then(|e| e.as_ref())
+                .and_then(glib::WeakRef::upgrade);
+            // NULL (no element) for a plain session of a mixed call.
+            Some(element.to_value())
+        });
+    }
+}
