@@ -27,7 +27,7 @@ use super::part::{add_chain, expose_input};
 use super::picture::Picture;
 use super::profiles::Profiles;
 use super::source_guard::{ReceiveGuard, Routing, guard_socket};
-use super::srtp::{self, SrtpSession};
+use super::srtp::{self, Packets, SrtpSession};
 use super::{MediaError, make};
 use crate::model::codec::{AudioCodec, Codec, MediaKind, VideoCodec};
 use crate::model::controls::ParticipantControls;
@@ -175,12 +175,12 @@ impl ParticipantMedia {
         let mut funnels: [Option<gst::Element>; 2] = [None, None];
         let srtp_session = |medium: &Option<JoiningMedium>, tag: &str| {
             let keys = medium.as_ref().and_then(|m| m.negotiated.srtp.as_ref());
-            keys.map(|keys| SrtpSession::build(keys, &n(tag))).transpose()
+            keys.map(|keys| SrtpSession::build(keys, &bin, &n(tag))).transpose()
         };
         let mut audio_srtp = srtp_session(&audio, "a")?;
         let mut video_srtp = srtp_session(&video, "v")?;
         if audio_srtp.is_some() || video_srtp.is_some() {
-            srtp::attach(&rtpbin, [audio_srtp.as_ref(), video_srtp.as_ref()]);
+            srtp::attach_decoders(&rtpbin, [audio_srtp.as_ref(), video_srtp.as_ref()]);
         }
 
         for medium in [audio, video].into_iter().flatten() {
@@ -296,17 +296,18 @@ impl ParticipantMedia {
                 let sink_pad = sink.static_pad("sink").expect("udpsink has a sink pad");
                 count_on(&sink_pad, state.sent.clone(), Measure::Buffers);
                 count_on(&sink_pad, state.sent_bytes.clone(), Measure::Bytes);
-                rtpbin
+                let rtp_out = rtpbin
                     .static_pad(&format!("send_rtp_src_{session}"))
-                    .ok_or_else(|| MediaError::Gst(format!("rtpbin has no send_rtp_src_{session}")))?
-                    .link(&sink_pad)?;
+                    .ok_or_else(|| MediaError::Gst(format!("rtpbin has no send_rtp_src_{session}")))?;
+                encrypted(state.srtp.as_ref(), rtp_out, Packets::Rtp, session)?.link(&sink_pad)?;
             }
 
             let rtcp_out = udp_sink(&n(&format!("{tag}rtcp-out")), &rtcp_socket, negotiated.remote_rtcp)?;
             bin.add(&rtcp_out)?;
-            rtpbin
+            let rtcp_from_rtpbin = rtpbin
                 .request_pad_simple(&format!("send_rtcp_src_{session}"))
-                .ok_or_else(|| MediaError::Gst(format!("rtpbin refused send_rtcp_src_{session}")))?
+                .ok_or_else(|| MediaError::Gst(format!("rtpbin refused send_rtcp_src_{session}")))?;
+            encrypted(state.srtp.as_ref(), rtcp_from_rtpbin, Packets::Rtcp, session)?
                 .link(&rtcp_out.static_pad("sink").expect("udpsink has a sink pad"))?;
 
             match kind {
@@ -440,6 +441,14 @@ fn audio_encode_chain(profiles: &Profiles, codec: AudioCodec, prefix: &str) -> R
     );
     let encoder = profiles.audio_encoder(codec, &format!("{prefix}aenc"))?.upcast::<gst::Element>();
     Ok(vec![convert, resample, caps, encoder])
+}
+
+/// `pad` itself on a plain m-line; through the medium's srtpenc on an SRTP one.
+fn encrypted(srtp: Option<&SrtpSession>, pad: gst::Pad, packets: Packets, session: u32) -> Result<gst::Pad, MediaError> {
+    match srtp {
+        Some(srtp) => srtp.encrypt(&pad, packets, session),
+        None => Ok(pad),
+    }
 }
 
 fn udp_source(name: &str, socket: &gio::Socket, caps: &gst::Caps) -> Result<gst::Element, MediaError> {

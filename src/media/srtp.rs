@@ -1,15 +1,18 @@
 //! SRTP on a caller's rtpbin: one srtpdec and one srtpenc per encrypted
-//! session, handed to rtpbin through its `request-rtp(c)p-decoder` and
-//! `request-rtp(c)p-encoder` signals, so they sit between the sockets and
-//! the RTP session:
+//! session, between the sockets and the RTP session:
 //!
 //! ```text
 //!  udpsrc (SRTP) ─► source check ─► rtpbin[ srtpdec ─► session ─► jitter buffer ] ─► …
-//!  … ─► pay ─► rtpbin[ session ─► srtpenc ] ─► udpsink (SRTP)
+//!  … ─► pay ─► rtpbin[ session ] ─► srtpenc ─► udpsink (SRTP)
 //! ```
-//! A plain caller's rtpbin gets no handler and no element. Packets that fail
-//! authentication (a stranger, plain RTP, garbage that passed the source
-//! check, a replay) are dropped by srtpdec, which counts them.
+//! srtpdec is handed to rtpbin through its `request-rtp(c)p-decoder`
+//! signals. srtpenc cannot go the same way: rtpbin 1.22 looks for the
+//! encoder's `rtp_src_N` before it requests `rtp_sink_N`, and srtpenc only
+//! makes a source pad when its sink pad is requested; so it is linked after
+//! rtpbin's send pads instead. A plain caller's rtpbin gets no handler and
+//! no element. Packets that fail authentication (a stranger, plain RTP,
+//! garbage that passed the source check, a replay) are dropped by srtpdec,
+//! which counts them.
 
 use gstreamer as gst;
 use gstreamer::glib;
@@ -39,8 +42,8 @@ pub struct SrtpSession {
 
 impl SrtpSession {
     /// Builds the decoder (with the caller's key) and the encoder (with
-    /// Tutti's) for one negotiated m-line.
-    pub fn build(keys: &SrtpKeys, prefix: &str) -> Result<SrtpSession, MediaError> {
+    /// Tutti's, added to `bin`) for one negotiated m-line.
+    pub fn build(keys: &SrtpKeys, bin: &gst::Bin, prefix: &str) -> Result<SrtpSession, MediaError> {
         let decoder = make("srtpdec", &format!("{prefix}srtpdec"))?;
         let receive = gst::Caps::builder("application/x-srtp")
             .field("srtp-key", gst::Buffer::from_slice(keys.receive.bytes().to_vec()))
@@ -58,7 +61,25 @@ impl SrtpSession {
         encoder.set_property_from_str("rtp-auth", rtp_auth(keys.suite));
         encoder.set_property_from_str("rtcp-cipher", CIPHER);
         encoder.set_property_from_str("rtcp-auth", RTCP_AUTH);
+        bin.add(&encoder)?;
         Ok(SrtpSession { decoder, encoder, suite: keys.suite })
+    }
+
+    /// Encrypts what leaves `plain` (rtpbin's `send_rtp_src_N` for `Packets::Rtp`,
+    /// `send_rtcp_src_N` for `Packets::Rtcp`); returns the pad the SRTP comes out of.
+    pub fn encrypt(&self, plain: &gst::Pad, packets: Packets, session: u32) -> Result<gst::Pad, MediaError> {
+        let kind = match packets {
+            Packets::Rtp => "rtp",
+            Packets::Rtcp => "rtcp",
+        };
+        let sink = self
+            .encoder
+            .request_pad_simple(&format!("{kind}_sink_{session}"))
+            .ok_or_else(|| MediaError::Gst(format!("srtpenc refused {kind}_sink_{session}")))?;
+        plain.link(&sink)?;
+        self.encoder
+            .static_pad(&format!("{kind}_src_{session}"))
+            .ok_or_else(|| MediaError::Gst(format!("srtpenc made no {kind}_src_{session}")))
     }
 
     /// SRTP and SRTCP packets srtpdec dropped: failed authentication or replay.
@@ -68,22 +89,24 @@ impl SrtpSession {
     }
 }
 
-/// Hands rtpbin the SRTP elements of each encrypted session (indexed by
+/// Which packets a pad carries.
+#[derive(Clone, Copy)]
+pub enum Packets {
+    Rtp,
+    Rtcp,
+}
+
+/// Hands rtpbin the SRTP decoder of each encrypted session (indexed by
 /// session number); must be called before any of its pads is requested.
-pub fn attach(rtpbin: &gst::Element, sessions: [Option<&SrtpSession>; 2]) {
-    // Weak: rtpbin owns these handlers and, once asked, the elements too.
+pub fn attach_decoders(rtpbin: &gst::Element, sessions: [Option<&SrtpSession>; 2]) {
+    // Weak: rtpbin owns these handlers and, once asked, the decoders too.
     let decoders = sessions.map(|s| s.map(|s| s.decoder.downgrade()));
-    let encoders = sessions.map(|s| s.map(|s| s.encoder.downgrade()));
-    for (signal, elements) in [
-        ("request-rtp-decoder", decoders.clone()),
-        ("request-rtcp-decoder", decoders),
-        ("request-rtp-encoder", encoders.clone()),
-        ("request-rtcp-encoder", encoders),
-    ] {
+    for signal in ["request-rtp-decoder", "request-rtcp-decoder"] {
+        let decoders = decoders.clone();
         rtpbin.connect(signal, false, move |args| {
             let session = args.get(1).and_then(|v| v.get::<u32>().ok());
             let element = session
-                .and_then(|s| elements.get(s as usize))
+                .and_then(|s| decoders.get(s as usize))
                 .and_then(|e| e.as_ref())
                 .and_then(glib::WeakRef::upgrade);
             // NULL (no element) for a plain session of a mixed call.
