@@ -145,10 +145,44 @@ fn an_srtp_caller_and_a_plain_caller_see_and_hear_each_other_and_strangers_are_d
             ensure!(received > 0, "{medium}: the SRTP caller's own media stopped: {after}");
         }
         eprintln!("{garbage} random datagrams sent");
+        let metrics = server.get("/metrics")?.body;
+        let series: Vec<&str> = metrics.lines().filter(|l| l.starts_with("tutti_participant_packets_unauthenticated_total{")).collect();
+        ensure!(series.len() == 2, "one series per SRTP medium, none for the plain caller: {series:?}");
+        for line in &series {
+            let value: f64 = line.rsplit(' ').next().unwrap_or_default().parse()?;
+            ensure!(value > 0.0, "{line}");
+        }
         ensure!(server.get("/healthz")?.status == 200, "the server stopped answering");
 
         judge(&mut secure, SECURE_HZ, PLAIN_HZ, &[(calm_from, calm_until), (attack_from, attack_until)])?;
         judge(&mut plain, PLAIN_HZ, SECURE_HZ, &[(calm_from, calm_until), (attack_from, attack_until)])
+    });
+}
+
+#[test]
+fn the_32_bit_suite_carries_media_both_ways_under_the_default_source_check() {
+    run(&[], |server| {
+        let composition = server.create_composition(&json!({"video": {"width": CANVAS.0, "height": CANVAS.1, "fps": 30}}))?;
+        let mut secure = Caller::new(CallerSpec {
+            srtp: Some("AES_CM_128_HMAC_SHA1_32"),
+            rtcp_mux: true,
+            ..CallerSpec::new("secure", Colour::Red, SECURE_HZ)
+        })?;
+        let mut plain = Caller::new(CallerSpec::new("plain", Colour::Green, PLAIN_HZ))?;
+        let joined = secure.join(server, &composition)?;
+        ensure!(joined.answer.matches("a=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:").count() == 2, "{}", joined.answer);
+        plain.join(server, &composition)?;
+        sleep(Duration::from_secs(3));
+        let from = SystemTime::now();
+        sleep(Duration::from_secs(3));
+        let until = SystemTime::now();
+        let body = stats(server, &joined.location)?;
+        for medium in ["audio", "video"] {
+            ensure!(body[medium]["srtp_suite"] == "AES_CM_128_HMAC_SHA1_32", "{body}");
+            ensure!(count(&body, medium, "packets_unauthenticated")? == 0, "{medium}: {body}");
+        }
+        judge(&mut secure, SECURE_HZ, PLAIN_HZ, &[(from, until)])?;
+        judge(&mut plain, PLAIN_HZ, SECURE_HZ, &[(from, until)])
     });
 }
 
