@@ -626,6 +626,9 @@ mod tests {
         assert!(send(audio).starts_with("2 AES_CM_128_HMAC_SHA1_32 inline:"));
         assert!(answer.contains(&format!("a=crypto:{}\r\n", send(video))), "{answer}");
         assert!(!answer.contains("4mxfCJYOnvaL0mDf0yGVFE3nJMF"), "the caller's key is never echoed: {answer}");
+        let printed = format!("{n:?}");
+        let tuttis_key = send(audio).rsplit(':').next().unwrap().to_string();
+        assert!(!printed.contains("4mxfCJYOnvaL0mDf0yGVFE3nJMF") && !printed.contains(&tuttis_key), "Debug shows no key: {printed}");
         let again = negotiate(&answer, MediaEncryption::Required).unwrap();
         assert_eq!(again.audio.unwrap().srtp.unwrap().receive, audio.send);
     }
