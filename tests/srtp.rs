@@ -50,6 +50,12 @@ fn count(body: &Value, medium: &str, field: &str) -> Result<u64> {
 /// stranger's.
 fn judge(caller: &mut Caller, own_hz: f64, other_hz: f64, windows: &[(SystemTime, SystemTime)]) -> Result<()> {
     let name = caller.spec.name.clone();
+    if caller.spec.srtp.is_some() {
+        // The server's SRTP and (under the _80 suite) SRTCP, checked by ffmpeg's SRTP layer.
+        let rtcp = [MediaKind::Audio, MediaKind::Video].map(|kind| caller.rtcp_packets(kind));
+        ensure!(rtcp.iter().all(|&n| n > 0), "{name}: no SRTCP from the server: {rtcp:?}");
+        ensure!(caller.recorder_srtp_failures() == 0, "{name}: {} of the server's packets failed authentication; SRTCP {rtcp:?}\n{}", caller.recorder_srtp_failures(), caller.logs());
+    }
     let recording = caller.stop_receiver()?;
     let frames = video_frames(&recording).with_context(|| format!("decoding {name}'s return video"))?;
     let audio = audio_samples(&recording).with_context(|| format!("decoding {name}'s return audio"))?;

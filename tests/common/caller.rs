@@ -16,8 +16,11 @@
 //! An SRTP caller (`CallerSpec::srtp`) offers `RTP/SAVP(F)` with a key of its own on each
 //! m= line; its sender encrypts with srtpenc, and its recorder (ffmpeg, which reads
 //! `a=crypto` in its SDP file) decrypts with the key of Tutti's answer, so it starts after
-//! the answer. The server's SRTCP does not reach its sender (srtpdec would need the server's
-//! SSRC in advance): it relies on its periodic keyframes.
+//! the answer. Under `AES_CM_128_HMAC_SHA1_80` the server's SRTCP goes to the recorder, whose
+//! SRTP layer checks it ("HMAC mismatch" in its log otherwise); never to the sender (srtpdec
+//! would need the server's SSRC in advance), which relies on its periodic keyframes. ffmpeg
+//! reads `AES_CM_128_HMAC_SHA1_32` as a 32-bit tag on SRTCP too, where RFC 4568, libsrtp and
+//! SIP endpoints keep 80 bits, so under that suite the SRTCP is not handed to it.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -412,9 +415,11 @@ impl Caller {
         let (sender, _) = spawn_binding_ports("gst-launch", &self.path("sender.log"), || {
             let (cmd, rtcp_ports) = self.sender_command(&destinations)?;
             // Routed before the sender starts, so not even the server's first PLI is lost.
-            let sending = self.media.iter().zip(&destinations).filter(|(_, to)| to.is_some());
-            for ((line, _), &port) in sending.zip(&rtcp_ports) {
-                line.port.forward_rtcp_to(port);
+            let recorder_rtcp = |index: usize| self.recorder.as_ref().and_then(|r| r.ports.get(index)).map(|p| p + 1);
+            let sending = self.media.iter().zip(&destinations).enumerate().filter(|(_, (_, to))| to.is_some());
+            for ((index, (line, _)), &port) in sending.zip(&rtcp_ports) {
+                let srtcp_check = recorder_rtcp(index).filter(|_| self.spec.srtp == Some("AES_CM_128_HMAC_SHA1_80"));
+                line.port.forward_rtcp_to(srtcp_check.unwrap_or(port));
             }
             Ok((cmd, rtcp_ports))
         })?;
@@ -495,6 +500,17 @@ impl Caller {
     /// Every SSRC of `kind` that reached our advertised port, in order of first appearance.
     pub fn rtp_ssrcs(&self, kind: MediaKind) -> Vec<u32> {
         self.line(kind).map_or_else(Vec::new, |line| line.port.rtp_ssrcs())
+    }
+
+    /// How many RTCP packets of `kind` reached our advertised ports so far.
+    pub fn rtcp_packets(&self, kind: MediaKind) -> u64 {
+        self.line(kind).map_or(0, |line| line.port.rtcp_packets())
+    }
+
+    /// How many SRTP or SRTCP packets from the server an SRTP caller's recorder (ffmpeg)
+    /// could not authenticate, as its log says.
+    pub fn recorder_srtp_failures(&self) -> usize {
+        fs::read_to_string(self.path("receiver.log")).unwrap_or_default().matches("HMAC mismatch").count()
     }
 
     /// How many RTP packets of `kind` reached our advertised port so far.
