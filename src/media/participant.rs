@@ -11,7 +11,7 @@
 //! ```
 //! `[picture]` and `[composite]` are the bin's ghost pads; the composition
 //! links them to the compositor and to a shared encoder. An SRTP caller's
-//! rtpbin decrypts and encrypts inside it ([`super::srtp`]).
+//! media is decrypted inside rtpbin and encrypted after it ([`super::srtp`]).
 
 use gstreamer as gst;
 use gstreamer::glib;
