@@ -24,6 +24,8 @@ const STRANGER_HZ: f64 = 1300.0;
 const ATTACK: Duration = Duration::from_secs(4);
 /// Random datagrams per second at each of the SRTP caller's four ports.
 const GARBAGE_RATE: u32 = 50;
+/// Packets, each with a new SSRC, in the SSRC flood.
+const SSRC_FLOOD: u32 = 10_000;
 
 /// The SRTP caller on the left, the plain one on the right (join order).
 fn cells(frame: &Frame) -> [Option<Colour>; 2] {
@@ -77,6 +79,25 @@ fn judge(caller: &mut Caller, own_hz: f64, other_hz: f64, windows: &[(SystemTime
         ensure!(other > -30.0, "{name} hears the other caller only at {other:.1} dBFS");
         ensure!(own <= other - 30.0, "{name} hears itself at {own:.1} dBFS, the other at {other:.1} dBFS");
         ensure!(stranger <= other - 30.0, "{name} hears the stranger at {stranger:.1} dBFS");
+    }
+    Ok(())
+}
+
+/// RTP headers that parse, in the negotiated payload type, each with a new random SSRC,
+/// `count` of them at `port` over about two seconds.
+fn send_ssrc_flood(port: u16, payload_type: u8, count: u32) -> Result<()> {
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let mut rng = rand::rng();
+    for sequence in 0..count {
+        let mut packet = vec![0x80, payload_type];
+        packet.extend((sequence as u16).to_be_bytes());
+        packet.extend((sequence * 160).to_be_bytes());
+        packet.extend(rng.next_u32().to_be_bytes());
+        packet.extend([0u8; 160]);
+        socket.send_to(&packet, (Ipv4Addr::LOCALHOST, port))?;
+        if sequence % 50 == 0 {
+            sleep(Duration::from_secs(2) * 50 / count);
+        }
     }
     Ok(())
 }
@@ -159,6 +180,18 @@ fn an_srtp_caller_and_a_plain_caller_see_and_hear_each_other_and_strangers_are_d
             ensure!(value > 0.0, "{line}");
         }
         ensure!(server.get("/healthz")?.status == 200, "the server stopped answering");
+
+        // A flood of new SSRCs costs no memory: srtpdec keys only so many per medium
+        // (unbounded, each kept ≈ 6 KB: 60 MB for this flood).
+        let audio_port = secure.parse_answer(answer)?[0].as_ref().context("audio accepted")?.rtp_port;
+        let (rss_before, dropped_before) = (server.footprint()?.rss_kib, count(&stats(server, &secure_joined.location)?, "audio", "packets_unauthenticated")?);
+        send_ssrc_flood(audio_port, 111, SSRC_FLOOD)?;
+        sleep(Duration::from_millis(500));
+        let (rss_after, dropped_after) = (server.footprint()?.rss_kib, count(&stats(server, &secure_joined.location)?, "audio", "packets_unauthenticated")?);
+        let grown_kib = rss_after.saturating_sub(rss_before);
+        eprintln!("{SSRC_FLOOD} new SSRCs: RSS grew {grown_kib} KiB, {} counted unauthenticated", dropped_after - dropped_before);
+        ensure!(grown_kib < 10 * 1024, "a flood of new SSRCs grew the server by {grown_kib} KiB");
+        ensure!(dropped_after - dropped_before >= u64::from(SSRC_FLOOD) / 2, "the flood is not counted: {dropped_before} → {dropped_after}");
 
         judge(&mut secure, SECURE_HZ, PLAIN_HZ, &[(calm_from, calm_until), (attack_from, attack_until)])?;
         judge(&mut plain, PLAIN_HZ, SECURE_HZ, &[(calm_from, calm_until), (attack_from, attack_until)])

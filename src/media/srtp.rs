@@ -17,6 +17,8 @@
 use gstreamer as gst;
 use gstreamer::glib;
 use gstreamer::prelude::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::{MediaError, make};
 use crate::model::sdp::crypto::{SrtpKeys, SrtpSuite};
@@ -25,6 +27,12 @@ use crate::model::sdp::crypto::{SrtpKeys, SrtpSuite};
 const CIPHER: &str = "aes-128-icm";
 /// SRTCP authenticates with 80 bits whatever the suite (RFC 4568 6.2.2).
 const RTCP_AUTH: &str = "hmac-sha1-80";
+/// SSRCs srtpdec is given the caller's key for, per medium. srtpdec keeps
+/// a libsrtp stream (≈ 4.5 KB) for every SSRC it keys, whether or not its
+/// packets authenticate: without a bound, a flood of random SSRCs from
+/// whoever holds the source check's latch grew memory by ≈ 6 KB a packet.
+/// A caller uses one SSRC at a time and a few over a call.
+const MAX_KEYED_SSRCS: usize = 64;
 
 fn rtp_auth(suite: SrtpSuite) -> &'static str {
     match suite.rtp_auth_tag_bits() {
@@ -37,6 +45,9 @@ fn rtp_auth(suite: SrtpSuite) -> &'static str {
 pub struct SrtpSession {
     decoder: gst::Element,
     encoder: gst::Element,
+    /// Packets of SSRCs beyond MAX_KEYED_SSRCS, which srtpdec drops
+    /// without counting.
+    unkeyed: Arc<AtomicU64>,
     pub suite: SrtpSuite,
 }
 
@@ -52,8 +63,19 @@ impl SrtpSession {
             .field("srtcp-cipher", CIPHER)
             .field("srtcp-auth", RTCP_AUTH)
             .build();
-        // The same key for every SSRC the caller uses: SDES keys the m-line.
-        decoder.connect("request-key", false, move |_| Some(receive.to_value()));
+        // The same key for every SSRC the caller uses (SDES keys the m-line),
+        // up to MAX_KEYED_SSRCS; packets of any further SSRC are dropped.
+        // srtpdec asks again at each packet of an SSRC it has no key for.
+        let keyed = AtomicUsize::new(0);
+        let unkeyed = Arc::new(AtomicU64::new(0));
+        let refused = unkeyed.clone();
+        decoder.connect("request-key", false, move |_| {
+            let within = keyed.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < MAX_KEYED_SSRCS).then_some(n + 1)).is_ok();
+            if !within {
+                refused.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(within.then(|| receive.clone()).to_value())
+        });
 
         let encoder = make("srtpenc", &format!("{prefix}srtpenc"))?;
         encoder.set_property("key", gst::Buffer::from_slice(keys.send.bytes().to_vec()));
@@ -62,7 +84,7 @@ impl SrtpSession {
         encoder.set_property_from_str("rtcp-cipher", CIPHER);
         encoder.set_property_from_str("rtcp-auth", RTCP_AUTH);
         bin.add(&encoder)?;
-        Ok(SrtpSession { decoder, encoder, suite: keys.suite })
+        Ok(SrtpSession { decoder, encoder, unkeyed, suite: keys.suite })
     }
 
     /// Encrypts what leaves `plain` (rtpbin's `send_rtp_src_N` for `Packets::Rtp`,
@@ -82,10 +104,12 @@ impl SrtpSession {
             .ok_or_else(|| MediaError::Gst(format!("srtpenc made no {kind}_src_{session}")))
     }
 
-    /// SRTP and SRTCP packets srtpdec dropped: failed authentication or replay.
+    /// SRTP and SRTCP packets dropped: failed authentication or replay, or
+    /// of an SSRC beyond the bound.
     pub fn dropped_packets(&self) -> u64 {
         let stats: Option<gst::Structure> = self.decoder.property("stats");
-        stats.and_then(|s| s.get::<u32>("recv-drop-count").ok()).map_or(0, u64::from)
+        let failed = stats.and_then(|s| s.get::<u32>("recv-drop-count").ok()).map_or(0, u64::from);
+        failed + self.unkeyed.load(Ordering::Relaxed)
     }
 }
 
