@@ -3,6 +3,7 @@
 //! clap resolves flag-over-environment; the file fills what both left unset.
 
 use crate::events::webhook::WebhookConfig;
+use crate::model::sdp::crypto::MediaEncryption;
 use crate::model::source_check::SourceCheckMode;
 use crate::model::admission::{Budget, Cores, CostModel};
 use crate::ports::PortRange;
@@ -162,6 +163,13 @@ pub struct ServeArgs {
     /// counted per medium (`packets_rejected`).
     #[arg(long, env = "TUTTI_RTP_SOURCE_CHECK")]
     pub rtp_source_check: Option<SourceCheckMode>,
+    /// Whether callers' media is encrypted with SRTP (keys in the SDP,
+    /// `RTP/SAVP` with `a=crypto`, RFC 4568) [default: optional].
+    /// `optional`: SRTP when the caller offers it, plain RTP when it offers
+    /// that. `required`: plain RTP m-lines are declined. `off`: SRTP m-lines
+    /// are declined. An offer left with nothing is refused (HTTP 415).
+    #[arg(long, env = "TUTTI_MEDIA_ENCRYPTION")]
+    pub media_encryption: Option<MediaEncryption>,
     /// Admin API tokens, comma-separated (each at least 16 characters); clients send
     /// `Authorization: Bearer TOKEN`. Prefer the environment or the file to the flag,
     /// which other users can see in the process list. With none, the API is open,
@@ -241,6 +249,7 @@ struct FileConfig {
     webhook_secret: Option<String>,
     rtmps_ca_file: Option<PathBuf>,
     rtp_source_check: Option<SourceCheckMode>,
+    media_encryption: Option<MediaEncryption>,
     api_tokens: Option<Vec<String>>,
     token_secret: Option<String>,
     insecure_no_auth: Option<bool>,
@@ -398,6 +407,7 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     pub rtmps_ca_file: Option<PathBuf>,
     pub rtp_source_check: SourceCheckMode,
+    pub media_encryption: MediaEncryption,
     pub access: AccessConfig,
     pub limits: NodeLimits,
 }
@@ -471,6 +481,7 @@ impl Config {
             webhooks,
             rtmps_ca_file: args.rtmps_ca_file.or(file.rtmps_ca_file),
             rtp_source_check: args.rtp_source_check.or(file.rtp_source_check).unwrap_or_default(),
+            media_encryption: args.media_encryption.or(file.media_encryption).unwrap_or_default(),
             access: AccessConfig {
                 // `TUTTI_API_TOKENS=` (empty) means none.
                 api_tokens: Some(args.api_tokens)
@@ -611,6 +622,17 @@ mod tests {
         assert_eq!(Config::resolve(args, file).unwrap().rtp_source_check, SourceCheckMode::Off);
         assert_eq!(Config::default().rtp_source_check, SourceCheckMode::Latch);
         assert!(toml::from_str::<FileConfig>("rtp_source_check = \"loose\"").is_err());
+    }
+
+    #[test]
+    fn media_encryption_comes_from_flag_then_file_then_optional() {
+        let file: FileConfig = toml::from_str("media_encryption = \"required\"\n").unwrap();
+        assert_eq!(Config::resolve(ServeArgs::default(), file).unwrap().media_encryption, MediaEncryption::Required);
+        let file: FileConfig = toml::from_str("media_encryption = \"required\"\n").unwrap();
+        let args = ServeArgs { media_encryption: Some(MediaEncryption::Off), ..Default::default() };
+        assert_eq!(Config::resolve(args, file).unwrap().media_encryption, MediaEncryption::Off);
+        assert_eq!(Config::default().media_encryption, MediaEncryption::Optional);
+        assert!(toml::from_str::<FileConfig>("media_encryption = \"mandatory\"").is_err());
     }
 
     #[test]

@@ -52,6 +52,11 @@ pub fn render(snapshot: &MetricsSnapshot, bus: &BusStats, webhooks: &WebhookStat
         "Datagrams at a participant's ports that the RTP source check dropped (not its media).",
         MEDIUM_LABELS,
     );
+    let unauthenticated = families.counter(
+        "tutti_participant_packets_unauthenticated_total",
+        "Packets at an SRTP participant's ports that failed SRTP authentication and were dropped.",
+        MEDIUM_LABELS,
+    );
     let bytes_received =
         families.counter("tutti_participant_bytes_received_total", "RTP bytes received from a participant.", MEDIUM_LABELS);
     let bytes_sent = families.counter("tutti_participant_bytes_sent_total", "RTP bytes sent to a participant.", MEDIUM_LABELS);
@@ -104,6 +109,9 @@ pub fn render(snapshot: &MetricsSnapshot, bus: &BusStats, webhooks: &WebhookStat
                 bytes_sent.with_label_values(&labels).inc_by(stats.bytes_sent);
                 lost.with_label_values(&labels).inc_by(stats.packets_lost);
                 rejected.with_label_values(&labels).inc_by(stats.packets_rejected);
+                if let Some(dropped) = stats.packets_unauthenticated {
+                    unauthenticated.with_label_values(&labels).inc_by(dropped);
+                }
                 jitter.with_label_values(&labels).set(stats.jitter_ms / 1000.0);
             }
         }

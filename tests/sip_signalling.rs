@@ -453,6 +453,56 @@ fn a_call_over_tls_joins_and_leaves() -> Result<()> {
 }
 
 #[test]
+fn with_encryption_required_keys_travel_only_over_tls() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ca = TestCa::new("Tutti SIP test CA");
+    let files = ca.issue(dir.path(), "sip", &["127.0.0.1"], Validity::Current);
+    let ca_pem = ca.write_certificate(&dir.path().join("ca.pem"));
+    let tls_port = free_sip_port()?;
+    let listen = format!("127.0.0.1:{tls_port}");
+    let (cert, key) = (files.cert.to_str().unwrap_or_default(), files.key.to_str().unwrap_or_default());
+    let server = Server::start_with(&[
+        "--media-encryption", "required", "--sip-tls-listen", &listen, "--sip-tls-cert", cert, "--sip-tls-key", key,
+    ])?;
+    let id = server.create_composition(&json!({"name": "secure", "audio_only": true}))?;
+    let media = MediaPort::bind(false)?;
+    // 30 bytes of key and salt, base64: what a room system set to "encryption required" offers.
+    let srtp_offer = pcmu_offer(media.rtp_port)
+        .replace("RTP/AVP 0", "RTP/SAVP 0")
+        .replace("a=sendrecv\r\n", "a=sendrecv\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:W8p2ldzs0nBMvIvHKYOvTqkPqAhKJcQTwTUFA3tM\r\n");
+
+    let warning = r#"<ereg regexp="399 Tutti/[0-9.]+ \".*only over TLS" search_in="hdr" header="Warning:" check_it="true" assign_to="checked"/>"#;
+    let run = Sipp::run(
+        "refused.xml",
+        &[("HEADERS", "      Content-Type: application/sdp"), ("BODY", &srtp_offer), ("STATUS", "488"), ("CHECKS", warning)],
+        "secure",
+        server.sip_port,
+        false,
+    )?;
+    ensure_passed(&run, "SDES keys over UDP under media_encryption = required: 488")?;
+
+    let mut peer = TlsPeer::connect(tls_port, &ca_pem)?;
+    let invite = peer.request("INVITE", 1, "", "s1", &srtp_offer);
+    peer.send(&invite)?;
+    let answer = peer.final_response()?;
+    ensure!(answer.starts_with("SIP/2.0 200"), "the same offer over TLS: {answer}");
+    ensure!(answer.contains("RTP/SAVP 0") && answer.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"), "answered SRTP: {answer}");
+    let to_tag = answer
+        .lines()
+        .find(|l| l.starts_with("To:"))
+        .and_then(|l| l.split_once(";tag="))
+        .map(|(_, tag)| format!(";tag={}", tag.trim()))
+        .unwrap_or_default();
+    let ack = peer.request("ACK", 1, &to_tag, "s2", "");
+    peer.send(&ack)?;
+    wait_until("the TLS caller to be listed", Duration::from_secs(2), || Ok(participants(&server, &id)?.len() == 1))?;
+    let bye = peer.request("BYE", 2, &to_tag, "s3", "");
+    peer.send(&bye)?;
+    ensure!(peer.final_response()?.starts_with("SIP/2.0 200"), "BYE over TLS");
+    Ok(())
+}
+
+#[test]
 fn a_cancel_right_behind_the_invite_leaves_nobody_behind_every_time() -> Result<()> {
     let server = Server::start()?;
     let id = server.create_composition(&json!({"name": "race", "audio_only": true}))?;

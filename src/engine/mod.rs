@@ -531,7 +531,7 @@ impl Engine {
         if composition.participants.len() >= most {
             return Err(EngineError::CompositionFull(id.clone(), most));
         }
-        let mut negotiation = sdp::negotiate(&request.offer)?;
+        let mut negotiation = sdp::negotiate(&request.offer, self.config.media_encryption)?;
         if composition.config.audio_only {
             negotiation = negotiation.without_video()?;
         }

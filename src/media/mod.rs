@@ -30,6 +30,7 @@ mod participant;
 mod picture;
 pub mod profiles;
 mod source_guard;
+mod srtp;
 mod still;
 mod topology;
 

@@ -10,7 +10,8 @@
 //!  [composite] (from a shared encoder) ───────────────────► pay ─► rtpbin ─► udpsink
 //! ```
 //! `[picture]` and `[composite]` are the bin's ghost pads; the composition
-//! links them to the compositor and to a shared encoder.
+//! links them to the compositor and to a shared encoder. An SRTP caller's
+//! media is decrypted inside rtpbin and encrypted after it ([`super::srtp`]).
 
 use gstreamer as gst;
 use gstreamer::glib;
@@ -26,6 +27,7 @@ use super::part::{add_chain, expose_input};
 use super::picture::Picture;
 use super::profiles::Profiles;
 use super::source_guard::{ReceiveGuard, Routing, guard_socket};
+use super::srtp::{self, Packets, SrtpSession};
 use super::{MediaError, make};
 use crate::model::codec::{AudioCodec, Codec, MediaKind, VideoCodec};
 use crate::model::controls::ParticipantControls;
@@ -90,6 +92,8 @@ pub struct MediumState {
     pub sent: Arc<FlowCounter>,
     /// Their bytes, RTP headers included.
     pub sent_bytes: Arc<FlowCounter>,
+    /// Its SRTP elements, on an encrypted m-line.
+    pub srtp: Option<SrtpSession>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -111,6 +115,14 @@ pub struct MediumStats {
     pub packets_lost: u64,
     /// Datagrams at the caller's ports that the source check dropped.
     pub packets_rejected: u64,
+    /// SRTP only: the suite, e.g. `AES_CM_128_HMAC_SHA1_80`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub srtp_suite: Option<&'static str>,
+    /// SRTP only: packets past the source check that failed SRTP
+    /// authentication (plain RTP, a wrong key, garbage) or replay
+    /// protection, and were dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packets_unauthenticated: Option<u64>,
     pub jitter_ms: f64,
     pub bitrate_kbps: f64,
     /// RFC 3339 time of the last packet received, if any.
@@ -161,6 +173,15 @@ impl ParticipantMedia {
             _leases: Vec::new(),
         };
         let mut funnels: [Option<gst::Element>; 2] = [None, None];
+        let srtp_session = |medium: &Option<JoiningMedium>, tag: &str| {
+            let keys = medium.as_ref().and_then(|m| m.negotiated.srtp.as_ref());
+            keys.map(|keys| SrtpSession::build(keys, &bin, &n(tag))).transpose()
+        };
+        let mut audio_srtp = srtp_session(&audio, "a")?;
+        let mut video_srtp = srtp_session(&video, "v")?;
+        if audio_srtp.is_some() || video_srtp.is_some() {
+            srtp::attach_decoders(&rtpbin, [audio_srtp.as_ref(), video_srtp.as_ref()]);
+        }
 
         for medium in [audio, video].into_iter().flatten() {
             let JoiningMedium { negotiated, ports } = medium;
@@ -180,16 +201,32 @@ impl ParticipantMedia {
                 &[negotiated.payload_type],
             );
             let guard = Arc::new(ReceiveGuard::new(check));
-            let state =
-                MediumState { negotiated, guard, received: Arc::default(), sent: Arc::default(), sent_bytes: Arc::default() };
+            let srtp = match kind {
+                MediaKind::Audio => audio_srtp.take(),
+                MediaKind::Video => video_srtp.take(),
+            };
+            let state = MediumState {
+                negotiated,
+                guard,
+                received: Arc::default(),
+                sent: Arc::default(),
+                sent_bytes: Arc::default(),
+                srtp,
+            };
             let negotiated = &state.negotiated;
 
             // Receive: RTP (and muxed RTCP) on the RTP socket, RTCP on its own;
             // each socket behind the source check.
             let receives = negotiated.direction.receives();
-            let rtcp_caps = gst::Caps::new_empty_simple("application/x-rtcp");
+            let mut rtp_in_caps = rtp_caps(negotiated);
+            let mut rtcp_caps = gst::Caps::new_empty_simple("application/x-rtcp");
+            if state.srtp.is_some() {
+                // What srtpdec takes; it hands rtpbin the same caps as plain RTP(C)P.
+                rtp_in_caps.make_mut().structure_mut(0).expect("RTP caps have a structure").set_name("application/x-srtp");
+                rtcp_caps = gst::Caps::new_empty_simple("application/x-srtcp");
+            }
             let rtcp_in = if receives || negotiated.rtcp_mux {
-                let src = udp_source(&n(&format!("{tag}rtp-in")), &rtp_socket, &rtp_caps(negotiated))?;
+                let src = udp_source(&n(&format!("{tag}rtp-in")), &rtp_socket, &rtp_in_caps)?;
                 bin.add(&src)?;
                 link_to_request(&src, &rtpbin, &format!("recv_rtp_sink_{session}"))?;
                 if negotiated.rtcp_mux {
@@ -259,17 +296,18 @@ impl ParticipantMedia {
                 let sink_pad = sink.static_pad("sink").expect("udpsink has a sink pad");
                 count_on(&sink_pad, state.sent.clone(), Measure::Buffers);
                 count_on(&sink_pad, state.sent_bytes.clone(), Measure::Bytes);
-                rtpbin
+                let rtp_out = rtpbin
                     .static_pad(&format!("send_rtp_src_{session}"))
-                    .ok_or_else(|| MediaError::Gst(format!("rtpbin has no send_rtp_src_{session}")))?
-                    .link(&sink_pad)?;
+                    .ok_or_else(|| MediaError::Gst(format!("rtpbin has no send_rtp_src_{session}")))?;
+                encrypted(state.srtp.as_ref(), rtp_out, Packets::Rtp, session)?.link(&sink_pad)?;
             }
 
             let rtcp_out = udp_sink(&n(&format!("{tag}rtcp-out")), &rtcp_socket, negotiated.remote_rtcp)?;
             bin.add(&rtcp_out)?;
-            rtpbin
+            let rtcp_from_rtpbin = rtpbin
                 .request_pad_simple(&format!("send_rtcp_src_{session}"))
-                .ok_or_else(|| MediaError::Gst(format!("rtpbin refused send_rtcp_src_{session}")))?
+                .ok_or_else(|| MediaError::Gst(format!("rtpbin refused send_rtcp_src_{session}")))?;
+            encrypted(state.srtp.as_ref(), rtcp_from_rtpbin, Packets::Rtcp, session)?
                 .link(&rtcp_out.static_pad("sink").expect("udpsink has a sink pad"))?;
 
             match kind {
@@ -353,6 +391,8 @@ impl ParticipantMedia {
             bytes_received: medium.guard.accepted_bytes.count(),
             packets_lost: 0,
             packets_rejected: medium.guard.rejected.count(),
+            srtp_suite: medium.srtp.as_ref().map(|s| s.suite.name()),
+            packets_unauthenticated: medium.srtp.as_ref().map(SrtpSession::dropped_packets),
             jitter_ms: 0.0,
             bitrate_kbps: 0.0,
             last_packet_at: medium.received.last().map(rfc3339),
@@ -401,6 +441,14 @@ fn audio_encode_chain(profiles: &Profiles, codec: AudioCodec, prefix: &str) -> R
     );
     let encoder = profiles.audio_encoder(codec, &format!("{prefix}aenc"))?.upcast::<gst::Element>();
     Ok(vec![convert, resample, caps, encoder])
+}
+
+/// `pad` itself on a plain m-line; through the medium's srtpenc on an SRTP one.
+fn encrypted(srtp: Option<&SrtpSession>, pad: gst::Pad, packets: Packets, session: u32) -> Result<gst::Pad, MediaError> {
+    match srtp {
+        Some(srtp) => srtp.encrypt(&pad, packets, session),
+        None => Ok(pad),
+    }
 }
 
 fn udp_source(name: &str, socket: &gio::Socket, caps: &gst::Caps) -> Result<gst::Element, MediaError> {

@@ -6,12 +6,16 @@
 //! single codec each accepted m-line uses (the first in the offerer's order
 //! that Tutti supports, with the offerer's payload type number; H.264
 //! packetization mode 1 before mode 0), what an H.264 caller can decode,
-//! whether its `telephone-event` is kept, where media and RTCP go, and
-//! which direction each side sends in. Everything else room systems offer
-//! (BFCP, slides, FECC) is declined with port 0.
+//! whether its `telephone-event` is kept, where media and RTCP go, which
+//! direction each side sends in, and whether media is SRTP (keys in
+//! [`crypto`]). Everything else room systems offer (BFCP, slides, FECC) is
+//! declined with port 0.
+
+pub mod crypto;
 
 use super::codec::{AudioCodec, Codec, MediaKind, VideoCodec, supported_codecs_description};
 use super::h264::{DecodeLimit, FrameSize, answered_level};
+use crypto::{MasterKey, MediaEncryption, SrtpKeys};
 use sdp_types::{Attribute, Connection, Media, Origin, RtpMap, Session, Time};
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
@@ -96,6 +100,8 @@ pub struct NegotiatedMedia {
     /// Audio only: the offered RFC 4733 events at the codec's clock rate,
     /// kept in the answer.
     pub telephone_event: Option<TelephoneEvent>,
+    /// `Some` on an SRTP (`RTP/SAVP(F)`) m-line: the keys each way.
+    pub srtp: Option<SrtpKeys>,
     mline: usize,
 }
 
@@ -152,7 +158,9 @@ pub struct Canvas {
     pub fps: u32,
 }
 
-pub fn negotiate(offer: &str) -> Result<Negotiation, SdpError> {
+/// Negotiates an offer; `encryption` decides which of plain RTP and SRTP
+/// m-lines may be accepted.
+pub fn negotiate(offer: &str, encryption: MediaEncryption) -> Result<Negotiation, SdpError> {
     if offer.trim().is_empty() {
         return Err(SdpError::Malformed("the offer is empty".into()));
     }
@@ -200,7 +208,7 @@ pub fn negotiate(offer: &str) -> Result<Negotiation, SdpError> {
             refusals.push(format!("m-line {} is a second {kind} stream{content}", index + 1));
             continue;
         }
-        match accept_mline(&session, media, index, kind, session_direction)? {
+        match accept_mline(&session, media, index, kind, session_direction, encryption)? {
             Ok(accepted) => *slot = Some(accepted),
             Err(refusal) => refusals.push(format!("m-line {} ({kind}): {refusal}", index + 1)),
         }
@@ -236,14 +244,30 @@ fn accept_mline(
     index: usize,
     kind: MediaKind,
     session_direction: Option<Direction>,
+    encryption: MediaEncryption,
 ) -> Result<Result<NegotiatedMedia, String>, SdpError> {
     if media.port == 0 {
         return Ok(Err("rejected by the offerer (port 0)".into()));
     }
-    let avpf = match media.proto.to_ascii_uppercase().as_str() {
-        "RTP/AVP" => false,
-        "RTP/AVPF" => true,
-        other => return Ok(Err(format!("transport {other} is not supported (no SRTP, DTLS or ICE)"))),
+    let (avpf, encrypted) = match media.proto.to_ascii_uppercase().as_str() {
+        "RTP/AVP" => (false, false),
+        "RTP/AVPF" => (true, false),
+        "RTP/SAVP" => (false, true),
+        "RTP/SAVPF" => (true, true),
+        other => return Ok(Err(format!("transport {other} is not supported (no DTLS or ICE)"))),
+    };
+    if let Some(refusal) = encryption.refusal(encrypted) {
+        return Ok(Err(refusal));
+    }
+    // a=crypto on a plain RTP/AVP line is best-effort SRTP (RFC 4568 has no
+    // such thing; Polycom does it): answered as plain RTP, without crypto.
+    let srtp = if encrypted {
+        match crypto::choose(media.get_attribute_values("crypto").flatten()) {
+            Ok(offer) => Some(SrtpKeys::answering(offer, MasterKey::random())),
+            Err(refusal) => return Ok(Err(refusal)),
+        }
+    } else {
+        None
     };
     let formats = media
         .fmt
@@ -331,6 +355,7 @@ fn accept_mline(
         avpf,
         decode_limit,
         telephone_event,
+        srtp,
         mline: index,
     }))
 }
@@ -499,7 +524,12 @@ fn rejected_mline(offered: &OfferedMline) -> Media {
 
 fn accepted_mline(m: &NegotiatedMedia, port: u16, canvas: Canvas) -> Media {
     let pt = m.payload_type;
-    let proto = if m.avpf { "RTP/AVPF" } else { "RTP/AVP" };
+    let proto = match (m.srtp.is_some(), m.avpf) {
+        (false, false) => "RTP/AVP",
+        (false, true) => "RTP/AVPF",
+        (true, false) => "RTP/SAVP",
+        (true, true) => "RTP/SAVPF",
+    };
     let fmt = match &m.telephone_event {
         Some(event) => format!("{pt} {}", event.payload_type),
         None => pt.to_string(),
@@ -562,6 +592,9 @@ fn accepted_mline(m: &NegotiatedMedia, port: u16, canvas: Canvas) -> Media {
         media.add_attribute_with_value("rtcp", port + 1);
     }
     media.add_attribute_from_str(m.direction.as_attribute());
+    if let Some(keys) = &m.srtp {
+        media.add_attribute_with_value("crypto", keys.answer_attribute());
+    }
     media
 }
 
@@ -592,7 +625,7 @@ mod tests {
 
     #[test]
     fn static_payload_type_without_rtpmap_is_understood() {
-        let n = negotiate(SIMPLE).unwrap();
+        let n = negotiate(SIMPLE, MediaEncryption::Optional).unwrap();
         let audio = n.audio.unwrap();
         assert_eq!(audio.codec, Codec::Audio(AudioCodec::Pcmu));
         assert_eq!(audio.payload_type, 0);
@@ -602,7 +635,7 @@ mod tests {
 
     #[test]
     fn answer_keeps_payload_types_and_gives_our_ports() {
-        let n = negotiate(SIMPLE).unwrap();
+        let n = negotiate(SIMPLE, MediaEncryption::Optional).unwrap();
         let answer = n.answer(&local(), CANVAS, 7);
         assert!(answer.contains("m=audio 20000 RTP/AVP 0 101\r\n"), "{answer}");
         assert!(answer.contains("a=rtpmap:101 telephone-event/8000\r\n"), "{answer}");
@@ -614,25 +647,25 @@ mod tests {
         assert!(answer.contains("a=rtcp-fb:96 ccm fir\r\n"));
         assert!(!answer.contains("goog-remb"), "feedback Tutti does not implement is not echoed");
         // The answer must itself be valid SDP.
-        negotiate(&answer).unwrap();
+        negotiate(&answer, MediaEncryption::Optional).unwrap();
     }
 
     #[test]
     fn audio_only_declines_video_with_port_zero() {
-        let n = negotiate(SIMPLE).unwrap().without_video().unwrap();
+        let n = negotiate(SIMPLE, MediaEncryption::Optional).unwrap().without_video().unwrap();
         assert!(n.video.is_none());
         let answer = n.answer(&LocalTransport { video_port: None, ..local() }, CANVAS, 7);
         assert!(answer.contains("m=audio 20000 RTP/AVP 0 101\r\n"), "{answer}");
         assert!(answer.contains("m=video 0 RTP/AVPF 96\r\n"), "{answer}");
         let video_only = SIMPLE.replace("m=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n", "");
-        let err = negotiate(&video_only).unwrap().without_video().unwrap_err();
+        let err = negotiate(&video_only, MediaEncryption::Optional).unwrap().without_video().unwrap_err();
         assert!(err.to_string().contains("audio-only"), "{err}");
     }
 
     #[test]
     fn directions_are_reversed() {
         let offer = SIMPLE.replace("m=video 4002 RTP/AVPF 96\r\n", "m=video 4002 RTP/AVPF 96\r\na=sendonly\r\n");
-        let n = negotiate(&offer).unwrap();
+        let n = negotiate(&offer, MediaEncryption::Optional).unwrap();
         assert_eq!(n.video.unwrap().direction, Direction::RecvOnly);
         assert_eq!(n.audio.unwrap().direction, Direction::SendRecv);
     }
@@ -640,7 +673,7 @@ mod tests {
     #[test]
     fn rtcp_mux_sends_rtcp_to_the_rtp_port() {
         let offer = SIMPLE.replace("a=rtpmap:101", "a=rtcp-mux\r\na=rtpmap:101");
-        let n = negotiate(&offer).unwrap();
+        let n = negotiate(&offer, MediaEncryption::Optional).unwrap();
         let audio = n.audio.as_ref().unwrap();
         assert!(audio.rtcp_mux);
         assert_eq!(audio.remote_rtcp, audio.remote_rtp);
@@ -652,7 +685,7 @@ mod tests {
     fn first_supported_codec_in_offer_order_wins() {
         let offer = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\n\
             m=audio 4000 RTP/AVP 18 9 0\r\na=rtpmap:18 G729/8000\r\n";
-        let n = negotiate(offer).unwrap();
+        let n = negotiate(offer, MediaEncryption::Optional).unwrap();
         assert_eq!(n.audio.unwrap().codec, Codec::Audio(AudioCodec::G722));
     }
 
@@ -660,7 +693,7 @@ mod tests {
     fn only_unsupported_codecs_is_nothing_in_common() {
         let offer = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\n\
             m=audio 4000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
-        let err = negotiate(offer).unwrap_err();
+        let err = negotiate(offer, MediaEncryption::Optional).unwrap_err();
         assert!(matches!(err, SdpError::NothingInCommon { .. }));
         assert!(err.to_string().contains("G729/8000"), "{err}");
         assert!(err.to_string().contains("opus"), "{err}");
@@ -670,7 +703,77 @@ mod tests {
     fn a_cut_final_line_ending_is_tolerated() {
         let cut = SIMPLE.trim_end_matches('\n');
         assert!(cut.ends_with('\r'));
-        assert!(negotiate(cut).is_ok());
+        assert!(negotiate(cut, MediaEncryption::Optional).is_ok());
+    }
+
+    const SRTP_ONLY: &str = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\n\
+        m=audio 4000 RTP/SAVP 0\r\n\
+        a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:kgy2/FARejpDBwYaeEiCYx5Lo3t7N4c9HkNiQsdd|2^20|1:4\r\n\
+        a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:4mxfCJYOnvaL0mDf0yGVFE3nJMF+jRiPRNusBDoQ\r\n\
+        a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:Pl63m3V220qFcYuTKxrKBatbL2UV5gzQ9mSdatzD\r\n\
+        m=video 4002 RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n\
+        a=crypto:5 AES_CM_128_HMAC_SHA1_80 inline:Pl63m3V220qFcYuTKxrKBatbL2UV5gzQ9mSdatzD\r\n";
+
+    #[test]
+    fn an_srtp_offer_is_answered_with_one_crypto_line_of_tuttis_own() {
+        let n = negotiate(SRTP_ONLY, MediaEncryption::Optional).unwrap();
+        let audio = n.audio.as_ref().unwrap().srtp.as_ref().unwrap();
+        assert_eq!((audio.tag, audio.suite), (2, crypto::SrtpSuite::AesCm128HmacSha1_32), "the MKI line is skipped");
+        assert_eq!(audio.receive, crypto::parse_crypto("2 AES_CM_128_HMAC_SHA1_32 inline:4mxfCJYOnvaL0mDf0yGVFE3nJMF+jRiPRNusBDoQ").unwrap().key);
+        let video = n.video.as_ref().unwrap().srtp.as_ref().unwrap();
+        assert_ne!(audio.send, video.send, "a key per m-line");
+
+        let answer = n.answer(&local(), CANVAS, 7);
+        assert!(answer.contains("m=audio 20000 RTP/SAVP 0\r\n"), "{answer}");
+        assert!(answer.contains("m=video 20002 RTP/SAVPF 96\r\n"), "{answer}");
+        assert_eq!(answer.matches("a=crypto:").count(), 2, "{answer}");
+        let send = |keys: &SrtpKeys| keys.answer_attribute();
+        assert!(answer.contains(&format!("a=crypto:{}\r\n", send(audio))), "{answer}");
+        assert!(send(audio).starts_with("2 AES_CM_128_HMAC_SHA1_32 inline:"));
+        assert!(answer.contains(&format!("a=crypto:{}\r\n", send(video))), "{answer}");
+        assert!(!answer.contains("4mxfCJYOnvaL0mDf0yGVFE3nJMF"), "the caller's key is never echoed: {answer}");
+        let printed = format!("{n:?}");
+        let tuttis_key = send(audio).rsplit(':').next().unwrap().to_string();
+        assert!(!printed.contains("4mxfCJYOnvaL0mDf0yGVFE3nJMF") && !printed.contains(&tuttis_key), "Debug shows no key: {printed}");
+        let again = negotiate(&answer, MediaEncryption::Required).unwrap();
+        assert_eq!(again.audio.unwrap().srtp.unwrap().receive, audio.send);
+    }
+
+    #[test]
+    fn srtp_without_a_usable_key_is_declined_with_the_reason() {
+        let offer = SRTP_ONLY.replace("a=crypto:2 AES_CM_128_HMAC_SHA1_32", "a=crypto:2 AES_256_CM_HMAC_SHA1_80")
+            .replace("a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:Pl63m3V220qFcYuTKxrKBatbL2UV5gzQ9mSdatzD", "a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:short");
+        let n = negotiate(&offer, MediaEncryption::Optional).unwrap();
+        assert!(n.audio.is_none());
+        let answer = n.answer(&local(), CANVAS, 7);
+        assert!(answer.contains("m=audio 0 RTP/SAVP 0\r\n"), "{answer}");
+        let no_crypto: String = offer.lines().filter(|l| !l.starts_with("a=crypto")).map(|l| format!("{l}\n")).collect();
+        let err = negotiate(&no_crypto, MediaEncryption::Optional).unwrap_err().to_string();
+        assert!(err.contains("without a=crypto"), "{err}");
+    }
+
+    #[test]
+    fn the_policy_declines_what_it_forbids() {
+        let err = negotiate(SRTP_ONLY, MediaEncryption::Off).unwrap_err();
+        assert!(matches!(err, SdpError::NothingInCommon { .. }));
+        assert!(err.to_string().contains("media_encryption is off"), "{err}");
+        let err = negotiate(SIMPLE, MediaEncryption::Required).unwrap_err();
+        assert!(err.to_string().contains("media_encryption is required"), "{err}");
+        assert!(negotiate(SIMPLE, MediaEncryption::Off).unwrap().audio.unwrap().srtp.is_none());
+        // A mixed offer keeps what the policy allows.
+        let mixed = SIMPLE.replace("m=audio 4000 RTP/AVP 0 101", "m=audio 4000 RTP/SAVP 0 101\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:kgy2/FARejpDBwYaeEiCYx5Lo3t7N4c9HkNiQsdd");
+        let n = negotiate(&mixed, MediaEncryption::Required).unwrap();
+        assert!(n.audio.is_some() && n.video.is_none());
+        let n = negotiate(&mixed, MediaEncryption::Off).unwrap();
+        assert!(n.audio.is_none() && n.video.is_some());
+    }
+
+    #[test]
+    fn crypto_on_a_plain_m_line_is_answered_as_plain_rtp() {
+        let offer = SIMPLE.replace("m=audio 4000 RTP/AVP 0 101", "m=audio 4000 RTP/AVP 0 101\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:kgy2/FARejpDBwYaeEiCYx5Lo3t7N4c9HkNiQsdd");
+        let n = negotiate(&offer, MediaEncryption::Optional).unwrap();
+        assert!(n.audio.as_ref().unwrap().srtp.is_none());
+        assert!(!n.answer(&local(), CANVAS, 7).contains("a=crypto"));
     }
 
     const CISCO: &str = include_str!("../../tests/fixtures/sdp/cisco-tandberg-c40-five-mlines.sdp");
@@ -678,7 +781,7 @@ mod tests {
 
     #[test]
     fn room_system_extras_are_declined_as_offered() {
-        let answer = negotiate(CISCO).unwrap().answer(&local(), CANVAS, 1);
+        let answer = negotiate(CISCO, MediaEncryption::Optional).unwrap().answer(&local(), CANVAS, 1);
         let parsed = Session::parse(answer.as_bytes()).unwrap();
         let mlines: Vec<(&str, u16, &str, &str)> =
             parsed.medias.iter().map(|m| (m.media.as_str(), m.port, m.proto.as_str(), m.fmt.as_str())).collect();
@@ -698,18 +801,18 @@ mod tests {
 
     #[test]
     fn main_video_is_chosen_by_content_not_order() {
-        let n = negotiate(POLYCOM_CIF).unwrap();
+        let n = negotiate(POLYCOM_CIF, MediaEncryption::Optional).unwrap();
         let video = n.video.as_ref().unwrap();
         assert_eq!(video.remote_rtp, "10.20.31.17:3232".parse().unwrap(), "the a=content:main m-line, listed second");
         assert_eq!(video.mline, 2);
         // Without any a=content, the first video m-line stays the main one.
-        let n = negotiate(&POLYCOM_CIF.replace("a=content:slides\r\n", "").replace("a=content:main\r\n", "")).unwrap();
+        let n = negotiate(&POLYCOM_CIF.replace("a=content:slides\r\n", "").replace("a=content:main\r\n", ""), MediaEncryption::Optional).unwrap();
         assert_eq!(n.video.unwrap().remote_rtp, "10.20.31.17:3234".parse().unwrap());
     }
 
     #[test]
     fn a_cif_caller_is_answered_for_what_it_decodes() {
-        let n = negotiate(POLYCOM_CIF).unwrap();
+        let n = negotiate(POLYCOM_CIF, MediaEncryption::Optional).unwrap();
         let video = n.video.as_ref().unwrap();
         assert_eq!(video.decode_limit, Some(DecodeLimit { level_idc: 13, max_fs: 396, max_mbps: 11_880 }));
         assert_eq!(video.return_size(CANVAS), Some(FrameSize { width: 416, height: 234 }));
@@ -719,29 +822,29 @@ mod tests {
 
     #[test]
     fn mode_1_wins_over_mode_0_listed_first() {
-        let n = negotiate(CISCO).unwrap();
+        let n = negotiate(CISCO, MediaEncryption::Optional).unwrap();
         assert_eq!(n.video.unwrap().payload_type, 97);
         let only_mode_0 = CISCO.replace("m=video 2348 RTP/AVP 126 97 34", "m=video 2348 RTP/AVP 126 34");
-        let video = negotiate(&only_mode_0).unwrap().video.unwrap();
+        let video = negotiate(&only_mode_0, MediaEncryption::Optional).unwrap().video.unwrap();
         assert_eq!((video.codec, video.payload_type), (Codec::Video(VideoCodec::H264 { packetization_mode: 0 }), 126));
     }
 
     #[test]
     fn siren_and_aac_ld_are_declined_as_codecs_and_dtmf_is_kept_beside_the_codec() {
-        let audio = negotiate(CISCO).unwrap().audio.unwrap();
+        let audio = negotiate(CISCO, MediaEncryption::Optional).unwrap().audio.unwrap();
         assert_eq!((audio.codec, audio.payload_type), (Codec::Audio(AudioCodec::G722), 9));
         assert_eq!(audio.telephone_event, Some(TelephoneEvent { payload_type: 101, events: Some("0-15".into()) }));
         // Only room-system codecs and DTMF: nothing to take, DTMF is no codec.
         let offer = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\n\
             m=audio 4000 RTP/AVP 108 111 103 101\r\na=rtpmap:108 MP4A-LATM/90000\r\na=rtpmap:111 G7221/32000\r\n\
             a=rtpmap:103 SIREN14/16000\r\na=rtpmap:101 telephone-event/8000\r\n";
-        let err = negotiate(offer).unwrap_err();
+        let err = negotiate(offer, MediaEncryption::Optional).unwrap_err();
         assert!(err.to_string().contains("G7221/32000"), "{err}");
     }
 
     #[test]
     fn garbage_is_malformed() {
-        assert!(matches!(negotiate("hello"), Err(SdpError::Malformed(_))));
-        assert!(matches!(negotiate(""), Err(SdpError::Malformed(_))));
+        assert!(matches!(negotiate("hello", MediaEncryption::Optional), Err(SdpError::Malformed(_))));
+        assert!(matches!(negotiate("", MediaEncryption::Optional), Err(SdpError::Malformed(_))));
     }
 }

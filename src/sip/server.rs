@@ -33,6 +33,7 @@ use crate::events::EventBus;
 use crate::model::composition::CompositionConfig;
 use crate::model::event::EventKind;
 use crate::model::ids::CompositionId;
+use crate::model::sdp::crypto::MediaEncryption;
 use crate::model::signalling::{Signalling, SipCall};
 
 const AGENT: &str = concat!("Tutti/", env!("CARGO_PKG_VERSION"));
@@ -127,10 +128,16 @@ struct UserAgent {
     /// The ad-hoc rooms SIP made (deleted when their last caller leaves).
     /// Held while a call is routed, so two callers of a new room make one.
     ad_hoc: Arc<tokio::sync::Mutex<HashSet<CompositionId>>>,
+    media_encryption: MediaEncryption,
 }
 
 /// Starts the SIP user agent, or nothing if SIP is off (`--sip-listen ""`).
-pub async fn start(settings: &SipSettings, engine: EngineHandle, events: EventBus) -> anyhow::Result<Option<SipServer>> {
+pub async fn start(
+    settings: &SipSettings,
+    media_encryption: MediaEncryption,
+    engine: EngineHandle,
+    events: EventBus,
+) -> anyhow::Result<Option<SipServer>> {
     let Some(listen) = settings.listen else {
         return Ok(None);
     };
@@ -173,6 +180,7 @@ pub async fn start(settings: &SipSettings, engine: EngineHandle, events: EventBu
         rules: Arc::new(settings.routes.clone()),
         templates: Arc::new(settings.templates.clone()),
         ad_hoc: Arc::default(),
+        media_encryption,
     };
 
     let token = cancel.clone();
@@ -260,6 +268,16 @@ async fn take_call(context: UserAgent, mut tx: Transaction) {
             return reply(&mut tx, refusal.status.clone(), refusal.headers(AGENT)).await;
         }
     };
+    let transport = tx.connection.as_ref().map(|c| c.transport()).unwrap_or(Transport::Udp);
+    if context.media_encryption == MediaEncryption::Required && transport != Transport::Tls {
+        // SDES keys ride in the SDP: over UDP or TCP anyone on the path reads them.
+        let refusal = Refusal {
+            status: StatusCode::NotAcceptableHere,
+            warning: Some((399, "media_encryption is required: SRTP keys travel only over TLS; call over TLS (;transport=tls)".into())),
+            retry_after: None,
+        };
+        return reply(&mut tx, refusal.status.clone(), refusal.headers(AGENT)).await;
+    }
     let content_type = request.header_value("Content-Type").unwrap_or_default();
     if request.body.is_empty() {
         // A late offer (the caller expects Tutti to offer in the 200 OK).
@@ -286,7 +304,6 @@ async fn take_call(context: UserAgent, mut tx: Transaction) {
         }
     };
     let participant = joined.participant.id.clone();
-    let transport = tx.connection.as_ref().map(|c| c.transport()).unwrap_or(Transport::Udp);
     let contact = context.contacts.for_transport(transport);
     let dialog = match context.dialogs.get_or_create_server_invite(&tx, context.states.clone(), None, Some(contact)) {
         Ok(dialog) => dialog,

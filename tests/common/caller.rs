@@ -12,6 +12,15 @@
 //! The harness, not a child process, owns the ports advertised in the offer (see `MediaPort`),
 //! so the sender and the recorder can be stopped and restarted independently, rtcp-mux works,
 //! and the server's RTCP reaches the sender's encoder whichever port it arrives on.
+//!
+//! An SRTP caller (`CallerSpec::srtp`) offers `RTP/SAVP(F)` with a key of its own on each
+//! m= line; its sender encrypts with srtpenc, and its recorder (ffmpeg, which reads
+//! `a=crypto` in its SDP file) decrypts with the key of Tutti's answer, so it starts after
+//! the answer. Under `AES_CM_128_HMAC_SHA1_80` the server's SRTCP goes to the recorder, whose
+//! SRTP layer checks it ("HMAC mismatch" in its log otherwise); never to the sender (srtpdec
+//! would need the server's SSRC in advance), which relies on its periodic keyframes. ffmpeg
+//! reads `AES_CM_128_HMAC_SHA1_32` as a 32-bit tag on SRTCP too, where RFC 4568, libsrtp and
+//! SIP endpoints keep 80 bits, so under that suite the SRTCP is not handed to it.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -22,6 +31,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail, ensure};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use sdp_types::{Rtcp, Session};
 use tempfile::TempDir;
 
@@ -223,6 +234,8 @@ pub struct CallerSpec {
     /// video, UDP/BFCP, H.224 far-end camera control), the main video marked
     /// `a=content:main`: the answer must decline each extra with port 0.
     pub room_system_extras: bool,
+    /// SRTP only, with this suite (`AES_CM_128_HMAC_SHA1_80` or `_32`) on every m= line.
+    pub srtp: Option<&'static str>,
 }
 
 impl CallerSpec {
@@ -242,6 +255,7 @@ impl CallerSpec {
             send_from: None,
             video_fmtp: None,
             room_system_extras: false,
+            srtp: None,
         }
     }
 }
@@ -259,6 +273,8 @@ const ROOM_SYSTEM_EXTRA_MEDIA: [&str; 3] = ["video", "application", "application
 struct MediaLine {
     codec: &'static Codec,
     port: MediaPort,
+    /// The SRTP master key and salt it offers (used only by an SRTP caller).
+    srtp_key: [u8; 30],
 }
 
 /// Where the answer asks one of our streams to be sent.
@@ -268,6 +284,8 @@ pub struct Destination {
     pub rtp_port: u16,
     pub rtcp_port: u16,
     pub payload_type: u8,
+    /// The answer's `a=crypto` value (`<tag> <suite> inline:<key>`), on an SRTP m= line.
+    pub crypto: Option<String>,
 }
 
 struct Recorder {
@@ -339,6 +357,8 @@ pub struct Caller {
     sender: Option<ChildProcess>,
     recorder: Option<Recorder>,
     recordings: u32,
+    /// The answer's `a=crypto` values in m= line order, for an SRTP caller's recorder.
+    answer_crypto: Vec<Option<String>>,
 }
 
 impl Caller {
@@ -348,22 +368,23 @@ impl Caller {
         let media = codecs
             .into_iter()
             .flatten()
-            .map(|codec| Ok(MediaLine { codec, port: MediaPort::bind(spec.rtcp_mux)? }))
+            .map(|codec| Ok(MediaLine { codec, port: MediaPort::bind(spec.rtcp_mux)?, srtp_key: rand::random() }))
             .collect::<Result<Vec<_>>>()?;
         ensure!(!media.is_empty(), "caller {} has neither audio nor video", spec.name);
         let dir = tempfile::Builder::new().prefix(&format!("tutti-caller-{}-", spec.name)).tempdir()?;
         let epoch_secs = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_secs();
         let session_id = epoch_secs * 1000 + SESSIONS.fetch_add(1, Ordering::SeqCst);
-        Ok(Self { spec, media, session_id, dir: Some(dir), sender: None, recorder: None, recordings: 0 })
+        Ok(Self { spec, media, session_id, dir: Some(dir), sender: None, recorder: None, recordings: 0, answer_crypto: Vec::new() })
     }
 
-    /// The SDP offer: plain RTP to the harness-owned ports on 127.0.0.1, one codec per m= line.
+    /// The SDP offer: RTP (or SRTP) to the harness-owned ports on 127.0.0.1, one codec per m= line.
     pub fn offer(&self) -> String {
         let mut sdp = self.session_header(&self.spec.name);
         for line in &self.media {
             let video = line.codec.kind == MediaKind::Video;
             let fmtp = if video { self.spec.video_fmtp.or(line.codec.fmtp) } else { line.codec.fmtp };
-            sdp += &line.codec.media_section(line.port.rtp_port, fmtp);
+            let crypto = self.spec.srtp.map(|suite| format!("1 {suite} inline:{}", BASE64.encode(line.srtp_key)));
+            sdp += &self.media_section(line, line.port.rtp_port, fmtp, crypto);
             if self.spec.rtcp_mux {
                 sdp += "a=rtcp-mux\r\n";
             } else {
@@ -382,17 +403,27 @@ impl Caller {
 
     /// Starts the recorder, posts the offer, starts the sender: the usual way to join.
     pub fn join(&mut self, server: &Server, composition_id: &str) -> Result<Participant> {
-        self.start_receiver()?;
-        let participant = server.add_participant(composition_id, &self.offer())?;
-        self.start_sender(&participant.answer)?;
-        Ok(participant)
+        self.join_with(|offer| server.add_participant(composition_id, offer))
     }
 
     /// As [`Caller::join`], posting the offer as JSON with the spec's name as the
     /// participant's name (what its label and slate show).
     pub fn join_named(&mut self, server: &Server, composition_id: &str) -> Result<Participant> {
-        self.start_receiver()?;
-        let participant = server.add_named_participant(composition_id, &self.spec.name, &self.offer())?;
+        let name = self.spec.name.clone();
+        self.join_with(|offer| server.add_named_participant(composition_id, &name, offer))
+    }
+
+    /// The recorder starts before the offer is posted, so no keyframe is missed; an SRTP
+    /// caller's only once the answer gives Tutti's keys.
+    fn join_with(&mut self, post: impl FnOnce(&str) -> Result<Participant>) -> Result<Participant> {
+        if self.spec.srtp.is_none() {
+            self.start_receiver()?;
+        }
+        let participant = post(&self.offer())?;
+        if self.spec.srtp.is_some() {
+            self.answer_crypto = self.parse_answer(&participant.answer)?.into_iter().map(|d| d.and_then(|d| d.crypto)).collect();
+            self.start_receiver()?;
+        }
         self.start_sender(&participant.answer)?;
         Ok(participant)
     }
@@ -409,9 +440,11 @@ impl Caller {
         let (sender, _) = spawn_binding_ports("gst-launch", &self.path("sender.log"), || {
             let (cmd, rtcp_ports) = self.sender_command(&destinations)?;
             // Routed before the sender starts, so not even the server's first PLI is lost.
-            let sending = self.media.iter().zip(&destinations).filter(|(_, to)| to.is_some());
-            for ((line, _), &port) in sending.zip(&rtcp_ports) {
-                line.port.forward_rtcp_to(port);
+            let recorder_rtcp = |index: usize| self.recorder.as_ref().and_then(|r| r.ports.get(index)).map(|p| p + 1);
+            let sending = self.media.iter().zip(&destinations).enumerate().filter(|(_, (_, to))| to.is_some());
+            for ((index, (line, _)), &port) in sending.zip(&rtcp_ports) {
+                let srtcp_check = recorder_rtcp(index).filter(|_| self.spec.srtp == Some("AES_CM_128_HMAC_SHA1_80"));
+                line.port.forward_rtcp_to(srtcp_check.unwrap_or(port));
             }
             Ok((cmd, rtcp_ports))
         })?;
@@ -460,8 +493,15 @@ impl Caller {
     /// Stops the recorder so that the file is complete (bounded wait) and returns its path.
     pub fn stop_receiver(&mut self) -> Result<PathBuf> {
         let mut recorder = self.recorder.take().context("no receiver running")?;
-        self.media.iter().for_each(|line| line.port.forward_rtp_to(0));
-        recorder.finish();
+        if self.spec.srtp.is_some() {
+            // The plain RTCP BYE that ends a recording fails SRTP authentication in ffmpeg;
+            // SIGINT while the server's packets still arrive (each read returns) ends it as cleanly.
+            recorder.process.stop("INT", RECEIVER_STOP_GRACE);
+            self.media.iter().for_each(|line| line.port.forward_rtp_to(0));
+        } else {
+            self.media.iter().for_each(|line| line.port.forward_rtp_to(0));
+            recorder.finish();
+        }
         let size = fs::metadata(&recorder.output).map(|m| m.len()).unwrap_or(0);
         ensure!(size > 0, "recorder wrote nothing\n{}", self.logs());
         Ok(recorder.output)
@@ -485,6 +525,17 @@ impl Caller {
     /// Every SSRC of `kind` that reached our advertised port, in order of first appearance.
     pub fn rtp_ssrcs(&self, kind: MediaKind) -> Vec<u32> {
         self.line(kind).map_or_else(Vec::new, |line| line.port.rtp_ssrcs())
+    }
+
+    /// How many RTCP packets of `kind` reached our advertised ports so far.
+    pub fn rtcp_packets(&self, kind: MediaKind) -> u64 {
+        self.line(kind).map_or(0, |line| line.port.rtcp_packets())
+    }
+
+    /// How many SRTP or SRTCP packets from the server an SRTP caller's recorder (ffmpeg)
+    /// could not authenticate, as its log says.
+    pub fn recorder_srtp_failures(&self) -> usize {
+        fs::read_to_string(self.path("receiver.log")).unwrap_or_default().matches("HMAC mismatch").count()
     }
 
     /// How many RTP packets of `kind` reached our advertised port so far.
@@ -517,16 +568,29 @@ impl Caller {
                 .replace("{keyint}", &self.spec.keyframe_interval.to_string());
             let bind = self.spec.send_from.map(|ip| format!(" bind-address={ip}")).unwrap_or_default();
             let udpsink = |port: u16| format!("udpsink host={} port={port}{bind} sync=false async=false", to.addr);
-            write!(
-                pipeline,
-                " {source} ! {encoder} ! rtp.send_rtp_sink_{session} \
-                  rtp.send_rtp_src_{session} ! {rtp_out} \
-                  rtp.send_rtcp_src_{session} ! {rtcp_out} \
-                  udpsrc address=127.0.0.1 port={rtcp_in} caps=application/x-rtcp ! rtp.recv_rtcp_sink_{session}",
-                source = self.raw_source(line.codec),
-                rtp_out = udpsink(to.rtp_port),
-                rtcp_out = udpsink(to.rtcp_port),
-            )
+            write!(pipeline, " {source} ! {encoder} ! rtp.send_rtp_sink_{session}", source = self.raw_source(line.codec)).unwrap();
+            match self.spec.srtp {
+                None => write!(
+                    pipeline,
+                    " rtp.send_rtp_src_{session} ! {rtp_out} \
+                      rtp.send_rtcp_src_{session} ! {rtcp_out} \
+                      udpsrc address=127.0.0.1 port={rtcp_in} caps=application/x-rtcp ! rtp.recv_rtcp_sink_{session}",
+                    rtp_out = udpsink(to.rtp_port),
+                    rtcp_out = udpsink(to.rtcp_port),
+                ),
+                Some(suite) => write!(
+                    pipeline,
+                    " srtpenc name=srtp{session} key={key} rtp-cipher=aes-128-icm rtp-auth={auth} \
+                      rtcp-cipher=aes-128-icm rtcp-auth=hmac-sha1-80 \
+                      rtp.send_rtp_src_{session} ! srtp{session}.rtp_sink_{session} srtp{session}.rtp_src_{session} ! {rtp_out} \
+                      rtp.send_rtcp_src_{session} ! srtp{session}.rtcp_sink_{session} srtp{session}.rtcp_src_{session} ! {rtcp_out} \
+                      udpsrc address=127.0.0.1 port={rtcp_in} ! fakesink",
+                    key = line.srtp_key.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                    auth = if suite.ends_with("_32") { "hmac-sha1-32" } else { "hmac-sha1-80" },
+                    rtp_out = udpsink(to.rtp_port),
+                    rtcp_out = udpsink(to.rtcp_port),
+                ),
+            }
             .unwrap();
         }
         let mut cmd = Command::new("gst-launch-1.0");
@@ -541,8 +605,10 @@ impl Caller {
     fn recorder_command(&self, sdp_path: &Path, output: &Path) -> Result<(Command, Vec<u16>)> {
         let ports = self.media.iter().map(|_| free_rtp_pair_port()).collect::<Result<Vec<_>>>()?;
         let mut sdp = self.session_header("recorder");
-        for (line, &port) in self.media.iter().zip(&ports) {
-            sdp += &line.codec.media_section(port, line.codec.fmtp);
+        for (index, (line, &port)) in self.media.iter().zip(&ports).enumerate() {
+            let crypto = self.answer_crypto.get(index).cloned().flatten();
+            ensure!(self.spec.srtp.is_none() || crypto.is_some(), "an SRTP caller records with the answer's keys");
+            sdp += &self.media_section(line, port, line.codec.fmtp, crypto);
         }
         fs::write(sdp_path, sdp)?;
         let mut cmd = Command::new("ffmpeg");
@@ -558,6 +624,15 @@ impl Caller {
             .args(["-map", "0", "-c:v", "copy", "-c:a", "pcm_s16le", "-copyts", "-f", "matroska", "-y"])
             .arg(output);
         Ok((cmd, ports))
+    }
+
+    /// `line`'s m= section on `port`: RTP/SAVP(F) with `crypto` if given.
+    fn media_section(&self, line: &MediaLine, port: u16, fmtp: Option<&str>, crypto: Option<String>) -> String {
+        let section = line.codec.media_section(port, fmtp);
+        match crypto {
+            None => section,
+            Some(crypto) => section.replacen(" RTP/AVP", " RTP/SAVP", 1) + &format!("a=crypto:{crypto}\r\n"),
+        }
     }
 
     fn line(&self, kind: MediaKind) -> Option<&MediaLine> {
@@ -659,7 +734,8 @@ impl Caller {
                     .next()
                     .and_then(|pt| pt.parse().ok())
                     .with_context(|| format!("answer m= line without a payload type: {}", media.fmt))?;
-                Ok(Some(Destination { addr, rtp_port: media.port, rtcp_port, payload_type }))
+                let crypto = media.get_attribute_values("crypto").flatten().next().map(str::to_owned);
+                Ok(Some(Destination { addr, rtp_port: media.port, rtcp_port, payload_type, crypto }))
             })
             .collect()
     }

@@ -122,6 +122,7 @@ struct Routes {
     /// The port the sender's rtpbin reads RTCP (RR, PLI, FIR) on.
     sender_rtcp: AtomicU16,
     rtp_packets: AtomicU64,
+    rtcp_packets: AtomicU64,
     first_rtp: Mutex<Option<SystemTime>>,
     last_rtp: Mutex<Option<SystemTime>>,
     /// The longest time between two RTP packets since it was last taken.
@@ -173,12 +174,17 @@ impl MediaPort {
         self.routes.recorder.store(recorder_port, Ordering::SeqCst);
     }
 
+    /// Where RTCP goes: the sender's rtpbin (or an SRTP caller's recorder, which checks SRTCP).
     pub fn forward_rtcp_to(&self, sender_rtcp_port: u16) {
         self.routes.sender_rtcp.store(sender_rtcp_port, Ordering::SeqCst);
     }
 
     pub fn rtp_packets(&self) -> u64 {
         self.routes.rtp_packets.load(Ordering::SeqCst)
+    }
+
+    pub fn rtcp_packets(&self) -> u64 {
+        self.routes.rtcp_packets.load(Ordering::SeqCst)
     }
 
     pub fn first_rtp_at(&self) -> Option<SystemTime> {
@@ -217,6 +223,7 @@ fn relay(socket: UdpSocket, routes: &Routes, stop: &AtomicBool) {
         let Ok((len, _)) = socket.recv_from(&mut buf) else { continue };
         let packet = &buf[..len];
         let target = if is_rtcp(packet) {
+            routes.rtcp_packets.fetch_add(1, Ordering::SeqCst);
             routes.sender_rtcp.load(Ordering::SeqCst)
         } else {
             let now = SystemTime::now();

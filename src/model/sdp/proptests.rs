@@ -23,7 +23,7 @@ const CANVAS: Canvas = Canvas { width: 1280, height: 720, fps: 30 };
 /// Negotiates `offer` and checks every property; a failed check panics with
 /// the offer and the answer.
 fn check_offer(offer: &str) {
-    let negotiation = match negotiate(offer) {
+    let negotiation = match negotiate(offer, MediaEncryption::Optional) {
         Ok(negotiation) => negotiation,
         Err(error @ (SdpError::Malformed(_) | SdpError::NothingInCommon { .. })) => {
             assert!(!error.to_string().is_empty());
@@ -80,7 +80,7 @@ fn check_answer(offer_text: &str, negotiation: &Negotiation, answer_text: &str) 
     assert_eq!(accepted, negotiated, "{}", context());
 
     // Tutti's answer is itself an offer Tutti accepts, with the same payload types.
-    let again = negotiate(answer_text).unwrap_or_else(|e| panic!("answer not negotiable ({e}): {}", context()));
+    let again = negotiate(answer_text, MediaEncryption::Optional).unwrap_or_else(|e| panic!("answer not negotiable ({e}): {}", context()));
     let pts = |n: &Negotiation| (n.audio.as_ref().map(|m| m.payload_type), n.video.as_ref().map(|m| m.payload_type));
     assert_eq!(pts(&again), pts(negotiation), "{}", context());
 }
@@ -116,7 +116,7 @@ enum Mutation {
 fn sdp_line() -> impl Strategy<Value = String> {
     prop_oneof![
         "[a-z]=[ -~]{0,30}",
-        "a=(rtpmap|fmtp|rtcp|rtcp-fb|rtcp-mux|sendonly|recvonly|inactive|sendrecv):[ -~]{0,20}",
+        "a=(rtpmap|fmtp|rtcp|rtcp-fb|rtcp-mux|crypto|sendonly|recvonly|inactive|sendrecv):[ -~]{0,20}",
         "m=(audio|video|application) [0-9]{1,6} (RTP/AVP|RTP/AVPF|RTP/SAVP)( [0-9*a-z]{1,4}){0,4}",
         "c=IN IP[46] [0-9a-f.:/]{0,20}",
         any::<String>(),
@@ -397,7 +397,7 @@ proptest! {
                 };
             }
         }
-        let negotiation = negotiate(&offer).unwrap_or_else(|e| panic!("refused ({e}):\n{offer}"));
+        let negotiation = negotiate(&offer, MediaEncryption::Optional).unwrap_or_else(|e| panic!("refused ({e}):\n{offer}"));
         let chosen = |m: &Option<NegotiatedMedia>| m.as_ref().map(|m| (m.codec, m.payload_type));
         prop_assert_eq!([chosen(&negotiation.audio), chosen(&negotiation.video)], expected, "{}", offer);
         check_answer(&offer, &negotiation, &negotiation.answer(&LOCAL, CANVAS, 1));
