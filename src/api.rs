@@ -26,6 +26,7 @@ use std::path::PathBuf;
 use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 use crate::model::sdp::SdpError;
 use crate::model::signalling::Signalling;
+use crate::sip::SipStats;
 
 const SDP_CONTENT_TYPE: &str = "application/sdp";
 /// When a full node may have room again: calls end and compositions stop within minutes.
@@ -37,6 +38,8 @@ const CAPACITY_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs
 pub struct Telemetry {
     pub events: EventBus,
     pub webhooks: Arc<WebhookStats>,
+    /// Empty when SIP is off.
+    pub sip: Arc<SipStats>,
 }
 
 pub fn app(engine: EngineHandle, hls_dir: PathBuf, guards: ApiGuards, telemetry: Telemetry) -> Router {
@@ -244,7 +247,7 @@ async fn metrics(State(engine): State<EngineHandle>, telemetry: Telemetry) -> Re
         Ok(snapshot) => snapshot?,
         Err(_) => return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "engine_unresponsive", "the engine did not answer within 1 s")),
     };
-    let text = crate::metrics::render(&snapshot, telemetry.events.stats(), &telemetry.webhooks);
+    let text = crate::metrics::render(&snapshot, telemetry.events.stats(), &telemetry.webhooks, &telemetry.sip);
     Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 

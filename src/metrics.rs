@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering;
 use crate::engine::{MetricsSnapshot, OutputState, ParticipantState};
 use crate::events::BusStats;
 use crate::events::webhook::WebhookStats;
+use crate::sip::SipStats;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -30,7 +31,7 @@ const OUTPUT_STATES: [OutputState; 6] = [
 ];
 
 /// The text of one scrape.
-pub fn render(snapshot: &MetricsSnapshot, bus: &BusStats, webhooks: &WebhookStats) -> String {
+pub fn render(snapshot: &MetricsSnapshot, bus: &BusStats, webhooks: &WebhookStats, sip: &SipStats) -> String {
     let registry = Registry::new();
     let families = Families { registry: &registry };
 
@@ -158,6 +159,15 @@ pub fn render(snapshot: &MetricsSnapshot, bus: &BusStats, webhooks: &WebhookStat
         ("queue_full", bus.webhook_queue_full.load(Ordering::Relaxed)),
     ] {
         deliveries.with_label_values(&[result]).inc_by(n);
+    }
+
+    families.gauge("tutti_sip_calls", "SIP calls up now.", &[]).with_label_values(&[] as &[&str]).set(sip.active());
+    families.counter("tutti_sip_calls_answered_total", "SIP calls answered 200 OK.", &[])
+        .with_label_values(&[] as &[&str])
+        .inc_by(sip.answered());
+    let refused = families.counter("tutti_sip_calls_refused_total", "INVITEs refused, by SIP status (401 challenges included).", &["status"]);
+    for (status, n) in sip.refused() {
+        refused.with_label_values(&[status.to_string().as_str()]).inc_by(n);
     }
 
     registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).expect("registered once");

@@ -55,7 +55,7 @@ async fn start(rtp_pairs: u16) -> Api {
     let engine = Engine::start(config, profiles, services);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let telemetry = tutti::api::Telemetry { events, webhooks: Default::default() };
+    let telemetry = tutti::api::Telemetry { events, webhooks: Default::default(), sip: Default::default() };
     let app = tutti::api::app(engine.clone(), std::env::temp_dir().join("tutti-api-test-hls"), guards, telemetry);
     tokio::spawn(axum::serve(listener, app).into_future());
     Api { base, client: reqwest::Client::new(), engine }

@@ -121,6 +121,14 @@ fn refusals_carry_the_status_and_reason_endpoints_act_on() -> Result<()> {
     let run = refused("small", sdp_headers, &pcmu_offer(other.rtp_port), "486", "")?;
     ensure_passed(&run, "a full room: 486 Busy Here")?;
     ensure!(participants(&server, &id)?.len() == 1, "the refused caller left nothing behind");
+    let metrics = server.get("/metrics")?.body;
+    for line in ["tutti_sip_calls 1", "tutti_sip_calls_answered_total 1"]
+        .into_iter()
+        .map(str::to_string)
+        .chain(["404", "415", "486", "488"].map(|status| format!("tutti_sip_calls_refused_total{{status=\"{status}\"}} 1")))
+    {
+        ensure!(metrics.lines().any(|l| l == line), "/metrics has `{line}`:\n{}", metrics.lines().filter(|l| l.contains("sip")).collect::<Vec<_>>().join("\n"));
+    }
     server.delete(&format!("/v1/compositions/{id}"))?;
     ensure_passed(&first.wait(Duration::from_secs(15))?, "deleting the composition hangs up its caller")?;
 

@@ -8,6 +8,7 @@ use rsipstack::dialog::invite_dialog::InviteDialog;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::stats::SipStats;
 use crate::model::ids::{CompositionId, ParticipantId};
 
 #[derive(Clone)]
@@ -20,14 +21,21 @@ pub struct Call {
     pub answer: String,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Calls {
     inner: Arc<Mutex<HashMap<DialogId, Call>>>,
+    stats: Arc<SipStats>,
 }
 
 impl Calls {
+    pub fn new(stats: Arc<SipStats>) -> Calls {
+        Calls { inner: Arc::default(), stats }
+    }
+
     pub fn insert(&self, id: DialogId, call: Call) {
-        self.lock().insert(id, call);
+        if self.lock().insert(id, call).is_none() {
+            self.stats.call_up();
+        }
     }
 
     pub fn get(&self, id: &DialogId) -> Option<Call> {
@@ -36,7 +44,11 @@ impl Calls {
 
     /// Takes the call out: the caller ended it, so its participant must go.
     pub fn take(&self, id: &DialogId) -> Option<Call> {
-        self.lock().remove(id)
+        let call = self.lock().remove(id);
+        if call.is_some() {
+            self.stats.call_down();
+        }
+        call
     }
 
     /// Takes out the call of a participant that left through the API: its
@@ -44,7 +56,9 @@ impl Calls {
     pub fn take_participant(&self, participant: &ParticipantId) -> Option<Call> {
         let mut calls = self.lock();
         let id = calls.iter().find(|(_, c)| &c.participant == participant).map(|(id, _)| id.clone())?;
-        calls.remove(&id)
+        let call = calls.remove(&id);
+        self.stats.call_down();
+        call
     }
 
     pub fn all(&self) -> Vec<Call> {

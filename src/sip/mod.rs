@@ -16,7 +16,9 @@ mod digest;
 mod dispatch;
 mod refusal;
 mod server;
+mod stats;
 mod trust;
 
 pub use dispatch::{RouteRule, Rules};
 pub use server::{SipServer, start};
+pub use stats::SipStats;

@@ -26,6 +26,7 @@ use super::calls::{Call, Calls};
 use super::digest::{Check, Users};
 use super::dispatch::{Destination, Room, Rules, route};
 use super::refusal::Refusal;
+use super::stats::SipStats;
 use super::trust::{source_of, trusted};
 use crate::config::{SipSettings, SipTlsFiles};
 use crate::engine::{EngineError, EngineHandle, JoinRequest};
@@ -91,12 +92,18 @@ pub struct SipServer {
     local: SocketAddr,
     calls: Calls,
     cancel: CancellationToken,
+    stats: Arc<SipStats>,
 }
 
 impl SipServer {
     /// Where it listens (UDP and TCP), with the port really bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// What `/metrics` shows of SIP.
+    pub fn stats(&self) -> Arc<SipStats> {
+        self.stats.clone()
     }
 
     /// Says goodbye to every caller, then stops listening.
@@ -129,6 +136,7 @@ struct UserAgent {
     /// Held while a call is routed, so two callers of a new room make one.
     ad_hoc: Arc<tokio::sync::Mutex<HashSet<CompositionId>>>,
     media_encryption: MediaEncryption,
+    stats: Arc<SipStats>,
 }
 
 /// Starts the SIP user agent, or nothing if SIP is off (`--sip-listen ""`).
@@ -168,7 +176,8 @@ pub async fn start(
     let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
     let (states, state_changes) = dialogs.new_dialog_state_channel();
     let contacts = Contacts::new(settings.public_address.as_deref(), local, settings.tls.as_ref().map(|t| t.listen))?;
-    let calls = Calls::default();
+    let stats = Arc::new(SipStats::default());
+    let calls = Calls::new(stats.clone());
     let context = UserAgent {
         engine,
         dialogs,
@@ -181,6 +190,7 @@ pub async fn start(
         templates: Arc::new(settings.templates.clone()),
         ad_hoc: Arc::default(),
         media_encryption,
+        stats: stats.clone(),
     };
 
     let token = cancel.clone();
@@ -194,7 +204,7 @@ pub async fn start(
     tokio::spawn(follow_dialogs(context.clone(), state_changes, cancel.clone()));
     tokio::spawn(follow_engine(context, events, cancel.clone()));
     tracing::info!(sip = %local, tls = ?settings.tls.as_ref().map(|t| t.listen), "SIP: call sip:{{composition id or name}}@{local} over UDP or TCP");
-    Ok(Some(SipServer { local, calls, cancel }))
+    Ok(Some(SipServer { local, calls, cancel, stats }))
 }
 
 async fn incoming_loop(context: UserAgent, mut incoming: rsipstack::transaction::TransactionReceiver, cancel: CancellationToken) {
@@ -242,6 +252,12 @@ async fn reply(tx: &mut Transaction, status: StatusCode, headers: Vec<Header>) {
     }
 }
 
+/// A final answer other than 200 to a new INVITE, counted by status.
+async fn refuse(context: &UserAgent, tx: &mut Transaction, status: StatusCode, headers: Vec<Header>) {
+    context.stats.count_refused(u16::from(status.clone()));
+    reply(tx, status, headers).await;
+}
+
 /// One new INVITE: who calls, for which room, with what offer; then either
 /// a participant and a 200 OK with the answer, or a refusal that says why.
 async fn take_call(context: UserAgent, mut tx: Transaction) {
@@ -253,11 +269,11 @@ async fn take_call(context: UserAgent, mut tx: Transaction) {
         match context.users.check(&request, SystemTime::now()) {
             Check::Authorized(user) => tracing::info!(source = ?source, %user, "SIP: an authenticated call"),
             Check::Challenge { stale } if !context.users.is_empty() => {
-                return reply(&mut tx, StatusCode::Unauthorized, context.users.challenge(stale, SystemTime::now())).await;
+                return refuse(&context, &mut tx, StatusCode::Unauthorized, context.users.challenge(stale, SystemTime::now())).await;
             }
             _ => {
                 tracing::warn!(source = ?source, "SIP: a call from outside the trusted networks without a user's password is refused");
-                return reply(&mut tx, StatusCode::Forbidden, Vec::new()).await;
+                return refuse(&context, &mut tx, StatusCode::Forbidden, Vec::new()).await;
             }
         }
     }
@@ -265,7 +281,7 @@ async fn take_call(context: UserAgent, mut tx: Transaction) {
         Ok(composition) => composition,
         Err(refusal) => {
             tracing::info!(uri = %request.uri, status = %refusal.status, "SIP: a call for no composition");
-            return reply(&mut tx, refusal.status.clone(), refusal.headers(AGENT)).await;
+            return refuse(&context, &mut tx, refusal.status.clone(), refusal.headers(AGENT)).await;
         }
     };
     let transport = tx.connection.as_ref().map(|c| c.transport()).unwrap_or(Transport::Udp);
@@ -276,7 +292,7 @@ async fn take_call(context: UserAgent, mut tx: Transaction) {
             warning: Some((399, "media_encryption is required: SRTP keys travel only over TLS; call over TLS (;transport=tls)".into())),
             retry_after: None,
         };
-        return reply(&mut tx, refusal.status.clone(), refusal.headers(AGENT)).await;
+        return refuse(&context, &mut tx, refusal.status.clone(), refusal.headers(AGENT)).await;
     }
     let content_type = request.header_value("Content-Type").unwrap_or_default();
     if request.body.is_empty() {
@@ -286,11 +302,11 @@ async fn take_call(context: UserAgent, mut tx: Transaction) {
             warning: Some((399, "an INVITE without an SDP offer is not supported yet: send the offer in the INVITE".into())),
             retry_after: None,
         };
-        return reply(&mut tx, refusal.status.clone(), refusal.headers(AGENT)).await;
+        return refuse(&context, &mut tx, refusal.status.clone(), refusal.headers(AGENT)).await;
     }
     if !content_type.trim().to_ascii_lowercase().starts_with(SDP) {
         let accept = vec![headers::Accept::from(SDP).into()];
-        return reply(&mut tx, StatusCode::UnsupportedMediaType, accept).await;
+        return refuse(&context, &mut tx, StatusCode::UnsupportedMediaType, accept).await;
     }
     let offer = String::from_utf8_lossy(&request.body).into_owned();
     let call = sip_call(&request);
@@ -300,7 +316,7 @@ async fn take_call(context: UserAgent, mut tx: Transaction) {
         Err(error) => {
             let refusal = Refusal::from(&error);
             tracing::info!(%composition, call_id = %call.call_id, status = %refusal.status, %error, "SIP: call refused");
-            return reply(&mut tx, refusal.status.clone(), refusal.headers(AGENT)).await;
+            return refuse(&context, &mut tx, refusal.status.clone(), refusal.headers(AGENT)).await;
         }
     };
     let participant = joined.participant.id.clone();
@@ -310,7 +326,7 @@ async fn take_call(context: UserAgent, mut tx: Transaction) {
         Err(e) => {
             tracing::warn!(error = %e, "SIP: no dialog for the INVITE");
             let _ = context.engine.remove_participant(composition, participant).await;
-            return reply(&mut tx, StatusCode::ServerInternalError, Vec::new()).await;
+            return refuse(&context, &mut tx, StatusCode::ServerInternalError, Vec::new()).await;
         }
     };
     // Recorded before the 200 OK and before the transaction runs: a CANCEL
@@ -324,6 +340,7 @@ async fn take_call(context: UserAgent, mut tx: Transaction) {
     if let Err(e) = dialog.accept(Some(answer_headers), Some(joined.answer.into_bytes())) {
         tracing::warn!(error = %e, "SIP: the 200 OK could not be sent");
     }
+    context.stats.count_answered();
     tracing::info!(%composition, %participant, call_id = %call.call_id, from = %call.from, "SIP: call answered");
     let mut dialog = dialog;
     if let Err(e) = dialog.handle(&mut tx).await {
