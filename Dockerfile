@@ -31,12 +31,16 @@ COPY assets/branding /usr/share/tutti/branding
 # without an admin token: run with -e TUTTI_API_TOKENS=<16+ characters>
 # (or -e TUTTI_INSECURE_NO_AUTH=true to serve it open on purpose).
 # docker-compose.yml binds 127.0.0.1 on the host network instead: open, as the demo.
+# SIP listens on every interface too; only loopback may call until
+# TUTTI_SIP_TRUSTED_NETWORKS names the networks of your PBXs and SBCs (or
+# TUTTI_SIP_USERS gives callers a password).
 ENV TUTTI_HTTP=0.0.0.0:8080 \
     TUTTI_RTMP_LISTEN=0.0.0.0:1935 \
+    TUTTI_SIP_LISTEN=0.0.0.0:5060 \
     TUTTI_RECORDINGS=/var/lib/tutti/recordings \
     TUTTI_BRANDING_DIR=/usr/share/tutti/branding \
     RUST_LOG=info
 VOLUME /var/lib/tutti/recordings
-EXPOSE 8080 1935 20000-20999/udp
+EXPOSE 8080 1935 5060/udp 5060/tcp 20000-20999/udp
 ENTRYPOINT ["tutti"]
 CMD ["serve"]

@@ -36,6 +36,7 @@ Tutti demo running (composition $id, four callers joining).
   Browser:  http://$HTTP/
   ffplay:   ffplay $play
   API:      curl -s http://$HTTP/v1/compositions/$id
+  Dial in:  a softphone on this machine calls sip:demo@127.0.0.1:5060 (baresip: /dial sip:demo@127.0.0.1)
   Push to a CDN:
     curl -X POST http://$HTTP/v1/compositions/$id/outputs -H 'content-type: application/json' \\
          -d '{"kind":"rtmp","url":"rtmp://a.rtmp.youtube.com/live2/YOUR-STREAM-KEY"}'
