@@ -25,17 +25,6 @@ const POLL_EVERY: Duration = Duration::from_millis(200);
 /// Opus at 20 ms per packet.
 const AUDIO_PACKETS_PER_SECOND: f64 = 50.0;
 
-/// Red on the left, green on the right (two callers side by side).
-fn cells(frame: &Frame) -> [Option<Colour>; 2] {
-    [0, 1].map(|col| frame.colour(Rect::cell(2, 1, col, 0).centre(0.33)))
-}
-
-fn run(extra_args: &[&str], test: impl FnOnce(&Server) -> Result<()>) {
-    let server = Server::start_with(extra_args).unwrap();
-    if let Err(e) = test(&server) {
-        panic!("{e:?}\n--- server log ---\n{}", server.logs());
-    }
-}
 
 /// One GET of a participant's `audio` and `video` stats.
 struct Reading {
@@ -70,10 +59,10 @@ fn judge_recordings(red: &mut Caller, green: &mut Caller, from: SystemTime, unti
         ensure!(during.len() as f64 >= 25.0 * elapsed(from, until), "{name}: only {} frames while the stranger sent", during.len());
         for frame in &during {
             ensure!(
-                cells(frame) == [Some(Colour::Red), Some(Colour::Green)],
+                side_by_side(frame) == [Some(Colour::Red), Some(Colour::Green)],
                 "{name}'s composite at +{:.2} s shows {:?} while the stranger sent",
                 elapsed(from, frame.wall_time),
-                cells(frame)
+                side_by_side(frame)
             );
         }
         let audio = audio_samples(&recording).with_context(|| format!("decoding {name}'s return audio"))?;
@@ -87,7 +76,7 @@ fn judge_recordings(red: &mut Caller, green: &mut Caller, from: SystemTime, unti
 
 #[test]
 fn a_stranger_at_a_callers_ports_is_neither_seen_nor_heard_and_is_counted() {
-    run(&[], |server| {
+    with_server(&[], |server| {
         let composition = server.create_composition(&json!({"video": {"width": CANVAS.0, "height": CANVAS.1, "fps": 30}}))?;
         let mut red = Caller::new(CallerSpec::new("red", Colour::Red, RED_HZ))?;
         let mut green = Caller::new(CallerSpec::new("green", Colour::Green, GREEN_HZ))?;
@@ -149,7 +138,7 @@ fn a_stranger_at_a_callers_ports_is_neither_seen_nor_heard_and_is_counted() {
 
 #[test]
 fn strict_refuses_a_stranger_from_another_address_even_before_the_caller_speaks() {
-    run(&["--rtp-source-check", "strict"], |server| {
+    with_server(&["--rtp-source-check", "strict"], |server| {
         let composition = server.create_composition(&json!({"video": {"width": CANVAS.0, "height": CANVAS.1, "fps": 30}}))?;
         let mut red = Caller::new(CallerSpec::new("red", Colour::Red, RED_HZ))?;
         let mut green = Caller::new(CallerSpec::new("green", Colour::Green, GREEN_HZ))?;
@@ -184,7 +173,7 @@ fn strict_refuses_a_stranger_from_another_address_even_before_the_caller_speaks(
 /// The participant view's codec fields (what operators and the web page read).
 #[test]
 fn codecs_are_shown_as_fields() {
-    run(&[], |server| {
+    with_server(&[], |server| {
         let composition = server.create_composition(&json!({"video": {"width": CANVAS.0, "height": CANVAS.1, "fps": 30}}))?;
         let offer = |video: VideoCodec, audio: AudioCodec| -> Result<Value> {
             let caller = Caller::new(CallerSpec { video: Some(video), audio: Some(audio), ..CallerSpec::new("c", Colour::Red, RED_HZ) })?;

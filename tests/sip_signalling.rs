@@ -159,36 +159,10 @@ fn outside_the_trusted_networks_a_caller_proves_a_users_password() -> Result<()>
     let id = server.create_composition(&json!({"name": "vault", "audio_only": true}))?;
     let media = MediaPort::bind(false)?;
     let offer = pcmu_offer(media.rtp_port);
-    let answered = r#"  <recv response="200" response_txn="second"/>
-  <send ack_txn="second">
-    <![CDATA[
-      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:alice@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 2 ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv request="BYE" timeout="10000"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>"#;
+    let await_bye = Dialog::new().await_bye(10_000);
     let caller = Sipp::start(
         "digest.xml",
-        &[("USER", "alice"), ("PASSWORD", "wonderland"), ("BODY", &offer), ("SECOND", answered)],
+        &[("USER", "alice"), ("PASSWORD", "wonderland"), ("BODY", &offer), ("STATUS", "200"), ("AFTER", &await_bye)],
         "vault",
         server.sip_port,
         false,
@@ -199,23 +173,9 @@ fn outside_the_trusted_networks_a_caller_proves_a_users_password() -> Result<()>
     ensure_passed(&run, "401, then the right password: 200")?;
     ensure!(run.messages.contains("WWW-Authenticate: Digest realm=\"tutti\""), "the challenge:\n{}", run.messages);
 
-    let refused = r#"  <recv response="403" response_txn="second"/>
-  <send ack_txn="second">
-    <![CDATA[
-      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:mallory@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 2 ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>"#;
     let id = server.create_composition(&json!({"name": "vault", "audio_only": true}))?;
     for (user, password) in [("alice", "looking-glass"), ("mallory", "wonderland")] {
-        let fills = [("USER", user), ("PASSWORD", password), ("BODY", offer.as_str()), ("SECOND", refused)];
+        let fills = [("USER", user), ("PASSWORD", password), ("BODY", offer.as_str()), ("STATUS", "403"), ("AFTER", "")];
         let run = Sipp::run("digest.xml", &fills, "vault", server.sip_port, false)?;
         ensure_passed(&run, &format!("{user} with a wrong password: 403"))?;
     }

@@ -27,17 +27,6 @@ const GARBAGE_RATE: u32 = 50;
 /// Packets, each with a new SSRC, in the SSRC flood.
 const SSRC_FLOOD: u32 = 10_000;
 
-/// The SRTP caller on the left, the plain one on the right (join order).
-fn cells(frame: &Frame) -> [Option<Colour>; 2] {
-    [0, 1].map(|col| frame.colour(Rect::cell(2, 1, col, 0).centre(0.33)))
-}
-
-fn run(extra_args: &[&str], test: impl FnOnce(&Server) -> Result<()>) {
-    let server = Server::start_with(extra_args).unwrap();
-    if let Err(e) = test(&server) {
-        panic!("{e:?}\n--- server log ---\n{}", server.logs());
-    }
-}
 
 fn stats(server: &Server, location: &str) -> Result<Value> {
     server.get(location)?.json()
@@ -66,10 +55,10 @@ fn judge(caller: &mut Caller, own_hz: f64, other_hz: f64, windows: &[(SystemTime
         ensure!(during.len() as f64 >= 25.0 * elapsed(from, until), "{name}: only {} frames in {:.1} s", during.len(), elapsed(from, until));
         for frame in &during {
             ensure!(
-                cells(frame) == [Some(Colour::Red), Some(Colour::Green)],
+                side_by_side(frame) == [Some(Colour::Red), Some(Colour::Green)],
                 "{name}'s composite at +{:.2} s shows {:?}",
                 elapsed(from, frame.wall_time),
-                cells(frame)
+                side_by_side(frame)
             );
         }
         let [other, own, stranger] = audio.tone_levels_db(from, until, &[other_hz, own_hz, STRANGER_HZ])?[..] else {
@@ -124,7 +113,7 @@ fn send_garbage(ports: &[u16], duration: Duration) -> Result<u64> {
 fn an_srtp_caller_and_a_plain_caller_see_and_hear_each_other_and_strangers_are_dropped() {
     // Without the source check, the stranger's plain RTP and the random bytes
     // reach srtpdec: SRTP authentication alone must stop them.
-    run(&["--rtp-source-check", "off"], |server| {
+    with_server(&["--rtp-source-check", "off"], |server| {
         let composition = server.create_composition(&json!({"video": {"width": CANVAS.0, "height": CANVAS.1, "fps": 30}}))?;
         let mut secure = Caller::new(CallerSpec {
             srtp: Some("AES_CM_128_HMAC_SHA1_80"),
@@ -200,7 +189,7 @@ fn an_srtp_caller_and_a_plain_caller_see_and_hear_each_other_and_strangers_are_d
 
 #[test]
 fn the_32_bit_suite_carries_media_both_ways_under_the_default_source_check() {
-    run(&[], |server| {
+    with_server(&[], |server| {
         let composition = server.create_composition(&json!({"video": {"width": CANVAS.0, "height": CANVAS.1, "fps": 30}}))?;
         let mut secure = Caller::new(CallerSpec {
             srtp: Some("AES_CM_128_HMAC_SHA1_32"),
@@ -228,7 +217,7 @@ fn the_32_bit_suite_carries_media_both_ways_under_the_default_source_check() {
 #[test]
 fn the_encryption_policy_decides_which_offers_are_answered() {
     for (policy, plain_ok, srtp_ok) in [("required", false, true), ("off", true, false), ("optional", true, true)] {
-        run(&["--media-encryption", policy], |server| {
+        with_server(&["--media-encryption", policy], |server| {
             let composition = server.create_composition(&json!({"video": {"width": 320, "height": 180, "fps": 30}}))?;
             let path = format!("/v1/compositions/{composition}/participants");
             for (srtp, accepted) in [(None, plain_ok), (Some("AES_CM_128_HMAC_SHA1_32"), srtp_ok)] {

@@ -490,3 +490,8 @@ pub fn read_text(recording: &Path, at: SystemTime, rect: Rect) -> Result<String>
     ensure!(output.status.success(), "tesseract: {}", text_tail(&String::from_utf8_lossy(&output.stderr)));
     Ok(String::from_utf8_lossy(&output.stdout).split_whitespace().collect::<Vec<_>>().join(" "))
 }
+
+/// The colours of two callers side by side (a 2x1 grid, in join order).
+pub fn side_by_side(frame: &Frame) -> [Option<Colour>; 2] {
+    [0, 1].map(|col| frame.colour(Rect::cell(2, 1, col, 0).centre(0.33)))
+}

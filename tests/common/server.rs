@@ -91,6 +91,15 @@ pub struct Participant {
     pub answer: String,
 }
 
+/// Runs `test` against a server started with `extra_args`; a failure panics
+/// with the server's log, which says what the media did.
+pub fn with_server(extra_args: &[&str], test: impl FnOnce(&Server) -> Result<()>) {
+    let server = Server::start_with(extra_args).unwrap();
+    if let Err(e) = test(&server) {
+        panic!("{e:?}\n--- server log ---\n{}", server.logs());
+    }
+}
+
 impl Server {
     pub fn start() -> Result<Self> {
         Self::start_with(&[])
