@@ -467,6 +467,10 @@ fn rtpmap_name(codec: Codec) -> &'static str {
     }
 }
 
+mod renegotiation;
+
+pub use renegotiation::{RenegotiationError, with_origin_version};
+
 #[cfg(test)]
 mod proptests;
 
