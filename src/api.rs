@@ -117,6 +117,7 @@ impl From<EngineError> for ApiError {
             EngineError::MissingImage(_) => (StatusCode::BAD_REQUEST, "missing_image"),
             EngineError::Sdp(SdpError::Malformed(_)) => (StatusCode::BAD_REQUEST, "malformed_sdp"),
             EngineError::Sdp(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "no_common_codec"),
+            EngineError::Renegotiation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported_renegotiation"),
             EngineError::PortsExhausted(_) => (StatusCode::SERVICE_UNAVAILABLE, "ports_exhausted"),
             EngineError::CompositionFull(..) => (StatusCode::CONFLICT, "composition_full"),
             EngineError::OutputConflict(..) => (StatusCode::CONFLICT, "output_conflict"),

@@ -41,7 +41,7 @@ use crate::model::controls::{InvalidPatch, ParticipantControls, ParticipantPatch
 use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 use crate::model::layout::{LayoutConfig, MAX_GRID_CELLS};
 use crate::model::output::{InvalidOutput, OutputConfig, ValidOutput};
-use crate::model::sdp::{self, Canvas, LocalTransport, SdpError};
+use crate::model::sdp::{self, Canvas, LocalTransport, Negotiation, RenegotiationError, SdpError, with_origin_version};
 use crate::model::signalling::Signalling;
 use crate::ports::{PortAllocator, PortsExhausted};
 use crate::rtmp::{PublisherConfig, PublisherHandle, RtmpServerHandle, RtmpsTrust, spawn_publisher};
@@ -62,6 +62,8 @@ pub enum EngineError {
     InvalidConfig(#[from] InvalidConfig),
     #[error(transparent)]
     Sdp(#[from] SdpError),
+    #[error(transparent)]
+    Renegotiation(#[from] RenegotiationError),
     #[error(transparent)]
     PortsExhausted(#[from] PortsExhausted),
     #[error("output {1} of composition {0} already writes there")]
@@ -118,6 +120,8 @@ enum Command {
     GetParticipant(CompositionId, ParticipantId, Reply<ParticipantView>),
     RemoveParticipant(CompositionId, ParticipantId, Reply<Removal>),
     UpdateParticipant(CompositionId, ParticipantId, ParticipantPatch, Reply<ParticipantView>),
+    Renegotiate(CompositionId, ParticipantId, String, Reply<String>),
+    RequestKeyframe(CompositionId, ParticipantId, Reply<()>),
     SetLayout(CompositionId, LayoutConfig, Reply<LayoutConfig>),
     AddOutput(CompositionId, OutputConfig, Reply<OutputView>),
     GetOutput(CompositionId, OutputId, Reply<OutputView>),
@@ -176,6 +180,19 @@ impl EngineHandle {
     /// Renames a participant or changes its controls, live.
     pub async fn update_participant(&self, id: CompositionId, pid: ParticipantId, patch: ParticipantPatch) -> Result<ParticipantView, EngineError> {
         self.ask(|r| Command::UpdateParticipant(id, pid, patch, r)).await
+    }
+
+    /// A participant's new SDP offer in its running session (hold, resume,
+    /// a moved address): answers with Tutti's answer, or refuses and leaves
+    /// the session as it was.
+    pub async fn renegotiate(&self, id: CompositionId, pid: ParticipantId, offer: String) -> Result<String, EngineError> {
+        self.ask(|r| Command::Renegotiate(id, pid, offer, r)).await
+    }
+
+    /// A keyframe, soon, in the video a participant receives (its endpoint
+    /// lost the picture and asked, as room systems do over SIP INFO).
+    pub async fn request_keyframe(&self, id: CompositionId, pid: ParticipantId) -> Result<(), EngineError> {
+        self.ask(|r| Command::RequestKeyframe(id, pid, r)).await
     }
 
     /// Replaces a composition's layout, live; answers with the layout now in force.
@@ -254,6 +271,20 @@ struct Participant {
     joined: Instant,
     last_error: Option<String>,
     watches: LegWatches,
+    session: SdpSession,
+}
+
+/// A participant's side of its offer/answer session: what later offers
+/// are negotiated against and what its answers keep (RFC 3264 §8).
+struct SdpSession {
+    /// As negotiated when it joined: what its leg was built for.
+    built: Negotiation,
+    local: LocalTransport,
+    session_id: u64,
+    /// The o= version of Tutti's last answer.
+    version: u64,
+    /// The caller's last offer asked Tutti to send it nothing.
+    on_hold: bool,
 }
 
 /// What the engine needs from the async side: a runtime for RTMP
@@ -373,6 +404,13 @@ impl Engine {
                 self.answer_removal(removed, reply)
             }
             Command::UpdateParticipant(id, pid, patch, reply) => drop(reply.send(self.update_participant(&id, &pid, &patch))),
+            Command::Renegotiate(id, pid, offer, reply) => drop(reply.send(self.renegotiate(&id, &pid, &offer))),
+            Command::RequestKeyframe(id, pid, reply) => drop(reply.send(self.get(&id).and_then(|c| {
+                c.participants.iter().find(|p| p.id == pid).ok_or_else(|| EngineError::ParticipantNotFound(id.clone(), pid.clone()))?;
+                tracing::debug!(composition = %id, participant = %pid, "keyframe requested for a participant");
+                c.media.request_keyframe_for(&pid);
+                Ok(())
+            }))),
             Command::SetLayout(id, layout, reply) => drop(reply.send(self.set_layout(&id, layout))),
             Command::AddOutput(id, output, reply) => drop(reply.send(self.add_output(&id, &output))),
             Command::GetOutput(id, oid, reply) => drop(reply.send(self.get(&id).and_then(|c| {
@@ -547,7 +585,8 @@ impl Engine {
         };
         let v = &composition.config.video;
         let canvas = Canvas { width: v.width, height: v.height, fps: v.fps };
-        let answer = negotiation.answer(&local, canvas, rand::random::<u32>().into());
+        let session_id = rand::random::<u32>().into();
+        let answer = negotiation.answer(&local, canvas, session_id);
 
         let pid = ParticipantId::random();
         let name = request
@@ -581,6 +620,7 @@ impl Engine {
             joined: Instant::now(),
             last_error: None,
             watches: LegWatches::new(media, Instant::now()),
+            session: SdpSession { built: negotiation, local, session_id, version: 1, on_hold: false },
         });
         let participant = composition.participant_view(&pid).expect("just added");
         Ok(Joined { participant, answer })
@@ -617,6 +657,40 @@ impl Engine {
         };
         self.services.events.publish(id, what);
         Ok(composition.participant_view(pid).expect("found above"))
+    }
+
+    fn renegotiate(&mut self, id: &CompositionId, pid: &ParticipantId, offer: &str) -> Result<String, EngineError> {
+        let composition = composition_mut(&mut self.compositions, id)?;
+        let v = &composition.config.video;
+        let canvas = Canvas { width: v.width, height: v.height, fps: v.fps };
+        let participant = composition
+            .participants
+            .iter_mut()
+            .find(|p| &p.id == pid)
+            .ok_or_else(|| EngineError::ParticipantNotFound(id.clone(), pid.clone()))?;
+        let session = &mut participant.session;
+        let next = session.built.renegotiate(offer)?;
+        session.version += 1;
+        let answer = with_origin_version(&next.answer(&session.local, canvas, session.session_id), session.version);
+        let on_hold = next.holds();
+        composition.media.renegotiate_participant(pid, next.audio.iter().chain(next.video.iter()).cloned());
+        if let Some(media) = composition.media.participant(pid) {
+            // The flows to watch are the ones now negotiated.
+            participant.watches = LegWatches::new(media, Instant::now());
+        }
+        tracing::info!(
+            composition = %id, participant = %pid, on_hold,
+            audio = ?next.audio.as_ref().map(|m| (m.direction, m.remote_rtp)),
+            video = ?next.video.as_ref().map(|m| (m.direction, m.remote_rtp)),
+            "participant renegotiated"
+        );
+        if on_hold != session.on_hold {
+            session.on_hold = on_hold;
+            let participant = pid.clone();
+            let what = if on_hold { EventKind::ParticipantHeld { participant } } else { EventKind::ParticipantResumed { participant } };
+            self.services.events.publish(id, what);
+        }
+        Ok(answer)
     }
 
     fn set_layout(&mut self, id: &CompositionId, layout: LayoutConfig) -> Result<LayoutConfig, EngineError> {

@@ -65,6 +65,10 @@ pub struct ParticipantView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sip: Option<SipCall>,
     pub state: ParticipantState,
+    /// Its endpoint put the call on hold (a re-offer `sendonly`, `inactive`
+    /// or `c=0.0.0.0`): Tutti sends it nothing until it resumes; it stays
+    /// in the layout and the mix.
+    pub on_hold: bool,
     /// What the producer set (`PATCH`): mute, volume, hidden, deaf.
     pub controls: ParticipantControls,
     /// Where its picture is on the canvas (`x`, `y`, `width`, `height` in
@@ -270,6 +274,7 @@ impl Composition {
             transport: participant.signalling.transport(),
             sip: participant.signalling.sip().cloned(),
             state: participant.state,
+            on_hold: participant.session.on_hold,
             controls: participant.controls.clone(),
             rect: self.media.placement(pid),
             speaking: speech.is_some_and(|s| s.speaking),

@@ -18,6 +18,7 @@ use gstreamer::prelude::*;
 use serde::Serialize;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::flow::{FlowCounter, Measure, count_on};
@@ -76,6 +77,8 @@ pub struct ParticipantMedia {
     pub composite_in: Option<(VideoCodec, gst::Pad)>,
     pub audio: Option<MediumState>,
     pub video: Option<MediumState>,
+    /// How its sockets check senders, again when a re-offer moves the caller.
+    source_check: SourceCheckMode,
     _leases: Vec<PortLease>,
 }
 
@@ -90,6 +93,9 @@ pub struct MediumState {
     pub sent: Arc<FlowCounter>,
     /// Their bytes, RTP headers included.
     pub sent_bytes: Arc<FlowCounter>,
+    /// Whether what the send chain makes goes out: a caller that puts the
+    /// call on hold gets nothing, without its chain being torn down.
+    sending: Arc<AtomicBool>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -158,6 +164,7 @@ impl ParticipantMedia {
             composite_in: None,
             audio: None,
             video: None,
+            source_check: context.source_check,
             _leases: Vec::new(),
         };
         let mut funnels: [Option<gst::Element>; 2] = [None, None];
@@ -180,8 +187,15 @@ impl ParticipantMedia {
                 &[negotiated.payload_type],
             );
             let guard = Arc::new(ReceiveGuard::new(check));
-            let state =
-                MediumState { negotiated, guard, received: Arc::default(), sent: Arc::default(), sent_bytes: Arc::default() };
+            let sending = Arc::new(AtomicBool::new(negotiated.direction.sends()));
+            let state = MediumState {
+                negotiated,
+                guard,
+                received: Arc::default(),
+                sent: Arc::default(),
+                sent_bytes: Arc::default(),
+                sending,
+            };
             let negotiated = &state.negotiated;
 
             // Receive: RTP (and muxed RTCP) on the RTP socket, RTCP on its own;
@@ -253,6 +267,7 @@ impl ParticipantMedia {
                         add_chain(&bin, &chain.iter().collect::<Vec<_>>())?;
                     }
                 }
+                gate(&pay, state.sending.clone());
                 link_to_request(&pay, &rtpbin, &format!("send_rtp_sink_{session}"))?;
                 let sink = udp_sink(&n(&format!("{tag}rtp-out")), &rtp_socket, negotiated.remote_rtp)?;
                 bin.add(&sink)?;
@@ -332,6 +347,40 @@ impl ParticipantMedia {
         }
     }
 
+    /// Follows a re-offer on one medium, which the model checked against
+    /// what this leg was built for: where Tutti sends, and whether it sends.
+    /// An unspecified address (`c=0.0.0.0`, a hold) keeps the last one.
+    pub fn follow(&mut self, mut next: NegotiatedMedia) {
+        let kind = next.kind();
+        let (tag, medium) = match kind {
+            MediaKind::Audio => ("a", self.audio.as_mut()),
+            MediaKind::Video => ("v", self.video.as_mut()),
+        };
+        let Some(medium) = medium else { return };
+        if next.remote_rtp.ip().is_unspecified() {
+            next.remote_rtp = medium.negotiated.remote_rtp;
+            next.remote_rtcp = medium.negotiated.remote_rtcp;
+        }
+        let moved = (next.remote_rtp, next.remote_rtcp) != (medium.negotiated.remote_rtp, medium.negotiated.remote_rtcp);
+        if moved {
+            for (role, to) in [("rtp-out", next.remote_rtp), ("rtcp-out", next.remote_rtcp)] {
+                if let Some(sink) = self.bin.by_name(&format!("caller-{}-{tag}{role}", self.id)) {
+                    // udpsink swaps its one destination under its own lock, live.
+                    sink.set_property("host", to.ip().to_string());
+                    sink.set_property("port", i32::from(to.port()));
+                }
+            }
+            let check = SourceCheck::new(self.source_check, next.remote_rtp.ip(), next.remote_rtcp.ip(), &[next.payload_type]);
+            medium.guard.follow(check);
+        }
+        let resumes = next.direction.sends() && !medium.sending.swap(next.direction.sends(), Ordering::SeqCst);
+        medium.negotiated = next;
+        if resumes && kind == MediaKind::Video {
+            // What it gets first after a hold must be decodable on its own.
+            self.request_composite_keyframe();
+        }
+    }
+
     fn medium_stats(&self, medium: &MediumState) -> MediumStats {
         let n = &medium.negotiated;
         let rfc3339 = |t: SystemTime| {
@@ -401,6 +450,14 @@ fn audio_encode_chain(profiles: &Profiles, codec: AudioCodec, prefix: &str) -> R
     );
     let encoder = profiles.audio_encoder(codec, &format!("{prefix}aenc"))?.upcast::<gst::Element>();
     Ok(vec![convert, resample, caps, encoder])
+}
+
+/// Drops what `pad` carries while `sending` is off (the caller holds).
+fn gate(element: &gst::Element, sending: Arc<AtomicBool>) {
+    let pad = element.static_pad("src").expect("a payloader has a src pad");
+    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, _| {
+        if sending.load(Ordering::Relaxed) { gst::PadProbeReturn::Ok } else { gst::PadProbeReturn::Drop }
+    });
 }
 
 fn udp_source(name: &str, socket: &gio::Socket, caps: &gst::Caps) -> Result<gst::Element, MediaError> {

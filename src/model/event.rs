@@ -49,6 +49,10 @@ pub enum EventKind {
     /// Its media pipeline reported an error.
     ParticipantError { participant: ParticipantId, message: String },
     ParticipantLeft { participant: ParticipantId },
+    /// Its endpoint put the call on hold: Tutti sends it nothing meanwhile.
+    ParticipantHeld { participant: ParticipantId },
+    /// Its endpoint took the call off hold: media flows both ways again.
+    ParticipantResumed { participant: ParticipantId },
     /// A producer changed its name or its controls (`PATCH`); what they are now.
     ParticipantUpdated { participant: ParticipantId, name: String, controls: ParticipantControls },
     /// Who the layouts follow now: the caller talking clearly longer than the
@@ -82,6 +86,8 @@ impl EventKind {
             EventKind::ParticipantStale { .. } => "participant_stale",
             EventKind::ParticipantError { .. } => "participant_error",
             EventKind::ParticipantLeft { .. } => "participant_left",
+            EventKind::ParticipantHeld { .. } => "participant_held",
+            EventKind::ParticipantResumed { .. } => "participant_resumed",
             EventKind::ParticipantUpdated { .. } => "participant_updated",
             EventKind::ActiveSpeakerChanged { .. } => "active_speaker_changed",
             EventKind::LayoutChanged { .. } => "layout_changed",

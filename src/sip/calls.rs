@@ -34,6 +34,14 @@ impl Calls {
         self.lock().get(id).cloned()
     }
 
+    /// Records the offer and answer a renegotiation put in force.
+    pub fn renegotiated(&self, id: &DialogId, offer: String, answer: String) {
+        if let Some(call) = self.lock().get_mut(id) {
+            call.offer = offer;
+            call.answer = answer;
+        }
+    }
+
     /// Takes the call out: the caller ended it, so its participant must go.
     pub fn take(&self, id: &DialogId) -> Option<Call> {
         self.lock().remove(id)

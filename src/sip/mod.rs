@@ -13,6 +13,7 @@
 
 mod calls;
 mod dispatch;
+mod media_control;
 mod refusal;
 mod server;
 mod trust;

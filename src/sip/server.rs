@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::calls::{Call, Calls};
 use super::dispatch::{Room, route};
+use super::media_control::{self, MediaControl};
 use super::refusal::Refusal;
 use super::trust::{source_of, trusted};
 use crate::config::SipSettings;
@@ -32,6 +33,7 @@ use crate::model::signalling::{Signalling, SipCall};
 
 const AGENT: &str = concat!("Tutti/", env!("CARGO_PKG_VERSION"));
 const SDP: &str = "application/sdp";
+const MEDIA_CONTROL: &str = "application/media_control+xml";
 /// What Tutti answers in a dialog; said in `Allow` so SBCs know.
 const ALLOWED: [Method; 7] = [Method::Invite, Method::Ack, Method::Bye, Method::Cancel, Method::Options, Method::Info, Method::Update];
 /// How long a BYE may take at shutdown before the process goes anyway.
@@ -292,12 +294,20 @@ async fn follow_dialogs(context: UserAgent, mut changes: rsipstack::dialog::dial
             DialogState::Options(_, _, handle) => {
                 let _ = handle.respond(StatusCode::OK, Some(capabilities()), None).await;
             }
-            DialogState::Info(_, _, handle) => {
-                let _ = handle.reply(StatusCode::OK).await;
+            DialogState::Info(id, request, handle) => {
+                let context = context.clone();
+                tokio::spawn(async move {
+                    let status = info(&context, &id, &request).await;
+                    let _ = handle.reply(status).await;
+                });
             }
             DialogState::Updated(id, request, handle) => {
-                let (status, headers, body) = refresh(&context, &id, &request);
-                let _ = handle.respond(status, Some(headers), body).await;
+                // Off this loop: the engine may take a moment, and other calls' states wait meanwhile.
+                let context = context.clone();
+                tokio::spawn(async move {
+                    let (status, headers, body) = renegotiate(&context, &id, &request).await;
+                    let _ = handle.respond(status, Some(headers), body).await;
+                });
             }
             DialogState::Refer(_, _, handle)
             | DialogState::Message(_, _, handle)
@@ -312,24 +322,56 @@ async fn follow_dialogs(context: UserAgent, mut changes: rsipstack::dialog::dial
 
 /// A re-INVITE or UPDATE in a call. One that repeats the offer in force, or
 /// carries none, refreshes the session (RFC 4028 keep-alives): the answer
-/// in force goes back. A changed offer is refused with 488, which leaves the
+/// in force goes back. A changed offer (hold, resume, a moved address) goes
+/// to the engine, whose answer goes back; one the running leg cannot follow
+/// (a changed codec) is refused with 488 and a `Warning`, which leaves the
 /// call as it was (RFC 3261 §14.2).
-fn refresh(context: &UserAgent, id: &rsipstack::dialog::DialogId, request: &Request) -> (StatusCode, Vec<Header>, Option<Vec<u8>>) {
+async fn renegotiate(context: &UserAgent, id: &rsipstack::dialog::DialogId, request: &Request) -> (StatusCode, Vec<Header>, Option<Vec<u8>>) {
     let Some(call) = context.calls.get(id) else {
         return (StatusCode::CallTransactionDoesNotExist, Vec::new(), None);
     };
-    let offer = String::from_utf8_lossy(&request.body);
+    let offer = String::from_utf8_lossy(&request.body).into_owned();
+    let mut headers = capabilities();
+    headers.push(headers::ContentType::from(SDP).into());
     if offer.trim().is_empty() || same_session(&offer, &call.offer) {
-        let mut headers = capabilities();
-        headers.push(headers::ContentType::from(SDP).into());
         return (StatusCode::OK, headers, Some(call.answer.into_bytes()));
     }
-    let refusal = Refusal {
-        status: StatusCode::NotAcceptableHere,
-        warning: Some((399, "changing media in a call is not supported yet; the call goes on as it was".into())),
-        retry_after: None,
-    };
-    (refusal.status.clone(), refusal.headers(AGENT), None)
+    match context.engine.renegotiate(call.composition.clone(), call.participant.clone(), offer.clone()).await {
+        Ok(answer) => {
+            context.calls.renegotiated(id, offer, answer.clone());
+            (StatusCode::OK, headers, Some(answer.into_bytes()))
+        }
+        Err(error) => {
+            let refusal = Refusal::from(&error);
+            tracing::info!(composition = %call.composition, participant = %call.participant, status = %refusal.status, %error, "SIP: re-offer refused");
+            (refusal.status.clone(), refusal.headers(AGENT), None)
+        }
+    }
+}
+
+/// An INFO in a call: a `picture_fast_update` (RFC 5168) asks for a
+/// keyframe in the video the caller receives. Other bodies are taken and
+/// ignored; media control XML that cannot be read is a 400.
+async fn info(context: &UserAgent, id: &rsipstack::dialog::DialogId, request: &Request) -> StatusCode {
+    let content_type = request.header_value("Content-Type").unwrap_or_default();
+    if !content_type.trim().to_ascii_lowercase().starts_with(MEDIA_CONTROL) {
+        return StatusCode::OK;
+    }
+    match media_control::parse(&String::from_utf8_lossy(&request.body)) {
+        Ok(MediaControl::PictureFastUpdate) => {
+            let Some(call) = context.calls.get(id) else { return StatusCode::CallTransactionDoesNotExist };
+            tracing::debug!(participant = %call.participant, "SIP: picture_fast_update");
+            match context.engine.request_keyframe(call.composition, call.participant).await {
+                Ok(()) => StatusCode::OK,
+                Err(_) => StatusCode::CallTransactionDoesNotExist,
+            }
+        }
+        Ok(MediaControl::Other) => StatusCode::OK,
+        Err(e) => {
+            tracing::debug!(error = %e, "SIP: INFO");
+            StatusCode::BadRequest
+        }
+    }
 }
 
 /// Whether a re-offer describes the same session: RFC 3264 §8 says an
