@@ -29,6 +29,8 @@ PACKAGES=(
   prometheus
   # the web page test drives a headless browser
   chromium chromium-driver
+  # SIPp plays the SIP call flows (hold, re-INVITE, INFO, late offer, dial-out) in tests/sipp/
+  sip-tester
 )
 
 missing=()

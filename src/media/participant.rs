@@ -373,7 +373,9 @@ impl ParticipantMedia {
             let check = SourceCheck::new(self.source_check, next.remote_rtp.ip(), next.remote_rtcp.ip(), &[next.payload_type]);
             medium.guard.follow(check);
         }
-        let resumes = next.direction.sends() && !medium.sending.swap(next.direction.sends(), Ordering::SeqCst);
+        let sent_before = medium.sending.swap(next.direction.sends(), Ordering::SeqCst);
+        let resumes = next.direction.sends() && !sent_before;
+        tracing::debug!(participant = %self.id, %kind, sends = next.direction.sends(), moved, to = %next.remote_rtp, "caller media follows a re-offer");
         medium.negotiated = next;
         if resumes && kind == MediaKind::Video {
             // What it gets first after a hold must be decodable on its own.

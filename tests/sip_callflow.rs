@@ -1,0 +1,114 @@
+//! A SIP call's life after the answer, played by SIPp (`tests/sipp/`)
+//! against a real Tutti, judged by the RTP that reaches the ports its
+//! offers point to (owned by the test) and by the API and events.
+//!
+//! Run alone: `flock /tmp/tutti-media.lock cargo test --test sip_callflow -- --test-threads=1`
+
+mod common;
+
+use anyhow::{Result, ensure};
+use common::*;
+use serde_json::json;
+use std::time::{Duration, SystemTime};
+
+/// How long each phase of the call lasts (SIPp's default pause).
+const PHASE: Duration = Duration::from_millis(2000);
+/// After an answer, how long packets already on their way may still arrive.
+const IN_FLIGHT: Duration = Duration::from_millis(200);
+/// After an answer, how long until media must flow at full rate.
+const SETTLE: Duration = Duration::from_millis(500);
+/// What "flowing" means over a window: half the rates Tutti sends at
+/// (PCMU every 20 ms: 50 packets/s; the composite at 30 fps: 30 packets/s or more).
+const AUDIO_PACKETS_PER_SEC: f64 = 25.0;
+const VIDEO_PACKETS_PER_SEC: f64 = 15.0;
+/// How soon a keyframe must follow a `picture_fast_update` (or a resume).
+const KEYFRAME_WITHIN: Duration = Duration::from_millis(500);
+
+fn count(arrivals: &[RtpArrival], from: SystemTime, to: SystemTime) -> usize {
+    arrivals.iter().filter(|a| a.at >= from && a.at < to).count()
+}
+
+fn first_idr_after(arrivals: &[RtpArrival], from: SystemTime) -> Option<Duration> {
+    arrivals.iter().find(|a| a.starts_h264_idr && a.at >= from).and_then(|a| a.at.duration_since(from).ok())
+}
+
+fn flows(arrivals: &[RtpArrival], from: SystemTime, to: SystemTime, per_sec: f64) -> bool {
+    let secs = to.duration_since(from).unwrap_or_default().as_secs_f64();
+    count(arrivals, from, to) as f64 >= per_sec * secs
+}
+
+/// A room system joins, holds (`a=sendonly`), resumes, moves its media to
+/// other ports, offers a codec change by UPDATE, asks twice for a keyframe
+/// by INFO, and hangs up. Tutti answers the hold `recvonly` and sends it
+/// nothing while keeping it listed and placed, sends again on resume
+/// starting with a keyframe, follows the move at once, refuses the codec
+/// change 488 with the call going on unchanged, and answers each
+/// `picture_fast_update` with an IDR within half a second, though its
+/// keyframe interval is 10 s.
+#[test]
+fn a_room_system_holds_resumes_moves_and_asks_for_keyframes() -> Result<()> {
+    let server = Server::start()?;
+    let id = server.create_composition(&json!({
+        "name": "callflow", "video": {"width": 320, "height": 180, "fps": 30, "keyframe_interval_secs": 10}
+    }))?;
+    let mut events = EventStream::open(&server, &format!("?composition={id}"), None)?;
+    let [audio1, video1, audio2, video2] = [(); 4].map(|_| MediaPort::bind(false));
+    let (audio1, video1, audio2, video2) = (audio1?, video1?, audio2?, video2?);
+    let keys = [
+        ("audio1", audio1.rtp_port.to_string()),
+        ("video1", video1.rtp_port.to_string()),
+        ("audio2", audio2.rtp_port.to_string()),
+        ("video2", video2.rtp_port.to_string()),
+    ];
+    let sipp = Sipp::call(&server, "call_life.xml", "callflow", &keys, PHASE, Duration::from_secs(40))?;
+
+    // On hold: still listed, still placed, shown as held.
+    let held = events.wait_for(Duration::from_secs(10), "participant_held", is("participant_held"))?;
+    let pid = held["participant"].as_str().unwrap_or_default().to_string();
+    let view = server.get(&format!("/v1/compositions/{id}/participants/{pid}"))?.json()?;
+    ensure!(view["on_hold"] == true, "{view}");
+    ensure!(view["transport"] == "sip" && view["rect"].is_object(), "a held caller keeps its cell: {view}");
+    ensure!(view["audio"]["direction"] == "recvonly" && view["video"]["direction"] == "recvonly", "{view}");
+    events.wait_for(PHASE * 2, "participant_resumed", is("participant_resumed"))?;
+    let view = server.get(&format!("/v1/compositions/{id}/participants/{pid}"))?.json()?;
+    ensure!(view["on_hold"] == false && view["audio"]["direction"] == "sendrecv", "{view}");
+
+    let run = sipp.finish()?;
+    events.wait_for(Duration::from_secs(5), "participant_left", is("participant_left"))?;
+    let (a1, v1, a2, v2) = (audio1.rtp_arrivals(), video1.rtp_arrivals(), audio2.rtp_arrivals(), video2.rtp_arrivals());
+    let report = |what: &str| format!("{what}\nsteps: {:?}\n{}", run.steps, server.logs());
+
+    // Before the hold, both ways at the first ports.
+    let (answered, hold_sent) = (run.at("answered")?, run.at("hold_sent")?);
+    ensure!(flows(&a1, answered + SETTLE, hold_sent, AUDIO_PACKETS_PER_SEC), "{}", report("no audio before the hold"));
+    ensure!(flows(&v1, answered + SETTLE, hold_sent, VIDEO_PACKETS_PER_SEC), "{}", report("no video before the hold"));
+
+    // On hold: nothing at all.
+    let (held, resume_sent) = (run.at("held")?, run.at("resume_sent")?);
+    let during_hold = (count(&a1, held + IN_FLIGHT, resume_sent), count(&v1, held + IN_FLIGHT, resume_sent));
+    ensure!(during_hold == (0, 0), "{}", report(&format!("Tutti sent a held caller (audio, video) packets: {during_hold:?}")));
+
+    // Resumed: again, from a keyframe.
+    let (resumed, move_sent) = (run.at("resumed")?, run.at("move_sent")?);
+    ensure!(flows(&a1, resumed + SETTLE, move_sent, AUDIO_PACKETS_PER_SEC), "{}", report("no audio after resuming"));
+    ensure!(flows(&v1, resumed + SETTLE, move_sent, VIDEO_PACKETS_PER_SEC), "{}", report("no video after resuming"));
+    let resume_keyframe = first_idr_after(&v1, resume_sent);
+    ensure!(resume_keyframe.is_some_and(|d| d <= KEYFRAME_WITHIN), "{}", report(&format!("keyframe after resuming: {resume_keyframe:?}")));
+
+    // Moved: only the new ports, through the refused codec change and to the end.
+    let (moved, bye_sent) = (run.at("moved")?, run.at("bye_sent")?);
+    let at_old = (count(&a1, moved + IN_FLIGHT, bye_sent), count(&v1, moved + IN_FLIGHT, bye_sent));
+    ensure!(at_old == (0, 0), "{}", report(&format!("RTP still reached the old ports after the move: {at_old:?}")));
+    ensure!(flows(&a2, moved + SETTLE, bye_sent, AUDIO_PACKETS_PER_SEC), "{}", report("no audio at the new port"));
+    ensure!(flows(&v2, moved + SETTLE, bye_sent, VIDEO_PACKETS_PER_SEC), "{}", report("no video at the new port"));
+    ensure!(run.messages.contains("SIP/2.0 488") && run.messages.contains("changing the audio codec"), "the codec change was not refused");
+
+    // Each picture_fast_update: an IDR soon after (two 1.5 s apart cannot both be the 10 s schedule's).
+    for step in ["fast_update_1", "fast_update_2"] {
+        let delay = first_idr_after(&v2, run.at(step)?);
+        println!("{step}: IDR after {delay:?}");
+        ensure!(delay.is_some_and(|d| d <= KEYFRAME_WITHIN), "{}", report(&format!("{step}: first IDR after {delay:?}")));
+    }
+    println!("keyframe after resume: {resume_keyframe:?}");
+    Ok(())
+}
