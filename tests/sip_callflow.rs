@@ -112,3 +112,52 @@ fn a_room_system_holds_resumes_moves_and_asks_for_keyframes() -> Result<()> {
     println!("keyframe after resume: {resume_keyframe:?}");
     Ok(())
 }
+
+/// A PBX's late offer: an INVITE without SDP. Tutti offers every codec in
+/// its 200 OK, the PBX answers in the ACK (PCMU, H.264), and only then does
+/// the participant join, with the answer's codecs, and media flow to the
+/// answer's ports.
+#[test]
+fn a_late_offer_is_answered_in_the_ack_and_media_flows() -> Result<()> {
+    let server = Server::start()?;
+    let id = server.create_composition(&json!({"name": "late", "video": {"width": 320, "height": 180, "fps": 30}}))?;
+    let mut events = EventStream::open(&server, &format!("?composition={id}"), None)?;
+    let (audio, video) = (MediaPort::bind(false)?, MediaPort::bind(false)?);
+    let keys = [("audio1", audio.rtp_port.to_string()), ("video1", video.rtp_port.to_string())];
+    let sipp = Sipp::call(&server, "late_offer.xml", "late", &keys, PHASE, Duration::from_secs(20))?;
+
+    let joined = events.wait_for(Duration::from_secs(10), "participant_joined", is("participant_joined"))?;
+    let pid = joined["participant"].as_str().unwrap_or_default().to_string();
+    let view = server.get(&format!("/v1/compositions/{id}/participants/{pid}"))?.json()?;
+    ensure!(view["name"] == "PBX" && view["transport"] == "sip", "{view}");
+    ensure!(view["audio"]["codec"] == "pcmu" && view["video"]["codec"] == "h264" && view["video"]["packetization_mode"] == 1, "{view}");
+
+    let run = sipp.finish()?;
+    events.wait_for(Duration::from_secs(5), "participant_left", is("participant_left"))?;
+    let (answered, bye_sent) = (run.at("answered")?, run.at("bye_sent")?);
+    let (a, v) = (audio.rtp_arrivals(), video.rtp_arrivals());
+    let report = |what: &str| format!("{what}\nsteps: {:?}\n{}", run.steps, server.logs());
+    ensure!(flows(&a, answered + SETTLE, bye_sent, AUDIO_PACKETS_PER_SEC), "{}", report("no audio after the ACK's answer"));
+    ensure!(flows(&v, answered + SETTLE, bye_sent, VIDEO_PACKETS_PER_SEC), "{}", report("no video after the ACK's answer"));
+    let first = a.first().map(|p| p.at.duration_since(answered).unwrap_or_default());
+    println!("late offer: first audio {first:?} after the ACK");
+    Ok(())
+}
+
+/// A late offer whose ACK carries no answer: Tutti hangs up with a BYE (the
+/// scenario fails without it), nobody joins, and the ports its offer held
+/// are free again.
+#[test]
+fn a_late_offer_without_an_answer_ends_with_a_bye_and_frees_its_ports() -> Result<()> {
+    let server = Server::start()?;
+    let id = server.create_composition(&json!({"name": "late", "video": {"width": 320, "height": 180, "fps": 30}}))?;
+    let mut events = EventStream::open(&server, &format!("?composition={id}"), None)?;
+    let sipp = Sipp::call(&server, "late_offer_no_answer.xml", "late", &[], PHASE, Duration::from_secs(20))?;
+    sipp.finish()?;
+    wait_until("the offer's ports to be free", Duration::from_secs(2), || Ok(server.bound_rtp_ports().is_empty()))?;
+    let participants = server.get(&format!("/v1/compositions/{id}/participants"))?.json()?;
+    ensure!(participants["participants"].as_array().is_some_and(|p| p.is_empty()), "{participants}");
+    let seen = events.drain()?;
+    ensure!(!event_types(seen).iter().any(|t| t == "participant_joined"), "{seen:?}");
+    Ok(())
+}

@@ -43,7 +43,7 @@ use crate::model::layout::{LayoutConfig, MAX_GRID_CELLS};
 use crate::model::output::{InvalidOutput, OutputConfig, ValidOutput};
 use crate::model::sdp::{self, Canvas, LocalTransport, Negotiation, RenegotiationError, SdpError, with_origin_version};
 use crate::model::signalling::Signalling;
-use crate::ports::{PortAllocator, PortsExhausted};
+use crate::ports::{PortAllocator, PortPair, PortsExhausted};
 use crate::rtmp::{PublisherConfig, PublisherHandle, RtmpServerHandle, RtmpsTrust, spawn_publisher};
 use watch::{CompositeWatch, LegWatches, OutputWatch};
 
@@ -94,6 +94,18 @@ pub struct JoinRequest {
     pub signalling: Signalling,
 }
 
+/// A participant Tutti will make the offer to (a SIP late offer, a dial-out).
+pub struct OfferRequest {
+    pub name: Option<String>,
+    pub signalling: Signalling,
+}
+
+/// Tutti's offer, and the id its participant will have once answered.
+pub struct Offered {
+    pub participant: ParticipantId,
+    pub offer: String,
+}
+
 /// A new participant and the SDP answer for it.
 pub struct Joined {
     pub participant: ParticipantView,
@@ -121,6 +133,8 @@ enum Command {
     RemoveParticipant(CompositionId, ParticipantId, Reply<Removal>),
     UpdateParticipant(CompositionId, ParticipantId, ParticipantPatch, Reply<ParticipantView>),
     Renegotiate(CompositionId, ParticipantId, String, Reply<String>),
+    MakeOffer(CompositionId, OfferRequest, Reply<Offered>),
+    CompleteOffer(CompositionId, ParticipantId, String, Reply<ParticipantView>),
     RequestKeyframe(CompositionId, ParticipantId, Reply<()>),
     SetLayout(CompositionId, LayoutConfig, Reply<LayoutConfig>),
     AddOutput(CompositionId, OutputConfig, Reply<OutputView>),
@@ -187,6 +201,18 @@ impl EngineHandle {
     /// the session as it was.
     pub async fn renegotiate(&self, id: CompositionId, pid: ParticipantId, offer: String) -> Result<String, EngineError> {
         self.ask(|r| Command::Renegotiate(id, pid, offer, r)).await
+    }
+
+    /// Tutti's offer for a participant whose endpoint will answer (a late
+    /// offer, a dial-out); the participant joins with [`Self::complete_offer`],
+    /// or the offer is withdrawn with [`Self::remove_participant`].
+    pub async fn make_offer(&self, id: CompositionId, request: OfferRequest) -> Result<Offered, EngineError> {
+        self.ask(|r| Command::MakeOffer(id, request, r)).await
+    }
+
+    /// The endpoint's answer to Tutti's offer: the participant joins.
+    pub async fn complete_offer(&self, id: CompositionId, pid: ParticipantId, answer: String) -> Result<ParticipantView, EngineError> {
+        self.ask(|r| Command::CompleteOffer(id, pid, answer, r)).await
     }
 
     /// A keyframe, soon, in the video a participant receives (its endpoint
@@ -274,6 +300,22 @@ struct Participant {
     session: SdpSession,
 }
 
+/// What a participant joins with, besides its negotiation.
+struct Seat {
+    name: Option<String>,
+    signalling: Signalling,
+    audio_ports: Option<PortPair>,
+    video_ports: Option<PortPair>,
+    local: LocalTransport,
+    session_id: u64,
+}
+
+/// An offer Tutti made, waiting for its answer; its ports are held.
+struct PendingOffer {
+    composition: CompositionId,
+    seat: Seat,
+}
+
 /// A participant's side of its offer/answer session: what later offers
 /// are negotiated against and what its answers keep (RFC 3264 §8).
 struct SdpSession {
@@ -312,6 +354,8 @@ pub struct Engine {
     compositions: BTreeMap<CompositionId, Composition>,
     reaper: Reaper,
     pending_removals: HashMap<StopTicket, PendingRemoval>,
+    /// Offers Tutti made, by the participant they will be.
+    offers: HashMap<ParticipantId, PendingOffer>,
     tx: mpsc::Sender<Message>,
 }
 
@@ -349,6 +393,7 @@ impl Engine {
             compositions: BTreeMap::new(),
             reaper,
             pending_removals: HashMap::new(),
+            offers: HashMap::new(),
             tx: tx.clone(),
         };
         std::thread::Builder::new()
@@ -405,6 +450,8 @@ impl Engine {
             }
             Command::UpdateParticipant(id, pid, patch, reply) => drop(reply.send(self.update_participant(&id, &pid, &patch))),
             Command::Renegotiate(id, pid, offer, reply) => drop(reply.send(self.renegotiate(&id, &pid, &offer))),
+            Command::MakeOffer(id, request, reply) => drop(reply.send(self.make_offer(&id, request))),
+            Command::CompleteOffer(id, pid, answer, reply) => drop(reply.send(self.complete_offer(&id, &pid, &answer))),
             Command::RequestKeyframe(id, pid, reply) => drop(reply.send(self.get(&id).and_then(|c| {
                 c.participants.iter().find(|p| p.id == pid).ok_or_else(|| EngineError::ParticipantNotFound(id.clone(), pid.clone()))?;
                 tracing::debug!(composition = %id, participant = %pid, "keyframe requested for a participant");
@@ -544,6 +591,7 @@ impl Engine {
 
     fn delete_composition(&mut self, id: &CompositionId) -> Result<Option<StopTicket>, EngineError> {
         let composition = self.compositions.remove(id).ok_or_else(|| EngineError::CompositionNotFound(id.clone()))?;
+        self.offers.retain(|_, offer| &offer.composition != id);
         let ticket = composition.media.shutdown();
         tracing::info!(composition = %id, "composition deleted");
         // Whoever follows a participant or an output hears it end.
@@ -558,41 +606,101 @@ impl Engine {
         Ok(Some(ticket))
     }
 
-    fn add_participant(&mut self, id: &CompositionId, request: JoinRequest) -> Result<Joined, EngineError> {
+    /// Whether one more participant fits this node and composition `id`:
+    /// counts, then cost (one that sends video costs more).
+    fn admit(&self, id: &CompositionId, sends_video: bool) -> Result<(), EngineError> {
         let limits = &self.config.limits;
-        if self.compositions.values().map(|c| c.participants.len()).sum::<usize>() >= limits.max_participants {
+        let joined = self.compositions.values().map(|c| c.participants.len()).sum::<usize>() + self.offers.len();
+        if joined >= limits.max_participants {
             return Err(EngineError::TooManyParticipants(limits.max_participants));
         }
-        let committed = self.committed_cost();
-        let composition = composition_mut(&mut self.compositions, id)?;
+        let composition = self.get(id)?;
         let most = if composition.config.audio_only { MAX_AUDIO_ONLY_PARTICIPANTS } else { MAX_GRID_CELLS };
         if composition.participants.len() >= most {
             return Err(EngineError::CompositionFull(id.clone(), most));
         }
+        limits.cpu_budget.admit(self.committed_cost(), limits.costs.caller(sends_video))?;
+        Ok(())
+    }
+
+    fn canvas_of(&self, id: &CompositionId) -> Result<Canvas, EngineError> {
+        let v = &self.get(id)?.config.video;
+        Ok(Canvas { width: v.width, height: v.height, fps: v.fps })
+    }
+
+    fn add_participant(&mut self, id: &CompositionId, request: JoinRequest) -> Result<Joined, EngineError> {
+        let audio_only = self.get(id)?.config.audio_only;
         let mut negotiation = sdp::negotiate(&request.offer)?;
-        if composition.config.audio_only {
+        if audio_only {
             negotiation = negotiation.without_video()?;
         }
-        let sends_video = negotiation.video.is_some();
-        self.config.limits.cpu_budget.admit(committed, self.config.limits.costs.caller(sends_video))?;
+        self.admit(id, negotiation.video.is_some())?;
         let audio_ports = negotiation.audio.as_ref().map(|_| self.ports.allocate()).transpose()?;
         let video_ports = negotiation.video.as_ref().map(|_| self.ports.allocate()).transpose()?;
-
         let local = LocalTransport {
             address: self.config.public_ip,
             audio_port: audio_ports.as_ref().map(|p| p.rtp_port()),
             video_port: video_ports.as_ref().map(|p| p.rtp_port()),
         };
-        let v = &composition.config.video;
-        let canvas = Canvas { width: v.width, height: v.height, fps: v.fps };
         let session_id = rand::random::<u32>().into();
-        let answer = negotiation.answer(&local, canvas, session_id);
+        let answer = negotiation.answer(&local, self.canvas_of(id)?, session_id);
+        let seat = Seat { name: request.name, signalling: request.signalling, audio_ports, video_ports, local, session_id };
+        let participant = self.seat(id, ParticipantId::random(), negotiation, seat)?;
+        Ok(Joined { participant, answer })
+    }
 
+    /// Tutti's offer for a participant whose endpoint will answer (a SIP
+    /// late offer, a dial-out): its ports are allocated now, its media is
+    /// built by [`Self::complete_offer`] once the answer comes.
+    fn make_offer(&mut self, id: &CompositionId, request: OfferRequest) -> Result<Offered, EngineError> {
+        let audio_only = self.get(id)?.config.audio_only;
+        self.admit(id, !audio_only)?;
+        let audio_ports = self.ports.allocate()?;
+        let video_ports = (!audio_only).then(|| self.ports.allocate()).transpose()?;
+        let local = LocalTransport {
+            address: self.config.public_ip,
+            audio_port: Some(audio_ports.rtp_port()),
+            video_port: video_ports.as_ref().map(|p| p.rtp_port()),
+        };
+        let session_id = rand::random::<u32>().into();
+        let offer = sdp::offer(&local, self.canvas_of(id)?, session_id);
         let pid = ParticipantId::random();
-        let name = request
-            .name
-            .filter(|n| !n.trim().is_empty())
-            .unwrap_or_else(|| format!("Caller {}", composition.participants.len() + 1));
+        let seat = Seat { name: request.name, signalling: request.signalling, audio_ports: Some(audio_ports), video_ports, local, session_id };
+        self.offers.insert(pid.clone(), PendingOffer { composition: id.clone(), seat });
+        tracing::info!(composition = %id, participant = %pid, "offer made; the answer is pending");
+        Ok(Offered { participant: pid, offer })
+    }
+
+    /// Builds the media of a participant Tutti made an offer for, with its
+    /// endpoint's answer. A broken answer ends the offer: its ports are freed.
+    fn complete_offer(&mut self, id: &CompositionId, pid: &ParticipantId, answer: &str) -> Result<ParticipantView, EngineError> {
+        let pending = match self.offers.remove(pid) {
+            Some(pending) if &pending.composition == id => pending,
+            Some(pending) => {
+                self.offers.insert(pid.clone(), pending);
+                return Err(EngineError::ParticipantNotFound(id.clone(), pid.clone()));
+            }
+            None => return Err(EngineError::ParticipantNotFound(id.clone(), pid.clone())),
+        };
+        let mut seat = pending.seat;
+        let negotiation = sdp::read_answer(&seat.local, answer)?;
+        // What the answer declined is not kept.
+        if negotiation.audio.is_none() {
+            seat.audio_ports = None;
+            seat.local.audio_port = None;
+        }
+        if negotiation.video.is_none() {
+            seat.video_ports = None;
+            seat.local.video_port = None;
+        }
+        self.seat(id, pid.clone(), negotiation, seat)
+    }
+
+    /// Builds a negotiated participant's media and puts it in the composition.
+    fn seat(&mut self, id: &CompositionId, pid: ParticipantId, negotiation: Negotiation, seat: Seat) -> Result<ParticipantView, EngineError> {
+        let composition = composition_mut(&mut self.compositions, id)?;
+        let Seat { name, signalling, audio_ports, video_ports, local, session_id } = seat;
+        let name = name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| format!("Caller {}", composition.participants.len() + 1));
         let joining = |negotiated: Option<sdp::NegotiatedMedia>, ports| {
             negotiated.zip(ports).map(|(negotiated, ports)| JoiningMedium { negotiated, ports })
         };
@@ -613,20 +721,25 @@ impl Engine {
         composition.participants.push(Participant {
             id: pid.clone(),
             name,
-            sends_video,
+            sends_video: negotiation.video.is_some(),
             state: ParticipantState::Connecting,
             controls: ParticipantControls::default(),
-            signalling: request.signalling,
+            signalling,
             joined: Instant::now(),
             last_error: None,
             watches: LegWatches::new(media, Instant::now()),
             session: SdpSession { built: negotiation, local, session_id, version: 1, on_hold: false },
         });
-        let participant = composition.participant_view(&pid).expect("just added");
-        Ok(Joined { participant, answer })
+        Ok(composition.participant_view(&pid).expect("just added"))
     }
 
     fn remove_participant(&mut self, id: &CompositionId, pid: &ParticipantId) -> Result<Option<StopTicket>, EngineError> {
+        if self.offers.get(pid).is_some_and(|o| &o.composition == id) {
+            // An offer still waiting for its answer: only its ports to free.
+            self.offers.remove(pid);
+            tracing::info!(composition = %id, participant = %pid, "offer withdrawn");
+            return Ok(None);
+        }
         let composition = composition_mut(&mut self.compositions, id)?;
         let index = composition
             .participants

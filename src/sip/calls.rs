@@ -15,7 +15,9 @@ pub struct Call {
     pub composition: CompositionId,
     pub participant: ParticipantId,
     pub dialog: InviteDialog,
-    /// The offer and answer in force: a session refresh repeats them.
+    /// The caller's SDP and Tutti's in force (its offer and Tutti's answer,
+    /// or after a late offer its answer and Tutti's offer): a session
+    /// refresh repeats them.
     pub offer: String,
     pub answer: String,
 }

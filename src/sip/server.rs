@@ -26,9 +26,10 @@ use super::media_control::{self, MediaControl};
 use super::refusal::Refusal;
 use super::trust::{source_of, trusted};
 use crate::config::SipSettings;
-use crate::engine::{EngineError, EngineHandle, JoinRequest};
+use crate::engine::{EngineError, EngineHandle, JoinRequest, OfferRequest};
 use crate::events::EventBus;
 use crate::model::event::EventKind;
+use crate::model::ids::CompositionId;
 use crate::model::signalling::{Signalling, SipCall};
 
 const AGENT: &str = concat!("Tutti/", env!("CARGO_PKG_VERSION"));
@@ -190,13 +191,7 @@ async fn take_call(context: UserAgent, mut tx: Transaction) {
     };
     let content_type = request.header_value("Content-Type").unwrap_or_default();
     if request.body.is_empty() {
-        // A late offer (the caller expects Tutti to offer in the 200 OK).
-        let refusal = Refusal {
-            status: StatusCode::NotAcceptableHere,
-            warning: Some((399, "an INVITE without an SDP offer is not supported yet: send the offer in the INVITE".into())),
-            retry_after: None,
-        };
-        return reply(&mut tx, refusal.status.clone(), refusal.headers(AGENT)).await;
+        return take_late_offer(context, tx, composition, request).await;
     }
     if !content_type.trim().to_ascii_lowercase().starts_with(SDP) {
         let accept = vec![headers::Accept::from(SDP).into()];
@@ -237,6 +232,65 @@ async fn take_call(context: UserAgent, mut tx: Transaction) {
     let mut dialog = dialog;
     if let Err(e) = dialog.handle(&mut tx).await {
         tracing::debug!(error = %e, "SIP: INVITE transaction");
+    }
+}
+
+/// An INVITE without SDP, as PBXs send them (RFC 3261 §13.2.1): Tutti
+/// offers in the 200 OK, the caller answers in the ACK, and only then is
+/// its media built. An ACK without a usable answer ends the call with a BYE
+/// and frees the ports the offer held.
+async fn take_late_offer(context: UserAgent, mut tx: Transaction, composition: CompositionId, request: Request) {
+    let call = sip_call(&request);
+    let ask = OfferRequest { name: Some(caller_name(&request)), signalling: Signalling::Sip(call.clone()) };
+    let offered = match context.engine.make_offer(composition.clone(), ask).await {
+        Ok(offered) => offered,
+        Err(error) => {
+            let refusal = Refusal::from(&error);
+            tracing::info!(%composition, call_id = %call.call_id, status = %refusal.status, %error, "SIP: call refused");
+            return reply(&mut tx, refusal.status.clone(), refusal.headers(AGENT)).await;
+        }
+    };
+    let participant = offered.participant;
+    let dialog = match context.dialogs.get_or_create_server_invite(&tx, context.states.clone(), None, Some(context.contact.clone())) {
+        Ok(dialog) => dialog,
+        Err(e) => {
+            tracing::warn!(error = %e, "SIP: no dialog for the INVITE");
+            let _ = context.engine.remove_participant(composition, participant).await;
+            return reply(&mut tx, StatusCode::ServerInternalError, Vec::new()).await;
+        }
+    };
+    let id = dialog.id();
+    // As for an offer in the INVITE: a CANCEL or BYE before the ACK finds
+    // the participant, here still an offer, and withdraws it.
+    context.calls.insert(
+        id.clone(),
+        Call { composition: composition.clone(), participant: participant.clone(), dialog: dialog.clone(), offer: String::new(), answer: offered.offer.clone() },
+    );
+    let mut offer_headers = capabilities();
+    offer_headers.push(headers::ContentType::from(SDP).into());
+    if let Err(e) = dialog.accept(Some(offer_headers), Some(offered.offer.clone().into_bytes())) {
+        tracing::warn!(error = %e, "SIP: the 200 OK could not be sent");
+    }
+    let mut transaction = dialog.clone();
+    if let Err(e) = transaction.handle(&mut tx).await {
+        tracing::debug!(error = %e, "SIP: INVITE transaction");
+    }
+    if context.calls.get(&id).is_none() {
+        return; // Ended before its ACK; the offer went with it.
+    }
+    let answer = dialog.last_remote_ack().map(|ack| String::from_utf8_lossy(&ack.body).into_owned()).unwrap_or_default();
+    match context.engine.complete_offer(composition.clone(), participant.clone(), answer.clone()).await {
+        Ok(_) => {
+            context.calls.renegotiated(&id, answer, offered.offer);
+            tracing::info!(%composition, %participant, call_id = %call.call_id, from = %call.from, "SIP: call answered (the caller answered Tutti's offer in its ACK)");
+        }
+        Err(error) => {
+            tracing::warn!(%composition, %participant, call_id = %call.call_id, %error, "SIP: the ACK carried no usable answer to Tutti's offer; hanging up");
+            // The engine freed the offer's ports with the failed answer.
+            if let Some(call) = context.calls.take(&id) {
+                hang_up(call);
+            }
+        }
     }
 }
 
@@ -417,7 +471,7 @@ async fn follow_engine(context: UserAgent, events: EventBus, cancel: Cancellatio
 }
 
 fn hang_up(call: Call) {
-    tracing::info!(composition = %call.composition, participant = %call.participant, "SIP: hanging up a participant removed through the API");
+    tracing::info!(composition = %call.composition, participant = %call.participant, "SIP: hanging up (BYE)");
     tokio::spawn(async move {
         if let Err(e) = call.dialog.bye().await {
             tracing::debug!(error = %e, "SIP: BYE");
