@@ -120,6 +120,17 @@ pub struct ServeArgs {
     /// taken; anyone else gets 403 Forbidden. Loopback is always trusted.
     #[arg(long = "sip-trusted-network", env = "TUTTI_SIP_TRUSTED_NETWORKS", value_delimiter = ',')]
     pub sip_trusted_networks: Vec<IpNet>,
+    /// Where dial-outs (`POST .../participants` with a `sip_uri`) are sent,
+    /// as IP:PORT (a PBX, a carrier's SBC) [default: straight to the URI's host].
+    #[arg(long, env = "TUTTI_SIP_OUTBOUND_PROXY")]
+    pub sip_outbound_proxy: Option<SocketAddr>,
+    /// The user dial-outs authenticate as when the proxy or the callee
+    /// challenges (401/407 digest), with --sip-password.
+    #[arg(long, env = "TUTTI_SIP_USERNAME")]
+    pub sip_username: Option<String>,
+    /// The digest password of --sip-username.
+    #[arg(long, env = "TUTTI_SIP_PASSWORD", hide_env_values = true)]
+    pub sip_password: Option<String>,
     /// URL every event is POSTed to, signed with --webhook-secret; repeat
     /// the option (or separate with commas) for several receivers.
     #[arg(long = "webhook-url", env = "TUTTI_WEBHOOK_URLS", value_delimiter = ',')]
@@ -211,6 +222,9 @@ struct FileConfig {
     sip_listen: Option<String>,
     sip_public_address: Option<String>,
     sip_trusted_networks: Option<Vec<IpNet>>,
+    sip_outbound_proxy: Option<SocketAddr>,
+    sip_username: Option<String>,
+    sip_password: Option<String>,
     webhook_urls: Option<Vec<String>>,
     webhook_secret: Option<String>,
     rtmps_ca_file: Option<PathBuf>,
@@ -238,6 +252,10 @@ pub struct SipSettings {
     pub listen: Option<SocketAddr>,
     pub public_address: Option<String>,
     pub trusted_networks: Vec<IpNet>,
+    /// Where dial-outs go first; `None`: to the URI's host.
+    pub outbound_proxy: Option<SocketAddr>,
+    /// Digest credentials for dial-outs: (user, password).
+    pub credentials: Option<(String, String)>,
 }
 
 impl SipSettings {
@@ -248,7 +266,17 @@ impl SipSettings {
             Some(text) => Some(text.parse().with_context(|| format!("--sip-listen {text:?} is not an address:port"))?),
         };
         let public_address = public_address.map(|a| a.trim().to_string()).filter(|a| !a.is_empty());
-        Ok(SipSettings { listen, public_address, trusted_networks })
+        Ok(SipSettings { listen, public_address, trusted_networks, outbound_proxy: None, credentials: None })
+    }
+
+    fn with_dial_out(mut self, proxy: Option<SocketAddr>, username: Option<String>, password: Option<String>) -> anyhow::Result<SipSettings> {
+        self.outbound_proxy = proxy;
+        self.credentials = match (username, password) {
+            (Some(user), Some(password)) => Some((user, password)),
+            (None, None) => None,
+            _ => anyhow::bail!("--sip-username and --sip-password go together"),
+        };
+        Ok(self)
     }
 }
 
@@ -369,6 +397,11 @@ impl Config {
                 args.sip_listen.or(file.sip_listen),
                 args.sip_public_address.or(file.sip_public_address),
                 if args.sip_trusted_networks.is_empty() { file.sip_trusted_networks.unwrap_or_default() } else { args.sip_trusted_networks },
+            )?
+            .with_dial_out(
+                args.sip_outbound_proxy.or(file.sip_outbound_proxy),
+                args.sip_username.or(file.sip_username),
+                args.sip_password.or(file.sip_password),
             )?,
             webhooks,
             rtmps_ca_file: args.rtmps_ca_file.or(file.rtmps_ca_file),

@@ -161,3 +161,80 @@ fn a_late_offer_without_an_answer_ends_with_a_bye_and_frees_its_ports() -> Resul
     ensure!(!event_types(seen).iter().any(|t| t == "participant_joined"), "{seen:?}");
     Ok(())
 }
+
+/// Dials `sip:room4b@` a SIPp UAS playing `scenario`: the composition, the
+/// events, the UAS and the `POST` answer.
+fn dial_out(server: &Server, scenario: &str, keys: &[(&str, String)]) -> Result<(String, EventStream, Sipp, serde_json::Value)> {
+    let id = server.create_composition(&json!({"name": "dial", "video": {"width": 320, "height": 180, "fps": 30}}))?;
+    let events = EventStream::open(server, &format!("?composition={id}"), None)?;
+    let port = free_sip_port()?;
+    let uas = Sipp::answer(scenario, port, keys, PHASE, Duration::from_secs(40))?;
+    // SIPp binds its port in its first tens of milliseconds; an INVITE
+    // before that is retransmitted (T1 = 500 ms), so no wait is needed.
+    let response = server.post_json(
+        &format!("/v1/compositions/{id}/participants"),
+        &json!({"name": "Room 4B", "sip_uri": format!("sip:room4b@127.0.0.1:{port}")}),
+    )?;
+    ensure!(response.status == 201, "POST dial-out: {} {}", response.status, response.body);
+    let participant = response.json()?;
+    ensure!(participant["state"] == "calling" && participant["transport"] == "sip", "{participant}");
+    Ok((id, events, uas, participant))
+}
+
+/// A dial-out that is answered: `calling`, then `ringing` on the 180, then
+/// the participant joins with the callee's answer and Tutti's media flows
+/// to the ports it names; a DELETE hangs up with a BYE (the UAS waits for it).
+#[test]
+fn a_dial_out_rings_is_answered_and_hangs_up_on_delete() -> Result<()> {
+    let server = Server::start()?;
+    let (audio, video) = (MediaPort::bind(false)?, MediaPort::bind(false)?);
+    let keys = [("audio1", audio.rtp_port.to_string()), ("video1", video.rtp_port.to_string())];
+    let (id, mut events, uas, participant) = dial_out(&server, "dial_out_answer.xml", &keys)?;
+    let pid = participant["id"].as_str().unwrap_or_default().to_string();
+    events.wait_for(Duration::from_secs(10), "participant_ringing", is("participant_ringing"))?;
+    let joined = events.wait_for(Duration::from_secs(10), "participant_joined", is("participant_joined"))?;
+    ensure!(joined["participant"] == pid.as_str(), "{joined}");
+    let answered = SystemTime::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    let view = server.get(&format!("/v1/compositions/{id}/participants/{pid}"))?.json()?;
+    ensure!(view["audio"]["codec"] == "pcmu" && view["video"]["codec"] == "h264" && view["rect"].is_object(), "{view}");
+    let (a, v) = (audio.rtp_arrivals(), video.rtp_arrivals());
+    let now = SystemTime::now();
+    ensure!(flows(&a, answered + SETTLE, now, AUDIO_PACKETS_PER_SEC), "no audio to the callee\n{}", server.logs());
+    ensure!(flows(&v, answered + SETTLE, now, VIDEO_PACKETS_PER_SEC), "no video to the callee\n{}", server.logs());
+    let deleted = server.delete(&format!("/v1/compositions/{id}/participants/{pid}"))?;
+    ensure!(deleted.status == 204 || deleted.status == 202, "DELETE: {}", deleted.status);
+    uas.finish()?; // It ends only on Tutti's BYE.
+    Ok(())
+}
+
+/// A dial-out to a busy room system: the participant stays listed as
+/// `failed` with the SIP status in `last_error`, and `participant_failed` says it.
+#[test]
+fn a_busy_dial_out_fails_with_486() -> Result<()> {
+    let server = Server::start()?;
+    let (id, mut events, uas, participant) = dial_out(&server, "dial_out_busy.xml", &[])?;
+    let pid = participant["id"].as_str().unwrap_or_default().to_string();
+    let failed = events.wait_for(Duration::from_secs(10), "participant_failed", is("participant_failed"))?;
+    ensure!(failed["reason"].as_str().is_some_and(|r| r.starts_with("486")), "{failed}");
+    uas.finish()?;
+    let view = server.get(&format!("/v1/compositions/{id}/participants/{pid}"))?.json()?;
+    ensure!(view["state"] == "failed" && view["last_error"].as_str().is_some_and(|e| e.contains("486")), "{view}");
+    ensure!(server.delete(&format!("/v1/compositions/{id}/participants/{pid}"))?.status == 204);
+    Ok(())
+}
+
+/// A DELETE while the callee rings sends a CANCEL (the UAS waits for it and
+/// answers 487), and the ports of Tutti's offer are free again.
+#[test]
+fn deleting_a_ringing_dial_out_cancels_it() -> Result<()> {
+    let server = Server::start()?;
+    let (id, mut events, uas, participant) = dial_out(&server, "dial_out_cancel.xml", &[])?;
+    let pid = participant["id"].as_str().unwrap_or_default().to_string();
+    events.wait_for(Duration::from_secs(10), "participant_ringing", is("participant_ringing"))?;
+    ensure!(server.get(&format!("/v1/compositions/{id}/participants/{pid}"))?.json()?["state"] == "ringing");
+    ensure!(server.delete(&format!("/v1/compositions/{id}/participants/{pid}"))?.status == 204);
+    uas.finish()?; // It ends only on Tutti's CANCEL.
+    wait_until("the offer's ports to be free", Duration::from_secs(2), || Ok(server.bound_rtp_ports().is_empty()))?;
+    Ok(())
+}

@@ -42,7 +42,7 @@ use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 use crate::model::layout::{LayoutConfig, MAX_GRID_CELLS};
 use crate::model::output::{InvalidOutput, OutputConfig, ValidOutput};
 use crate::model::sdp::{self, Canvas, LocalTransport, Negotiation, RenegotiationError, SdpError, with_origin_version};
-use crate::model::signalling::Signalling;
+use crate::model::signalling::{Signalling, SipCall};
 use crate::ports::{PortAllocator, PortPair, PortsExhausted};
 use crate::rtmp::{PublisherConfig, PublisherHandle, RtmpServerHandle, RtmpsTrust, spawn_publisher};
 use watch::{CompositeWatch, LegWatches, OutputWatch};
@@ -78,6 +78,10 @@ pub enum EngineError {
     MissingImage(#[from] MissingImage),
     #[error("media pipeline: {0}")]
     Media(#[from] MediaError),
+    #[error("dial-out needs SIP (--sip-listen)")]
+    DialOutUnavailable,
+    #[error("invalid dial-out: {0}")]
+    InvalidDialOut(String),
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error(transparent)]
@@ -134,6 +138,9 @@ enum Command {
     UpdateParticipant(CompositionId, ParticipantId, ParticipantPatch, Reply<ParticipantView>),
     Renegotiate(CompositionId, ParticipantId, String, Reply<String>),
     MakeOffer(CompositionId, OfferRequest, Reply<Offered>),
+    DialOut(CompositionId, DialRequest, Reply<ParticipantView>),
+    PendingOffer(CompositionId, ParticipantId, Reply<String>),
+    DialProgressed(CompositionId, ParticipantId, DialProgress, Reply<()>),
     CompleteOffer(CompositionId, ParticipantId, String, Reply<ParticipantView>),
     RequestKeyframe(CompositionId, ParticipantId, Reply<()>),
     SetLayout(CompositionId, LayoutConfig, Reply<LayoutConfig>),
@@ -210,6 +217,23 @@ impl EngineHandle {
         self.ask(|r| Command::MakeOffer(id, request, r)).await
     }
 
+    /// Calls a SIP URI into composition `id`: a participant in state
+    /// `calling` whose offer the SIP adapter sends (it follows the
+    /// `participant_calling` event) and whose answer it reports.
+    pub async fn dial_out(&self, id: CompositionId, request: DialRequest) -> Result<ParticipantView, EngineError> {
+        self.ask(|r| Command::DialOut(id, request, r)).await
+    }
+
+    /// Tutti's offer to a participant whose answer is pending.
+    pub async fn pending_offer(&self, id: CompositionId, pid: ParticipantId) -> Result<String, EngineError> {
+        self.ask(|r| Command::PendingOffer(id, pid, r)).await
+    }
+
+    /// How a dial-out goes before its answer: ringing, or failed.
+    pub async fn dial_progressed(&self, id: CompositionId, pid: ParticipantId, progress: DialProgress) -> Result<(), EngineError> {
+        self.ask(|r| Command::DialProgressed(id, pid, progress, r)).await
+    }
+
     /// The endpoint's answer to Tutti's offer: the participant joins.
     pub async fn complete_offer(&self, id: CompositionId, pid: ParticipantId, answer: String) -> Result<ParticipantView, EngineError> {
         self.ask(|r| Command::CompleteOffer(id, pid, answer, r)).await
@@ -270,6 +294,9 @@ struct Composition {
     composite: Option<CompositeWatch>,
     /// Who the layouts follow, as last announced.
     active_speaker: Option<ParticipantId>,
+    /// Offers Tutti made, waiting for their answers; dial-outs among them
+    /// show as participants (`calling`, `ringing`, `failed`).
+    offers: Vec<PendingOffer>,
 }
 
 struct OutputRecord {
@@ -302,6 +329,8 @@ struct Participant {
 
 /// What a participant joins with, besides its negotiation.
 struct Seat {
+    /// Tutti's offer, when Tutti made it.
+    offer: String,
     name: Option<String>,
     signalling: Signalling,
     audio_ports: Option<PortPair>,
@@ -312,8 +341,32 @@ struct Seat {
 
 /// An offer Tutti made, waiting for its answer; its ports are held.
 struct PendingOffer {
-    composition: CompositionId,
+    id: ParticipantId,
     seat: Seat,
+    /// A dial-out's progress; `None` for a SIP late offer (not shown).
+    dial: Option<Dial>,
+}
+
+/// A dial-out, from the API's `sip_uri`, until it is answered.
+struct Dial {
+    name: String,
+    state: ParticipantState,
+    last_error: Option<String>,
+}
+
+/// What the signalling adapter reports of a dial-out before its answer.
+#[derive(Clone, Debug)]
+pub enum DialProgress {
+    /// The callee is alerted (SIP 180/183).
+    Ringing,
+    /// It will not be answered: the status and reason (`486 Busy Here`).
+    Failed(String),
+}
+
+/// `POST .../participants` with a `sip_uri`: a participant Tutti calls.
+pub struct DialRequest {
+    pub name: Option<String>,
+    pub uri: String,
 }
 
 /// A participant's side of its offer/answer session: what later offers
@@ -354,8 +407,6 @@ pub struct Engine {
     compositions: BTreeMap<CompositionId, Composition>,
     reaper: Reaper,
     pending_removals: HashMap<StopTicket, PendingRemoval>,
-    /// Offers Tutti made, by the participant they will be.
-    offers: HashMap<ParticipantId, PendingOffer>,
     tx: mpsc::Sender<Message>,
 }
 
@@ -393,7 +444,6 @@ impl Engine {
             compositions: BTreeMap::new(),
             reaper,
             pending_removals: HashMap::new(),
-            offers: HashMap::new(),
             tx: tx.clone(),
         };
         std::thread::Builder::new()
@@ -450,7 +500,13 @@ impl Engine {
             }
             Command::UpdateParticipant(id, pid, patch, reply) => drop(reply.send(self.update_participant(&id, &pid, &patch))),
             Command::Renegotiate(id, pid, offer, reply) => drop(reply.send(self.renegotiate(&id, &pid, &offer))),
-            Command::MakeOffer(id, request, reply) => drop(reply.send(self.make_offer(&id, request))),
+            Command::MakeOffer(id, request, reply) => drop(reply.send(self.make_offer(&id, request, None))),
+            Command::DialOut(id, request, reply) => drop(reply.send(self.dial_out(&id, request))),
+            Command::PendingOffer(id, pid, reply) => drop(reply.send(self.get(&id).and_then(|c| {
+                let offer = c.offers.iter().find(|o| o.id == pid).ok_or_else(|| EngineError::ParticipantNotFound(id.clone(), pid.clone()))?;
+                Ok(offer.seat.offer.clone())
+            }))),
+            Command::DialProgressed(id, pid, progress, reply) => drop(reply.send(self.dial_progressed(&id, &pid, progress))),
             Command::CompleteOffer(id, pid, answer, reply) => drop(reply.send(self.complete_offer(&id, &pid, &answer))),
             Command::RequestKeyframe(id, pid, reply) => drop(reply.send(self.get(&id).and_then(|c| {
                 c.participants.iter().find(|p| p.id == pid).ok_or_else(|| EngineError::ParticipantNotFound(id.clone(), pid.clone()))?;
@@ -515,6 +571,7 @@ impl Engine {
             rtmp_play_url: server.map(|s| s.play_url(id.as_str())),
             config: config.clone(),
             active_speaker: None,
+            offers: Vec::new(),
         };
         self.compositions.insert(id.clone(), composition);
         for output in &config.outputs {
@@ -591,13 +648,13 @@ impl Engine {
 
     fn delete_composition(&mut self, id: &CompositionId) -> Result<Option<StopTicket>, EngineError> {
         let composition = self.compositions.remove(id).ok_or_else(|| EngineError::CompositionNotFound(id.clone()))?;
-        self.offers.retain(|_, offer| &offer.composition != id);
         let ticket = composition.media.shutdown();
         tracing::info!(composition = %id, "composition deleted");
         // Whoever follows a participant or an output hears it end.
         let events = &self.services.events;
-        for participant in &composition.participants {
-            events.publish(id, EventKind::ParticipantLeft { participant: participant.id.clone() });
+        let dialled = composition.offers.iter().filter(|o| o.dial.is_some()).map(|o| &o.id);
+        for participant in composition.participants.iter().map(|p| &p.id).chain(dialled) {
+            events.publish(id, EventKind::ParticipantLeft { participant: participant.clone() });
         }
         for output in &composition.outputs {
             events.publish(id, EventKind::OutputRemoved { output: output.id.clone() });
@@ -610,13 +667,13 @@ impl Engine {
     /// counts, then cost (one that sends video costs more).
     fn admit(&self, id: &CompositionId, sends_video: bool) -> Result<(), EngineError> {
         let limits = &self.config.limits;
-        let joined = self.compositions.values().map(|c| c.participants.len()).sum::<usize>() + self.offers.len();
+        let joined = self.compositions.values().map(|c| c.participants.len() + c.offers.len()).sum::<usize>();
         if joined >= limits.max_participants {
             return Err(EngineError::TooManyParticipants(limits.max_participants));
         }
         let composition = self.get(id)?;
         let most = if composition.config.audio_only { MAX_AUDIO_ONLY_PARTICIPANTS } else { MAX_GRID_CELLS };
-        if composition.participants.len() >= most {
+        if composition.participants.len() + composition.offers.len() >= most {
             return Err(EngineError::CompositionFull(id.clone(), most));
         }
         limits.cpu_budget.admit(self.committed_cost(), limits.costs.caller(sends_video))?;
@@ -644,7 +701,7 @@ impl Engine {
         };
         let session_id = rand::random::<u32>().into();
         let answer = negotiation.answer(&local, self.canvas_of(id)?, session_id);
-        let seat = Seat { name: request.name, signalling: request.signalling, audio_ports, video_ports, local, session_id };
+        let seat = Seat { offer: String::new(), name: request.name, signalling: request.signalling, audio_ports, video_ports, local, session_id };
         let participant = self.seat(id, ParticipantId::random(), negotiation, seat)?;
         Ok(Joined { participant, answer })
     }
@@ -652,7 +709,7 @@ impl Engine {
     /// Tutti's offer for a participant whose endpoint will answer (a SIP
     /// late offer, a dial-out): its ports are allocated now, its media is
     /// built by [`Self::complete_offer`] once the answer comes.
-    fn make_offer(&mut self, id: &CompositionId, request: OfferRequest) -> Result<Offered, EngineError> {
+    fn make_offer(&mut self, id: &CompositionId, request: OfferRequest, dial: Option<Dial>) -> Result<Offered, EngineError> {
         let audio_only = self.get(id)?.config.audio_only;
         self.admit(id, !audio_only)?;
         let audio_ports = self.ports.allocate()?;
@@ -665,8 +722,16 @@ impl Engine {
         let session_id = rand::random::<u32>().into();
         let offer = sdp::offer(&local, self.canvas_of(id)?, session_id);
         let pid = ParticipantId::random();
-        let seat = Seat { name: request.name, signalling: request.signalling, audio_ports: Some(audio_ports), video_ports, local, session_id };
-        self.offers.insert(pid.clone(), PendingOffer { composition: id.clone(), seat });
+        let seat = Seat {
+            offer: offer.clone(),
+            name: request.name,
+            signalling: request.signalling,
+            audio_ports: Some(audio_ports),
+            video_ports,
+            local,
+            session_id,
+        };
+        composition_mut(&mut self.compositions, id)?.offers.push(PendingOffer { id: pid.clone(), seat, dial });
         tracing::info!(composition = %id, participant = %pid, "offer made; the answer is pending");
         Ok(Offered { participant: pid, offer })
     }
@@ -674,16 +739,28 @@ impl Engine {
     /// Builds the media of a participant Tutti made an offer for, with its
     /// endpoint's answer. A broken answer ends the offer: its ports are freed.
     fn complete_offer(&mut self, id: &CompositionId, pid: &ParticipantId, answer: &str) -> Result<ParticipantView, EngineError> {
-        let pending = match self.offers.remove(pid) {
-            Some(pending) if &pending.composition == id => pending,
-            Some(pending) => {
-                self.offers.insert(pid.clone(), pending);
-                return Err(EngineError::ParticipantNotFound(id.clone(), pid.clone()));
-            }
-            None => return Err(EngineError::ParticipantNotFound(id.clone(), pid.clone())),
-        };
+        let composition = composition_mut(&mut self.compositions, id)?;
+        let index = composition
+            .offers
+            .iter()
+            .position(|o| &o.id == pid && o.dial.as_ref().is_none_or(|d| d.state != ParticipantState::Failed))
+            .ok_or_else(|| EngineError::ParticipantNotFound(id.clone(), pid.clone()))?;
+        let pending = composition.offers.remove(index);
         let mut seat = pending.seat;
-        let negotiation = sdp::read_answer(&seat.local, answer)?;
+        let negotiation = match sdp::read_answer(&seat.local, answer) {
+            Ok(negotiation) => negotiation,
+            Err(error) => {
+                if let Some(dial) = pending.dial {
+                    // A dial-out whose answer is broken stays listed, failed; its ports go.
+                    let reason = format!("the answer could not be used: {error}");
+                    let failed = Dial { state: ParticipantState::Failed, last_error: Some(reason.clone()), ..dial };
+                    let seat = Seat { audio_ports: None, video_ports: None, ..seat };
+                    composition.offers.push(PendingOffer { id: pid.clone(), seat, dial: Some(failed) });
+                    self.services.events.publish(id, EventKind::ParticipantFailed { participant: pid.clone(), reason });
+                }
+                return Err(error.into());
+            }
+        };
         // What the answer declined is not kept.
         if negotiation.audio.is_none() {
             seat.audio_ports = None;
@@ -696,10 +773,54 @@ impl Engine {
         self.seat(id, pid.clone(), negotiation, seat)
     }
 
+    fn dial_out(&mut self, id: &CompositionId, request: DialRequest) -> Result<ParticipantView, EngineError> {
+        if self.config.sip.listen.is_none() {
+            return Err(EngineError::DialOutUnavailable);
+        }
+        let uri = request.uri.trim().to_string();
+        if !uri.to_ascii_lowercase().starts_with("sip:") || uri.len() > 512 || uri.chars().any(char::is_control) {
+            return Err(EngineError::InvalidDialOut(format!("sip_uri {uri:?} is not a sip: URI")));
+        }
+        let name = request.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| uri.clone());
+        let signalling = Signalling::Sip(SipCall { call_id: String::new(), from: String::new(), to: uri.clone(), user_agent: None });
+        let dial = Dial { name: name.clone(), state: ParticipantState::Calling, last_error: None };
+        let offered = self.make_offer(id, OfferRequest { name: Some(name.clone()), signalling }, Some(dial))?;
+        let pid = offered.participant;
+        self.services.events.publish(id, EventKind::ParticipantCalling { participant: pid.clone(), name, sip_uri: uri });
+        Ok(self.get(id)?.participant_view(&pid).expect("just offered"))
+    }
+
+    fn dial_progressed(&mut self, id: &CompositionId, pid: &ParticipantId, progress: DialProgress) -> Result<(), EngineError> {
+        let composition = composition_mut(&mut self.compositions, id)?;
+        let offer = composition
+            .offers
+            .iter_mut()
+            .find(|o| &o.id == pid)
+            .ok_or_else(|| EngineError::ParticipantNotFound(id.clone(), pid.clone()))?;
+        let Some(dial) = offer.dial.as_mut() else { return Ok(()) };
+        match progress {
+            DialProgress::Ringing if dial.state == ParticipantState::Calling => {
+                dial.state = ParticipantState::Ringing;
+                self.services.events.publish(id, EventKind::ParticipantRinging { participant: pid.clone() });
+            }
+            DialProgress::Ringing => {}
+            DialProgress::Failed(reason) => {
+                tracing::info!(composition = %id, participant = %pid, %reason, "dial-out failed");
+                dial.state = ParticipantState::Failed;
+                dial.last_error = Some(reason.clone());
+                // Its ports go now; it stays listed, failed, until deleted.
+                offer.seat.audio_ports = None;
+                offer.seat.video_ports = None;
+                self.services.events.publish(id, EventKind::ParticipantFailed { participant: pid.clone(), reason });
+            }
+        }
+        Ok(())
+    }
+
     /// Builds a negotiated participant's media and puts it in the composition.
     fn seat(&mut self, id: &CompositionId, pid: ParticipantId, negotiation: Negotiation, seat: Seat) -> Result<ParticipantView, EngineError> {
         let composition = composition_mut(&mut self.compositions, id)?;
-        let Seat { name, signalling, audio_ports, video_ports, local, session_id } = seat;
+        let Seat { name, signalling, audio_ports, video_ports, local, session_id, .. } = seat;
         let name = name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| format!("Caller {}", composition.participants.len() + 1));
         let joining = |negotiated: Option<sdp::NegotiatedMedia>, ports| {
             negotiated.zip(ports).map(|(negotiated, ports)| JoiningMedium { negotiated, ports })
@@ -734,13 +855,17 @@ impl Engine {
     }
 
     fn remove_participant(&mut self, id: &CompositionId, pid: &ParticipantId) -> Result<Option<StopTicket>, EngineError> {
-        if self.offers.get(pid).is_some_and(|o| &o.composition == id) {
-            // An offer still waiting for its answer: only its ports to free.
-            self.offers.remove(pid);
+        let composition = composition_mut(&mut self.compositions, id)?;
+        if let Some(index) = composition.offers.iter().position(|o| &o.id == pid) {
+            // An offer still waiting for its answer: only its ports to free,
+            // and a dial-out's call to end (the SIP adapter follows the event).
+            let offer = composition.offers.remove(index);
             tracing::info!(composition = %id, participant = %pid, "offer withdrawn");
+            if offer.dial.is_some() {
+                self.services.events.publish(id, EventKind::ParticipantLeft { participant: pid.clone() });
+            }
             return Ok(None);
         }
-        let composition = composition_mut(&mut self.compositions, id)?;
         let index = composition
             .participants
             .iter()

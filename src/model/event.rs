@@ -40,6 +40,12 @@ pub enum EventKind {
     /// The compositor produces frames again after being frozen.
     CompositionRunning,
     ParticipantJoined { participant: ParticipantId, name: String },
+    /// Tutti dials it out (`POST .../participants` with a `sip_uri`).
+    ParticipantCalling { participant: ParticipantId, name: String, sip_uri: String },
+    /// The dialled endpoint is alerting (SIP 180/183).
+    ParticipantRinging { participant: ParticipantId },
+    /// The dial-out will not be answered; the SIP status and reason.
+    ParticipantFailed { participant: ParticipantId, reason: String },
     /// Media flows both ways (first time, or again after an interruption).
     ParticipantActive { participant: ParticipantId },
     /// Watchdog: one of its flows, either way, stopped.
@@ -81,6 +87,9 @@ impl EventKind {
             EventKind::CompositionFrozen { .. } => "composition_frozen",
             EventKind::CompositionRunning => "composition_running",
             EventKind::ParticipantJoined { .. } => "participant_joined",
+            EventKind::ParticipantCalling { .. } => "participant_calling",
+            EventKind::ParticipantRinging { .. } => "participant_ringing",
+            EventKind::ParticipantFailed { .. } => "participant_failed",
             EventKind::ParticipantActive { .. } => "participant_active",
             EventKind::ParticipantInterrupted { .. } => "participant_interrupted",
             EventKind::ParticipantStale { .. } => "participant_stale",
@@ -110,6 +119,7 @@ impl EventKind {
                 | EventKind::ParticipantInterrupted { .. }
                 | EventKind::ParticipantStale { .. }
                 | EventKind::ParticipantError { .. }
+                | EventKind::ParticipantFailed { .. }
                 | EventKind::OutputStalled { .. }
                 | EventKind::OutputFailed { .. }
         )

@@ -66,3 +66,31 @@ impl Calls {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
+
+/// Dial-outs sent and not yet answered, so that a participant removed
+/// meanwhile gets a CANCEL and a 180 finds whom it is for.
+#[derive(Clone, Default)]
+pub struct Dials {
+    inner: Arc<Mutex<HashMap<ParticipantId, (CompositionId, InviteDialog)>>>,
+}
+
+impl Dials {
+    pub fn insert(&self, participant: ParticipantId, composition: CompositionId, dialog: InviteDialog) {
+        self.lock().insert(participant, (composition, dialog));
+    }
+
+    /// Takes a dial-out out: its INVITE got its final response, or its
+    /// participant went and it must be cancelled.
+    pub fn take(&self, participant: &ParticipantId) -> Option<(CompositionId, InviteDialog)> {
+        self.lock().remove(participant)
+    }
+
+    /// The dial-out whose INVITE has this Call-ID.
+    pub fn by_call_id(&self, call_id: &str) -> Option<(CompositionId, ParticipantId)> {
+        self.lock().iter().find(|(_, (_, d))| d.id().call_id == call_id).map(|(p, (c, _))| (c.clone(), p.clone()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ParticipantId, (CompositionId, InviteDialog)>> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

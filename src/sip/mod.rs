@@ -12,6 +12,7 @@
 //! through the API gets a BYE.
 
 mod calls;
+mod dial_out;
 mod dispatch;
 mod media_control;
 mod refusal;

@@ -20,20 +20,21 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use super::calls::{Call, Calls};
+use super::calls::{Call, Calls, Dials};
+use super::dial_out::dial;
 use super::dispatch::{Room, route};
 use super::media_control::{self, MediaControl};
 use super::refusal::Refusal;
 use super::trust::{source_of, trusted};
 use crate::config::SipSettings;
-use crate::engine::{EngineError, EngineHandle, JoinRequest, OfferRequest};
+use crate::engine::{DialProgress, EngineError, EngineHandle, JoinRequest, OfferRequest};
 use crate::events::EventBus;
 use crate::model::event::EventKind;
 use crate::model::ids::CompositionId;
 use crate::model::signalling::{Signalling, SipCall};
 
 const AGENT: &str = concat!("Tutti/", env!("CARGO_PKG_VERSION"));
-const SDP: &str = "application/sdp";
+pub(super) const SDP: &str = "application/sdp";
 const MEDIA_CONTROL: &str = "application/media_control+xml";
 /// What Tutti answers in a dialog; said in `Allow` so SBCs know.
 const ALLOWED: [Method; 7] = [Method::Invite, Method::Ack, Method::Bye, Method::Cancel, Method::Options, Method::Info, Method::Update];
@@ -69,13 +70,16 @@ impl SipServer {
 
 /// What every call's task needs.
 #[derive(Clone)]
-struct UserAgent {
-    engine: EngineHandle,
-    dialogs: Arc<DialogLayer>,
-    calls: Calls,
-    states: DialogStateSender,
-    contact: Uri,
+pub(super) struct UserAgent {
+    pub(super) engine: EngineHandle,
+    pub(super) dialogs: Arc<DialogLayer>,
+    pub(super) calls: Calls,
+    pub(super) dials: Dials,
+    pub(super) states: DialogStateSender,
+    pub(super) contact: Uri,
     trusted_networks: Arc<[IpNet]>,
+    pub(super) outbound_proxy: Option<SocketAddr>,
+    pub(super) credentials: Option<Arc<(String, String)>>,
 }
 
 /// Starts the SIP user agent, or nothing if SIP is off (`--sip-listen ""`).
@@ -110,9 +114,12 @@ pub async fn start(settings: &SipSettings, engine: EngineHandle, events: EventBu
         engine,
         dialogs,
         calls: calls.clone(),
+        dials: Dials::default(),
         states,
         contact,
         trusted_networks: settings.trusted_networks.clone().into(),
+        outbound_proxy: settings.outbound_proxy,
+        credentials: settings.credentials.clone().map(Arc::new),
     };
 
     let token = cancel.clone();
@@ -345,6 +352,12 @@ async fn follow_dialogs(context: UserAgent, mut changes: rsipstack::dialog::dial
                     tracing::debug!(%id, ?reason, "SIP: dialog ended");
                 }
             }
+            DialogState::Early(id, _) => {
+                if let Some((composition, participant)) = context.dials.by_call_id(&id.call_id) {
+                    let engine = context.engine.clone();
+                    tokio::spawn(async move { engine.dial_progressed(composition, participant, DialProgress::Ringing).await });
+                }
+            }
             DialogState::Options(_, _, handle) => {
                 let _ = handle.respond(StatusCode::OK, Some(capabilities()), None).await;
             }
@@ -447,10 +460,19 @@ async fn follow_engine(context: UserAgent, events: EventBus, cancel: Cancellatio
         };
         match event {
             Ok(event) => {
-                if let EventKind::ParticipantLeft { participant } = &event.what {
-                    if let Some(call) = context.calls.take_participant(participant) {
-                        hang_up(call);
+                match &event.what {
+                    EventKind::ParticipantCalling { participant, sip_uri, .. } => {
+                        tokio::spawn(dial(context.clone(), event.composition.clone(), participant.clone(), sip_uri.clone()));
                     }
+                    EventKind::ParticipantLeft { participant } => {
+                        if let Some(call) = context.calls.take_participant(participant) {
+                            hang_up(call);
+                        } else if let Some((composition, dialog)) = context.dials.take(participant) {
+                            tracing::info!(%composition, %participant, "SIP: cancelling a dial-out removed before its answer");
+                            tokio::spawn(async move { dialog.cancel().await });
+                        }
+                    }
+                    _ => {}
                 }
             }
             // Events were missed: ask the engine which calls still have a participant.

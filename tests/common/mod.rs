@@ -44,7 +44,7 @@ pub mod turns;
 pub use analysis::*;
 pub use caller::*;
 pub use events::{EventStream, event_time, event_types, is};
-pub use net::{MediaPort, RtpArrival, bind_rtp_pair, free_tcp_port, is_rtcp, starts_h264_idr};
+pub use net::{MediaPort, RtpArrival, bind_rtp_pair, free_sip_port, free_tcp_port, is_rtcp, starts_h264_idr};
 pub use nginx::{INSTALL_HINT, Nginx};
 pub use pki::{CertificateFiles, SERVER_NAMES, TestCa, Validity};
 pub use process::{ChildProcess, Footprint, cpu_seconds, run_bounded, wait_until};

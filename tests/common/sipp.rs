@@ -36,20 +36,29 @@ impl Sipp {
     /// `phase` as the scenario's default pause. Fails if SIPp's call fails
     /// (an unexpected status, a failed `check_it`) or outlasts `timeout`.
     pub fn call(server: &Server, scenario: &str, service: &str, keys: &[(&str, String)], phase: Duration, timeout: Duration) -> Result<Sipp> {
+        let remote = format!("127.0.0.1:{}", server.sip_port);
+        Self::run(scenario, &["-s", service, &remote], free_sip_port()?, keys, phase, timeout)
+    }
+
+    /// Waits on `port` for one call (Tutti dialling out) and plays `scenario` as its UAS.
+    pub fn answer(scenario: &str, port: u16, keys: &[(&str, String)], phase: Duration, timeout: Duration) -> Result<Sipp> {
+        Self::run(scenario, &[], port, keys, phase, timeout)
+    }
+
+    fn run(scenario: &str, args: &[&str], local_port: u16, keys: &[(&str, String)], phase: Duration, timeout: Duration) -> Result<Sipp> {
         let dir = tempfile::Builder::new().prefix("sipp-").tempdir()?;
-        let local_port = free_sip_port()?;
         let mut cmd = Command::new("sipp");
         cmd.current_dir(dir.path())
             .arg("-sf")
             .arg(scenario_path(scenario))
-            .args(["-s", service, "-m", "1", "-i", "127.0.0.1", "-p", &local_port.to_string()])
+            .args(["-m", "1", "-i", "127.0.0.1", "-p", &local_port.to_string()])
             .args(["-d", &phase.as_millis().to_string()])
             .args(["-trace_logs", "-log_file", "steps.log", "-trace_msg", "-message_file", "messages.log"])
             .args(["-trace_err", "-error_file", "errors.log", "-nostdin"]);
         for (key, value) in keys {
             cmd.args(["-key", key, value]);
         }
-        cmd.arg(format!("127.0.0.1:{}", server.sip_port));
+        cmd.args(args);
         let run = thread::spawn(move || {
             let output = run_bounded(cmd, timeout).context(INSTALL_HINT)?;
             let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
