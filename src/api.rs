@@ -377,7 +377,7 @@ async fn add_participant(
                 let location = format!("/v1/compositions/{composition}/participants/{}", participant.id);
                 return Ok(created(location, participant));
             }
-            _ => return Err(ApiError::bad_request("invalid_participant", "give either \"sdp\" (an offer) or \"sip_uri\" (a dial-out)")),
+            _ => return Err(ApiError::bad_request("invalid_json", "give either \"sdp\" (an offer) or \"sip_uri\" (a dial-out)")),
         }
     };
     let joined = engine.add_participant(composition.clone(), request).await?;
