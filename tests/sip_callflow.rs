@@ -238,3 +238,30 @@ fn deleting_a_ringing_dial_out_cancels_it() -> Result<()> {
     wait_until("the offer's ports to be free", Duration::from_secs(2), || Ok(server.bound_rtp_ports().is_empty()))?;
     Ok(())
 }
+
+/// A dial-out through `--sip-outbound-proxy` to a URI whose host is
+/// unreachable (TEST-NET): the proxy challenges with 407, Tutti answers with
+/// `--sip-username`/`--sip-password` (SIPp checks the digest; wrong
+/// credentials would get 403 and a failed participant), and the call is answered.
+#[test]
+fn a_dial_out_goes_through_the_outbound_proxy_and_answers_its_digest_challenge() -> Result<()> {
+    let proxy = free_sip_port()?;
+    let proxy_address = format!("127.0.0.1:{proxy}");
+    let server = Server::start_with(&["--sip-outbound-proxy", &proxy_address, "--sip-username", "tutti", "--sip-password", "secret"])?;
+    let id = server.create_composition(&json!({"name": "dial", "video": {"width": 320, "height": 180, "fps": 30}}))?;
+    let mut events = EventStream::open(&server, &format!("?composition={id}"), None)?;
+    let (audio, video) = (MediaPort::bind(false)?, MediaPort::bind(false)?);
+    let keys = [("audio1", audio.rtp_port.to_string()), ("video1", video.rtp_port.to_string())];
+    let uas = Sipp::answer("dial_out_proxy_auth.xml", proxy, &keys, PHASE, Duration::from_secs(40))?;
+    let response = server.post_json(&format!("/v1/compositions/{id}/participants"), &json!({"sip_uri": "sip:room4b@192.0.2.10:5060"}))?;
+    ensure!(response.status == 201, "{} {}", response.status, response.body);
+    let pid = response.json()?["id"].as_str().unwrap_or_default().to_string();
+    let outcome = events.wait_for(Duration::from_secs(10), "participant_joined or participant_failed", |e| {
+        is("participant_joined")(e) || is("participant_failed")(e)
+    })?;
+    ensure!(outcome["type"] == "participant_joined", "{outcome}\n{}", server.logs());
+    wait_until("RTP at the callee", Duration::from_secs(3), || Ok(audio.rtp_packets() > 10 && video.rtp_packets() > 10))?;
+    ensure!(server.delete(&format!("/v1/compositions/{id}/participants/{pid}"))?.status != 404);
+    uas.finish()?;
+    Ok(())
+}

@@ -44,6 +44,8 @@ pub(super) async fn dial(context: UserAgent, composition: CompositionId, partici
             realm: None,
             auth_username: None,
         }),
+        // rsipstack's default Call-ID ends in its vendor's domain.
+        call_id: Some(format!("{}@tutti", uuid_like())),
         ..Default::default()
     };
     let (dialog, outcome) = match context.dialogs.do_invite_async(option, context.states.clone()) {
@@ -81,4 +83,9 @@ pub(super) async fn dial(context: UserAgent, composition: CompositionId, partici
             let _ = dialog.bye().await;
         }
     }
+}
+
+/// 128 random bits in hex: a Call-ID's unique part.
+fn uuid_like() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
