@@ -1028,6 +1028,8 @@ impl Engine {
         let composition = |c: &Composition| {
             costs.composition(picture(&c.config))
                 + c.participants.iter().map(|p| costs.caller(p.sends_video)).fold(0.0, |a, b| a + b)
+                // An offer holding ports counts as the caller it may become.
+                + c.offers.iter().filter(|o| o.seat.audio_ports.is_some()).map(|o| costs.caller(o.seat.video_ports.is_some())).fold(0.0, |a, b| a + b)
                 + costs.output * c.outputs.len() as Cores
         };
         // fold from +0.0: an empty f64 `sum()` is -0.0, which would show as "-0.0" in /healthz.
