@@ -32,6 +32,8 @@ PACKAGES=(
   # a real softphone dials in over SIP in the sip_baresip test (aufile, sndfile,
   # snapshot and ctrl_tcp are in -core; avcodec/avformat for H.264 and the clip in -ffmpeg)
   baresip-core baresip-ffmpeg
+  # SIPp plays the SIP call flows (hold, re-INVITE, INFO, late offer, dial-out) in tests/sipp/
+  sip-tester
 )
 
 missing=()

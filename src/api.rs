@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::auth::{Access, Auth};
 use crate::guards::ApiGuards;
 use crate::media::MediaError;
-use crate::engine::{CompositionView, EngineError, EngineHandle, JoinRequest, OutputView, ParticipantView, Removal};
+use crate::engine::{CompositionView, DialRequest, EngineError, EngineHandle, JoinRequest, OutputView, ParticipantView, Removal};
 use crate::events::EventBus;
 use crate::events::webhook::WebhookStats;
 use std::sync::Arc;
@@ -120,6 +120,9 @@ impl From<EngineError> for ApiError {
             EngineError::MissingImage(_) => (StatusCode::BAD_REQUEST, "missing_image"),
             EngineError::Sdp(SdpError::Malformed(_)) => (StatusCode::BAD_REQUEST, "malformed_sdp"),
             EngineError::Sdp(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "no_common_codec"),
+            EngineError::Renegotiation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported_renegotiation"),
+            EngineError::InvalidDialOut(_) => (StatusCode::BAD_REQUEST, "invalid_sip_uri"),
+            EngineError::DialOutUnavailable => (StatusCode::CONFLICT, "sip_disabled"),
             EngineError::PortsExhausted(_) => (StatusCode::SERVICE_UNAVAILABLE, "ports_exhausted"),
             EngineError::CompositionFull(..) => (StatusCode::CONFLICT, "composition_full"),
             EngineError::OutputConflict(..) => (StatusCode::CONFLICT, "output_conflict"),
@@ -329,13 +332,18 @@ async fn list_participants(State(engine): State<EngineHandle>, Path(id): Path<St
     Ok(axum::Json(ParticipantList { participants: composition.participants }))
 }
 
-/// `{"name": "Room 4B", "sdp": "<offer>"}`
+/// `{"name": "Room 4B", "sdp": "<offer>"}` or `{"name": "Room 4B", "sip_uri": "sip:room4b@pbx"}`
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JoinBody {
     #[serde(default)]
     name: Option<String>,
-    sdp: String,
+    /// The caller's SDP offer (a plain RTP participant)…
+    #[serde(default)]
+    sdp: Option<String>,
+    /// …or a SIP URI Tutti dials out to.
+    #[serde(default)]
+    sip_uri: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -365,7 +373,15 @@ async fn add_participant(
             ),
             _ => e,
         })?;
-        JoinRequest { name: body.name, offer: body.sdp, signalling: Signalling::Api }
+        match (body.sdp, body.sip_uri) {
+            (Some(offer), None) => JoinRequest { name: body.name, offer, signalling: Signalling::Api },
+            (None, Some(uri)) => {
+                let participant = engine.dial_out(composition.clone(), DialRequest { name: body.name, uri }).await?;
+                let location = format!("/v1/compositions/{composition}/participants/{}", participant.id);
+                return Ok(created(location, participant));
+            }
+            _ => return Err(ApiError::bad_request("invalid_json", "give either \"sdp\" (an offer) or \"sip_uri\" (a dial-out)")),
+        }
     };
     let joined = engine.add_participant(composition.clone(), request).await?;
     let location = format!("/v1/compositions/{composition}/participants/{}", joined.participant.id);

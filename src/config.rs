@@ -140,6 +140,17 @@ pub struct ServeArgs {
     /// challenge (401, SHA-256 or MD5); repeat for several users.
     #[arg(long = "sip-user", env = "TUTTI_SIP_USERS", value_delimiter = ',', hide_env_values = true)]
     pub sip_users: Vec<String>,
+    /// Where dial-outs (`POST .../participants` with a `sip_uri`) are sent,
+    /// as IP:PORT (a PBX, a carrier's SBC) [default: straight to the URI's host].
+    #[arg(long, env = "TUTTI_SIP_OUTBOUND_PROXY")]
+    pub sip_outbound_proxy: Option<SocketAddr>,
+    /// The user dial-outs authenticate as when the proxy or the callee
+    /// challenges (401/407 digest), with --sip-password.
+    #[arg(long, env = "TUTTI_SIP_USERNAME")]
+    pub sip_username: Option<String>,
+    /// The digest password of --sip-username.
+    #[arg(long, env = "TUTTI_SIP_PASSWORD", hide_env_values = true)]
+    pub sip_password: Option<String>,
     /// URL every event is POSTed to, signed with --webhook-secret; repeat
     /// the option (or separate with commas) for several receivers.
     #[arg(long = "webhook-url", env = "TUTTI_WEBHOOK_URLS", value_delimiter = ',')]
@@ -245,6 +256,9 @@ struct FileConfig {
     /// Dial-plan rules (`[[sip_routes]]`) and the compositions ad-hoc rooms are made from.
     sip_routes: Option<Vec<RouteRule>>,
     sip_templates: Option<HashMap<String, CompositionConfig>>,
+    sip_outbound_proxy: Option<SocketAddr>,
+    sip_username: Option<String>,
+    sip_password: Option<String>,
     webhook_urls: Option<Vec<String>>,
     webhook_secret: Option<String>,
     rtmps_ca_file: Option<PathBuf>,
@@ -279,6 +293,10 @@ pub struct SipSettings {
     pub routes: Rules,
     /// By name: what an ad-hoc room is made of.
     pub templates: HashMap<String, CompositionConfig>,
+    /// Where dial-outs go first; `None`: to the URI's host.
+    pub outbound_proxy: Option<SocketAddr>,
+    /// Who dial-outs authenticate as when challenged.
+    pub credentials: Option<SipUser>,
 }
 
 /// Where SIP over TLS listens, and the certificate it presents.
@@ -347,7 +365,17 @@ impl SipSettings {
             template.validate().with_context(|| format!("[sip_templates.{name}]"))?;
         }
         let routes = Rules::new(&routes, &templates).map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(SipSettings { listen, public_address, tls, trusted_networks, users, routes, templates })
+        Ok(SipSettings { listen, public_address, tls, trusted_networks, users, routes, templates, outbound_proxy: None, credentials: None })
+    }
+
+    fn with_dial_out(mut self, proxy: Option<SocketAddr>, username: Option<String>, password: Option<String>) -> anyhow::Result<SipSettings> {
+        self.outbound_proxy = proxy;
+        self.credentials = match (username, password) {
+            (Some(name), Some(password)) => Some(SipUser { name, password }),
+            (None, None) => None,
+            _ => anyhow::bail!("--sip-username and --sip-password go together"),
+        };
+        Ok(self)
     }
 }
 
@@ -477,6 +505,11 @@ impl Config {
                 if args.sip_users.is_empty() { file.sip_users.unwrap_or_default() } else { args.sip_users },
                 file.sip_routes.unwrap_or_default(),
                 file.sip_templates.unwrap_or_default(),
+            )?
+            .with_dial_out(
+                args.sip_outbound_proxy.or(file.sip_outbound_proxy),
+                args.sip_username.or(file.sip_username),
+                args.sip_password.or(file.sip_password),
             )?,
             webhooks,
             rtmps_ca_file: args.rtmps_ca_file.or(file.rtmps_ca_file),

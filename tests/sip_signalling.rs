@@ -9,7 +9,7 @@ use std::io::Write;
 use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use common::{Dialog, MediaPort, Server, Sipp, SippRun, TestCa, Validity, free_sip_port, pcmu_offer, wait_until};
 use serde_json::{Value, json};
 
@@ -18,17 +18,11 @@ fn participants(server: &Server, composition: &str) -> Result<Vec<Value>> {
     Ok(list["participants"].as_array().cloned().unwrap_or_default())
 }
 
-fn ensure_passed(run: &SippRun, what: &str) -> Result<()> {
-    ensure!(run.passed(), "{what}: SIPp failed ({}):\n{}\n{}", run.status, run.errors, run.messages);
-    Ok(())
-}
-
 #[test]
 fn options_outside_a_dialog_says_what_tutti_takes_over_udp_and_tcp() -> Result<()> {
     let server = Server::start()?;
     for tcp in [false, true] {
-        let run = Sipp::run("options.xml", &[], "anyone", server.sip_port, tcp)?;
-        ensure_passed(&run, if tcp { "OPTIONS over TCP" } else { "OPTIONS over UDP" })?;
+        Sipp::play("options.xml", &[], "anyone", server.sip_port, tcp).context(if tcp { "OPTIONS over TCP" } else { "OPTIONS over UDP" })?;
     }
     Ok(())
 }
@@ -41,7 +35,7 @@ fn a_call_by_name_joins_sends_media_survives_keepalives_and_leaves_with_its_bye(
     let offer = pcmu_offer(media.rtp_port);
     let middle = Dialog::new().pause(2500).options().refresh(&offer).hang_up();
     let invited = Instant::now();
-    let sipp = Sipp::start("call.xml", &[("BODY", &offer), ("MIDDLE", &middle), ("END", "")], "BOARD", server.sip_port, false)?;
+    let sipp = Sipp::place("call.xml", &[("BODY", &offer), ("MIDDLE", &middle), ("END", "")], "BOARD", server.sip_port, false)?;
 
     wait_until("the SIP caller to be listed", Duration::from_secs(2), || Ok(participants(&server, &id)?.len() == 1))?;
     let listed = invited.elapsed();
@@ -57,8 +51,7 @@ fn a_call_by_name_joins_sends_media_survives_keepalives_and_leaves_with_its_bye(
     wait_until("RTP at the caller's port", Duration::from_secs(2), || Ok(media.rtp_packets() > 0))?;
     let first_rtp = invited.elapsed();
 
-    let run = sipp.wait(Duration::from_secs(20))?;
-    ensure_passed(&run, "call with OPTIONS and a session refresh, then BYE")?;
+    let run = sipp.finish().context("call with OPTIONS and a session refresh, then BYE")?;
     ensure!(run.messages.matches("SIP/2.0 200 OK").count() >= 4, "200 to INVITE, OPTIONS, re-INVITE and BYE:\n{}", run.messages);
     wait_until("the caller to be gone after its BYE", Duration::from_secs(1), || Ok(participants(&server, &id)?.is_empty()))?;
     let packets = media.rtp_packets();
@@ -74,13 +67,12 @@ fn a_call_by_id_over_tcp_gets_a_bye_when_the_api_removes_it() -> Result<()> {
     let media = MediaPort::bind(false)?;
     let offer = pcmu_offer(media.rtp_port);
     let end = Dialog::new().await_bye(10_000);
-    let sipp = Sipp::start("call.xml", &[("BODY", &offer), ("MIDDLE", ""), ("END", &end)], &id, server.sip_port, true)?;
+    let sipp = Sipp::place("call.xml", &[("BODY", &offer), ("MIDDLE", ""), ("END", &end)], &id, server.sip_port, true)?;
     wait_until("the SIP caller to be listed", Duration::from_secs(2), || Ok(participants(&server, &id)?.len() == 1))?;
     let pid = participants(&server, &id)?[0]["id"].as_str().unwrap_or_default().to_string();
     let deleted = server.delete(&format!("/v1/compositions/{id}/participants/{pid}"))?;
     ensure!(deleted.status == 204 || deleted.status == 202, "DELETE: {}", deleted.status);
-    let run = sipp.wait(Duration::from_secs(15))?;
-    ensure_passed(&run, "BYE from Tutti after DELETE")?;
+    let run = sipp.finish().context("BYE from Tutti after DELETE")?;
     ensure!(run.messages.contains("BYE sip:"), "SIPp received a BYE:\n{}", run.messages);
     Ok(())
 }
@@ -93,7 +85,7 @@ fn refusals_carry_the_status_and_reason_endpoints_act_on() -> Result<()> {
     let offer = pcmu_offer(media.rtp_port);
     let sdp_headers = "      Content-Type: application/sdp";
     let refused = |service: &str, headers: &str, body: &str, status: &str, checks: &str| -> Result<SippRun> {
-        Sipp::run(
+        Sipp::play(
             "refused.xml",
             &[("HEADERS", headers), ("BODY", body), ("STATUS", status), ("CHECKS", checks)],
             service,
@@ -102,24 +94,20 @@ fn refusals_carry_the_status_and_reason_endpoints_act_on() -> Result<()> {
         )
     };
 
-    let run = refused("lobby", sdp_headers, &offer, "404", "")?;
-    ensure_passed(&run, "a room nobody created: 404")?;
+    refused("lobby", sdp_headers, &offer, "404", "").context("a room nobody created: 404")?;
 
     let g729 = offer.replace("RTP/AVP 0", "RTP/AVP 18").replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:18 G729/8000");
     let warning = r#"<ereg regexp="305 Tutti/[0-9.]+ \".*G729" search_in="hdr" header="Warning:" check_it="true" assign_to="checked"/>"#;
-    let run = refused("small", sdp_headers, &g729, "488", warning)?;
-    ensure_passed(&run, "no codec in common: 488 with a Warning naming the offer")?;
+    refused("small", sdp_headers, &g729, "488", warning).context("no codec in common: 488 with a Warning naming the offer")?;
 
     let accept = r#"<ereg regexp="application/sdp" search_in="hdr" header="Accept:" check_it="true" assign_to="checked"/>"#;
-    let run = refused("small", "      Content-Type: text/plain", "hello", "415", accept)?;
-    ensure_passed(&run, "a body that is not SDP: 415 with Accept")?;
+    refused("small", "      Content-Type: text/plain", "hello", "415", accept).context("a body that is not SDP: 415 with Accept")?;
 
     // The room's one seat taken, one caller more is busy.
-    let first = Sipp::start("call.xml", &[("BODY", &offer), ("MIDDLE", ""), ("END", &Dialog::new().await_bye(10_000))], "small", server.sip_port, false)?;
+    let first = Sipp::place("call.xml", &[("BODY", &offer), ("MIDDLE", ""), ("END", &Dialog::new().await_bye(10_000))], "small", server.sip_port, false)?;
     wait_until("the first caller to be listed", Duration::from_secs(2), || Ok(participants(&server, &id)?.len() == 1))?;
     let other = MediaPort::bind(false)?;
-    let run = refused("small", sdp_headers, &pcmu_offer(other.rtp_port), "486", "")?;
-    ensure_passed(&run, "a full room: 486 Busy Here")?;
+    refused("small", sdp_headers, &pcmu_offer(other.rtp_port), "486", "").context("a full room: 486 Busy Here")?;
     ensure!(participants(&server, &id)?.len() == 1, "the refused caller left nothing behind");
     let metrics = server.get("/metrics")?.body;
     for line in ["tutti_sip_calls 1", "tutti_sip_calls_answered_total 1"]
@@ -130,24 +118,23 @@ fn refusals_carry_the_status_and_reason_endpoints_act_on() -> Result<()> {
         ensure!(metrics.lines().any(|l| l == line), "/metrics has `{line}`:\n{}", metrics.lines().filter(|l| l.contains("sip")).collect::<Vec<_>>().join("\n"));
     }
     server.delete(&format!("/v1/compositions/{id}"))?;
-    ensure_passed(&first.wait(Duration::from_secs(15))?, "deleting the composition hangs up its caller")?;
+    first.finish().context("deleting the composition hangs up its caller")?;
 
     // A node at its limit asks to be tried again later, as SBCs fail over on 503.
     let full = Server::start_with(&["--max-participants", "1"])?;
     let a = full.create_composition(&json!({"name": "a", "audio_only": true}))?;
     full.create_composition(&json!({"name": "b", "audio_only": true}))?;
     let media_a = MediaPort::bind(false)?;
-    let held = Sipp::start("call.xml", &[("BODY", &pcmu_offer(media_a.rtp_port)), ("MIDDLE", ""), ("END", &Dialog::new().await_bye(10_000))], "a", full.sip_port, false)?;
+    let held = Sipp::place("call.xml", &[("BODY", &pcmu_offer(media_a.rtp_port)), ("MIDDLE", ""), ("END", &Dialog::new().await_bye(10_000))], "a", full.sip_port, false)?;
     wait_until("the node's one participant to be listed", Duration::from_secs(2), || Ok(participants(&full, &a)?.len() == 1))?;
     let retry = r#"<ereg regexp=" *[0-9]+" search_in="hdr" header="Retry-After:" check_it="true" assign_to="checked"/>"#;
-    let run = Sipp::run(
+    Sipp::play(
         "refused.xml",
         &[("HEADERS", sdp_headers), ("BODY", &pcmu_offer(other.rtp_port)), ("STATUS", "503"), ("CHECKS", retry)],
         "b",
         full.sip_port,
         false,
-    )?;
-    ensure_passed(&run, "a node at --max-participants: 503 with Retry-After")?;
+    ).context("a node at --max-participants: 503 with Retry-After")?;
     drop(held);
     Ok(())
 }
@@ -160,7 +147,7 @@ fn outside_the_trusted_networks_a_caller_proves_a_users_password() -> Result<()>
     let media = MediaPort::bind(false)?;
     let offer = pcmu_offer(media.rtp_port);
     let await_bye = Dialog::new().await_bye(10_000);
-    let caller = Sipp::start(
+    let caller = Sipp::place(
         "digest.xml",
         &[("USER", "alice"), ("PASSWORD", "wonderland"), ("BODY", &offer), ("STATUS", "200"), ("AFTER", &await_bye)],
         "vault",
@@ -169,29 +156,26 @@ fn outside_the_trusted_networks_a_caller_proves_a_users_password() -> Result<()>
     )?;
     wait_until("alice to be listed", Duration::from_secs(3), || Ok(participants(&server, &id)?.len() == 1))?;
     server.delete(&format!("/v1/compositions/{id}"))?;
-    let run = caller.wait(Duration::from_secs(15))?;
-    ensure_passed(&run, "401, then the right password: 200")?;
+    let run = caller.finish().context("401, then the right password: 200")?;
     ensure!(run.messages.contains("WWW-Authenticate: Digest realm=\"tutti\""), "the challenge:\n{}", run.messages);
 
     let id = server.create_composition(&json!({"name": "vault", "audio_only": true}))?;
     for (user, password) in [("alice", "looking-glass"), ("mallory", "wonderland")] {
         let fills = [("USER", user), ("PASSWORD", password), ("BODY", offer.as_str()), ("STATUS", "403"), ("AFTER", "")];
-        let run = Sipp::run("digest.xml", &fills, "vault", server.sip_port, false)?;
-        ensure_passed(&run, &format!("{user} with a wrong password: 403"))?;
+        Sipp::play("digest.xml", &fills, "vault", server.sip_port, false).with_context(|| format!("{user} with a wrong password: 403"))?;
     }
     ensure!(participants(&server, &id)?.is_empty(), "nobody got in with a wrong password");
 
     // With no users configured, a stranger is refused outright.
     let closed = Server::start_with(&["--sip-trusted-network", "192.0.2.0/24"])?;
     closed.create_composition(&json!({"name": "vault", "audio_only": true}))?;
-    let run = Sipp::run(
+    Sipp::play(
         "refused.xml",
         &[("HEADERS", "      Content-Type: application/sdp"), ("BODY", &offer), ("STATUS", "403"), ("CHECKS", "")],
         "vault",
         closed.sip_port,
         false,
-    )?;
-    ensure_passed(&run, "a stranger where no user may call: 403")?;
+    ).context("a stranger where no user may call: 403")?;
     Ok(())
 }
 
@@ -215,7 +199,7 @@ fn a_dial_plan_routes_numbers_and_makes_ad_hoc_rooms_that_end_with_their_last_ca
     let ports: Vec<MediaPort> = (0..3).map(|_| MediaPort::bind(false)).collect::<Result<_>>()?;
     let call = |service: &str, port: &MediaPort, millis: u64| {
         let middle = Dialog::new().pause(millis).hang_up();
-        Sipp::start("call.xml", &[("BODY", &pcmu_offer(port.rtp_port)), ("MIDDLE", &middle), ("END", "")], service, server.sip_port, false)
+        Sipp::place("call.xml", &[("BODY", &pcmu_offer(port.rtp_port)), ("MIDDLE", &middle), ("END", "")], service, server.sip_port, false)
     };
     let to_board = call("100", &ports[0], 1500)?;
     // Two callers of a room nobody made, at the same moment: one room.
@@ -232,18 +216,17 @@ fn a_dial_plan_routes_numbers_and_makes_ad_hoc_rooms_that_end_with_their_last_ca
     let made = huddles()?.remove(0);
     ensure!(made["audio_only"] == true, "made from the template: {made}");
     for (run, what) in [(to_board, "call to 100"), (red_1, "first huddle caller"), (red_2, "second huddle caller")] {
-        ensure_passed(&run.wait(Duration::from_secs(15))?, what)?;
+        run.finish().context(what)?;
     }
     wait_until("the ad-hoc room to close with its last caller", Duration::from_secs(1), || Ok(huddles()?.is_empty()))?;
     ensure!(server.get(&format!("/v1/compositions/{board}"))?.status == 200, "a room made through the API stays");
-    let run = Sipp::run(
+    Sipp::play(
         "refused.xml",
         &[("HEADERS", "      Content-Type: application/sdp"), ("BODY", &pcmu_offer(ports[0].rtp_port)), ("STATUS", "404"), ("CHECKS", "")],
         "huddle-42",
         server.sip_port,
         false,
-    )?;
-    ensure_passed(&run, "a number no rule matches: 404")?;
+    ).context("a number no rule matches: 404")?;
     Ok(())
 }
 
@@ -378,14 +361,13 @@ fn with_encryption_required_keys_travel_only_over_tls() -> Result<()> {
         .replace("a=sendrecv\r\n", "a=sendrecv\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:W8p2ldzs0nBMvIvHKYOvTqkPqAhKJcQTwTUFA3tM\r\n");
 
     let warning = r#"<ereg regexp="399 Tutti/[0-9.]+ \".*only over TLS" search_in="hdr" header="Warning:" check_it="true" assign_to="checked"/>"#;
-    let run = Sipp::run(
+    Sipp::play(
         "refused.xml",
         &[("HEADERS", "      Content-Type: application/sdp"), ("BODY", &srtp_offer), ("STATUS", "488"), ("CHECKS", warning)],
         "secure",
         server.sip_port,
         false,
-    )?;
-    ensure_passed(&run, "SDES keys over UDP under media_encryption = required: 488")?;
+    ).context("SDES keys over UDP under media_encryption = required: 488")?;
 
     let mut peer = TlsPeer::connect(tls_port, &ca_pem)?;
     let invite = peer.request("INVITE", 1, "", "s1", &srtp_offer);
@@ -415,7 +397,7 @@ fn garbage_at_the_sip_port_disturbs_no_call() -> Result<()> {
     let media = MediaPort::bind(false)?;
     let offer = pcmu_offer(media.rtp_port);
     let middle = Dialog::new().pause(4000).options().hang_up();
-    let call = Sipp::start("call.xml", &[("BODY", &offer), ("MIDDLE", &middle), ("END", "")], "steady", server.sip_port, false)?;
+    let call = Sipp::place("call.xml", &[("BODY", &offer), ("MIDDLE", &middle), ("END", "")], "steady", server.sip_port, false)?;
     wait_until("RTP at the caller's port", Duration::from_secs(3), || Ok(media.rtp_packets() > 10))?;
     media.take_longest_rtp_gap();
 
@@ -453,10 +435,8 @@ fn garbage_at_the_sip_port_disturbs_no_call() -> Result<()> {
     let mut half = TcpStream::connect(sip)?;
     half.write_all(&invite.as_bytes()[..40])?;
 
-    let probe = Sipp::run("options.xml", &[], "steady", server.sip_port, false)?;
-    ensure_passed(&probe, "OPTIONS answered right after the garbage")?;
-    let run = call.wait(Duration::from_secs(20))?;
-    ensure_passed(&run, "the call in progress: in-dialog OPTIONS and BYE still answered")?;
+    Sipp::play("options.xml", &[], "steady", server.sip_port, false).context("OPTIONS answered right after the garbage")?;
+    call.finish().context("the call in progress: in-dialog OPTIONS and BYE still answered")?;
     let gap = media.take_longest_rtp_gap();
     ensure!(gap < Duration::from_millis(300), "the caller's RTP went on through the garbage; longest gap {gap:?}");
     wait_until("the caller to be gone after its BYE", Duration::from_secs(1), || Ok(participants(&server, &id)?.is_empty()))?;

@@ -41,9 +41,10 @@ use crate::model::controls::{InvalidPatch, ParticipantControls, ParticipantPatch
 use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 use crate::model::layout::LayoutConfig;
 use crate::model::output::{InvalidOutput, OutputConfig, ValidOutput};
-use crate::model::sdp::{self, Canvas, LocalTransport, SdpError};
-use crate::model::signalling::Signalling;
-use crate::ports::{PortAllocator, PortsExhausted};
+use crate::model::sdp::crypto::MediaEncryption;
+use crate::model::sdp::{self, Canvas, LocalTransport, Negotiation, RenegotiationError, SdpError, with_origin_version};
+use crate::model::signalling::{Signalling, SipCall};
+use crate::ports::{PortAllocator, PortPair, PortsExhausted};
 use crate::rtmp::{PublisherConfig, PublisherHandle, RtmpServerHandle, RtmpsTrust, spawn_publisher};
 use watch::{CompositeWatch, LegWatches, OutputWatch};
 
@@ -63,6 +64,8 @@ pub enum EngineError {
     #[error(transparent)]
     Sdp(#[from] SdpError),
     #[error(transparent)]
+    Renegotiation(#[from] RenegotiationError),
+    #[error(transparent)]
     PortsExhausted(#[from] PortsExhausted),
     #[error("output {1} of composition {0} already writes there")]
     OutputConflict(CompositionId, OutputId),
@@ -76,6 +79,10 @@ pub enum EngineError {
     MissingImage(#[from] MissingImage),
     #[error("media pipeline: {0}")]
     Media(#[from] MediaError),
+    #[error("dial-out needs SIP (--sip-listen)")]
+    DialOutUnavailable,
+    #[error("invalid dial-out: {0}")]
+    InvalidDialOut(String),
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error(transparent)]
@@ -90,6 +97,18 @@ pub struct JoinRequest {
     pub name: Option<String>,
     pub offer: String,
     pub signalling: Signalling,
+}
+
+/// A participant Tutti will make the offer to (a SIP late offer, a dial-out).
+pub struct OfferRequest {
+    pub name: Option<String>,
+    pub signalling: Signalling,
+}
+
+/// Tutti's offer, and the id its participant will have once answered.
+pub struct Offered {
+    pub participant: ParticipantId,
+    pub offer: String,
 }
 
 /// A new participant and the SDP answer for it.
@@ -118,6 +137,13 @@ enum Command {
     GetParticipant(CompositionId, ParticipantId, Reply<ParticipantView>),
     RemoveParticipant(CompositionId, ParticipantId, Reply<Removal>),
     UpdateParticipant(CompositionId, ParticipantId, ParticipantPatch, Reply<ParticipantView>),
+    Renegotiate(CompositionId, ParticipantId, String, Reply<String>),
+    MakeOffer(CompositionId, OfferRequest, Reply<Offered>),
+    DialOut(CompositionId, DialRequest, Reply<ParticipantView>),
+    PendingOffer(CompositionId, ParticipantId, Reply<String>),
+    DialProgressed(CompositionId, ParticipantId, DialProgress, Reply<()>),
+    CompleteOffer(CompositionId, ParticipantId, String, Reply<ParticipantView>),
+    RequestKeyframe(CompositionId, ParticipantId, Reply<()>),
     SetLayout(CompositionId, LayoutConfig, Reply<LayoutConfig>),
     AddOutput(CompositionId, OutputConfig, Reply<OutputView>),
     GetOutput(CompositionId, OutputId, Reply<OutputView>),
@@ -178,6 +204,48 @@ impl EngineHandle {
         self.ask(|r| Command::UpdateParticipant(id, pid, patch, r)).await
     }
 
+    /// A participant's new SDP offer in its running session (hold, resume,
+    /// a moved address): answers with Tutti's answer, or refuses and leaves
+    /// the session as it was.
+    pub async fn renegotiate(&self, id: CompositionId, pid: ParticipantId, offer: String) -> Result<String, EngineError> {
+        self.ask(|r| Command::Renegotiate(id, pid, offer, r)).await
+    }
+
+    /// Tutti's offer for a participant whose endpoint will answer (a late
+    /// offer, a dial-out); the participant joins with [`Self::complete_offer`],
+    /// or the offer is withdrawn with [`Self::remove_participant`].
+    pub async fn make_offer(&self, id: CompositionId, request: OfferRequest) -> Result<Offered, EngineError> {
+        self.ask(|r| Command::MakeOffer(id, request, r)).await
+    }
+
+    /// Calls a SIP URI into composition `id`: a participant in state
+    /// `calling` whose offer the SIP adapter sends (it follows the
+    /// `participant_calling` event) and whose answer it reports.
+    pub async fn dial_out(&self, id: CompositionId, request: DialRequest) -> Result<ParticipantView, EngineError> {
+        self.ask(|r| Command::DialOut(id, request, r)).await
+    }
+
+    /// Tutti's offer to a participant whose answer is pending.
+    pub async fn pending_offer(&self, id: CompositionId, pid: ParticipantId) -> Result<String, EngineError> {
+        self.ask(|r| Command::PendingOffer(id, pid, r)).await
+    }
+
+    /// How a dial-out goes before its answer: ringing, or failed.
+    pub async fn dial_progressed(&self, id: CompositionId, pid: ParticipantId, progress: DialProgress) -> Result<(), EngineError> {
+        self.ask(|r| Command::DialProgressed(id, pid, progress, r)).await
+    }
+
+    /// The endpoint's answer to Tutti's offer: the participant joins.
+    pub async fn complete_offer(&self, id: CompositionId, pid: ParticipantId, answer: String) -> Result<ParticipantView, EngineError> {
+        self.ask(|r| Command::CompleteOffer(id, pid, answer, r)).await
+    }
+
+    /// A keyframe, soon, in the video a participant receives (its endpoint
+    /// lost the picture and asked, as room systems do over SIP INFO).
+    pub async fn request_keyframe(&self, id: CompositionId, pid: ParticipantId) -> Result<(), EngineError> {
+        self.ask(|r| Command::RequestKeyframe(id, pid, r)).await
+    }
+
     /// Replaces a composition's layout, live; answers with the layout now in force.
     pub async fn set_layout(&self, id: CompositionId, layout: LayoutConfig) -> Result<LayoutConfig, EngineError> {
         self.ask(|r| Command::SetLayout(id, layout, r)).await
@@ -227,6 +295,9 @@ struct Composition {
     composite: Option<CompositeWatch>,
     /// Who the layouts follow, as last announced.
     active_speaker: Option<ParticipantId>,
+    /// Offers Tutti made, waiting for their answers; dial-outs among them
+    /// show as participants (`calling`, `ringing`, `failed`).
+    offers: Vec<PendingOffer>,
 }
 
 struct OutputRecord {
@@ -254,6 +325,62 @@ struct Participant {
     joined: Instant,
     last_error: Option<String>,
     watches: LegWatches,
+    session: SdpSession,
+}
+
+/// What a participant joins with, besides its negotiation.
+struct Seat {
+    /// Tutti's offer, when Tutti made it.
+    offer: String,
+    name: Option<String>,
+    signalling: Signalling,
+    audio_ports: Option<PortPair>,
+    video_ports: Option<PortPair>,
+    local: LocalTransport,
+    session_id: u64,
+}
+
+/// An offer Tutti made, waiting for its answer; its ports are held.
+struct PendingOffer {
+    id: ParticipantId,
+    seat: Seat,
+    /// A dial-out's progress; `None` for a SIP late offer (not shown).
+    dial: Option<Dial>,
+}
+
+/// A dial-out, from the API's `sip_uri`, until it is answered.
+struct Dial {
+    name: String,
+    state: ParticipantState,
+    last_error: Option<String>,
+}
+
+/// What the signalling adapter reports of a dial-out before its answer.
+#[derive(Clone, Debug)]
+pub enum DialProgress {
+    /// The callee is alerted (SIP 180/183).
+    Ringing,
+    /// It will not be answered: the status and reason (`486 Busy Here`).
+    Failed(String),
+}
+
+/// `POST .../participants` with a `sip_uri`: a participant Tutti calls.
+pub struct DialRequest {
+    pub name: Option<String>,
+    pub uri: String,
+}
+
+/// A participant's side of its offer/answer session: what later offers
+/// are negotiated against and what its answers keep (RFC 3264 §8).
+struct SdpSession {
+    /// As negotiated when it joined: what its leg was built for.
+    built: Negotiation,
+    local: LocalTransport,
+    session_id: u64,
+    /// The o= version of Tutti's last answer.
+    version: u64,
+    /// The caller's last offer asked Tutti to send it nothing.
+    on_hold: bool,
 }
 
 /// What the engine needs from the async side: a runtime for RTMP
@@ -373,6 +500,21 @@ impl Engine {
                 self.answer_removal(removed, reply)
             }
             Command::UpdateParticipant(id, pid, patch, reply) => drop(reply.send(self.update_participant(&id, &pid, &patch))),
+            Command::Renegotiate(id, pid, offer, reply) => drop(reply.send(self.renegotiate(&id, &pid, &offer))),
+            Command::MakeOffer(id, request, reply) => drop(reply.send(self.make_offer(&id, request, None))),
+            Command::DialOut(id, request, reply) => drop(reply.send(self.dial_out(&id, request))),
+            Command::PendingOffer(id, pid, reply) => drop(reply.send(self.get(&id).and_then(|c| {
+                let offer = c.offers.iter().find(|o| o.id == pid).ok_or_else(|| EngineError::ParticipantNotFound(id.clone(), pid.clone()))?;
+                Ok(offer.seat.offer.clone())
+            }))),
+            Command::DialProgressed(id, pid, progress, reply) => drop(reply.send(self.dial_progressed(&id, &pid, progress))),
+            Command::CompleteOffer(id, pid, answer, reply) => drop(reply.send(self.complete_offer(&id, &pid, &answer))),
+            Command::RequestKeyframe(id, pid, reply) => drop(reply.send(self.get(&id).and_then(|c| {
+                c.participants.iter().find(|p| p.id == pid).ok_or_else(|| EngineError::ParticipantNotFound(id.clone(), pid.clone()))?;
+                tracing::debug!(composition = %id, participant = %pid, "keyframe requested for a participant");
+                c.media.request_keyframe_for(&pid);
+                Ok(())
+            }))),
             Command::SetLayout(id, layout, reply) => drop(reply.send(self.set_layout(&id, layout))),
             Command::AddOutput(id, output, reply) => drop(reply.send(self.add_output(&id, &output))),
             Command::GetOutput(id, oid, reply) => drop(reply.send(self.get(&id).and_then(|c| {
@@ -430,6 +572,7 @@ impl Engine {
             rtmp_play_url: server.map(|s| s.play_url(id.as_str())),
             config: config.clone(),
             active_speaker: None,
+            offers: Vec::new(),
         };
         self.compositions.insert(id.clone(), composition);
         for output in &config.outputs {
@@ -510,8 +653,9 @@ impl Engine {
         tracing::info!(composition = %id, "composition deleted");
         // Whoever follows a participant or an output hears it end.
         let events = &self.services.events;
-        for participant in &composition.participants {
-            events.publish(id, EventKind::ParticipantLeft { participant: participant.id.clone() });
+        let dialled = composition.offers.iter().filter(|o| o.dial.is_some()).map(|o| &o.id);
+        for participant in composition.participants.iter().map(|p| &p.id).chain(dialled) {
+            events.publish(id, EventKind::ParticipantLeft { participant: participant.clone() });
         }
         for output in &composition.outputs {
             events.publish(id, EventKind::OutputRemoved { output: output.id.clone() });
@@ -520,40 +664,173 @@ impl Engine {
         Ok(Some(ticket))
     }
 
-    fn add_participant(&mut self, id: &CompositionId, request: JoinRequest) -> Result<Joined, EngineError> {
+    /// Whether one more participant fits this node and composition `id`:
+    /// counts, then cost (one that sends video costs more).
+    fn admit(&self, id: &CompositionId, sends_video: bool) -> Result<(), EngineError> {
         let limits = &self.config.limits;
-        if self.compositions.values().map(|c| c.participants.len()).sum::<usize>() >= limits.max_participants {
+        let joined = self.compositions.values().map(|c| c.participants.len() + c.offers.len()).sum::<usize>();
+        if joined >= limits.max_participants {
             return Err(EngineError::TooManyParticipants(limits.max_participants));
         }
-        let committed = self.committed_cost();
-        let composition = composition_mut(&mut self.compositions, id)?;
+        let composition = self.get(id)?;
         let most = composition.config.participant_limit();
-        if composition.participants.len() >= most {
+        if composition.participants.len() + composition.offers.len() >= most {
             return Err(EngineError::CompositionFull(id.clone(), most));
         }
+        limits.cpu_budget.admit(self.committed_cost(), limits.costs.caller(sends_video))?;
+        Ok(())
+    }
+
+    fn canvas_of(&self, id: &CompositionId) -> Result<Canvas, EngineError> {
+        let v = &self.get(id)?.config.video;
+        Ok(Canvas { width: v.width, height: v.height, fps: v.fps })
+    }
+
+    fn add_participant(&mut self, id: &CompositionId, request: JoinRequest) -> Result<Joined, EngineError> {
+        let audio_only = self.get(id)?.config.audio_only;
         let mut negotiation = sdp::negotiate(&request.offer, self.config.media_encryption)?;
-        if composition.config.audio_only {
+        if audio_only {
             negotiation = negotiation.without_video()?;
         }
-        let sends_video = negotiation.video.is_some();
-        self.config.limits.cpu_budget.admit(committed, self.config.limits.costs.caller(sends_video))?;
+        self.admit(id, negotiation.video.is_some())?;
         let audio_ports = negotiation.audio.as_ref().map(|_| self.ports.allocate()).transpose()?;
         let video_ports = negotiation.video.as_ref().map(|_| self.ports.allocate()).transpose()?;
-
         let local = LocalTransport {
             address: self.config.public_ip,
             audio_port: audio_ports.as_ref().map(|p| p.rtp_port()),
             video_port: video_ports.as_ref().map(|p| p.rtp_port()),
         };
-        let v = &composition.config.video;
-        let canvas = Canvas { width: v.width, height: v.height, fps: v.fps };
-        let answer = negotiation.answer(&local, canvas, rand::random::<u32>().into());
+        let session_id = rand::random::<u32>().into();
+        let answer = negotiation.answer(&local, self.canvas_of(id)?, session_id);
+        let seat = Seat { offer: String::new(), name: request.name, signalling: request.signalling, audio_ports, video_ports, local, session_id };
+        let participant = self.seat(id, ParticipantId::random(), negotiation, seat)?;
+        Ok(Joined { participant, answer })
+    }
 
+    /// Tutti's offer for a participant whose endpoint will answer (a SIP
+    /// late offer, a dial-out): its ports are allocated now, its media is
+    /// built by [`Self::complete_offer`] once the answer comes.
+    fn make_offer(&mut self, id: &CompositionId, request: OfferRequest, dial: Option<Dial>) -> Result<Offered, EngineError> {
+        if self.config.media_encryption == MediaEncryption::Required {
+            // Tutti's own offers are plain RTP (no SRTP keys of its own offered yet).
+            return Err(EngineError::Sdp(SdpError::NothingInCommon {
+                reason: "media_encryption is required, and Tutti offers only plain RTP itself (late offers, dial-outs)".into(),
+                supported: "an offer in the INVITE".into(),
+            }));
+        }
+        let audio_only = self.get(id)?.config.audio_only;
+        self.admit(id, !audio_only)?;
+        let audio_ports = self.ports.allocate()?;
+        let video_ports = (!audio_only).then(|| self.ports.allocate()).transpose()?;
+        let local = LocalTransport {
+            address: self.config.public_ip,
+            audio_port: Some(audio_ports.rtp_port()),
+            video_port: video_ports.as_ref().map(|p| p.rtp_port()),
+        };
+        let session_id = rand::random::<u32>().into();
+        let offer = sdp::offer(&local, self.canvas_of(id)?, session_id);
         let pid = ParticipantId::random();
-        let name = request
-            .name
-            .filter(|n| !n.trim().is_empty())
-            .unwrap_or_else(|| format!("Caller {}", composition.participants.len() + 1));
+        let seat = Seat {
+            offer: offer.clone(),
+            name: request.name,
+            signalling: request.signalling,
+            audio_ports: Some(audio_ports),
+            video_ports,
+            local,
+            session_id,
+        };
+        composition_mut(&mut self.compositions, id)?.offers.push(PendingOffer { id: pid.clone(), seat, dial });
+        tracing::info!(composition = %id, participant = %pid, "offer made; the answer is pending");
+        Ok(Offered { participant: pid, offer })
+    }
+
+    /// Builds the media of a participant Tutti made an offer for, with its
+    /// endpoint's answer. A broken answer ends the offer: its ports are freed.
+    fn complete_offer(&mut self, id: &CompositionId, pid: &ParticipantId, answer: &str) -> Result<ParticipantView, EngineError> {
+        let composition = composition_mut(&mut self.compositions, id)?;
+        let index = composition
+            .offers
+            .iter()
+            .position(|o| &o.id == pid && o.dial.as_ref().is_none_or(|d| d.state != ParticipantState::Failed))
+            .ok_or_else(|| EngineError::ParticipantNotFound(id.clone(), pid.clone()))?;
+        let pending = composition.offers.remove(index);
+        let mut seat = pending.seat;
+        let negotiation = match sdp::read_answer(&seat.local, answer) {
+            Ok(negotiation) => negotiation,
+            Err(error) => {
+                if let Some(dial) = pending.dial {
+                    // A dial-out whose answer is broken stays listed, failed; its ports go.
+                    let reason = format!("the answer could not be used: {error}");
+                    let failed = Dial { state: ParticipantState::Failed, last_error: Some(reason.clone()), ..dial };
+                    let seat = Seat { audio_ports: None, video_ports: None, ..seat };
+                    composition.offers.push(PendingOffer { id: pid.clone(), seat, dial: Some(failed) });
+                    self.services.events.publish(id, EventKind::ParticipantFailed { participant: pid.clone(), reason });
+                }
+                return Err(error.into());
+            }
+        };
+        // What the answer declined is not kept.
+        if negotiation.audio.is_none() {
+            seat.audio_ports = None;
+            seat.local.audio_port = None;
+        }
+        if negotiation.video.is_none() {
+            seat.video_ports = None;
+            seat.local.video_port = None;
+        }
+        self.seat(id, pid.clone(), negotiation, seat)
+    }
+
+    fn dial_out(&mut self, id: &CompositionId, request: DialRequest) -> Result<ParticipantView, EngineError> {
+        if self.config.sip.listen.is_none() {
+            return Err(EngineError::DialOutUnavailable);
+        }
+        let uri = request.uri.trim().to_string();
+        if !uri.to_ascii_lowercase().starts_with("sip:") || uri.len() > 512 || uri.chars().any(char::is_control) {
+            return Err(EngineError::InvalidDialOut(format!("sip_uri {uri:?} is not a sip: URI")));
+        }
+        let name = request.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| uri.clone());
+        let signalling = Signalling::Sip(SipCall { call_id: String::new(), from: String::new(), to: uri.clone(), user_agent: None });
+        let dial = Dial { name: name.clone(), state: ParticipantState::Calling, last_error: None };
+        let offered = self.make_offer(id, OfferRequest { name: Some(name.clone()), signalling }, Some(dial))?;
+        let pid = offered.participant;
+        self.services.events.publish(id, EventKind::ParticipantCalling { participant: pid.clone(), name, sip_uri: uri });
+        Ok(self.get(id)?.participant_view(&pid).expect("just offered"))
+    }
+
+    fn dial_progressed(&mut self, id: &CompositionId, pid: &ParticipantId, progress: DialProgress) -> Result<(), EngineError> {
+        let composition = composition_mut(&mut self.compositions, id)?;
+        let offer = composition
+            .offers
+            .iter_mut()
+            .find(|o| &o.id == pid)
+            .ok_or_else(|| EngineError::ParticipantNotFound(id.clone(), pid.clone()))?;
+        let Some(dial) = offer.dial.as_mut() else { return Ok(()) };
+        match progress {
+            DialProgress::Ringing if dial.state == ParticipantState::Calling => {
+                dial.state = ParticipantState::Ringing;
+                self.services.events.publish(id, EventKind::ParticipantRinging { participant: pid.clone() });
+            }
+            DialProgress::Ringing => {}
+            DialProgress::Failed(reason) => {
+                tracing::info!(composition = %id, participant = %pid, %reason, "dial-out failed");
+                dial.state = ParticipantState::Failed;
+                dial.last_error = Some(reason.clone());
+                // Its ports go now; it stays listed, failed, until deleted.
+                offer.seat.audio_ports = None;
+                offer.seat.video_ports = None;
+                self.services.events.publish(id, EventKind::ParticipantFailed { participant: pid.clone(), reason });
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds a negotiated participant's media and puts it in the composition.
+    fn seat(&mut self, id: &CompositionId, pid: ParticipantId, negotiation: Negotiation, seat: Seat) -> Result<ParticipantView, EngineError> {
+        let canvas = self.canvas_of(id)?;
+        let composition = composition_mut(&mut self.compositions, id)?;
+        let Seat { name, signalling, audio_ports, video_ports, local, session_id, .. } = seat;
+        let name = name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| format!("Caller {}", composition.participants.len() + 1));
         let joining = |negotiated: Option<sdp::NegotiatedMedia>, ports| {
             negotiated.zip(ports).map(|(negotiated, ports)| JoiningMedium { negotiated, ports })
         };
@@ -576,20 +853,30 @@ impl Engine {
         composition.participants.push(Participant {
             id: pid.clone(),
             name,
-            sends_video,
+            sends_video: negotiation.video.is_some(),
             state: ParticipantState::Connecting,
             controls: ParticipantControls::default(),
-            signalling: request.signalling,
+            signalling,
             joined: Instant::now(),
             last_error: None,
             watches: LegWatches::new(media, Instant::now()),
+            session: SdpSession { built: negotiation, local, session_id, version: 1, on_hold: false },
         });
-        let participant = composition.participant_view(&pid).expect("just added");
-        Ok(Joined { participant, answer })
+        Ok(composition.participant_view(&pid).expect("just added"))
     }
 
     fn remove_participant(&mut self, id: &CompositionId, pid: &ParticipantId) -> Result<Option<StopTicket>, EngineError> {
         let composition = composition_mut(&mut self.compositions, id)?;
+        if let Some(index) = composition.offers.iter().position(|o| &o.id == pid) {
+            // An offer still waiting for its answer: only its ports to free,
+            // and a dial-out's call to end (the SIP adapter follows the event).
+            let offer = composition.offers.remove(index);
+            tracing::info!(composition = %id, participant = %pid, "offer withdrawn");
+            if offer.dial.is_some() {
+                self.services.events.publish(id, EventKind::ParticipantLeft { participant: pid.clone() });
+            }
+            return Ok(None);
+        }
         let index = composition
             .participants
             .iter()
@@ -619,6 +906,40 @@ impl Engine {
         };
         self.services.events.publish(id, what);
         Ok(composition.participant_view(pid).expect("found above"))
+    }
+
+    fn renegotiate(&mut self, id: &CompositionId, pid: &ParticipantId, offer: &str) -> Result<String, EngineError> {
+        let composition = composition_mut(&mut self.compositions, id)?;
+        let v = &composition.config.video;
+        let canvas = Canvas { width: v.width, height: v.height, fps: v.fps };
+        let participant = composition
+            .participants
+            .iter_mut()
+            .find(|p| &p.id == pid)
+            .ok_or_else(|| EngineError::ParticipantNotFound(id.clone(), pid.clone()))?;
+        let session = &mut participant.session;
+        let next = session.built.renegotiate(offer)?;
+        session.version += 1;
+        let answer = with_origin_version(&next.answer(&session.local, canvas, session.session_id), session.version);
+        let on_hold = next.holds();
+        composition.media.renegotiate_participant(pid, next.audio.iter().chain(next.video.iter()).cloned());
+        if let Some(media) = composition.media.participant(pid) {
+            // The flows to watch are the ones now negotiated.
+            participant.watches = LegWatches::new(media, Instant::now());
+        }
+        tracing::info!(
+            composition = %id, participant = %pid, on_hold,
+            audio = ?next.audio.as_ref().map(|m| (m.direction, m.remote_rtp)),
+            video = ?next.video.as_ref().map(|m| (m.direction, m.remote_rtp)),
+            "participant renegotiated"
+        );
+        if on_hold != session.on_hold {
+            session.on_hold = on_hold;
+            let participant = pid.clone();
+            let what = if on_hold { EventKind::ParticipantHeld { participant } } else { EventKind::ParticipantResumed { participant } };
+            self.services.events.publish(id, what);
+        }
+        Ok(answer)
     }
 
     fn set_layout(&mut self, id: &CompositionId, layout: LayoutConfig) -> Result<LayoutConfig, EngineError> {
@@ -718,6 +1039,8 @@ impl Engine {
         let composition = |c: &Composition| {
             costs.composition(picture(&c.config))
                 + c.participants.iter().map(|p| costs.caller(p.sends_video)).fold(0.0, |a, b| a + b)
+                // An offer holding ports counts as the caller it may become.
+                + c.offers.iter().filter(|o| o.seat.audio_ports.is_some()).map(|o| costs.caller(o.seat.video_ports.is_some())).fold(0.0, |a, b| a + b)
                 + costs.output * c.outputs.len() as Cores
         };
         // fold from +0.0: an empty f64 `sum()` is -0.0, which would show as "-0.0" in /healthz.

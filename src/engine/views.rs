@@ -27,6 +27,13 @@ pub enum ParticipantState {
     Interrupted,
     /// Nothing arrived for longer than the stale timeout. It stays until deleted.
     Stale,
+    /// A dial-out: Tutti's INVITE is on its way.
+    Calling,
+    /// A dial-out whose callee is alerting (180/183).
+    Ringing,
+    /// A dial-out that was not answered (`last_error` has the SIP status
+    /// and reason). It stays until deleted.
+    Failed,
 }
 
 impl ParticipantState {
@@ -65,6 +72,10 @@ pub struct ParticipantView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sip: Option<SipCall>,
     pub state: ParticipantState,
+    /// Its endpoint put the call on hold (a re-offer `sendonly`, `inactive`
+    /// or `c=0.0.0.0`): Tutti sends it nothing until it resumes; it stays
+    /// in the layout and the mix.
+    pub on_hold: bool,
     /// What the producer set (`PATCH`): mute, volume, hidden, deaf.
     pub controls: ParticipantControls,
     /// Where its picture is on the canvas (`x`, `y`, `width`, `height` in
@@ -196,7 +207,13 @@ impl Composition {
             active_speaker: self.active_speaker.clone(),
             composite_frames: self.media.composite_frames(),
             composite_frames_late: self.media.composite_frames_late(),
-            participants: self.participants.iter().filter_map(|p| self.participant_view(&p.id)).collect(),
+            participants: self
+                .participants
+                .iter()
+                .map(|p| &p.id)
+                .chain(self.offers.iter().map(|o| &o.id))
+                .filter_map(|id| self.participant_view(id))
+                .collect(),
             outputs: self.outputs.iter().map(|o| self.output_view(id, o)).collect(),
             broadcast: {
                 let (video_encoders, audio_encoders) = self.media.broadcast_encoders();
@@ -261,7 +278,9 @@ impl Composition {
     }
 
     pub(super) fn participant_view(&self, pid: &ParticipantId) -> Option<ParticipantView> {
-        let participant = self.participants.iter().find(|p| &p.id == pid)?;
+        let Some(participant) = self.participants.iter().find(|p| &p.id == pid) else {
+            return self.dial_view(pid);
+        };
         let stats = self.media.participant(pid).map(|m| m.stats()).unwrap_or_default();
         let speech = self.media.speech_of(pid);
         Some(ParticipantView {
@@ -270,6 +289,7 @@ impl Composition {
             transport: participant.signalling.transport(),
             sip: participant.signalling.sip().cloned(),
             state: participant.state,
+            on_hold: participant.session.on_hold,
             controls: participant.controls.clone(),
             rect: self.media.placement(pid),
             speaking: speech.is_some_and(|s| s.speaking),
@@ -278,6 +298,29 @@ impl Composition {
             audio: stats.audio,
             video: stats.video,
             last_error: participant.last_error.clone(),
+        })
+    }
+}
+
+impl Composition {
+    /// A dial-out not yet answered; `None` for anything else.
+    fn dial_view(&self, pid: &ParticipantId) -> Option<ParticipantView> {
+        let offer = self.offers.iter().find(|o| &o.id == pid)?;
+        let dial = offer.dial.as_ref()?;
+        Some(ParticipantView {
+            id: pid.clone(),
+            name: dial.name.clone(),
+            transport: offer.seat.signalling.transport(),
+            sip: offer.seat.signalling.sip().cloned(),
+            state: dial.state,
+            on_hold: false,
+            controls: ParticipantControls::default(),
+            rect: None,
+            speaking: false,
+            audio_level_dbov: None,
+            audio: None,
+            video: None,
+            last_error: dial.last_error.clone(),
         })
     }
 }

@@ -200,7 +200,8 @@ impl Composition {
 fn participant_event(state: ParticipantState, participant: &ParticipantId, reason: String) -> Option<EventKind> {
     let participant = participant.clone();
     match state {
-        ParticipantState::Connecting => None,
+        // Dial-outs announce these themselves, before they have media.
+        ParticipantState::Connecting | ParticipantState::Calling | ParticipantState::Ringing | ParticipantState::Failed => None,
         ParticipantState::Active => Some(EventKind::ParticipantActive { participant }),
         ParticipantState::Interrupted => Some(EventKind::ParticipantInterrupted { participant, reason }),
         ParticipantState::Stale => Some(EventKind::ParticipantStale { participant }),

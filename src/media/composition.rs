@@ -39,6 +39,7 @@ use crate::model::layout::{self, Fit, LayoutConfig, Placement, Seat, Transition,
 use crate::model::source_check::SourceCheckMode;
 use crate::model::speaker::TalkerState;
 use crate::model::output::ValidOutput;
+use crate::model::sdp::NegotiatedMedia;
 use crate::rtmp::{PublisherHandle, StreamFeed};
 use branding::Branding;
 use broadcast::{Broadcast, FeedKey, FeedTarget};
@@ -330,6 +331,25 @@ impl CompositionMedia {
         }
         self.mix.set_controls(id, controls.audio.gain(), controls.deaf);
         self.relayout();
+    }
+
+    /// Follows a caller's re-offer (hold, resume, a moved address): the
+    /// caller keeps its cell and its place in the mix throughout.
+    pub fn renegotiate_participant(&mut self, id: &ParticipantId, media: impl IntoIterator<Item = NegotiatedMedia>) {
+        let Some(participant) = self.participants.iter_mut().find(|p| &p.id == id) else { return };
+        for medium in media {
+            participant.follow(medium);
+        }
+        // A caller that stopped sending video shows its slate.
+        self.relayout();
+    }
+
+    /// Asks the encoder of the composite a caller receives for a keyframe
+    /// (a room system's `picture_fast_update`).
+    pub fn request_keyframe_for(&self, id: &ParticipantId) {
+        if let Some(participant) = self.participant(id) {
+            participant.request_composite_keyframe();
+        }
     }
 
     /// Who the mix's speaker detector takes for the active speaker now (the

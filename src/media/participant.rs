@@ -19,6 +19,7 @@ use gstreamer::prelude::*;
 use serde::Serialize;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::flow::{FlowCounter, Measure, count_on};
@@ -78,6 +79,8 @@ pub struct ParticipantMedia {
     pub composite_in: Option<(VideoCodec, gst::Pad)>,
     pub audio: Option<MediumState>,
     pub video: Option<MediumState>,
+    /// How its sockets check senders, again when a re-offer moves the caller.
+    source_check: SourceCheckMode,
     _leases: Vec<PortLease>,
 }
 
@@ -94,6 +97,9 @@ pub struct MediumState {
     pub sent_bytes: Arc<FlowCounter>,
     /// Its SRTP elements, on an encrypted m-line.
     pub srtp: Option<SrtpSession>,
+    /// Whether what the send chain makes goes out: a caller that puts the
+    /// call on hold gets nothing, without its chain being torn down.
+    sending: Arc<AtomicBool>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -170,6 +176,7 @@ impl ParticipantMedia {
             composite_in: None,
             audio: None,
             video: None,
+            source_check: context.source_check,
             _leases: Vec::new(),
         };
         let mut funnels: [Option<gst::Element>; 2] = [None, None];
@@ -205,6 +212,7 @@ impl ParticipantMedia {
                 MediaKind::Audio => audio_srtp.take(),
                 MediaKind::Video => video_srtp.take(),
             };
+            let sending = Arc::new(AtomicBool::new(negotiated.direction.sends()));
             let state = MediumState {
                 negotiated,
                 guard,
@@ -212,6 +220,7 @@ impl ParticipantMedia {
                 sent: Arc::default(),
                 sent_bytes: Arc::default(),
                 srtp,
+                sending,
             };
             let negotiated = &state.negotiated;
 
@@ -290,6 +299,7 @@ impl ParticipantMedia {
                         add_chain(&bin, &chain.iter().collect::<Vec<_>>())?;
                     }
                 }
+                gate(&pay, state.sending.clone());
                 link_to_request(&pay, &rtpbin, &format!("send_rtp_sink_{session}"))?;
                 let sink = udp_sink(&n(&format!("{tag}rtp-out")), &rtp_socket, negotiated.remote_rtp)?;
                 bin.add(&sink)?;
@@ -367,6 +377,42 @@ impl ParticipantMedia {
     pub fn request_composite_keyframe(&self) {
         if let Some((_, pad)) = &self.composite_in {
             request_keyframe_upstream(pad);
+        }
+    }
+
+    /// Follows a re-offer on one medium, which the model checked against
+    /// what this leg was built for: where Tutti sends, and whether it sends.
+    /// An unspecified address (`c=0.0.0.0`, a hold) keeps the last one.
+    pub fn follow(&mut self, mut next: NegotiatedMedia) {
+        let kind = next.kind();
+        let (tag, medium) = match kind {
+            MediaKind::Audio => ("a", self.audio.as_mut()),
+            MediaKind::Video => ("v", self.video.as_mut()),
+        };
+        let Some(medium) = medium else { return };
+        if next.remote_rtp.ip().is_unspecified() {
+            next.remote_rtp = medium.negotiated.remote_rtp;
+            next.remote_rtcp = medium.negotiated.remote_rtcp;
+        }
+        let moved = (next.remote_rtp, next.remote_rtcp) != (medium.negotiated.remote_rtp, medium.negotiated.remote_rtcp);
+        if moved {
+            for (role, to) in [("rtp-out", next.remote_rtp), ("rtcp-out", next.remote_rtcp)] {
+                if let Some(sink) = self.bin.by_name(&format!("caller-{}-{tag}{role}", self.id)) {
+                    // udpsink swaps its one destination under its own lock, live.
+                    sink.set_property("host", to.ip().to_string());
+                    sink.set_property("port", i32::from(to.port()));
+                }
+            }
+            let check = SourceCheck::new(self.source_check, next.remote_rtp.ip(), next.remote_rtcp.ip(), &[next.payload_type]);
+            medium.guard.follow(check);
+        }
+        let sent_before = medium.sending.swap(next.direction.sends(), Ordering::SeqCst);
+        let resumes = next.direction.sends() && !sent_before;
+        tracing::debug!(participant = %self.id, %kind, sends = next.direction.sends(), moved, to = %next.remote_rtp, "caller media follows a re-offer");
+        medium.negotiated = next;
+        if resumes && kind == MediaKind::Video {
+            // What it gets first after a hold must be decodable on its own.
+            self.request_composite_keyframe();
         }
     }
 
@@ -449,6 +495,14 @@ fn encrypted(srtp: Option<&SrtpSession>, pad: gst::Pad, packets: Packets, sessio
         Some(srtp) => srtp.encrypt(&pad, packets, session),
         None => Ok(pad),
     }
+}
+
+/// Drops what `pad` carries while `sending` is off (the caller holds).
+fn gate(element: &gst::Element, sending: Arc<AtomicBool>) {
+    let pad = element.static_pad("src").expect("a payloader has a src pad");
+    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, _| {
+        if sending.load(Ordering::Relaxed) { gst::PadProbeReturn::Ok } else { gst::PadProbeReturn::Drop }
+    });
 }
 
 fn udp_source(name: &str, socket: &gio::Socket, caps: &gst::Caps) -> Result<gst::Element, MediaError> {

@@ -45,6 +45,11 @@ impl ReceiveGuard {
         }
     }
 
+    /// Starts checking afresh against a new announced address (a re-offer moved the caller).
+    pub fn follow(&self, check: SourceCheck) {
+        *self.check.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = check;
+    }
+
     fn decide(&self, channel: Channel, from: Option<SocketAddr>, packet: &[u8]) -> Verdict {
         // A poisoned lock means a panic in `check`, which holds no invariant across calls.
         let mut check = self.check.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

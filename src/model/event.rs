@@ -40,6 +40,12 @@ pub enum EventKind {
     /// The compositor produces frames again after being frozen.
     CompositionRunning,
     ParticipantJoined { participant: ParticipantId, name: String },
+    /// Tutti dials it out (`POST .../participants` with a `sip_uri`).
+    ParticipantCalling { participant: ParticipantId, name: String, sip_uri: String },
+    /// The dialled endpoint is alerting (SIP 180/183).
+    ParticipantRinging { participant: ParticipantId },
+    /// The dial-out will not be answered; the SIP status and reason.
+    ParticipantFailed { participant: ParticipantId, reason: String },
     /// Media flows both ways (first time, or again after an interruption).
     ParticipantActive { participant: ParticipantId },
     /// Watchdog: one of its flows, either way, stopped.
@@ -49,6 +55,10 @@ pub enum EventKind {
     /// Its media pipeline reported an error.
     ParticipantError { participant: ParticipantId, message: String },
     ParticipantLeft { participant: ParticipantId },
+    /// Its endpoint put the call on hold: Tutti sends it nothing meanwhile.
+    ParticipantHeld { participant: ParticipantId },
+    /// Its endpoint took the call off hold: media flows both ways again.
+    ParticipantResumed { participant: ParticipantId },
     /// A producer changed its name or its controls (`PATCH`); what they are now.
     ParticipantUpdated { participant: ParticipantId, name: String, controls: ParticipantControls },
     /// Who the layouts follow now: the caller talking clearly longer than the
@@ -77,11 +87,16 @@ impl EventKind {
             EventKind::CompositionFrozen { .. } => "composition_frozen",
             EventKind::CompositionRunning => "composition_running",
             EventKind::ParticipantJoined { .. } => "participant_joined",
+            EventKind::ParticipantCalling { .. } => "participant_calling",
+            EventKind::ParticipantRinging { .. } => "participant_ringing",
+            EventKind::ParticipantFailed { .. } => "participant_failed",
             EventKind::ParticipantActive { .. } => "participant_active",
             EventKind::ParticipantInterrupted { .. } => "participant_interrupted",
             EventKind::ParticipantStale { .. } => "participant_stale",
             EventKind::ParticipantError { .. } => "participant_error",
             EventKind::ParticipantLeft { .. } => "participant_left",
+            EventKind::ParticipantHeld { .. } => "participant_held",
+            EventKind::ParticipantResumed { .. } => "participant_resumed",
             EventKind::ParticipantUpdated { .. } => "participant_updated",
             EventKind::ActiveSpeakerChanged { .. } => "active_speaker_changed",
             EventKind::LayoutChanged { .. } => "layout_changed",
@@ -104,6 +119,7 @@ impl EventKind {
                 | EventKind::ParticipantInterrupted { .. }
                 | EventKind::ParticipantStale { .. }
                 | EventKind::ParticipantError { .. }
+                | EventKind::ParticipantFailed { .. }
                 | EventKind::OutputStalled { .. }
                 | EventKind::OutputFailed { .. }
         )

@@ -605,6 +605,12 @@ fn rtpmap_name(codec: Codec) -> &'static str {
     }
 }
 
+mod offer;
+mod renegotiation;
+
+pub use offer::{offer, read_answer};
+pub use renegotiation::{RenegotiationError, with_origin_version};
+
 #[cfg(test)]
 mod proptests;
 

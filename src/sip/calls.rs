@@ -16,7 +16,9 @@ pub struct Call {
     pub composition: CompositionId,
     pub participant: ParticipantId,
     pub dialog: InviteDialog,
-    /// The offer and answer in force: a session refresh repeats them.
+    /// The caller's SDP and Tutti's in force (its offer and Tutti's answer,
+    /// or after a late offer its answer and Tutti's offer): a session
+    /// refresh repeats them.
     pub offer: String,
     pub answer: String,
 }
@@ -40,6 +42,14 @@ impl Calls {
 
     pub fn get(&self, id: &DialogId) -> Option<Call> {
         self.lock().get(id).cloned()
+    }
+
+    /// Records the offer and answer a renegotiation put in force.
+    pub fn renegotiated(&self, id: &DialogId, offer: String, answer: String) {
+        if let Some(call) = self.lock().get_mut(id) {
+            call.offer = offer;
+            call.answer = answer;
+        }
     }
 
     /// Takes the call out: the caller ended it, so its participant must go.
@@ -67,6 +77,34 @@ impl Calls {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DialogId, Call>> {
         // A panic elsewhere must not take every call down with it.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Dial-outs sent and not yet answered, so that a participant removed
+/// meanwhile gets a CANCEL and a 180 finds whom it is for.
+#[derive(Clone, Default)]
+pub struct Dials {
+    inner: Arc<Mutex<HashMap<ParticipantId, (CompositionId, InviteDialog)>>>,
+}
+
+impl Dials {
+    pub fn insert(&self, participant: ParticipantId, composition: CompositionId, dialog: InviteDialog) {
+        self.lock().insert(participant, (composition, dialog));
+    }
+
+    /// Takes a dial-out out: its INVITE got its final response, or its
+    /// participant went and it must be cancelled.
+    pub fn take(&self, participant: &ParticipantId) -> Option<(CompositionId, InviteDialog)> {
+        self.lock().remove(participant)
+    }
+
+    /// The dial-out whose INVITE has this Call-ID.
+    pub fn by_call_id(&self, call_id: &str) -> Option<(CompositionId, ParticipantId)> {
+        self.lock().iter().find(|(_, (_, d))| d.id().call_id == call_id).map(|(p, (c, _))| (c.clone(), p.clone()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ParticipantId, (CompositionId, InviteDialog)>> {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

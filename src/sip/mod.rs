@@ -12,8 +12,10 @@
 //! through the API gets a BYE.
 
 mod calls;
+mod dial_out;
 mod digest;
 mod dispatch;
+mod media_control;
 mod refusal;
 mod server;
 mod stats;

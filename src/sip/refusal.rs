@@ -4,7 +4,7 @@
 //! carrier's SBC fail over to another node.
 
 use crate::engine::EngineError;
-use crate::model::sdp::SdpError;
+use crate::model::sdp::{RenegotiationError, SdpError};
 use rsipstack::sip::{Header, StatusCode, headers};
 
 /// How long an overloaded node asks callers to wait before trying it again.
@@ -46,8 +46,11 @@ impl From<&EngineError> for Refusal {
             EngineError::Sdp(SdpError::NothingInCommon { .. }) => {
                 Refusal { status: StatusCode::NotAcceptableHere, warning: Some((305, error.to_string())), retry_after: None }
             }
-            // 399 Miscellaneous warning: the offer could not be read.
-            EngineError::Sdp(_) => {
+            EngineError::Renegotiation(RenegotiationError::Sdp(SdpError::NothingInCommon { .. })) => {
+                Refusal { status: StatusCode::NotAcceptableHere, warning: Some((305, error.to_string())), retry_after: None }
+            }
+            // 399 Miscellaneous warning: the offer could not be read, or the running call cannot follow it.
+            EngineError::Sdp(_) | EngineError::Renegotiation(_) => {
                 Refusal { status: StatusCode::NotAcceptableHere, warning: Some((399, error.to_string())), retry_after: None }
             }
             EngineError::OverCapacity(_)

@@ -22,14 +22,16 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use super::calls::{Call, Calls};
+use super::calls::{Call, Calls, Dials};
+use super::dial_out::dial;
 use super::digest::{Check, Users};
 use super::dispatch::{Destination, Room, Rules, route};
+use super::media_control::{self, MediaControl};
 use super::refusal::Refusal;
 use super::stats::SipStats;
 use super::trust::{source_of, trusted};
-use crate::config::{SipSettings, SipTlsFiles};
-use crate::engine::{EngineError, EngineHandle, JoinRequest};
+use crate::config::{SipSettings, SipTlsFiles, SipUser};
+use crate::engine::{DialProgress, EngineError, EngineHandle, JoinRequest, OfferRequest};
 use crate::events::EventBus;
 use crate::model::composition::CompositionConfig;
 use crate::model::event::EventKind;
@@ -38,7 +40,8 @@ use crate::model::sdp::crypto::MediaEncryption;
 use crate::model::signalling::{Signalling, SipCall};
 
 const AGENT: &str = concat!("Tutti/", env!("CARGO_PKG_VERSION"));
-const SDP: &str = "application/sdp";
+pub(super) const SDP: &str = "application/sdp";
+const MEDIA_CONTROL: &str = "application/media_control+xml";
 /// What Tutti answers in a dialog; said in `Allow` so SBCs know.
 const ALLOWED: [Method; 7] = [Method::Invite, Method::Ack, Method::Bye, Method::Cancel, Method::Options, Method::Info, Method::Update];
 /// How long a BYE may take at shutdown before the process goes anyway.
@@ -47,7 +50,7 @@ const BYE_DEADLINE: Duration = Duration::from_secs(2);
 /// Tutti's Contact for each transport, so in-dialog requests (a BYE, a
 /// re-INVITE) come back over the transport the call came in on.
 #[derive(Clone)]
-struct Contacts {
+pub(super) struct Contacts {
     udp: Uri,
     tcp: Uri,
     tls: Option<Uri>,
@@ -67,7 +70,7 @@ impl Contacts {
         })
     }
 
-    fn for_transport(&self, transport: Transport) -> Uri {
+    pub(super) fn for_transport(&self, transport: Transport) -> Uri {
         match (transport, &self.tls) {
             (Transport::Tls, Some(tls)) => tls.clone(),
             (Transport::Tcp | Transport::Tls, _) => self.tcp.clone(),
@@ -122,12 +125,13 @@ impl SipServer {
 
 /// What every call's task needs.
 #[derive(Clone)]
-struct UserAgent {
-    engine: EngineHandle,
-    dialogs: Arc<DialogLayer>,
-    calls: Calls,
-    states: DialogStateSender,
-    contacts: Contacts,
+pub(super) struct UserAgent {
+    pub(super) engine: EngineHandle,
+    pub(super) dialogs: Arc<DialogLayer>,
+    pub(super) calls: Calls,
+    pub(super) dials: Dials,
+    pub(super) states: DialogStateSender,
+    pub(super) contacts: Contacts,
     trusted_networks: Arc<[IpNet]>,
     users: Arc<Users>,
     rules: Arc<Rules>,
@@ -137,6 +141,9 @@ struct UserAgent {
     ad_hoc: Arc<tokio::sync::Mutex<HashSet<CompositionId>>>,
     media_encryption: MediaEncryption,
     stats: Arc<SipStats>,
+    pub(super) outbound_proxy: Option<SocketAddr>,
+    /// Who dial-outs authenticate as, when challenged.
+    pub(super) credentials: Option<Arc<SipUser>>,
 }
 
 /// Starts the SIP user agent, or nothing if SIP is off (`--sip-listen ""`).
@@ -182,6 +189,7 @@ pub async fn start(
         engine,
         dialogs,
         calls: calls.clone(),
+        dials: Dials::default(),
         states,
         contacts,
         trusted_networks: settings.trusted_networks.clone().into(),
@@ -191,6 +199,8 @@ pub async fn start(
         ad_hoc: Arc::default(),
         media_encryption,
         stats: stats.clone(),
+        outbound_proxy: settings.outbound_proxy,
+        credentials: settings.credentials.clone().map(Arc::new),
     };
 
     let token = cancel.clone();
@@ -296,13 +306,7 @@ async fn take_call(context: UserAgent, mut tx: Transaction) {
     }
     let content_type = request.header_value("Content-Type").unwrap_or_default();
     if request.body.is_empty() {
-        // A late offer (the caller expects Tutti to offer in the 200 OK).
-        let refusal = Refusal {
-            status: StatusCode::NotAcceptableHere,
-            warning: Some((399, "an INVITE without an SDP offer is not supported yet: send the offer in the INVITE".into())),
-            retry_after: None,
-        };
-        return refuse(&context, &mut tx, refusal.status.clone(), refusal.headers(AGENT)).await;
+        return take_late_offer(context, tx, composition, request, transport).await;
     }
     if !content_type.trim().to_ascii_lowercase().starts_with(SDP) {
         let accept = vec![headers::Accept::from(SDP).into()];
@@ -345,6 +349,66 @@ async fn take_call(context: UserAgent, mut tx: Transaction) {
     let mut dialog = dialog;
     if let Err(e) = dialog.handle(&mut tx).await {
         tracing::debug!(error = %e, "SIP: INVITE transaction");
+    }
+}
+
+/// An INVITE without SDP, as PBXs send them (RFC 3261 §13.2.1): Tutti
+/// offers in the 200 OK, the caller answers in the ACK, and only then is
+/// its media built. An ACK without a usable answer ends the call with a BYE
+/// and frees the ports the offer held.
+async fn take_late_offer(context: UserAgent, mut tx: Transaction, composition: CompositionId, request: Request, transport: Transport) {
+    let call = sip_call(&request);
+    let ask = OfferRequest { name: Some(caller_name(&request)), signalling: Signalling::Sip(call.clone()) };
+    let offered = match context.engine.make_offer(composition.clone(), ask).await {
+        Ok(offered) => offered,
+        Err(error) => {
+            let refusal = Refusal::from(&error);
+            tracing::info!(%composition, call_id = %call.call_id, status = %refusal.status, %error, "SIP: call refused");
+            return refuse(&context, &mut tx, refusal.status.clone(), refusal.headers(AGENT)).await;
+        }
+    };
+    let participant = offered.participant;
+    let dialog = match context.dialogs.get_or_create_server_invite(&tx, context.states.clone(), None, Some(context.contacts.for_transport(transport))) {
+        Ok(dialog) => dialog,
+        Err(e) => {
+            tracing::warn!(error = %e, "SIP: no dialog for the INVITE");
+            let _ = context.engine.remove_participant(composition, participant).await;
+            return refuse(&context, &mut tx, StatusCode::ServerInternalError, Vec::new()).await;
+        }
+    };
+    let id = dialog.id();
+    // As for an offer in the INVITE: a CANCEL or BYE before the ACK finds
+    // the participant, here still an offer, and withdraws it.
+    context.calls.insert(
+        id.clone(),
+        Call { composition: composition.clone(), participant: participant.clone(), dialog: dialog.clone(), offer: String::new(), answer: offered.offer.clone() },
+    );
+    let mut offer_headers = capabilities();
+    offer_headers.push(headers::ContentType::from(SDP).into());
+    if let Err(e) = dialog.accept(Some(offer_headers), Some(offered.offer.clone().into_bytes())) {
+        tracing::warn!(error = %e, "SIP: the 200 OK could not be sent");
+    }
+    let mut transaction = dialog.clone();
+    if let Err(e) = transaction.handle(&mut tx).await {
+        tracing::debug!(error = %e, "SIP: INVITE transaction");
+    }
+    if context.calls.get(&id).is_none() {
+        return; // Ended before its ACK; the offer went with it.
+    }
+    let answer = dialog.last_remote_ack().map(|ack| String::from_utf8_lossy(&ack.body).into_owned()).unwrap_or_default();
+    match context.engine.complete_offer(composition.clone(), participant.clone(), answer.clone()).await {
+        Ok(_) => {
+            context.calls.renegotiated(&id, answer, offered.offer);
+            context.stats.count_answered();
+            tracing::info!(%composition, %participant, call_id = %call.call_id, from = %call.from, "SIP: call answered (the caller answered Tutti's offer in its ACK)");
+        }
+        Err(error) => {
+            tracing::warn!(%composition, %participant, call_id = %call.call_id, %error, "SIP: the ACK carried no usable answer to Tutti's offer; hanging up");
+            // The engine freed the offer's ports with the failed answer.
+            if let Some(call) = context.calls.take(&id) {
+                hang_up(&context, call);
+            }
+        }
     }
 }
 
@@ -432,15 +496,29 @@ async fn follow_dialogs(context: UserAgent, mut changes: rsipstack::dialog::dial
                     tracing::debug!(%id, ?reason, "SIP: dialog ended");
                 }
             }
+            DialogState::Early(id, _) => {
+                if let Some((composition, participant)) = context.dials.by_call_id(&id.call_id) {
+                    let engine = context.engine.clone();
+                    tokio::spawn(async move { engine.dial_progressed(composition, participant, DialProgress::Ringing).await });
+                }
+            }
             DialogState::Options(_, _, handle) => {
                 let _ = handle.respond(StatusCode::OK, Some(capabilities()), None).await;
             }
-            DialogState::Info(_, _, handle) => {
-                let _ = handle.reply(StatusCode::OK).await;
+            DialogState::Info(id, request, handle) => {
+                let context = context.clone();
+                tokio::spawn(async move {
+                    let status = info(&context, &id, &request).await;
+                    let _ = handle.reply(status).await;
+                });
             }
             DialogState::Updated(id, request, handle) => {
-                let (status, headers, body) = refresh(&context, &id, &request);
-                let _ = handle.respond(status, Some(headers), body).await;
+                // Off this loop: the engine may take a moment, and other calls' states wait meanwhile.
+                let context = context.clone();
+                tokio::spawn(async move {
+                    let (status, headers, body) = renegotiate(&context, &id, &request).await;
+                    let _ = handle.respond(status, Some(headers), body).await;
+                });
             }
             DialogState::Refer(_, _, handle)
             | DialogState::Message(_, _, handle)
@@ -455,24 +533,56 @@ async fn follow_dialogs(context: UserAgent, mut changes: rsipstack::dialog::dial
 
 /// A re-INVITE or UPDATE in a call. One that repeats the offer in force, or
 /// carries none, refreshes the session (RFC 4028 keep-alives): the answer
-/// in force goes back. A changed offer is refused with 488, which leaves the
+/// in force goes back. A changed offer (hold, resume, a moved address) goes
+/// to the engine, whose answer goes back; one the running leg cannot follow
+/// (a changed codec) is refused with 488 and a `Warning`, which leaves the
 /// call as it was (RFC 3261 §14.2).
-fn refresh(context: &UserAgent, id: &rsipstack::dialog::DialogId, request: &Request) -> (StatusCode, Vec<Header>, Option<Vec<u8>>) {
+async fn renegotiate(context: &UserAgent, id: &rsipstack::dialog::DialogId, request: &Request) -> (StatusCode, Vec<Header>, Option<Vec<u8>>) {
     let Some(call) = context.calls.get(id) else {
         return (StatusCode::CallTransactionDoesNotExist, Vec::new(), None);
     };
-    let offer = String::from_utf8_lossy(&request.body);
+    let offer = String::from_utf8_lossy(&request.body).into_owned();
+    let mut headers = capabilities();
+    headers.push(headers::ContentType::from(SDP).into());
     if offer.trim().is_empty() || same_session(&offer, &call.offer) {
-        let mut headers = capabilities();
-        headers.push(headers::ContentType::from(SDP).into());
         return (StatusCode::OK, headers, Some(call.answer.into_bytes()));
     }
-    let refusal = Refusal {
-        status: StatusCode::NotAcceptableHere,
-        warning: Some((399, "changing media in a call is not supported yet; the call goes on as it was".into())),
-        retry_after: None,
-    };
-    (refusal.status.clone(), refusal.headers(AGENT), None)
+    match context.engine.renegotiate(call.composition.clone(), call.participant.clone(), offer.clone()).await {
+        Ok(answer) => {
+            context.calls.renegotiated(id, offer, answer.clone());
+            (StatusCode::OK, headers, Some(answer.into_bytes()))
+        }
+        Err(error) => {
+            let refusal = Refusal::from(&error);
+            tracing::info!(composition = %call.composition, participant = %call.participant, status = %refusal.status, %error, "SIP: re-offer refused");
+            (refusal.status.clone(), refusal.headers(AGENT), None)
+        }
+    }
+}
+
+/// An INFO in a call: a `picture_fast_update` (RFC 5168) asks for a
+/// keyframe in the video the caller receives. Other bodies are taken and
+/// ignored; media control XML that cannot be read is a 400.
+async fn info(context: &UserAgent, id: &rsipstack::dialog::DialogId, request: &Request) -> StatusCode {
+    let content_type = request.header_value("Content-Type").unwrap_or_default();
+    if !content_type.trim().to_ascii_lowercase().starts_with(MEDIA_CONTROL) {
+        return StatusCode::OK;
+    }
+    match media_control::parse(&String::from_utf8_lossy(&request.body)) {
+        Ok(MediaControl::PictureFastUpdate) => {
+            let Some(call) = context.calls.get(id) else { return StatusCode::CallTransactionDoesNotExist };
+            tracing::debug!(participant = %call.participant, "SIP: picture_fast_update");
+            match context.engine.request_keyframe(call.composition, call.participant).await {
+                Ok(()) => StatusCode::OK,
+                Err(_) => StatusCode::CallTransactionDoesNotExist,
+            }
+        }
+        Ok(MediaControl::Other) => StatusCode::OK,
+        Err(e) => {
+            tracing::debug!(error = %e, "SIP: INFO");
+            StatusCode::BadRequest
+        }
+    }
 }
 
 /// Whether a re-offer describes the same session: RFC 3264 §8 says an
@@ -483,8 +593,9 @@ fn same_session(a: &str, b: &str) -> bool {
     body(a) == body(b)
 }
 
-/// The engine's events: a SIP participant removed through the API, or with
-/// its composition, gets a BYE.
+/// The engine's events: a dial-out to place; a SIP participant removed
+/// through the API, or with its composition, gets a BYE (a CANCEL if it is
+/// still ringing).
 async fn follow_engine(context: UserAgent, events: EventBus, cancel: CancellationToken) {
     let (_, mut feed) = events.subscribe(None);
     loop {
@@ -494,10 +605,19 @@ async fn follow_engine(context: UserAgent, events: EventBus, cancel: Cancellatio
         };
         match event {
             Ok(event) => {
-                if let EventKind::ParticipantLeft { participant } = &event.what {
-                    if let Some(call) = context.calls.take_participant(participant) {
-                        hang_up(&context, call);
+                match &event.what {
+                    EventKind::ParticipantCalling { participant, sip_uri, .. } => {
+                        tokio::spawn(dial(context.clone(), event.composition.clone(), participant.clone(), sip_uri.clone()));
                     }
+                    EventKind::ParticipantLeft { participant } => {
+                        if let Some(call) = context.calls.take_participant(participant) {
+                            hang_up(&context, call);
+                        } else if let Some((composition, dialog)) = context.dials.take(participant) {
+                            tracing::info!(%composition, %participant, "SIP: cancelling a dial-out removed before its answer");
+                            tokio::spawn(async move { dialog.cancel().await });
+                        }
+                    }
+                    _ => {}
                 }
             }
             // Events were missed: ask the engine which calls still have a participant.
@@ -518,7 +638,7 @@ async fn follow_engine(context: UserAgent, events: EventBus, cancel: Cancellatio
 }
 
 fn hang_up(context: &UserAgent, call: Call) {
-    tracing::info!(composition = %call.composition, participant = %call.participant, "SIP: hanging up a participant removed through the API");
+    tracing::info!(composition = %call.composition, participant = %call.participant, "SIP: hanging up (BYE)");
     let context = context.clone();
     tokio::spawn(async move {
         if let Err(e) = call.dialog.bye().await {

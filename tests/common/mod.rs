@@ -48,7 +48,7 @@ pub use analysis::*;
 pub use baresip::{Baresip, BaresipSpec, Dialled};
 pub use caller::*;
 pub use events::{EventStream, event_time, event_types, is};
-pub use net::{MediaPort, bind_rtp_pair, free_sip_port, free_tcp_port, is_rtcp, tcp_connected_to};
+pub use net::{MediaPort, RtpArrival, bind_rtp_pair, free_sip_port, free_tcp_port, is_rtcp, starts_h264_idr, tcp_connected_to};
 pub use nginx::{INSTALL_HINT, Nginx};
 pub use pki::{CertificateFiles, SERVER_NAMES, TestCa, Validity};
 pub use process::{ChildProcess, Footprint, cpu_seconds, run_bounded, wait_until};

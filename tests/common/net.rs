@@ -129,6 +129,48 @@ struct Routes {
     longest_rtp_gap: Mutex<Duration>,
     /// Every RTP SSRC seen, in order of first appearance.
     ssrcs: Mutex<Vec<u32>>,
+    /// Every RTP packet's arrival, in order.
+    arrivals: Mutex<Vec<RtpArrival>>,
+}
+
+/// One RTP packet that reached a [`MediaPort`].
+#[derive(Clone, Copy, Debug)]
+pub struct RtpArrival {
+    pub at: SystemTime,
+    /// It starts an H.264 IDR picture (what a decoder can start from).
+    pub starts_h264_idr: bool,
+}
+
+/// Whether an RTP packet carries the start of an H.264 IDR slice (RFC 6184):
+/// a single NAL unit of type 5, a STAP-A holding one, or the first FU-A fragment of one.
+pub fn starts_h264_idr(packet: &[u8]) -> bool {
+    const IDR: u8 = 5;
+    let Some(&first) = packet.first() else { return false };
+    let csrcs = usize::from(first & 0x0f) * 4;
+    let mut offset = 12 + csrcs;
+    if first & 0x10 != 0 {
+        let Some(words) = packet.get(offset + 2..offset + 4) else { return false };
+        offset += 4 + usize::from(u16::from_be_bytes([words[0], words[1]])) * 4;
+    }
+    let Some(payload) = packet.get(offset..) else { return false };
+    match payload.first().map(|b| b & 0x1f) {
+        Some(IDR) => true,
+        // STAP-A: 2-byte sizes, each followed by a NAL unit.
+        Some(24) => {
+            let mut rest = &payload[1..];
+            while rest.len() > 2 {
+                let size = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                if rest.get(2).is_some_and(|nal| nal & 0x1f == IDR) {
+                    return true;
+                }
+                rest = rest.get(2 + size..).unwrap_or_default();
+            }
+            false
+        }
+        // FU-A: the start bit and the fragmented unit's type in the second byte.
+        Some(28) => payload.get(1).is_some_and(|fu| fu & 0x80 != 0 && fu & 0x1f == IDR),
+        _ => false,
+    }
 }
 
 /// The receive port(s) a caller advertises for one m-line, owned by the harness for the
@@ -200,6 +242,11 @@ impl MediaPort {
         self.routes.ssrcs.lock().unwrap().clone()
     }
 
+    /// Every RTP packet that reached the port so far, in order of arrival.
+    pub fn rtp_arrivals(&self) -> Vec<RtpArrival> {
+        self.routes.arrivals.lock().unwrap().clone()
+    }
+
     /// The longest silence between two RTP packets since the previous call (or since the
     /// first packet), and starts measuring afresh.
     pub fn take_longest_rtp_gap(&self) -> Duration {
@@ -234,6 +281,7 @@ fn relay(socket: UdpSocket, routes: &Routes, stop: &AtomicBool) {
                     ssrcs.push(ssrc);
                 }
             }
+            routes.arrivals.lock().unwrap().push(RtpArrival { at: now, starts_h264_idr: starts_h264_idr(packet) });
             routes.first_rtp.lock().unwrap().get_or_insert(now);
             if let Some(previous) = routes.last_rtp.lock().unwrap().replace(now) {
                 let gap = now.duration_since(previous).unwrap_or_default();

@@ -1,20 +1,24 @@
-//! SIPp (Debian's `sip-tester`) as the SIP peer of call-flow tests: it sends
-//! and expects exactly the messages of a scenario, and fails the call on
-//! anything else. Scenarios live in `tests/sipp/`; `{{NAME}}` placeholders
-//! are filled here, `[keyword]`s are SIPp's own.
+//! SIPp (Debian's `sip-tester`) playing one call of a scenario in `tests/sipp/` against Tutti,
+//! as its caller or (dial-out) its callee. It sends and expects exactly the messages of the
+//! scenario and fails the call on anything else. A scenario's `{{NAME}}` placeholders are
+//! filled here (bodies, statuses, whole steps: what `-key` cannot carry), `[keyword]`s and
+//! `-key`s are SIPp's own.
+//!
+//! A scenario marks its steps with a `gettimeofday` action and a log line
+//! `NAME [$s] [$us]` (`-trace_logs`), so a test can judge what reached its
+//! media ports against the wall-clock time of each SIP step. Every message
+//! sent and received is kept (`-trace_msg`) for the failure report.
 
-use std::path::PathBuf;
-use std::process::{Command, ExitStatus};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, anyhow};
-use tempfile::TempDir;
+use anyhow::{Context, Result, anyhow, ensure};
 
 use super::net::{free_sip_port, free_udp_port};
-use super::process::{ChildProcess, file_tail};
-
-/// How long SIPp may wait for any one message before it fails the call.
-const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+use super::process::run_bounded;
+use super::server::Server;
 
 /// A plain-RTP offer of PCMU whose media go to `port` on loopback.
 pub fn pcmu_offer(port: u16) -> String {
@@ -95,78 +99,138 @@ impl Dialog {
     }
 }
 
-/// One SIPp run of one scenario (one call), against Tutti on `127.0.0.1:sip_port`.
+pub const INSTALL_HINT: &str = "SIPp is missing: apt-get install sip-tester (scripts/install-deps.sh)";
+
+/// A SIPp run in progress (UAC: it calls Tutti).
 pub struct Sipp {
-    process: ChildProcess,
-    dir: TempDir,
+    run: JoinHandle<Result<SippRun>>,
 }
 
-/// How a SIPp run ended, with what it saw.
+/// What a finished run did.
 pub struct SippRun {
-    pub status: ExitStatus,
-    /// Every message sent and received (`-trace_msg`).
+    /// Each step the scenario logged, with when it happened.
+    pub steps: Vec<(String, SystemTime)>,
+    /// Every SIP message sent and received, as SIPp traced them.
     pub messages: String,
-    /// SIPp's own account of what went wrong, and the end of its output.
-    pub errors: String,
-}
-
-impl SippRun {
-    pub fn passed(&self) -> bool {
-        self.status.success()
-    }
 }
 
 impl Sipp {
-    /// Starts `scenario` (a file in tests/sipp/) with its placeholders filled, calling
-    /// `service` (the Request-URI's user), over TCP if `tcp`.
-    pub fn start(scenario: &str, fills: &[(&str, &str)], service: &str, sip_port: u16, tcp: bool) -> Result<Sipp> {
-        let template_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sipp").join(scenario);
-        let mut text = std::fs::read_to_string(&template_path).with_context(|| format!("reading {}", template_path.display()))?;
-        for (name, value) in fills {
-            text = text.replace(&format!("{{{{{name}}}}}"), value);
-        }
-        if let Some(start) = text.find("{{") {
-            return Err(anyhow!("scenario {scenario} still has a placeholder at {}", &text[start..(start + 20).min(text.len())]));
-        }
-        let dir = tempfile::Builder::new().prefix("tutti-sipp-").tempdir()?;
-        let scenario_path = dir.path().join(scenario);
-        std::fs::write(&scenario_path, text)?;
+    /// Calls `sip:{service}@` Tutti with `scenario`, each `-key` set, and
+    /// `phase` as the scenario's default pause. Fails if SIPp's call fails
+    /// (an unexpected status, a failed `check_it`) or outlasts `timeout`.
+    pub fn call(server: &Server, scenario: &str, service: &str, keys: &[(&str, String)], phase: Duration, timeout: Duration) -> Result<Sipp> {
+        let remote = format!("127.0.0.1:{}", server.sip_port);
+        Self::run(scenario, &[], &["-s", service, &remote], free_sip_port()?, keys, phase, timeout)
+    }
+
+    /// Waits on `port` for one call (Tutti dialling out) and plays `scenario` as its UAS.
+    pub fn answer(scenario: &str, port: u16, keys: &[(&str, String)], phase: Duration, timeout: Duration) -> Result<Sipp> {
+        Self::run(scenario, &[], &[], port, keys, phase, timeout)
+    }
+
+    /// Calls `sip:{service}@127.0.0.1:{sip_port}` with `scenario`, its placeholders filled,
+    /// over TCP if `tcp` (else UDP); the call must end within [`PLACED_CALL_TIMEOUT`].
+    pub fn place(scenario: &str, fills: &[(&str, &str)], service: &str, sip_port: u16, tcp: bool) -> Result<Sipp> {
+        let remote = format!("127.0.0.1:{sip_port}");
+        let args = ["-s", service, &remote, "-t", if tcp { "t1" } else { "u1" }];
+        Self::run(scenario, fills, &args, free_sip_port()?, &[], Duration::ZERO, PLACED_CALL_TIMEOUT)
+    }
+
+    /// [`Sipp::place`], then waits for the call to end.
+    pub fn play(scenario: &str, fills: &[(&str, &str)], service: &str, sip_port: u16, tcp: bool) -> Result<SippRun> {
+        Self::place(scenario, fills, service, sip_port, tcp)?.finish()
+    }
+
+    fn run(
+        scenario: &str,
+        fills: &[(&str, &str)],
+        args: &[&str],
+        local_port: u16,
+        keys: &[(&str, String)],
+        phase: Duration,
+        timeout: Duration,
+    ) -> Result<Sipp> {
+        let dir = tempfile::Builder::new().prefix("sipp-").tempdir()?;
+        let scenario = filled(scenario, fills, dir.path())?;
         let mut cmd = Command::new("sipp");
         cmd.current_dir(dir.path())
-            .arg(format!("127.0.0.1:{sip_port}"))
             .arg("-sf")
-            .arg(&scenario_path)
-            .args(["-s", service, "-i", "127.0.0.1", "-m", "1", "-nostdin"])
-            .args(["-p", &free_sip_port()?.to_string(), "-mp", &free_udp_port()?.to_string()])
-            .args(["-t", if tcp { "t1" } else { "u1" }])
-            .args(["-recv_timeout", &MESSAGE_TIMEOUT.as_millis().to_string(), "-timeout_error"])
-            .args(["-timeout", "60s"])
-            .arg("-trace_msg")
-            .arg("-message_file")
-            .arg(dir.path().join("messages.log"))
-            .arg("-trace_err")
-            .arg("-error_file")
-            .arg(dir.path().join("errors.log"));
-        let process = ChildProcess::spawn("sipp", cmd, &dir.path().join("sipp.log"))?;
-        Ok(Sipp { process, dir })
+            .arg(scenario)
+            // A media port of its own, so that runs in parallel never collide.
+            .args(["-mp", &free_udp_port()?.to_string()])
+            .args(["-m", "1", "-i", "127.0.0.1", "-p", &local_port.to_string()])
+            .args(["-d", &phase.as_millis().to_string()])
+            .args(["-trace_logs", "-log_file", "steps.log", "-trace_msg", "-message_file", "messages.log"])
+            .args(["-trace_err", "-error_file", "errors.log", "-nostdin"]);
+        for (key, value) in keys {
+            cmd.args(["-key", key, value]);
+        }
+        cmd.args(args);
+        let run = thread::spawn(move || {
+            let output = run_bounded(cmd, timeout).context(INSTALL_HINT)?;
+            let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+            let messages = read("messages.log");
+            ensure!(
+                output.status.success(),
+                "SIPp failed ({}): {}\n{}\nerrors: {}\nmessages:\n{messages}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout).lines().rev().take(30).collect::<Vec<_>>().join("\n"),
+                String::from_utf8_lossy(&output.stderr),
+                read("errors.log"),
+            );
+            Ok(SippRun { steps: parse_steps(&read("steps.log"))?, messages })
+        });
+        Ok(Sipp { run })
     }
 
-    /// Runs `scenario` to its end.
-    pub fn run(scenario: &str, fills: &[(&str, &str)], service: &str, sip_port: u16, tcp: bool) -> Result<SippRun> {
-        Sipp::start(scenario, fills, service, sip_port, tcp)?.wait(Duration::from_secs(30))
+    /// Waits for the call to end.
+    pub fn finish(self) -> Result<SippRun> {
+        self.run.join().map_err(|_| anyhow!("the SIPp thread panicked"))?
     }
+}
 
-    /// Waits up to `timeout` for the scenario to end (then kills SIPp).
-    pub fn wait(mut self, timeout: Duration) -> Result<SippRun> {
-        let status = match self.process.wait_for_exit(timeout) {
-            Some(status) => status,
-            None => self.process.kill(),
-        };
-        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-        Ok(SippRun {
-            status,
-            messages: read("messages.log"),
-            errors: format!("{}\n{}", read("errors.log"), file_tail(&self.dir.path().join("sipp.log"))),
+impl SippRun {
+    /// When the scenario logged step `name`.
+    pub fn at(&self, name: &str) -> Result<SystemTime> {
+        self.steps.iter().find(|(n, _)| n == name).map(|(_, t)| *t).ok_or_else(|| anyhow!("SIPp logged no step {name:?}: {:?}", self.steps))
+    }
+}
+
+/// How long a call placed with [`Sipp::place`] may last.
+const PLACED_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn scenario_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp").join(name)
+}
+
+/// The scenario to run: the file itself, or a copy in `dir` with its `{{NAME}}`s filled.
+fn filled(scenario: &str, fills: &[(&str, &str)], dir: &Path) -> Result<PathBuf> {
+    let path = scenario_path(scenario);
+    if fills.is_empty() {
+        return Ok(path);
+    }
+    let mut text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    for (name, value) in fills {
+        text = text.replace(&format!("{{{{{name}}}}}"), value);
+    }
+    if let Some(start) = text.find("{{") {
+        return Err(anyhow!("scenario {scenario} still has a placeholder at {}", &text[start..(start + 20).min(text.len())]));
+    }
+    let copy = dir.join(scenario);
+    std::fs::write(&copy, text)?;
+    Ok(copy)
+}
+
+/// `NAME SECONDS MICROSECONDS` lines (SIPp prints its variables as `1796079094.000000`).
+fn parse_steps(log: &str) -> Result<Vec<(String, SystemTime)>> {
+    log.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            let [name, secs, micros] = parts[..] else { return Err(anyhow!("a SIPp step line that is not NAME S US: {line:?}")) };
+            let secs: f64 = secs.parse().with_context(|| line.to_string())?;
+            let micros: f64 = micros.parse().with_context(|| line.to_string())?;
+            Ok((name.to_string(), UNIX_EPOCH + Duration::from_secs(secs as u64) + Duration::from_micros(micros as u64)))
         })
-    }
+        .collect()
 }
