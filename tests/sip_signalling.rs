@@ -417,7 +417,7 @@ fn garbage_at_the_sip_port_disturbs_no_call() -> Result<()> {
     let invite = "INVITE sip:steady@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKjunk\r\n\
                   From: <sip:x@y>;tag=1\r\nTo: <sip:steady@127.0.0.1>\r\nCall-ID: junk\r\nCSeq: 1 INVITE\r\n";
     let mut garbage: Vec<Vec<u8>> = (0..200).map(|i| random_bytes(1 + i * 7)).collect();
-    garbage.push(invite[..invite.len() / 2].as_bytes().to_vec()); // truncated mid-header
+    garbage.push(invite.as_bytes()[..invite.len() / 2].to_vec()); // truncated mid-header
     garbage.push(invite.replace("Call-ID: junk\r\n", "").into_bytes()); // no Call-ID
     garbage.push(invite.replace("CSeq: 1 INVITE\r\n", "").into_bytes()); // no CSeq
     garbage.push(format!("{invite}Content-Length: 99999\r\n\r\nv=0\r\n").into_bytes()); // a body shorter than said
