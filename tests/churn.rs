@@ -24,7 +24,7 @@ use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
 /// Churn operations (joins, leaves, output additions and removals).
-const OPERATIONS: usize = 400;
+const OPERATIONS: usize = 300;
 /// Short GOPs and segments, so removals land at keyframes and mid-segment often.
 const KEYFRAME_SECS: f64 = 1.0;
 /// Every request, the churn's and the watcher's, is answered within this.
