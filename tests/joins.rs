@@ -35,7 +35,7 @@ const COLOURS: [Colour; CALLERS] = [Colour::Red, Colour::Green, Colour::Blue, Co
 const TONES_HZ: [f64; CALLERS] = [500.0, 700.0, 1100.0, 1300.0];
 
 #[test]
-fn every_caller_of_fifty_four_caller_joins_gets_its_mix_minus_and_the_composite_at_once() {
+fn every_caller_of_thirty_four_caller_joins_gets_its_mix_minus_and_the_composite_at_once() {
     let server = Server::start().unwrap();
     for round in 0..ROUNDS {
         if let Err(e) = join_round(&server, round) {

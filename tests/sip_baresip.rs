@@ -8,8 +8,10 @@
 //! (its participant goes, with a `participant_left` event). A call for a room
 //! that does not exist is refused with 404.
 //!
-//! One test function walks through the call in order, so its media processes
-//! never compete with another test's on this 2-core machine.
+//! A second test has an SRTP softphone dial in and Tutti dial out to another.
+//!
+//! Each test function walks through its calls in order, so its media
+//! processes never compete with another test's on this 2-core machine.
 
 mod common;
 
@@ -192,9 +194,78 @@ fn call(server: &Server, red: &mut Caller, green: &mut Baresip, blue: &mut Bares
         (GREEN.name, green.received_audio(green_call.answered_at)?),
         (BLUE.name, blue.received_audio(blue_call.answered_at)?),
     ]);
+    hears_everyone_but_itself(&heard, together_from, together_until)
+}
+
+/// Two more ways a softphone meets the room, next to a plain-RTP caller: one
+/// that insists on SRTP (`mediaenc=srtp-mand`, SDES keys) dials in, and Tutti
+/// dials out to one that answers by itself. Each sees both others in their
+/// cells and hears them and not itself; the SRTP leg shows its suite.
+#[test]
+fn an_srtp_softphone_dials_in_and_tutti_dials_out_to_another() {
+    let server = Server::start().unwrap();
+    let mut red = Caller::new(CallerSpec::new(RED.name, RED.colour, RED.tone_hz)).unwrap();
+    let secure = BaresipSpec { media_encryption: Some("srtp-mand"), ..BaresipSpec::new(GREEN.name, GREEN.colour, GREEN.tone_hz) };
+    let mut green = Baresip::start(secure).unwrap();
+    let mut blue = Baresip::start(BaresipSpec { auto_answer: true, ..BaresipSpec::new(BLUE.name, BLUE.colour, BLUE.tone_hz) }).unwrap();
+    if let Err(e) = secure_and_dialled(&server, &mut red, &mut green, &mut blue) {
+        panic!("{e:?}\n--- server log ---\n{}", server.logs());
+    }
+}
+
+fn secure_and_dialled(server: &Server, red: &mut Caller, green: &mut Baresip, blue: &mut Baresip) -> Result<()> {
+    let composition = server.create_composition(&json!({"name": ROOM, "video": {"width": CANVAS.0, "height": CANVAS.1, "fps": 30}}))?;
+    let participants_path = format!("/v1/compositions/{composition}/participants");
+    red.join_named(server, &composition)?;
+    let green_call = green.dial(&format!("sip:{ROOM}@127.0.0.1:{}", server.sip_port))?;
+    let dialled = server.post_json(&participants_path, &json!({"name": BLUE.name, "sip_uri": format!("sip:blue@127.0.0.1:{}", blue.sip_port)}))?;
+    ensure!(dialled.status == 201, "dial-out: {} {}", dialled.status, dialled.body);
+    let blue_answered = blue.wait_answered(Duration::from_secs(5))?;
+
+    let mut listed = Vec::new();
+    wait_until("both softphones listed as active", Duration::from_secs(3), || {
+        listed = server.get(&participants_path)?.json()?["participants"].as_array().cloned().unwrap_or_default();
+        Ok(listed.iter().filter(|p| p["transport"] == "sip" && p["state"] == "active").count() == 2)
+    })
+    .with_context(|| format!("participants: {listed:#?}"))?;
+    let green_view = by_name(&listed, GREEN.name)?;
+    for media in ["audio", "video"] {
+        ensure!(green_view[media]["srtp_suite"].as_str().is_some_and(|s| s.starts_with("AES_CM_128_HMAC_SHA1")), "green's {media} is SRTP: {green_view:#}");
+    }
+    ensure!(by_name(&listed, BLUE.name)?["audio"]["srtp_suite"].is_null(), "the dial-out is plain RTP");
+
+    sleep(SETTLE);
+    let together_from = SystemTime::now();
+    sleep(WINDOW);
+    let together_until = SystemTime::now();
+    let cells = MEMBERS.map(|member| Ok((member, Rect::from_api(&by_name(&listed, member.name)?["rect"], CANVAS)?.centre(0.33))));
+    let cells = cells.into_iter().collect::<Result<Vec<_>>>()?;
+    for phone in [&mut *green, &mut *blue] {
+        let frame = phone.snapshot()?;
+        for (member, cell) in &cells {
+            let seen = frame.colour(*cell);
+            ensure!(seen == Some(member.colour), "{} sees {seen:?} in {}'s cell {cell:?}", phone.spec.name, member.name);
+        }
+    }
+    green.hang_up()?;
+    let blue_id = by_name(&listed, BLUE.name)?["id"].as_str().context("blue without an id")?.to_owned();
+    server.delete(&format!("{participants_path}/{blue_id}"))?;
+    blue.wait_closed(Duration::from_secs(2))?;
+
+    let recording = red.stop_receiver()?;
+    let heard = HashMap::from([
+        (RED.name, audio_samples(&recording)?),
+        (GREEN.name, green.received_audio(green_call.answered_at)?),
+        (BLUE.name, blue.received_audio(blue_answered)?),
+    ]);
+    hears_everyone_but_itself(&heard, together_from, together_until)
+}
+
+/// Each member hears the other two (above -30 dBFS) and itself 30 dB below them.
+fn hears_everyone_but_itself(heard: &HashMap<&str, Audio>, from: SystemTime, until: SystemTime) -> Result<()> {
     let tones = MEMBERS.map(|m| m.tone_hz);
     for (index, member) in MEMBERS.iter().enumerate() {
-        let levels = heard[member.name].tone_levels_db(together_from, together_until, &tones)?;
+        let levels = heard[member.name].tone_levels_db(from, until, &tones)?;
         eprintln!("{}: hears {:?} dBFS at {tones:?} Hz", member.name, levels.iter().map(|l| (l * 10.0).round() / 10.0).collect::<Vec<_>>());
         let own = levels[index];
         for (other, level) in levels.iter().enumerate().filter(|&(i, _)| i != index) {

@@ -60,6 +60,36 @@ fn a_call_by_name_joins_sends_media_survives_keepalives_and_leaves_with_its_bye(
     Ok(())
 }
 
+/// A Cisco/Tandberg C40's five m-lines (audio, main video, slides, BFCP,
+/// FECC) in a real INVITE: answered with audio and the main video, the three
+/// extras declined with port 0, and media flowing to the room's ports.
+#[test]
+fn a_room_system_invite_with_slides_bfcp_and_fecc_joins_with_the_extras_declined() -> Result<()> {
+    let server = Server::start()?;
+    let id = server.create_composition(&json!({"name": "boardroom", "video": {"width": 640, "height": 360}}))?;
+    let (audio, video) = (MediaPort::bind(false)?, MediaPort::bind(false)?);
+    let fixture = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sdp/cisco-tandberg-c40-five-mlines.sdp"))?;
+    // Everything on loopback: the room's address, and its ports where Tutti will send.
+    let offer = fixture
+        .replace("172.16.50.23", "127.0.0.1")
+        .replace("m=audio 2346 ", &format!("m=audio {} ", audio.rtp_port))
+        .replace("m=video 2348 ", &format!("m=video {} ", video.rtp_port));
+    let end = Dialog::new().pause(1500).hang_up();
+    let sipp = Sipp::place("call.xml", &[("BODY", &offer), ("MIDDLE", ""), ("END", &end)], "boardroom", server.sip_port, false)?;
+    wait_until("RTP at the room's audio and video ports", Duration::from_secs(3), || {
+        Ok(audio.rtp_packets() > 10 && video.rtp_packets() > 5)
+    })?;
+    let room = participants(&server, &id)?.remove(0);
+    ensure!(room["audio"]["codec"] == "g722" && room["video"]["codec"] == "h264", "the room's codecs: {room}");
+    let run = sipp.finish().context("the room system's call")?;
+    // Only Tutti's answer has ports 0; a retransmitted 200 OK repeats the same lines.
+    let declined: std::collections::BTreeSet<&str> =
+        run.messages.lines().filter(|l| l.starts_with("m=") && l.split_whitespace().nth(1) == Some("0")).collect();
+    ensure!(declined.len() == 3, "slides, BFCP and FECC declined with port 0: {declined:?}\n{}", run.messages);
+    ensure!(declined.iter().any(|l| l.starts_with("m=application 0 UDP/BFCP")), "BFCP declined with its transport: {declined:?}");
+    Ok(())
+}
+
 #[test]
 fn a_call_by_id_over_tcp_gets_a_bye_when_the_api_removes_it() -> Result<()> {
     let server = Server::start()?;

@@ -81,11 +81,15 @@ pub struct BaresipSpec {
     pub name: String,
     pub colour: Colour,
     pub tone_hz: f64,
+    /// Its account's `mediaenc`, e.g. `srtp-mand` (SDES keys, nothing but SRTP).
+    pub media_encryption: Option<&'static str>,
+    /// Answers incoming calls by itself (a dial-out's callee).
+    pub auto_answer: bool,
 }
 
 impl BaresipSpec {
     pub fn new(name: &str, colour: Colour, tone_hz: f64) -> Self {
-        Self { name: name.to_owned(), colour, tone_hz }
+        Self { name: name.to_owned(), colour, tone_hz, media_encryption: None, auto_answer: false }
     }
 }
 
@@ -121,7 +125,7 @@ impl Baresip {
         tone_wav(&tone, spec.tone_hz, TONE_AMPLITUDE, f64::from(MEDIA_SECS), AUDIO_RATE)?;
         let clip = dir.path().join("clip.mp4");
         solid_clip(&clip, spec.colour)?;
-        fs::write(dir.path().join("accounts"), account(&spec.name))?;
+        fs::write(dir.path().join("accounts"), account(&spec))?;
 
         // The ports were free a moment ago; should another process take one first,
         // baresip says so in its log and it is tried again on new ones.
@@ -130,7 +134,7 @@ impl Baresip {
         let mut attempt = 1;
         let (process, sip_port, control_port) = loop {
             let (sip_port, control_port) = (free_sip_port()?, free_tcp_port()?);
-            fs::write(dir.path().join("config"), config(dir.path(), &tone, &clip, sip_port, control_port))?;
+            fs::write(dir.path().join("config"), config(&spec, dir.path(), &tone, &clip, sip_port, control_port))?;
             let mut cmd = Command::new("baresip");
             cmd.arg("-f").arg(dir.path());
             let mut process = ChildProcess::spawn("baresip", cmd, &log)?;
@@ -154,6 +158,14 @@ impl Baresip {
         self.first_frame = first_frame;
         ensure!(event["type"] == "CALL_ESTABLISHED", "{} calling {uri}: {}", self.spec.name, event["param"]);
         Ok(Dialled { invited_at, answered_at })
+    }
+
+    /// Waits for an incoming call (a dial-out from Tutti) to be answered, by itself
+    /// (`auto_answer`); returns when.
+    pub fn wait_answered(&mut self, timeout: Duration) -> Result<SystemTime> {
+        self.call_from = self.control.seen.len();
+        let (at, _) = self.control.wait_for_event(0, timeout, |e| e["type"] == "CALL_ESTABLISHED")?;
+        Ok(at)
     }
 
     /// Calls `uri`, expecting a refusal; returns it as baresip reports it ("404 Not Found").
@@ -258,15 +270,20 @@ impl Drop for Baresip {
     }
 }
 
-/// One account, never registered (`regint=0`), answering nothing by itself, with
-/// one audio and one video codec so that what is negotiated is known.
-fn account(name: &str) -> String {
-    format!("\"{name}\" <sip:{name}@127.0.0.1>;regint=0;answermode=manual;audio_codecs=G722/16000/1;video_codecs=H264\n")
+/// One account, never registered (`regint=0`), answering by itself only as a
+/// dial-out's callee, with one audio and one video codec so that what is negotiated
+/// is known, and SRTP if the spec asks.
+fn account(spec: &BaresipSpec) -> String {
+    let name = &spec.name;
+    let answer = if spec.auto_answer { "auto" } else { "manual" };
+    let encryption = spec.media_encryption.map(|e| format!(";mediaenc={e}")).unwrap_or_default();
+    format!("\"{name}\" <sip:{name}@127.0.0.1>;regint=0;answermode={answer};audio_codecs=G722/16000/1;video_codecs=H264{encryption}\n")
 }
 
 /// The whole config: only the modules the tests use, every socket on 127.0.0.1.
-fn config(dir: &Path, tone: &Path, clip: &Path, sip_port: u16, control_port: u16) -> String {
+fn config(spec: &BaresipSpec, dir: &Path, tone: &Path, clip: &Path, sip_port: u16, control_port: u16) -> String {
     let (dir, tone, clip) = (dir.display(), tone.display(), clip.display());
+    let srtp = if spec.media_encryption.is_some() { "module srtp.so\n" } else { "" };
     format!(
         "poll_method epoll
 net_interface 127.0.0.1
@@ -292,7 +309,7 @@ module fakevideo.so
 module sndfile.so
 module snapshot.so
 module ctrl_tcp.so
-module_app account.so
+{srtp}module_app account.so
 module_app menu.so
 ctrl_tcp_listen 127.0.0.1:{control_port}
 snd_path {dir}
