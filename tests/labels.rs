@@ -70,11 +70,14 @@ fn names_are_drawn_in_their_own_cells_follow_a_rename_and_go_with_labels_off() {
         let grace_location = grace.join_named(server, &composition)?.location;
         sleep(Duration::from_secs(3));
         let named = SystemTime::now();
+        // Read well before the rename: the composite is on the wire ~10 ms after a change.
+        sleep(Duration::from_millis(500));
 
         let response = patch(server, &grace_location, json!({"name": "Hopper"}))?;
         ensure!(response.status == 200, "PATCH name: {response:?}");
         sleep(Duration::from_secs(2));
         let renamed = SystemTime::now();
+        sleep(Duration::from_millis(500));
 
         let response = put_layout(server, &composition, json!({"kind": "grid", "labels": false}))?;
         ensure!(response.status == 200, "PUT labels false: {response:?}");

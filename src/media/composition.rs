@@ -846,6 +846,10 @@ fn build_canvas(
     let compositor = make("compositor", &n("compositor"))?;
     compositor.set_property_from_str("background", "black");
     compositor.set_property_from_str("start-time-selection", "first");
+    // A pad that has never had a buffer (the background's, until a layout
+    // sets one) must not be waited for: in live mode every composite frame
+    // would wait out the whole latency on it, some 90 ms of glass-to-glass.
+    compositor.set_property("ignore-inactive-pads", true);
     let upstream_latency = settings.jitter_buffer + Duration::from_millis(20);
     compositor.set_property("min-upstream-latency", upstream_latency.as_nanos() as u64);
     let canvas_caps = make("capsfilter", &n("canvas-caps"))?;
