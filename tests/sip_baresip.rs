@@ -109,21 +109,11 @@ fn call(server: &Server, red: &mut Caller, green: &mut Baresip, blue: &mut Bares
         );
     }
 
-    sleep(SETTLE);
-    let together_from = SystemTime::now();
-    sleep(WINDOW);
-    let together_until = SystemTime::now();
-
+    let (together_from, together_until) = together();
     // Everyone in their cell, as each softphone sees the composite.
-    let cells = MEMBERS.map(|member| Ok((member, Rect::from_api(&by_name(&listed, member.name)?["rect"], CANVAS)?.centre(0.33))));
-    let cells = cells.into_iter().collect::<Result<Vec<_>>>()?;
+    let cells = cells(&listed)?;
     for phone in [&mut *green, &mut *blue] {
-        let frame = phone.snapshot()?;
-        ensure!((frame.width, frame.height) == CANVAS, "{} receives {}x{}", phone.spec.name, frame.width, frame.height);
-        for (member, cell) in &cells {
-            let seen = frame.colour(*cell);
-            ensure!(seen == Some(member.colour), "{} sees {seen:?} in {}'s cell {cell:?}: {frame:?}", phone.spec.name, member.name);
-        }
+        sees_everyone_in_their_cell(phone, &cells)?;
     }
 
     // Removed through the API: the softphone gets a BYE.
@@ -234,18 +224,11 @@ fn secure_and_dialled(server: &Server, red: &mut Caller, green: &mut Baresip, bl
     }
     ensure!(by_name(&listed, BLUE.name)?["audio"]["srtp_suite"].is_null(), "the dial-out is plain RTP");
 
-    sleep(SETTLE);
-    let together_from = SystemTime::now();
-    sleep(WINDOW);
-    let together_until = SystemTime::now();
-    let cells = MEMBERS.map(|member| Ok((member, Rect::from_api(&by_name(&listed, member.name)?["rect"], CANVAS)?.centre(0.33))));
-    let cells = cells.into_iter().collect::<Result<Vec<_>>>()?;
+    let (together_from, together_until) = together();
+    // Everyone in their cell, as each softphone sees the composite.
+    let cells = cells(&listed)?;
     for phone in [&mut *green, &mut *blue] {
-        let frame = phone.snapshot()?;
-        for (member, cell) in &cells {
-            let seen = frame.colour(*cell);
-            ensure!(seen == Some(member.colour), "{} sees {seen:?} in {}'s cell {cell:?}", phone.spec.name, member.name);
-        }
+        sees_everyone_in_their_cell(phone, &cells)?;
     }
     green.hang_up()?;
     let blue_id = by_name(&listed, BLUE.name)?["id"].as_str().context("blue without an id")?.to_owned();
@@ -259,6 +242,30 @@ fn secure_and_dialled(server: &Server, red: &mut Caller, green: &mut Baresip, bl
         (BLUE.name, blue.received_audio(blue_answered)?),
     ]);
     hears_everyone_but_itself(&heard, together_from, together_until)
+}
+
+/// Lets the return streams settle, then the window in which all three are judged.
+fn together() -> (SystemTime, SystemTime) {
+    sleep(SETTLE);
+    let from = SystemTime::now();
+    sleep(WINDOW);
+    (from, SystemTime::now())
+}
+
+/// Where each member's colour is judged: the middle of its `rect`.
+fn cells(listed: &[Value]) -> Result<Vec<(&'static Member, Rect)>> {
+    MEMBERS.iter().map(|&member| Ok((member, Rect::from_api(&by_name(listed, member.name)?["rect"], CANVAS)?.centre(0.33)))).collect()
+}
+
+/// A softphone's next received frame is the whole canvas, each member's colour in its cell.
+fn sees_everyone_in_their_cell(phone: &mut Baresip, cells: &[(&Member, Rect)]) -> Result<()> {
+    let frame = phone.snapshot()?;
+    ensure!((frame.width, frame.height) == CANVAS, "{} receives {}x{}", phone.spec.name, frame.width, frame.height);
+    for (member, cell) in cells {
+        let seen = frame.colour(*cell);
+        ensure!(seen == Some(member.colour), "{} sees {seen:?} in {}'s cell {cell:?}: {frame:?}", phone.spec.name, member.name);
+    }
+    Ok(())
 }
 
 /// Each member hears the other two (above -30 dBFS) and itself 30 dB below them.

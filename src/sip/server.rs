@@ -418,8 +418,8 @@ async fn room_of(context: &UserAgent, request: &Request) -> Result<CompositionId
     let nowhere = || Refusal::status(StatusCode::NotFound);
     let user = request.uri.user().ok_or_else(nowhere)?.to_string();
     let mut ad_hoc = context.ad_hoc.lock().await;
-    let compositions = context.engine.list_compositions().await.map_err(|e| Refusal::from(&e))?;
-    let rooms = compositions.iter().map(|c| Room { id: &c.id, name: c.name.as_deref() });
+    let known = context.engine.rooms().await.map_err(|e| Refusal::from(&e))?;
+    let rooms = known.iter().map(|(id, name)| Room { id, name: name.as_deref() });
     match route(&user, rooms, &context.rules) {
         Destination::Join(id) => Ok(id.clone()),
         Destination::Nowhere => Err(nowhere()),
