@@ -302,3 +302,36 @@ fn a_full_disk_fails_one_recording_and_nothing_else() -> Result<()> {
     ensure!(fps >= 29.0, "the caller's return video fell to {fps:.1} fps when a recording failed");
     Ok(())
 }
+
+/// HLS is written a GOP at a time, so its bytes stand still for a whole
+/// keyframe interval between writes: with 4 s GOPs a 2 s watchdog called a
+/// healthy output `stalled` every GOP (and with 2 s GOPs now and then,
+/// which failed the full-disk test above one run in two).
+#[test]
+fn an_hls_output_with_long_gops_is_never_called_stalled() -> Result<()> {
+    let server = Server::start()?;
+    let mut events = EventStream::open(&server, "", None)?;
+    let id = server.create_composition(&json!({
+        "video": {"width": 320, "height": 180, "fps": 30, "bitrate_kbps": 300, "keyframe_interval_secs": 4},
+        "outputs": [{"kind": "hls"}]
+    }))?;
+    let mut red = Caller::new(CallerSpec::new("red", Colour::Red, 500.0))?;
+    red.join(&server, &id)?;
+    wait_for("HLS live", Duration::from_secs(15), || Ok(outputs(&server, &id)?[0]["state"] == "live"))?;
+    // Three GOPs; the API is read ten times a second.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(12) {
+        let hls = outputs(&server, &id)?.remove(0);
+        ensure!(hls["state"] == "live", "a healthy HLS output read {} after {:?}: {hls}", hls["state"], watched.elapsed());
+        sleep(Duration::from_millis(100));
+    }
+    let hls = outputs(&server, &id)?.remove(0);
+    let playlist = server.get(hls["playlist_url"].as_str().context("playlist_url")?)?.body;
+    let durations: Vec<f64> = playlist.lines().filter_map(|l| l.strip_prefix("#EXTINF:")?.split(',').next()?.parse().ok()).collect();
+    ensure!(durations.len() >= 2, "{} segments after 12 s: {playlist}", durations.len());
+    ensure!(durations.iter().skip(1).all(|d| (d - 4.0).abs() < 0.2), "segments are not one 4 s GOP each: {durations:?}");
+    let stalled: Vec<&Value> = events.drain()?.iter().filter(|e| e["type"] == "output_stalled").collect();
+    ensure!(stalled.is_empty(), "output_stalled was announced: {stalled:?}");
+    drop(red);
+    Ok(())
+}

@@ -33,6 +33,7 @@ use crate::media::{
     check_images, output_part_name, participant_part_name,
 };
 use crate::model::event::EventKind;
+use crate::model::health::output_stall_after;
 use crate::model::admission::{Cores, OverCapacity, Picture};
 use crate::model::composition::{
     CompositionConfig, InvalidConfig, NO_LAYOUT_WITHOUT_VIDEO, NO_OUTPUTS_WITHOUT_VIDEO,
@@ -631,6 +632,8 @@ impl Engine {
             return Err(e.into());
         }
         tracing::info!(composition = %id, output = %oid, kind = ?valid.kind(), "output added");
+        let keyframe_interval = Duration::from_secs(composition.config.video.keyframe_interval_secs.into());
+        let stall_after = output_stall_after(valid.kind(), keyframe_interval);
         self.services.events.publish(id, EventKind::OutputAdded { output: oid.clone(), kind: valid.kind() });
         composition.outputs.push(OutputRecord {
             id: oid,
@@ -638,7 +641,7 @@ impl Engine {
             created_at: OffsetDateTime::now_utc(),
             publisher,
             failure: None,
-            watch: OutputWatch::new(Instant::now()),
+            watch: OutputWatch::new(Instant::now(), stall_after),
             announced: OutputState::Connecting,
         });
         let record = composition.outputs.last().expect("just added");

@@ -11,7 +11,7 @@ use crate::events::EventBus;
 use crate::media::{CompositionMedia, MediumState, ParticipantMedia};
 use crate::model::codec::MediaKind;
 use crate::model::event::EventKind;
-use crate::model::health::{Arm, COMPOSITE_STALL, FlowChange, FlowWatch, LEG_STALL, OUTPUT_STALL};
+use crate::model::health::{Arm, COMPOSITE_STALL, FlowChange, FlowWatch, LEG_STALL};
 use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 
 /// Which way a caller's media goes.
@@ -97,13 +97,13 @@ pub(super) struct OutputWatch {
 }
 
 impl OutputWatch {
-    pub(super) fn new(now: Instant) -> OutputWatch {
-        OutputWatch { watch: FlowWatch::new(now, OUTPUT_STALL, Arm::OnFirstMovement) }
+    pub(super) fn new(now: Instant, stall_after: Duration) -> OutputWatch {
+        OutputWatch { watch: FlowWatch::new(now, stall_after, Arm::OnFirstMovement) }
     }
 
     /// What the API says while it is stalled.
     pub(super) fn problem(&self) -> Option<String> {
-        self.watch.stalled().then(|| format!("no bytes written or sent for {:.1} s", OUTPUT_STALL.as_secs_f64()))
+        self.watch.stalled().then(|| format!("no bytes written or sent for {:.1} s", self.watch.stall_after().as_secs_f64()))
     }
 }
 

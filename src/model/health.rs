@@ -6,12 +6,27 @@
 
 use std::time::{Duration, Instant};
 
+use crate::model::output::OutputKind;
+
 /// A caller's media, or what Tutti sends it, that has not moved for this
 /// long is reported; a whole second more than RTP's usual packet gaps, well
 /// under what a person waits before hanging up.
 pub const LEG_STALL: Duration = Duration::from_secs(2);
 /// An output whose bytes have not grown for this long is reported.
 pub const OUTPUT_STALL: Duration = Duration::from_secs(2);
+
+/// How long an output's bytes may stand still before it is reported. HLS
+/// is written a GOP at a time (splitmuxsink, inside hlssink2, holds each
+/// GOP back until the next keyframe closes it), so its bytes stand still
+/// for a whole keyframe interval in normal running: it gets that on top.
+/// With a 2 s GOP and no allowance, a healthy HLS output read `stalled`
+/// whenever one GOP was written a tick later than the one before.
+pub fn output_stall_after(kind: OutputKind, keyframe_interval: Duration) -> Duration {
+    match kind {
+        OutputKind::Hls => OUTPUT_STALL + keyframe_interval,
+        OutputKind::Rtmp | OutputKind::Record => OUTPUT_STALL,
+    }
+}
 /// A composite that produced no frame for this long is frozen: at 30 fps
 /// that is thirty frames missed.
 pub const COMPOSITE_STALL: Duration = Duration::from_secs(1);
@@ -70,6 +85,10 @@ impl FlowWatch {
         self.stalled
     }
 
+    pub fn stall_after(&self) -> Duration {
+        self.stall_after
+    }
+
     /// How long nothing has moved (since creation, before the first movement).
     pub fn quiet_for(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.moved_at)
@@ -81,6 +100,14 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn hls_may_stand_still_for_a_whole_gop_and_other_outputs_may_not() {
+        let gop = Duration::from_secs(4);
+        assert_eq!(output_stall_after(OutputKind::Hls, gop), OUTPUT_STALL + gop);
+        assert_eq!(output_stall_after(OutputKind::Record, gop), OUTPUT_STALL);
+        assert_eq!(output_stall_after(OutputKind::Rtmp, gop), OUTPUT_STALL);
+    }
 
     #[test]
     fn a_flow_that_never_starts_is_reported_once_when_armed_at_once() {
