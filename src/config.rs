@@ -206,7 +206,7 @@ pub struct ServeArgs {
     /// Most participants in all compositions of this node; more get 503 [default: 1000].
     #[arg(long, env = "TUTTI_MAX_PARTICIPANTS")]
     pub max_participants: Option<usize>,
-    /// Joins per second this node accepts, sustained; faster get 429. 0: no limit [default: 50].
+    /// Joins per second this node accepts, sustained (API POSTs and SIP INVITEs); faster get 429 (SIP: 503). 0: no limit [default: 50].
     #[arg(long, env = "TUTTI_JOIN_RATE")]
     pub join_rate: Option<f64>,
     /// Joins accepted at once above --join-rate [default: 100].

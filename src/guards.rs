@@ -40,6 +40,12 @@ impl ApiGuards {
         }
     }
 
+    /// The node's join budget (`--join-rate`, `--join-burst`), which SIP
+    /// calls spend too: an INVITE flood is as many joins as a POST flood.
+    pub fn joins(&self) -> Arc<Mutex<RateBucket>> {
+        self.joins.clone()
+    }
+
     pub fn requires_tokens(&self) -> bool {
         self.auth.required()
     }

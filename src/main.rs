@@ -71,7 +71,7 @@ async fn serve(config: Config, profiles: Profiles, rtmps_trust: RtmpsTrust) -> a
     };
     let (sip_settings, media_encryption) = (config.sip.clone(), config.media_encryption);
     let engine = Engine::start(config, profiles, services);
-    let sip = tutti::sip::start(&sip_settings, media_encryption, engine.clone(), events.clone())
+    let sip = tutti::sip::start(&sip_settings, media_encryption, engine.clone(), events.clone(), guards.joins())
         .await
         .with_context(|| format!("starting SIP on {:?} (--sip-listen; an empty value turns SIP off)", sip_settings.listen))?;
     axum::serve(listener, tutti::api::app(engine.clone(), hls_dir, guards, Telemetry { events, webhooks, sip: sip.as_ref().map(|s| s.stats()).unwrap_or_default() }))

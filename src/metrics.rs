@@ -19,8 +19,13 @@ use crate::sip::SipStats;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-const PARTICIPANT_STATES: [ParticipantState; 4] =
-    [ParticipantState::Connecting, ParticipantState::Active, ParticipantState::Interrupted, ParticipantState::Stale];
+const PARTICIPANT_STATES: [ParticipantState; 5] = [
+    ParticipantState::Connecting,
+    ParticipantState::Active,
+    ParticipantState::Interrupted,
+    ParticipantState::Stale,
+    ParticipantState::AwaitingPin,
+];
 const OUTPUT_STATES: [OutputState; 6] = [
     OutputState::Connecting,
     OutputState::Live,

@@ -223,6 +223,16 @@ fn secure_and_dialled(server: &Server, red: &mut Caller, green: &mut Baresip, bl
         ensure!(green_view[media]["srtp_suite"].as_str().is_some_and(|s| s.starts_with("AES_CM_128_HMAC_SHA1")), "green's {media} is SRTP: {green_view:#}");
     }
     ensure!(by_name(&listed, BLUE.name)?["audio"]["srtp_suite"].is_null(), "the dial-out is plain RTP");
+    let dialled_sip = &by_name(&listed, BLUE.name)?["sip"];
+    ensure!(
+        dialled_sip["call_id"].as_str().is_some_and(|id| id.ends_with("@tutti"))
+            && dialled_sip["from"].as_str().is_some_and(|from| from.contains("Tutti") && from.contains("tag="))
+            && dialled_sip["to"].as_str().is_some_and(|to| to.starts_with("sip:blue@"))
+            && dialled_sip["user_agent"].as_str().is_some_and(|agent| agent.starts_with("baresip"))
+            && dialled_sip["direction"] == "outbound"
+            && by_name(&listed, GREEN.name)?["sip"]["direction"] == "inbound",
+        "the dial-out's dialog in the API: {dialled_sip:#}"
+    );
 
     let (together_from, together_until) = together();
     // Everyone in their cell, as each softphone sees the composite.

@@ -27,6 +27,17 @@ fn options_outside_a_dialog_says_what_tutti_takes_over_udp_and_tcp() -> Result<(
     Ok(())
 }
 
+/// RFC 4028: a caller that asks for a session timer and can refresh gets it,
+/// as the refresher, in the 200 OK to its INVITE and to its refresh.
+#[test]
+fn a_caller_asking_for_session_timers_refreshes_them() -> Result<()> {
+    let server = Server::start()?;
+    server.create_composition(&json!({"name": "board", "audio_only": true}))?;
+    let media = MediaPort::bind(false)?;
+    Sipp::play("session_timer.xml", &[("BODY", &pcmu_offer(media.rtp_port))], "board", server.sip_port, false)?;
+    Ok(())
+}
+
 #[test]
 fn a_call_by_name_joins_sends_media_survives_keepalives_and_leaves_with_its_bye() -> Result<()> {
     let server = Server::start()?;
@@ -130,6 +141,10 @@ fn refusals_carry_the_status_and_reason_endpoints_act_on() -> Result<()> {
     let warning = r#"<ereg regexp="305 Tutti/[0-9.]+ \".*G729" search_in="hdr" header="Warning:" check_it="true" assign_to="checked"/>"#;
     refused("small", sdp_headers, &g729, "488", warning).context("no codec in common: 488 with a Warning naming the offer")?;
 
+    let timer = format!("{sdp_headers}\n      Session-Expires: 30\n      Supported: timer");
+    let min_se = r#"<ereg regexp="^ *90" search_in="hdr" header="Min-SE:" check_it="true" assign_to="checked"/>"#;
+    refused("small", &timer, &offer, "422", min_se).context("a session timer under 90 s: 422 with Min-SE")?;
+
     let accept = r#"<ereg regexp="application/sdp" search_in="hdr" header="Accept:" check_it="true" assign_to="checked"/>"#;
     refused("small", "      Content-Type: text/plain", "hello", "415", accept).context("a body that is not SDP: 415 with Accept")?;
 
@@ -165,6 +180,21 @@ fn refusals_carry_the_status_and_reason_endpoints_act_on() -> Result<()> {
         full.sip_port,
         false,
     ).context("a node at --max-participants: 503 with Retry-After")?;
+    drop(held);
+
+    // INVITEs spend the node's join budget as POSTs do: a flood is refused, not taken.
+    let paced = Server::start_with(&["--join-rate", "0.05", "--join-burst", "1"])?;
+    let paced_room = paced.create_composition(&json!({"name": "a", "audio_only": true}))?;
+    let held = Sipp::place("call.xml", &[("BODY", &pcmu_offer(media_a.rtp_port)), ("MIDDLE", ""), ("END", &Dialog::new().await_bye(10_000))], "a", paced.sip_port, false)?;
+    wait_until("the first call to be listed", Duration::from_secs(2), || Ok(participants(&paced, &paced_room)?.len() == 1))?;
+    let later = r#"<ereg regexp=" *([2-9][0-9]|1[0-9])" search_in="hdr" header="Retry-After:" check_it="true" assign_to="checked"/>"#;
+    Sipp::play(
+        "refused.xml",
+        &[("HEADERS", sdp_headers), ("BODY", &pcmu_offer(other.rtp_port)), ("STATUS", "503"), ("CHECKS", later)],
+        "a",
+        paced.sip_port,
+        false,
+    ).context("a call over --join-rate: 503 with Retry-After")?;
     drop(held);
     Ok(())
 }

@@ -28,11 +28,13 @@ use tokio::sync::oneshot;
 use crate::config::Config;
 use crate::events::EventBus;
 use crate::media::profiles::Profiles;
+use crate::media::prompts::Prompt;
 use crate::media::{
     CompositionMedia, JoiningMedium, MediaError, MediaEvent, MediaSettings, MissingImage, OutputPaths, Reaper, StopTicket,
     check_images, output_part_name, participant_part_name,
 };
 use crate::model::event::EventKind;
+use crate::model::pin::{self, PinEntry, PinStep};
 use crate::model::health::output_stall_after;
 use crate::model::admission::{Cores, OverCapacity, Picture};
 use crate::model::composition::{
@@ -44,7 +46,7 @@ use crate::model::layout::LayoutConfig;
 use crate::model::output::{InvalidOutput, OutputConfig, ValidOutput};
 use crate::model::sdp::crypto::MediaEncryption;
 use crate::model::sdp::{self, Canvas, LocalTransport, Negotiation, RenegotiationError, SdpError, with_origin_version};
-use crate::model::signalling::{Signalling, SipCall};
+use crate::model::signalling::{CallDirection, Signalling, SipCall};
 use crate::ports::{PortAllocator, PortPair, PortsExhausted};
 use crate::rtmp::{PublisherConfig, PublisherHandle, RtmpServerHandle, RtmpsTrust, spawn_publisher};
 use watch::{CompositeWatch, LegWatches, OutputWatch};
@@ -146,6 +148,7 @@ enum Command {
     DialProgressed(CompositionId, ParticipantId, DialProgress, Reply<()>),
     CompleteOffer(CompositionId, ParticipantId, String, Reply<ParticipantView>),
     RequestKeyframe(CompositionId, ParticipantId, Reply<()>),
+    Key(CompositionId, ParticipantId, char, Reply<()>),
     SetLayout(CompositionId, LayoutConfig, Reply<LayoutConfig>),
     AddOutput(CompositionId, OutputConfig, Reply<OutputView>),
     GetOutput(CompositionId, OutputId, Reply<OutputView>),
@@ -248,6 +251,12 @@ impl EngineHandle {
         self.ask(|r| Command::CompleteOffer(id, pid, answer, r)).await
     }
 
+    /// A DTMF key a participant pressed, sent in its signalling (SIP INFO)
+    /// rather than in its RTP.
+    pub async fn key(&self, id: CompositionId, pid: ParticipantId, key: char) -> Result<(), EngineError> {
+        self.ask(|r| Command::Key(id, pid, key, r)).await
+    }
+
     /// A keyframe, soon, in the video a participant receives (its endpoint
     /// lost the picture and asked, as room systems do over SIP INFO).
     pub async fn request_keyframe(&self, id: CompositionId, pid: ParticipantId) -> Result<(), EngineError> {
@@ -334,6 +343,10 @@ struct Participant {
     last_error: Option<String>,
     watches: LegWatches,
     session: SdpSession,
+    /// Dialled in to a room with a PIN and keying it in: not in the room yet.
+    lobby: Option<PinEntry>,
+    /// When its call is to end: after its last prompt (a wrong PIN, too late).
+    leaving_at: Option<Instant>,
 }
 
 /// What a participant joins with, besides its negotiation.
@@ -366,8 +379,12 @@ struct Dial {
 /// What the signalling adapter reports of a dial-out before its answer.
 #[derive(Clone, Debug)]
 pub enum DialProgress {
+    /// The INVITE left: the dialog's identity, for the API.
+    Dialled { call_id: String, from: String },
     /// The callee is alerted (SIP 180/183).
     Ringing,
+    /// It answered: what it says it is (`Server` or `User-Agent`), just before it joins.
+    Answering { user_agent: Option<String> },
     /// It will not be answered: the status and reason (`486 Busy Here`).
     Failed(String),
 }
@@ -417,6 +434,21 @@ pub struct Engine {
     reaper: Reaper,
     pending_removals: HashMap<StopTicket, PendingRemoval>,
     tx: mpsc::Sender<Message>,
+}
+
+/// Plays a prompt to a caller in the lobby; says how long it lasts. One
+/// that cannot play is logged (the caller can still key in its PIN).
+fn announce(composition: &Composition, pid: &ParticipantId, prompt: Prompt) -> Duration {
+    composition.media.announce(pid, prompt).unwrap_or_else(|e| {
+        tracing::warn!(participant = %pid, ?prompt, "prompt not played: {e}");
+        Duration::ZERO
+    })
+}
+
+/// The participant `pid` of composition `id`, or why not. On the list
+/// rather than the composition, so that its media stays free to borrow.
+fn participant_mut<'a>(participants: &'a mut [Participant], id: &CompositionId, pid: &ParticipantId) -> Result<&'a mut Participant, EngineError> {
+    participants.iter_mut().find(|p| &p.id == pid).ok_or_else(|| EngineError::ParticipantNotFound(id.clone(), pid.clone()))
 }
 
 /// The composition `id`, borrowing only the map, so that the engine's
@@ -522,6 +554,7 @@ impl Engine {
             }))),
             Command::DialProgressed(id, pid, progress, reply) => drop(reply.send(self.dial_progressed(&id, &pid, progress))),
             Command::CompleteOffer(id, pid, answer, reply) => drop(reply.send(self.complete_offer(&id, &pid, &answer))),
+            Command::Key(id, pid, key, reply) => drop(reply.send(self.on_key(&id, &pid, key))),
             Command::RequestKeyframe(id, pid, reply) => drop(reply.send(self.get(&id).and_then(|c| {
                 c.participants.iter().find(|p| p.id == pid).ok_or_else(|| EngineError::ParticipantNotFound(id.clone(), pid.clone()))?;
                 tracing::debug!(composition = %id, participant = %pid, "keyframe requested for a participant");
@@ -805,7 +838,13 @@ impl Engine {
             return Err(EngineError::InvalidDialOut(format!("sip_uri {uri:?} is not a sip: URI")));
         }
         let name = request.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| uri.clone());
-        let signalling = Signalling::Sip(SipCall { call_id: String::new(), from: String::new(), to: uri.clone(), user_agent: None });
+        let signalling = Signalling::Sip(SipCall {
+            call_id: String::new(),
+            from: String::new(),
+            to: uri.clone(),
+            user_agent: None,
+            direction: CallDirection::Outbound,
+        });
         let dial = Dial { name: name.clone(), state: ParticipantState::Calling, last_error: None };
         let offered = self.make_offer(id, OfferRequest { name: Some(name.clone()), signalling }, Some(dial))?;
         let pid = offered.participant;
@@ -821,7 +860,21 @@ impl Engine {
             .find(|o| &o.id == pid)
             .ok_or_else(|| EngineError::ParticipantNotFound(id.clone(), pid.clone()))?;
         let Some(dial) = offer.dial.as_mut() else { return Ok(()) };
+        let sip = match &mut offer.seat.signalling {
+            Signalling::Sip(call) => Some(call),
+            Signalling::Api => None,
+        };
         match progress {
+            DialProgress::Dialled { call_id, from } => {
+                if let Some(call) = sip {
+                    (call.call_id, call.from) = (call_id, from);
+                }
+            }
+            DialProgress::Answering { user_agent } => {
+                if let Some(call) = sip {
+                    call.user_agent = user_agent;
+                }
+            }
             DialProgress::Ringing if dial.state == ParticipantState::Calling => {
                 dial.state = ParticipantState::Ringing;
                 self.services.events.publish(id, EventKind::ParticipantRinging { participant: pid.clone() });
@@ -845,6 +898,7 @@ impl Engine {
         let canvas = self.canvas_of(id)?;
         let composition = composition_mut(&mut self.compositions, id)?;
         let Seat { name, signalling, audio_ports, video_ports, local, session_id, .. } = seat;
+        let lobby = composition.config.pin.clone().filter(|_| signalling.dialled_in()).map(|pin| PinEntry::new(pin, Instant::now()));
         let name = name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| format!("Caller {}", composition.participants.len() + 1));
         let joining = |negotiated: Option<sdp::NegotiatedMedia>, ports| {
             negotiated.zip(ports).map(|(negotiated, ports)| JoiningMedium { negotiated, ports })
@@ -854,7 +908,11 @@ impl Engine {
             &name,
             joining(negotiation.audio.clone(), audio_ports),
             joining(negotiation.video.clone(), video_ports),
+            lobby.is_some(),
         )?;
+        if lobby.is_some() {
+            announce(composition, &pid, Prompt::EnterPin);
+        }
         tracing::info!(
             composition = %id, participant = %pid, %name,
             audio = ?negotiation.audio.as_ref().map(|m| m.codec),
@@ -876,6 +934,8 @@ impl Engine {
             last_error: None,
             watches: LegWatches::new(media, Instant::now()),
             session: SdpSession { built: negotiation, local, session_id, version: 1, on_hold: false },
+            lobby,
+            leaving_at: None,
         });
         Ok(composition.participant_view(&pid).expect("just added"))
     }
@@ -906,11 +966,7 @@ impl Engine {
 
     fn update_participant(&mut self, id: &CompositionId, pid: &ParticipantId, patch: &ParticipantPatch) -> Result<ParticipantView, EngineError> {
         let composition = composition_mut(&mut self.compositions, id)?;
-        let participant = composition
-            .participants
-            .iter_mut()
-            .find(|p| &p.id == pid)
-            .ok_or_else(|| EngineError::ParticipantNotFound(id.clone(), pid.clone()))?;
+        let participant = participant_mut(&mut composition.participants, id, pid)?;
         patch.apply(&mut participant.name, &mut participant.controls)?;
         composition.media.update_participant(pid, &participant.name, &participant.controls);
         tracing::info!(composition = %id, participant = %pid, name = %participant.name, controls = ?participant.controls, "participant updated");
@@ -927,11 +983,7 @@ impl Engine {
         let composition = composition_mut(&mut self.compositions, id)?;
         let v = &composition.config.video;
         let canvas = Canvas { width: v.width, height: v.height, fps: v.fps };
-        let participant = composition
-            .participants
-            .iter_mut()
-            .find(|p| &p.id == pid)
-            .ok_or_else(|| EngineError::ParticipantNotFound(id.clone(), pid.clone()))?;
+        let participant = participant_mut(&mut composition.participants, id, pid)?;
         let session = &mut participant.session;
         let next = session.built.renegotiate(offer)?;
         session.version += 1;
@@ -986,8 +1038,85 @@ impl Engine {
         }
     }
 
+    /// A key a participant pressed: in the lobby, a step of its PIN.
+    fn on_key(&mut self, id: &CompositionId, pid: &ParticipantId, key: char) -> Result<(), EngineError> {
+        let composition = composition_mut(&mut self.compositions, id)?;
+        let participant = participant_mut(&mut composition.participants, id, pid)?;
+        tracing::debug!(composition = %id, participant = %pid, "DTMF key");
+        if let Some(entry) = &mut participant.lobby {
+            let step = entry.key(key, Instant::now());
+            self.follow_pin(id, pid, step);
+        }
+        Ok(())
+    }
+
+    /// Acts on what a caller's PIN entry answered.
+    fn follow_pin(&mut self, id: &CompositionId, pid: &ParticipantId, step: PinStep) {
+        let Some(composition) = self.compositions.get_mut(id) else { return };
+        let Some(participant) = composition.participants.iter_mut().find(|p| &p.id == pid) else { return };
+        let events = &self.services.events;
+        let failed = |reason: &str, attempts_left| EventKind::ParticipantPinFailed { participant: pid.clone(), reason: reason.into(), attempts_left };
+        match step {
+            PinStep::Typing => {}
+            PinStep::Admitted => {
+                participant.lobby = None;
+                if let Some(media) = composition.media.participant(pid) {
+                    participant.watches = LegWatches::new(media, Instant::now());
+                }
+                composition.media.admit(pid);
+                tracing::info!(composition = %id, participant = %pid, "participant keyed in the PIN and is admitted");
+                events.publish(id, EventKind::ParticipantAdmitted { participant: pid.clone() });
+            }
+            PinStep::Wrong { attempts_left } => {
+                tracing::info!(composition = %id, participant = %pid, attempts_left, "wrong PIN");
+                events.publish(id, failed("wrong PIN", attempts_left));
+                announce(composition, pid, Prompt::WrongPin);
+            }
+            PinStep::Reprompt => drop(announce(composition, pid, Prompt::EnterPin)),
+            PinStep::Rejected | PinStep::TimedOut => {
+                let (reason, prompt) = match step {
+                    PinStep::Rejected => (format!("wrong PIN {} times", pin::MAX_ATTEMPTS), Prompt::Rejected),
+                    _ => (format!("no PIN keyed in within {} s", pin::ENTRY_TIMEOUT.as_secs()), Prompt::TimedOut),
+                };
+                tracing::info!(composition = %id, participant = %pid, %reason, "ending the call after its last prompt");
+                events.publish(id, failed(&reason, 0));
+                participant.last_error = Some(reason);
+                let said = announce(composition, pid, prompt);
+                if let Some(participant) = composition.participants.iter_mut().find(|p| &p.id == pid) {
+                    participant.leaving_at = Some(Instant::now() + said);
+                }
+            }
+        }
+    }
+
+    /// PIN entries' pauses and timeouts, and calls whose last prompt is over.
+    fn tick_lobbies(&mut self, now: Instant) {
+        let mut steps = Vec::new();
+        let mut leaving = Vec::new();
+        for (id, composition) in &mut self.compositions {
+            for participant in &mut composition.participants {
+                if participant.leaving_at.is_some_and(|at| now >= at) {
+                    leaving.push((id.clone(), participant.id.clone()));
+                } else if let Some(entry) = &mut participant.lobby {
+                    steps.push((id.clone(), participant.id.clone(), entry.tick(now)));
+                }
+            }
+        }
+        for (id, pid, step) in steps {
+            self.follow_pin(&id, &pid, step);
+        }
+        for (id, pid) in leaving {
+            // Its part stops on its own; nobody waits on the ticket.
+            let _ = self.remove_participant(&id, &pid);
+        }
+    }
+
     fn on_media_event(&mut self, event: MediaEvent) {
         match event {
+            MediaEvent::Key { composition, participant, key } => {
+                // From a socket's thread, for a caller that may have just left.
+                let _ = self.on_key(&composition, &participant, key);
+            }
             MediaEvent::LatencyChanged { composition } => {
                 if let Some(c) = self.compositions.get(&composition) {
                     c.media.recalculate_latency();
@@ -1028,6 +1157,7 @@ impl Engine {
     /// Watchdogs, late removals, stuck parts.
     fn tick(&mut self) {
         let now = Instant::now();
+        self.tick_lobbies(now);
         let stale_after = self.config.stale_after;
         for (id, composition) in &mut self.compositions {
             composition.watch(id, now, stale_after, &self.services.events);

@@ -27,6 +27,9 @@ pub enum ParticipantState {
     Interrupted,
     /// Nothing arrived for longer than the stale timeout. It stays until deleted.
     Stale,
+    /// Dialled in to a room with a PIN and keying it in (DTMF): not in the
+    /// layout or the mix yet, hearing the prompt, sent no picture.
+    AwaitingPin,
     /// A dial-out: Tutti's INVITE is on its way.
     Calling,
     /// A dial-out whose callee is alerting (180/183).
@@ -167,6 +170,8 @@ pub struct CompositionView {
     pub state: &'static str,
     pub last_error: Option<String>,
     pub audio_only: bool,
+    /// Whether callers who dial in must key in a PIN (the PIN is never shown).
+    pub pin_required: bool,
     /// The canvas; absent in an audio-only composition.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub video: Option<VideoConfig>,
@@ -201,6 +206,7 @@ impl Composition {
             state: if self.composite.as_ref().is_some_and(|c| c.frozen()) { "frozen" } else { "running" },
             last_error: self.composite.as_ref().and_then(|c| c.last_error.clone()),
             audio_only: self.config.audio_only,
+            pin_required: self.config.pin.is_some(),
             video: (!self.config.audio_only).then(|| self.config.video.clone()),
             audio: self.config.audio.clone(),
             layout: self.config.layout.clone(),
@@ -288,7 +294,7 @@ impl Composition {
             name: participant.name.clone(),
             transport: participant.signalling.transport(),
             sip: participant.signalling.sip().cloned(),
-            state: participant.state,
+            state: if participant.lobby.is_some() { ParticipantState::AwaitingPin } else { participant.state },
             on_hold: participant.session.on_hold,
             controls: participant.controls.clone(),
             rect: self.media.placement(pid),

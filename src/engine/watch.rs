@@ -137,6 +137,10 @@ impl Composition {
         }
         for participant in &mut self.participants {
             let Some(media) = self.media.participant(&participant.id) else { continue };
+            if participant.lobby.is_some() {
+                // Sent no picture and not yet expected in the room; watched from its admission.
+                continue;
+            }
             for leg in &mut participant.watches.0 {
                 match leg.watch.observe(leg.count(media), now) {
                     Some(FlowChange::Stopped) => {
@@ -200,8 +204,12 @@ impl Composition {
 fn participant_event(state: ParticipantState, participant: &ParticipantId, reason: String) -> Option<EventKind> {
     let participant = participant.clone();
     match state {
-        // Dial-outs announce these themselves, before they have media.
-        ParticipantState::Connecting | ParticipantState::Calling | ParticipantState::Ringing | ParticipantState::Failed => None,
+        // Dial-outs announce these themselves, before they have media; the lobby has its own events.
+        ParticipantState::Connecting
+        | ParticipantState::Calling
+        | ParticipantState::Ringing
+        | ParticipantState::Failed
+        | ParticipantState::AwaitingPin => None,
         ParticipantState::Active => Some(EventKind::ParticipantActive { participant }),
         ParticipantState::Interrupted => Some(EventKind::ParticipantInterrupted { participant, reason }),
         ParticipantState::Stale => Some(EventKind::ParticipantStale { participant }),

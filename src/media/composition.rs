@@ -27,6 +27,7 @@ use super::mixer::{AudioMix, MixFormat};
 use super::part::{Fanout, add_chain, expose_input};
 use super::participant::{JoiningMedium, LegContext, ParticipantMedia};
 use super::profiles::{EncoderSettings, Profiles};
+use super::prompts::{self, Prompt};
 use super::topology::{self, Owner, Topology};
 use super::{EventSink, MediaError, MediaEvent, make};
 use crate::model::codec::VideoCodec;
@@ -79,6 +80,8 @@ pub struct CompositionMedia {
     outputs: HashMap<OutputId, OutputMedia>,
     /// One per file output, tripped from the bus when its part fails.
     fuses: Fuses,
+    /// Where callers' keys (DTMF) go, with the pipeline's other reports.
+    events: EventSink,
     /// Each part's number, for unique names (a part being torn down keeps its name until it is gone).
     serial: u64,
     /// The compositor's latency in nanoseconds once computed (0 before):
@@ -170,7 +173,7 @@ impl CompositionMedia {
             speaker_events(MediaEvent::ActiveSpeakerChanged { composition: speaker_composition.clone() })
         })?;
         let fuses = Fuses::default();
-        watch_bus(&pipeline, id.clone(), events, fuses.clone());
+        watch_bus(&pipeline, id.clone(), events.clone(), fuses.clone());
         let latency_ns = Arc::new(AtomicU64::new(0));
         let canvas = if config.audio_only {
             None
@@ -194,6 +197,7 @@ impl CompositionMedia {
             stage: Stage::default(),
             outputs: HashMap::new(),
             fuses,
+            events,
             serial: 0,
             latency_ns,
         };
@@ -258,20 +262,30 @@ impl CompositionMedia {
         });
     }
 
-    /// Adds a caller to the running pipeline. On error nothing of it stays.
+    /// Adds a caller to the running pipeline, in the lobby if `in_lobby`
+    /// (see [`CompositionMedia::admit`]). On error nothing of it stays.
     pub fn add_participant(
         &mut self,
         id: ParticipantId,
         name: &str,
         audio: Option<JoiningMedium>,
         video: Option<JoiningMedium>,
+        in_lobby: bool,
     ) -> Result<(), MediaError> {
+        if in_lobby {
+            self.mix.hold_in_lobby(&id);
+        }
+        let (events, composition, participant) = (self.events.clone(), self.id.clone(), id.clone());
         let context = LegContext {
             profiles: &self.profiles,
             mix: &self.mix,
             jitter_buffer: self.settings.jitter_buffer,
             source_check: self.settings.source_check,
             canvas_fps: self.canvas.as_ref().map(|_| self.config.video.fps),
+            in_lobby,
+            on_key: Arc::new(move |key| {
+                events(MediaEvent::Key { composition: composition.clone(), participant: participant.clone(), key })
+            }),
         };
         let participant = match ParticipantMedia::build(&id, name, audio, video, &context) {
             Ok(participant) => participant,
@@ -318,6 +332,24 @@ impl CompositionMedia {
         lifecycle::start(participant.bin.upcast_ref())?;
         self.topology.link_pending(owner)?;
         Ok(())
+    }
+
+    /// Plays `prompt` to a caller in the lobby, from its start; says how long it lasts.
+    pub fn announce(&self, id: &ParticipantId, prompt: Prompt) -> Result<Duration, MediaError> {
+        let format = self.mix.format();
+        let samples = prompts::samples(prompt, format)?;
+        let length = Duration::from_secs_f64(samples.len() as f64 / f64::from(format.rate * format.channels));
+        self.mix.announce(id, samples);
+        Ok(length)
+    }
+
+    /// Lets a caller out of the lobby into the room: it is heard, hears its
+    /// mix-minus, is sent the composite and takes its place in the layout.
+    pub fn admit(&mut self, id: &ParticipantId) {
+        let Some(participant) = self.participants.iter().find(|p| &p.id == id) else { return };
+        participant.admit();
+        self.mix.admit(id);
+        self.relayout();
     }
 
     /// Applies a producer's change to one caller: its name and its controls.
@@ -481,7 +513,12 @@ impl CompositionMedia {
         let seats: Vec<Seat> = self
             .participants
             .iter()
-            .map(|p| Seat { id: p.id.clone(), has_video: p.sends_video() && !p.controls.video.muted, hidden: p.controls.video.hidden })
+            .map(|p| Seat {
+                id: p.id.clone(),
+                has_video: p.sends_video() && !p.controls.video.muted,
+                // A caller still keying in its PIN is not in the room yet.
+                hidden: p.controls.video.hidden || p.in_lobby(),
+            })
             .collect();
         let placed = layout::place(v.width, v.height, &self.config.layout.arrangement, &seats, self.active_speaker.as_ref());
         self.placements = placed.into_iter().collect();

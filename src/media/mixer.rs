@@ -100,6 +100,8 @@ struct Input {
     gain: f32,
     /// The gain its latest block went in with; the next block ramps from it.
     applied_gain: f32,
+    /// In the lobby (keying in a PIN): nobody hears it, whatever its gain.
+    held: bool,
 }
 
 impl Default for Input {
@@ -112,6 +114,7 @@ impl Default for Input {
             reserve_blocks: 0,
             gain: 1.0,
             applied_gain: 1.0,
+            held: false,
         }
     }
 }
@@ -122,6 +125,36 @@ struct MixState {
     outputs: HashMap<Listener, gst_app::AppSrc>,
     /// Callers sent silence (put on hold by the producer).
     deaf: HashSet<ParticipantId>,
+    /// Callers in the lobby, who hear a prompt (or silence) instead of the room.
+    lobby: HashMap<ParticipantId, Announcement>,
+}
+
+/// What a caller in the lobby hears: a prompt, from its start, then silence.
+#[derive(Default)]
+struct Announcement {
+    samples: Option<Arc<[i16]>>,
+    played: usize,
+}
+
+impl Announcement {
+    /// The next block of the prompt, padded with silence, as S16LE bytes.
+    fn next_block(&mut self, block_samples: usize) -> Vec<u8> {
+        let mut block = vec![0u8; block_samples * 2];
+        if let Some(samples) = &self.samples {
+            let part = &samples[self.played.min(samples.len())..(self.played + block_samples).min(samples.len())];
+            for (bytes, sample) in block.chunks_exact_mut(2).zip(part) {
+                bytes.copy_from_slice(&sample.to_le_bytes());
+            }
+            self.played += part.len();
+        }
+        block
+    }
+}
+
+/// What one listener is sent of a block.
+enum Hearing {
+    Room { deaf: bool },
+    Announcement(Vec<u8>),
 }
 
 struct Shared {
@@ -173,7 +206,11 @@ impl AudioMix {
         // thread's clock is what paces it, not the sink's.
         sink.set_sync(false);
         sink.set_property("async", false);
-        self.lock().inputs.insert(caller.clone(), Input::default());
+        {
+            let mut state = self.lock();
+            let held = state.lobby.contains_key(caller);
+            state.inputs.insert(caller.clone(), Input { held, ..Input::default() });
+        }
         let shared = Arc::downgrade(&self.shared);
         let caller = caller.clone();
         sink.set_callbacks(
@@ -231,6 +268,38 @@ impl AudioMix {
         }
     }
 
+    /// Keeps `caller` out of the room (it keys in a PIN): nobody hears it,
+    /// and it hears only what [`AudioMix::announce`] plays it.
+    pub fn hold_in_lobby(&self, caller: &ParticipantId) {
+        let mut state = self.lock();
+        if let Some(input) = state.inputs.get_mut(caller) {
+            input.held = true;
+        }
+        state.lobby.entry(caller.clone()).or_default();
+    }
+
+    /// Plays `samples` (in the mix format) to a caller in the lobby from
+    /// the next block on, cutting off whatever it was hearing.
+    pub fn announce(&self, caller: &ParticipantId, samples: Arc<[i16]>) {
+        if let Some(announcement) = self.lock().lobby.get_mut(caller) {
+            *announcement = Announcement { samples: Some(samples), played: 0 };
+        }
+    }
+
+    /// Lets a caller out of the lobby into the room: heard, and hearing its mix-minus.
+    pub fn admit(&self, caller: &ParticipantId) {
+        let mut state = self.lock();
+        if let Some(input) = state.inputs.get_mut(caller) {
+            input.held = false;
+        }
+        state.lobby.remove(caller);
+    }
+
+    /// The mix format, for what is announced.
+    pub fn format(&self) -> MixFormat {
+        self.shared.format
+    }
+
     /// Takes `caller` out of the mix, both as a talker and as a listener.
     pub fn remove(&self, caller: &ParticipantId) {
         {
@@ -238,6 +307,7 @@ impl AudioMix {
             state.inputs.remove(caller);
             state.outputs.remove(&Listener::Caller(caller.clone()));
             state.deaf.remove(caller);
+            state.lobby.remove(caller);
         }
         let changed = self.speech().remove(caller);
         if changed {
@@ -310,12 +380,18 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
             let state = &mut *guard;
             let mut blocks = take_blocks(&mut state.inputs, block_samples, channels);
             let taken = take_gains(&mut state.inputs, &mut blocks);
-            let outputs: Vec<(Listener, gst_app::AppSrc, bool)> = state
-                .outputs
+            let (outputs, lobby, deaf) = (&state.outputs, &mut state.lobby, &state.deaf);
+            let outputs: Vec<(Listener, gst_app::AppSrc, Hearing)> = outputs
                 .iter()
                 .map(|(listener, src)| {
-                    let deaf = matches!(listener, Listener::Caller(id) if state.deaf.contains(id));
-                    (listener.clone(), src.clone(), deaf)
+                    let hearing = match listener {
+                        Listener::Caller(id) => match lobby.get_mut(id) {
+                            Some(announcement) => Hearing::Announcement(announcement.next_block(block_samples)),
+                            None => Hearing::Room { deaf: deaf.contains(id) },
+                        },
+                        Listener::Broadcast => Hearing::Room { deaf: false },
+                    };
+                    (listener.clone(), src.clone(), hearing)
                 })
                 .collect();
             (taken, outputs)
@@ -325,8 +401,12 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
         if changed {
             (shared.on_speaker_change)();
         }
-        for (listener, src, deaf) in outputs {
-            let mut buffer = gst::Buffer::from_mut_slice(mixed.heard_by(&listener, deaf));
+        for (listener, src, hearing) in outputs {
+            let block = match hearing {
+                Hearing::Room { deaf } => mixed.heard_by(&listener, deaf),
+                Hearing::Announcement(block) => block,
+            };
+            let mut buffer = gst::Buffer::from_mut_slice(block);
             {
                 let buffer = buffer.get_mut().expect("a new buffer is writable");
                 buffer.set_pts(start);
@@ -392,8 +472,9 @@ fn take_gains(inputs: &mut HashMap<ParticipantId, Input>, blocks: &mut HashMap<P
     inputs
         .iter_mut()
         .map(|(id, input)| {
-            let gain = Ramp { from: input.applied_gain, to: input.gain };
-            input.applied_gain = input.gain;
+            let target = if input.held { 0.0 } else { input.gain };
+            let gain = Ramp { from: input.applied_gain, to: target };
+            input.applied_gain = target;
             Taken { caller: id.clone(), block: blocks.remove(id), gain }
         })
         .collect()

@@ -28,6 +28,7 @@ mod mixer;
 mod part;
 mod participant;
 mod picture;
+pub mod prompts;
 pub mod profiles;
 mod source_guard;
 mod srtp;
@@ -41,7 +42,7 @@ pub use participant::{JoiningMedium, MediumState, MediumStats, ParticipantMedia,
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::model::ids::CompositionId;
+use crate::model::ids::{CompositionId, ParticipantId};
 
 /// What a pipeline reports back to the engine, from GStreamer's threads.
 #[derive(Debug, Clone)]
@@ -53,6 +54,8 @@ pub enum MediaEvent {
     LatencyChanged { composition: CompositionId },
     /// The mix's speaker detector changed its mind: the engine reads who now.
     ActiveSpeakerChanged { composition: CompositionId },
+    /// A caller pressed a DTMF key (RFC 4733, in its RTP).
+    Key { composition: CompositionId, participant: ParticipantId, key: char },
     /// A teardown handed to the [`Reaper`] is done.
     Stopped { ticket: StopTicket, after: Duration },
 }

@@ -32,6 +32,7 @@ use super::srtp::{self, Packets, SrtpSession};
 use super::{MediaError, make};
 use crate::model::codec::{AudioCodec, Codec, MediaKind, VideoCodec};
 use crate::model::controls::ParticipantControls;
+use crate::model::dtmf::{self, KeyReceiver};
 use crate::model::ids::ParticipantId;
 use crate::model::sdp::NegotiatedMedia;
 use crate::model::source_check::{Channel, SourceCheck, SourceCheckMode};
@@ -62,7 +63,14 @@ pub struct LegContext<'a> {
     pub source_check: SourceCheckMode,
     /// The canvas frame rate; `None` in an audio-only composition.
     pub canvas_fps: Option<u32>,
+    /// Whether it starts in the lobby (keying in a PIN): sent no picture until admitted.
+    pub in_lobby: bool,
+    /// Told each DTMF key the caller sends as RFC 4733 `telephone-event`.
+    pub on_key: KeyHandler,
 }
+
+/// Called with each key a caller presses, from its socket's thread.
+pub type KeyHandler = Arc<dyn Fn(char) + Send + Sync>;
 
 /// A caller's part and what is needed to report on it.
 pub struct ParticipantMedia {
@@ -81,6 +89,8 @@ pub struct ParticipantMedia {
     pub video: Option<MediumState>,
     /// How its sockets check senders, again when a re-offer moves the caller.
     source_check: SourceCheckMode,
+    /// Off while it is in the lobby: it is sent no picture of the room.
+    admitted: Arc<AtomicBool>,
     _leases: Vec<PortLease>,
 }
 
@@ -177,6 +187,7 @@ impl ParticipantMedia {
             audio: None,
             video: None,
             source_check: context.source_check,
+            admitted: Arc::new(AtomicBool::new(!context.in_lobby)),
             _leases: Vec::new(),
         };
         let mut funnels: [Option<gst::Element>; 2] = [None, None];
@@ -201,12 +212,7 @@ impl ParticipantMedia {
             let rtp_socket = gio_socket(ports.rtp.into())?;
             let rtcp_socket = if negotiated.rtcp_mux { rtp_socket.clone() } else { gio_socket(ports.rtcp.into())? };
             participant._leases.push(ports.lease);
-            let check = SourceCheck::new(
-                context.source_check,
-                negotiated.remote_rtp.ip(),
-                negotiated.remote_rtcp.ip(),
-                &[negotiated.payload_type],
-            );
+            let check = SourceCheck::new(context.source_check, negotiated.remote_rtp.ip(), negotiated.remote_rtcp.ip(), &accepted_types(&negotiated));
             let guard = Arc::new(ReceiveGuard::new(check));
             let srtp = match kind {
                 MediaKind::Audio => audio_srtp.take(),
@@ -247,9 +253,11 @@ impl ParticipantMedia {
                     let rtcp_to = appsrc.clone().downcast::<gstreamer_app::AppSrc>().expect("appsrc element is an AppSrc");
                     let routing = Routing { channel: Channel::Muxed, keep_rtp: receives, rtcp_to: Some(rtcp_to) };
                     guard_socket(&src, state.guard.clone(), routing);
+                    listen_for_keys(&src, state.srtp.as_ref(), negotiated, &context.on_key);
                     appsrc
                 } else {
                     guard_socket(&src, state.guard.clone(), Routing { channel: Channel::Rtp, keep_rtp: true, rtcp_to: None });
+                    listen_for_keys(&src, state.srtp.as_ref(), negotiated, &context.on_key);
                     udp_source(&n(&format!("{tag}rtcp-in")), &rtcp_socket, &rtcp_caps)?
                 }
             } else {
@@ -300,6 +308,9 @@ impl ParticipantMedia {
                     }
                 }
                 gate(&pay, state.sending.clone());
+                if kind == MediaKind::Video {
+                    gate(&pay, participant.admitted.clone());
+                }
                 link_to_request(&pay, &rtpbin, &format!("send_rtp_sink_{session}"))?;
                 let sink = udp_sink(&n(&format!("{tag}rtp-out")), &rtp_socket, negotiated.remote_rtp)?;
                 bin.add(&sink)?;
@@ -338,6 +349,18 @@ impl ParticipantMedia {
             [&participant.audio, &participant.video].map(|m| m.as_ref().map(|m| m.received.clone())),
         );
         Ok(participant)
+    }
+
+    /// Whether it is still in the lobby (keying in a PIN).
+    pub fn in_lobby(&self) -> bool {
+        !self.admitted.load(Ordering::SeqCst)
+    }
+
+    /// Out of the lobby: it is sent the composite from a keyframe on.
+    pub fn admit(&self) {
+        if !self.admitted.swap(true, Ordering::SeqCst) {
+            self.request_composite_keyframe();
+        }
     }
 
     pub fn stats(&self) -> ParticipantStats {
@@ -403,7 +426,7 @@ impl ParticipantMedia {
                     sink.set_property("port", i32::from(to.port()));
                 }
             }
-            let check = SourceCheck::new(self.source_check, next.remote_rtp.ip(), next.remote_rtcp.ip(), &[next.payload_type]);
+            let check = SourceCheck::new(self.source_check, next.remote_rtp.ip(), next.remote_rtcp.ip(), &accepted_types(&next));
             medium.guard.follow(check);
         }
         let sent_before = medium.sending.swap(next.direction.sends(), Ordering::SeqCst);
@@ -495,6 +518,39 @@ fn encrypted(srtp: Option<&SrtpSession>, pad: gst::Pad, packets: Packets, sessio
         Some(srtp) => srtp.encrypt(&pad, packets, session),
         None => Ok(pad),
     }
+}
+
+/// The payload types a caller may send on a medium: its codec's, and its
+/// `telephone-event`'s (DTMF), which [`listen_for_keys`] takes out.
+fn accepted_types(negotiated: &NegotiatedMedia) -> Vec<u8> {
+    std::iter::once(negotiated.payload_type).chain(negotiated.telephone_event.as_ref().map(|e| e.payload_type)).collect()
+}
+
+/// Reads the caller's DTMF keys out of its RTP (RFC 4733), where they are
+/// plain: on the socket, or past SRTP's decryption. The `telephone-event`
+/// packets stop there: the jitter buffer and the decoder expect the codec only.
+fn listen_for_keys(udpsrc: &gst::Element, srtp: Option<&SrtpSession>, negotiated: &NegotiatedMedia, on_key: &KeyHandler) {
+    let Some(event) = &negotiated.telephone_event else { return };
+    let pad = match srtp {
+        Some(srtp) => srtp.decrypted_rtp(),
+        None => udpsrc.static_pad("src").expect("udpsrc has a src pad"),
+    };
+    let (payload_type, on_key) = (event.payload_type, on_key.clone());
+    let receiver = std::sync::Mutex::new(KeyReceiver::default());
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let Some(buffer) = info.buffer() else { return gst::PadProbeReturn::Ok };
+        let Ok(map) = buffer.map_readable() else { return gst::PadProbeReturn::Ok };
+        match dtmf::rtp_parts(&map) {
+            Some((pt, timestamp, payload)) if pt == payload_type => {
+                let key = receiver.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).packet(timestamp, payload);
+                if let Some(key) = key {
+                    on_key(key);
+                }
+                gst::PadProbeReturn::Drop
+            }
+            _ => gst::PadProbeReturn::Ok,
+        }
+    });
 }
 
 /// Drops what `pad` carries while `sending` is off (the caller holds).

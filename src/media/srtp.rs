@@ -106,6 +106,11 @@ impl SrtpSession {
 
     /// SRTP and SRTCP packets dropped: failed authentication or replay, or
     /// of an SSRC beyond the bound.
+    /// Where the caller's RTP comes out decrypted (inside rtpbin, before its jitter buffer).
+    pub fn decrypted_rtp(&self) -> gst::Pad {
+        self.decoder.static_pad("rtp_src").expect("srtpdec has an rtp_src pad")
+    }
+
     pub fn dropped_packets(&self) -> u64 {
         let stats: Option<gst::Structure> = self.decoder.property("stats");
         let failed = stats.and_then(|s| s.get::<u32>("recv-drop-count").ok()).map_or(0, u64::from);

@@ -3,6 +3,7 @@
 
 use super::layout::{LayoutConfig, MAX_GRID_CELLS};
 use super::output::OutputConfig;
+use super::pin::Pin;
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_WIDTH: u32 = 1280;
@@ -34,6 +35,10 @@ pub struct CompositionConfig {
     /// (409 through the API, 486 Busy Here over SIP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_participants: Option<usize>,
+    /// Asked of every caller who dials in over SIP (keyed in by DTMF)
+    /// before it joins the room; never shown back.
+    #[serde(default, skip_serializing)]
+    pub pin: Option<Pin>,
     #[serde(default)]
     pub video: VideoConfig,
     #[serde(default)]

@@ -55,6 +55,11 @@ pub enum EventKind {
     /// Its media pipeline reported an error.
     ParticipantError { participant: ParticipantId, message: String },
     ParticipantLeft { participant: ParticipantId },
+    /// A caller who dialled in keyed in the room's PIN: it is in the room now.
+    ParticipantAdmitted { participant: ParticipantId },
+    /// A caller keyed in a wrong PIN (`attempts_left` more tries), or ran
+    /// out of tries or time (`attempts_left` 0: its call is ended).
+    ParticipantPinFailed { participant: ParticipantId, reason: String, attempts_left: u32 },
     /// Its endpoint put the call on hold: Tutti sends it nothing meanwhile.
     ParticipantHeld { participant: ParticipantId },
     /// Its endpoint took the call off hold: media flows both ways again.
@@ -95,6 +100,8 @@ impl EventKind {
             EventKind::ParticipantStale { .. } => "participant_stale",
             EventKind::ParticipantError { .. } => "participant_error",
             EventKind::ParticipantLeft { .. } => "participant_left",
+            EventKind::ParticipantAdmitted { .. } => "participant_admitted",
+            EventKind::ParticipantPinFailed { .. } => "participant_pin_failed",
             EventKind::ParticipantHeld { .. } => "participant_held",
             EventKind::ParticipantResumed { .. } => "participant_resumed",
             EventKind::ParticipantUpdated { .. } => "participant_updated",

@@ -20,6 +20,17 @@ pub struct SipCall {
     pub from: String,
     pub to: String,
     pub user_agent: Option<String>,
+    pub direction: CallDirection,
+}
+
+/// Who called whom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallDirection {
+    /// It called Tutti: a room's PIN is asked of it.
+    Inbound,
+    /// Tutti called it (a dial-out): the producer chose it, no PIN.
+    Outbound,
 }
 
 impl Signalling {
@@ -29,6 +40,11 @@ impl Signalling {
             Signalling::Api => "rtp",
             Signalling::Sip(_) => "sip",
         }
+    }
+
+    /// Whether it dialled in, and so must key in the room's PIN if it has one.
+    pub fn dialled_in(&self) -> bool {
+        matches!(self, Signalling::Sip(call) if call.direction == CallDirection::Inbound)
     }
 
     pub fn sip(&self) -> Option<&SipCall> {

@@ -7,7 +7,9 @@ use rsipstack::dialog::DialogId;
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use super::session_timer::SessionTimer;
 use super::stats::SipStats;
 use crate::model::ids::{CompositionId, ParticipantId};
 
@@ -21,6 +23,8 @@ pub struct Call {
     /// refresh repeats them.
     pub offer: String,
     pub answer: String,
+    /// RFC 4028, when the caller asked for it: it refreshes, or the call ends.
+    pub timer: Option<SessionTimer>,
 }
 
 #[derive(Clone)]
@@ -50,6 +54,25 @@ impl Calls {
             call.offer = offer;
             call.answer = answer;
         }
+    }
+
+    /// A re-INVITE or UPDATE came: its session timer starts over.
+    pub fn refreshed(&self, id: &DialogId, now: Instant) {
+        if let Some(timer) = self.lock().get_mut(id).and_then(|call| call.timer.as_mut()) {
+            timer.refresh(now);
+        }
+    }
+
+    /// Takes out the calls whose session timer ran out unrefreshed: they must end.
+    pub fn take_expired(&self, now: Instant) -> Vec<Call> {
+        let mut calls = self.lock();
+        let expired: Vec<DialogId> =
+            calls.iter().filter(|(_, c)| c.timer.is_some_and(|t| t.expired(now))).map(|(id, _)| id.clone()).collect();
+        let taken: Vec<Call> = expired.iter().filter_map(|id| calls.remove(id)).collect();
+        for _ in &taken {
+            self.stats.call_down();
+        }
+        taken
     }
 
     /// Takes the call out: the caller ended it, so its participant must go.

@@ -7,7 +7,7 @@
 
 use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::invitation::InviteOption;
-use rsipstack::sip::{StatusCodeKind, Transport, Uri};
+use rsipstack::sip::{HeadersExt, StatusCodeKind, Transport, Uri};
 use rsipstack::transport::SipAddr;
 
 use super::calls::Call;
@@ -54,6 +54,8 @@ pub(super) async fn dial(context: UserAgent, composition: CompositionId, partici
     };
     tracing::info!(%composition, %participant, %uri, call_id = %dialog.id().call_id, "SIP: dialling out");
     context.dials.insert(participant.clone(), composition.clone(), dialog.clone());
+    let dialled = DialProgress::Dialled { call_id: dialog.id().call_id.clone(), from: dialog.snapshot().from.to_string() };
+    let _ = context.engine.dial_progressed(composition.clone(), participant.clone(), dialled).await;
     let result = outcome.await;
     // Gone from the table: its participant was removed and it was cancelled.
     let wanted = context.dials.take(&participant).is_some();
@@ -71,11 +73,13 @@ pub(super) async fn dial(context: UserAgent, composition: CompositionId, partici
         return;
     }
     let answer = String::from_utf8_lossy(&response.body).into_owned();
+    let user_agent = response.header_value("Server").or_else(|| response.header_value("User-Agent"));
+    let _ = context.engine.dial_progressed(composition.clone(), participant.clone(), DialProgress::Answering { user_agent }).await;
     match context.engine.complete_offer(composition.clone(), participant.clone(), answer.clone()).await {
         Ok(_) => {
             let id = dialog.id();
             tracing::info!(%composition, %participant, call_id = %id.call_id, "SIP: dial-out answered");
-            context.calls.insert(id, Call { composition, participant, dialog, offer: answer, answer: offer });
+            context.calls.insert(id, Call { composition, participant, dialog, offer: answer, answer: offer, timer: None });
         }
         Err(error) => {
             // The engine marked it failed (a broken answer); the call ends.

@@ -18,6 +18,7 @@ mod dispatch;
 mod media_control;
 mod refusal;
 mod server;
+mod session_timer;
 mod stats;
 mod trust;
 

@@ -17,8 +17,8 @@ use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::TransportLayer;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +28,8 @@ use super::digest::{Check, Users};
 use super::dispatch::{Destination, Room, Rules, route};
 use super::media_control::{self, MediaControl};
 use super::refusal::Refusal;
+use crate::limits::{RateBucket, retry_after_secs};
+use super::session_timer::{self, SessionTimer, TimerAsk};
 use super::stats::SipStats;
 use super::trust::{source_of, trusted};
 use crate::config::{SipSettings, SipTlsFiles, SipUser};
@@ -37,11 +39,13 @@ use crate::model::composition::CompositionConfig;
 use crate::model::event::EventKind;
 use crate::model::ids::CompositionId;
 use crate::model::sdp::crypto::MediaEncryption;
-use crate::model::signalling::{Signalling, SipCall};
+use crate::model::dtmf::dtmf_relay_key;
+use crate::model::signalling::{CallDirection, Signalling, SipCall};
 
 const AGENT: &str = concat!("Tutti/", env!("CARGO_PKG_VERSION"));
 pub(super) const SDP: &str = "application/sdp";
 const MEDIA_CONTROL: &str = "application/media_control+xml";
+const DTMF_RELAY: &str = "application/dtmf-relay";
 /// What Tutti answers in a dialog; said in `Allow` so SBCs know.
 const ALLOWED: [Method; 7] = [Method::Invite, Method::Ack, Method::Bye, Method::Cancel, Method::Options, Method::Info, Method::Update];
 /// How long a BYE may take at shutdown before the process goes anyway.
@@ -140,6 +144,8 @@ pub(super) struct UserAgent {
     /// Held while a call is routed, so two callers of a new room make one.
     ad_hoc: Arc<tokio::sync::Mutex<HashSet<CompositionId>>>,
     media_encryption: MediaEncryption,
+    /// The node's join budget, shared with the API (`--join-rate`).
+    joins: Arc<Mutex<RateBucket>>,
     stats: Arc<SipStats>,
     pub(super) outbound_proxy: Option<SocketAddr>,
     /// Who dial-outs authenticate as, when challenged.
@@ -152,6 +158,7 @@ pub async fn start(
     media_encryption: MediaEncryption,
     engine: EngineHandle,
     events: EventBus,
+    joins: Arc<Mutex<RateBucket>>,
 ) -> anyhow::Result<Option<SipServer>> {
     let Some(listen) = settings.listen else {
         return Ok(None);
@@ -198,6 +205,7 @@ pub async fn start(
         templates: Arc::new(settings.templates.clone()),
         ad_hoc: Arc::default(),
         media_encryption,
+        joins,
         stats: stats.clone(),
         outbound_proxy: settings.outbound_proxy,
         credentials: settings.credentials.clone().map(Arc::new),
@@ -212,6 +220,7 @@ pub async fn start(
     });
     tokio::spawn(incoming_loop(context.clone(), incoming, cancel.clone()));
     tokio::spawn(follow_dialogs(context.clone(), state_changes, cancel.clone()));
+    tokio::spawn(end_expired_sessions(context.clone(), cancel.clone()));
     tokio::spawn(follow_engine(context, events, cancel.clone()));
     tracing::info!(sip = %local, tls = ?settings.tls.as_ref().map(|t| t.listen), "SIP: call sip:{{composition id or name}}@{local} over UDP or TCP");
     Ok(Some(SipServer { local, calls, cancel, stats }))
@@ -304,9 +313,21 @@ async fn take_call(context: UserAgent, mut tx: Transaction) {
         };
         return refuse(&context, &mut tx, refusal.status.clone(), refusal.headers(AGENT)).await;
     }
+    let timer = match session_timer::ask(&request) {
+        TimerAsk::TooSmall => return refuse(&context, &mut tx, StatusCode::SessionIntervalTooSmall, session_timer::too_small_headers()).await,
+        TimerAsk::Timer(interval) => Some(SessionTimer::new(interval, Instant::now())),
+        TimerAsk::None => None,
+    };
+    let taken = context.joins.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take(Instant::now());
+    if let Err(wait) = taken {
+        // SIP's 429 is a 503 with Retry-After: an SBC tries again later or elsewhere.
+        tracing::warn!(%composition, "SIP: a call over the node's join rate (--join-rate) is refused");
+        let retry = Refusal { status: StatusCode::ServiceUnavailable, warning: None, retry_after: Some(u32::try_from(retry_after_secs(wait)).unwrap_or(u32::MAX)) };
+        return refuse(&context, &mut tx, retry.status.clone(), retry.headers(AGENT)).await;
+    }
     let content_type = request.header_value("Content-Type").unwrap_or_default();
     if request.body.is_empty() {
-        return take_late_offer(context, tx, composition, request, transport).await;
+        return take_late_offer(context, tx, composition, request, transport, timer).await;
     }
     if !content_type.trim().to_ascii_lowercase().starts_with(SDP) {
         let accept = vec![headers::Accept::from(SDP).into()];
@@ -337,10 +358,11 @@ async fn take_call(context: UserAgent, mut tx: Transaction) {
     // or BYE that races the answer then finds the participant to remove.
     context.calls.insert(
         dialog.id(),
-        Call { composition: composition.clone(), participant: participant.clone(), dialog: dialog.clone(), offer, answer: joined.answer.clone() },
+        Call { composition: composition.clone(), participant: participant.clone(), dialog: dialog.clone(), offer, answer: joined.answer.clone(), timer },
     );
     let mut answer_headers = capabilities();
     answer_headers.push(headers::ContentType::from(SDP).into());
+    answer_headers.extend(timer.map(|t| session_timer::answer_headers(t.interval())).unwrap_or_default());
     if let Err(e) = dialog.accept(Some(answer_headers), Some(joined.answer.into_bytes())) {
         tracing::warn!(error = %e, "SIP: the 200 OK could not be sent");
     }
@@ -356,7 +378,14 @@ async fn take_call(context: UserAgent, mut tx: Transaction) {
 /// offers in the 200 OK, the caller answers in the ACK, and only then is
 /// its media built. An ACK without a usable answer ends the call with a BYE
 /// and frees the ports the offer held.
-async fn take_late_offer(context: UserAgent, mut tx: Transaction, composition: CompositionId, request: Request, transport: Transport) {
+async fn take_late_offer(
+    context: UserAgent,
+    mut tx: Transaction,
+    composition: CompositionId,
+    request: Request,
+    transport: Transport,
+    timer: Option<SessionTimer>,
+) {
     let call = sip_call(&request);
     let ask = OfferRequest { name: Some(caller_name(&request)), signalling: Signalling::Sip(call.clone()) };
     let offered = match context.engine.make_offer(composition.clone(), ask).await {
@@ -381,10 +410,18 @@ async fn take_late_offer(context: UserAgent, mut tx: Transaction, composition: C
     // the participant, here still an offer, and withdraws it.
     context.calls.insert(
         id.clone(),
-        Call { composition: composition.clone(), participant: participant.clone(), dialog: dialog.clone(), offer: String::new(), answer: offered.offer.clone() },
+        Call {
+            composition: composition.clone(),
+            participant: participant.clone(),
+            dialog: dialog.clone(),
+            offer: String::new(),
+            answer: offered.offer.clone(),
+            timer,
+        },
     );
     let mut offer_headers = capabilities();
     offer_headers.push(headers::ContentType::from(SDP).into());
+    offer_headers.extend(timer.map(|t| session_timer::answer_headers(t.interval())).unwrap_or_default());
     if let Err(e) = dialog.accept(Some(offer_headers), Some(offered.offer.clone().into_bytes())) {
         tracing::warn!(error = %e, "SIP: the 200 OK could not be sent");
     }
@@ -458,6 +495,7 @@ fn sip_call(request: &Request) -> SipCall {
         from: request.header_value("From").unwrap_or_default(),
         to: request.header_value("To").unwrap_or_default(),
         user_agent: request.header_value("User-Agent"),
+        direction: CallDirection::Inbound,
     }
 }
 
@@ -544,11 +582,15 @@ async fn renegotiate(context: &UserAgent, id: &rsipstack::dialog::DialogId, requ
     let offer = String::from_utf8_lossy(&request.body).into_owned();
     let mut headers = capabilities();
     headers.push(headers::ContentType::from(SDP).into());
+    headers.extend(call.timer.map(|t| session_timer::answer_headers(t.interval())).unwrap_or_default());
     if offer.trim().is_empty() || same_session(&offer, &call.offer) {
+        // A refresh (RFC 4028 §10: one answered 2xx).
+        context.calls.refreshed(id, Instant::now());
         return (StatusCode::OK, headers, Some(call.answer.into_bytes()));
     }
     match context.engine.renegotiate(call.composition.clone(), call.participant.clone(), offer.clone()).await {
         Ok(answer) => {
+            context.calls.refreshed(id, Instant::now());
             context.calls.renegotiated(id, offer, answer.clone());
             (StatusCode::OK, headers, Some(answer.into_bytes()))
         }
@@ -564,24 +606,31 @@ async fn renegotiate(context: &UserAgent, id: &rsipstack::dialog::DialogId, requ
 /// keyframe in the video the caller receives. Other bodies are taken and
 /// ignored; media control XML that cannot be read is a 400.
 async fn info(context: &UserAgent, id: &rsipstack::dialog::DialogId, request: &Request) -> StatusCode {
-    let content_type = request.header_value("Content-Type").unwrap_or_default();
-    if !content_type.trim().to_ascii_lowercase().starts_with(MEDIA_CONTROL) {
-        return StatusCode::OK;
-    }
-    match media_control::parse(&String::from_utf8_lossy(&request.body)) {
-        Ok(MediaControl::PictureFastUpdate) => {
-            let Some(call) = context.calls.get(id) else { return StatusCode::CallTransactionDoesNotExist };
-            tracing::debug!(participant = %call.participant, "SIP: picture_fast_update");
-            match context.engine.request_keyframe(call.composition, call.participant).await {
-                Ok(()) => StatusCode::OK,
-                Err(_) => StatusCode::CallTransactionDoesNotExist,
+    let content_type = request.header_value("Content-Type").unwrap_or_default().trim().to_ascii_lowercase();
+    let body = String::from_utf8_lossy(&request.body);
+    let Some(call) = context.calls.get(id) else { return StatusCode::CallTransactionDoesNotExist };
+    let asked = if content_type.starts_with(MEDIA_CONTROL) {
+        match media_control::parse(&body) {
+            Ok(MediaControl::PictureFastUpdate) => {
+                tracing::debug!(participant = %call.participant, "SIP: picture_fast_update");
+                context.engine.request_keyframe(call.composition, call.participant).await
+            }
+            Ok(MediaControl::Other) => return StatusCode::OK,
+            Err(e) => {
+                tracing::debug!(error = %e, "SIP: INFO");
+                return StatusCode::BadRequest;
             }
         }
-        Ok(MediaControl::Other) => StatusCode::OK,
-        Err(e) => {
-            tracing::debug!(error = %e, "SIP: INFO");
-            StatusCode::BadRequest
-        }
+    } else if content_type.starts_with(DTMF_RELAY) {
+        // The fallback for endpoints that cannot send RFC 4733 in their RTP.
+        let Some(key) = dtmf_relay_key(&body) else { return StatusCode::BadRequest };
+        context.engine.key(call.composition, call.participant, key).await
+    } else {
+        return StatusCode::OK;
+    };
+    match asked {
+        Ok(()) => StatusCode::OK,
+        Err(_) => StatusCode::CallTransactionDoesNotExist,
     }
 }
 
@@ -591,6 +640,25 @@ async fn info(context: &UserAgent, id: &rsipstack::dialog::DialogId, request: &R
 fn same_session(a: &str, b: &str) -> bool {
     let body = |s: &str| s.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("o=")).map(str::to_string).collect::<Vec<_>>();
     body(a) == body(b)
+}
+
+/// Ends, once a second, the calls whose session timer ran out: the caller
+/// stopped refreshing (it crashed, or lost its network), so it gets a BYE
+/// and its participant goes.
+async fn end_expired_sessions(context: UserAgent, cancel: CancellationToken) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = cancel.cancelled() => return,
+        }
+        for call in context.calls.take_expired(Instant::now()) {
+            tracing::warn!(composition = %call.composition, participant = %call.participant, "SIP: the session timer ran out unrefreshed; ending the call");
+            let (engine, composition, participant) = (context.engine.clone(), call.composition.clone(), call.participant.clone());
+            hang_up(&context, call);
+            tokio::spawn(async move { engine.remove_participant(composition, participant).await });
+        }
+    }
 }
 
 /// The engine's events: a dial-out to place; a SIP participant removed

@@ -188,6 +188,16 @@ impl Baresip {
         })
     }
 
+    /// Presses `keys` on the keypad, a quarter of a second apart: sent as
+    /// RFC 4733 `telephone-event` in its RTP, as its answer allows.
+    pub fn press(&mut self, keys: &str) -> Result<()> {
+        for key in keys.chars() {
+            self.control.command("sndcode", &key.to_string())?;
+            thread::sleep(Duration::from_millis(250));
+        }
+        Ok(())
+    }
+
     /// When the call's first frame from Tutti was decoded (its PNG written).
     pub fn first_frame_at(&self) -> Result<SystemTime> {
         self.wait_written(&self.first_frame)?;

@@ -52,6 +52,13 @@ impl Dialog {
         self
     }
 
+    /// An INFO with `body` as `content_type` (a DTMF key, a picture_fast_update): 200 expected.
+    pub fn info(mut self, content_type: &str, body: &str) -> Dialog {
+        let request = self.request("INFO", &format!("Content-Type: {content_type}\nContent-Length: [len]\n\n{body}"));
+        self.steps.push(format!("{request}\n  <recv response=\"200\"/>"));
+        self
+    }
+
     /// A re-INVITE repeating `offer` (a session refresh): 200 with an answer, then ACK.
     pub fn refresh(mut self, offer: &str) -> Dialog {
         let body = format!("Content-Type: application/sdp\nContent-Length: [len]\n\n{offer}");
