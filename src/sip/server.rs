@@ -28,11 +28,11 @@ use super::digest::{Check, Users};
 use super::dispatch::{Destination, Room, Rules, route};
 use super::media_control::{self, MediaControl};
 use super::refusal::Refusal;
-use crate::limits::{RateBucket, retry_after_secs};
 use super::session_timer::{self, SessionTimer, TimerAsk};
 use super::stats::SipStats;
 use super::trust::{source_of, trusted};
 use crate::config::{SipSettings, SipTlsFiles, SipUser};
+use crate::limits::{RateBucket, retry_after_secs};
 use crate::engine::{DialProgress, EngineError, EngineHandle, JoinRequest, OfferRequest};
 use crate::events::EventBus;
 use crate::model::composition::CompositionConfig;
@@ -322,7 +322,8 @@ async fn take_call(context: UserAgent, mut tx: Transaction) {
     if let Err(wait) = taken {
         // SIP's 429 is a 503 with Retry-After: an SBC tries again later or elsewhere.
         tracing::warn!(%composition, "SIP: a call over the node's join rate (--join-rate) is refused");
-        let retry = Refusal { status: StatusCode::ServiceUnavailable, warning: None, retry_after: Some(u32::try_from(retry_after_secs(wait)).unwrap_or(u32::MAX)) };
+        let retry_after = u32::try_from(retry_after_secs(wait)).unwrap_or(u32::MAX);
+        let retry = Refusal { status: StatusCode::ServiceUnavailable, warning: None, retry_after: Some(retry_after) };
         return refuse(&context, &mut tx, retry.status.clone(), retry.headers(AGENT)).await;
     }
     let content_type = request.header_value("Content-Type").unwrap_or_default();
@@ -603,8 +604,9 @@ async fn renegotiate(context: &UserAgent, id: &rsipstack::dialog::DialogId, requ
 }
 
 /// An INFO in a call: a `picture_fast_update` (RFC 5168) asks for a
-/// keyframe in the video the caller receives. Other bodies are taken and
-/// ignored; media control XML that cannot be read is a 400.
+/// keyframe in the video the caller receives; a `dtmf-relay` body carries a
+/// key (a room's PIN). Other bodies are taken and ignored; media control XML
+/// or a relayed key that cannot be read is a 400.
 async fn info(context: &UserAgent, id: &rsipstack::dialog::DialogId, request: &Request) -> StatusCode {
     let content_type = request.header_value("Content-Type").unwrap_or_default().trim().to_ascii_lowercase();
     let body = String::from_utf8_lossy(&request.body);
