@@ -29,7 +29,7 @@ use super::participant::{JoiningMedium, LegContext, ParticipantMedia};
 use super::profiles::{EncoderSettings, Profiles};
 use super::prompts::{self, Prompt};
 use super::topology::{self, Owner, Topology};
-use super::{EventSink, MediaError, MediaEvent, make};
+use super::{COLORIMETRY, EventSink, MediaError, MediaEvent, make};
 use crate::model::codec::VideoCodec;
 use crate::model::composition::CompositionConfig;
 use crate::model::h264::{self, FrameSize};
@@ -810,6 +810,7 @@ fn canvas_caps_for(config: &CompositionConfig) -> gst::Caps {
     let v = &config.video;
     gst::Caps::builder("video/x-raw")
         .field("format", "I420")
+        .field("colorimetry", COLORIMETRY)
         .field("width", v.width as i32)
         .field("height", v.height as i32)
         .field("framerate", gst::Fraction::new(v.fps as i32, 1))
@@ -834,6 +835,7 @@ fn scale_to(size: FrameSize, prefix: &str) -> Result<[gst::Element; 2], MediaErr
             .field("width", size.width as i32)
             .field("height", size.height as i32)
             .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+            .field("colorimetry", COLORIMETRY)
             .build(),
     );
     Ok([scale, caps])

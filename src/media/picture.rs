@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::still::{Card, Still, render_card, set_plain_text};
-use super::{MediaError, make};
+use super::{COLORIMETRY, MediaError, make};
 use crate::model::ids::ParticipantId;
 use crate::model::layout::Fit;
 use crate::model::slate::{initials, slate_colour};
@@ -162,6 +162,7 @@ impl Picture {
                 label.set_property("draw-outline", true);
                 label.set_property("draw-shadow", false);
                 super::part::add_chain(bin, &[&convert, &crop, &scale, &cell, &label])?;
+                assume_colorimetry(&convert.static_pad("sink").expect("videoconvert has a sink pad"));
                 decoded.link(&convert)?;
                 let pad = link_to_selector(&label, &selector)?;
                 (Some(Shape { crop, cell }), Some(Label::new(label)), Some(pad))
@@ -311,11 +312,31 @@ fn link_to_selector(upstream: &gst::Element, selector: &gst::Element) -> Result<
     Ok(pad)
 }
 
+/// A stream that says nothing of its colorimetry (no VUI colour
+/// description: most room systems and many encoders) is taken to be in the
+/// canvas's, rather than in GStreamer's guess from its height, which made
+/// every 720p caller's scale to a smaller cell a matrix conversion. One that
+/// says which it is keeps it and is converted once, where it is scaled.
+fn assume_colorimetry(pad: &gst::Pad) {
+    pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, |_, info| {
+        let Some(gst::PadProbeData::Event(event)) = &mut info.data else { return gst::PadProbeReturn::Ok };
+        let gst::EventView::Caps(caps_event) = event.view() else { return gst::PadProbeReturn::Ok };
+        let caps = caps_event.caps();
+        if caps.structure(0).is_some_and(|s| !s.has_field("colorimetry")) {
+            let mut caps = caps.to_owned();
+            caps.make_mut().set("colorimetry", COLORIMETRY);
+            *event = gst::event::Caps::new(&caps);
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
 /// A caller's picture scaled to its cell: I420 like the canvas, square
 /// pixels so that videoscale keeps the aspect ratio with black bars.
 fn cell_caps(width: u32, height: u32) -> gst::Caps {
     gst::Caps::builder("video/x-raw")
         .field("format", "I420")
+        .field("colorimetry", COLORIMETRY)
         .field("width", width as i32)
         .field("height", height as i32)
         .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))

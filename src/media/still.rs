@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{MediaError, make};
+use super::{COLORIMETRY, MediaError, make};
 
 /// How long a render may take before it is given up: a decode of a large
 /// PNG takes tens of milliseconds here; a stuck one must not pile up threads.
@@ -159,6 +159,10 @@ fn raw_caps(format: &str, width: u32, height: Option<u32>) -> gst::Caps {
         .field("format", format)
         .field("width", width.max(2) as i32)
         .field("pixel-aspect-ratio", gst::Fraction::new(1, 1));
+    if format == "I420" {
+        // As the canvas: a still in another colorimetry is converted on every frame it is shown.
+        caps = caps.field("colorimetry", COLORIMETRY);
+    }
     if let Some(height) = height {
         caps = caps.field("height", height.max(2) as i32);
     }
