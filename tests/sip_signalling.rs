@@ -167,34 +167,31 @@ fn refusals_carry_the_status_and_reason_endpoints_act_on() -> Result<()> {
 
     // A node at its limit asks to be tried again later, as SBCs fail over on 503.
     let full = Server::start_with(&["--max-participants", "1"])?;
-    let a = full.create_composition(&json!({"name": "a", "audio_only": true}))?;
     full.create_composition(&json!({"name": "b", "audio_only": true}))?;
-    let media_a = MediaPort::bind(false)?;
-    let held = Sipp::place("call.xml", &[("BODY", &pcmu_offer(media_a.rtp_port)), ("MIDDLE", ""), ("END", &Dialog::new().await_bye(10_000))], "a", full.sip_port, false)?;
-    wait_until("the node's one participant to be listed", Duration::from_secs(2), || Ok(participants(&full, &a)?.len() == 1))?;
     let retry = r#"<ereg regexp=" *[0-9]+" search_in="hdr" header="Retry-After:" check_it="true" assign_to="checked"/>"#;
-    Sipp::play(
-        "refused.xml",
-        &[("HEADERS", sdp_headers), ("BODY", &pcmu_offer(other.rtp_port)), ("STATUS", "503"), ("CHECKS", retry)],
-        "b",
-        full.sip_port,
-        false,
-    ).context("a node at --max-participants: 503 with Retry-After")?;
-    drop(held);
+    told_to_retry(&full, "b", retry).context("a node at --max-participants: 503 with Retry-After")?;
 
     // INVITEs spend the node's join budget as POSTs do: a flood is refused, not taken.
     let paced = Server::start_with(&["--join-rate", "0.05", "--join-burst", "1"])?;
-    let paced_room = paced.create_composition(&json!({"name": "a", "audio_only": true}))?;
-    let held = Sipp::place("call.xml", &[("BODY", &pcmu_offer(media_a.rtp_port)), ("MIDDLE", ""), ("END", &Dialog::new().await_bye(10_000))], "a", paced.sip_port, false)?;
-    wait_until("the first call to be listed", Duration::from_secs(2), || Ok(participants(&paced, &paced_room)?.len() == 1))?;
     let later = r#"<ereg regexp=" *([2-9][0-9]|1[0-9])" search_in="hdr" header="Retry-After:" check_it="true" assign_to="checked"/>"#;
+    told_to_retry(&paced, "a", later).context("a call over --join-rate: 503 with Retry-After")
+}
+
+/// With one call up in a room "a" of `server`, a call for `room` gets 503 and a `Retry-After` that `checks` accepts.
+fn told_to_retry(server: &Server, room: &str, checks: &str) -> Result<()> {
+    let a = server.create_composition(&json!({"name": "a", "audio_only": true}))?;
+    let (held_media, other) = (MediaPort::bind(false)?, MediaPort::bind(false)?);
+    let end = Dialog::new().await_bye(10_000);
+    let held = Sipp::place("call.xml", &[("BODY", &pcmu_offer(held_media.rtp_port)), ("MIDDLE", ""), ("END", &end)], "a", server.sip_port, false)?;
+    wait_until("the first call to be listed", Duration::from_secs(2), || Ok(participants(server, &a)?.len() == 1))?;
+    let headers = "      Content-Type: application/sdp";
     Sipp::play(
         "refused.xml",
-        &[("HEADERS", sdp_headers), ("BODY", &pcmu_offer(other.rtp_port)), ("STATUS", "503"), ("CHECKS", later)],
-        "a",
-        paced.sip_port,
+        &[("HEADERS", headers), ("BODY", &pcmu_offer(other.rtp_port)), ("STATUS", "503"), ("CHECKS", checks)],
+        room,
+        server.sip_port,
         false,
-    ).context("a call over --join-rate: 503 with Retry-After")?;
+    )?;
     drop(held);
     Ok(())
 }

@@ -271,6 +271,22 @@ async fn reply(tx: &mut Transaction, status: StatusCode, headers: Vec<Header>) {
     }
 }
 
+/// The headers of a 2xx that carries SDP: what Tutti takes, the body's
+/// type, and the session timer granted, if any.
+fn sdp_headers(timer: Option<SessionTimer>) -> Vec<Header> {
+    let mut headers = capabilities();
+    headers.push(headers::ContentType::from(SDP).into());
+    headers.extend(timer.map(|t| session_timer::answer_headers(t.interval())).unwrap_or_default());
+    headers
+}
+
+/// A new INVITE the engine would not take (no room for it, no codec, …), refused as SIP says it.
+async fn refuse_for(context: &UserAgent, tx: &mut Transaction, composition: &CompositionId, call: &SipCall, error: &EngineError) {
+    let refusal = Refusal::from(error);
+    tracing::info!(%composition, call_id = %call.call_id, status = %refusal.status, %error, "SIP: call refused");
+    refuse(context, tx, refusal.status.clone(), refusal.headers(AGENT)).await;
+}
+
 /// A final answer other than 200 to a new INVITE, counted by status.
 async fn refuse(context: &UserAgent, tx: &mut Transaction, status: StatusCode, headers: Vec<Header>) {
     context.stats.count_refused(u16::from(status.clone()));
@@ -339,11 +355,7 @@ async fn take_call(context: UserAgent, mut tx: Transaction) {
     let join = JoinRequest { name: Some(caller_name(&request)), offer: offer.clone(), signalling: Signalling::Sip(call.clone()) };
     let joined = match context.engine.add_participant(composition.clone(), join).await {
         Ok(joined) => joined,
-        Err(error) => {
-            let refusal = Refusal::from(&error);
-            tracing::info!(%composition, call_id = %call.call_id, status = %refusal.status, %error, "SIP: call refused");
-            return refuse(&context, &mut tx, refusal.status.clone(), refusal.headers(AGENT)).await;
-        }
+        Err(error) => return refuse_for(&context, &mut tx, &composition, &call, &error).await,
     };
     let participant = joined.participant.id.clone();
     let contact = context.contacts.for_transport(transport);
@@ -361,10 +373,7 @@ async fn take_call(context: UserAgent, mut tx: Transaction) {
         dialog.id(),
         Call { composition: composition.clone(), participant: participant.clone(), dialog: dialog.clone(), offer, answer: joined.answer.clone(), timer },
     );
-    let mut answer_headers = capabilities();
-    answer_headers.push(headers::ContentType::from(SDP).into());
-    answer_headers.extend(timer.map(|t| session_timer::answer_headers(t.interval())).unwrap_or_default());
-    if let Err(e) = dialog.accept(Some(answer_headers), Some(joined.answer.into_bytes())) {
+    if let Err(e) = dialog.accept(Some(sdp_headers(timer)), Some(joined.answer.into_bytes())) {
         tracing::warn!(error = %e, "SIP: the 200 OK could not be sent");
     }
     context.stats.count_answered();
@@ -391,11 +400,7 @@ async fn take_late_offer(
     let ask = OfferRequest { name: Some(caller_name(&request)), signalling: Signalling::Sip(call.clone()) };
     let offered = match context.engine.make_offer(composition.clone(), ask).await {
         Ok(offered) => offered,
-        Err(error) => {
-            let refusal = Refusal::from(&error);
-            tracing::info!(%composition, call_id = %call.call_id, status = %refusal.status, %error, "SIP: call refused");
-            return refuse(&context, &mut tx, refusal.status.clone(), refusal.headers(AGENT)).await;
-        }
+        Err(error) => return refuse_for(&context, &mut tx, &composition, &call, &error).await,
     };
     let participant = offered.participant;
     let dialog = match context.dialogs.get_or_create_server_invite(&tx, context.states.clone(), None, Some(context.contacts.for_transport(transport))) {
@@ -420,10 +425,7 @@ async fn take_late_offer(
             timer,
         },
     );
-    let mut offer_headers = capabilities();
-    offer_headers.push(headers::ContentType::from(SDP).into());
-    offer_headers.extend(timer.map(|t| session_timer::answer_headers(t.interval())).unwrap_or_default());
-    if let Err(e) = dialog.accept(Some(offer_headers), Some(offered.offer.clone().into_bytes())) {
+    if let Err(e) = dialog.accept(Some(sdp_headers(timer)), Some(offered.offer.clone().into_bytes())) {
         tracing::warn!(error = %e, "SIP: the 200 OK could not be sent");
     }
     let mut transaction = dialog.clone();
@@ -581,9 +583,7 @@ async fn renegotiate(context: &UserAgent, id: &rsipstack::dialog::DialogId, requ
         return (StatusCode::CallTransactionDoesNotExist, Vec::new(), None);
     };
     let offer = String::from_utf8_lossy(&request.body).into_owned();
-    let mut headers = capabilities();
-    headers.push(headers::ContentType::from(SDP).into());
-    headers.extend(call.timer.map(|t| session_timer::answer_headers(t.interval())).unwrap_or_default());
+    let headers = sdp_headers(call.timer);
     if offer.trim().is_empty() || same_session(&offer, &call.offer) {
         // A refresh (RFC 4028 §10: one answered 2xx).
         context.calls.refreshed(id, Instant::now());
