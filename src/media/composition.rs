@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use super::flow::{FlowCounter, Measure, count_late_on, count_on};
 use super::lifecycle::{self, Reaper, StopTicket, Teardown};
+use super::lipsync::Cadence;
 use super::mixer::{AudioMix, MixFormat};
 use super::part::{Fanout, add_chain, expose_input};
 use super::participant::{JoiningMedium, LegContext, ParticipantMedia};
@@ -108,6 +109,8 @@ struct Canvas {
     frames: Arc<FlowCounter>,
     /// Of those, the ones produced after they should have been on air.
     late_frames: Arc<FlowCounter>,
+    /// Which frame of each caller its frames show, for the callers' audio stamps.
+    cadence: Arc<Cadence>,
 }
 
 /// What a shared return encoder makes: callers asking for the same codec
@@ -319,6 +322,7 @@ impl CompositionMedia {
             let pad = request_pad(&canvas.compositor, "sink_%u")?;
             // Hidden until relayout gives it a cell.
             pad.set_property("alpha", 0.0f64);
+            canvas.cadence.follow(&pad, participant.video_lead.clone());
             if let Err(e) = self.topology.link(&picture.src, &pad, owner.clone(), Owner::Core) {
                 super::part::release(&pad);
                 return Err(e.into());
@@ -913,12 +917,13 @@ fn build_canvas(
     // One frame interval of slack: a frame is late when it misses its slot.
     let frame_interval = Duration::from_secs(1) / config.video.fps.max(1);
     count_late_on(&out, latency_ns, frame_interval, late_frames.clone());
+    let cadence = Cadence::watch(&out, config.video.fps);
 
     let highlight = Highlight::build(pipeline, &compositor, &prefix, config.video.fps)?;
 
     let broadcast = Broadcast::build(&prefix, config, profiles, mix, player)?;
     pipeline.add(&broadcast.bin)?;
-    Ok(Canvas { compositor, tee, broadcast, highlight, branding, frames, late_frames })
+    Ok(Canvas { compositor, tee, broadcast, highlight, branding, frames, late_frames, cadence })
 }
 
 fn request_pad(element: &gst::Element, template: &str) -> Result<gst::Pad, MediaError> {

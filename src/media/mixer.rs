@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::lipsync::VideoLead;
 use super::{MediaError, make};
 use crate::model::ids::ParticipantId;
 use crate::model::speaker::{BlockLevel, SILENCE_DBOV, SpeakerDetector, TalkerState, level_dbov};
@@ -68,6 +69,12 @@ impl MixFormat {
         (self.rate as usize * BLOCK.as_millis() as usize / 1000) * self.channels as usize
     }
 
+    /// How long `samples` (interleaved) last.
+    fn duration_of(self, samples: usize) -> gst::ClockTime {
+        let frames = (samples / self.channels.max(1) as usize) as u64;
+        gst::ClockTime::from_nseconds(frames * 1_000_000_000 / u64::from(self.rate.max(1)))
+    }
+
     pub fn caps(self) -> gst::Caps {
         gst::Caps::builder("audio/x-raw")
             .field("format", "S16LE")
@@ -102,6 +109,11 @@ struct Input {
     applied_gain: f32,
     /// In the lobby (keying in a PIN): nobody hears it, whatever its gain.
     held: bool,
+    /// The running time its first queued sample carried (or `None` before any).
+    head_time: Option<gst::ClockTime>,
+    /// How much earlier than it was stamped the composite shows its picture
+    /// (`lipsync.rs`); its audio is stamped that much earlier too.
+    video_lead: VideoLead,
 }
 
 impl Default for Input {
@@ -115,7 +127,38 @@ impl Default for Input {
             gain: 1.0,
             applied_gain: 1.0,
             held: false,
+            head_time: None,
+            video_lead: VideoLead::default(),
         }
+    }
+}
+
+impl Input {
+    /// Queues decoded audio whose first sample has running time `time`. The
+    /// queue's head time follows by counting samples, and is taken from
+    /// `time` again when the two disagree by more than a block (a gap, or
+    /// audio the decoder dropped).
+    fn receive(&mut self, samples: impl Iterator<Item = i16>, time: Option<gst::ClockTime>, format: MixFormat) {
+        let queued = format.duration_of(self.queue.len());
+        let lead = self.video_lead.load(Ordering::Relaxed);
+        let lead_by = |t: gst::ClockTime| match u64::try_from(lead) {
+            Ok(earlier) => t.saturating_sub(gst::ClockTime::from_nseconds(earlier)),
+            Err(_) => t + gst::ClockTime::from_nseconds(lead.unsigned_abs()),
+        };
+        if let Some(time) = time.map(lead_by) {
+            let counted = self.head_time.map(|head| head + queued);
+            let off = counted.is_none_or(|c| c.nseconds().abs_diff(time.nseconds()) > BLOCK.as_nanos() as u64);
+            if self.queue.is_empty() || off {
+                self.head_time = Some(time.saturating_sub(queued));
+            }
+        }
+        self.queue.extend(samples);
+    }
+
+    /// Drops the first `count` queued samples.
+    fn skip(&mut self, count: usize, format: MixFormat) -> std::collections::vec_deque::Drain<'_, i16> {
+        self.head_time = self.head_time.map(|head| head + format.duration_of(count));
+        self.queue.drain(..count)
     }
 }
 
@@ -198,8 +241,9 @@ impl AudioMix {
         Ok(AudioMix { shared, thread: Some(thread) })
     }
 
-    /// An appsink that feeds `caller`'s decoded audio into the mix.
-    pub fn input(&self, caller: &ParticipantId, name: &str) -> Result<gst::Element, MediaError> {
+    /// An appsink that feeds `caller`'s decoded audio into the mix; `video_lead`
+    /// says how much earlier than stamped the composite shows its picture.
+    pub fn input(&self, caller: &ParticipantId, name: &str, video_lead: VideoLead) -> Result<gst::Element, MediaError> {
         let sink = make("appsink", name)?.downcast::<gst_app::AppSink>().expect("appsink is an AppSink");
         sink.set_caps(Some(&self.shared.format.caps()));
         // Decoded audio goes to the mix as soon as it exists: the mixing
@@ -209,7 +253,7 @@ impl AudioMix {
         {
             let mut state = self.lock();
             let held = state.lobby.contains_key(caller);
-            state.inputs.insert(caller.clone(), Input { held, ..Input::default() });
+            state.inputs.insert(caller.clone(), Input { held, video_lead, ..Input::default() });
         }
         let shared = Arc::downgrade(&self.shared);
         let caller = caller.clone();
@@ -221,9 +265,14 @@ impl AudioMix {
                         return Ok(gst::FlowSuccess::Ok);
                     };
                     let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+                    let time = sample
+                        .segment()
+                        .and_then(|segment| segment.downcast_ref::<gst::ClockTime>())
+                        .and_then(|segment| segment.to_running_time(buffer.pts()));
                     let mut state = shared.state.lock().expect("mix state lock");
                     if let Some(input) = state.inputs.get_mut(&caller) {
-                        input.queue.extend(map.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])));
+                        let samples = map.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]));
+                        input.receive(samples, time, shared.format);
                     }
                     Ok(gst::FlowSuccess::Ok)
                 })
@@ -357,6 +406,7 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
     let mut next = Instant::now() + BLOCK;
     // Running time of the block being produced; set from the pipeline at the first block.
     let mut pts: Option<gst::ClockTime> = None;
+    let mut lag = QueueLag::default();
     while !shared.stop.load(Ordering::SeqCst) {
         let now = Instant::now();
         if next > now {
@@ -378,7 +428,8 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
         let (taken, outputs) = {
             let mut guard = shared.state.lock().expect("mix state lock");
             let state = &mut *guard;
-            let mut blocks = take_blocks(&mut state.inputs, block_samples, channels);
+            let mut blocks = take_blocks(&mut state.inputs, shared.format);
+            lag.observe(start, blocks.values().filter_map(|block| block.time));
             let taken = take_gains(&mut state.inputs, &mut blocks);
             let (outputs, lobby, deaf) = (&state.outputs, &mut state.lobby, &state.deaf);
             let outputs: Vec<(Listener, gst_app::AppSrc, Hearing)> = outputs
@@ -409,7 +460,7 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
             let mut buffer = gst::Buffer::from_mut_slice(block);
             {
                 let buffer = buffer.get_mut().expect("a new buffer is writable");
-                buffer.set_pts(start);
+                buffer.set_pts(lag.label(start));
                 buffer.set_duration(gst::ClockTime::from_nseconds(BLOCK.as_nanos() as u64));
             }
             // Flushing (the caller is being removed) is not an error.
@@ -418,17 +469,54 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
     }
 }
 
+/// How long the audio mixed into a block waited for its tick, smoothed over
+/// about a second. Each block is stamped with its tick minus this, that is
+/// with the running time its audio carried when it arrived, as the callers'
+/// video is: stamped with its tick, every output had its sound 35-50 ms
+/// behind its picture. The smoothing keeps the stamps 20 ms apart to within
+/// a fraction of a millisecond, so that encoders see an even stream.
+#[derive(Default)]
+struct QueueLag {
+    nanos: f64,
+}
+
+/// Blocks over which the lag follows a change by 63 %.
+const LAG_SMOOTHING_BLOCKS: f64 = 50.0;
+
+impl QueueLag {
+    /// Follows the mean wait of this block's audio, if any was taken.
+    fn observe(&mut self, tick: gst::ClockTime, arrived: impl Iterator<Item = gst::ClockTime>) {
+        let (sum, count) = arrived.fold((0.0, 0u32), |(sum, count), time| {
+            (sum + tick.nseconds().saturating_sub(time.nseconds()) as f64, count + 1)
+        });
+        if count > 0 {
+            self.nanos += (sum / f64::from(count) - self.nanos) / LAG_SMOOTHING_BLOCKS;
+        }
+    }
+
+    /// The stamp of the block mixed at `tick`.
+    fn label(&self, tick: gst::ClockTime) -> gst::ClockTime {
+        tick.saturating_sub(gst::ClockTime::from_nseconds(self.nanos as u64))
+    }
+}
+
+/// One caller's block of audio, and the running time its first sample carried.
+struct Block {
+    samples: Vec<i16>,
+    time: Option<gst::ClockTime>,
+}
+
 /// One block from every caller that has one; drops queued audio that only
 /// adds delay.
-fn take_blocks(inputs: &mut HashMap<ParticipantId, Input>, block_samples: usize, channels: usize) -> HashMap<ParticipantId, Vec<i16>> {
+fn take_blocks(inputs: &mut HashMap<ParticipantId, Input>, format: MixFormat) -> HashMap<ParticipantId, Block> {
+    let (block_samples, channels) = (format.block_samples(), format.channels as usize);
     let mut blocks = HashMap::new();
     for (id, input) in inputs.iter_mut() {
-        let queue = &mut input.queue;
-        if queue.len() > MAX_QUEUED_BLOCKS * block_samples {
-            let excess = queue.len() - KEPT_AFTER_TRIM * block_samples;
-            queue.drain(..excess);
+        if input.queue.len() > MAX_QUEUED_BLOCKS * block_samples {
+            let excess = input.queue.len() - KEPT_AFTER_TRIM * block_samples;
+            input.skip(excess, format);
         }
-        if queue.len() < block_samples {
+        if input.queue.len() < block_samples {
             // Nothing (or too little) arrived: this caller is silent for this
             // block. If it was flowing, its block is late: keep a reserve.
             if input.flowing {
@@ -438,14 +526,16 @@ fn take_blocks(inputs: &mut HashMap<ParticipantId, Input>, block_samples: usize,
             continue;
         }
         input.flowing = true;
-        blocks.insert(id.clone(), queue.drain(..block_samples).collect());
-        input.lowest = Some(input.lowest.map_or(queue.len(), |l| l.min(queue.len())));
+        let time = input.head_time;
+        blocks.insert(id.clone(), Block { samples: input.skip(block_samples, format).collect(), time });
+        let left = input.queue.len();
+        input.lowest = Some(input.lowest.map_or(left, |l| l.min(left)));
         input.blocks_in_window += 1;
         if input.blocks_in_window == DRAIN_WINDOW_BLOCKS {
             let standing = input.lowest.take().unwrap_or(0);
             let excess = standing.saturating_sub(input.reserve_blocks * block_samples);
             // Whole sample frames only, so that channels stay in their places.
-            queue.drain(..excess - excess % channels);
+            input.skip(excess - excess % channels, format);
             input.blocks_in_window = 0;
         }
     }
@@ -468,14 +558,14 @@ struct Taken {
 
 /// Every caller's block (or none) with the gain it goes in with; from the
 /// next block on, each caller's gain ramps from where this one ends.
-fn take_gains(inputs: &mut HashMap<ParticipantId, Input>, blocks: &mut HashMap<ParticipantId, Vec<i16>>) -> Vec<Taken> {
+fn take_gains(inputs: &mut HashMap<ParticipantId, Input>, blocks: &mut HashMap<ParticipantId, Block>) -> Vec<Taken> {
     inputs
         .iter_mut()
         .map(|(id, input)| {
             let target = if input.held { 0.0 } else { input.gain };
             let gain = Ramp { from: input.applied_gain, to: target };
             input.applied_gain = target;
-            Taken { caller: id.clone(), block: blocks.remove(id), gain }
+            Taken { caller: id.clone(), block: blocks.remove(id).map(|block| block.samples), gain }
         })
         .collect()
 }
@@ -599,8 +689,8 @@ mod tests {
         let mut inputs = HashMap::new();
         inputs.insert(a.clone(), queued(vec![1i16; 5]));
         inputs.insert(b.clone(), queued(vec![2i16; 3]));
-        let blocks = take_blocks(&mut inputs, 4, 1);
-        assert_eq!(blocks.get(&a), Some(&vec![1i16; 4]));
+        let blocks = take_blocks(&mut inputs, four_samples(1));
+        assert_eq!(blocks.get(&a).map(|block| &block.samples), Some(&vec![1i16; 4]));
         assert!(!blocks.contains_key(&b));
         assert_eq!((inputs[&a].queue.len(), inputs[&b].queue.len()), (1, 3));
     }
@@ -610,10 +700,10 @@ mod tests {
         let a = ParticipantId::random();
         let mut inputs = HashMap::new();
         inputs.insert(a.clone(), queued((0..(MAX_QUEUED_BLOCKS as i16 * 4 + 1)).collect()));
-        let blocks = take_blocks(&mut inputs, 4, 1);
+        let blocks = take_blocks(&mut inputs, four_samples(1));
         // Trimmed to 2 blocks (the newest 8 samples), then one taken.
         let first_kept = MAX_QUEUED_BLOCKS as i16 * 4 + 1 - 8;
-        assert_eq!(blocks[&a], (first_kept..first_kept + 4).collect::<Vec<_>>());
+        assert_eq!(blocks[&a].samples, (first_kept..first_kept + 4).collect::<Vec<_>>());
         assert_eq!(inputs[&a].queue.len(), 4);
     }
 
@@ -624,7 +714,7 @@ mod tests {
         // Stereo blocks of 4 samples; 6 samples (3 frames) queued before the first block.
         inputs.insert(a.clone(), queued(vec![0i16; 4 + 6]));
         for tick in 1..=DRAIN_WINDOW_BLOCKS {
-            let blocks = take_blocks(&mut inputs, 4, 2);
+            let blocks = take_blocks(&mut inputs, four_samples(2));
             assert!(blocks.contains_key(&a), "block {tick}");
             let left = inputs[&a].queue.len();
             let expected = if tick == DRAIN_WINDOW_BLOCKS { 0 } else { 6 };
@@ -634,7 +724,7 @@ mod tests {
         }
         // A window with a moment of empty queue drops nothing.
         for _ in 0..DRAIN_WINDOW_BLOCKS {
-            take_blocks(&mut inputs, 4, 2);
+            take_blocks(&mut inputs, four_samples(2));
             inputs.get_mut(&a).unwrap().queue.extend([0i16; 4]);
         }
         assert_eq!(inputs[&a].queue.len(), 4);
@@ -648,7 +738,7 @@ mod tests {
         // Whether `a` had a block this tick, with `arriving` blocks arrived since the last.
         let tick = |inputs: &mut HashMap<ParticipantId, Input>, arriving: usize| {
             inputs.get_mut(&a).unwrap().queue.extend(vec![0i16; 4 * arriving]);
-            take_blocks(inputs, 4, 1).contains_key(&a)
+            take_blocks(inputs, four_samples(1)).contains_key(&a)
         };
         // On time for a while, then one block late: a hole, then two at once.
         for _ in 0..10 {
@@ -735,6 +825,55 @@ mod tests {
         let (mixed, _) = mix(vec![taken(&a, &[300; 2], steady(1.0)), taken(&b, &[20; 2], steady(1.0))], 2, 1);
         assert_eq!(mixed.heard_by(&Listener::Caller(a.clone()), true), vec![0; 4], "two samples of silence, still sent");
         assert_eq!(samples(&mixed.heard_by(&Listener::Caller(b.clone()), false)), vec![300; 2]);
+    }
+
+    fn ms(millis: u64) -> gst::ClockTime {
+        gst::ClockTime::from_mseconds(millis)
+    }
+
+    #[test]
+    fn each_block_carries_the_time_its_first_sample_arrived_with() {
+        let format = four_samples(1); // 5 ms a sample
+        let mut input = Input::default();
+        input.receive([0i16; 8].into_iter(), Some(ms(100)), format);
+        // Contiguous audio keeps the counted time, even if stamped a little off.
+        input.receive([0i16; 4].into_iter(), Some(ms(141)), format);
+        let a = ParticipantId::random();
+        let mut inputs = HashMap::from([(a.clone(), input)]);
+        let times: Vec<_> = (0..3).map(|_| take_blocks(&mut inputs, format)[&a].time).collect();
+        assert_eq!(times, [Some(ms(100)), Some(ms(120)), Some(ms(140))]);
+        // After a gap, the time is taken from the audio again.
+        let input = inputs.get_mut(&a).unwrap();
+        input.receive([0i16; 4].into_iter(), Some(ms(500)), format);
+        input.receive([0i16; 4].into_iter(), Some(ms(900)), format);
+        assert_eq!(take_blocks(&mut inputs, format)[&a].time, Some(ms(880)), "re-anchored on the newest audio");
+    }
+
+    #[test]
+    fn blocks_are_stamped_with_when_their_audio_arrived_and_stay_evenly_spaced() {
+        let mut lag = QueueLag::default();
+        let mut stamps = Vec::new();
+        for block in 0..400u64 {
+            let tick = ms(1000 + 20 * block);
+            // Two callers whose audio waited 30 and 50 ms for this tick.
+            lag.observe(tick, [tick - ms(30), tick - ms(50)].into_iter());
+            stamps.push(lag.label(tick));
+        }
+        let last = *stamps.last().unwrap();
+        assert!(last.nseconds().abs_diff(ms(1000 + 20 * 399 - 40).nseconds()) < 100_000, "{last}");
+        for pair in stamps.windows(2) {
+            let step = pair[1] - pair[0];
+            assert!(step > ms(19) && step <= ms(20), "{step}");
+        }
+        // A block with no audio at all leaves the stamps where they were.
+        let before = lag.label(ms(9000));
+        lag.observe(ms(9000), std::iter::empty());
+        assert_eq!(lag.label(ms(9000)), before);
+    }
+
+    /// A format whose blocks are 4 samples of `channels` channels.
+    fn four_samples(channels: u32) -> MixFormat {
+        MixFormat { rate: 200 / channels, channels }
     }
 
     fn queued(samples: Vec<i16>) -> Input {

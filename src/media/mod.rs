@@ -24,6 +24,7 @@
 pub mod composition;
 mod flow;
 pub mod lifecycle;
+mod lipsync;
 mod mixer;
 mod part;
 mod participant;

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::flow::{FlowCounter, Measure, count_on};
+use super::lipsync::VideoLead;
 use super::mixer::AudioMix;
 use super::part::{add_chain, expose_input};
 use super::picture::Picture;
@@ -41,6 +42,8 @@ use crate::ports::{PortLease, PortPair};
 /// rtpbin session numbers: fixed per medium so pad names say what they carry.
 pub const AUDIO_SESSION: u32 = 0;
 pub const VIDEO_SESSION: u32 = 1;
+/// The shortest interval between RTCP reports (see `report_often`).
+const RTCP_MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 pub fn session_for(kind: MediaKind) -> u32 {
     match kind {
@@ -83,6 +86,9 @@ pub struct ParticipantMedia {
     rtpbin: gst::Element,
     /// Its picture (or its slate) on the way to the compositor.
     pub picture: Option<Picture>,
+    /// How much earlier than stamped the composite shows its picture; read
+    /// where its audio enters the mix (`lipsync.rs`).
+    pub video_lead: VideoLead,
     /// Where the encoded composite comes in, and in which codec.
     pub composite_in: Option<(VideoCodec, gst::Pad)>,
     pub audio: Option<MediumState>,
@@ -188,6 +194,7 @@ impl ParticipantMedia {
             video: None,
             source_check: context.source_check,
             admitted: Arc::new(AtomicBool::new(!context.in_lobby)),
+            video_lead: VideoLead::default(),
             _leases: Vec::new(),
         };
         let mut funnels: [Option<gst::Element>; 2] = [None, None];
@@ -285,7 +292,7 @@ impl ParticipantMedia {
                         let decoder = context.profiles.audio_decoder(codec, &n("adec"))?.upcast::<gst::Element>();
                         let convert = make("audioconvert", &n("aconv"))?;
                         let resample = make("audioresample", &n("aresample"))?;
-                        let to_mix = context.mix.input(id, &n("ato-mix"))?;
+                        let to_mix = context.mix.input(id, &n("ato-mix"), participant.video_lead.clone())?;
                         add_chain(&bin, &[&funnel, &depay, &decoder, &convert, &resample, &to_mix])?;
                     }
                 }
@@ -330,6 +337,7 @@ impl ParticipantMedia {
                 .ok_or_else(|| MediaError::Gst(format!("rtpbin refused send_rtcp_src_{session}")))?;
             encrypted(state.srtp.as_ref(), rtcp_from_rtpbin, Packets::Rtcp, session)?
                 .link(&rtcp_out.static_pad("sink").expect("udpsink has a sink pad"))?;
+            report_often(&rtpbin, session);
 
             match kind {
                 MediaKind::Audio => participant.audio = Some(state),
@@ -491,6 +499,18 @@ impl ParticipantMedia {
             }
         }
         stats
+    }
+}
+
+/// RTCP reports about every second (RFC 3550 spreads each interval over
+/// 0.5-1.5 times it) rather than every 5 s: a caller lines our audio up with
+/// our video only once it has had a sender report for each, which took
+/// 5-10 s after a join. RFC 3550 §6.2 allows a shorter minimum at this
+/// bandwidth; browsers send a video report every second.
+fn report_often(rtpbin: &gst::Element, session: u32) {
+    let internal = rtpbin.emit_by_name::<Option<glib::Object>>("get-internal-session", &[&session]);
+    if let Some(internal) = internal {
+        internal.set_property("rtcp-min-interval", RTCP_MIN_INTERVAL.as_nanos() as u64);
     }
 }
 

@@ -68,6 +68,9 @@ pub struct Profile {
     bitrate: Option<BitrateBinding>,
     #[serde(default)]
     keyframes: Option<KeyframeBinding>,
+    /// Samples of silence the encoder puts before the first one it was given.
+    #[serde(default)]
+    priming_samples: u32,
 }
 
 /// Values set on a profile's elements after parsing.
@@ -154,6 +157,12 @@ impl Profiles {
 
     pub fn broadcast_audio_encoder(&self, name: &str, bitrate_kbps: u32) -> Result<gst::Bin, ProfileError> {
         self.encoder(BROADCAST_AUDIO, name, EncoderSettings { bitrate_kbps: Some(bitrate_kbps), ..Default::default() })
+    }
+
+    /// How long the broadcast audio encoder's priming lasts at `rate`.
+    pub fn broadcast_audio_priming(&self, rate: u32) -> gst::ClockTime {
+        let samples = self.encoders.profiles.get(BROADCAST_AUDIO).map_or(0, |p| p.priming_samples);
+        gst::ClockTime::from_nseconds(u64::from(samples) * 1_000_000_000 / u64::from(rate.max(1)))
     }
 
     fn encoder(&self, profile: &str, name: &str, settings: EncoderSettings) -> Result<gst::Bin, ProfileError> {

@@ -28,6 +28,7 @@ use crate::rtmp::{MediaFrame, PublisherHandle, PublisherState, StreamFeed, Strea
 
 /// AAC bitrate of the broadcast encode (what CDN ingest guides recommend).
 const BROADCAST_AUDIO_KBPS: u32 = 128;
+const BROADCAST_AUDIO_RATE: u32 = 48000;
 
 /// Where the broadcast frames go outside GStreamer.
 pub(super) enum FeedTarget {
@@ -213,8 +214,12 @@ impl Broadcast {
         let aconvert = make("audioconvert", &n("aconv"))?;
         let aresample = make("audioresample", &n("aresample"))?;
         let acaps = make("capsfilter", &n("acaps"))?;
-        acaps.set_property("caps", gst::Caps::builder("audio/x-raw").field("rate", 48000).field("channels", 2).build());
+        acaps.set_property(
+            "caps",
+            gst::Caps::builder("audio/x-raw").field("rate", BROADCAST_AUDIO_RATE as i32).field("channels", 2).build(),
+        );
         let aencoder = profiles.broadcast_audio_encoder(&n("aenc"), BROADCAST_AUDIO_KBPS)?.upcast::<gst::Element>();
+        stamp_earlier(&aencoder, profiles.broadcast_audio_priming(BROADCAST_AUDIO_RATE))?;
         let aparse = make("aacparse", &n("aparse"))?;
         add_chain(&bin, &[&full_mix, &aqueue, &aconvert, &aresample, &acaps, &aencoder, &aparse])?;
         let audio = Fanout::new(&bin, &n("audio"))?;
@@ -232,7 +237,7 @@ impl Broadcast {
                 frame_rate: f64::from(v.fps),
                 video_bitrate_kbps: v.bitrate_kbps,
                 audio_bitrate_kbps: BROADCAST_AUDIO_KBPS,
-                audio_sample_rate: 48000,
+                audio_sample_rate: BROADCAST_AUDIO_RATE,
                 audio_channels: 2,
             },
             video_sink: video_sink.clone(),
@@ -273,6 +278,26 @@ impl Broadcast {
         };
         (count("Encoder/Video"), count("Encoder/Audio"))
     }
+}
+
+/// Stamps what `encoder` gives `by` earlier. An AAC encoder's first frame
+/// holds its priming (silence) before the first sample it was given, which
+/// FLV and MPEG-TS have no way to mark for skipping: stamped as given, every
+/// player's sound came that much (21 ms) after its picture.
+fn stamp_earlier(encoder: &gst::Element, by: gst::ClockTime) -> Result<(), MediaError> {
+    if by.is_zero() {
+        return Ok(());
+    }
+    let pad = encoder.static_pad("src").ok_or_else(|| MediaError::Gst("the audio encoder has no src pad".into()))?;
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(buffer) = info.buffer_mut() {
+            let buffer = buffer.make_mut();
+            buffer.set_pts(buffer.pts().map(|t| t.saturating_sub(by)));
+            buffer.set_dts(buffer.dts().map(|t| t.saturating_sub(by)));
+        }
+        gst::PadProbeReturn::Ok
+    });
+    Ok(())
 }
 
 /// A queue that drops old frames rather than hold up the compositor or mixer.

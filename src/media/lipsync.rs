@@ -1,0 +1,159 @@
+//! Sound and picture of a caller stamped alike in the composite and the mix.
+//!
+//! The compositor makes a frame every 1/fps on its own cadence and puts in
+//! it, for each caller, the latest frame that starts before that composite
+//! frame ends. A caller's frame stamped `p` therefore goes out stamped with
+//! a slot that began up to one frame interval before `p`, or, when it
+//! reached the compositor after that slot was made, with the next one. By
+//! how much is set by chance when a call starts, and its audio kept its own
+//! stamps: measured on the outputs, sound ran from 12 ms before to 29 ms
+//! after its picture from one call to the next. So this module watches
+//! which frame of each caller every composite frame shows, and keeps a
+//! caller's lead (how much earlier its picture goes out than it was
+//! stamped; negative when later) for the mixer, which stamps the caller's
+//! audio the same (`mixer.rs`).
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+/// How much earlier than it was stamped a caller's picture goes out, in ns
+/// (negative: later).
+pub type VideoLead = Arc<AtomicI64>;
+
+/// The composite's cadence and the callers whose frames it shows.
+pub struct Cadence {
+    frame_ns: i64,
+    callers: Mutex<Vec<Weak<Follower>>>,
+}
+
+/// One caller's picture at the compositor.
+struct Follower {
+    seen: Mutex<Seen>,
+    lead: VideoLead,
+}
+
+#[derive(Default)]
+struct Seen {
+    /// Running times of the last two frames queued, newest first.
+    queued: [Option<i64>; 2],
+    /// The lead found at the latest composite frame. A frame queued while a
+    /// composite frame is being made can be taken for shown in it, so a
+    /// lead is kept only once two composite frames in a row agree on it.
+    last: Option<i64>,
+}
+
+/// Two leads this close are the same (the stamps jitter by a millisecond or so).
+const SAME_LEAD_NS: i64 = 2_000_000;
+
+impl Cadence {
+    /// Watches the composite frames leaving `pad` (the compositor's src).
+    pub fn watch(pad: &gst::Pad, fps: u32) -> Arc<Cadence> {
+        let cadence = Arc::new(Cadence { frame_ns: 1_000_000_000 / i64::from(fps.max(1)), callers: Mutex::default() });
+        let weak = Arc::downgrade(&cadence);
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            if let (Some(cadence), Some(slot)) = (weak.upgrade(), running_time(pad, info)) {
+                cadence.shown(slot);
+            }
+            gst::PadProbeReturn::Ok
+        });
+        cadence
+    }
+
+    /// Keeps `lead` for the caller whose picture enters the compositor at
+    /// `pad` (its sink pad), for as long as that pad lives.
+    pub fn follow(&self, pad: &gst::Pad, lead: VideoLead) {
+        let follower = Arc::new(Follower { seen: Mutex::default(), lead });
+        {
+            let mut callers = self.callers.lock().expect("cadence lock");
+            callers.retain(|c| c.strong_count() > 0);
+            callers.push(Arc::downgrade(&follower));
+        }
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            if let Some(time) = running_time(pad, info) {
+                let mut seen = follower.seen.lock().expect("follower lock");
+                seen.queued = [Some(time), seen.queued[0]];
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+
+    /// A composite frame for the slot starting at `slot` went out.
+    fn shown(&self, slot: i64) {
+        let callers = self.callers.lock().expect("cadence lock");
+        for follower in callers.iter().filter_map(Weak::upgrade) {
+            let mut seen = follower.seen.lock().expect("follower lock");
+            let lead = lead_in_slot(seen.queued, slot, self.frame_ns);
+            if let (Some(lead), Some(last)) = (lead, seen.last)
+                && (lead - last).abs() < SAME_LEAD_NS
+            {
+                follower.lead.store(lead, Ordering::Relaxed);
+            }
+            seen.last = lead;
+        }
+    }
+}
+
+/// How much earlier than stamped the frame shown in the slot starting at
+/// `slot` goes out: the newest queued frame that starts before the slot
+/// ends (a newer one waits for a later slot).
+fn lead_in_slot(queued: [Option<i64>; 2], slot: i64, frame_ns: i64) -> Option<i64> {
+    let shown = queued.into_iter().flatten().find(|&time| time < slot + frame_ns)?;
+    Some(shown - slot)
+}
+
+fn running_time(pad: &gst::Pad, info: &gst::PadProbeInfo) -> Option<i64> {
+    let pts = info.buffer()?.pts()?;
+    let segment = pad.sticky_event::<gst::event::Segment>(0)?;
+    let time = segment.segment().downcast_ref::<gst::ClockTime>()?.to_running_time(pts)?;
+    i64::try_from(time.nseconds()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FRAME: i64 = 33_333_333;
+    const MS: i64 = 1_000_000;
+
+    #[test]
+    fn a_frame_shown_in_a_slot_that_began_before_it_leads_its_stamp() {
+        assert_eq!(lead_in_slot([Some(1010 * MS), Some(1010 * MS - FRAME)], 1000 * MS, FRAME), Some(10 * MS));
+    }
+
+    #[test]
+    fn a_frame_that_came_after_its_slot_was_made_trails_its_stamp() {
+        // The frame for this slot (1020) is not there yet: the one before it is shown again, late.
+        assert_eq!(lead_in_slot([Some(1020 * MS - FRAME), None], 1000 * MS, FRAME), Some(1020 * MS - FRAME - 1000 * MS));
+    }
+
+    #[test]
+    fn a_frame_from_a_later_slot_waits_for_it() {
+        let queued = [Some(1040 * MS), Some(1040 * MS - FRAME)];
+        assert_eq!(lead_in_slot(queued, 1000 * MS, FRAME), Some(1040 * MS - FRAME - 1000 * MS));
+    }
+
+    #[test]
+    fn a_lead_is_kept_once_two_composite_frames_agree_on_it() {
+        let cadence = Cadence { frame_ns: FRAME, callers: Mutex::default() };
+        let follower = Arc::new(Follower { seen: Mutex::default(), lead: VideoLead::default() });
+        cadence.callers.lock().unwrap().push(Arc::downgrade(&follower));
+        let show = |frame: i64, slot: i64| {
+            follower.seen.lock().unwrap().queued = [Some(frame), None];
+            cadence.shown(slot);
+            follower.lead.load(Ordering::Relaxed)
+        };
+        assert_eq!(show(1010 * MS, 1000 * MS), 0, "one composite frame is not enough");
+        assert_eq!(show(1010 * MS + FRAME, 1000 * MS + FRAME), 10 * MS);
+        // One odd frame (queued while its slot was being made) changes nothing.
+        assert_eq!(show(1010 * MS + 2 * FRAME, 1000 * MS + 3 * FRAME), 10 * MS);
+        assert_eq!(show(1010 * MS + 4 * FRAME, 1000 * MS + 4 * FRAME), 10 * MS);
+    }
+
+    #[test]
+    fn nothing_queued_yet_says_nothing() {
+        assert_eq!(lead_in_slot([None, None], 1000 * MS, FRAME), None);
+        assert_eq!(lead_in_slot([Some(2000 * MS), None], 1000 * MS, FRAME), None);
+    }
+}
