@@ -22,8 +22,12 @@ onsets are paired with the sender's. Then, on the same server:
     sequence header) at a minimal Python RTMP player that was already
     waiting at nginx-rtmp for the stream, repeated.
 
+Before those runs, lip sync on air: a caller whose picture flashes as its
+sound clicks, and every output recorded and measured (bench/lipsync.py).
+
     python3 bench/latency.py [--runs 3] [--seconds 30] [--joins 10] [--rtmp-posts 10]
-                             [--compare-jitter 10,200] [--smoke] [--tutti PATH] [--keep]
+                             [--compare-jitter 10,200] [--lipsync-seconds 60] [--lipsync-only]
+                             [--smoke] [--tutti PATH] [--keep]
 
 Only the standard library (plus ffmpeg to pre-encode and to decode after the
 run). Every child runs in its own process group and dies with this script.
@@ -49,6 +53,7 @@ import time
 import urllib.error
 from pathlib import Path
 
+import lipsync
 from benchlib import (CACHE, REPO, BenchError, Nginx, Proc, bind_rtp_pair, find_tutti, free_tcp_port, free_udp_range,
                       git_state, http, log, offer_sdp, parse_answer, run_bench, run_checked, run_header,
                       serve_argv, write_section)
@@ -74,6 +79,7 @@ JOIN_TIMEOUT = 5.0
 RTMP_TIMEOUT = 8.0
 DECODE_TIMEOUT = 300.0
 SMOKE_DEADLINE = 95.0
+SMOKE_LIPSYNC_SECONDS = 10.0
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 CACHE_VERSION = "v1"
@@ -1043,6 +1049,9 @@ class Bench:
         self.joins = 2 if self.smoke else args.joins
         self.rtmp_posts = 2 if self.smoke else args.rtmp_posts
         self.tutti_argv: list[str] = []
+        self.lipsync_seconds = min(float(args.lipsync_seconds), SMOKE_LIPSYNC_SECONDS) if self.smoke else \
+            float(args.lipsync_seconds)
+        self.lipsync: dict | None = None
 
     def run(self) -> int:
         started = time.monotonic()
@@ -1059,8 +1068,14 @@ class Bench:
         if abs(len(self.sender_onsets) - len(expected)) > 2:
             raise BenchError(f"found {len(self.sender_onsets)} clicks in the sender's own Opus, {len(expected)} expected")
         self.nginx = Nginx(self.workdir)
-        plan = [(40, True)] * (1 if self.smoke else self.args.runs)
-        if not self.smoke:
+        if self.lipsync_seconds:
+            sync = lipsync.LipSync(self.tutti, self.workdir, self.nginx, self.lipsync_seconds)
+            try:
+                self.lipsync = sync.execute()
+            finally:
+                sync.stop()
+        plan = [] if self.args.lipsync_only else [(40, True)] * (1 if self.smoke else self.args.runs)
+        if plan and not self.smoke:
             plan += [(j, False) for j in self.args.compare_jitter]
         for i, (jb, posts) in enumerate(plan, 1):
             run = Run(self, i, jb, posts)
@@ -1077,7 +1092,21 @@ class Bench:
         return 0
 
     def smoke_verdict(self) -> int:
-        r = self.runs[0]
+        fails = []
+        if self.lipsync:
+            fails += lipsync.verdict(self.lipsync)
+            print("smoke: lip sync " + "; ".join(f"{name} {s['median']:+.0f} ms over {s['n']} flashes"
+                                                 for name, s in lipsync.summary(self.lipsync).items() if s["n"]))
+        if self.runs:
+            fails += self.latency_verdict(self.runs[0])
+        if fails:
+            print("SMOKE FAILED:\n  " + "\n  ".join(fails))
+            return 1
+        print(f"smoke ok in {self.elapsed:.0f} s")
+        return 0
+
+    @staticmethod
+    def latency_verdict(r: dict) -> list[str]:
         fails = []
         v, a = r["video_ms"], r["audio_ms"]
         if len(v) < 50 or not 0 < pct(v, 50) < 2000:
@@ -1092,11 +1121,7 @@ class Bench:
             fails.append(f"an RTMP output gave no decodable frame: {r['rtmp']}")
         print(f"smoke: video p50 {pct(v, 50):.1f} ms over {len(v)} frames, audio p50 {pct(a, 50):.1f} ms over "
               f"{len(a)} clicks, caller POST -> IDR {joins} ms, RTMP POST -> keyframe {rtmp} ms")
-        if fails:
-            print("SMOKE FAILED:\n  " + "\n  ".join(fails))
-            return 1
-        print(f"smoke ok in {self.elapsed:.0f} s")
-        return 0
+        return fails
 
     def cleanup(self) -> None:
         Proc.kill_all()
@@ -1109,6 +1134,15 @@ class Bench:
     # -- RESULTS.md
 
     def write_results(self, started: float) -> None:
+        header = run_header(f"python3 bench/latency.py {' '.join(sys.argv[1:])}".strip(), started,
+                            self.commit, self.dirty, self.tutti)
+        if self.lipsync:
+            write_section("lipsync", "## 3b. Lip sync on air (`latency.py --lipsync-seconds`)\n\n"
+                          + "\n".join(header + [""] + lipsync.section(self.lipsync, self.lipsync_seconds)))
+        if self.runs:
+            self.write_latency(header)
+
+    def write_latency(self, header: list[str]) -> None:
         main = [r for r in self.runs if r["jitter_ms"] == 40]
         extra = [r for r in self.runs if r["jitter_ms"] != 40]
 
@@ -1136,8 +1170,8 @@ class Bench:
             sum(1 for r in main for x in r["rtmp"] if "keyframe_ms" not in x)
         v = [r["video_ms"] for r in main]
         a = [r["audio_ms"] for r in main]
-        lines = run_header(f"python3 bench/latency.py {' '.join(sys.argv[1:])}".strip(), started,
-                           self.commit, self.dirty, self.tutti)
+        lines = list(header)
+
         def med(per_run: list[list[float]]) -> str:
             meds = [statistics.median(x) for x in per_run if x]
             return f"{statistics.median(meds):.0f}" if meds else "–"
@@ -1281,12 +1315,18 @@ def main() -> int:
     ap.add_argument("--rtmp-posts", type=int, default=10, help="RTMP output POST timings per run")
     ap.add_argument("--compare-jitter", type=lambda s: [int(x) for x in s.split(",") if x], default=[10, 200],
                     help="extra one-run latency comparisons at these --jitter-buffer-ms (comma list; '' for none)")
+    ap.add_argument("--lipsync-seconds", type=int, default=60,
+                    help="seconds of each output recorded for the lip-sync measure (0: skip it; "
+                         f"{SMOKE_LIPSYNC_SECONDS:.0f} at most with --smoke)")
+    ap.add_argument("--lipsync-only", action="store_true", help="measure only lip sync (e.g. for 30 min: 1800)")
     ap.add_argument("--smoke", action="store_true", help="one short run that checks the figures are sane (CI)")
     ap.add_argument("--tutti", help="the tutti binary (default: target/release/tutti, built if missing)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, captured streams)")
     args = ap.parse_args()
     if args.runs < 1 or args.seconds < 1 or args.warmup < 0 or args.joins < 1 or args.rtmp_posts < 1:
         ap.error("--runs, --seconds, --joins, --rtmp-posts must be >= 1, --warmup >= 0")
+    if args.lipsync_seconds < 0 or (args.lipsync_only and args.lipsync_seconds < lipsync.SETTLE_SECONDS + 5):
+        ap.error(f"--lipsync-seconds must be >= 0, and >= {lipsync.SETTLE_SECONDS + 5:.0f} with --lipsync-only")
 
     return run_bench(lambda: Bench(args), args.smoke, SMOKE_DEADLINE)
 
