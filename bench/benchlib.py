@@ -595,11 +595,13 @@ def parse_answer(sdp: str) -> dict[str, dict]:
 
 def serve_argv(tutti: Path, http_port: int, ports: tuple[int, int], workdir: Path) -> list[str]:
     """`tutti serve` on loopback only: the API on `http_port`, RTP on `ports`,
-    the embedded RTMP server on a free port, files under `workdir`; admission by
-    cost off (`--cpu-budget 0`): the benchmarks push a node past it on purpose."""
+    the embedded RTMP server on a free port, SIP off (no benchmark calls over
+    SIP, and its fixed port 5060 would keep a second instance from starting),
+    files under `workdir`; admission by cost off (`--cpu-budget 0`): the
+    benchmarks push a node past it on purpose."""
     return [str(tutti), "serve", "--http", f"127.0.0.1:{http_port}",
             "--rtp-ports", f"{ports[0]}-{ports[1]}", "--public-ip", "127.0.0.1", "--rtp-bind", "127.0.0.1",
-            "--rtmp-listen", "127.0.0.1:0", "--hls-dir", str(workdir / "hls"),
+            "--rtmp-listen", "127.0.0.1:0", "--sip-listen", "", "--hls-dir", str(workdir / "hls"),
             "--recordings", str(workdir / "recordings"), "--pipelines", str(REPO / "pipelines"),
             "--cpu-budget", "0"]
 
