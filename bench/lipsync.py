@@ -37,6 +37,7 @@ from benchlib import (CACHE, REPO, BenchError, Nginx, Proc, bind_rtp_pair, free_
 CLIP_SECONDS = 60
 FPS = 30
 CLICK_SECONDS = 0.010
+DRIFT_SPAN = 600.0           # s of pairs needed to give a drift
 PAIR_WITHIN = 0.25           # a flash and a click further apart than this are not one event
 LOUD_DBFS = -20.0
 # Each output is measured from this long after its first flash: a caller's
@@ -136,8 +137,9 @@ def source_offset(clip: Path) -> float:
 
 
 def drift_ms_per_10min(pairs: list[tuple[float, float]]) -> float | None:
-    """Least-squares slope of the offset over the run."""
-    if len(pairs) < 10 or pairs[-1][0] - pairs[0][0] < 5:
+    """Least-squares slope of the offset over the run; None for runs under
+    10 min, where a millisecond of noise would read as a drift."""
+    if len(pairs) < 10 or pairs[-1][0] - pairs[0][0] < DRIFT_SPAN:
         return None
     xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
@@ -298,7 +300,7 @@ def section(result: dict, seconds: float) -> list[str]:
         if not s["n"]:
             lines.append(f"| {name} | – | – | 0 | – |")
             continue
-        drift = f"{s['drift']:+.2f}" if s["drift"] is not None else "–"
+        drift = f"{s['drift']:+.2f}" if s["drift"] is not None else "– (run under 10 min)"
         lines.append(f"| {name} | **{s['median']:+.1f} ms** | {s['min']:+.0f}..{s['max']:+.0f} ms | {s['n']} | {drift} |")
     lines += ["", f"Each output is counted from {SETTLE_SECONDS:.0f} s after its first flash: a joining caller's "
               "stamps settle within a few seconds (up to 10 ms off before), and the receiving endpoint lines a "
