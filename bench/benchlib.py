@@ -524,15 +524,18 @@ def describe_file(path: Path) -> str:
             f"Opus {a['channels']} ch, {float(info['format']['duration']):.0f} s, {kbps:.0f} kbit/s overall")
 
 
-def sender_argv(path: Path, answer: dict[str, dict]) -> list[str]:
+def sender_argv(path: Path, answer: dict[str, dict], headers_in_band: bool = False) -> list[str]:
     """One light sender per caller: no decoding, no encoding; the file's packets
     are replayed in real time (-re) as RTP (-c copy). h264_mp4toannexb puts
     SPS/PPS in band before every IDR, as a real endpoint does (there is no SDP
-    to carry sprop-parameter-sets towards Tutti)."""
+    to carry sprop-parameter-sets towards Tutti), unless the file already
+    carries them (`headers_in_band`, x264's repeat-headers): ffmpeg 5.1's
+    filter fails at -stream_loop's loop and the video stops after one pass."""
     v, a = answer["video"], answer["audio"]
+    annexb = [] if headers_in_band else ["-bsf:v", "h264_mp4toannexb"]
     return ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1",
             "-i", str(path),
-            "-map", "0:v", "-c", "copy", "-bsf:v", "h264_mp4toannexb", "-payload_type", str(v["pt"]),
+            "-map", "0:v", "-c", "copy", *annexb, "-payload_type", str(v["pt"]),
             "-f", "rtp", f"rtp://{v['addr']}:{v['rtp']}?rtcpport={v['rtcp']}&pkt_size=1200",
             "-map", "0:a", "-c", "copy", "-payload_type", str(a["pt"]),
             "-f", "rtp", f"rtp://{a['addr']}:{a['rtp']}?rtcpport={a['rtcp']}"]

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from benchlib import (CACHE, REPO, BenchError, Nginx, Proc, bind_rtp_pair, free_tcp_port, free_udp_range, http, log,
-                      offer_sdp, parse_answer, run_checked, serve_argv)
+                      offer_sdp, parse_answer, run_checked, sender_argv, serve_argv)
 
 CLIP_SECONDS = 60
 FPS = 30
@@ -69,24 +69,11 @@ def ensure_clip() -> Path:
                  "-t", str(CLIP_SECONDS), "-map", "0:v", "-map", "1:a",
                  "-c:v", "libx264", "-profile:v", "baseline", "-preset", "veryfast", "-b:v", "1500k",
                  "-g", str(FPS), "-keyint_min", str(FPS), "-sc_threshold", "0", "-pix_fmt", "yuv420p",
-                 # SPS/PPS inside every keyframe, so that the sender needs no bitstream filter (see sender()).
+                 # SPS/PPS inside every keyframe, so that the sender needs no bitstream filter (see sender_argv).
                  "-x264-params", "repeat-headers=1",
                  "-c:a", "libopus", "-b:a", "64k", "-ac", "2", "-frame_duration", "20", str(tmp)], timeout=600)
     tmp.rename(path)
     return path
-
-
-def sender(clip: Path, answer: dict[str, dict]) -> list[str]:
-    """The clip replayed as RTP in real time, looped for as long as the run
-    lasts. Unlike benchlib.sender_argv, no h264_mp4toannexb: ffmpeg 5.1's
-    filter fails at the loop ("packet sent after an EOF") and the video
-    stopped after the first pass; the clip carries SPS/PPS in-band itself."""
-    v, a = answer["video"], answer["audio"]
-    return ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(clip),
-            "-map", "0:v", "-c", "copy", "-payload_type", str(v["pt"]),
-            "-f", "rtp", f"rtp://{v['addr']}:{v['rtp']}?rtcpport={v['rtcp']}&pkt_size=1200",
-            "-map", "0:a", "-c", "copy", "-payload_type", str(a["pt"]),
-            "-f", "rtp", f"rtp://{a['addr']}:{a['rtp']}?rtcpport={a['rtcp']}"]
 
 
 def flashes(path: Path) -> list[float]:
@@ -226,7 +213,7 @@ class LipSync:
         files = [self.dir / "rtmp.flv", self.dir / "hls.ts", self.dir / "recordings" / "lipsync.mkv",
                  self.dir / "return.mkv"]
         self.receiver(ear_answer, ear_ports, files[3])
-        self.start(Proc("sender", sender(clip, flash_answer), self.dir / "sender.log"))
+        self.start(Proc("sender", sender_argv(clip, flash_answer, headers_in_band=True), self.dir / "sender.log"))
         playlist = f"{self.base}/hls/{self.cid}/{hls['id']}/index.m3u8"
         deadline = time.monotonic() + PLAYLIST_TIMEOUT
         while http("GET", playlist)[0] != 200:    # written once the first segment is complete
