@@ -193,26 +193,8 @@ class TuttiWholeJob(Contender):
         w = b.workload
         self.dir = b.rundir / f"c-run{self.run}"
         self.dir.mkdir()
-        http_port = free_tcp_port()
-        first, last = free_udp_range(40)
-        self.base = f"http://127.0.0.1:{http_port}"
-        argv = serve_argv(b.tutti, http_port, (first, last), self.dir)
-        env = dict(os.environ)
-        env.setdefault("RUST_LOG", "info")
-        self.tutti = Proc("tutti", argv, self.dir / "tutti.log", env=env, cwd=REPO)
+        self.tutti, self.base = start_tutti(b.tutti, self.dir)
         self.procs.append(self.tutti)
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            if not self.tutti.alive():
-                raise BenchError(f"tutti exited during start-up\n{self.tutti.tail()}")
-            try:
-                if http("GET", self.base + "/healthz")[0] == 200:
-                    break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise BenchError(f"tutti did not answer /healthz\n{self.tutti.tail()}")
-            time.sleep(0.1)
         self.composition = {
             "name": f"bench-run{self.run}",
             "video": {"width": w.width, "height": w.height, "fps": FPS, "bitrate_kbps": OUT_VIDEO_KBPS},
@@ -318,6 +300,62 @@ class TuttiWholeJob(Contender):
 CONTENDERS = [FfmpegComposite, GstComposite, TuttiWholeJob]
 
 
+def start_tutti(binary: Path, dir: Path) -> tuple[Proc, str]:
+    """`tutti serve` on free ports, its files in `dir`, once it answers /healthz: (process, base URL)."""
+    http_port = free_tcp_port()
+    base = f"http://127.0.0.1:{http_port}"
+    env = dict(os.environ)
+    env.setdefault("RUST_LOG", "info")
+    tutti = Proc("tutti", serve_argv(binary, http_port, free_udp_range(40), dir), dir / "tutti.log", env=env, cwd=REPO)
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while True:
+        if not tutti.alive():
+            raise BenchError(f"tutti exited during start-up\n{tutti.tail()}")
+        try:
+            if http("GET", base + "/healthz")[0] == 200:
+                return tutti, base
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            tutti.stop()
+            raise BenchError(f"tutti did not answer /healthz\n{tutti.tail()}")
+        time.sleep(0.1)
+
+
+@dataclass
+class IdleSample:
+    run: int
+    cpu_per_s: float
+    encoding: object            # the composition's broadcast.encoding at the window's end
+
+
+def measure_idle(bench: "Bench", run: int, warmup: float, seconds: float) -> IdleSample:
+    """(d) What a composition costs while it waits: Tutti with one composition at
+    the workload's canvas, no caller and no output, over the same window."""
+    w = bench.workload
+    dir = bench.rundir / f"d-run{run}"
+    dir.mkdir()
+    tutti, base = start_tutti(bench.tutti, dir)
+    try:
+        composition = {"name": f"idle-run{run}", "video": {"width": w.width, "height": w.height, "fps": FPS,
+                                                           "bitrate_kbps": OUT_VIDEO_KBPS}}
+        status, body = http("POST", base + "/v1/compositions", json.dumps(composition).encode())
+        if status != 201:
+            raise BenchError(f"POST /v1/compositions: {status} {body}\n{tutti.tail()}")
+        cid = json.loads(body)["id"]
+        time.sleep(warmup)
+        cpu0, t0 = cpu_ticks(tutti.pid), time.monotonic()
+        time.sleep(seconds)
+        cpu1, t1 = cpu_ticks(tutti.pid), time.monotonic()
+        status, body = http("GET", f"{base}/v1/compositions/{cid}")
+        encoding = json.loads(body).get("broadcast", {}).get("encoding") if status == 200 else None
+        sample = IdleSample(run, (cpu1 - cpu0) / CLK_TCK / (t1 - t0), encoding)
+        log(f"(d) an idle composition, run {run}: {sample.cpu_per_s:.3f} CPU s/s, broadcast encoding: {encoding}")
+        return sample
+    finally:
+        tutti.stop()
+
+
 # --------------------------------------------------------------------------- the bench
 
 class Bench:
@@ -334,6 +372,7 @@ class Bench:
         self.nginx: Nginx | None = None
         self.tutti: Path | None = None
         self.samples: list[Sample] = []
+        self.idle: list[IdleSample] = []
         self.commands: dict[str, str] = {}
         self.profiles: dict[str, dict] = {}
         self.notes: list[str] = []
@@ -513,6 +552,7 @@ class Bench:
             order = CONTENDERS[(run - 1) % 3:] + CONTENDERS[:(run - 1) % 3]
             for cls in order:
                 self.samples.append(self.measure(cls, run, warmup, seconds))
+            self.idle.append(measure_idle(self, run, warmup, seconds))
         if not self.smoke and self.args.profile:
             if shutil.which("perf"):
                 for cls in CONTENDERS:
@@ -541,10 +581,15 @@ class Bench:
                     failures.append("c: no HLS playlist written")
                 if min(s.extra.get("return_video_kbps", [0])) <= 0 or min(s.extra.get("return_audio_kbps", [0])) <= 0:
                     failures.append("c: a caller got no return stream")
+        for s in self.idle:
+            if s.encoding is not False:
+                failures.append(f"d: an idle composition's broadcast encoding is {s.encoding!r}, not false")
         for s in self.samples:
             print(f"smoke {s.contender}: {s.cpu_per_s:.2f} CPU s/s, {s.fps:.1f} fps over {s.window_s:.1f} s"
                   + (f", senders {s.senders_per_s:.2f} CPU s/s, return video kbps "
                      f"{[round(x) for x in s.extra['return_video_kbps']]}" if s.contender == "c" else ""))
+        for s in self.idle:
+            print(f"smoke d: an idle composition {s.cpu_per_s:.3f} CPU s/s, broadcast encoding {s.encoding}")
         if failures:
             print("SMOKE FAILED:\n  " + "\n  ".join(failures))
             return 1
@@ -625,6 +670,9 @@ class Bench:
               f"{min(pair_ratios['a']):.2f}–{max(pair_ratios['a']):.2f})",
               f"- **c/b = {med['c'] / med['b']:.2f}** (ratio of medians; per-run "
               f"{min(pair_ratios['b']):.2f}–{max(pair_ratios['b']):.2f})",
+              f"- **(d) an idle composition** (Tutti with one {w.width}x{w.height} composition, no caller, no output, "
+              f"same window): {fmt([s.cpu_per_s for s in self.idle], 3)} CPU s/s (target: under 0.02); its broadcast "
+              f"encode `encoding`: {', '.join(str(s.encoding).lower() for s in self.idle)}",
               f"- light senders of (c) (4 × `ffmpeg -re -c copy -f rtp`, not counted above): "
               f"{fmt([s.senders_per_s for s in by['c']])} CPU s/s together",
               f"- nginx + the fps watcher (not counted above): {fmt([s.helpers_per_s for s in self.samples])} CPU s/s",

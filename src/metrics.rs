@@ -43,6 +43,11 @@ pub fn render(snapshot: &MetricsSnapshot, bus: &BusStats, webhooks: &WebhookStat
     let compositions = families.gauge("tutti_compositions", "Compositions on this node.", &[]);
     compositions.with_label_values(&[] as &[&str]).set(snapshot.compositions.len() as i64);
     let frozen = families.gauge("tutti_composition_frozen", "1 while the composition's compositor produces no frames.", &["composition"]);
+    let encoding = families.gauge(
+        "tutti_broadcast_encoding",
+        "1 while a composition's broadcast encode is at work (an output, a caller sharing it or a player takes it).",
+        &["composition"],
+    );
     let frames = families.counter("tutti_composite_frames_total", "Frames the compositor produced.", &["composition"]);
     let late = families.counter(
         "tutti_composite_frames_late_total",
@@ -94,6 +99,7 @@ pub fn render(snapshot: &MetricsSnapshot, bus: &BusStats, webhooks: &WebhookStat
         let id = c.id.as_str();
         if let (Some(produced), Some(produced_late)) = (c.composite_frames, c.composite_frames_late) {
             frozen.with_label_values(&[id]).set(i64::from(c.state == "frozen"));
+            encoding.with_label_values(&[id]).set(i64::from(c.broadcast.encoding));
             frames.with_label_values(&[id]).inc_by(produced);
             late.with_label_values(&[id]).inc_by(produced_late);
         }

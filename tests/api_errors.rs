@@ -107,7 +107,7 @@ async fn composition_lifecycle_and_location_headers() {
     assert_eq!(headers["location"], format!("/v1/compositions/{id}").as_str());
     assert_eq!(body["video"], json!({"width": 1280, "height": 720, "fps": 30, "bitrate_kbps": 2500, "keyframe_interval_secs": 2}));
     assert_eq!(body["outputs"], json!([]));
-    assert_eq!(body["broadcast"], json!({"video_encoders": 1, "audio_encoders": 1}));
+    assert_eq!(body["broadcast"], json!({"video_encoders": 1, "audio_encoders": 1, "encoding": false}), "nothing takes the encode yet");
     assert_eq!(body["audio"], json!({"sample_rate": 48000, "channels": 2}));
     assert_eq!(
         body["layout"],

@@ -112,6 +112,8 @@ fn caller_life(server: &Server, received: &std::path::Path) -> Result<()> {
     ensure!(of("tutti_output_bytes_total", &[("output", &oid), ("kind", "hls")])? > 1000.0, "HLS bytes");
     ensure!(of("tutti_compositions", &[])? == 2.0, "two compositions");
     ensure!(of("tutti_encoder_queue_frames", &[("composition", &id), ("encoder", "broadcast")])? <= 3.0, "queue depth");
+    ensure!(of("tutti_broadcast_encoding", &[("composition", &id)])? == 1.0, "the encode at work for its output and caller");
+    ensure!(of("tutti_broadcast_encoding", &[("composition", &other)])? == 0.0, "the encode resting with nothing to feed");
     // The process's own figures, as /proc tells them (whole CPU seconds: the collector's unit).
     let rss_bytes = server.footprint()?.rss_kib as f64 * 1024.0;
     let reported_rss = of("process_resident_memory_bytes", &[])?;

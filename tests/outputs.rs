@@ -139,7 +139,7 @@ fn one_encode_feeds_nginx_twice_hls_recordings_and_the_embedded_server() -> Resu
 
     let composition = server.get(&format!("/v1/compositions/{id}"))?.json()?;
     ensure!(
-        composition["broadcast"] == json!({"video_encoders": 1, "audio_encoders": 1}),
+        composition["broadcast"] == json!({"video_encoders": 1, "audio_encoders": 1, "encoding": true}),
         "five outputs must share one encode: {}",
         composition["broadcast"]
     );
@@ -332,6 +332,63 @@ fn an_hls_output_with_long_gops_is_never_called_stalled() -> Result<()> {
     ensure!(durations.iter().skip(1).all(|d| (d - 4.0).abs() < 0.2), "segments are not one 4 s GOP each: {durations:?}");
     let stalled: Vec<&Value> = events.drain()?.iter().filter(|e| e["type"] == "output_stalled").collect();
     ensure!(stalled.is_empty(), "output_stalled was announced: {stalled:?}");
+    drop(red);
+    Ok(())
+}
+
+/// The broadcast encode (x264 and AAC) runs only while something takes it:
+/// an idle composition paid 0.09 CPU s/s for it. It rests with a caller that
+/// has an encode of its own, wakes within a second for a recording, rests
+/// again when the recording stops, and a second recording after the pause is
+/// as whole as the first: the caller's colour and tone from its first second,
+/// sound and picture starting together. A player of the embedded server wakes
+/// it too.
+#[test]
+fn the_broadcast_encode_rests_while_nothing_takes_it_and_wakes_whole() -> Result<()> {
+    let server = Server::start()?;
+    let id = server.create_composition(&json!({"video": {"width": WIDTH, "height": HEIGHT, "fps": 30}}))?;
+    // A VP8 caller gets an encode of its own, not the broadcast's.
+    let mut red = Caller::new(CallerSpec { video: Some(VideoCodec::Vp8), ..CallerSpec::new("red", Colour::Red, 500.0) })?;
+    red.join(&server, &id)?;
+    let composition = || server.get(&format!("/v1/compositions/{id}"))?.json();
+    let encoding = || -> Result<bool> { Ok(composition()?["broadcast"]["encoding"] == true) };
+    sleep(Duration::from_secs(1));
+    ensure!(!encoding()?, "encoding for nobody: {}", composition()?["broadcast"]);
+
+    let mut recordings = Vec::new();
+    for name in ["first.mkv", "second.mkv"] {
+        let created = server.post_json(&format!("/v1/compositions/{id}/outputs"), &json!({"kind": "record", "path": name}))?;
+        ensure!(created.status == 201, "POST output: {}", created.body);
+        let output = created.json()?["id"].as_str().context("output id")?.to_string();
+        wait_for("the encode at work for the recording", Duration::from_secs(1), encoding)?;
+        sleep(Duration::from_secs(3));
+        let stopped = server.delete(&format!("/v1/compositions/{id}/outputs/{output}"))?;
+        ensure!(stopped.status == 204, "DELETE output: {}", stopped.status);
+        wait_for("the encode resting again", Duration::from_secs(1), || Ok(!encoding()?))?;
+        recordings.push(server.recordings_dir().join(name));
+        sleep(Duration::from_secs(1));
+    }
+    for path in &recordings {
+        let file = path.to_str().context("path")?;
+        let colours = file_colours(path, Rect::FULL.centre(0.3))?;
+        ensure!(colours.len() >= 75, "{file}: {} frames in 3 s", colours.len());
+        let not_red = colours.iter().filter(|&&c| Colour::classify(c) != Some(Colour::Red)).count();
+        ensure!(not_red == 0, "{file}: {not_red} of {} frames do not show red", colours.len());
+        let probe = ffprobe(file, &[])?;
+        let start = |kind| -> Result<f64> { Ok(stream(&probe, kind)?["start_time"].as_str().unwrap_or("nan").parse()?) };
+        let apart = (start("video")? - start("audio")?).abs();
+        ensure!(apart < 0.1, "{file}: sound starts {apart:.3} s away from the picture (video {:.3}, audio {:.3})", start("video")?, start("audio")?);
+        let audio = audio_samples(path)?;
+        let from = audio.start + Duration::from_millis(500);
+        let level = audio.tone_level_median_db(from, from + Duration::from_secs(2), 500.0)?;
+        ensure!(level > -20.0, "{file}: red's tone at {level:.1} dBFS");
+        eprintln!("{file}: {} frames, sound {apart:.3} s from picture, tone at {level:.1} dBFS", colours.len());
+    }
+
+    let play = composition()?["rtmp_play_url"].as_str().context("rtmp_play_url")?.to_string();
+    let colours = live_stream_colours(&play, 30, Rect::FULL.centre(0.3))?;
+    ensure!(colours.iter().all(|&c| Colour::classify(c) == Some(Colour::Red)), "the player saw {colours:?}");
+    wait_for("the encode resting once the player left", Duration::from_secs(2), || Ok(!encoding()?))?;
     drop(red);
     Ok(())
 }

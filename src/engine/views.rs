@@ -160,6 +160,9 @@ pub struct MetricsSnapshot {
 pub struct BroadcastView {
     pub video_encoders: usize,
     pub audio_encoders: usize,
+    /// Whether they are at work: only while an output, a caller sharing the
+    /// encode or a player of the embedded server takes it.
+    pub encoding: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -223,7 +226,7 @@ impl Composition {
             outputs: self.outputs.iter().map(|o| self.output_view(id, o)).collect(),
             broadcast: {
                 let (video_encoders, audio_encoders) = self.media.broadcast_encoders();
-                BroadcastView { video_encoders, audio_encoders }
+                BroadcastView { video_encoders, audio_encoders, encoding: self.media.broadcast_encoding() }
             },
             rtmp_play_url: self.rtmp_play_url.clone(),
             created_at: self.created_at,

@@ -124,6 +124,10 @@ struct ReturnEncode {
 }
 
 impl ReturnEncode {
+    /// What callers on H.264 packetization-mode 1 taking the whole canvas
+    /// get: the broadcast's own encode (see [`CompositionMedia::encoder_for`]).
+    const BROADCAST: ReturnEncode = ReturnEncode { codec: VideoCodec::H264 { packetization_mode: 1 }, size: None };
+
     /// Its name in bins and metrics: the encoder profile, and the size when scaled.
     fn label(&self) -> String {
         match self.size {
@@ -586,7 +590,7 @@ impl CompositionMedia {
         let owner = Owner::Encoder(name.clone());
         let bin = gst::Bin::with_name(&name);
         let codec = key.codec;
-        let shares_broadcast = key == ReturnEncode { codec: VideoCodec::H264 { packetization_mode: 1 }, size: None };
+        let shares_broadcast = key == ReturnEncode::BROADCAST;
         let mut chain = Vec::new();
         let mut waiting = None;
         if !shares_broadcast {
@@ -635,6 +639,7 @@ impl CompositionMedia {
             return Err(e);
         }
         self.encoders.insert(key, SharedEncoder { bin, out: out.clone(), queue: waiting });
+        self.count_broadcast_consumers();
         Ok((owner, out))
     }
 
@@ -650,6 +655,16 @@ impl CompositionMedia {
                 let name = encoder.bin.name().to_string();
                 self.reap(format!("encoder {name}"), Owner::Encoder(name), encoder.bin, ());
             }
+        }
+        self.count_broadcast_consumers();
+    }
+
+    /// Tells the broadcast encode how many parts take it: every output, and
+    /// the callers sharing it (one re-framing part for all of them).
+    fn count_broadcast_consumers(&self) {
+        if let Some(canvas) = &self.canvas {
+            let sharing = usize::from(self.encoders.contains_key(&ReturnEncode::BROADCAST));
+            canvas.broadcast.set_consumers(self.outputs.len() + sharing);
         }
     }
 
@@ -702,6 +717,7 @@ impl CompositionMedia {
                 feed.add(FeedKey::Output(id.clone()), FeedTarget::Publisher { handle: publisher.clone(), was_live: false });
                 feed.request_keyframe();
                 self.outputs.insert(id.clone(), OutputMedia::Rtmp(publisher));
+                self.count_broadcast_consumers();
                 return Ok(());
             }
             // A directory per output: a new HLS output never shares it with one still stopping.
@@ -722,6 +738,7 @@ impl CompositionMedia {
         file.count_written();
         feed.request_keyframe();
         self.outputs.insert(id.clone(), OutputMedia::File(file));
+        self.count_broadcast_consumers();
         Ok(())
     }
 
@@ -744,6 +761,7 @@ impl CompositionMedia {
     /// output needs no waiting: its publisher closes on its own.
     pub fn remove_output(&mut self, id: &OutputId) -> Option<StopTicket> {
         let output = self.outputs.remove(id)?;
+        self.count_broadcast_consumers();
         let name = output_part_name(id);
         let failed = self.fuses.lock().expect("fuses lock").remove(&name).is_some_and(|f| f.load(Ordering::SeqCst));
         match output {
@@ -793,6 +811,11 @@ impl CompositionMedia {
     /// many outputs there are.
     pub fn broadcast_encoders(&self) -> (usize, usize) {
         self.canvas.as_ref().map_or((0, 0), |c| c.broadcast.encoders())
+    }
+
+    /// Whether the broadcast encoders are at work: something takes what they make.
+    pub fn broadcast_encoding(&self) -> bool {
+        self.canvas.as_ref().is_some_and(|c| c.broadcast.encoding())
     }
 }
 

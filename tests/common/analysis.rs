@@ -233,15 +233,29 @@ pub fn picture_frame(path: &Path, wall_time: SystemTime) -> Result<Frame> {
 /// The mean colour of `rect` in each of the first `count` decoded frames of
 /// a live stream (`rtmp://…`), which carries no wall clock to time them by.
 pub fn live_stream_colours(url: &str, count: usize, rect: Rect) -> Result<Vec<[u8; 3]>> {
+    let colours = decoded_colours(url, Some(count), rect)?;
+    ensure!(colours.len() == count, "{url}: {} frames decoded of {count}", colours.len());
+    Ok(colours)
+}
+
+/// The mean colour of `rect` in every frame of a file whose timestamps are
+/// not wall-clock times (a recording of Tutti's: running time).
+pub fn file_colours(path: &Path, rect: Rect) -> Result<Vec<[u8; 3]>> {
+    decoded_colours(path.to_str().context("a path in UTF-8")?, None, rect)
+}
+
+fn decoded_colours(input: &str, count: Option<usize>, rect: Rect) -> Result<Vec<[u8; 3]>> {
     let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-rw_timeout", "5000000", "-i", url])
-        .args(["-map", "0:v:0", "-frames:v", &count.to_string()])
-        .args(["-vf", &format!("scale={THUMB_WIDTH}:{THUMB_HEIGHT}:flags=area")])
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-rw_timeout", "5000000", "-i", input]).args(["-map", "0:v:0"]);
+    if let Some(count) = count {
+        cmd.args(["-frames:v", &count.to_string()]);
+    }
+    cmd.args(["-vf", &format!("scale={THUMB_WIDTH}:{THUMB_HEIGHT}:flags=area")])
         .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]);
     let output = run_bounded(cmd, DECODE_TIMEOUT)?;
-    ensure!(output.status.success(), "decoding {url}: {}", text_tail(&String::from_utf8_lossy(&output.stderr)));
+    ensure!(output.status.success(), "decoding {input}: {}", text_tail(&String::from_utf8_lossy(&output.stderr)));
     let frame_bytes = THUMB_WIDTH * THUMB_HEIGHT * 3;
-    ensure!(output.stdout.len() == count * frame_bytes, "{url}: {} bytes for {count} frames", output.stdout.len());
+    ensure!(output.stdout.len() % frame_bytes == 0, "{input}: {} bytes is no whole number of frames", output.stdout.len());
     Ok(output
         .stdout
         .chunks_exact(frame_bytes)
