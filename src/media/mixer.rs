@@ -56,6 +56,14 @@ const JITTER_RESERVE_BLOCKS: usize = 1;
 /// After a stall of the mixing thread longer than this many blocks it picks
 /// up at the present rather than racing through the missed blocks.
 const MAX_CATCH_UP_BLOCKS: u32 = 5;
+/// How long before its tick the audio of the caller closest to late should
+/// be there, once the tick has moved up to the callers (see [`TickPhase`]):
+/// room for the scheduling jitter of the threads that decode it.
+const TICK_MARGIN: Duration = Duration::from_millis(5);
+/// The tick moves up once per this many blocks, if at all...
+const PHASE_WINDOW_BLOCKS: u32 = 50;
+/// ...and only by this much or more, so that it settles rather than wanders.
+const MIN_TICK_ADVANCE: Duration = Duration::from_millis(2);
 
 /// Sample format of every block: interleaved S16LE at the composition's rate.
 #[derive(Clone, Copy, Debug)]
@@ -111,6 +119,8 @@ struct Input {
     held: bool,
     /// The running time its first queued sample carried (or `None` before any).
     head_time: Option<gst::ClockTime>,
+    /// Since when its queue has held a whole block (`None`: it does not).
+    ready_since: Option<Instant>,
     /// How much earlier than it was stamped the composite shows its picture
     /// (`lipsync.rs`); its audio is stamped that much earlier too.
     video_lead: VideoLead,
@@ -128,6 +138,7 @@ impl Default for Input {
             applied_gain: 1.0,
             held: false,
             head_time: None,
+            ready_since: None,
             video_lead: VideoLead::default(),
         }
     }
@@ -137,8 +148,8 @@ impl Input {
     /// Queues decoded audio whose first sample has running time `time`. The
     /// queue's head time follows by counting samples, and is taken from
     /// `time` again when the two disagree by more than a block (a gap, or
-    /// audio the decoder dropped).
-    fn receive(&mut self, samples: impl Iterator<Item = i16>, time: Option<gst::ClockTime>, format: MixFormat) {
+    /// audio the decoder dropped). `now` is when it arrived.
+    fn receive(&mut self, samples: impl Iterator<Item = i16>, time: Option<gst::ClockTime>, format: MixFormat, now: Instant) {
         let queued = format.duration_of(self.queue.len());
         let lead = self.video_lead.load(Ordering::Relaxed);
         let lead_by = |t: gst::ClockTime| match u64::try_from(lead) {
@@ -152,7 +163,11 @@ impl Input {
                 self.head_time = Some(time.saturating_sub(queued));
             }
         }
+        let short = self.queue.len() < format.block_samples();
         self.queue.extend(samples);
+        if short && self.queue.len() >= format.block_samples() {
+            self.ready_since = Some(now);
+        }
     }
 
     /// Drops the first `count` queued samples.
@@ -272,7 +287,7 @@ impl AudioMix {
                     let mut state = shared.state.lock().expect("mix state lock");
                     if let Some(input) = state.inputs.get_mut(&caller) {
                         let samples = map.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]));
-                        input.receive(samples, time, shared.format);
+                        input.receive(samples, time, shared.format, Instant::now());
                     }
                     Ok(gst::FlowSuccess::Ok)
                 })
@@ -407,6 +422,7 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
     // Running time of the block being produced; set from the pipeline at the first block.
     let mut pts: Option<gst::ClockTime> = None;
     let mut lag = QueueLag::default();
+    let mut phase = TickPhase::default();
     while !shared.stop.load(Ordering::SeqCst) {
         let now = Instant::now();
         if next > now {
@@ -428,8 +444,16 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
         let (taken, outputs) = {
             let mut guard = shared.state.lock().expect("mix state lock");
             let state = &mut *guard;
-            let mut blocks = take_blocks(&mut state.inputs, shared.format);
+            let mut blocks = take_blocks(&mut state.inputs, shared.format, Instant::now());
             lag.observe(start, blocks.values().filter_map(|block| block.time));
+            if let Some(advance) = phase.observe(blocks.values().filter_map(|block| block.ready_for)) {
+                // From the next block on; its stamp is unchanged, as the
+                // wait its audio has is shorter by as much.
+                next -= advance;
+                pts = pts.map(|t| t.saturating_sub(gst::ClockTime::from_nseconds(advance.as_nanos() as u64)));
+                lag.earlier(advance);
+                tracing::debug!(?advance, "mixing tick moved up to the callers' audio");
+            }
             let taken = take_gains(&mut state.inputs, &mut blocks);
             let (outputs, lobby, deaf) = (&state.outputs, &mut state.lobby, &state.deaf);
             let outputs: Vec<(Listener, gst_app::AppSrc, Hearing)> = outputs
@@ -498,17 +522,56 @@ impl QueueLag {
     fn label(&self, tick: gst::ClockTime) -> gst::ClockTime {
         tick.saturating_sub(gst::ClockTime::from_nseconds(self.nanos as u64))
     }
+
+    /// The ticks come `by` earlier from now on, and so the audio waits that much less.
+    fn earlier(&mut self, by: Duration) {
+        self.nanos -= by.as_nanos() as f64;
+    }
 }
 
-/// One caller's block of audio, and the running time its first sample carried.
+/// Moves the mixing tick up to just after the callers' audio arrives. The
+/// tick's phase was set by chance when the mixer started, so each caller's
+/// audio waited 0-20 ms for it, fixed for the call: the audio latency of
+/// `bench/latency.py` read 16 to 42 ms from run to run. Over each window the
+/// caller whose block was there the shortest before its tick (the one closest
+/// to late) sets how far the tick can move up and leave it `TICK_MARGIN`.
+/// Only ever earlier: a later tick would leave a standing block with every
+/// caller it passed, and an earlier one beyond a caller a hole in its audio.
+#[derive(Default)]
+struct TickPhase {
+    /// How long before its tick the closest-to-late block was there, this window.
+    least_ready: Option<Duration>,
+    ticks: u32,
+}
+
+impl TickPhase {
+    /// Takes how long before this tick each caller's block was there; at
+    /// the end of a window, says how much earlier the tick should come.
+    fn observe(&mut self, ready_for: impl Iterator<Item = Duration>) -> Option<Duration> {
+        for ready in ready_for {
+            self.least_ready = Some(self.least_ready.map_or(ready, |least| least.min(ready)));
+        }
+        self.ticks += 1;
+        if self.ticks < PHASE_WINDOW_BLOCKS {
+            return None;
+        }
+        self.ticks = 0;
+        let advance = self.least_ready.take()?.checked_sub(TICK_MARGIN)?;
+        (advance >= MIN_TICK_ADVANCE).then_some(advance)
+    }
+}
+
+/// One caller's block of audio, the running time its first sample carried,
+/// and how long before the tick it was all there (if known).
 struct Block {
     samples: Vec<i16>,
     time: Option<gst::ClockTime>,
+    ready_for: Option<Duration>,
 }
 
-/// One block from every caller that has one; drops queued audio that only
-/// adds delay.
-fn take_blocks(inputs: &mut HashMap<ParticipantId, Input>, format: MixFormat) -> HashMap<ParticipantId, Block> {
+/// One block from every caller that has one at `now`; drops queued audio
+/// that only adds delay.
+fn take_blocks(inputs: &mut HashMap<ParticipantId, Input>, format: MixFormat, now: Instant) -> HashMap<ParticipantId, Block> {
     let (block_samples, channels) = (format.block_samples(), format.channels as usize);
     let mut blocks = HashMap::new();
     for (id, input) in inputs.iter_mut() {
@@ -527,7 +590,8 @@ fn take_blocks(inputs: &mut HashMap<ParticipantId, Input>, format: MixFormat) ->
         }
         input.flowing = true;
         let time = input.head_time;
-        blocks.insert(id.clone(), Block { samples: input.skip(block_samples, format).collect(), time });
+        let ready_for = input.ready_since.map(|since| now.saturating_duration_since(since));
+        blocks.insert(id.clone(), Block { samples: input.skip(block_samples, format).collect(), time, ready_for });
         let left = input.queue.len();
         input.lowest = Some(input.lowest.map_or(left, |l| l.min(left)));
         input.blocks_in_window += 1;
@@ -538,6 +602,8 @@ fn take_blocks(inputs: &mut HashMap<ParticipantId, Input>, format: MixFormat) ->
             input.skip(excess - excess % channels, format);
             input.blocks_in_window = 0;
         }
+        // A block still queued is there from this tick on.
+        input.ready_since = (input.queue.len() >= block_samples).then_some(now);
     }
     blocks
 }
@@ -689,7 +755,7 @@ mod tests {
         let mut inputs = HashMap::new();
         inputs.insert(a.clone(), queued(vec![1i16; 5]));
         inputs.insert(b.clone(), queued(vec![2i16; 3]));
-        let blocks = take_blocks(&mut inputs, four_samples(1));
+        let blocks = take_blocks(&mut inputs, four_samples(1), Instant::now());
         assert_eq!(blocks.get(&a).map(|block| &block.samples), Some(&vec![1i16; 4]));
         assert!(!blocks.contains_key(&b));
         assert_eq!((inputs[&a].queue.len(), inputs[&b].queue.len()), (1, 3));
@@ -700,7 +766,7 @@ mod tests {
         let a = ParticipantId::random();
         let mut inputs = HashMap::new();
         inputs.insert(a.clone(), queued((0..(MAX_QUEUED_BLOCKS as i16 * 4 + 1)).collect()));
-        let blocks = take_blocks(&mut inputs, four_samples(1));
+        let blocks = take_blocks(&mut inputs, four_samples(1), Instant::now());
         // Trimmed to 2 blocks (the newest 8 samples), then one taken.
         let first_kept = MAX_QUEUED_BLOCKS as i16 * 4 + 1 - 8;
         assert_eq!(blocks[&a].samples, (first_kept..first_kept + 4).collect::<Vec<_>>());
@@ -714,7 +780,7 @@ mod tests {
         // Stereo blocks of 4 samples; 6 samples (3 frames) queued before the first block.
         inputs.insert(a.clone(), queued(vec![0i16; 4 + 6]));
         for tick in 1..=DRAIN_WINDOW_BLOCKS {
-            let blocks = take_blocks(&mut inputs, four_samples(2));
+            let blocks = take_blocks(&mut inputs, four_samples(2), Instant::now());
             assert!(blocks.contains_key(&a), "block {tick}");
             let left = inputs[&a].queue.len();
             let expected = if tick == DRAIN_WINDOW_BLOCKS { 0 } else { 6 };
@@ -724,7 +790,7 @@ mod tests {
         }
         // A window with a moment of empty queue drops nothing.
         for _ in 0..DRAIN_WINDOW_BLOCKS {
-            take_blocks(&mut inputs, four_samples(2));
+            take_blocks(&mut inputs, four_samples(2), Instant::now());
             inputs.get_mut(&a).unwrap().queue.extend([0i16; 4]);
         }
         assert_eq!(inputs[&a].queue.len(), 4);
@@ -738,7 +804,7 @@ mod tests {
         // Whether `a` had a block this tick, with `arriving` blocks arrived since the last.
         let tick = |inputs: &mut HashMap<ParticipantId, Input>, arriving: usize| {
             inputs.get_mut(&a).unwrap().queue.extend(vec![0i16; 4 * arriving]);
-            take_blocks(inputs, four_samples(1)).contains_key(&a)
+            take_blocks(inputs, four_samples(1), Instant::now()).contains_key(&a)
         };
         // On time for a while, then one block late: a hole, then two at once.
         for _ in 0..10 {
@@ -835,18 +901,48 @@ mod tests {
     fn each_block_carries_the_time_its_first_sample_arrived_with() {
         let format = four_samples(1); // 5 ms a sample
         let mut input = Input::default();
-        input.receive([0i16; 8].into_iter(), Some(ms(100)), format);
+        input.receive([0i16; 8].into_iter(), Some(ms(100)), format, Instant::now());
         // Contiguous audio keeps the counted time, even if stamped a little off.
-        input.receive([0i16; 4].into_iter(), Some(ms(141)), format);
+        input.receive([0i16; 4].into_iter(), Some(ms(141)), format, Instant::now());
         let a = ParticipantId::random();
         let mut inputs = HashMap::from([(a.clone(), input)]);
-        let times: Vec<_> = (0..3).map(|_| take_blocks(&mut inputs, format)[&a].time).collect();
+        let times: Vec<_> = (0..3).map(|_| take_blocks(&mut inputs, format, Instant::now())[&a].time).collect();
         assert_eq!(times, [Some(ms(100)), Some(ms(120)), Some(ms(140))]);
         // After a gap, the time is taken from the audio again.
         let input = inputs.get_mut(&a).unwrap();
-        input.receive([0i16; 4].into_iter(), Some(ms(500)), format);
-        input.receive([0i16; 4].into_iter(), Some(ms(900)), format);
-        assert_eq!(take_blocks(&mut inputs, format)[&a].time, Some(ms(880)), "re-anchored on the newest audio");
+        input.receive([0i16; 4].into_iter(), Some(ms(500)), format, Instant::now());
+        input.receive([0i16; 4].into_iter(), Some(ms(900)), format, Instant::now());
+        assert_eq!(take_blocks(&mut inputs, format, Instant::now())[&a].time, Some(ms(880)), "re-anchored on the newest audio");
+    }
+
+    #[test]
+    fn a_block_counts_as_there_from_when_its_last_sample_arrived() {
+        let format = four_samples(1);
+        let start = Instant::now();
+        let at = |millis| start + Duration::from_millis(millis);
+        let mut input = Input::default();
+        input.receive([0i16; 2].into_iter(), None, format, at(0));
+        input.receive([0i16; 6].into_iter(), None, format, at(10));
+        let a = ParticipantId::random();
+        let mut inputs = HashMap::from([(a.clone(), input)]);
+        assert_eq!(take_blocks(&mut inputs, format, at(13))[&a].ready_for, Some(Duration::from_millis(3)));
+        // The second block was already there at the first tick.
+        assert_eq!(take_blocks(&mut inputs, format, at(33))[&a].ready_for, Some(Duration::from_millis(20)));
+    }
+
+    #[test]
+    fn the_tick_moves_up_until_the_caller_closest_to_late_has_its_margin_and_no_further() {
+        let window = |phase: &mut TickPhase, ready: &[u64]| -> Vec<Option<Duration>> {
+            (0..PHASE_WINDOW_BLOCKS).map(|_| phase.observe(ready.iter().map(|&r| Duration::from_millis(r)))).collect()
+        };
+        let mut phase = TickPhase::default();
+        let moves = window(&mut phase, &[12, 17]);
+        assert!(moves[..moves.len() - 1].iter().all(Option::is_none), "once per window");
+        assert_eq!(moves.last(), Some(&Some(Duration::from_millis(12) - TICK_MARGIN)));
+        // Moved: the closest-to-late caller now has its margin, give or take a millisecond.
+        assert_eq!(window(&mut phase, &[6, 11]).last(), Some(&None));
+        assert_eq!(window(&mut phase, &[3, 8]).last(), Some(&None), "never later");
+        assert_eq!(window(&mut phase, &[]).last(), Some(&None), "nobody sends audio");
     }
 
     #[test]
