@@ -1274,12 +1274,13 @@ class Bench:
             "by steps: a state set at start-up and kept for the run, like the video phase. The path: the caller's "
             "20 ms packet, the jitter buffer (again not waiting when nothing is lost)"
             + (f" ({jb})" if slopes else "")
-            + ", Opus decode, the mixer (with the binary measured here, one thread of Tutti's that takes a 20 ms "
-            "block per caller every 20 ms, src/media/mixer.rs: a block waits for the next tick, 0–20 ms, plus "
-            "whatever is queued per caller, in whole 20 ms blocks), then the Opus encode (20 ms frames and the "
-            "codec's ~6.5 ms look-ahead). Both ends are timed per packet, so the sender's own 20 ms of "
-            "packetization is not counted: what exceeds the tick phase (0–20 ms) + look-ahead + a few ms of "
-            "decode/encode is audio queued inside Tutti.",
+            + ", Opus decode, the mixer (one thread of Tutti's that takes a 20 ms block per caller every 20 ms, "
+            "src/media/mixer.rs; its tick moves up to about 5 ms after the block of the caller closest to late "
+            "is there, so the other caller's block waits that plus the two callers' phase difference, 0–20 ms, "
+            "set when they start sending, and a caller whose block once came late keeps one 20 ms block in "
+            "reserve), then the Opus encode (20 ms frames and the codec's ~6.5 ms look-ahead). Both ends are "
+            "timed per packet, so the sender's own 20 ms of packetization is not counted: what exceeds the wait "
+            "for the tick + look-ahead + a few ms of decode/encode is audio queued inside Tutti.",
         ]
         joins = [j for r in main for j in r["joins"] if "idr_ms" in j]
         if joins:
