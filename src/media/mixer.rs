@@ -441,19 +441,13 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
         pts = Some(start + gst::ClockTime::from_nseconds(BLOCK.as_nanos() as u64));
 
         let channels = shared.format.channels as usize;
+        let advance;
         let (taken, outputs) = {
             let mut guard = shared.state.lock().expect("mix state lock");
             let state = &mut *guard;
             let mut blocks = take_blocks(&mut state.inputs, shared.format, Instant::now());
             lag.observe(start, blocks.values().filter_map(|block| block.time));
-            if let Some(advance) = phase.observe(blocks.values().filter_map(|block| block.ready_for)) {
-                // From the next block on; its stamp is unchanged, as the
-                // wait its audio has is shorter by as much.
-                next -= advance;
-                pts = pts.map(|t| t.saturating_sub(gst::ClockTime::from_nseconds(advance.as_nanos() as u64)));
-                lag.earlier(advance);
-                tracing::debug!(?advance, "mixing tick moved up to the callers' audio");
-            }
+            advance = phase.observe(blocks.values().filter_map(|block| block.ready_for));
             let taken = take_gains(&mut state.inputs, &mut blocks);
             let (outputs, lobby, deaf) = (&state.outputs, &mut state.lobby, &state.deaf);
             let outputs: Vec<(Listener, gst_app::AppSrc, Hearing)> = outputs
@@ -489,6 +483,14 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
             }
             // Flushing (the caller is being removed) is not an error.
             let _ = src.push_buffer(buffer);
+        }
+        if let Some(advance) = advance {
+            // From the next block on, which is stamped as it would have
+            // been: its tick comes earlier, and its audio waits that much less.
+            next -= advance;
+            pts = pts.map(|t| t.saturating_sub(gst::ClockTime::from_nseconds(advance.as_nanos() as u64)));
+            lag.earlier(advance);
+            tracing::debug!(?advance, "mixing tick moved up to the callers' audio");
         }
     }
 }
