@@ -241,6 +241,8 @@ class LipSync:
             pairs = [p for p in pairs if p[0] - pairs[0][0] >= SETTLE_SECONDS]
             result[name] = {"skew": [(t, ms - source) for t, ms in pairs], "drift": drift_ms_per_10min(pairs)}
         result["source_ms"] = source
+        # Every pair, for a look at when the outliers fall (kept with --keep).
+        (self.dir / "skew.json").write_text(json.dumps(result))
         return result
 
     def stop(self) -> None:
@@ -255,7 +257,7 @@ def summary(result: dict) -> dict[str, dict]:
         skews = [ms for _, ms in result[name]["skew"]]
         out[name] = {"n": len(skews), "median": statistics.median(skews) if skews else None,
                      "min": min(skews, default=None), "max": max(skews, default=None),
-                     "drift": result[name]["drift"]}
+                     "outside": sum(1 for ms in skews if abs(ms) > TARGET_MS), "drift": result[name]["drift"]}
     return out
 
 
@@ -280,15 +282,16 @@ def section(result: dict, seconds: float) -> list[str]:
         f"Opus's own offset); positive: sound after picture. Target: within ±{TARGET_MS:.0f} ms (EBU R37 allows "
         "sound up to 60 ms late).",
         "",
-        "| output | skew median | min–max | flashes paired | drift (ms per 10 min) |",
-        "|---|---|---|---|---|",
+        f"| output | skew median | min–max | flashes paired | outside ±{TARGET_MS:.0f} ms | drift (ms per 10 min) |",
+        "|---|---|---|---|---|---|",
     ]
     for name, s in summary(result).items():
         if not s["n"]:
-            lines.append(f"| {name} | – | – | 0 | – |")
+            lines.append(f"| {name} | – | – | 0 | – | – |")
             continue
         drift = f"{s['drift']:+.2f}" if s["drift"] is not None else "– (run under 10 min)"
-        lines.append(f"| {name} | **{s['median']:+.1f} ms** | {s['min']:+.0f}..{s['max']:+.0f} ms | {s['n']} | {drift} |")
+        lines.append(f"| {name} | **{s['median']:+.1f} ms** | {s['min']:+.0f}..{s['max']:+.0f} ms | {s['n']} | "
+                     f"{s['outside']} | {drift} |")
     lines += ["", f"Each output is counted from {SETTLE_SECONDS:.0f} s after its first flash: a joining caller's "
               "stamps settle within a few seconds (up to 10 ms off before), and the receiving endpoint lines a "
               "return stream's audio up with its video only once it has had Tutti's RTCP sender reports for both "
