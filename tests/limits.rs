@@ -89,9 +89,10 @@ fn a_join_whose_client_timed_out_is_finished_and_its_retry_gets_that_participant
     let caller = audio_caller("impatient")?;
     let path = format!("/v1/compositions/{id}/participants");
     let key = "join-after-timeout";
-    // Hangs up as soon as the request is sent, as a platform whose timeout fired would: the
-    // server sees the connection close while the join is under way. A client timeout of a few
-    // milliseconds raced the join instead, which an audio-only join sometimes won.
+    // Hangs up as soon as the request is sent, as a platform whose timeout fired would; the
+    // close reaches the server during the join or just after it, and either way the retry
+    // must find that one participant. A client timeout of a few milliseconds raced the join
+    // instead, which an audio-only join sometimes won (it failed CI).
     hang_up_after_sending(&server, &path, key, &caller.offer())?;
     let retry = server.send(with_key(&server, &path, key).header(CONTENT_TYPE, "application/sdp").body(caller.offer()))?;
     assert_eq!(retry.status, 201, "{retry:?}");
