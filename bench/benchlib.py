@@ -390,10 +390,12 @@ class Nginx:
 class Watcher:
     """ffmpeg playing the composite from nginx (stream copy, no decode) and
     reporting its frame count twice a second: the output frame rate, as
-    received by a third party."""
+    received by a third party. With `record`, it also keeps what it received
+    (`recording`), for the picture-quality score."""
 
-    def __init__(self, url: str, workdir: Path, tag: str):
+    def __init__(self, url: str, workdir: Path, tag: str, record: bool = False):
         self.url = url
+        self.record = record
         self.workdir = workdir
         self.tag = tag
         self.samples: list[tuple[float, int]] = []
@@ -407,7 +409,9 @@ class Watcher:
     def _start(self) -> None:
         argv = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "info", "-nostats",
                 "-progress", "pipe:1", "-stats_period", "0.5",
-                "-i", self.url, "-map", "0", "-c", "copy", "-f", "null", "-"]
+                "-i", self.url, "-map", "0", "-c", "copy"]
+        # Matroska survives the SIGKILL that stops the watcher: no index needed to read it.
+        argv += ["-f", "matroska", str(self.recording)] if self.record else ["-f", "null", "-"]
         # SIGKILL to stop: it has nothing to finish, and a blocked RTMP read ignores SIGTERM.
         self.proc = Proc(f"watcher-{self.tag}", argv, self.workdir / f"watcher-{self.tag}-{self.restarts}.log",
                          stdout_pipe=True, stop_signal=signal.SIGKILL)
@@ -454,6 +458,11 @@ class Watcher:
             if not self.samples:
                 return t, 0
             return min(self.samples, key=lambda s: abs(s[0] - t))
+
+    @property
+    def recording(self) -> Path:
+        """What the current player writes, with `record`: the stream as it came, from its first frame."""
+        return self.workdir / f"watcher-{self.tag}-{self.restarts}.mkv"
 
     def has_streams(self) -> tuple[bool, bool]:
         text = ""

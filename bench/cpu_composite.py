@@ -22,6 +22,9 @@ Measured over a steady window after a warm-up: user+sys CPU seconds of the
 contender process (/proc/<pid>/stat utime+stime, all its threads), divided by
 the window's wall-clock seconds = CPU seconds per media second, as long as the
 output keeps real time (the watcher's output fps says whether it did).
+The watcher also records the composite, and after all measurements each
+run's picture is scored (SSIM, PSNR) against one reference for all three
+(bench/quality.py): cheaper must not mean uglier.
 
     python3 bench/cpu_composite.py [--runs 3] [--seconds 20] [--warmup 5] [--smoke]
                                    [--no-profile] [--build] [--tutti PATH] [--keep]
@@ -53,6 +56,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from quality import References, composite_quality
 from benchlib import (CALLERS, CLK_TCK, FPS, KEYFRAME_FRAMES, REPO, BenchError, Drain, Nginx, Proc, Watcher,
                       Workload, cpu_ticks, describe_file, ensure_cache, find_tutti, free_tcp_port, free_udp_range,
                       git_state, http, log, machine_jiffies, machine_line, offer_sdp, parse_answer, run_bench,
@@ -61,6 +65,9 @@ from benchlib import (CALLERS, CLK_TCK, FPS, KEYFRAME_FRAMES, REPO, BenchError, 
 # The workload (caller files: see benchlib.Workload).
 OUT_VIDEO_KBPS = 2500
 OUT_AUDIO_KBPS = 128
+
+# Frames of each run's window scored for picture quality (bench/quality.py).
+QUALITY_FRAMES = 300
 
 # Bounds on every wait.
 STARTUP_TIMEOUT = 30.0      # first composite frame at nginx after a contender starts
@@ -200,8 +207,9 @@ class TuttiWholeJob(Contender):
             "video": {"width": w.width, "height": w.height, "fps": FPS, "bitrate_kbps": OUT_VIDEO_KBPS},
             "outputs": [{"kind": "rtmp", "url": b.nginx.url(self.stream_key)}, {"kind": "hls"}],
         }
-        if b.args.layout:
-            self.composition["layout"] = b.args.layout
+        # (a) and (b) draw no names: without Tutti's labels the three pictures
+        # can be scored against the same reference (a layout given may turn them on).
+        self.composition["layout"] = {"kind": "grid", "labels": False, **(b.args.layout or {})}
         status, body = http("POST", self.base + "/v1/compositions", json.dumps(self.composition).encode())
         if status != 201:
             raise BenchError(f"POST /v1/compositions: {status} {body}\n{self.tutti.tail()}")
@@ -398,7 +406,8 @@ class Bench:
         try:
             log(f"{c.title}, run {run}: starting")
             pid = c.start()
-            watcher = Watcher(self.nginx.url(c.stream_key), self.workdir, f"{c.key}{run}")
+            watcher = Watcher(self.nginx.url(c.stream_key), self.workdir, f"{c.key}{run}",
+                              record=run > 0 and not self.smoke)
             deadline = time.monotonic() + STARTUP_TIMEOUT
             while watcher.frames() == 0:
                 if not all(p.alive() for p in c.procs):
@@ -460,6 +469,9 @@ class Bench:
             has_video, has_audio = watcher.has_streams()
             s.extra["watcher_video"] = has_video
             s.extra["watcher_audio"] = has_audio
+            if watcher.record:
+                # The window's first frame in the current player's recording.
+                s.extra["recording"] = (watcher.recording, f0 - watcher.base)
             if c.key == "c":
                 self.commands["c_serve"] = shell_quote(c.tutti.argv)
                 self.commands["c_composition"] = json.dumps(c.composition)
@@ -561,11 +573,31 @@ class Bench:
                 self.notes.append("perf is not installed (apt-get install linux-perf): no profile.")
         self.load_after = open("/proc/loadavg").read().split()[:3]
         self.elapsed = time.time() - started
+        if not self.smoke:
+            self.score_quality()
         self.elapsed_all = time.time() - self.t_start
         if self.smoke:
             return self.smoke_verdict()
         self.write_results()
         return 0
+
+    def score_quality(self) -> None:
+        """SSIM/PSNR of every measured run's composite against one reference
+        (bench/quality.py), after all measurements: scoring is heavy."""
+        w = self.workload
+        log("scoring picture quality (SSIM/PSNR against the Lanczos-scaled sources)")
+        refs = References(w.files, w.cell, self.workdir)
+        try:
+            for s in self.samples:
+                recording, first = s.extra["recording"]
+                try:
+                    frames = min(QUALITY_FRAMES, int((s.window_s - 1) * FPS))
+                    s.extra["quality"] = composite_quality(recording, w.width, w.height, refs, first,
+                                                           frames, self.workdir)
+                except BenchError as e:
+                    self.notes.append(f"no quality score for {s.contender} run {s.run}: {e}")
+        finally:
+            refs.remove()
 
     def smoke_verdict(self) -> int:
         failures = []
@@ -680,6 +712,7 @@ class Bench:
               f"{fmt([s.others_cores for s in self.samples])} cores busy; stolen by the hypervisor: "
               f"{fmt([s.extra['steal_cores'] for s in self.samples])} cores",
               ""]
+        L += self.quality_section(by, names)
         c_s = by["c"]
         L += ["### What Tutti did meanwhile (c)", "",
               f"- return composite H.264 received per caller: "
@@ -730,6 +763,43 @@ class Bench:
               "Each fps watcher: `ffmpeg -i rtmp://127.0.0.1:PORT/live/KEY -map 0 -c copy -f null - "
               "-progress pipe:1 -stats_period 0.5`.", ""]
         write_section("cpu_composite" + (f"-layout-{layout['kind']}" if layout else ""), "\n".join(L))
+
+    def quality_section(self, by: dict[str, list[Sample]], names: dict[str, str]) -> list[str]:
+        scored = {k: [s.extra["quality"] for s in v if "quality" in s.extra] for k, v in by.items()}
+        if not any(scored.values()):
+            return []
+        frames = max(q.frames for v in scored.values() for q in v)
+        L = ["### Picture quality (the same reference for every contender)", "",
+             f"Each run's composite as nginx handed it out, {frames} frames from the window's start, against one "
+             "reference: each source file decoded and scaled to its cell with Lanczos, uncompressed. Each cell is "
+             "aligned frame by frame to the source frame it shows (bench/quality.py), then scored by ffmpeg's "
+             "`ssim` (All: Y, U and V) and `psnr` (average of the planes) filters; a contender's score is the mean "
+             "of its four cells. Higher is better: it is what the contender's scaling and encode lost. "
+             "Repeated = output frames that showed the same source frame again; skipped = source frames never "
+             "shown (both summed over the four cells).", "",
+             "| contender | SSIM | PSNR dB | H.264 kbit/s | repeated / skipped frames | runs (SSIM) |",
+             "|---|---|---|---|---|---|"]
+        for k in ("a", "b", "c"):
+            v = scored[k]
+            if not v:
+                L.append(f"| {names[k]} | – | – | – | – | – |")
+                continue
+
+            def span(values, digits):
+                m = statistics.median(values)
+                return f"**{m:.{digits}f}** ({min(values):.{digits}f}–{max(values):.{digits}f})"
+
+            L.append(f"| {names[k]} | {span([q.ssim for q in v], 4)} | {span([q.psnr for q in v], 2)} | "
+                     f"{statistics.median(q.video_kbps for q in v):.0f} | "
+                     + ", ".join(f"{sum(c.repeated for c in q.cells)} / {sum(c.skipped for c in q.cells)}" for q in v)
+                     + f" | {', '.join(f'{q.ssim:.4f}' for q in v)} |")
+        if scored["a"] and scored["c"]:
+            ssim = {k: statistics.median(q.ssim for q in scored[k]) for k in ("a", "c")}
+            psnr = {k: statistics.median(q.psnr for q in scored[k]) for k in ("a", "c")}
+            L += ["", f"- Tutti against ffmpeg's composite (a): SSIM {ssim['c']:.4f} vs {ssim['a']:.4f} "
+                      f"({ssim['c'] - ssim['a']:+.4f}), PSNR {psnr['c']:.2f} vs {psnr['a']:.2f} dB "
+                      f"({psnr['c'] - psnr['a']:+.2f})."]
+        return L + [""]
 
     def findings(self, by: dict[str, list[Sample]], med: dict[str, float], names: dict[str, str]) -> list[str]:
         """What the figures say, computed from them (so that it stays true when they change)."""
