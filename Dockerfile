@@ -1,7 +1,7 @@
 # Tutti server image. Build: docker build -t tutti .
 FROM rust:1-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends \
-      pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev \
+      pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libopus-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -16,7 +16,7 @@ FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends \
       gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
       gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav \
-      gstreamer1.0-x fonts-dejavu-core curl ca-certificates \
+      gstreamer1.0-x fonts-dejavu-core libopus0 curl ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/tutti /usr/local/bin/tutti
 # The profiles are built in; these copies are examples to edit. Mount a

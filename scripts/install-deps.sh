@@ -10,6 +10,8 @@ PACKAGES=(
   # build
   pkg-config build-essential
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
+  # tutti's own Opus elements link libopus (src/media/opus)
+  libopus-dev
   # runtime media
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav

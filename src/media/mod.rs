@@ -26,6 +26,7 @@ mod flow;
 pub mod lifecycle;
 mod lipsync;
 mod mixer;
+mod opus;
 mod part;
 mod participant;
 mod picture;

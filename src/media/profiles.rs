@@ -34,6 +34,8 @@ pub enum ProfileError {
     Pads { file: String, name: String },
     #[error("{file}: profile [{name}]: element {element:?} has no property {property:?}")]
     Property { file: String, name: String, element: String, property: String },
+    #[error("registering Tutti's own elements (tuttiopusenc, tuttiopusdec): {0}")]
+    Register(String),
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -104,9 +106,11 @@ const BUILT_IN_DECODERS: &str = include_str!("../../pipelines/decoders.toml");
 
 impl Profiles {
     /// The built-in profiles, each file that `overrides` holds replacing its
-    /// built-in half; then checks every profile Tutti may need.
+    /// built-in half; then checks every profile Tutti may need. Registers
+    /// Tutti's own elements first, so that a profile may name them.
     /// Requires `gst::init()`.
     pub fn load(overrides: Option<&Path>) -> Result<Profiles, ProfileError> {
+        super::opus::register().map_err(|e| ProfileError::Register(e.to_string()))?;
         let (encoders, decoders) = match overrides {
             None => (None, None),
             Some(dir) => {

@@ -1,0 +1,168 @@
+//! Tutti's own Opus encoder and decoder elements, `tuttiopusenc` and
+//! `tuttiopusdec`: what the default profiles use for every caller's Opus in
+//! and out (pipelines/*.toml). They call libopus's one-stream API, which
+//! costs a fraction of what GStreamer's opusenc/opusdec pay per frame on a
+//! virtual machine (see [`ffi`]). Same defaults as opusenc (generic audio,
+//! full band, constrained VBR, complexity 10) and opusdec (PLC with `plc=true`).
+
+mod decoder;
+mod encoder;
+mod ffi;
+
+use gstreamer as gst;
+use gst::glib;
+use gst::prelude::*;
+use std::sync::OnceLock;
+
+/// The sample rate both elements work at: Opus's own.
+const RATE: i32 = 48_000;
+
+/// Registers both elements with GStreamer (once; later calls return the first result).
+/// Requires `gst::init()`.
+pub fn register() -> Result<(), glib::BoolError> {
+    static REGISTERED: OnceLock<Result<(), glib::BoolError>> = OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            gst::Element::register(None, "tuttiopusdec", gst::Rank::NONE, decoder::OpusDec::static_type())?;
+            gst::Element::register(None, "tuttiopusenc", gst::Rank::NONE, encoder::OpusEnc::static_type())
+        })
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gstreamer_app as gst_app;
+    use std::sync::{Arc, Mutex};
+
+    /// Runs `description` (ending in `appsink name=out`) to its end; every buffer the sink got.
+    fn run(description: &str) -> Vec<gst::Buffer> {
+        gst::init().unwrap();
+        register().unwrap();
+        let pipeline = gst::parse::launch(description).unwrap().downcast::<gst::Pipeline>().unwrap();
+        let sink = pipeline.by_name("out").unwrap().downcast::<gst_app::AppSink>().unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let into = got.clone();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    into.lock().unwrap().push(s.pull_sample().map_err(|_| gst::FlowError::Eos)?.buffer_owned().unwrap());
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let bus = pipeline.bus().unwrap();
+        let msg = bus
+            .timed_pop_filtered(gst::ClockTime::from_seconds(20), &[gst::MessageType::Eos, gst::MessageType::Error])
+            .expect("the pipeline ends within 20 s");
+        pipeline.set_state(gst::State::Null).unwrap();
+        if let gst::MessageView::Error(e) = msg.view() {
+            panic!("{description}: {} ({:?})", e.error(), e.debug());
+        }
+        std::mem::take(&mut *got.lock().unwrap())
+    }
+
+    /// The left channel of interleaved stereo S16LE buffers.
+    fn left(buffers: &[gst::Buffer]) -> Vec<f64> {
+        buffers
+            .iter()
+            .flat_map(|b| b.map_readable().unwrap().chunks_exact(4).map(|s| i16::from_le_bytes([s[0], s[1]]) as f64).collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// Power of `hz` in `samples` at 48 kHz, relative to the signal's whole power (Goertzel).
+    fn share_at(samples: &[f64], hz: f64) -> f64 {
+        let w = 2.0 * std::f64::consts::PI * hz / RATE as f64;
+        let (mut s1, mut s2) = (0.0, 0.0);
+        for &x in samples {
+            let s = x + 2.0 * w.cos() * s1 - s2;
+            s2 = s1;
+            s1 = s;
+        }
+        let power = s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2;
+        let total: f64 = samples.iter().map(|x| x * x).sum();
+        2.0 * power / (samples.len() as f64 * total)
+    }
+
+    const TONE: &str = "audiotestsrc num-buffers=50 samplesperbuffer=960 freq=1000 volume=0.5 \
+                        ! audio/x-raw,format=S16LE,rate=48000,channels=2,layout=interleaved";
+
+    #[test]
+    fn a_tone_survives_encode_rtp_and_decode() {
+        let decoded = run(&format!(
+            "{TONE} ! tuttiopusenc bitrate=48000 ! rtpopuspay ! rtpopusdepay ! tuttiopusdec ! appsink name=out sync=false"
+        ));
+        let samples = left(&decoded);
+        assert_eq!(samples.len(), 50 * 960, "one 20 ms frame out per frame in");
+        // Past the codec's start-up, nearly all the power is the tone's.
+        let share = share_at(&samples[4800..], 1000.0);
+        assert!(share > 0.9, "share of 1 kHz {share:.3}");
+        let rms = (samples[4800..].iter().map(|x| x * x).sum::<f64>() / (samples.len() - 4800) as f64).sqrt();
+        assert!((rms - 0.5 * 32767.0 / 2f64.sqrt()).abs() < 0.1 * 11585.0, "level {rms:.0}");
+    }
+
+    #[test]
+    fn packets_last_frame_size_and_keep_the_input_timestamps() {
+        let packets = run(&format!("{TONE} ! tuttiopusenc frame-size=10 ! appsink name=out sync=false"));
+        assert_eq!(packets.len(), 100, "10 ms packets for 1 s");
+        for (i, p) in packets.iter().enumerate() {
+            assert_eq!(p.pts(), Some(gst::ClockTime::from_mseconds(10 * i as u64)), "packet {i}");
+            assert_eq!(p.duration(), Some(gst::ClockTime::from_mseconds(10)), "packet {i}");
+        }
+    }
+
+    #[test]
+    fn short_input_buffers_make_whole_frames() {
+        let packets = run("audiotestsrc num-buffers=100 samplesperbuffer=480 \
+                           ! audio/x-raw,format=S16LE,rate=48000,channels=2,layout=interleaved \
+                           ! tuttiopusenc ! appsink name=out sync=false");
+        assert_eq!(packets.len(), 50, "20 ms packets for 1 s of 10 ms buffers");
+    }
+
+    #[test]
+    fn a_lost_packet_is_concealed_and_garbage_is_dropped() {
+        gst::init().unwrap();
+        register().unwrap();
+        let dec = gst::ElementFactory::make("tuttiopusdec").property("plc", true).build().unwrap();
+        let sink = gst_app::AppSink::builder().sync(false).build();
+        let pipeline = gst::Pipeline::new();
+        let src = gst_app::AppSrc::builder()
+            .caps(&gst::Caps::builder("audio/x-opus").field("channel-mapping-family", 0i32).field("channels", 2i32).build())
+            .format(gst::Format::Time)
+            .build();
+        pipeline.add_many([src.upcast_ref(), &dec, sink.upcast_ref()]).unwrap();
+        gst::Element::link_many([src.upcast_ref(), &dec, sink.upcast_ref()]).unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let packets = run(&format!("{TONE} ! tuttiopusenc ! appsink name=out sync=false"));
+        let ms20 = gst::ClockTime::from_mseconds(20);
+        let stamped = |i: usize, buffer: &gst::Buffer| {
+            let mut b = buffer.copy();
+            b.get_mut().unwrap().set_pts(ms20 * i as u64);
+            b
+        };
+        for (i, p) in packets.iter().take(10).enumerate() {
+            src.push_buffer(stamped(i, p)).unwrap();
+        }
+        let mut out: Vec<gst::Buffer> = (0..10).map(|_| sink.pull_sample().unwrap().buffer_owned().unwrap()).collect();
+        // Two packets lost: the depayloader says so with a gap event, in the
+        // stream's order (the streaming thread is idle: every buffer is out).
+        assert!(src.static_pad("src").unwrap().push_event(gst::event::Gap::builder(ms20 * 10).duration(ms20 * 2).build()));
+        // A stranger's bytes where a packet should be, then the next packet.
+        src.push_buffer(stamped(12, &gst::Buffer::from_slice([0xffu8; 7]))).unwrap();
+        src.push_buffer(stamped(13, &packets[13])).unwrap();
+        src.end_of_stream().unwrap();
+        while let Ok(sample) = sink.pull_sample() {
+            out.push(sample.buffer_owned().unwrap());
+        }
+        pipeline.set_state(gst::State::Null).unwrap();
+        let pts: Vec<_> = out.iter().map(|b| (b.pts().unwrap().mseconds(), b.size() / 4)).collect();
+        let concealed = pts.iter().filter(|(t, _)| (200..240).contains(t)).map(|(_, n)| n).sum::<usize>();
+        assert_eq!(concealed, 2 * 960, "the gap is filled with 40 ms of concealment: {pts:?}");
+        assert!(pts.iter().all(|(t, _)| *t != 240), "the garbage packet gave nothing: {pts:?}");
+        assert_eq!(pts.last().unwrap(), &(260, 960), "the packet after it decodes: {pts:?}");
+        // The concealment continues the tone rather than going silent.
+        let hidden = left(&out.iter().filter(|b| (200..240).contains(&b.pts().unwrap().mseconds())).cloned().collect::<Vec<_>>());
+        assert!(share_at(&hidden, 1000.0) > 0.5, "concealment carries the tone");
+    }
+}
