@@ -65,7 +65,7 @@ SENDER_LATE_MS = 40           # audio-only: the sending thread may be this late 
 AUDIO_RECEIVE_OK = 0.95       # audio-only: every caller receives >= 95 % of 50 packets/s
 CALLER_STEPS = list(range(2, 17, 2))
 COMP_MAX = {(1280, 720): 4, (640, 360): 10}
-AUDIO_STEPS = [10, 25, 50, 100, 150, 200, 250, 300, 400, 500, 600, 800, 1000]
+AUDIO_STEPS = [10, 25, 50, 100, 125, 150, 175, 200, 250, 300, 400, 500, 600, 800, 1000]
 OPUS_FILE = CACHE / "speech-like-mono-24k-20ms-60s-v1.opus"
 OPUS_SECONDS = 60
 STARTUP_TIMEOUT = 30.0        # first composite frame at nginx
