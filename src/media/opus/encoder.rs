@@ -247,7 +247,7 @@ impl AudioEncoderImpl for OpusEncImp {
             packets.push((packet, (frame.len() / encoder.channels) as i32));
         }
         drop(guard);
-        // The base class hands over whole frames; each gives one packet.
+        // One packet per frame: the base class may hand over more than one at once.
         for (packet, samples) in packets {
             self.obj().finish_frame(Some(gst::Buffer::from_mut_slice(packet)), samples)?;
         }
