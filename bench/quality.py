@@ -8,12 +8,14 @@ decoded sources, so its score is what its scaling and its encode lost.
 
 A live compositor shows, in output frame k, whichever source frame had
 arrived: the offset between output and source is unknown, and a frame may be
-repeated or skipped. So each cell is aligned frame by frame first: small
-thumbnails (64x36 RGB) of the output cell against those of every source; a coarse
+repeated or skipped. So each cell is aligned frame by frame first, on
+signatures of the output cell and of every source frame: small RGB
+thumbnails and the corner where testsrc2 prints its frame number. A coarse
 search over a short run of frames finds which source the cell shows and from
 where, then each output frame takes the nearest-looking source frame at most
-a few frames ahead of the last. The aligned reference frames are then piped to
-ffmpeg's own `ssim` and `psnr` filters, with the cell cropped from the output.
+a few frames ahead of the last. The aligned reference frames are then piped
+to ffmpeg's own `ssim` and `psnr` filters, with the cell cropped from the
+output.
 
 Only the standard library and ffmpeg.
 """
