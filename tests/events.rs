@@ -89,7 +89,16 @@ fn caller_life(server: &Server, received: &std::path::Path) -> Result<()> {
     all.wait_for(Duration::from_secs(2), "output_added", |e| e["type"] == "output_added" && e["kind"] == "hls")?;
     all.wait_for(Duration::from_secs(8), "output_live", |e| e["type"] == "output_live" && e["output"] == oid.as_str())?;
 
-    // What /metrics says now, judged by promtool and against the media.
+    // What /metrics says now, judged by promtool and against the media. The
+    // HLS output can be live within 0.1 s of its POST (the caller's encode is
+    // already running), before ten packets have gone either way: the counters
+    // are judged once the API has seen that much.
+    wait_until("ten packets of each medium both ways", Duration::from_secs(5), || {
+        let view = server.get(&participant.location)?.json()?;
+        Ok(["audio", "video"].iter().all(|m| {
+            view[m]["packets_received"].as_u64().is_some_and(|n| n > 10) && view[m]["packets_sent"].as_u64().is_some_and(|n| n > 10)
+        }))
+    })?;
     let metrics = server.get("/metrics")?;
     ensure!(metrics.status == 200, "GET /metrics: {}", metrics.status);
     ensure!(metrics.header("content-type").is_some_and(|t| t.starts_with("text/plain; version=0.0.4")), "{:?}", metrics.headers);
