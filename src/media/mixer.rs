@@ -19,6 +19,10 @@
 //! never stops. And since every caller's block passes here anyway, its level
 //! is measured here (before its gain: what it sends) and fed to the speaker
 //! detector (`model::speaker`), whose verdict the engine reads.
+//!
+//! Each block is pushed downstream from this thread (and a helper per
+//! further core, see [`Pushers`]) through a [`MixFeed`], so the listeners'
+//! encoders run here too: no thread per listener waits for its block.
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -30,6 +34,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::lipsync::VideoLead;
+use super::mix_feed::MixFeed;
 use super::{MediaError, make};
 use crate::model::ids::ParticipantId;
 use crate::model::speaker::{BlockLevel, SILENCE_DBOV, SpeakerDetector, TalkerState, level_dbov};
@@ -180,7 +185,7 @@ impl Input {
 #[derive(Default)]
 struct MixState {
     inputs: HashMap<ParticipantId, Input>,
-    outputs: HashMap<Listener, gst_app::AppSrc>,
+    outputs: HashMap<Listener, MixFeed>,
     /// Callers sent silence (put on hold by the producer).
     deaf: HashSet<ParticipantId>,
     /// Callers in the lobby, who hear a prompt (or silence) instead of the room.
@@ -296,26 +301,20 @@ impl AudioMix {
         Ok(sink.upcast())
     }
 
-    /// A live appsrc giving what `caller` hears: everyone but itself.
+    /// A live source giving what `caller` hears: everyone but itself.
     pub fn mix_minus(&self, caller: &ParticipantId, name: &str) -> Result<gst::Element, MediaError> {
         self.output(Listener::Caller(caller.clone()), name)
     }
 
-    /// A live appsrc giving everyone's audio, for the broadcast encode.
+    /// A live source giving everyone's audio, for the broadcast encode.
     pub fn full_mix(&self, name: &str) -> Result<gst::Element, MediaError> {
         self.output(Listener::Broadcast, name)
     }
 
     fn output(&self, listener: Listener, name: &str) -> Result<gst::Element, MediaError> {
-        let src = make("appsrc", name)?.downcast::<gst_app::AppSrc>().expect("appsrc is an AppSrc");
-        src.set_caps(Some(&self.shared.format.caps()));
-        src.set_is_live(true);
-        src.set_format(gst::Format::Time);
-        // If its encoder falls behind, old blocks go rather than memory.
-        src.set_max_bytes((self.shared.format.block_samples() * 2 * 10) as u64);
-        src.set_property_from_str("leaky-type", "downstream");
-        self.lock().outputs.insert(listener, src.clone());
-        Ok(src.upcast())
+        let feed = MixFeed::new(name, self.shared.format.caps());
+        self.lock().outputs.insert(listener, feed.clone());
+        Ok(feed.upcast())
     }
 
     /// Applies a producer's controls from the next block on: `gain` for
@@ -423,6 +422,7 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
     let mut pts: Option<gst::ClockTime> = None;
     let mut lag = QueueLag::default();
     let mut phase = TickPhase::default();
+    let pushers = Pushers::start();
     while !shared.stop.load(Ordering::SeqCst) {
         let now = Instant::now();
         if next > now {
@@ -450,7 +450,7 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
             advance = phase.observe(blocks.values().filter_map(|block| block.ready_for));
             let taken = take_gains(&mut state.inputs, &mut blocks);
             let (outputs, lobby, deaf) = (&state.outputs, &mut state.lobby, &state.deaf);
-            let outputs: Vec<(Listener, gst_app::AppSrc, Hearing)> = outputs
+            let outputs: Vec<(Listener, MixFeed, Hearing)> = outputs
                 .iter()
                 .map(|(listener, src)| {
                     let hearing = match listener {
@@ -470,20 +470,23 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
         if changed {
             (shared.on_speaker_change)();
         }
-        for (listener, src, hearing) in outputs {
-            let block = match hearing {
-                Hearing::Room { deaf } => mixed.heard_by(&listener, deaf),
-                Hearing::Announcement(block) => block,
-            };
-            let mut buffer = gst::Buffer::from_mut_slice(block);
-            {
-                let buffer = buffer.get_mut().expect("a new buffer is writable");
-                buffer.set_pts(lag.label(start));
-                buffer.set_duration(gst::ClockTime::from_nseconds(BLOCK.as_nanos() as u64));
-            }
-            // Flushing (the caller is being removed) is not an error.
-            let _ = src.push_buffer(buffer);
-        }
+        let sends = outputs
+            .into_iter()
+            .map(|(listener, feed, hearing)| {
+                let block = match hearing {
+                    Hearing::Room { deaf } => mixed.heard_by(&listener, deaf),
+                    Hearing::Announcement(block) => block,
+                };
+                let mut buffer = gst::Buffer::from_mut_slice(block);
+                {
+                    let buffer = buffer.get_mut().expect("a new buffer is writable");
+                    buffer.set_pts(lag.label(start));
+                    buffer.set_duration(gst::ClockTime::from_nseconds(BLOCK.as_nanos() as u64));
+                }
+                (feed, buffer)
+            })
+            .collect();
+        pushers.push_all(sends);
         if let Some(advance) = advance {
             // From the next block on, which is stamped as it would have
             // been: its tick comes earlier, and its audio waits that much less.
@@ -492,6 +495,85 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
             lag.earlier(advance);
             tracing::debug!(?advance, "mixing tick moved up to the callers' audio");
         }
+    }
+}
+
+/// Fewer listeners than this per thread are not worth a hand-over.
+const LISTENERS_PER_PUSHER: usize = 16;
+
+/// Pushes each tick's blocks downstream, where the listeners' encoders run:
+/// the mixing thread itself plus one helper per further core, each taking a
+/// share of the listeners. The tick waits until all shares are pushed, so
+/// a feed is never pushed by two threads at once, and a machine that cannot
+/// keep up delays ticks (which the loop above catches up on) rather than
+/// piling up blocks.
+struct Pushers {
+    helpers: Vec<Helper>,
+}
+
+struct Helper {
+    work: std::sync::mpsc::Sender<Vec<(MixFeed, gst::Buffer)>>,
+    done: std::sync::mpsc::Receiver<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Pushers {
+    fn start() -> Pushers {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let helpers = (1..cores)
+            .filter_map(|i| {
+                let (work, work_rx) = std::sync::mpsc::channel::<Vec<(MixFeed, gst::Buffer)>>();
+                let (done_tx, done) = std::sync::mpsc::channel();
+                let thread = std::thread::Builder::new()
+                    .name(format!("mix-push{i}"))
+                    .spawn(move || {
+                        while let Ok(share) = work_rx.recv() {
+                            push_share(share);
+                            if done_tx.send(()).is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .map_err(|e| tracing::warn!("no mix push helper: {e}"))
+                    .ok()?;
+                Some(Helper { work, done, thread })
+            })
+            .collect();
+        Pushers { helpers }
+    }
+
+    fn push_all(&self, mut sends: Vec<(MixFeed, gst::Buffer)>) {
+        let threads = (sends.len() / LISTENERS_PER_PUSHER).clamp(1, self.helpers.len() + 1);
+        let share = sends.len().div_ceil(threads);
+        let mut busy = Vec::new();
+        for helper in &self.helpers[..threads - 1] {
+            let theirs = sends.split_off(sends.len().saturating_sub(share));
+            // A helper that is gone leaves its share to this thread.
+            match helper.work.send(theirs) {
+                Ok(()) => busy.push(helper),
+                Err(returned) => sends.extend(returned.0),
+            }
+        }
+        push_share(sends);
+        for helper in busy {
+            let _ = helper.done.recv();
+        }
+    }
+}
+
+impl Drop for Pushers {
+    fn drop(&mut self) {
+        for Helper { work, done, thread } in self.helpers.drain(..) {
+            drop((work, done));
+            let _ = thread.join();
+        }
+    }
+}
+
+fn push_share(share: Vec<(MixFeed, gst::Buffer)>) {
+    for (feed, buffer) in share {
+        // Flushing (the listener is being removed) is not an error.
+        let _ = feed.push(buffer);
     }
 }
 
