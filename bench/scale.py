@@ -11,7 +11,9 @@
      ONE thread of this script from a pre-encoded Ogg Opus file (20 ms packets,
      paced in real time), each receiving its own mix-minus; N grows until Tutti
      needs more than 70 % of the machine or a caller's stream suffers.
-  4. memory: peak RSS (VmHWM) of tutti after every step: per caller and per
+     Part 4 (`--parts 4`, not in the default) does the same with synthetic
+     speech (espeak-ng) in every caller's stream.
+  Memory: peak RSS (VmHWM) of tutti after every step: per caller and per
      composition (least-squares slopes).
 
 Real time, for a composition, over a measurement window: the composite reaches
@@ -66,7 +68,17 @@ AUDIO_RECEIVE_OK = 0.95       # audio-only: every caller receives >= 95 % of 50 
 CALLER_STEPS = list(range(2, 17, 2))
 COMP_MAX = {(1280, 720): 4, (640, 360): 10}
 AUDIO_STEPS = [10, 25, 50, 100, 125, 150, 175, 200, 250, 300, 400, 500, 600, 800, 1000]
+SPEECH_STEPS = [10, 25, 50, 75, 100, 125, 150, 175, 200]
 OPUS_FILE = CACHE / "speech-like-mono-24k-20ms-60s-v1.opus"
+SPEECH_FILE = CACHE / "speech-espeak-mono-24k-20ms-60s-v1.opus"
+# What the speech file says, in two voices, over and over: Opus codes speech
+# (SILK and hybrid frames) at a cost quite unlike the tone and noise above.
+SPEECH_LINES = [
+    ("en-us", "The quick brown fox jumps over the lazy dog. Conference calls need clear speech, even when many "
+              "people join from rooms, phones and browsers. Please state your name after the tone."),
+    ("en-gb", "Good morning everyone. Let us review the agenda for today: first the budget, then the schedule "
+              "for next quarter, and finally any other business."),
+]
 OPUS_SECONDS = 60
 STARTUP_TIMEOUT = 30.0        # first composite frame at nginx
 STALL_TIMEOUT = 15.0          # a new composition's slate at nginx
@@ -320,26 +332,41 @@ def realtime_problems(c: dict) -> list[str]:
 
 # --------------------------------------------------------------------------- audio-only
 
-def ensure_opus() -> list[bytes]:
-    """A speech-like mono Ogg Opus file (pink noise under a tremolo tone, 24
-    kbit/s, 20 ms frames), encoded once, parsed into its packets."""
+def ensure_opus(speech: bool = False) -> list[bytes]:
+    """A mono Ogg Opus file (24 kbit/s, 20 ms frames), encoded once, parsed
+    into its packets: speech-like (pink noise under a tremolo tone), or with
+    `speech` synthetic speech (espeak-ng, two voices)."""
     CACHE.mkdir(exist_ok=True)
     ignore = CACHE / ".gitignore"
     if not ignore.exists():
         ignore.write_text("*\n")
-    if not OPUS_FILE.exists():
-        log(f"encoding {OPUS_FILE.name} (once; cached)")
-        tmp = OPUS_FILE.with_suffix(".tmp.opus")
-        run_checked(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-                     "-f", "lavfi", "-i", "sine=frequency=220:sample_rate=48000,tremolo=f=3:d=0.9",
-                     "-f", "lavfi", "-i", "anoisesrc=color=pink:amplitude=0.08:sample_rate=48000",
-                     "-filter_complex", "[0:a][1:a]amix=inputs=2:normalize=0,aformat=channel_layouts=mono[a]",
+    path = SPEECH_FILE if speech else OPUS_FILE
+    if not path.exists():
+        log(f"encoding {path.name} (once; cached)")
+        tmp = path.with_suffix(".tmp.opus")
+        if speech:
+            if not shutil.which("espeak-ng"):
+                raise BenchError("the speech signal needs espeak-ng (apt-get install espeak-ng)")
+            wavs = []
+            for i, (voice, text) in enumerate(SPEECH_LINES):
+                wavs.append(CACHE / f"speech-{i}.wav")
+                run_checked(["espeak-ng", "-v", voice, "-s", "150", "-w", str(wavs[-1]), text], timeout=60)
+            inputs = [x for w in wavs for x in ("-i", str(w))]
+            chain = "".join(f"[{i}:a]aresample=48000[s{i}];" for i in range(len(wavs)))
+            graph = (chain + "".join(f"[s{i}]" for i in range(len(wavs)))
+                     + f"concat=n={len(wavs)}:v=0:a=1,aloop=loop=-1:size=2e9,aformat=channel_layouts=mono[a]")
+        else:
+            inputs = ["-f", "lavfi", "-i", "sine=frequency=220:sample_rate=48000,tremolo=f=3:d=0.9",
+                      "-f", "lavfi", "-i", "anoisesrc=color=pink:amplitude=0.08:sample_rate=48000"]
+            graph = "[0:a][1:a]amix=inputs=2:normalize=0,aformat=channel_layouts=mono[a]"
+        run_checked(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *inputs,
+                     "-filter_complex", graph,
                      "-map", "[a]", "-t", str(OPUS_SECONDS), "-c:a", "libopus", "-b:a", "24k",
                      "-application", "voip", "-frame_duration", "20", str(tmp)], timeout=120)
-        tmp.rename(OPUS_FILE)
-    packets = ogg_packets(OPUS_FILE.read_bytes())
+        tmp.rename(path)
+    packets = ogg_packets(path.read_bytes())
     if abs(len(packets) - OPUS_SECONDS * 50) > 5:
-        raise BenchError(f"{OPUS_FILE.name}: {len(packets)} packets, expected {OPUS_SECONDS * 50} of 20 ms")
+        raise BenchError(f"{path.name}: {len(packets)} packets, expected {OPUS_SECONDS * 50} of 20 ms")
     return packets
 
 
@@ -748,13 +775,14 @@ class Bench:
 
     # -- part 3: audio-only
 
-    def part_audio(self) -> None:
-        steps = [10, 25] if self.smoke else AUDIO_STEPS
-        packets = ensure_opus()
+    def part_audio(self, speech: bool = False) -> None:
+        key = "audio_speech" if speech else "audio"
+        steps = [10, 25] if self.smoke else SPEECH_STEPS if speech else AUDIO_STEPS
+        packets = ensure_opus(speech)
         budget = MACHINE_SHARE * NCPU
         points: dict[int, list[dict]] = {n: [] for n in steps}
         for p in range(1, self.passes + 1):
-            tutti = self.start_tutti(f"audio-pass{p}", max(steps))
+            tutti = self.start_tutti(f"{key}-pass{p}", max(steps))
             blaster = OpusBlaster(packets)
             blaster.start()
             comp = None
@@ -762,7 +790,7 @@ class Bench:
                 try:
                     comp = AudioComp(self, tutti, blaster)
                 except AudioOnlyUnavailable as e:
-                    self.results["audio"] = {"unavailable": str(e)}
+                    self.results[key] = {"unavailable": str(e)}
                     log(f"audio-only: not available in this tutti: {e}")
                     return
                 self.open.append(comp)
@@ -778,7 +806,7 @@ class Bench:
                     w["problems"] = audio_problems(a)
                     w["over_budget"] = w["cpu"] > budget
                     points[n].append(w)
-                    log(f"audio pass {p}, N={n}: tutti {w['cpu']:.2f} CPU s/s ({w['cpu'] / n * 100:.2f} % of a core "
+                    log(f"{key} pass {p}, N={n}: tutti {w['cpu']:.2f} CPU s/s ({w['cpu'] / n * 100:.2f} % of a core "
                         f"per caller), mix-minus min {a['mixminus_pps_min']:.0f} pkt/s, lost "
                         f"{a['rtp_lost']}/{a['rtp_received']}, sent {a['rtp_sent']}, growth "
                         f"{1000 * (a['delay_growth_s'] or 0):.0f} ms, bench {w['bench_cpu']:.2f} CPU s/s, "
@@ -796,8 +824,8 @@ class Bench:
                     self.example["audio_offer"] = comp.callers[0]["offer"] if comp.callers else ""
                     self.example["audio_answer"] = comp.callers[0]["answer"] if comp.callers else ""
                 self.stop_tutti(tutti)
-        self.results["audio"] = {"points": {str(k): v for k, v in points.items() if v}, "budget": budget,
-                                 "packets": len(packets), "file": OPUS_FILE.name}
+        self.results[key] = {"points": {str(k): v for k, v in points.items() if v}, "budget": budget,
+                             "packets": len(packets), "file": (SPEECH_FILE if speech else OPUS_FILE).name}
 
     # -- the whole thing
 
@@ -817,7 +845,9 @@ class Bench:
         if not self.smoke:
             ensure_cache(self.big)
         self.nginx = Nginx(self.workdir)
-        for part, fn in ((1, self.part_callers), (2, self.part_compositions), (3, self.part_audio)):
+        parts = ((1, self.part_callers), (2, self.part_compositions), (3, self.part_audio),
+                 (4, lambda: self.part_audio(speech=True)))
+        for part, fn in parts:
             if part in self.parts:
                 fn()
                 if not self.smoke:
@@ -900,7 +930,7 @@ class Bench:
             saved = json.loads(RESULTS_JSON.read_text())
         except (OSError, ValueError):
             saved = {}
-        for key in ("callers", "compositions", "audio"):
+        for key in ("callers", "compositions", "audio", "audio_speech"):
             if key in self.results:
                 saved[key] = {"stamp": stamp, "data": self.results[key]}
         saved["example"] = {**saved.get("example", {}), **self.example}
@@ -960,6 +990,8 @@ def render(saved: dict, header: list[str]) -> str:
         L += render_comps(saved["compositions"], hwm_points)
     if "audio" in saved:
         L += render_audio(saved["audio"], hwm_points)
+    if "audio_speech" in saved:
+        L += render_audio(saved["audio_speech"], hwm_points, speech=True)
     L += render_memory(saved, hwm_points)
     inc = saved.get("incidents", {})
     if inc.get("list"):
@@ -1102,9 +1134,15 @@ def render_comps(entry: dict, hwm_points: dict) -> list[str]:
     return L + [f"- {x}" for x in F] + [""]
 
 
-def render_audio(entry: dict, hwm_points: dict) -> list[str]:
+def render_audio(entry: dict, hwm_points: dict, speech: bool = False) -> list[str]:
     d = entry["data"]
-    L = ["### 3. Audio-only: Opus callers in one composition, each with its own mix-minus", "", stamp_line(entry), ""]
+    L = [("### 4. Audio-only with speech: every caller talks, in espeak-ng's voices" if speech else
+          "### 3. Audio-only: Opus callers in one composition, each with its own mix-minus"), "", stamp_line(entry), ""]
+    if speech:
+        L += ["Part 3 again with a speech file: every caller talks all the time (two synthetic voices, "
+              "looped), so every mix-minus is speech, which Opus codes in SILK and hybrid frames. Part 3's tone "
+              "and noise mostly get CELT frames, which cost libopus a fraction as much to encode. This is the "
+              "worst case of a real room: nobody only listens.", ""]
     if "unavailable" in d:
         return L + [f"Not run: this tutti has no audio-only compositions yet ({d['unavailable'][:200]}).", ""]
     pts = {int(k): v for k, v in d["points"].items()}
@@ -1143,7 +1181,8 @@ def render_audio(entry: dict, hwm_points: dict) -> list[str]:
                  f"{med([w['bench_cpu'] for w in ws])} | {med([w.get('vmhwm', 0) / 1024 for w in ws], 0)} | "
                  f"{ok}/{len(ws)} |")
         for w in ws:
-            hwm_points.setdefault("audio caller", []).append((n, w.get("vmhwm", 0) / 1024))
+            if not speech:
+                hwm_points.setdefault("audio caller", []).append((n, w.get("vmhwm", 0) / 1024))
     L.append("")
     F = []
     if good:
@@ -1199,7 +1238,8 @@ def main() -> int:
     ap.add_argument("--passes", type=int, default=3, help="fresh servers per sweep (each point measured once a pass)")
     ap.add_argument("--seconds", type=int, default=10, help="measurement window per point")
     ap.add_argument("--warmup", type=int, default=5, help="after the last join of a step")
-    ap.add_argument("--parts", default="1,2,3", help="which parts to run: 1 callers, 2 compositions, 3 audio-only "
+    ap.add_argument("--parts", default="1,2,3", help="which parts to run: 1 callers, 2 compositions, 3 audio-only, "
+                                                    "4 audio-only with speech (needs espeak-ng; not in the default) "
                                                     "(memory comes with each); the others keep their last figures")
     ap.add_argument("--smoke", action="store_true", help="a short run of every part that only checks it works (CI)")
     ap.add_argument("--tutti", help="the tutti binary (default: target/release/tutti, built if missing)")
