@@ -114,13 +114,14 @@ def status_kib(pid: int) -> dict[str, int]:
 
 def thread_kind(group: str) -> str:
     """Coarse kind of a (folded) thread name, for 'what limits it'."""
-    for prefix, kind in (("caller-", "caller-{id} (a caller's receive, decode and return path)"),
+    for prefix, kind in (("caller-", "caller-{id} (a caller's own threads)"),
+                         ("rtpjitterbuffer", "rtpjitterbuffer (a caller's depayload and decode)"),
                          ("comp-", "comp-{id} (compositor, mixers, broadcast)"),
                          ("enc-h264", "enc-h264-{id} (return H.264 encode)"),
                          ("enc-opus", "enc-opus-{id} (mix-minus Opus encode)"),
                          ("enc-", "enc-* (other return encodes)"),
                          ("amix", "amix* (audio mixers)"),
-                         ("mix", "mix* (mixers)"),
+                         ("mix", "mix* (mixers, and the mix-minus encodes they push)"),
                          ("tokio", "tokio (API, RTMP)")):
         if group.startswith(prefix):
             return kind
@@ -1136,10 +1137,10 @@ def render_comps(entry: dict, hwm_points: dict) -> list[str]:
 
 def render_audio(entry: dict, hwm_points: dict, speech: bool = False) -> list[str]:
     d = entry["data"]
-    L = [("### 4. Audio-only with speech: every caller talks, in espeak-ng's voices" if speech else
+    L = [("### 3b. Audio-only with speech: every caller talks, in espeak-ng's voices" if speech else
           "### 3. Audio-only: Opus callers in one composition, each with its own mix-minus"), "", stamp_line(entry), ""]
     if speech:
-        L += ["Part 3 again with a speech file: every caller talks all the time (two synthetic voices, "
+        L += ["Part 3 again (`--parts 4`) with a speech file: every caller talks all the time (two synthetic voices, "
               "looped), so every mix-minus is speech, which Opus codes in SILK and hybrid frames. Part 3's tone "
               "and noise mostly get CELT frames, which cost libopus a fraction as much to encode. This is the "
               "worst case of a real room: nobody only listens.", ""]
