@@ -4,8 +4,9 @@
 //! Why not `appsrc`: an appsrc hands every buffer to a streaming thread of
 //! its own. One per caller woke 50 times a second each to encode one block:
 //! at 150 audio-only callers that was 14 000 context switches a second, the
-//! largest share of the kernel's time on a virtual machine. Pushed from the
-//! mixer's few threads, the same encodes need no hand-over.
+//! largest share of the kernel's time on a virtual machine. Pushed by the
+//! mixer's pushing threads (one per core), they take one hand-over per
+//! thread and tick instead of one per listener.
 
 use gst::glib;
 use gst::prelude::*;

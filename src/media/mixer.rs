@@ -508,12 +508,11 @@ const MAX_QUEUED_TICKS: usize = 10;
 
 /// Pushes each tick's blocks downstream, where the listeners' encoders run,
 /// from one thread per core. A listener belongs to one pusher for good, so
-/// its blocks go in order. The mixing thread only hands them over: were it
-/// to push (encode) them itself, a machine short of CPU would delay its
-/// ticks, and the skipped and bunched blocks made each encoder's input
-/// jumpy and dearer to code (Opus took hybrid frames for them: at 125
-/// speaking callers 1.7 CPU s/s instead of 1.3). A pusher that falls behind
-/// drops its oldest tick, as a leaky queue would.
+/// its blocks go in order. The mixing thread only hands them over, so its
+/// ticks stay on time whatever the encodes cost: when it pushed them
+/// itself, a machine short of CPU delayed every listener's tick, and the
+/// broadcast's with it. A pusher that falls more than `MAX_QUEUED_TICKS`
+/// behind drops its oldest tick, as the leaky appsrc before it did.
 struct Pushers {
     pushers: Vec<Pusher>,
 }
