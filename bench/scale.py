@@ -114,14 +114,14 @@ def status_kib(pid: int) -> dict[str, int]:
 
 def thread_kind(group: str) -> str:
     """Coarse kind of a (folded) thread name, for 'what limits it'."""
-    for prefix, kind in (("caller-", "caller-{id} (a caller's own threads)"),
+    for prefix, kind in (("caller-", "caller-{id} (a caller's sockets and mix-minus encode)"),
                          ("rtpjitterbuffer", "rtpjitterbuffer (a caller's depayload and decode)"),
                          ("comp-", "comp-{id} (compositor, mixers, broadcast)"),
                          ("enc-h264", "enc-h264-{id} (return H.264 encode)"),
                          ("enc-opus", "enc-opus-{id} (mix-minus Opus encode)"),
                          ("enc-", "enc-* (other return encodes)"),
                          ("amix", "amix* (audio mixers)"),
-                         ("mix", "mix* (mixers, and the mix-minus encodes they push)"),
+                         ("mix", "mix* (mixers)"),
                          ("tokio", "tokio (API, RTMP)")):
         if group.startswith(prefix):
             return kind

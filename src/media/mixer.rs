@@ -19,10 +19,6 @@
 //! never stops. And since every caller's block passes here anyway, its level
 //! is measured here (before its gain: what it sends) and fed to the speaker
 //! detector (`model::speaker`), whose verdict the engine reads.
-//!
-//! Each block is pushed downstream through a [`MixFeed`] by one of a few
-//! pushing threads (one per core, see [`Pushers`]), where the listeners'
-//! encoders run: no thread per listener waits for its block.
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -34,7 +30,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::lipsync::VideoLead;
-use super::mix_feed::MixFeed;
 use super::{MediaError, make};
 use crate::model::ids::ParticipantId;
 use crate::model::speaker::{BlockLevel, SILENCE_DBOV, SpeakerDetector, TalkerState, level_dbov};
@@ -185,9 +180,7 @@ impl Input {
 #[derive(Default)]
 struct MixState {
     inputs: HashMap<ParticipantId, Input>,
-    /// Each with the pusher it belongs to (see [`Pushers`]).
-    outputs: HashMap<Listener, (MixFeed, usize)>,
-    next_pusher: usize,
+    outputs: HashMap<Listener, gst_app::AppSrc>,
     /// Callers sent silence (put on hold by the producer).
     deaf: HashSet<ParticipantId>,
     /// Callers in the lobby, who hear a prompt (or silence) instead of the room.
@@ -256,10 +249,9 @@ impl AudioMix {
         });
         let thread_shared = shared.clone();
         let pipeline = pipeline.downgrade();
-        let pushers = Pushers::start()?;
         let thread = std::thread::Builder::new()
             .name(name.chars().take(15).collect())
-            .spawn(move || run(&thread_shared, &pipeline, &pushers))
+            .spawn(move || run(&thread_shared, &pipeline))
             .map_err(|e| MediaError::Gst(format!("mixing thread: {e}")))?;
         Ok(AudioMix { shared, thread: Some(thread) })
     }
@@ -304,23 +296,26 @@ impl AudioMix {
         Ok(sink.upcast())
     }
 
-    /// A live source giving what `caller` hears: everyone but itself.
+    /// A live appsrc giving what `caller` hears: everyone but itself.
     pub fn mix_minus(&self, caller: &ParticipantId, name: &str) -> Result<gst::Element, MediaError> {
         self.output(Listener::Caller(caller.clone()), name)
     }
 
-    /// A live source giving everyone's audio, for the broadcast encode.
+    /// A live appsrc giving everyone's audio, for the broadcast encode.
     pub fn full_mix(&self, name: &str) -> Result<gst::Element, MediaError> {
         self.output(Listener::Broadcast, name)
     }
 
     fn output(&self, listener: Listener, name: &str) -> Result<gst::Element, MediaError> {
-        let feed = MixFeed::new(name, self.shared.format.caps());
-        let mut state = self.lock();
-        let pusher = state.next_pusher;
-        state.next_pusher = state.next_pusher.wrapping_add(1);
-        state.outputs.insert(listener, (feed.clone(), pusher));
-        Ok(feed.upcast())
+        let src = make("appsrc", name)?.downcast::<gst_app::AppSrc>().expect("appsrc is an AppSrc");
+        src.set_caps(Some(&self.shared.format.caps()));
+        src.set_is_live(true);
+        src.set_format(gst::Format::Time);
+        // If its encoder falls behind, old blocks go rather than memory.
+        src.set_max_bytes((self.shared.format.block_samples() * 2 * 10) as u64);
+        src.set_property_from_str("leaky-type", "downstream");
+        self.lock().outputs.insert(listener, src.clone());
+        Ok(src.upcast())
     }
 
     /// Applies a producer's controls from the next block on: `gain` for
@@ -421,7 +416,7 @@ impl Drop for AudioMix {
 }
 
 /// The mixing loop: one block every 20 ms on the monotonic clock.
-fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>, pushers: &Pushers) {
+fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
     let block_samples = shared.format.block_samples();
     let mut next = Instant::now() + BLOCK;
     // Running time of the block being produced; set from the pipeline at the first block.
@@ -455,9 +450,9 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>, pushers: &
             advance = phase.observe(blocks.values().filter_map(|block| block.ready_for));
             let taken = take_gains(&mut state.inputs, &mut blocks);
             let (outputs, lobby, deaf) = (&state.outputs, &mut state.lobby, &state.deaf);
-            let outputs: Vec<(Listener, (MixFeed, usize), Hearing)> = outputs
+            let outputs: Vec<(Listener, gst_app::AppSrc, Hearing)> = outputs
                 .iter()
-                .map(|(listener, output)| {
+                .map(|(listener, src)| {
                     let hearing = match listener {
                         Listener::Caller(id) => match lobby.get_mut(id) {
                             Some(announcement) => Hearing::Announcement(announcement.next_block(block_samples)),
@@ -465,7 +460,7 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>, pushers: &
                         },
                         Listener::Broadcast => Hearing::Room { deaf: false },
                     };
-                    (listener.clone(), output.clone(), hearing)
+                    (listener.clone(), src.clone(), hearing)
                 })
                 .collect();
             (taken, outputs)
@@ -475,23 +470,20 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>, pushers: &
         if changed {
             (shared.on_speaker_change)();
         }
-        let sends = outputs
-            .into_iter()
-            .map(|(listener, (feed, pusher), hearing)| {
-                let block = match hearing {
-                    Hearing::Room { deaf } => mixed.heard_by(&listener, deaf),
-                    Hearing::Announcement(block) => block,
-                };
-                let mut buffer = gst::Buffer::from_mut_slice(block);
-                {
-                    let buffer = buffer.get_mut().expect("a new buffer is writable");
-                    buffer.set_pts(lag.label(start));
-                    buffer.set_duration(gst::ClockTime::from_nseconds(BLOCK.as_nanos() as u64));
-                }
-                (pusher, feed, buffer)
-            })
-            .collect();
-        pushers.push_all(sends);
+        for (listener, src, hearing) in outputs {
+            let block = match hearing {
+                Hearing::Room { deaf } => mixed.heard_by(&listener, deaf),
+                Hearing::Announcement(block) => block,
+            };
+            let mut buffer = gst::Buffer::from_mut_slice(block);
+            {
+                let buffer = buffer.get_mut().expect("a new buffer is writable");
+                buffer.set_pts(lag.label(start));
+                buffer.set_duration(gst::ClockTime::from_nseconds(BLOCK.as_nanos() as u64));
+            }
+            // Flushing (the caller is being removed) is not an error.
+            let _ = src.push_buffer(buffer);
+        }
         if let Some(advance) = advance {
             // From the next block on, which is stamped as it would have
             // been: its tick comes earlier, and its audio waits that much less.
@@ -499,113 +491,6 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>, pushers: &
             pts = pts.map(|t| t.saturating_sub(gst::ClockTime::from_nseconds(advance.as_nanos() as u64)));
             lag.earlier(advance);
             tracing::debug!(?advance, "mixing tick moved up to the callers' audio");
-        }
-    }
-}
-
-/// Ticks a pusher may fall behind by before it drops its oldest.
-const MAX_QUEUED_TICKS: usize = 10;
-
-/// Pushes each tick's blocks downstream, where the listeners' encoders run,
-/// from one thread per core. A listener belongs to one pusher for good, so
-/// its blocks go in order. The mixing thread only hands them over, so its
-/// ticks stay on time whatever the encodes cost: when it pushed them
-/// itself, a machine short of CPU delayed every listener's tick, and the
-/// broadcast's with it. A pusher that falls more than `MAX_QUEUED_TICKS`
-/// behind drops its oldest tick, as the leaky appsrc before it did.
-struct Pushers {
-    pushers: Vec<Pusher>,
-}
-
-struct Pusher {
-    queue: Arc<PushQueue>,
-    thread: Option<JoinHandle<()>>,
-}
-
-#[derive(Default)]
-struct PushQueue {
-    state: Mutex<PushState>,
-    ready: std::sync::Condvar,
-}
-
-#[derive(Default)]
-struct PushState {
-    ticks: VecDeque<Vec<(MixFeed, gst::Buffer)>>,
-    stopping: bool,
-}
-
-impl Pushers {
-    fn start() -> Result<Pushers, MediaError> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let pushers = (0..cores)
-            .map(|i| {
-                let queue = Arc::new(PushQueue::default());
-                let theirs = queue.clone();
-                let thread = std::thread::Builder::new()
-                    .name(format!("mix-push{i}"))
-                    .spawn(move || theirs.run())
-                    .map_err(|e| MediaError::Gst(format!("mix pusher: {e}")))?;
-                Ok(Pusher { queue, thread: Some(thread) })
-            })
-            .collect::<Result<Vec<_>, MediaError>>()?;
-        Ok(Pushers { pushers })
-    }
-
-    /// Hands one tick's blocks over, each to the pusher its listener belongs to.
-    fn push_all(&self, sends: Vec<(usize, MixFeed, gst::Buffer)>) {
-        let mut shares: Vec<Vec<(MixFeed, gst::Buffer)>> = self.pushers.iter().map(|_| Vec::new()).collect();
-        let count = shares.len();
-        for (pusher, feed, buffer) in sends {
-            shares[pusher % count].push((feed, buffer));
-        }
-        for (pusher, share) in self.pushers.iter().zip(shares) {
-            if !share.is_empty() {
-                pusher.queue.hand_over(share);
-            }
-        }
-    }
-}
-
-impl PushQueue {
-    fn hand_over(&self, share: Vec<(MixFeed, gst::Buffer)>) {
-        let mut state = self.state.lock().expect("push queue lock");
-        if state.ticks.len() >= MAX_QUEUED_TICKS {
-            state.ticks.pop_front();
-        }
-        state.ticks.push_back(share);
-        self.ready.notify_one();
-    }
-
-    fn run(&self) {
-        loop {
-            let share = {
-                let mut state = self.state.lock().expect("push queue lock");
-                loop {
-                    if state.stopping {
-                        return;
-                    }
-                    if let Some(share) = state.ticks.pop_front() {
-                        break share;
-                    }
-                    state = self.ready.wait(state).expect("push queue lock");
-                }
-            };
-            for (feed, buffer) in share {
-                // Flushing (the listener is being removed) is not an error.
-                let _ = feed.push(buffer);
-            }
-        }
-    }
-}
-
-impl Drop for Pushers {
-    fn drop(&mut self) {
-        for pusher in &mut self.pushers {
-            pusher.queue.state.lock().expect("push queue lock").stopping = true;
-            pusher.queue.ready.notify_one();
-            if let Some(thread) = pusher.thread.take() {
-                let _ = thread.join();
-            }
         }
     }
 }

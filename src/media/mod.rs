@@ -10,9 +10,9 @@
 //!                                                                                                                  └─► [enc-vp8-…]: queue ─► VP8 ─► tee ─► [caller-C] (VP8, or H.264 mode 0)
 //!  [caller-A]: … ─► decoder ─► convert/resample ─► appsink ─┐
 //!  [caller-B]: … ─► decoder ─► convert/resample ─► appsink ─┤  mixing thread (mixer.rs), every 20 ms:
-//!                                                           ├► feed: A + B + … ─► [comp-{id}-broadcast] (AAC)
-//!                                                           ├► feed: B + … (A's mix-minus) ─► encoder ─► pay ─► rtpbin ─► udpsink   in [caller-A]
-//!                                                           └► feed: A + … (B's mix-minus) ─► …                                     in [caller-B]
+//!                                                           ├► appsrc: A + B + … ─► [comp-{id}-broadcast] (AAC)
+//!                                                           ├► appsrc: B + … (A's mix-minus) ─► encoder ─► pay ─► rtpbin ─► udpsink   in [caller-A]
+//!                                                           └► appsrc: A + … (B's mix-minus) ─► …                                     in [caller-B]
 //! ```
 //!
 //! Each bracket is a part: a bin of its own (`caller-{id}`, `enc-{profile}-…`,
@@ -25,7 +25,6 @@ pub mod composition;
 mod flow;
 pub mod lifecycle;
 mod lipsync;
-mod mix_feed;
 mod mixer;
 mod opus;
 mod part;

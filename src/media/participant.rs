@@ -6,7 +6,7 @@
 //! ```text
 //!  udpsrc ─► source check ─► rtpbin ─► funnel ─► depay ─► decoder ─► scale to cell, label, or slate ─► [picture]  (to the compositor; picture.rs)
 //!                                  └► funnel ─► depay ─► decoder ─► convert ─► resample ─► appsink   (into the mix)
-//!  mix feed (mix-minus) ─► convert ─► resample ─► encoder ─► pay ─► rtpbin ─► udpsink
+//!  appsrc (mix-minus) ─► convert ─► resample ─► encoder ─► pay ─► rtpbin ─► udpsink
 //!  [composite] (from a shared encoder) ───────────────────► pay ─► rtpbin ─► udpsink
 //! ```
 //! `[picture]` and `[composite]` are the bin's ghost pads; the composition

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  [video] (canvas) ─► queue ─► encoder (h264) ─► h264parse ─► tee ─┬─► appsink ─► Feed ─┬─► RTMP publisher (per output, own queue)
-//!  mixer feed (full) ─► queue ─► convert ─► encoder (broadcast-aac) ─► tee ─┤                └─► embedded RTMP server (rtmp://…/live/{id})
+//!  appsrc (full mix) ─► queue ─► convert ─► encoder (broadcast-aac) ─► tee ─┤                └─► embedded RTMP server (rtmp://…/live/{id})
 //!                                                                           └─► [out-…] (HLS, recordings: outputs.rs; H.264 callers)
 //! ```
 //!
