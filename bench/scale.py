@@ -1141,7 +1141,8 @@ def render_audio(entry: dict, hwm_points: dict, speech: bool = False) -> list[st
           "### 3. Audio-only: Opus callers in one composition, each with its own mix-minus"), "", stamp_line(entry), ""]
     if speech:
         L += ["Part 3 again (`--parts 4`) with a speech file: every caller talks all the time (two synthetic voices, "
-              "looped), so every mix-minus is speech, which Opus codes in SILK and hybrid frames. Part 3's tone "
+              "looped), so every mix-minus is speech, which Opus codes mostly in SILK and hybrid frames (the mix of "
+              "a hundred talkers sounds like noise and gets CELT frames about half the time). Part 3's tone "
               "and noise mostly get CELT frames, which cost libopus a fraction as much to encode. This is the "
               "worst case of a real room: nobody only listens.", ""]
     if "unavailable" in d:
