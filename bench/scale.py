@@ -333,6 +333,10 @@ def realtime_problems(c: dict) -> list[str]:
 
 # --------------------------------------------------------------------------- audio-only
 
+def opus_file(speech: bool) -> Path:
+    return SPEECH_FILE if speech else OPUS_FILE
+
+
 def ensure_opus(speech: bool = False) -> list[bytes]:
     """A mono Ogg Opus file (24 kbit/s, 20 ms frames), encoded once, parsed
     into its packets: speech-like (pink noise under a tremolo tone), or with
@@ -341,7 +345,7 @@ def ensure_opus(speech: bool = False) -> list[bytes]:
     ignore = CACHE / ".gitignore"
     if not ignore.exists():
         ignore.write_text("*\n")
-    path = SPEECH_FILE if speech else OPUS_FILE
+    path = opus_file(speech)
     if not path.exists():
         log(f"encoding {path.name} (once; cached)")
         tmp = path.with_suffix(".tmp.opus")
@@ -826,7 +830,7 @@ class Bench:
                     self.example["audio_answer"] = comp.callers[0]["answer"] if comp.callers else ""
                 self.stop_tutti(tutti)
         self.results[key] = {"points": {str(k): v for k, v in points.items() if v}, "budget": budget,
-                             "packets": len(packets), "file": (SPEECH_FILE if speech else OPUS_FILE).name}
+                             "packets": len(packets), "file": opus_file(speech).name}
 
     # -- the whole thing
 
