@@ -49,6 +49,12 @@ pub fn render(snapshot: &MetricsSnapshot, bus: &BusStats, webhooks: &WebhookStat
         &["composition"],
     );
     let frames = families.counter("tutti_composite_frames_total", "Frames the compositor produced.", &["composition"]);
+    let own_encodes = families.gauge("tutti_mix_minus_own_encodes", "Callers whose mix-minus audio is encoded for them alone.", &["composition"]);
+    let shared_encodes = families.gauge(
+        "tutti_mix_minus_shared",
+        "Callers who put nothing audible into the mix and are sent its one shared encode.",
+        &["composition"],
+    );
     let late = families.counter(
         "tutti_composite_frames_late_total",
         "Composite frames produced after they should have been on air.",
@@ -103,6 +109,8 @@ pub fn render(snapshot: &MetricsSnapshot, bus: &BusStats, webhooks: &WebhookStat
             frames.with_label_values(&[id]).inc_by(produced);
             late.with_label_values(&[id]).inc_by(produced_late);
         }
+        own_encodes.with_label_values(&[id]).set(c.mix_minus.own_encodes as i64);
+        shared_encodes.with_label_values(&[id]).set(c.mix_minus.shared as i64);
         for state in PARTICIPANT_STATES {
             let n = c.participants.iter().filter(|p| p.state == state).count();
             participants.with_label_values(&[id, label(&state).as_str()]).set(n as i64);

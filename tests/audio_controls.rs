@@ -3,6 +3,9 @@
 //! 0.5 (6 dB lower in the others' mix and in a recording of the broadcast),
 //! mutes it (40 dB down or more), brings it back, and makes another deaf
 //! (it receives silence, its return RTP keeps flowing and it stays `active`).
+//! Muted A (on Opus) hears exactly the full mix: from a second into its mute
+//! it is sent the one shared encode of it, and hears B and C just as before,
+//! across the switch and back on its own encode once it is heard again.
 //!
 //! The phases are 3 s each; each is judged on its middle 1.5 s (from 1 s
 //! after the PATCH). The recording output carries no wall clock: its time
@@ -27,6 +30,8 @@ const TONES: [f64; 3] = [500.0, 700.0, 1100.0];
 const HALF_VOLUME_DB: f64 = -6.02;
 const TOLERANCE_DB: f64 = 1.0;
 const SILENCED_DB: f64 = -40.0;
+/// What Opus (A's codec) may move a tone between two windows of one call.
+const OPUS_TOLERANCE_DB: f64 = 2.0;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -83,6 +88,7 @@ fn controls(server: &Server) -> Result<()> {
     let mut deaf_packets = (0, 0);
     let mut deaf_gap = None;
     let mut deaf_view = Value::Null;
+    let mut mix_minus = Vec::new();
     for phase in PHASES {
         let body = match phase {
             Phase::Baseline => None,
@@ -102,6 +108,9 @@ fn controls(server: &Server) -> Result<()> {
             deaf_packets.0 = callers[2].rtp_packets(MediaKind::Audio);
         }
         sleep(PHASE);
+        if matches!(phase, Phase::Muted | Phase::Restored) {
+            mix_minus.push(server.get(&format!("/v1/compositions/{composition}"))?.json()?["mix_minus"].clone());
+        }
         if phase == Phase::Deaf {
             deaf_packets.1 = callers[2].rtp_packets(MediaKind::Audio);
             deaf_gap = callers[2].take_longest_rtp_gap(MediaKind::Audio);
@@ -156,6 +165,18 @@ fn controls(server: &Server) -> Result<()> {
             for other in [1, 2].into_iter().filter(|i| name != ["a", "b", "c"][*i]) {
                 ensure!(change[other].abs() <= TOLERANCE_DB, "{name}: tone {other} moved {:.1} dB at {phase:?}", change[other]);
             }
+        }
+    }
+
+    // Muted A shares the encode of the full mix, and hears B and C as before.
+    ensure!(mix_minus[0] == json!({"own_encodes": 2, "shared": 1}), "while A is muted: {}", mix_minus[0]);
+    ensure!(mix_minus[1] == json!({"own_encodes": 3, "shared": 0}), "once A is heard again: {}", mix_minus[1]);
+    let a_base = levels(&heard[0], Phase::Baseline)?;
+    for phase in [Phase::Muted, Phase::Restored] {
+        let now = levels(&heard[0], phase)?;
+        eprintln!("a: {phase:?}: B {:+.1} dB, C {:+.1} dB against the baseline {a_base:.1?}", now[1] - a_base[1], now[2] - a_base[2]);
+        for other in [1, 2] {
+            ensure!((now[other] - a_base[other]).abs() <= OPUS_TOLERANCE_DB, "a: tone {other} moved {:.1} dB at {phase:?}", now[other] - a_base[other]);
         }
     }
 

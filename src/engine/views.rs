@@ -166,6 +166,16 @@ pub struct BroadcastView {
 }
 
 #[derive(Clone, Debug, Serialize)]
+pub struct MixMinusView {
+    /// Callers whose mix-minus is encoded for them alone.
+    pub own_encodes: usize,
+    /// Callers who have put nothing audible into the mix for a second (muted,
+    /// silent, sending nothing), and so hear exactly the full mix: they are
+    /// sent one encode of it, shared.
+    pub shared: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
 pub struct CompositionView {
     pub id: CompositionId,
     pub name: Option<String>,
@@ -194,6 +204,8 @@ pub struct CompositionView {
     pub outputs: Vec<OutputView>,
     /// The one encode every output shares.
     pub broadcast: BroadcastView,
+    /// How the callers' mix-minus audio is encoded.
+    pub mix_minus: MixMinusView,
     /// Where the embedded RTMP server plays this composition, if it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rtmp_play_url: Option<String>,
@@ -227,6 +239,10 @@ impl Composition {
             broadcast: {
                 let (video_encoders, audio_encoders) = self.media.broadcast_encoders();
                 BroadcastView { video_encoders, audio_encoders, encoding: self.media.broadcast_encoding() }
+            },
+            mix_minus: {
+                let encodes = self.media.mix_minus_encodes();
+                MixMinusView { own_encodes: encodes.own, shared: encodes.shared }
             },
             rtmp_play_url: self.rtmp_play_url.clone(),
             created_at: self.created_at,

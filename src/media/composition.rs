@@ -24,7 +24,7 @@ use std::time::Duration;
 use super::flow::{FlowCounter, Measure, count_late_on, count_on};
 use super::lifecycle::{self, Reaper, StopTicket, Teardown};
 use super::lipsync::Cadence;
-use super::mixer::{AudioMix, MixFormat};
+use super::mixer::{AudioMix, MixFormat, MixMinusEncodes};
 use super::part::{Fanout, add_chain, expose_input};
 use super::participant::{JoiningMedium, LegContext, ParticipantMedia};
 use super::profiles::{EncoderSettings, Profiles};
@@ -390,6 +390,11 @@ impl CompositionMedia {
         if let Some(participant) = self.participant(id) {
             participant.request_composite_keyframe();
         }
+    }
+
+    /// How the callers' mix-minus is encoded now.
+    pub fn mix_minus_encodes(&self) -> MixMinusEncodes {
+        self.mix.mix_minus_encodes()
     }
 
     /// Who the mix's speaker detector takes for the active speaker now (the

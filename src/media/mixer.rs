@@ -19,20 +19,27 @@
 //! never stops. And since every caller's block passes here anyway, its level
 //! is measured here (before its gain: what it sends) and fed to the speaker
 //! detector (`model::speaker`), whose verdict the engine reads.
+//!
+//! A caller that has contributed nothing to the mix for a while (muted,
+//! silent, sending nothing) hears exactly the full mix: its Opus encoder is
+//! sent one packet shared with every caller like it (`opus::shared`) instead
+//! of encoding its own. Its first audible block takes it back to its own
+//! encode, so its mix-minus never holds itself.
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::lipsync::VideoLead;
+use super::opus::{ShareKey, SharedEncode, attach_shared_packet};
 use super::{MediaError, make};
 use crate::model::ids::ParticipantId;
-use crate::model::speaker::{BlockLevel, SILENCE_DBOV, SpeakerDetector, TalkerState, level_dbov};
+use crate::model::speaker::{BlockLevel, QUIETEST_SPEECH_DBOV, SILENCE_DBOV, SpeakerDetector, TalkerState, level_dbov};
 
 /// One mixing block. 20 ms is what every RTP audio codec here packs per packet.
 pub const BLOCK: Duration = Duration::from_millis(20);
@@ -64,6 +71,13 @@ const TICK_MARGIN: Duration = Duration::from_millis(5);
 const PHASE_WINDOW_BLOCKS: u32 = 50;
 /// ...and only by this much or more, so that it settles rather than wanders.
 const MIN_TICK_ADVANCE: Duration = Duration::from_millis(2);
+/// Blocks in a row a caller must contribute nothing audible before it is
+/// sent the shared encode of the full mix: each move between encodes is a
+/// small break in its decoder's history, so they are kept rare, and a
+/// talker's pauses between words do not count.
+const SHARE_AFTER_BLOCKS: u32 = 50;
+/// The rate Opus encodes at, and so the mix's rate for a shared encode.
+const OPUS_RATE: u32 = 48_000;
 
 /// Sample format of every block: interleaved S16LE at the composition's rate.
 #[derive(Clone, Copy, Debug)]
@@ -91,6 +105,14 @@ impl MixFormat {
             .field("channels", self.channels as i32)
             .build()
     }
+}
+
+/// How many callers' mix-minus is encoded for them alone (`own`), and how
+/// many are sent the one shared encode of the full mix (`shared`).
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct MixMinusEncodes {
+    pub own: usize,
+    pub shared: usize,
 }
 
 /// Who gets the whole mix rather than a mix-minus.
@@ -177,10 +199,18 @@ impl Input {
     }
 }
 
+/// Where one listener's blocks go.
+#[derive(Clone)]
+struct Output {
+    src: gst_app::AppSrc,
+    /// Its encoder's, if it can be sent the shared encode of the full mix.
+    share: Option<ShareKey>,
+}
+
 #[derive(Default)]
 struct MixState {
     inputs: HashMap<ParticipantId, Input>,
-    outputs: HashMap<Listener, gst_app::AppSrc>,
+    outputs: HashMap<Listener, Output>,
     /// Callers sent silence (put on hold by the producer).
     deaf: HashSet<ParticipantId>,
     /// Callers in the lobby, who hear a prompt (or silence) instead of the room.
@@ -222,6 +252,10 @@ struct Shared {
     speech: Mutex<SpeakerDetector>,
     /// Called (from the mixing thread) when the active speaker changes.
     on_speaker_change: Box<dyn Fn() + Send + Sync>,
+    /// Callers sent the shared encode, and callers encoded for alone, at
+    /// the latest block.
+    shared_encodes: AtomicUsize,
+    own_encodes: AtomicUsize,
     stop: AtomicBool,
 }
 
@@ -245,6 +279,8 @@ impl AudioMix {
             state: Mutex::default(),
             speech: Mutex::new(SpeakerDetector::new(BLOCK)),
             on_speaker_change: Box::new(on_speaker_change),
+            shared_encodes: AtomicUsize::new(0),
+            own_encodes: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
         });
         let thread_shared = shared.clone();
@@ -296,17 +332,28 @@ impl AudioMix {
         Ok(sink.upcast())
     }
 
-    /// A live appsrc giving what `caller` hears: everyone but itself.
-    pub fn mix_minus(&self, caller: &ParticipantId, name: &str) -> Result<gst::Element, MediaError> {
-        self.output(Listener::Caller(caller.clone()), name)
+    /// A live appsrc giving what `caller` hears: everyone but itself. With
+    /// `share` (its encoder's key), it is sent the shared encode of the full
+    /// mix while it contributes nothing.
+    pub fn mix_minus(&self, caller: &ParticipantId, name: &str, share: Option<ShareKey>) -> Result<gst::Element, MediaError> {
+        let share = share.filter(|_| self.shared.format.rate == OPUS_RATE);
+        self.output(Listener::Caller(caller.clone()), name, share)
     }
 
     /// A live appsrc giving everyone's audio, for the broadcast encode.
     pub fn full_mix(&self, name: &str) -> Result<gst::Element, MediaError> {
-        self.output(Listener::Broadcast, name)
+        self.output(Listener::Broadcast, name, None)
     }
 
-    fn output(&self, listener: Listener, name: &str) -> Result<gst::Element, MediaError> {
+    /// How the callers' mix-minus is encoded now.
+    pub fn mix_minus_encodes(&self) -> MixMinusEncodes {
+        MixMinusEncodes {
+            own: self.shared.own_encodes.load(Ordering::Relaxed),
+            shared: self.shared.shared_encodes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn output(&self, listener: Listener, name: &str, share: Option<ShareKey>) -> Result<gst::Element, MediaError> {
         let src = make("appsrc", name)?.downcast::<gst_app::AppSrc>().expect("appsrc is an AppSrc");
         src.set_caps(Some(&self.shared.format.caps()));
         src.set_is_live(true);
@@ -314,7 +361,7 @@ impl AudioMix {
         // If its encoder falls behind, old blocks go rather than memory.
         src.set_max_bytes((self.shared.format.block_samples() * 2 * 10) as u64);
         src.set_property_from_str("leaky-type", "downstream");
-        self.lock().outputs.insert(listener, src.clone());
+        self.lock().outputs.insert(listener, Output { src: src.clone(), share });
         Ok(src.upcast())
     }
 
@@ -423,6 +470,7 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
     let mut pts: Option<gst::ClockTime> = None;
     let mut lag = QueueLag::default();
     let mut phase = TickPhase::default();
+    let mut sharing = Sharing::default();
     while !shared.stop.load(Ordering::SeqCst) {
         let now = Instant::now();
         if next > now {
@@ -450,9 +498,9 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
             advance = phase.observe(blocks.values().filter_map(|block| block.ready_for));
             let taken = take_gains(&mut state.inputs, &mut blocks);
             let (outputs, lobby, deaf) = (&state.outputs, &mut state.lobby, &state.deaf);
-            let outputs: Vec<(Listener, gst_app::AppSrc, Hearing)> = outputs
+            let outputs: Vec<(Listener, Output, Hearing)> = outputs
                 .iter()
-                .map(|(listener, src)| {
+                .map(|(listener, output)| {
                     let hearing = match listener {
                         Listener::Caller(id) => match lobby.get_mut(id) {
                             Some(announcement) => Hearing::Announcement(announcement.next_block(block_samples)),
@@ -460,7 +508,7 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
                         },
                         Listener::Broadcast => Hearing::Room { deaf: false },
                     };
-                    (listener.clone(), src.clone(), hearing)
+                    (listener.clone(), output.clone(), hearing)
                 })
                 .collect();
             (taken, outputs)
@@ -470,20 +518,45 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
         if changed {
             (shared.on_speaker_change)();
         }
-        for (listener, src, hearing) in outputs {
-            let block = match hearing {
-                Hearing::Room { deaf } => mixed.heard_by(&listener, deaf),
-                Hearing::Announcement(block) => block,
+        sharing.begin_block();
+        let mut full_block = None;
+        let mut encodes = MixMinusEncodes::default();
+        for (listener, Output { src, share }, hearing) in outputs {
+            let packet = match (&listener, &hearing, share) {
+                (Listener::Caller(id), Hearing::Room { deaf }, Some(key)) => {
+                    let hears_full_mix = !deaf && mixed.contributes_nothing(id);
+                    sharing.takes_shared(id, hears_full_mix).then(|| {
+                        let full = full_block.get_or_insert_with(|| mixed.full_block());
+                        sharing.packet(key, full, channels)
+                    }).flatten()
+                }
+                _ => None,
+            };
+            let block = match (&packet, hearing) {
+                (Some(_), _) => samples_to_bytes(full_block.as_deref().unwrap_or_default()),
+                (None, Hearing::Room { deaf }) => mixed.heard_by(&listener, deaf),
+                (None, Hearing::Announcement(block)) => block,
             };
             let mut buffer = gst::Buffer::from_mut_slice(block);
             {
                 let buffer = buffer.get_mut().expect("a new buffer is writable");
                 buffer.set_pts(lag.label(start));
                 buffer.set_duration(gst::ClockTime::from_nseconds(BLOCK.as_nanos() as u64));
+                match (&packet, &listener) {
+                    (Some(packet), _) => {
+                        attach_shared_packet(buffer, packet);
+                        encodes.shared += 1;
+                    }
+                    (None, Listener::Caller(_)) => encodes.own += 1,
+                    (None, Listener::Broadcast) => {}
+                }
             }
             // Flushing (the caller is being removed) is not an error.
             let _ = src.push_buffer(buffer);
         }
+        sharing.end_block();
+        shared.own_encodes.store(encodes.own, Ordering::Relaxed);
+        shared.shared_encodes.store(encodes.shared, Ordering::Relaxed);
         if let Some(advance) = advance {
             // From the next block on, which is stamped as it would have
             // been: its tick comes earlier, and its audio waits that much less.
@@ -492,6 +565,76 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
             lag.earlier(advance);
             tracing::debug!(?advance, "mixing tick moved up to the callers' audio");
         }
+    }
+}
+
+/// The shared encodes of the full mix, one per encoder key, and who among
+/// the callers has contributed nothing long enough to be sent them.
+#[derive(Default)]
+struct Sharing {
+    /// Per caller that could share: how many blocks in a row it heard
+    /// exactly the full mix, and the block it was last seen at.
+    quiet: HashMap<ParticipantId, (u32, u64)>,
+    streams: HashMap<ShareKey, SharedStream>,
+    block: u64,
+}
+
+struct SharedStream {
+    encode: SharedEncode,
+    /// This block's packet, once made.
+    packet: Option<gst::glib::Bytes>,
+    /// Whether the block before had one: a stream that paused starts over.
+    ran_last_block: bool,
+}
+
+impl Sharing {
+    fn begin_block(&mut self) {
+        self.block += 1;
+        for stream in self.streams.values_mut() {
+            stream.ran_last_block = stream.packet.take().is_some();
+        }
+    }
+
+    /// Whether `caller` is sent the shared encode this block: it hears
+    /// exactly the full mix now (`hears_full_mix`), and has for a while.
+    fn takes_shared(&mut self, caller: &ParticipantId, hears_full_mix: bool) -> bool {
+        let block = self.block;
+        let (streak, seen) = self.quiet.entry(caller.clone()).or_insert((0, block));
+        *seen = block;
+        *streak = if hears_full_mix { streak.saturating_add(1) } else { 0 };
+        *streak > SHARE_AFTER_BLOCKS
+    }
+
+    /// This block's shared packet for `key`, encoding `full` (the full mix,
+    /// `channels` interleaved) on the first ask. `None` if it cannot be
+    /// made: the caller then encodes its own.
+    fn packet(&mut self, key: ShareKey, full: &[i16], channels: usize) -> Option<gst::glib::Bytes> {
+        let stream = match self.streams.entry(key) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => match SharedEncode::new(key) {
+                Ok(encode) => entry.insert(SharedStream { encode, packet: None, ran_last_block: true }),
+                Err(e) => {
+                    tracing::warn!(?key, error = %e, "no shared encode of the mix: each caller encodes its own");
+                    return None;
+                }
+            },
+        };
+        if stream.packet.is_none() {
+            if !stream.ran_last_block {
+                stream.encode.reset();
+            }
+            match stream.encode.encode(full, channels) {
+                Ok(packet) => stream.packet = Some(packet),
+                Err(e) => tracing::warn!(?key, error = %e, "shared encode of the mix failed"),
+            }
+        }
+        stream.packet.clone()
+    }
+
+    /// Forgets callers that were not seen this block (they left).
+    fn end_block(&mut self) {
+        let block = self.block;
+        self.quiet.retain(|_, (_, seen)| *seen == block);
     }
 }
 
@@ -663,6 +806,18 @@ fn mix(taken: Vec<Taken>, block_samples: usize, channels: usize) -> (Mixed, Vec<
 }
 
 impl Mixed {
+    /// Whether `caller` put nothing a listener could hear into this block
+    /// (no block, muted, or quieter than any speech): then what it hears is
+    /// the full mix, give or take what nobody can hear.
+    fn contributes_nothing(&self, caller: &ParticipantId) -> bool {
+        self.gained.get(caller).is_none_or(|block| level_dbov(block) < QUIETEST_SPEECH_DBOV)
+    }
+
+    /// The full mix, clipped to 16 bits.
+    fn full_block(&self) -> Vec<i16> {
+        self.full.iter().map(|&acc| acc.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16).collect()
+    }
+
     /// What `listener` hears of this block, as S16LE bytes: silence if it is
     /// deaf, else everyone but itself.
     fn heard_by(&self, listener: &Listener, deaf: bool) -> Vec<u8> {
@@ -707,6 +862,10 @@ fn sum<'a>(blocks: impl Iterator<Item = &'a [i32]>, block_samples: usize) -> Vec
         }
     }
     full
+}
+
+fn samples_to_bytes(samples: &[i16]) -> Vec<u8> {
+    samples.iter().flat_map(|s| s.to_le_bytes()).collect()
 }
 
 /// `full` without `own`, clipped to 16 bits, as S16LE bytes.
@@ -967,6 +1126,49 @@ mod tests {
         let before = lag.label(ms(9000));
         lag.observe(ms(9000), std::iter::empty());
         assert_eq!(lag.label(ms(9000)), before);
+    }
+
+    #[test]
+    fn a_caller_hears_the_full_mix_when_it_puts_nothing_audible_in() {
+        let (muted, whisper, talker, absent) =
+            (ParticipantId::random(), ParticipantId::random(), ParticipantId::random(), ParticipantId::random());
+        let blocks = vec![
+            taken(&muted, &[16384; 4], steady(0.0)),
+            // -66 dBov: below the quietest speech.
+            taken(&whisper, &[16, -16, 16, -16], steady(1.0)),
+            taken(&talker, &[300; 4], steady(1.0)),
+            Taken { caller: absent.clone(), block: None, gain: steady(1.0) },
+        ];
+        let (mixed, _) = mix(blocks, 4, 1);
+        for quiet in [&muted, &whisper, &absent] {
+            assert!(mixed.contributes_nothing(quiet));
+        }
+        assert!(!mixed.contributes_nothing(&talker));
+        assert_eq!(mixed.full_block(), vec![316, 284, 316, 284]);
+    }
+
+    #[test]
+    fn a_quiet_caller_takes_the_shared_encode_after_a_second_and_leaves_it_at_once() {
+        let (a, b) = (ParticipantId::random(), ParticipantId::random());
+        let mut sharing = Sharing::default();
+        let block = |sharing: &mut Sharing, a_quiet: bool| {
+            sharing.begin_block();
+            let a_shares = sharing.takes_shared(&a, a_quiet);
+            sharing.takes_shared(&b, false);
+            sharing.end_block();
+            a_shares
+        };
+        for i in 0..SHARE_AFTER_BLOCKS {
+            assert!(!block(&mut sharing, true), "block {i}: not yet");
+        }
+        assert!(block(&mut sharing, true), "quiet for a second");
+        assert!(!block(&mut sharing, false), "its first audible block is its own");
+        assert!(!block(&mut sharing, true), "and it waits a second again");
+        // A caller not seen in a block (it left) is forgotten.
+        sharing.begin_block();
+        sharing.takes_shared(&b, false);
+        sharing.end_block();
+        assert!(!sharing.quiet.contains_key(&a));
     }
 
     /// A format whose blocks are 4 samples of `channels` channels.

@@ -24,7 +24,8 @@ use std::time::{Duration, SystemTime};
 
 use super::flow::{FlowCounter, Measure, count_on};
 use super::lipsync::VideoLead;
-use super::mixer::AudioMix;
+use super::mixer::{self, AudioMix};
+use super::opus::ShareKey;
 use super::part::{add_chain, expose_input};
 use super::picture::Picture;
 use super::profiles::Profiles;
@@ -307,9 +308,11 @@ impl ParticipantMedia {
                         participant.composite_in = Some((codec, expose_input(&bin, &pay, "sink", "composite")?));
                     }
                     Codec::Audio(codec) => {
-                        let mix_minus = context.mix.mix_minus(id, &n("amix-minus"))?;
-                        let mut chain = vec![mix_minus];
-                        chain.extend(audio_encode_chain(context.profiles, codec, &n(""))?);
+                        let encode = audio_encode_chain(context.profiles, codec, &n(""))?;
+                        let encoder = encode.last().and_then(|e| e.downcast_ref::<gst::Bin>());
+                        let share = encoder.and_then(|bin| ShareKey::of(bin, codec.raw_format().1, mixer::BLOCK));
+                        let mut chain = vec![context.mix.mix_minus(id, &n("amix-minus"), share)?];
+                        chain.extend(encode);
                         chain.push(pay.clone());
                         add_chain(&bin, &chain.iter().collect::<Vec<_>>())?;
                     }

@@ -1,8 +1,11 @@
 //! `tuttiopusenc`: S16LE at 48 kHz to Opus packets (for rtpopuspay), one
 //! packet per `frame-size` ms. Properties (named as opusenc's): `bitrate`
 //! (bit/s), `frame-size` (ms), `complexity` (0-10).
+//!
+//! A frame that comes with a packet already made for it (the audio mix's
+//! shared encode, see [`super::shared`]) is sent as that packet, not encoded.
 
-use super::{RATE, ffi};
+use super::{RATE, ffi, shared};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -10,6 +13,7 @@ use gst_audio::prelude::*;
 use gst_audio::subclass::prelude::*;
 use gstreamer as gst;
 use gstreamer_audio as gst_audio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, Mutex};
 
 /// libopus's advice for the output buffer: enough for any packet.
@@ -19,11 +23,11 @@ const FRAME_SIZES_MS: [u32; 4] = [10, 20, 40, 60];
 static CAT: LazyLock<gst::DebugCategory> =
     LazyLock::new(|| gst::DebugCategory::new("tuttiopusenc", gst::DebugColorFlags::empty(), Some("Tutti's Opus encoder")));
 
-#[derive(Clone, Copy)]
-struct Settings {
-    bitrate: i32,
-    frame_ms: u32,
-    complexity: i32,
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(super) struct Settings {
+    pub bitrate: i32,
+    pub frame_ms: u32,
+    pub complexity: i32,
 }
 
 impl Default for Settings {
@@ -33,7 +37,7 @@ impl Default for Settings {
     }
 }
 
-struct Encoder {
+pub(super) struct Encoder {
     state: *mut ffi::OpusEncoder,
     channels: usize,
     frame_samples: usize,
@@ -43,7 +47,7 @@ struct Encoder {
 unsafe impl Send for Encoder {}
 
 impl Encoder {
-    fn new(channels: usize, settings: Settings) -> Result<Encoder, String> {
+    pub(super) fn new(channels: usize, settings: Settings) -> Result<Encoder, String> {
         let mut error = 0;
         // SAFETY: plain constructor; the result is checked before use.
         let state = unsafe { ffi::opus_encoder_create(RATE, channels as i32, ffi::OPUS_APPLICATION_AUDIO, &mut error) };
@@ -67,7 +71,7 @@ impl Encoder {
 
     /// One frame of interleaved samples (a shorter one, the last before the
     /// end, is padded with silence) to one packet.
-    fn encode(&mut self, pcm: &[i16]) -> Result<Vec<u8>, String> {
+    pub(super) fn encode(&mut self, pcm: &[i16]) -> Result<Vec<u8>, String> {
         let whole = self.frame_samples * self.channels;
         let padded;
         let pcm = if pcm.len() < whole {
@@ -87,6 +91,13 @@ impl Encoder {
         packet.truncate(n as usize);
         Ok(packet)
     }
+
+    /// Forgets the audio it has seen, as if new: for a stream that skipped
+    /// frames, whose receiver's decoder holds other history by now.
+    pub(super) fn reset(&mut self) {
+        // SAFETY: OPUS_RESET_STATE takes no argument.
+        unsafe { ffi::opus_encoder_ctl(self.state, ffi::OPUS_RESET_STATE) };
+    }
 }
 
 impl Drop for Encoder {
@@ -100,6 +111,11 @@ impl Drop for Encoder {
 pub struct OpusEncImp {
     settings: Mutex<Settings>,
     encoder: Mutex<Option<Encoder>>,
+    /// The latest input buffer, if a packet was made for it elsewhere.
+    shared: Mutex<Option<(gst::Buffer, glib::Bytes)>>,
+    /// Whether frames went out as shared packets since the encoder last
+    /// encoded: its state is stale then, and is reset before it encodes again.
+    skipped: AtomicBool,
 }
 
 #[glib::object_subclass]
@@ -110,6 +126,20 @@ impl ObjectSubclass for OpusEncImp {
 }
 
 impl ObjectImpl for OpusEncImp {
+    fn constructed(&self) {
+        self.parent_constructed();
+        // The base class hands `handle_frame` a copy of the input without its
+        // metas, so a shared packet is picked up here, before it.
+        let sink = self.obj().static_pad("sink").expect("an audio encoder has a sink pad");
+        let this = self.downgrade();
+        sink.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let (Some(this), Some(buffer)) = (this.upgrade(), info.buffer()) {
+                *this.shared.lock().unwrap() = shared::packet_for(buffer).map(|packet| (buffer.clone(), packet));
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             let defaults = Settings::default();
@@ -206,6 +236,7 @@ impl ElementImpl for OpusEncImp {
 impl AudioEncoderImpl for OpusEncImp {
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         *self.encoder.lock().unwrap() = None;
+        *self.shared.lock().unwrap() = None;
         Ok(())
     }
 
@@ -234,10 +265,19 @@ impl AudioEncoderImpl for OpusEncImp {
         // None: drain; a frame is never held back.
         let Some(buffer) = buffer else { return Ok(gst::FlowSuccess::Ok) };
         let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+        if let Some(packet) = self.shared_packet_for(&map) {
+            drop(map);
+            self.skipped.store(true, Ordering::Relaxed);
+            let samples = (buffer.size() / 2 / self.encoder.lock().unwrap().as_ref().map_or(1, |e| e.channels)) as i32;
+            return self.obj().finish_frame(Some(gst::Buffer::from_slice(packet)), samples);
+        }
         let pcm: Vec<i16> = map.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
         drop(map);
         let mut guard = self.encoder.lock().unwrap();
         let encoder = guard.as_mut().ok_or(gst::FlowError::NotNegotiated)?;
+        if self.skipped.swap(false, Ordering::Relaxed) {
+            encoder.reset();
+        }
         let mut packets = Vec::new();
         for frame in pcm.chunks(encoder.frame_samples * encoder.channels) {
             let packet = encoder.encode(frame).map_err(|e| {
@@ -252,6 +292,17 @@ impl AudioEncoderImpl for OpusEncImp {
             self.obj().finish_frame(Some(gst::Buffer::from_mut_slice(packet)), samples)?;
         }
         Ok(gst::FlowSuccess::Ok)
+    }
+}
+
+impl OpusEncImp {
+    /// The shared packet made for exactly this frame, if one was: the frame
+    /// is the whole of the buffer it came with (the base class did not
+    /// split or join buffers).
+    fn shared_packet_for(&self, frame: &[u8]) -> Option<glib::Bytes> {
+        let (buffer, packet) = self.shared.lock().unwrap().take()?;
+        let same = buffer.map_readable().is_ok_and(|map| map.as_slice() == frame);
+        same.then_some(packet)
     }
 }
 

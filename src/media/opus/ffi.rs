@@ -26,6 +26,7 @@ pub const OPUS_APPLICATION_AUDIO: c_int = 2049;
 pub const OPUS_SET_BITRATE_REQUEST: c_int = 4002;
 pub const OPUS_SET_BANDWIDTH_REQUEST: c_int = 4008;
 pub const OPUS_SET_COMPLEXITY_REQUEST: c_int = 4010;
+pub const OPUS_RESET_STATE: c_int = 4028;
 pub const OPUS_BANDWIDTH_FULLBAND: c_int = 1105;
 
 #[link(name = "opus")]

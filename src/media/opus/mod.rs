@@ -8,6 +8,9 @@
 mod decoder;
 mod encoder;
 mod ffi;
+mod shared;
+
+pub use shared::{ShareKey, SharedEncode, attach as attach_shared_packet};
 
 use gstreamer as gst;
 use gst::glib;
@@ -23,6 +26,7 @@ pub fn register() -> Result<(), glib::BoolError> {
     static REGISTERED: OnceLock<Result<(), glib::BoolError>> = OnceLock::new();
     REGISTERED
         .get_or_init(|| {
+            shared::register_meta();
             gst::Element::register(None, "tuttiopusdec", gst::Rank::NONE, decoder::OpusDec::static_type())?;
             gst::Element::register(None, "tuttiopusenc", gst::Rank::NONE, encoder::OpusEnc::static_type())
         })
@@ -164,5 +168,86 @@ mod tests {
         // The concealment continues the tone rather than going silent.
         let hidden = left(&out.iter().filter(|b| (200..240).contains(&b.pts().unwrap().mseconds())).cloned().collect::<Vec<_>>());
         assert!(share_at(&hidden, 1000.0) > 0.5, "concealment carries the tone");
+    }
+
+    /// 20 ms blocks of a 1 kHz tone, S16LE stereo at 48 kHz.
+    fn tone_blocks(count: usize) -> Vec<Vec<i16>> {
+        (0..count)
+            .map(|b| {
+                (0..960)
+                    .flat_map(|i| {
+                        let t = (b * 960 + i) as f64 / RATE as f64;
+                        let s = (8000.0 * (2.0 * std::f64::consts::PI * 1000.0 * t).sin()) as i16;
+                        [s, s]
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_block_that_comes_with_a_shared_packet_is_sent_as_it_through_a_downmix() {
+        gst::init().unwrap();
+        register().unwrap();
+        // What a mono Opus caller's return chain is (media::participant).
+        let pipeline = gst::parse::launch(
+            "appsrc name=src format=time caps=audio/x-raw,format=S16LE,layout=interleaved,rate=48000,channels=2 \
+             ! audioconvert ! audioresample ! audio/x-raw,format=S16LE,rate=48000,channels=1 \
+             ! tuttiopusenc bitrate=48000 name=enc ! appsink name=out sync=false",
+        )
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+        let sink = pipeline.by_name("out").unwrap().downcast::<gst_app::AppSink>().unwrap();
+        let key = ShareKey::of(&pipeline.upcast_ref::<gst::Bin>().clone(), 1, std::time::Duration::from_millis(20)).unwrap();
+        let mut shared = SharedEncode::new(key).unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let blocks = tone_blocks(30);
+        let mut sent_shared = Vec::new();
+        for (i, block) in blocks.iter().enumerate() {
+            let mut buffer = gst::Buffer::from_mut_slice(block.iter().flat_map(|s| s.to_le_bytes()).collect::<Vec<u8>>());
+            let buffer_mut = buffer.get_mut().unwrap();
+            buffer_mut.set_pts(gst::ClockTime::from_mseconds(20 * i as u64));
+            // Blocks 10-19 come with the shared encode's packet.
+            if (10..20).contains(&i) {
+                let packet = shared.encode(block, 2).unwrap();
+                attach_shared_packet(buffer_mut, &packet);
+                sent_shared.push(packet.to_vec());
+            }
+            src.push_buffer(buffer).unwrap();
+        }
+        src.end_of_stream().unwrap();
+        let mut packets = Vec::new();
+        while let Ok(sample) = sink.pull_sample() {
+            packets.push(sample.buffer_owned().unwrap().map_readable().unwrap().to_vec());
+        }
+        pipeline.set_state(gst::State::Null).unwrap();
+        assert_eq!(packets.len(), 30, "one packet per block");
+        assert_eq!(&packets[10..20], &sent_shared[..], "the shared packets, as they were made");
+        assert!(packets[..10].iter().chain(&packets[20..]).all(|p| !sent_shared.contains(p)), "the others its own");
+        // The whole stream, shared packets and a restarted encoder included, decodes to the tone.
+        let mut decoder = decoder_for_test(1);
+        let decoded: Vec<f64> = packets.iter().flat_map(|p| decoder(p)).collect();
+        assert_eq!(decoded.len(), 30 * 960);
+        for (from, to) in [(4800, 9600), (9600, 19200), (19200, 28800)] {
+            let share = share_at(&decoded[from..to], 1000.0);
+            assert!(share > 0.9, "samples {from}..{to}: share of 1 kHz {share:.3}");
+        }
+    }
+
+    /// A libopus decoder at 48 kHz: each packet to its samples (first channel).
+    fn decoder_for_test(channels: i32) -> impl FnMut(&[u8]) -> Vec<f64> {
+        let mut error = 0;
+        // SAFETY: plain constructor, checked; the state lives as long as the closure (leaked in a test).
+        let state = unsafe { ffi::opus_decoder_create(RATE, channels, &mut error) };
+        assert!(!state.is_null() && error == ffi::OPUS_OK);
+        move |packet| {
+            let mut pcm = vec![0i16; 5760 * channels as usize];
+            // SAFETY: `pcm` holds 5760 frames of `channels` samples.
+            let n = unsafe { ffi::opus_decode(state, packet.as_ptr(), packet.len() as i32, pcm.as_mut_ptr(), 5760, 0) };
+            assert!(n > 0, "decodes");
+            pcm.iter().step_by(channels as usize).take(n as usize).map(|&s| f64::from(s)).collect()
+        }
     }
 }
