@@ -12,7 +12,9 @@
      paced in real time), each receiving its own mix-minus; N grows until Tutti
      needs more than 70 % of the machine or a caller's stream suffers.
      Part 4 (`--parts 4`, not in the default) does the same with synthetic
-     speech (espeak-ng) in every caller's stream.
+     speech (espeak-ng) in every caller's stream; part 5 (`--parts 5`, not in
+     the default) with a room that mostly listens: 4 callers send part 3's
+     tone and noise, the others a quiet room (pink noise at -70 dBFS).
   Memory: peak RSS (VmHWM) of tutti after every step: per caller and per
      composition (least-squares slopes).
 
@@ -71,6 +73,9 @@ AUDIO_STEPS = [10, 25, 50, 100, 125, 150, 175, 200, 250, 300, 400, 500, 600, 800
 SPEECH_STEPS = [10, 25, 50, 75, 100, 125, 150, 175, 200]
 OPUS_FILE = CACHE / "speech-like-mono-24k-20ms-60s-v1.opus"
 SPEECH_FILE = CACHE / "speech-espeak-mono-24k-20ms-60s-v1.opus"
+QUIET_FILE = CACHE / "quiet-room-mono-24k-20ms-60s-v1.opus"
+TALKERS = 4                   # part 5: the callers that talk; the others listen
+FIRST_TALKER = 2              # callers 0-1 (listeners) and 2-3 (talkers) are the timed ones
 # What the speech file says, in two voices, over and over: Opus codes speech
 # (SILK and hybrid frames) at a cost quite unlike the tone and noise above.
 SPEECH_LINES = [
@@ -333,23 +338,22 @@ def realtime_problems(c: dict) -> list[str]:
 
 # --------------------------------------------------------------------------- audio-only
 
-def opus_file(speech: bool) -> Path:
-    return SPEECH_FILE if speech else OPUS_FILE
-
-
-def ensure_opus(speech: bool = False) -> list[bytes]:
+def ensure_opus(path: Path) -> list[bytes]:
     """A mono Ogg Opus file (24 kbit/s, 20 ms frames), encoded once, parsed
-    into its packets: speech-like (pink noise under a tremolo tone), or with
-    `speech` synthetic speech (espeak-ng, two voices)."""
+    into its packets: `OPUS_FILE` speech-like (pink noise under a tremolo
+    tone), `SPEECH_FILE` synthetic speech (espeak-ng, two voices), or
+    `QUIET_FILE` a quiet room (pink noise at -70 dBFS, below any speech)."""
     CACHE.mkdir(exist_ok=True)
     ignore = CACHE / ".gitignore"
     if not ignore.exists():
         ignore.write_text("*\n")
-    path = opus_file(speech)
     if not path.exists():
         log(f"encoding {path.name} (once; cached)")
         tmp = path.with_suffix(".tmp.opus")
-        if speech:
+        if path == QUIET_FILE:
+            inputs = ["-f", "lavfi", "-i", "anoisesrc=color=pink:amplitude=0.0003:sample_rate=48000"]
+            graph = "[0:a]aformat=channel_layouts=mono[a]"
+        elif path == SPEECH_FILE:
             if not shutil.which("espeak-ng"):
                 raise BenchError("the speech signal needs espeak-ng (apt-get install espeak-ng)")
             wavs = []
@@ -413,18 +417,19 @@ class OpusBlaster(threading.Thread):
         self.max_late = 0.0
         self.errors = 0
 
-    def add(self, sock: socket.socket, dest: tuple[str, int]) -> None:
+    def add(self, sock: socket.socket, dest: tuple[str, int], packets: list[bytes] | None = None) -> None:
+        """A caller sending `packets` (by default the blaster's)."""
+        packets = packets or self.packets
         with self.lock:
             n = len(self.streams)
             self.streams.append([sock, dest, random.getrandbits(32), random.getrandbits(16),
-                                 random.getrandbits(32), (n * 37) % len(self.packets), True])
+                                 random.getrandbits(32), (n * 37) % len(packets), True, packets])
 
     def reset_lateness(self) -> None:
         self.late_ticks, self.max_late = 0, 0.0
 
     def run(self) -> None:
         pack = struct.Struct("!BBHII").pack
-        npk = len(self.packets)
         next_tick = time.monotonic()
         while not self.stop_event.is_set():
             now = time.monotonic()
@@ -438,7 +443,7 @@ class OpusBlaster(threading.Thread):
             with self.lock:
                 streams = list(self.streams)
             for st in streams:
-                payload = self.packets[st[5]]
+                payload = st[7][st[5]]
                 header = pack(0x80, PT_OPUS | (0x80 if st[6] else 0), st[3], st[4], st[2])
                 try:
                     st[0].sendto(header + payload, st[1])
@@ -446,7 +451,7 @@ class OpusBlaster(threading.Thread):
                     self.errors += 1
                 st[3] = (st[3] + 1) & 0xFFFF
                 st[4] = (st[4] + 960) & 0xFFFFFFFF
-                st[5] = (st[5] + 1) % npk
+                st[5] = (st[5] + 1) % len(st[7])
                 st[6] = False
             self.sent += len(streams)
             next_tick += 0.020
@@ -474,7 +479,8 @@ class AudioComp:
         self.callers: list[dict] = []
         self.video_accepted = 0
 
-    def add_caller(self) -> None:
+    def add_caller(self, packets: list[bytes] | None = None) -> None:
+        """A caller sending `packets` (by default the blaster's)."""
         i = len(self.callers)
         audio = self.drain.pair(timing=i < self.TIMED, every=True)
         name = f"audio{i}"
@@ -486,7 +492,7 @@ class AudioComp:
         if "video" in answer:
             self.video_accepted += 1
         sock = next(a for a, _ in self.drain.pairs if a.getsockname()[1] == audio[0])
-        self.blaster.add(sock, (answer["audio"]["addr"], answer["audio"]["rtp"]))
+        self.blaster.add(sock, (answer["audio"]["addr"], answer["audio"]["rtp"]), packets)
         self.callers.append({"audio": audio[0], "offer": offer, "answer": reply["sdp"]})
 
     def begin(self) -> None:
@@ -517,6 +523,7 @@ class AudioComp:
             "send_errors": self.blaster.errors,
             "video_packets": p1[vs] - p0[vs], "video_accepted": self.video_accepted,
             "states": sorted({p.get("state") for p in stats1.get("participants", [])}),
+            "mix_minus": stats1.get("mix_minus"),
         }
 
     def close(self) -> None:
@@ -780,10 +787,18 @@ class Bench:
 
     # -- part 3: audio-only
 
-    def part_audio(self, speech: bool = False) -> None:
-        key = "audio_speech" if speech else "audio"
-        steps = [10, 25] if self.smoke else SPEECH_STEPS if speech else AUDIO_STEPS
-        packets = ensure_opus(speech)
+    def part_audio(self, kind: str = "tone") -> None:
+        """`kind`: every caller sends tone and noise (`tone`) or speech
+        (`speech`), or TALKERS callers send tone and noise and the others
+        a quiet room (`listening`)."""
+        key = {"tone": "audio", "speech": "audio_speech", "listening": "audio_listening"}[kind]
+        steps = [10, 25] if self.smoke else SPEECH_STEPS if kind == "speech" else AUDIO_STEPS
+        path = SPEECH_FILE if kind == "speech" else OPUS_FILE
+        packets = ensure_opus(path)
+        quiet = ensure_opus(QUIET_FILE) if kind == "listening" else None
+
+        def sends(i: int) -> list[bytes] | None:
+            return quiet if quiet and not FIRST_TALKER <= i < FIRST_TALKER + TALKERS else None
         budget = MACHINE_SHARE * NCPU
         points: dict[int, list[dict]] = {n: [] for n in steps}
         for p in range(1, self.passes + 1):
@@ -802,7 +817,7 @@ class Bench:
                 for n in steps:
                     j0 = time.monotonic()
                     while len(comp.callers) < n:
-                        comp.add_caller()
+                        comp.add_caller(sends(len(comp.callers)))
                     join_s = time.monotonic() - j0
                     time.sleep(self.warmup)
                     w = self.window(tutti, [comp])
@@ -830,7 +845,7 @@ class Bench:
                     self.example["audio_answer"] = comp.callers[0]["answer"] if comp.callers else ""
                 self.stop_tutti(tutti)
         self.results[key] = {"points": {str(k): v for k, v in points.items() if v}, "budget": budget,
-                             "packets": len(packets), "file": opus_file(speech).name}
+                             "packets": len(packets), "file": path.name, "quiet_file": quiet and QUIET_FILE.name}
 
     # -- the whole thing
 
@@ -851,7 +866,7 @@ class Bench:
             ensure_cache(self.big)
         self.nginx = Nginx(self.workdir)
         parts = ((1, self.part_callers), (2, self.part_compositions), (3, self.part_audio),
-                 (4, lambda: self.part_audio(speech=True)))
+                 (4, lambda: self.part_audio("speech")), (5, lambda: self.part_audio("listening")))
         for part, fn in parts:
             if part in self.parts:
                 fn()
@@ -935,7 +950,7 @@ class Bench:
             saved = json.loads(RESULTS_JSON.read_text())
         except (OSError, ValueError):
             saved = {}
-        for key in ("callers", "compositions", "audio", "audio_speech"):
+        for key in ("callers", "compositions", "audio", "audio_speech", "audio_listening"):
             if key in self.results:
                 saved[key] = {"stamp": stamp, "data": self.results[key]}
         saved["example"] = {**saved.get("example", {}), **self.example}
@@ -996,7 +1011,9 @@ def render(saved: dict, header: list[str]) -> str:
     if "audio" in saved:
         L += render_audio(saved["audio"], hwm_points)
     if "audio_speech" in saved:
-        L += render_audio(saved["audio_speech"], hwm_points, speech=True)
+        L += render_audio(saved["audio_speech"], hwm_points, "speech")
+    if "audio_listening" in saved:
+        L += render_audio(saved["audio_listening"], hwm_points, "listening")
     L += render_memory(saved, hwm_points)
     inc = saved.get("incidents", {})
     if inc.get("list"):
@@ -1139,11 +1156,21 @@ def render_comps(entry: dict, hwm_points: dict) -> list[str]:
     return L + [f"- {x}" for x in F] + [""]
 
 
-def render_audio(entry: dict, hwm_points: dict, speech: bool = False) -> list[str]:
+def render_audio(entry: dict, hwm_points: dict, kind: str = "tone") -> list[str]:
     d = entry["data"]
-    L = [("### 3b. Audio-only with speech: every caller talks, in espeak-ng's voices" if speech else
-          "### 3. Audio-only: Opus callers in one composition, each with its own mix-minus"), "", stamp_line(entry), ""]
-    if speech:
+    title = {"tone": "### 3. Audio-only: Opus callers in one composition, each with its own mix-minus",
+             "speech": "### 3b. Audio-only with speech: every caller talks, in espeak-ng's voices",
+             "listening": f"### 3c. Audio-only, a room that mostly listens: {TALKERS} callers talk, the others are quiet"}
+    L = [title[kind], "", stamp_line(entry), ""]
+    if kind == "listening":
+        L += [f"Part 3 again (`--parts 5`) as most rooms are: callers {FIRST_TALKER}–{FIRST_TALKER + TALKERS - 1} "
+              f"send part 3's tone and noise, every other caller `{d.get('quiet_file')}`, a quiet room (pink noise "
+              "at -70 dBFS, below the quietest speech). A caller that puts nothing audible into the mix for a second "
+              "hears exactly the full mix, and Tutti sends all such callers one shared Opus encode of it; the "
+              "talkers keep an encode each. The last column is the composition's `mix_minus` at the end of the "
+              "window (own encodes / shared), median over the passes. The timed callers are two listeners and "
+              "two talkers.", ""]
+    if kind == "speech":
         L += ["Part 3 again (`--parts 4`) with a speech file: every caller talks all the time (two synthetic voices, "
               "looped), so every mix-minus is speech, which Opus codes mostly in SILK and hybrid frames (the mix of "
               "a hundred talkers sounds like noise and gets CELT frames about half the time). Part 3's tone "
@@ -1166,7 +1193,8 @@ def render_audio(entry: dict, hwm_points: dict, speech: bool = False) -> list[st
           "may have stopped at a step that passes them now).", "",
           "| N | tutti CPU s/s | of the machine | % of a core per caller | mix-minus pkt/s (min caller) | "
           "kbit/s (median) | lost / received | growth ms | busiest thread (CPU s/s) | bench process CPU s/s | "
-          "VmHWM MiB | passes ok |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "VmHWM MiB | passes ok |" + (" own / shared encodes |" if kind == "listening" else ""),
+          "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if kind == "listening" else "")]
     for ws in pts.values():
         for w in ws:
             w["problems"] = audio_problems(w["comps"][0])   # the criteria of this version of the script
@@ -1185,9 +1213,9 @@ def render_audio(entry: dict, hwm_points: dict, speech: bool = False) -> list[st
                  f"{sum(x['rtp_received'] for x in a)} | {max(1000 * (x['delay_growth_s'] or 0) for x in a):.0f} | "
                  f"`{busiest['busiest_thread']}` {busiest['busiest_thread_cpu']:.2f} | "
                  f"{med([w['bench_cpu'] for w in ws])} | {med([w.get('vmhwm', 0) / 1024 for w in ws], 0)} | "
-                 f"{ok}/{len(ws)} |")
+                 f"{ok}/{len(ws)} |" + (f" {encodes_cell(a)} |" if kind == "listening" else ""))
         for w in ws:
-            if not speech:
+            if kind == "tone":
                 hwm_points.setdefault("audio caller", []).append((n, w.get("vmhwm", 0) / 1024))
     L.append("")
     F = []
@@ -1220,6 +1248,14 @@ def render_audio(entry: dict, hwm_points: dict, speech: bool = False) -> list[st
     return L + [f"- {x}" for x in F] + [""]
 
 
+def encodes_cell(comps: list[dict]) -> str:
+    """Own / shared mix-minus encodes, median over the passes."""
+    views = [c["mix_minus"] for c in comps if c.get("mix_minus")]
+    if not views:
+        return "–"
+    return f"{statistics.median(v['own_encodes'] for v in views):.0f} / {statistics.median(v['shared'] for v in views):.0f}"
+
+
 def render_memory(saved: dict, hwm_points: dict) -> list[str]:
     L = ["### 4. Memory: peak RSS (VmHWM of tutti, /proc/PID/status)", "",
          "Read after every window above; VmHWM only grows, so each server's value after a step is the peak "
@@ -1245,7 +1281,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=10, help="measurement window per point")
     ap.add_argument("--warmup", type=int, default=5, help="after the last join of a step")
     ap.add_argument("--parts", default="1,2,3", help="which parts to run: 1 callers, 2 compositions, 3 audio-only, "
-                                                    "4 audio-only with speech (needs espeak-ng; not in the default) "
+                                                    "4 audio-only with speech (needs espeak-ng), 5 audio-only with "
+                                                    f"{TALKERS} talkers and the rest quiet (4 and 5 not in the default) "
                                                     "(memory comes with each); the others keep their last figures")
     ap.add_argument("--smoke", action="store_true", help="a short run of every part that only checks it works (CI)")
     ap.add_argument("--tutti", help="the tutti binary (default: target/release/tutti, built if missing)")
@@ -1256,8 +1293,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.passes < 1 or args.seconds < 2 or args.warmup < 0:
         ap.error("--passes >= 1, --seconds >= 2, --warmup >= 0")
-    if not {x.strip() for x in args.parts.split(",")} <= {"1", "2", "3", "4"}:
-        ap.error("--parts: a comma-separated subset of 1,2,3,4")
+    if not {x.strip() for x in args.parts.split(",")} <= {"1", "2", "3", "4", "5"}:
+        ap.error("--parts: a comma-separated subset of 1,2,3,4,5")
 
     if args.render:
         saved = json.loads(RESULTS_JSON.read_text())
