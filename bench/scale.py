@@ -56,7 +56,7 @@ from pathlib import Path
 
 from benchlib import (CACHE, CALLERS, CLK_TCK, FPS, PT_OPUS, REPO, BenchError, Drain, Nginx, Proc, Watcher, Workload,
                       cpu_ticks, ensure_cache, find_tutti, free_tcp_port, free_udp_range, git_state, http, log,
-                      machine_jiffies, machine_line, offer_sdp, parse_answer, run_bench, run_checked, run_header,
+                      machine_jiffies, offer_sdp, parse_answer, run_bench, run_checked, run_header,
                       sender_argv, serve_argv, thread_group, thread_ticks, write_section)
 
 OUT_VIDEO_KBPS = 2500
@@ -138,13 +138,13 @@ def thread_kind(group: str) -> str:
 class Tutti:
     """One `tutti serve` on free loopback ports, sized for `callers` callers."""
 
-    def __init__(self, bench: "Bench", tag: str, callers: int):
+    def __init__(self, bench: "Bench", tag: str, callers: int, binary: Path | None = None):
         self.dir = bench.workdir / tag
         self.dir.mkdir()
         http_port = free_tcp_port()
         first, last = free_udp_range(4 * callers + 16)
         self.base = f"http://127.0.0.1:{http_port}"
-        self.argv = serve_argv(bench.tutti, http_port, (first, last), self.dir)
+        self.argv = serve_argv(binary or bench.tutti, http_port, (first, last), self.dir)
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
         self.proc = Proc(f"tutti-{tag}", self.argv, self.dir / "tutti.log", env=env, cwd=REPO)
@@ -562,6 +562,7 @@ class Bench:
         self.warmup = 2.0 if self.smoke else float(args.warmup)
         self.seconds = 3.0 if self.smoke else float(args.seconds)
         self.parts = {int(x) for x in args.parts.split(",")}
+        self.baseline = Path(args.baseline).resolve() if args.baseline else None
         self.results: dict = {}
         self.open: list = []        # compositions to close on exit
         self.servers: list[Tutti] = []
@@ -578,8 +579,8 @@ class Bench:
                 if not p.alive():
                     raise BenchError(f"{p.name} exited\n{p.tail()}")
 
-    def start_tutti(self, tag: str, callers: int) -> Tutti:
-        t = Tutti(self, tag, callers)
+    def start_tutti(self, tag: str, callers: int, binary: Path | None = None) -> Tutti:
+        t = Tutti(self, tag, callers, binary)
         self.servers.append(t)
         self.example["serve"] = quote(t.argv)
         return t
@@ -790,62 +791,82 @@ class Bench:
     def part_audio(self, kind: str = "tone") -> None:
         """`kind`: every caller sends tone and noise (`tone`) or speech
         (`speech`), or TALKERS callers send tone and noise and the others
-        a quiet room (`listening`)."""
+        a quiet room (`listening`; with `--baseline`, that build is swept
+        too, pass by pass in turn with this one)."""
         key = {"tone": "audio", "speech": "audio_speech", "listening": "audio_listening"}[kind]
         steps = [10, 25] if self.smoke else SPEECH_STEPS if kind == "speech" else AUDIO_STEPS
         path = SPEECH_FILE if kind == "speech" else OPUS_FILE
         packets = ensure_opus(path)
         quiet = ensure_opus(QUIET_FILE) if kind == "listening" else None
-
-        def sends(i: int) -> list[bytes] | None:
-            return quiet if quiet and not FIRST_TALKER <= i < FIRST_TALKER + TALKERS else None
-        budget = MACHINE_SHARE * NCPU
-        points: dict[int, list[dict]] = {n: [] for n in steps}
+        builds = {"this build": self.tutti}
+        if kind == "listening" and self.baseline:
+            builds["baseline"] = self.baseline
+        points = {build: {n: [] for n in steps} for build in builds}
         for p in range(1, self.passes + 1):
-            tutti = self.start_tutti(f"{key}-pass{p}", max(steps))
-            blaster = OpusBlaster(packets)
-            blaster.start()
-            comp = None
-            try:
+            order = list(builds) if p % 2 else list(reversed(builds))
+            for build in order:
+                tag = key + ("" if build == "this build" else "-baseline")
                 try:
-                    comp = AudioComp(self, tutti, blaster)
+                    self.audio_pass(tag, builds[build], p, steps, packets, quiet, points[build])
                 except AudioOnlyUnavailable as e:
                     self.results[key] = {"unavailable": str(e)}
                     log(f"audio-only: not available in this tutti: {e}")
                     return
-                self.open.append(comp)
-                for n in steps:
-                    j0 = time.monotonic()
-                    while len(comp.callers) < n:
-                        comp.add_caller(sends(len(comp.callers)))
-                    join_s = time.monotonic() - j0
-                    time.sleep(self.warmup)
-                    w = self.window(tutti, [comp])
-                    w["n"], w["pass"], w["join_s"] = n, p, join_s
-                    a = w["comps"][0]
-                    w["problems"] = audio_problems(a)
-                    w["over_budget"] = w["cpu"] > budget
-                    points[n].append(w)
-                    log(f"{key} pass {p}, N={n}: tutti {w['cpu']:.2f} CPU s/s ({w['cpu'] / n * 100:.2f} % of a core "
-                        f"per caller), mix-minus min {a['mixminus_pps_min']:.0f} pkt/s, lost "
-                        f"{a['rtp_lost']}/{a['rtp_received']}, sent {a['rtp_sent']}, growth "
-                        f"{1000 * (a['delay_growth_s'] or 0):.0f} ms, bench {w['bench_cpu']:.2f} CPU s/s, "
-                        f"VmHWM {w.get('vmhwm', 0) / 1024:.0f} MiB, joins {join_s:.1f} s"
-                        + (f"; problems: {', '.join(w['problems'])}" if w["problems"] else "")
-                        + ("; over the CPU budget" if w["over_budget"] else ""))
-                    if w["problems"] or w["over_budget"]:
-                        break
-            except TuttiHung as e:
-                self.hung(e)
-            finally:
-                blaster.stop_event.set()
-                blaster.join(timeout=2)
-                if comp is not None:
-                    self.example["audio_offer"] = comp.callers[0]["offer"] if comp.callers else ""
-                    self.example["audio_answer"] = comp.callers[0]["answer"] if comp.callers else ""
-                self.stop_tutti(tutti)
-        self.results[key] = {"points": {str(k): v for k, v in points.items() if v}, "budget": budget,
-                             "packets": len(packets), "file": path.name, "quiet_file": quiet and QUIET_FILE.name}
+
+        def data(build: str) -> dict:
+            return {"points": {str(k): v for k, v in points[build].items() if v}, "budget": MACHINE_SHARE * NCPU,
+                    "packets": len(packets), "file": path.name, "quiet_file": quiet and QUIET_FILE.name,
+                    "binary": str(builds[build])}
+        self.results[key] = data("this build")
+        if "baseline" in builds:
+            self.results[key]["baseline"] = data("baseline")
+
+    def audio_pass(self, tag: str, binary: Path, p: int, steps: list[int], packets: list[bytes],
+                   quiet: list[bytes] | None, points: dict[int, list[dict]]) -> None:
+        """One pass of an audio-only sweep with `binary`: callers join in
+        `steps` until a step fails; each step's window goes to `points`.
+        With `quiet`, every caller but the TALKERS sends it."""
+        def sends(i: int) -> list[bytes] | None:
+            return quiet if quiet and not FIRST_TALKER <= i < FIRST_TALKER + TALKERS else None
+        budget = MACHINE_SHARE * NCPU
+        tutti = self.start_tutti(f"{tag}-pass{p}", max(steps), binary)
+        blaster = OpusBlaster(packets)
+        blaster.start()
+        comp = None
+        try:
+            comp = AudioComp(self, tutti, blaster)
+            self.open.append(comp)
+            for n in steps:
+                j0 = time.monotonic()
+                while len(comp.callers) < n:
+                    comp.add_caller(sends(len(comp.callers)))
+                join_s = time.monotonic() - j0
+                time.sleep(self.warmup)
+                w = self.window(tutti, [comp])
+                w["n"], w["pass"], w["join_s"] = n, p, join_s
+                a = w["comps"][0]
+                w["problems"] = audio_problems(a)
+                w["over_budget"] = w["cpu"] > budget
+                points[n].append(w)
+                log(f"{tag} pass {p}, N={n}: tutti {w['cpu']:.2f} CPU s/s ({w['cpu'] / n * 100:.2f} % of a core "
+                    f"per caller), mix-minus min {a['mixminus_pps_min']:.0f} pkt/s, lost "
+                    f"{a['rtp_lost']}/{a['rtp_received']}, sent {a['rtp_sent']}, growth "
+                    f"{1000 * (a['delay_growth_s'] or 0):.0f} ms, bench {w['bench_cpu']:.2f} CPU s/s, "
+                    f"VmHWM {w.get('vmhwm', 0) / 1024:.0f} MiB, joins {join_s:.1f} s"
+                    + (f", mix-minus encodes {a['mix_minus']}" if quiet else "")
+                    + (f"; problems: {', '.join(w['problems'])}" if w["problems"] else "")
+                    + ("; over the CPU budget" if w["over_budget"] else ""))
+                if w["problems"] or w["over_budget"]:
+                    break
+        except TuttiHung as e:
+            self.hung(e)
+        finally:
+            blaster.stop_event.set()
+            blaster.join(timeout=2)
+            if comp is not None:
+                self.example["audio_offer"] = comp.callers[0]["offer"] if comp.callers else ""
+                self.example["audio_answer"] = comp.callers[0]["answer"] if comp.callers else ""
+            self.stop_tutti(tutti)
 
     # -- the whole thing
 
@@ -955,18 +976,26 @@ class Bench:
                 saved[key] = {"stamp": stamp, "data": self.results[key]}
         saved["example"] = {**saved.get("example", {}), **self.example}
         saved["incidents"] = {"stamp": stamp, "list": self.incidents}
+        header = run_header(self.command(), self.t_start, self.commit, self.dirty, self.tutti)
+        # Part 5 has a section of its own; the others share one.
+        if self.results.keys() - {"audio_listening"}:
+            saved["header"] = header
+        if "audio_listening" in self.results:
+            saved["listening_header"] = header
         CACHE.mkdir(exist_ok=True)
         RESULTS_JSON.write_text(json.dumps(saved, indent=1))
-        saved["header"] = run_header(self.command(), self.t_start, self.commit, self.dirty, self.tutti)
-        RESULTS_JSON.write_text(json.dumps(saved, indent=1))
-        text = render(saved, saved["header"])
-        write_section("scale", text)
+        if self.results.keys() - {"audio_listening"}:
+            write_section("scale", render(saved, saved["header"]))
+        if "audio_listening" in self.results:
+            write_section("scale-listening", render_listening(saved["audio_listening"], header))
 
     def command(self) -> str:
         a = self.args
         cmd = f"python3 bench/scale.py --passes {a.passes} --seconds {a.seconds} --warmup {a.warmup}"
         if a.parts != "1,2,3":
             cmd += f" --parts {a.parts}"
+        if a.baseline:
+            cmd += f" --baseline {a.baseline}"
         return cmd
 
 
@@ -1012,8 +1041,6 @@ def render(saved: dict, header: list[str]) -> str:
         L += render_audio(saved["audio"], hwm_points)
     if "audio_speech" in saved:
         L += render_audio(saved["audio_speech"], hwm_points, "speech")
-    if "audio_listening" in saved:
-        L += render_audio(saved["audio_listening"], hwm_points, "listening")
     L += render_memory(saved, hwm_points)
     inc = saved.get("incidents", {})
     if inc.get("list"):
@@ -1160,16 +1187,9 @@ def render_audio(entry: dict, hwm_points: dict, kind: str = "tone") -> list[str]
     d = entry["data"]
     title = {"tone": "### 3. Audio-only: Opus callers in one composition, each with its own mix-minus",
              "speech": "### 3b. Audio-only with speech: every caller talks, in espeak-ng's voices",
-             "listening": f"### 3c. Audio-only, a room that mostly listens: {TALKERS} callers talk, the others are quiet"}
+             "listening": "### This build",
+             "baseline": f"### The baseline build (`{d.get('binary')}`)"}
     L = [title[kind], "", stamp_line(entry), ""]
-    if kind == "listening":
-        L += [f"Part 3 again (`--parts 5`) as most rooms are: callers {FIRST_TALKER}–{FIRST_TALKER + TALKERS - 1} "
-              f"send part 3's tone and noise, every other caller `{d.get('quiet_file')}`, a quiet room (pink noise "
-              "at -70 dBFS, below the quietest speech). A caller that puts nothing audible into the mix for a second "
-              "hears exactly the full mix, and Tutti sends all such callers one shared Opus encode of it; the "
-              "talkers keep an encode each. The last column is the composition's `mix_minus` at the end of the "
-              "window (own encodes / shared), median over the passes. The timed callers are two listeners and "
-              "two talkers.", ""]
     if kind == "speech":
         L += ["Part 3 again (`--parts 4`) with a speech file: every caller talks all the time (two synthetic voices, "
               "looped), so every mix-minus is speech, which Opus codes mostly in SILK and hybrid frames (the mix of "
@@ -1180,6 +1200,7 @@ def render_audio(entry: dict, hwm_points: dict, kind: str = "tone") -> list[str]
         return L + [f"Not run: this tutti has no audio-only compositions yet ({d['unavailable'][:200]}).", ""]
     pts = {int(k): v for k, v in d["points"].items()}
     budget = d["budget"]
+    room = kind in ("listening", "baseline")
     L += [f"One composition `{{\"audio_only\": true}}`; callers join in steps (N = "
           f"{', '.join(map(str, sorted(pts)))}), each offering Opus (sendrecv) + H.264 video (declined: the "
           f"video m-lines all point to one drained pair). ONE thread of the bench sends every caller's Opus: "
@@ -1193,8 +1214,8 @@ def render_audio(entry: dict, hwm_points: dict, kind: str = "tone") -> list[str]
           "may have stopped at a step that passes them now).", "",
           "| N | tutti CPU s/s | of the machine | % of a core per caller | mix-minus pkt/s (min caller) | "
           "kbit/s (median) | lost / received | growth ms | busiest thread (CPU s/s) | bench process CPU s/s | "
-          "VmHWM MiB | passes ok |" + (" own / shared encodes |" if kind == "listening" else ""),
-          "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if kind == "listening" else "")]
+          "VmHWM MiB | passes ok |" + (" own / shared encodes |" if room else ""),
+          "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if room else "")]
     for ws in pts.values():
         for w in ws:
             w["problems"] = audio_problems(w["comps"][0])   # the criteria of this version of the script
@@ -1213,7 +1234,7 @@ def render_audio(entry: dict, hwm_points: dict, kind: str = "tone") -> list[str]
                  f"{sum(x['rtp_received'] for x in a)} | {max(1000 * (x['delay_growth_s'] or 0) for x in a):.0f} | "
                  f"`{busiest['busiest_thread']}` {busiest['busiest_thread_cpu']:.2f} | "
                  f"{med([w['bench_cpu'] for w in ws])} | {med([w.get('vmhwm', 0) / 1024 for w in ws], 0)} | "
-                 f"{ok}/{len(ws)} |" + (f" {encodes_cell(a)} |" if kind == "listening" else ""))
+                 f"{ok}/{len(ws)} |" + (f" {encodes_cell(a)} |" if room else ""))
         for w in ws:
             if kind == "tone":
                 hwm_points.setdefault("audio caller", []).append((n, w.get("vmhwm", 0) / 1024))
@@ -1246,6 +1267,35 @@ def render_audio(entry: dict, hwm_points: dict, kind: str = "tone") -> list[str]
     va = max(w["comps"][0]["video_accepted"] for ws in pts.values() for w in ws)
     F.append(f"Video m-lines accepted by Tutti: {va}; video packets received on the declined ports: {vp}.")
     return L + [f"- {x}" for x in F] + [""]
+
+
+def render_listening(entry: dict, header: list[str]) -> str:
+    """Part 5's own section: this build, and the baseline build if one was swept."""
+    d = entry["data"]
+    L = ["## Benchmark 2c: audio-only, a room that mostly listens (`scale.py --parts 5`)", ""] + header + [""]
+    L += [f"Part 3 of benchmark 2 as most rooms are: callers {FIRST_TALKER}–{FIRST_TALKER + TALKERS - 1} send part "
+          f"3's tone and noise, every other caller `{d.get('quiet_file')}`, a quiet room (pink noise at -70 dBFS, "
+          "below the quietest speech). A caller that has put nothing audible into the mix for a second hears "
+          "exactly the full mix, and Tutti sends every such caller one shared Opus encode of it; the talkers keep "
+          "an encode each. The last column is the composition's `mix_minus` at the end of the window (own encodes "
+          "/ shared; median over the passes). The timed callers are two listeners and two talkers. With "
+          "`--baseline BIN`, that build is swept too, pass by pass in turn with this one, on the same machine.", ""]
+    L += render_audio(entry, {}, "listening")
+    if "baseline" in d:
+        base = {"stamp": entry["stamp"], "data": d["baseline"]}
+        L += render_audio(base, {}, "baseline")
+        ours, theirs = (cpu_by_n(x["points"]) for x in (d, d["baseline"]))
+        both = sorted(ours.keys() & theirs.keys())
+        if both:
+            L += ["### Side by side", "", "| N | this build CPU s/s | baseline CPU s/s | ratio |", "|---|---|---|---|"]
+            L += [f"| {n} | {ours[n]:.2f} | {theirs[n]:.2f} | {ours[n] / theirs[n]:.2f} |" for n in both]
+            L.append("")
+    return "\n".join(L)
+
+
+def cpu_by_n(points: dict) -> dict[int, float]:
+    """Median tutti CPU s/s at each N measured in every pass that reached it."""
+    return {int(n): statistics.median(w["cpu"] for w in ws) for n, ws in points.items() if ws}
 
 
 def encodes_cell(comps: list[dict]) -> str:
@@ -1288,6 +1338,7 @@ def main() -> int:
     ap.add_argument("--tutti", help="the tutti binary (default: target/release/tutti, built if missing)")
     ap.add_argument("--build", action="store_true", help="cargo build --release first (else only if missing)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs of every process)")
+    ap.add_argument("--baseline", help="another tutti binary that part 5 sweeps too, side by side with this one")
     ap.add_argument("--render", action="store_true", help="only rebuild the RESULTS.md section from "
                     "bench/.cache/scale-results.json (after a change to the report's layout)")
     args = ap.parse_args()
@@ -1298,11 +1349,10 @@ def main() -> int:
 
     if args.render:
         saved = json.loads(RESULTS_JSON.read_text())
-        st = saved[next(k for k in ("callers", "compositions", "audio") if k in saved)]["stamp"]
-        header = [f"Generated by `{st['command']}` — do not edit by hand; see bench/README.md.", "",
-                  f"- machine: {machine_line()}", f"- tutti built {st['tutti_built']}; each part below says when "
-                  "it was measured, at which commit"]
-        write_section("scale", render(saved, saved.get("header", header)))
+        if "header" in saved:
+            write_section("scale", render(saved, saved["header"]))
+        if "audio_listening" in saved:
+            write_section("scale-listening", render_listening(saved["audio_listening"], saved["listening_header"]))
         return 0
 
     return run_bench(lambda: Bench(args), args.smoke, SMOKE_DEADLINE)
