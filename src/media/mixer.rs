@@ -519,38 +519,43 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
             (shared.on_speaker_change)();
         }
         sharing.begin_block();
-        let mut full_block = None;
+        let stamp = lag.label(start);
+        // One buffer per shared encode, pushed to every caller it goes to.
+        let mut shared_blocks: HashMap<ShareKey, Option<gst::Buffer>> = HashMap::new();
         let mut encodes = MixMinusEncodes::default();
         for (listener, Output { src, share }, hearing) in outputs {
-            let packet = match (&listener, &hearing, share) {
+            let shared_block = match (&listener, &hearing, share) {
                 (Listener::Caller(id), Hearing::Room { deaf }, Some(key)) => {
                     let hears_full_mix = !deaf && mixed.contributes_nothing(id);
-                    sharing.takes_shared(id, hears_full_mix).then(|| {
-                        let full = full_block.get_or_insert_with(|| mixed.full_block());
-                        sharing.packet(key, full, channels)
-                    }).flatten()
+                    if sharing.takes_shared(id, hears_full_mix) {
+                        let made = shared_blocks.entry(key).or_insert_with(|| {
+                            let full = mixed.full_block();
+                            let packet = sharing.packet(key, &full, channels)?;
+                            Some(block_buffer(samples_to_bytes(&full), stamp, Some(&packet)))
+                        });
+                        made.clone()
+                    } else {
+                        None
+                    }
                 }
                 _ => None,
             };
-            let block = match (&packet, hearing) {
-                (Some(_), _) => samples_to_bytes(full_block.as_deref().unwrap_or_default()),
-                (None, Hearing::Room { deaf }) => mixed.heard_by(&listener, deaf),
-                (None, Hearing::Announcement(block)) => block,
-            };
-            let mut buffer = gst::Buffer::from_mut_slice(block);
-            {
-                let buffer = buffer.get_mut().expect("a new buffer is writable");
-                buffer.set_pts(lag.label(start));
-                buffer.set_duration(gst::ClockTime::from_nseconds(BLOCK.as_nanos() as u64));
-                match (&packet, &listener) {
-                    (Some(packet), _) => {
-                        attach_shared_packet(buffer, packet);
-                        encodes.shared += 1;
-                    }
-                    (None, Listener::Caller(_)) => encodes.own += 1,
-                    (None, Listener::Broadcast) => {}
+            let buffer = match (shared_block, hearing) {
+                (Some(buffer), _) => {
+                    encodes.shared += 1;
+                    buffer
                 }
-            }
+                (None, Hearing::Room { deaf }) => {
+                    if matches!(listener, Listener::Caller(_)) {
+                        encodes.own += 1;
+                    }
+                    block_buffer(mixed.heard_by(&listener, deaf), stamp, None)
+                }
+                (None, Hearing::Announcement(block)) => {
+                    encodes.own += 1;
+                    block_buffer(block, stamp, None)
+                }
+            };
             // Flushing (the caller is being removed) is not an error.
             let _ = src.push_buffer(buffer);
         }
@@ -786,23 +791,29 @@ fn take_gains(inputs: &mut HashMap<ParticipantId, Input>, blocks: &mut HashMap<P
 struct Mixed {
     full: Vec<i32>,
     gained: HashMap<ParticipantId, Vec<i32>>,
+    /// The callers whose block, at its gain, is loud enough to be speech.
+    heard: HashSet<ParticipantId>,
 }
 
 /// Mixes one block, and measures each caller's level (before its gain).
 fn mix(taken: Vec<Taken>, block_samples: usize, channels: usize) -> (Mixed, Vec<(ParticipantId, BlockLevel)>) {
     let mut levels = Vec::with_capacity(taken.len());
     let mut gained = HashMap::with_capacity(taken.len());
+    let mut heard = HashSet::new();
     for Taken { caller, block, gain } in taken {
         let dbov = block.as_deref().map_or(SILENCE_DBOV, level_dbov);
         if let Some(block) = block
             && (gain.from > 0.0 || gain.to > 0.0)
         {
             gained.insert(caller.clone(), apply_gain(&block, gain, channels));
+            if dbov + 20.0 * f64::from(gain.from.max(gain.to)).log10() >= QUIETEST_SPEECH_DBOV {
+                heard.insert(caller.clone());
+            }
         }
         levels.push((caller, BlockLevel { dbov, audible: gain.to > 0.0 }));
     }
     let full = sum(gained.values().map(Vec::as_slice), block_samples);
-    (Mixed { full, gained }, levels)
+    (Mixed { full, gained, heard }, levels)
 }
 
 impl Mixed {
@@ -810,7 +821,7 @@ impl Mixed {
     /// (no block, muted, or quieter than any speech): then what it hears is
     /// the full mix, give or take what nobody can hear.
     fn contributes_nothing(&self, caller: &ParticipantId) -> bool {
-        self.gained.get(caller).is_none_or(|block| level_dbov(block) < QUIETEST_SPEECH_DBOV)
+        !self.heard.contains(caller)
     }
 
     /// The full mix, clipped to 16 bits.
@@ -862,6 +873,20 @@ fn sum<'a>(blocks: impl Iterator<Item = &'a [i32]>, block_samples: usize) -> Vec
         }
     }
     full
+}
+
+/// One block (S16LE bytes) stamped `pts`, with the shared encode's packet of it if there is one.
+fn block_buffer(block: Vec<u8>, pts: gst::ClockTime, packet: Option<&gst::glib::Bytes>) -> gst::Buffer {
+    let mut buffer = gst::Buffer::from_mut_slice(block);
+    {
+        let buffer = buffer.get_mut().expect("a new buffer is writable");
+        buffer.set_pts(pts);
+        buffer.set_duration(gst::ClockTime::from_nseconds(BLOCK.as_nanos() as u64));
+        if let Some(packet) = packet {
+            attach_shared_packet(buffer, packet);
+        }
+    }
+    buffer
 }
 
 fn samples_to_bytes(samples: &[i16]) -> Vec<u8> {

@@ -63,12 +63,12 @@ pub const CLEAR_LEAD: Duration = Duration::from_millis(300);
 /// The level shown in the API is the RMS over this long.
 const SHOWN_LEVEL_WINDOW: Duration = Duration::from_millis(100);
 
-/// RMS level of interleaved samples on the S16 scale in dBov (RFC 6464), -127..0.
-pub fn level_dbov<S: Copy + Into<f64>>(samples: &[S]) -> f64 {
+/// RMS level of interleaved S16 samples in dBov (RFC 6464), -127..0.
+pub fn level_dbov(samples: &[i16]) -> f64 {
     if samples.is_empty() {
         return SILENCE_DBOV;
     }
-    let energy: f64 = samples.iter().map(|&s| s.into() * s.into()).sum();
+    let energy: f64 = samples.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
     let rms = (energy / samples.len() as f64).sqrt() / 32768.0;
     if rms == 0.0 { SILENCE_DBOV } else { (20.0 * rms.log10()).clamp(SILENCE_DBOV, 0.0) }
 }
@@ -355,7 +355,7 @@ mod tests {
         assert!((level_dbov(&sine(1.0)) + 3.01).abs() < 0.05, "full-scale sine: {}", level_dbov(&sine(1.0)));
         assert!((level_dbov(&sine(0.4)) + 10.97).abs() < 0.05, "the test tone: {}", level_dbov(&sine(0.4)));
         assert_eq!(level_dbov(&[0; 960]), SILENCE_DBOV);
-        assert_eq!(level_dbov::<i16>(&[]), SILENCE_DBOV);
+        assert_eq!(level_dbov(&[]), SILENCE_DBOV);
         assert!((level_dbov(&[1, 0, 0, 0]) + 96.33).abs() < 0.01, "one LSB is still far above -127");
     }
 
