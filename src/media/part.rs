@@ -214,6 +214,27 @@ impl Fanout {
     }
 }
 
+/// Stamps what `encoder` gives `by` earlier: its priming, the delay it puts
+/// before the first sample it was given. An AAC encoder's priming (21 ms)
+/// FLV and MPEG-TS have no way to mark for skipping, nor has RTP Opus's
+/// lookahead (6.5 ms, an Ogg file's pre-skip): stamped as given, the sound
+/// came that much after its picture in every player and endpoint.
+pub fn stamp_earlier(encoder: &gst::Element, by: gst::ClockTime) -> Result<(), MediaError> {
+    if by.is_zero() {
+        return Ok(());
+    }
+    let pad = encoder.static_pad("src").ok_or_else(|| MediaError::Gst("the audio encoder has no src pad".into()))?;
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(buffer) = info.buffer_mut() {
+            let buffer = buffer.make_mut();
+            buffer.set_pts(buffer.pts().map(|t| t.saturating_sub(by)));
+            buffer.set_dts(buffer.dts().map(|t| t.saturating_sub(by)));
+        }
+        gst::PadProbeReturn::Ok
+    });
+    Ok(())
+}
+
 /// Gives back a pad that was requested for a cross link: a request pad of a
 /// shared element (compositor, tee), or a subscriber's ghost pad on a
 /// [`Fanout`]'s bin (then the tee's pad behind it too). Static pads stay.

@@ -26,7 +26,7 @@ use super::flow::{FlowCounter, Measure, count_on};
 use super::lipsync::VideoLead;
 use super::mixer::{self, AudioMix};
 use super::opus::ShareKey;
-use super::part::{add_chain, expose_input};
+use super::part::{add_chain, expose_input, stamp_earlier};
 use super::picture::Picture;
 use super::profiles::Profiles;
 use super::source_guard::{ReceiveGuard, Routing, guard_socket};
@@ -532,6 +532,7 @@ fn audio_encode_chain(profiles: &Profiles, codec: AudioCodec, prefix: &str) -> R
             .build(),
     );
     let encoder = profiles.audio_encoder(codec, &format!("{prefix}aenc"))?.upcast::<gst::Element>();
+    stamp_earlier(&encoder, profiles.audio_priming(codec))?;
     Ok(vec![convert, resample, caps, encoder])
 }
 

@@ -165,7 +165,16 @@ impl Profiles {
 
     /// How long the broadcast audio encoder's priming lasts at `rate`.
     pub fn broadcast_audio_priming(&self, rate: u32) -> gst::ClockTime {
-        let samples = self.encoders.profiles.get(BROADCAST_AUDIO).map_or(0, |p| p.priming_samples);
+        self.priming(BROADCAST_AUDIO, rate)
+    }
+
+    /// How long the priming of a caller's audio encoder for `codec` lasts.
+    pub fn audio_priming(&self, codec: AudioCodec) -> gst::ClockTime {
+        self.priming(codec.profile_name(), codec.raw_format().0)
+    }
+
+    fn priming(&self, profile: &str, rate: u32) -> gst::ClockTime {
+        let samples = self.encoders.profiles.get(profile).map_or(0, |p| p.priming_samples);
         gst::ClockTime::from_nseconds(u64::from(samples) * 1_000_000_000 / u64::from(rate.max(1)))
     }
 

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::super::mixer::AudioMix;
-use super::super::part::{Fanout, add_chain, expose_input};
+use super::super::part::{Fanout, add_chain, expose_input, stamp_earlier};
 use super::super::profiles::{EncoderSettings, Profiles};
 use super::super::{MediaError, make};
 use crate::model::codec::VideoCodec;
@@ -391,26 +391,6 @@ impl Broadcast {
         };
         (count("Encoder/Video"), count("Encoder/Audio"))
     }
-}
-
-/// Stamps what `encoder` gives `by` earlier. An AAC encoder's first frame
-/// holds its priming (silence) before the first sample it was given, which
-/// FLV and MPEG-TS have no way to mark for skipping: stamped as given, every
-/// player's sound came that much (21 ms) after its picture.
-fn stamp_earlier(encoder: &gst::Element, by: gst::ClockTime) -> Result<(), MediaError> {
-    if by.is_zero() {
-        return Ok(());
-    }
-    let pad = encoder.static_pad("src").ok_or_else(|| MediaError::Gst("the audio encoder has no src pad".into()))?;
-    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        if let Some(buffer) = info.buffer_mut() {
-            let buffer = buffer.make_mut();
-            buffer.set_pts(buffer.pts().map(|t| t.saturating_sub(by)));
-            buffer.set_dts(buffer.dts().map(|t| t.saturating_sub(by)));
-        }
-        gst::PadProbeReturn::Ok
-    });
-    Ok(())
 }
 
 /// A queue that drops old frames rather than hold up the compositor or mixer.
