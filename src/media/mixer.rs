@@ -604,7 +604,11 @@ impl Sharing {
     /// exactly the full mix now (`hears_full_mix`), and has for a while.
     fn takes_shared(&mut self, caller: &ParticipantId, hears_full_mix: bool) -> bool {
         let block = self.block;
-        let (streak, seen) = self.quiet.entry(caller.clone()).or_insert((0, block));
+        // Looked up before inserting: no clone of the id on every block.
+        if !self.quiet.contains_key(caller) {
+            self.quiet.insert(caller.clone(), (0, block));
+        }
+        let (streak, seen) = self.quiet.get_mut(caller).expect("inserted above");
         *seen = block;
         *streak = if hears_full_mix { streak.saturating_add(1) } else { 0 };
         *streak > SHARE_AFTER_BLOCKS
