@@ -10,11 +10,9 @@
 //! tone, so a switch time measured from it is short by Tutti's own audio
 //! latency (about 20 ms, benchmark 3).
 
-mod common;
-
 use anyhow::{Context, Result, ensure};
-use common::turns::*;
-use common::*;
+use crate::common::turns::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use std::thread::sleep;
 use std::time::{Duration, SystemTime};

@@ -12,10 +12,8 @@
 //! 0 is the composition's start (its pipeline's running time), which the
 //! mute's edge in it confirms.
 
-mod common;
-
 use anyhow::{Context, Result, ensure};
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use std::thread::sleep;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -2,10 +2,8 @@
 //! FreeSWITCH case): no canvas, video m-lines declined, no outputs, and
 //! more callers than a grid's 16, each hearing everyone but itself.
 
-mod common;
-
 use anyhow::{Context, Result, ensure};
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::thread::sleep;
 use std::time::{Duration, SystemTime};

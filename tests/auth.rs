@@ -2,13 +2,11 @@
 //! per-composition tokens signed by the server), their scopes, the routes that stay open,
 //! and `serve` refusing to open an API without a token beyond loopback.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use reqwest::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use serde_json::{Value, json};

@@ -11,10 +11,8 @@
 //! output hung the engine in 2 tries of 3 (a queue's NULL waited for its
 //! thread, held inside hlssink2's splitmuxsink), and with it the whole API.
 
-mod common;
-
 use anyhow::{Context, Result, bail, ensure};
-use common::*;
+use crate::common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;

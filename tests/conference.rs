@@ -6,10 +6,8 @@
 //! One test function walks through the phases of a call in order, so the
 //! media processes never compete with another test's on this 2-core machine.
 
-mod common;
-
 use anyhow::{Context, Result, ensure};
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::thread::sleep;
 use std::time::{Duration, SystemTime};

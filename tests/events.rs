@@ -9,10 +9,8 @@
 //! Python that checks each signature itself and refuses the first two
 //! POSTs, so that Tutti must retry.
 
-mod common;
-
 use anyhow::{Context, Result, bail, ensure};
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
 use std::thread;

@@ -2,8 +2,6 @@
 //! pointed (through a stand-in peer) straight back at its own recorder, and the analysis must
 //! find the caller's own colour, tone, frame rate and timing.
 
-mod common;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -11,7 +9,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow, ensure};
-use common::*;
+use crate::common::*;
 use sdp_types::{Attribute, Rtcp, Session};
 
 /// How far a recorded wall time may be from the event that caused it (server tests assert

@@ -10,10 +10,8 @@
 //! spoof a latched caller's own source port on loopback (the caller's
 //! socket holds it), so under `latch` this is garbage from strangers.
 
-mod common;
-
 use anyhow::{Context, Result, ensure};
-use common::*;
+use crate::common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use serde_json::json;

@@ -18,10 +18,8 @@
 //! (-5)"). On the old build the composite froze in 2 runs of 3 (after 87 and
 //! 108 cycles); churn.rs had hit it once in a few hundred joins.
 
-mod common;
-
 use anyhow::{Context, Result, ensure};
-use common::*;
+use crate::common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;

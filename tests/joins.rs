@@ -11,10 +11,8 @@
 //! no error anywhere. A hundred and twenty joins catch a race that rare 95
 //! times in 100 (two hundred took 60 s more of a suite kept under 20 minutes).
 
-mod common;
-
 use anyhow::{Context, Result, ensure};
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::thread::sleep;
 use std::time::{Duration, SystemTime};

@@ -4,10 +4,8 @@
 //! - A caller whose video starts gets a PLI from Tutti right away, even when
 //!   what it sends is garbage, and garbage harms nothing.
 
-mod common;
-
 use anyhow::{Context, Result, bail, ensure};
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};

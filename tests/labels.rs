@@ -9,10 +9,8 @@
 //! - branding: a background colour and image where no caller is, an overlay PNG with alpha
 //!   above a caller, and a PUT naming a missing image refused with a 400 that changes nothing.
 
-mod common;
-
 use anyhow::{Context, Result, ensure};
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::json;
 use std::path::Path;

@@ -10,10 +10,8 @@
 //! One test walks through the layouts in order on one running composition,
 //! so the return stream's SSRC and its gaps speak for every switch.
 
-mod common;
-
 use anyhow::{Context, Result, ensure};
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use std::thread::sleep;
 use std::time::{Duration, SystemTime};

@@ -3,11 +3,9 @@
 //! size (413), the join rate (429), the node's counts and its CPU budget (503), each with
 //! `Retry-After` where waiting helps, and room again once something is deleted.
 
-mod common;
-
 
 use anyhow::{Context, Result};
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use reqwest::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use serde_json::{Value, json};

@@ -2,10 +2,8 @@
 //! (Debian's module), serves HLS, records files and plays on its embedded
 //! RTMP server, all from one encode. ffprobe/ffmpeg judge what comes out.
 
-mod common;
-
 use anyhow::{Context, Result, bail, ensure};
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;

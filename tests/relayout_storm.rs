@@ -9,10 +9,8 @@
 //! without the lock its renderer holds, and the size was set from the engine
 //! thread (see `Label` in src/media/picture.rs).
 
-mod common;
-
 use anyhow::{Result, ensure};
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::thread::sleep;
 use std::time::{Duration, Instant};

@@ -10,10 +10,8 @@
 //! another test's on this 2-core machine. The server's CPU is measured per
 //! phase and printed: the cost of the scaled encode, and of sharing it.
 
-mod common;
-
 use anyhow::{Context, Result, ensure};
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::thread::sleep;
 use std::time::{Duration, SystemTime};

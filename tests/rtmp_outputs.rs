@@ -22,9 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
-mod common;
-
-use common::{INSTALL_HINT, Nginx};
+use crate::common::{INSTALL_HINT, Nginx};
 use tutti::rtmp::{
     MediaFrame, PublisherConfig, PublisherHandle, PublisherState, ReconnectPolicy, RtmpServerConfig, RtmpUrl, RtmpsTrust,
     StreamFeed, StreamHeaders, StreamMetadata, spawn_publisher, start_server,
@@ -558,7 +556,7 @@ async fn unreachable_destinations_never_block_the_producer() {
             held.push(socket);
         }
     });
-    let closed_port = common::free_tcp_port().unwrap();
+    let closed_port = crate::common::free_tcp_port().unwrap();
 
     let mut silent_config = publisher_config(&format!("rtmp://{silent_addr}/live/key"));
     silent_config.response_timeout = Duration::from_secs(2);

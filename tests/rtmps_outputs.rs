@@ -9,10 +9,8 @@
 //!
 //! Every wait has a timeout; measured figures are printed (`--nocapture`).
 
-mod common;
-
 use anyhow::{Context, Result, ensure};
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::Command;

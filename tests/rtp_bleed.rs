@@ -7,10 +7,8 @@
 //! The stranger is a second gst-launch sender (the harness's `Caller`)
 //! pointed at the first caller's answer.
 
-mod common;
-
 use anyhow::{Context, Result, ensure};
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime};

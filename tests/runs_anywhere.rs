@@ -2,10 +2,8 @@
 //! `--pipelines`, it serves compositions with the profiles compiled into it;
 //! and its log has colour on a terminal only, never in a file.
 
-mod common;
-
 use anyhow::{Context, Result, ensure};
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::net::TcpListener;
 use std::process::Command;

@@ -1,10 +1,8 @@
 //! SIGTERM stops Tutti cleanly: it exits with success and gives back every
 //! port (RTP, HTTP, RTMP), even with a caller and a recording running.
 
-mod common;
-
 use anyhow::{Context, Result, ensure};
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 

@@ -13,14 +13,12 @@
 //! Each test function walks through its calls in order, so its media
 //! processes never compete with another test's on this 2-core machine.
 
-mod common;
-
 use std::collections::HashMap;
 use std::thread::sleep;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, ensure};
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const CANVAS: (u32, u32) = (640, 360);

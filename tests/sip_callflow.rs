@@ -2,12 +2,10 @@
 //! against a real Tutti, judged by the RTP that reaches the ports its
 //! offers point to (owned by the test) and by the API and events.
 //!
-//! Run alone: `flock /tmp/tutti-media.lock cargo test --test sip_callflow -- --test-threads=1`
-
-mod common;
+//! Run alone: `flock /tmp/tutti-media.lock cargo test --test integration sip_callflow:: -- --test-threads=1`
 
 use anyhow::{Result, ensure};
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::time::{Duration, SystemTime};
 

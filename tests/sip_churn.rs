@@ -7,8 +7,6 @@
 //! The caller here is a few lines of SIP over one UDP socket, because SIPp
 //! cannot send two requests without a response slipping in between.
 
-mod common;
-
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
-use common::{MediaPort, Server, pcmu_offer, wait_until};
+use crate::common::{MediaPort, Server, pcmu_offer, wait_until};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;

@@ -10,13 +10,11 @@
 //!   prompt Tutti hangs up (BYE).
 //! - The PIN is checked when the room is made and never shown back.
 
-mod common;
-
 use std::thread::sleep;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, ensure};
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const CANVAS: (u32, u32) = (640, 360);

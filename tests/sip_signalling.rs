@@ -3,14 +3,12 @@
 //! is also judged where it matters to a caller: in the API (who is in the
 //! room) and in the RTP that reaches the caller's port.
 
-mod common;
-
 use std::io::Write;
 use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use common::{Dialog, MediaPort, Server, Sipp, SippRun, TestCa, Validity, free_sip_port, pcmu_offer, wait_until};
+use crate::common::{Dialog, MediaPort, Server, Sipp, SippRun, TestCa, Validity, free_sip_port, pcmu_offer, wait_until};
 use serde_json::{Value, json};
 
 fn participants(server: &Server, composition: &str) -> Result<Vec<Value>> {

@@ -10,11 +10,9 @@
 //! 1.5 s, and keeps showing it, through the other's bursts, until the next
 //! turn; the strip shows the other one all the while.
 
-mod common;
-
 use anyhow::{Context, Result, ensure};
-use common::turns::*;
-use common::*;
+use crate::common::turns::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use std::time::{Duration, SystemTime};
 

@@ -7,10 +7,8 @@
 //! at the SRTP caller's ports are dropped and counted, and neither caller
 //! notices. And `--media-encryption` decides which offers are answered.
 
-mod common;
-
 use anyhow::{Context, Result, ensure};
-use common::*;
+use crate::common::*;
 use rand::RngCore;
 use serde_json::{Value, json};
 use std::net::{Ipv4Addr, UdpSocket};

@@ -12,10 +12,8 @@
 //! - a recording whose file cannot even be opened does not stall the API:
 //!   the request fails within a second with 503.
 
-mod common;
-
 use anyhow::{Context, Result, ensure};
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use std::ffi::CString;
 use std::fs::File;

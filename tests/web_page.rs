@@ -11,8 +11,6 @@
 //! runs in real time while the test polls it, and the protocol needs nothing beyond the reqwest
 //! and serde_json the harness already uses.
 
-mod common;
-
 use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::process::CommandExt;
@@ -25,7 +23,7 @@ use reqwest::blocking::Client;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use common::{Caller, CallerSpec, Colour, Server, ServerOptions};
+use crate::common::{Caller, CallerSpec, Colour, Server, ServerOptions};
 
 const CANVAS: (u64, u64) = (640, 360);
 /// The page refreshes every 2 s; a change shows up within one or two refreshes.

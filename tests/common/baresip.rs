@@ -68,13 +68,6 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(3);
 const STOP_GRACE: Duration = Duration::from_secs(3);
 const LOG_FILE: &str = "baresip.log";
 
-/// How the INVITE travels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SipTransport {
-    Udp,
-    Tcp,
-}
-
 /// Who a softphone is: the name in its From header, its picture and its tone.
 #[derive(Clone, Debug)]
 pub struct BaresipSpec {

@@ -30,7 +30,7 @@
 //! ```
 //!
 //! Keep tone frequencies 100+ Hz apart and not harmonics of each other (500, 700, 1100, 1300).
-#![allow(dead_code, unused_imports)] // each test crate uses its own subset of the harness
+
 
 mod analysis;
 mod baresip;
@@ -45,12 +45,12 @@ mod sipp;
 pub mod turns;
 
 pub use analysis::*;
-pub use baresip::{Baresip, BaresipSpec, Dialled};
+pub use baresip::{Baresip, BaresipSpec};
 pub use caller::*;
 pub use events::{EventStream, event_time, event_types, is};
-pub use net::{MediaPort, RtpArrival, bind_rtp_pair, free_sip_port, free_tcp_port, is_rtcp, starts_h264_idr, tcp_connected_to};
+pub use net::{MediaPort, RtpArrival, bind_rtp_pair, free_sip_port, free_tcp_port, is_rtcp, tcp_connected_to};
 pub use nginx::{INSTALL_HINT, Nginx};
 pub use pki::{CertificateFiles, SERVER_NAMES, TestCa, Validity};
-pub use process::{ChildProcess, Footprint, cpu_seconds, run_bounded, wait_until};
+pub use process::{ChildProcess, cpu_seconds, run_bounded, wait_until};
 pub use server::*;
 pub use sipp::{Dialog, Sipp, SippRun, pcmu_offer};

@@ -83,29 +83,45 @@ pub fn tcp_connected_to(port: u16) -> bool {
     })
 }
 
-/// A block of `len` UDP ports for the server, all free now, never handed out twice by this
-/// process. It lies below Linux's ephemeral range (32768+), where the callers' OS-picked ports
-/// live, so a server and the callers never compete for a port.
-pub fn server_rtp_range(len: u16) -> Result<(u16, u16)> {
-    const FIRST: u16 = 20_000;
-    const LAST: u16 = 32_000;
-    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    let slots = (LAST - FIRST) / len;
-    let mut handed_out = HANDED_OUT.lock().unwrap();
+const SERVER_RTP_FIRST: u16 = 20_000;
+const SERVER_RTP_LAST: u16 = 32_000;
+/// The blocks of server RTP ports this process holds now, by slot.
+static SERVER_RTP_SLOTS: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+
+/// A block of UDP ports for one server, all free when it was picked, never
+/// handed to two servers of this process at once (the suite is one process:
+/// a block goes back when its server is dropped). It lies below Linux's
+/// ephemeral range (32768+), where the callers' OS-picked ports live, so a
+/// server and the callers never compete for a port.
+pub struct RtpPortBlock {
+    pub first: u16,
+    pub last: u16,
+    slot: u16,
+}
+
+pub fn server_rtp_range(len: u16) -> Result<RtpPortBlock> {
+    let slots = (SERVER_RTP_LAST - SERVER_RTP_FIRST) / len;
+    let mut held = SERVER_RTP_SLOTS.lock().unwrap();
     let mut tried = HashSet::new();
     while tried.len() < slots as usize {
         let slot = rand::rng().random_range(0..slots);
-        if !tried.insert(slot) || handed_out.contains(&slot) {
+        if !tried.insert(slot) || held.contains(&slot) {
             continue;
         }
-        let first = FIRST + slot * len;
+        let first = SERVER_RTP_FIRST + slot * len;
         let all_free = (first..first + len).all(|p| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, p)).is_ok());
         if all_free {
-            handed_out.push(slot);
-            return Ok((first, first + len - 1));
+            held.push(slot);
+            return Ok(RtpPortBlock { first, last: first + len - 1, slot });
         }
     }
-    bail!("no free block of {len} UDP ports in {FIRST}-{LAST}")
+    bail!("no free block of {len} UDP ports in {SERVER_RTP_FIRST}-{SERVER_RTP_LAST}")
+}
+
+impl Drop for RtpPortBlock {
+    fn drop(&mut self) {
+        SERVER_RTP_SLOTS.lock().unwrap().retain(|&slot| slot != self.slot);
+    }
 }
 
 /// RTP and RTCP sharing a port are told apart by the second byte (RFC 5761 section 4):

@@ -9,7 +9,7 @@ use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION};
 use tempfile::TempDir;
 
-use super::net::{free_sip_port, free_tcp_port, server_rtp_range};
+use super::net::{RtpPortBlock, free_sip_port, free_tcp_port, server_rtp_range};
 use super::process::{ChildProcess, wait_until};
 
 /// Ports given to each server for RTP/RTCP.
@@ -36,8 +36,9 @@ const EMPTY_WORKING_DIR: &str = "cwd";
 pub struct Server {
     /// e.g. `http://127.0.0.1:41234`
     pub base_url: String,
-    /// The inclusive UDP port range passed as `--rtp-ports`.
-    pub rtp_ports: (u16, u16),
+    /// The inclusive UDP port range passed as `--rtp-ports`, this server's
+    /// until it is dropped.
+    pub rtp_ports: RtpPortBlock,
     /// Where its SIP user agent listens on 127.0.0.1, UDP and TCP (unless a
     /// test passed its own `--sip-listen`).
     pub sip_port: u16,
@@ -125,7 +126,7 @@ impl Server {
         let mut cmd = Command::new(tutti_binary());
         let http_host = options.http_host.unwrap_or("127.0.0.1");
         cmd.args(["serve", "--http", &format!("{http_host}:{http_port}")])
-            .args(["--rtp-ports", &format!("{}-{}", rtp_ports.0, rtp_ports.1)])
+            .args(["--rtp-ports", &format!("{}-{}", rtp_ports.first, rtp_ports.last)])
             .args(["--public-ip", "127.0.0.1"])
             // The embedded RTMP server on a port of its own (each composition shows its play URL).
             .args(["--rtmp-listen", "127.0.0.1:0"])
@@ -198,7 +199,7 @@ impl Server {
 
     /// Its RTP/RTCP ports that some socket still has bound.
     pub fn bound_rtp_ports(&self) -> Vec<u16> {
-        (self.rtp_ports.0..=self.rtp_ports.1).filter(|&port| super::net::udp_port_bound(port)).collect()
+        (self.rtp_ports.first..=self.rtp_ports.last).filter(|&port| super::net::udp_port_bound(port)).collect()
     }
 
     /// SIGKILL: no chance to finalize anything.
