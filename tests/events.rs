@@ -89,13 +89,18 @@ fn caller_life(server: &Server, received: &std::path::Path) -> Result<()> {
 
     // What /metrics says now, judged by promtool and against the media. The
     // HLS output can be live within 0.1 s of its POST (the caller's encode is
-    // already running), before ten packets have gone either way: the counters
-    // are judged once the API has seen that much.
-    wait_until("ten packets of each medium both ways", Duration::from_secs(5), || {
+    // already running), before ten packets have gone either way, a second of
+    // composite or a kilobyte of HLS: the counters are judged once the API has
+    // seen that much.
+    wait_until("ten packets of each medium both ways, 30 composite frames, 1 kB of HLS", Duration::from_secs(5), || {
         let view = server.get(&participant.location)?.json()?;
-        Ok(["audio", "video"].iter().all(|m| {
-            view[m]["packets_received"].as_u64().is_some_and(|n| n > 10) && view[m]["packets_sent"].as_u64().is_some_and(|n| n > 10)
-        }))
+        let composition = server.get(&format!("/v1/compositions/{id}"))?.json()?;
+        let hls_bytes = composition["outputs"].as_array().and_then(|o| o.iter().find(|o| o["id"] == oid.as_str())).map(|o| &o["bytes_sent"]);
+        Ok(composition["composite_frames"].as_u64().is_some_and(|n| n > 30)
+            && hls_bytes.and_then(|b| b.as_u64()).is_some_and(|n| n > 1000)
+            && ["audio", "video"].iter().all(|m| {
+                view[m]["packets_received"].as_u64().is_some_and(|n| n > 10) && view[m]["packets_sent"].as_u64().is_some_and(|n| n > 10)
+            }))
     })?;
     let metrics = server.get("/metrics")?;
     ensure!(metrics.status == 200, "GET /metrics: {}", metrics.status);
