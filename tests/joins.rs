@@ -22,6 +22,7 @@ const CALLERS: usize = 4;
 const JOIN_SPACING: Duration = Duration::from_millis(250);
 /// From the server's 201 to the first packet of each return stream.
 const FIRST_PACKET_WITHIN: Duration = Duration::from_secs(1);
+const POLL_EVERY: Duration = Duration::from_millis(20);
 /// After the last join, how long every stream is watched to keep flowing.
 const FLOW_WINDOW: Duration = Duration::from_millis(500);
 /// Packets each stream must bring in that window: half of what 20 ms audio
@@ -59,8 +60,12 @@ fn join_round(server: &Server, round: usize) -> Result<()> {
         joined.push(Joined { caller, accepted });
         sleep(JOIN_SPACING);
     }
-    let last = joined.last().expect("four callers").accepted;
-    sleep((last + FIRST_PACKET_WITHIN).duration_since(SystemTime::now()).unwrap_or_default());
+    // Judged once every stream has begun, or at the last caller's deadline.
+    let deadline = joined.last().expect("four callers").accepted + FIRST_PACKET_WITHIN;
+    let all_begun = || joined.iter().all(|j| [MediaKind::Audio, MediaKind::Video].iter().all(|&k| j.caller.first_rtp_at(k).is_some()));
+    while !all_begun() && SystemTime::now() < deadline {
+        sleep(POLL_EVERY);
+    }
 
     for (i, j) in joined.iter().enumerate() {
         for kind in [MediaKind::Audio, MediaKind::Video] {
