@@ -64,6 +64,7 @@ CALLER_VIDEO_KBPS = 1500
 KEYFRAME_FRAMES = 30
 OUT_VIDEO_KBPS = 2500
 FILE_SECONDS = 40
+SMOKE_FILE_SECONDS = 12              # the smoke's 2 s warm-up and 6 s window, with room
 SAMPLE_RATE = 48000
 OPUS_FRAME = 960                     # 20 ms
 CLICK_MS = (160, 240)                # irregular gaps between clicks, so that pairing is unambiguous
@@ -106,10 +107,10 @@ def click_positions(total_samples: int) -> list[int]:
     return out
 
 
-def ensure_cache() -> tuple[Path, Path]:
+def ensure_cache(seconds: int) -> tuple[Path, Path]:
     CACHE.mkdir(exist_ok=True)
-    video = CACHE / f"latency-counter-{WIDTH}x{HEIGHT}-{FPS}fps-{FILE_SECONDS}s-{CACHE_VERSION}.h264"
-    audio = CACHE / f"latency-clicks-{FILE_SECONDS}s-{CACHE_VERSION}.opus"
+    video = CACHE / f"latency-counter-{WIDTH}x{HEIGHT}-{FPS}fps-{seconds}s-{CACHE_VERSION}.h264"
+    audio = CACHE / f"latency-clicks-{seconds}s-{CACHE_VERSION}.opus"
     if not video.exists():
         log(f"pre-encoding {video.name} (once; cached)")
         # An 8x4 picture: bit b of N (b = column + 8 * row) in rows 0-1, its complement in
@@ -121,7 +122,7 @@ def ensure_cache() -> tuple[Path, Path]:
                  f"scale={WIDTH}:{HEIGHT}:flags=neighbor,format=yuv420p,noise=alls=8:allf=t")
         tmp = video.with_suffix(".tmp.h264")
         run_checked(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-                     "-f", "lavfi", "-i", graph, "-t", str(FILE_SECONDS),
+                     "-f", "lavfi", "-i", graph, "-t", str(seconds),
                      "-c:v", "libx264", "-profile:v", "baseline", "-preset", "veryfast", "-bf", "0",
                      "-b:v", f"{CALLER_VIDEO_KBPS}k", "-maxrate", f"{CALLER_VIDEO_KBPS}k",
                      "-bufsize", f"{CALLER_VIDEO_KBPS}k", "-g", str(KEYFRAME_FRAMES),
@@ -130,7 +131,7 @@ def ensure_cache() -> tuple[Path, Path]:
         tmp.rename(video)
     if not audio.exists():
         log(f"pre-encoding {audio.name} (once; cached)")
-        total = FILE_SECONDS * SAMPLE_RATE
+        total = seconds * SAMPLE_RATE
         pcm = bytearray(total * 2)
         import math
         burst = [int(CLICK_AMPLITUDE * 32767 * math.sin(2 * math.pi * 1000 * i / SAMPLE_RATE))
@@ -1044,6 +1045,7 @@ class Bench:
         self.smoke = args.smoke
         self.workdir = Path(tempfile.mkdtemp(prefix="tutti-latency-"))
         self.runs: list[dict] = []
+        self.file_seconds = SMOKE_FILE_SECONDS if self.smoke else FILE_SECONDS
         self.seconds = 6.0 if self.smoke else float(args.seconds)
         self.warmup = 2.0 if self.smoke else float(args.warmup)
         self.joins = 2 if self.smoke else args.joins
@@ -1057,19 +1059,20 @@ class Bench:
         started = time.monotonic()
         self.commit, self.dirty = git_state()
         self.tutti = find_tutti(self.args.tutti, self.smoke, False)
-        if self.warmup + self.seconds + 1 > FILE_SECONDS:
-            raise BenchError(f"--warmup + --seconds must stay under {FILE_SECONDS - 1} s (the counter file's length)")
-        video, audio = ensure_cache()
+        if self.warmup + self.seconds + 1 > self.file_seconds:
+            raise BenchError(f"--warmup + --seconds must stay under {self.file_seconds - 1} s (the counter file's length)")
+        video, audio = ensure_cache(self.file_seconds)
         self.aus = access_units(split_annexb(video.read_bytes()))
         self.opus = ogg_packets(audio.read_bytes())[2:]
         log(f"{len(self.aus)} access units, {len(self.opus)} Opus packets")
         self.sender_onsets = click_onsets(decode_opus(self.opus, self.workdir, "sender"))
-        expected = click_positions(FILE_SECONDS * SAMPLE_RATE)
+        expected = click_positions(self.file_seconds * SAMPLE_RATE)
         if abs(len(self.sender_onsets) - len(expected)) > 2:
             raise BenchError(f"found {len(self.sender_onsets)} clicks in the sender's own Opus, {len(expected)} expected")
         self.nginx = Nginx(self.workdir)
         if self.lipsync_seconds:
-            sync = lipsync.LipSync(self.tutti, self.workdir, self.nginx, self.lipsync_seconds)
+            clip_seconds = lipsync.SMOKE_CLIP_SECONDS if self.smoke else lipsync.CLIP_SECONDS
+            sync = lipsync.LipSync(self.tutti, self.workdir, self.nginx, self.lipsync_seconds, clip_seconds)
             try:
                 self.lipsync = sync.execute()
             finally:

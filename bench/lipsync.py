@@ -35,6 +35,7 @@ from benchlib import (CACHE, REPO, BenchError, Nginx, Proc, bind_rtp_pair, free_
                       offer_sdp, parse_answer, run_checked, sender_argv, serve_argv)
 
 CLIP_SECONDS = 60
+SMOKE_CLIP_SECONDS = 20      # the smoke records 10 s: one pass, never a loop
 FPS = 30
 CLICK_SECONDS = 0.010
 DRIFT_SPAN = 600.0           # s of pairs needed to give a drift
@@ -53,10 +54,10 @@ CACHE_VERSION = "v2"
 OUTPUTS = ("RTMP (nginx, read back)", "HLS (Tutti's playlist)", "recording (Matroska)", "a caller's return stream")
 
 
-def ensure_clip() -> Path:
+def ensure_clip(seconds: int) -> Path:
     """The flash-and-click clip, encoded once like the callers' files (bench/.cache/)."""
     CACHE.mkdir(exist_ok=True)
-    path = CACHE / f"flash-1280x720-{CLIP_SECONDS}s-{CACHE_VERSION}.mkv"
+    path = CACHE / f"flash-1280x720-{seconds}s-{CACHE_VERSION}.mkv"
     if path.exists():
         return path
     log(f"encoding {path.name} (once; cached)")
@@ -66,7 +67,7 @@ def ensure_clip() -> Path:
     tmp = path.with_suffix(".tmp.mkv")
     run_checked(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
                  "-f", "lavfi", "-i", video, "-f", "lavfi", "-i", f"aevalsrc={tone}|{tone}:s=48000",
-                 "-t", str(CLIP_SECONDS), "-map", "0:v", "-map", "1:a",
+                 "-t", str(seconds), "-map", "0:v", "-map", "1:a",
                  "-c:v", "libx264", "-profile:v", "baseline", "-preset", "veryfast", "-b:v", "1500k",
                  "-g", str(FPS), "-keyint_min", str(FPS), "-sc_threshold", "0", "-pix_fmt", "yuv420p",
                  # SPS/PPS inside every keyframe, so that the sender needs no bitstream filter (see sender_argv).
@@ -109,15 +110,15 @@ def offsets(path: Path) -> list[tuple[float, float]]:
     return pairs
 
 
-def source_offset(clip: Path) -> float:
+def source_offset(clip: Path, seconds: int) -> float:
     """Click − flash in the clip itself (ms), measured once and cached next to it."""
     cached = clip.with_suffix(".offset.json")
     if cached.exists():
         return json.loads(cached.read_text())["offset_ms"]
     log("lip sync: measuring the clip's own offset (once; cached)")
     pairs = offsets(clip)
-    if len(pairs) < CLIP_SECONDS - 2:
-        raise BenchError(f"lip sync: {len(pairs)} flashes paired with a click in {clip}, {CLIP_SECONDS} expected")
+    if len(pairs) < seconds - 2:
+        raise BenchError(f"lip sync: {len(pairs)} flashes paired with a click in {clip}, {seconds} expected")
     offset = statistics.median(ms for _, ms in pairs)
     cached.write_text(json.dumps({"offset_ms": offset}))
     return offset
@@ -137,8 +138,9 @@ def drift_ms_per_10min(pairs: list[tuple[float, float]]) -> float | None:
 class LipSync:
     """One run: Tutti, the two callers, the four recorders; then the analysis."""
 
-    def __init__(self, tutti: Path, workdir: Path, nginx: Nginx, seconds: float):
+    def __init__(self, tutti: Path, workdir: Path, nginx: Nginx, seconds: float, clip_seconds: int):
         self.tutti_path = tutti
+        self.clip_seconds = clip_seconds
         self.dir = workdir / "lipsync"
         self.dir.mkdir()
         self.nginx = nginx
@@ -185,7 +187,7 @@ class LipSync:
         return self.start(Proc("return-recorder", argv, self.dir / "return-recorder.log"))
 
     def execute(self) -> dict:
-        clip = ensure_clip()
+        clip = ensure_clip(self.clip_seconds)
         http_port = free_tcp_port()
         first, last = free_udp_range(20)
         self.base = f"http://127.0.0.1:{http_port}"
@@ -231,7 +233,7 @@ class LipSync:
             raise BenchError(f"lip sync: tutti died\n{tutti.tail()}")
         self.api("DELETE", f"/v1/compositions/{self.cid}/outputs/{record['id']}", expect=204)
         self.stop()
-        source = source_offset(clip)
+        source = source_offset(clip, self.clip_seconds)
         result = {}
         for name, path in zip(OUTPUTS, files):
             if not path.exists():

@@ -794,7 +794,7 @@ class Bench:
         a quiet room (`listening`; with `--baseline`, that build is swept
         too, pass by pass in turn with this one)."""
         key = {"tone": "audio", "speech": "audio_speech", "listening": "audio_listening"}[kind]
-        steps = [10, 25] if self.smoke else AUDIO_STEPS if kind == "tone" else FINE_STEPS
+        steps = [10] if self.smoke else AUDIO_STEPS if kind == "tone" else FINE_STEPS
         path = SPEECH_FILE if kind == "speech" else OPUS_FILE
         packets = ensure_opus(path)
         quiet = ensure_opus(QUIET_FILE) if kind == "listening" else None

@@ -61,10 +61,10 @@ CALLERS_PER_COMP = 3
 COMPOSITIONS = 2
 WARMUP = 120.0                # s of churn before the idle start line
 LOAD_WINDOW = 300.0           # s: RSS under load, median of the first and of the last window
-LOAD_WINDOW_SMOKE = 10.0
-SMOKE_MINUTES = 0.5
-SMOKE_REPLACE = 20.0
-SMOKE_WARMUP = 15.0
+LOAD_WINDOW_SMOKE = 5.0
+SMOKE_MINUTES = 0.25
+SMOKE_REPLACE = 8.0
+SMOKE_WARMUP = 5.0
 SMOKE_DEADLINE = 140.0
 REQUEST_TIMEOUT = 10.0
 
