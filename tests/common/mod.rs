@@ -31,7 +31,6 @@
 //!
 //! Keep tone frequencies 100+ Hz apart and not harmonics of each other (500, 700, 1100, 1300).
 
-
 mod analysis;
 mod baresip;
 mod caller;
