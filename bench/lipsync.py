@@ -35,7 +35,7 @@ from benchlib import (CACHE, REPO, BenchError, Nginx, Proc, bind_rtp_pair, free_
                       offer_sdp, parse_answer, run_checked, sender_argv, serve_argv)
 
 CLIP_SECONDS = 60
-SMOKE_CLIP_SECONDS = 20      # the smoke records 10 s: one pass, never a loop
+SMOKE_CLIP_SECONDS = 20      # the smoke records 10 s, within one pass of the clip
 FPS = 30
 CLICK_SECONDS = 0.010
 DRIFT_SPAN = 600.0           # s of pairs needed to give a drift
