@@ -21,8 +21,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
-/// Churn operations (joins, leaves, output additions and removals).
-const OPERATIONS: usize = 300;
+/// The churn goes on until this many callers have joined and this many
+/// outputs have been added (each also leaves or is removed): about 200
+/// operations.
+const AT_LEAST_EACH: usize = 50;
+/// A bound on operations that the churn reaches only if it stopped adding.
+const MAX_OPERATIONS: usize = 600;
 /// Short GOPs and segments, so removals land at keyframes and mid-segment often.
 const KEYFRAME_SECS: f64 = 1.0;
 /// Every request, the churn's and the watcher's, is answered within this.
@@ -64,13 +68,16 @@ fn churn(server: &Server, nginx: &Nginx) -> Result<()> {
     let mut outputs: Vec<(String, Instant)> = Vec::new();
     let mut counts = [0usize; 4];
     let mut serial = 0;
-    for _ in 0..OPERATIONS {
+    let mut operations = 0;
+    while counts[0] < AT_LEAST_EACH || counts[2] < AT_LEAST_EACH {
+        operations += 1;
+        ensure!(operations <= MAX_OPERATIONS, "{MAX_OPERATIONS} operations and still too little churn: {counts:?}");
         let now = Instant::now();
         if let Some(i) = outputs.iter().position(|(_, due)| *due <= now) {
             let (location, _) = outputs.swap_remove(i);
             timed_delete(server, &location)?;
             counts[3] += 1;
-        } else if rng.random_bool(0.5) {
+        } else if rng.random_bool(0.6) {
             if callers.len() < MAX_CALLERS && (callers.is_empty() || rng.random_bool(0.6)) {
                 serial += 1;
                 let colour = [Colour::Red, Colour::Green, Colour::Blue, Colour::Yellow][serial % 4];
@@ -111,8 +118,7 @@ fn churn(server: &Server, nginx: &Nginx) -> Result<()> {
         sleep(Duration::from_secs_f64(rng.random_range(0.05..0.4)));
         watcher.check()?;
     }
-    eprintln!("joins {}, leaves {}, outputs added {}, removed {}", counts[0], counts[1], counts[2], counts[3]);
-    ensure!(counts[0] >= 50 && counts[2] >= 50, "too little churn to prove anything: {counts:?}");
+    eprintln!("{operations} operations: joins {}, leaves {}, outputs added {}, removed {}", counts[0], counts[1], counts[2], counts[3]);
 
     // The callers still in the call were served all along.
     for (caller, location) in &callers {
