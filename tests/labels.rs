@@ -141,7 +141,11 @@ fn slates_stand_in_for_missing_muted_and_stopped_video() {
         let linus_slate = slate_colour(&participant_id(&linus_location));
         let ada_slate = slate_colour(&participant_id(&ada_joined.location));
 
-        sleep(Duration::from_secs(3));
+        // Every cell shrinks a little while the videos show: their slates
+        // are rendered at the new size only when one is about to be shown.
+        sleep(Duration::from_secs(2));
+        ensure!(put_layout(server, &composition, json!({"kind": "grid", "gap": 4}))?.status == 200, "PUT a grid with gaps");
+        sleep(Duration::from_secs(1));
         let steady = SystemTime::now();
         sleep(Duration::from_secs(2));
 

@@ -11,13 +11,18 @@
 //! (for `fit: cover`) and scaling,
 //! the label (textoverlay renders its text once per change and blends only
 //! its own rectangle per frame), and the choice of picture. The slate is a
-//! still ([`super::still`]), rendered again only on a join, a rename or a
-//! new cell size.
+//! still ([`super::still`]), rendered again on a join, a rename, or a new
+//! cell size while it is on screen. A caller whose video shows gets its
+//! slate at the new size only when the slate is about to be shown: a layout
+//! change resizes every cell at once, and rendering each slate then (a
+//! pipeline with a font lookup, ~8 ms of CPU each) competed with the
+//! compositor's renegotiation and paused the callers' return video.
 //!
 //! Which input shows is decided per frame by two pad probes, no timer:
 //! each decoded frame notes the time and brings the video back (unless it is
 //! muted); each slate frame puts the slate up when the video is muted or
-//! has sent nothing for [`VIDEO_STALE_AFTER`]. The selector drops what the
+//! has sent nothing for [`VIDEO_STALE_AFTER`], once the slate is at the
+//! cell's size (until then the last frame stays). The selector drops what the
 //! other input sends, so a switch takes effect at the next frame, with no
 //! gap: the compositor keeps showing the last frame until then.
 
@@ -54,9 +59,6 @@ pub struct Picture {
     /// it is scaled to; `None` for a caller without video.
     shape: Option<Shape>,
     label: Option<Label>,
-    slate: Still,
-    /// What the slate shows, to render it again when any of it changes.
-    card: Mutex<SlateCard>,
     choice: Arc<Choice>,
 }
 
@@ -102,10 +104,45 @@ struct Shape {
     cell: gst::Element,
 }
 
+/// A caller's slate and what it shows.
+struct Slate {
+    still: Still,
+    card: Mutex<SlateCard>,
+}
+
 struct SlateCard {
     name: String,
     colour: [u8; 3],
+    /// The cell's size.
     size: Option<(u32, u32)>,
+    /// The size of the last render asked for.
+    rendered: Option<(u32, u32)>,
+}
+
+impl Slate {
+    /// Renders the card as it is now.
+    fn render(&self) {
+        let mut card = self.card.lock().expect("slate card lock");
+        let Some((width, height)) = card.size else { return };
+        card.rendered = card.size;
+        let (name, colour) = (card.name.clone(), card.colour);
+        self.still.show_rendered(format!("slate of {name}"), move || {
+            render_card(&Card { width, height, colour, headline: &initials(&name), caption: &name })
+        });
+    }
+
+    /// Whether a slate frame of `frame_size` fits the cell; if it does not,
+    /// a render at the cell's size is asked for (once).
+    fn fits(&self, frame_size: Option<(u32, u32)>) -> bool {
+        let (size, rendered) = {
+            let card = self.card.lock().expect("slate card lock");
+            (card.size, card.rendered)
+        };
+        if rendered != size {
+            self.render();
+        }
+        frame_size == size
+    }
 }
 
 /// Shared by the two probes that pick the picture.
@@ -113,6 +150,7 @@ struct Choice {
     selector: gst::Element,
     video_pad: Option<gst::Pad>,
     slate_pad: gst::Pad,
+    slate: Slate,
     video_muted: AtomicBool,
     /// Whether the selector shows the video; a lock, not an atomic, so
     /// that the flag and the selector never disagree when both probes race.
@@ -179,16 +217,21 @@ impl Picture {
             showing_video: Mutex::new(false),
             last_frame: AtomicU64::new(0),
             epoch: Instant::now(),
+            slate: Slate {
+                card: Mutex::new(SlateCard { name: name.to_string(), colour: slate_colour(id), size: None, rendered: None }),
+                still: slate,
+            },
         });
-        choice.watch(label.as_ref().map(|l| &l.overlay), &slate.output);
-        let card = Mutex::new(SlateCard { name: name.to_string(), colour: slate_colour(id), size: None });
-        Ok(Picture { src, shape, label, slate, card, choice })
+        let slate_output = choice.slate.still.output.clone();
+        choice.watch(label.as_ref().map(|l| &l.overlay), &slate_output);
+        Ok(Picture { src, shape, label, choice })
     }
 
     /// Fits the picture to a cell: the video's crop and scale, and if the
-    /// size changed, the label's size and the slate (rendered again). Only
-    /// what changed is set, since each change renegotiates the caller's
-    /// chain: relayouts that move a caller without resizing it redraw nothing.
+    /// size changed, the label's size and the slate (rendered again now if
+    /// it is on screen, else when it is next shown). Only what changed is
+    /// set, since each change renegotiates the caller's chain: relayouts
+    /// that move a caller without resizing it redraw nothing.
     pub fn set_cell(&self, width: u32, height: u32, fit: Fit) {
         if let Some(Shape { crop, cell }) = &self.shape {
             let caps = cell_caps(width, height);
@@ -204,15 +247,19 @@ impl Picture {
                 crop.set_property("aspect-ratio", aspect);
             }
         }
-        let mut card = self.card.lock().expect("slate card lock");
-        if card.size == Some((width, height)) {
-            return;
+        {
+            let mut card = self.choice.slate.card.lock().expect("slate card lock");
+            if card.size == Some((width, height)) {
+                return;
+            }
+            card.size = Some((width, height));
         }
-        card.size = Some((width, height));
         if let Some(label) = &self.label {
             label.resize((f64::from(height) * LABEL_HEIGHT).max(LABEL_MIN_PX).round() as u32);
         }
-        self.render_slate(&card);
+        if !self.choice.showing_video() {
+            self.choice.slate.render();
+        }
     }
 
     /// A new name: on the label and the slate, at once.
@@ -220,10 +267,14 @@ impl Picture {
         if let Some(label) = &self.label {
             set_plain_text(&label.overlay, name);
         }
-        let mut card = self.card.lock().expect("slate card lock");
-        if card.name != name {
+        let renamed = {
+            let mut card = self.choice.slate.card.lock().expect("slate card lock");
+            let renamed = card.name != name;
             card.name = name.to_string();
-            self.render_slate(&card);
+            renamed
+        };
+        if renamed {
+            self.choice.slate.render();
         }
     }
 
@@ -237,14 +288,6 @@ impl Picture {
     /// picture again from the next decoded frame after it is unmuted.
     pub fn set_video_muted(&self, muted: bool) {
         self.choice.video_muted.store(muted, Ordering::SeqCst);
-    }
-
-    fn render_slate(&self, card: &SlateCard) {
-        let Some((width, height)) = card.size else { return };
-        let (name, colour) = (card.name.clone(), card.colour);
-        self.slate.show_rendered(format!("slate of {name}"), move || {
-            render_card(&Card { width, height, colour, headline: &initials(&name), caption: &name })
-        });
     }
 }
 
@@ -261,9 +304,9 @@ impl Choice {
             });
         }
         let choice = Arc::downgrade(self);
-        slate.static_pad("src").expect("capsfilter has a src pad").add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        slate.static_pad("src").expect("capsfilter has a src pad").add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
             if let Some(choice) = choice.upgrade() {
-                choice.on_slate_frame();
+                choice.on_slate_frame(pad);
             }
             gst::PadProbeReturn::Ok
         });
@@ -281,12 +324,23 @@ impl Choice {
         }
     }
 
-    fn on_slate_frame(&self) {
+    /// `pad` carries the slate frame, its caps already sent.
+    fn on_slate_frame(&self, pad: &gst::Pad) {
         let last = self.last_frame.load(Ordering::SeqCst);
         let stale = last == 0 || Duration::from_nanos(self.now().saturating_sub(last)) > VIDEO_STALE_AFTER;
-        if stale || self.video_muted.load(Ordering::SeqCst) {
-            self.show(false);
+        if !(stale || self.video_muted.load(Ordering::SeqCst)) {
+            return;
         }
+        // Only a switch away from the video waits for the slate's size;
+        // a slate on screen is rendered again as soon as its cell changes.
+        if self.showing_video() && !self.slate.fits(frame_size(pad)) {
+            return;
+        }
+        self.show(false);
+    }
+
+    fn showing_video(&self) -> bool {
+        *self.showing_video.lock().expect("choice lock")
     }
 
     /// Switches the selector if it does not already show that input. The
@@ -304,6 +358,12 @@ impl Choice {
             self.selector.set_property("active-pad", pad);
         }
     }
+}
+
+fn frame_size(pad: &gst::Pad) -> Option<(u32, u32)> {
+    let caps = pad.current_caps()?;
+    let structure = caps.structure(0)?;
+    Some((structure.get::<i32>("width").ok()? as u32, structure.get::<i32>("height").ok()? as u32))
 }
 
 fn link_to_selector(upstream: &gst::Element, selector: &gst::Element) -> Result<gst::Pad, MediaError> {
