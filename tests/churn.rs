@@ -141,11 +141,12 @@ fn churn(server: &Server, nginx: &Nginx) -> Result<()> {
 
     // A stopped part's streaming threads go back to GLib's pool (keeping
     // their last name), which ends those idle for 15 s but keeps two.
+    let settled = Instant::now();
     let threads_back = wait_until("the streaming threads to end", THREADS_RETIRE_WITHIN, || {
         Ok(server.footprint()?.thread_count() <= before.thread_count() + GLIB_KEPT_IDLE_THREADS)
     });
     let after = server.footprint()?;
-    eprintln!("before the churn {before:?}\nafter {after:?}");
+    eprintln!("before the churn {before:?}\nafter {after:?}, {:.1} s after every part stopped", settled.elapsed().as_secs_f64());
     threads_back.with_context(|| format!("threads not given back: {:?} → {:?}", before.threads, after.threads))?;
     ensure!(after.fds <= before.fds, "file descriptors not given back: {} → {}", before.fds, after.fds);
     let deleted = server.delete(&composition)?;
