@@ -25,6 +25,9 @@ use std::time::{Duration, Instant, SystemTime};
 /// 640x360 it ran at 17-23 fps before any attack): the test measures the attack, not the CPU.
 const CANVAS: (u32, u32) = (320, 180);
 const ATTACK: Duration = Duration::from_secs(10);
+/// Under the source check every datagram is dropped by its source address
+/// before anything reads it, whatever it holds: a shorter attack proves that.
+const CHECKED_ATTACK: Duration = Duration::from_secs(4);
 /// Datagrams per second, all classes and targets together: 20,000 over the attack.
 const RATE: u32 = 2_000;
 const SEED: u64 = 0x7u64 << 32 | 13;
@@ -214,7 +217,7 @@ fn under_attack(server: &Server, attacked: usize, checked: bool) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let attacker = attack(all_targets, stop.clone());
     let attack_from = SystemTime::now();
-    let deadline = Instant::now() + ATTACK;
+    let deadline = Instant::now() + if checked { CHECKED_ATTACK } else { ATTACK };
     let mut slowest_health = Duration::ZERO;
     while Instant::now() < deadline {
         let asked = Instant::now();
