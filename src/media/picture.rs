@@ -222,8 +222,7 @@ impl Picture {
                 still: slate,
             },
         });
-        let slate_output = choice.slate.still.output.clone();
-        choice.watch(label.as_ref().map(|l| &l.overlay), &slate_output);
+        choice.watch(label.as_ref().map(|l| &l.overlay));
         Ok(Picture { src, shape, label, choice })
     }
 
@@ -293,7 +292,7 @@ impl Picture {
 
 impl Choice {
     /// Installs the two probes that pick the picture (see the module doc).
-    fn watch(self: &Arc<Self>, video: Option<&gst::Element>, slate: &gst::Element) {
+    fn watch(self: &Arc<Self>, video: Option<&gst::Element>) {
         if let Some(video) = video {
             let choice = Arc::downgrade(self);
             video.static_pad("src").expect("textoverlay has a src pad").add_probe(gst::PadProbeType::BUFFER, move |_, _| {
@@ -304,7 +303,7 @@ impl Choice {
             });
         }
         let choice = Arc::downgrade(self);
-        slate.static_pad("src").expect("capsfilter has a src pad").add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
+        self.slate.still.output.static_pad("src").expect("capsfilter has a src pad").add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
             if let Some(choice) = choice.upgrade() {
                 choice.on_slate_frame(pad);
             }
