@@ -28,7 +28,7 @@ const ATTACK: Duration = Duration::from_secs(10);
 /// Under the source check every datagram is dropped by its source address
 /// before anything reads it, whatever it holds: a shorter attack proves that.
 const CHECKED_ATTACK: Duration = Duration::from_secs(4);
-/// Datagrams per second, all classes and targets together: 20,000 over the attack.
+/// Datagrams per second, all classes and targets together: 20,000 over the unchecked attack.
 const RATE: u32 = 2_000;
 const SEED: u64 = 0x7u64 << 32 | 13;
 /// The longest a return stream to a caller nobody attacks may pause during the attack.

@@ -684,7 +684,7 @@ impl QueueLag {
 
     /// The stamp of the block mixed at `tick`.
     fn label(&self, tick: gst::ClockTime) -> gst::ClockTime {
-        tick.saturating_sub(gst::ClockTime::from_nseconds(self.nanos.unwrap_or(0.0).max(0.0) as u64))
+        tick.saturating_sub(gst::ClockTime::from_nseconds(self.nanos.unwrap_or(0.0) as u64))
     }
 
     /// The ticks come `by` earlier from now on, and so the audio waits that much less.
