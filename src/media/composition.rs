@@ -944,8 +944,8 @@ fn build_canvas(
     count_on(&out, frames.clone(), Measure::Buffers);
     // One frame interval of slack: a frame is late when it misses its slot.
     let frame_interval = Duration::from_secs(1) / config.video.fps.max(1);
-    count_late_on(&out, latency_ns, frame_interval, late_frames.clone());
-    let cadence = Cadence::watch(&out, config.video.fps);
+    count_late_on(&out, latency_ns.clone(), frame_interval, late_frames.clone());
+    let cadence = Cadence::watch(&out, config.video.fps, latency_ns);
 
     let highlight = Highlight::build(pipeline, &compositor, &prefix, config.video.fps)?;
 

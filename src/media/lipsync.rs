@@ -12,10 +12,24 @@
 //! caller's lead (how much earlier its picture goes out than it was
 //! stamped; negative when later) for the mixer, which stamps the caller's
 //! audio the same (`mixer.rs`).
+//!
+//! That lead must hold still, and a live compositor alone lets it flip by a
+//! frame. It makes a composite frame as soon as every pad has a frame
+//! queued. A caller frame that came after its slot was made stays queued,
+//! so at the next slot the compositor does not wait for the caller's next
+//! frame: it shows the stale one, and the next one comes too late again. A
+//! caller whose frames arrive around when the canvas's own pacing frame
+//! does thus goes out either in its slot or one slot late, and stays in
+//! either state for seconds: the latency smoke's flashes read sound up to
+//! 23 ms early at some and 6 ms late at others. So a frame that missed its slot
+//! although it came before the slot's deadline (the compositor did not wait
+//! for it) is dropped: the compositor then waits for the next frame, which
+//! is in time. A frame that came after the deadline is shown late, as
+//! before, so that a caller whose frames all come that late is still seen.
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 /// How much earlier than it was stamped a caller's picture goes out, in ns
@@ -26,6 +40,11 @@ pub type VideoLead = Arc<AtomicI64>;
 pub struct Cadence {
     frame_ns: i64,
     callers: Mutex<Vec<Weak<Follower>>>,
+    /// Running time of the latest composite frame's slot (`i64::MIN` before any).
+    made: AtomicI64,
+    /// The compositor's latency in ns (0 until known): a slot is made at
+    /// the latest that long after it starts.
+    latency_ns: Arc<AtomicU64>,
 }
 
 /// One caller's picture at the compositor.
@@ -42,15 +61,18 @@ struct Seen {
     /// composite frame is being made can be taken for shown in it, so a
     /// lead is kept only once two composite frames in a row agree on it.
     last: Option<i64>,
+    /// Whether the latest frame was dropped for missing its slot.
+    dropped: bool,
 }
 
 /// Two leads this close are the same (the stamps jitter by a millisecond or so).
 const SAME_LEAD_NS: i64 = 2_000_000;
 
 impl Cadence {
-    /// Watches the composite frames leaving `pad` (the compositor's src).
-    pub fn watch(pad: &gst::Pad, fps: u32) -> Arc<Cadence> {
-        let cadence = Arc::new(Cadence { frame_ns: 1_000_000_000 / i64::from(fps.max(1)), callers: Mutex::default() });
+    /// Watches the composite frames leaving `pad` (the compositor's src,
+    /// whose latency `latency_ns` holds).
+    pub fn watch(pad: &gst::Pad, fps: u32, latency_ns: Arc<AtomicU64>) -> Arc<Cadence> {
+        let cadence = Arc::new(Cadence::new(fps, latency_ns));
         let weak = Arc::downgrade(&cadence);
         pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
             if let (Some(cadence), Some(slot)) = (weak.upgrade(), running_time(pad, info)) {
@@ -61,26 +83,60 @@ impl Cadence {
         cadence
     }
 
+    fn new(fps: u32, latency_ns: Arc<AtomicU64>) -> Cadence {
+        Cadence {
+            frame_ns: 1_000_000_000 / i64::from(fps.max(1)),
+            callers: Mutex::default(),
+            made: AtomicI64::new(i64::MIN),
+            latency_ns,
+        }
+    }
+
     /// Keeps `lead` for the caller whose picture enters the compositor at
-    /// `pad` (its sink pad), for as long as that pad lives.
-    pub fn follow(&self, pad: &gst::Pad, lead: VideoLead) {
+    /// `pad` (its sink pad), for as long as that pad lives, and drops its
+    /// frames that missed their slot only because the compositor did not
+    /// wait for them.
+    pub fn follow(self: &Arc<Self>, pad: &gst::Pad, lead: VideoLead) {
         let follower = Arc::new(Follower { seen: Mutex::default(), lead });
         {
             let mut callers = self.callers.lock().expect("cadence lock");
             callers.retain(|c| c.strong_count() > 0);
             callers.push(Arc::downgrade(&follower));
         }
+        let cadence = Arc::downgrade(self);
         pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-            if let Some(time) = running_time(pad, info) {
-                let mut seen = follower.seen.lock().expect("follower lock");
-                seen.queued = [Some(time), seen.queued[0]];
+            let (Some(cadence), Some(time)) = (cadence.upgrade(), running_time(pad, info)) else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let now = pad.parent_element().and_then(|compositor| compositor.current_running_time());
+            let now = now.and_then(|now| i64::try_from(now.nseconds()).ok());
+            let mut seen = follower.seen.lock().expect("follower lock");
+            // Never two in a row: were the deadline misjudged, a caller would lose half its frames, not all.
+            let drop = !seen.dropped && now.is_some_and(|now| cadence.missed_while_waited_for(time, now));
+            seen.dropped = drop;
+            if drop {
+                return gst::PadProbeReturn::Drop;
             }
+            seen.queued = [Some(time), seen.queued[0]];
             gst::PadProbeReturn::Ok
         });
     }
 
+    /// Whether a frame stamped `time` that arrives at `now` comes after its
+    /// slot was made but before that slot's deadline.
+    fn missed_while_waited_for(&self, time: i64, now: i64) -> bool {
+        let (made, latency) = (self.made.load(Ordering::Relaxed), self.latency_ns.load(Ordering::Relaxed));
+        if made == i64::MIN || latency == 0 || time >= made + self.frame_ns {
+            return false;
+        }
+        // The start of the slot `time` falls in: `made`, or a whole number of frames before it.
+        let slot = made - (made - time + self.frame_ns - 1) / self.frame_ns * self.frame_ns;
+        now < slot + i64::try_from(latency).unwrap_or(i64::MAX)
+    }
+
     /// A composite frame for the slot starting at `slot` went out.
     fn shown(&self, slot: i64) {
+        self.made.store(slot, Ordering::Relaxed);
         let callers = self.callers.lock().expect("cadence lock");
         for follower in callers.iter().filter_map(Weak::upgrade) {
             let mut seen = follower.seen.lock().expect("follower lock");
@@ -136,7 +192,7 @@ mod tests {
 
     #[test]
     fn a_lead_is_kept_once_two_composite_frames_agree_on_it() {
-        let cadence = Cadence { frame_ns: FRAME, callers: Mutex::default() };
+        let cadence = Cadence::new(30, Arc::default());
         let follower = Arc::new(Follower { seen: Mutex::default(), lead: VideoLead::default() });
         cadence.callers.lock().unwrap().push(Arc::downgrade(&follower));
         let show = |frame: i64, slot: i64| {
@@ -149,6 +205,22 @@ mod tests {
         // One odd frame (queued while its slot was being made) changes nothing.
         assert_eq!(show(1010 * MS + 2 * FRAME, 1000 * MS + 3 * FRAME), 10 * MS);
         assert_eq!(show(1010 * MS + 4 * FRAME, 1000 * MS + 4 * FRAME), 10 * MS);
+    }
+
+    #[test]
+    fn a_frame_is_dropped_only_when_its_slot_was_made_before_its_deadline_without_it() {
+        let cadence = Cadence::new(30, Arc::new(AtomicU64::new(93 * MS as u64)));
+        let at = |time: i64, now: i64| cadence.missed_while_waited_for(time * MS, now * MS);
+        assert!(!at(1010, 1040), "no slot made yet");
+        cadence.made.store(1000 * MS, Ordering::Relaxed);
+        assert!(!at(1040, 1045), "its slot is still to be made");
+        assert!(at(1022, 1060), "made without it, 38 ms into a deadline of 93");
+        let one_back = 1022 * MS - FRAME;
+        assert!(cadence.missed_while_waited_for(one_back, 1050 * MS), "a slot back, still before that slot's deadline");
+        assert!(!cadence.missed_while_waited_for(one_back, 1060 * MS), "a slot back, after that slot's deadline");
+        assert!(!at(1022, 1093), "after the deadline: the compositor waited, it is late, it is shown late");
+        cadence.latency_ns.store(0, Ordering::Relaxed);
+        assert!(!at(1022, 1060), "without a known deadline nothing is dropped");
     }
 
     #[test]
