@@ -25,7 +25,8 @@
 //! although it came before the slot's deadline (the compositor did not wait
 //! for it) is dropped: the compositor then waits for the next frame, which
 //! is in time. A frame that came after the deadline is shown late, as
-//! before, so that a caller whose frames all come that late is still seen.
+//! before, so that a caller whose frames all come that late is still seen;
+//! and a caller's frames are not dropped while it settles (`SETTLE_NS`).
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -63,6 +64,26 @@ struct Seen {
     last: Option<i64>,
     /// Whether the latest frame was dropped for missing its slot.
     dropped: bool,
+    /// Running time of its first frame.
+    first: Option<i64>,
+}
+
+/// How long a caller's frames are shown as they come, late or not, before
+/// any is dropped: its jitter buffer and decoder deliver its first frames
+/// late, and waiting for them held up every output's composite (a joining
+/// caller's first return frame came 25 ms later, median of 3 runs).
+const SETTLE_NS: i64 = 2_000_000_000;
+
+impl Seen {
+    /// Whether the frame stamped `time` is dropped, `missed` saying whether
+    /// it missed its slot only because the compositor did not wait for it.
+    /// Never two in a row: were the deadline misjudged, a caller would lose
+    /// half its frames, not all.
+    fn drops(&mut self, time: i64, missed: impl FnOnce() -> bool) -> bool {
+        let settled = time - *self.first.get_or_insert(time) >= SETTLE_NS;
+        self.dropped = settled && !self.dropped && missed();
+        self.dropped
+    }
 }
 
 /// Two leads this close are the same (the stamps jitter by a millisecond or so).
@@ -111,10 +132,7 @@ impl Cadence {
             let now = pad.parent_element().and_then(|compositor| compositor.current_running_time());
             let now = now.and_then(|now| i64::try_from(now.nseconds()).ok());
             let mut seen = follower.seen.lock().expect("follower lock");
-            // Never two in a row: were the deadline misjudged, a caller would lose half its frames, not all.
-            let drop = !seen.dropped && now.is_some_and(|now| cadence.missed_while_waited_for(time, now));
-            seen.dropped = drop;
-            if drop {
+            if seen.drops(time, || now.is_some_and(|now| cadence.missed_while_waited_for(time, now))) {
                 return gst::PadProbeReturn::Drop;
             }
             seen.queued = [Some(time), seen.queued[0]];
@@ -221,6 +239,17 @@ mod tests {
         assert!(!at(1022, 1093), "after the deadline: the compositor waited, it is late, it is shown late");
         cadence.latency_ns.store(0, Ordering::Relaxed);
         assert!(!at(1022, 1060), "without a known deadline nothing is dropped");
+    }
+
+    #[test]
+    fn a_caller_loses_no_frame_while_it_settles_nor_two_in_a_row() {
+        let mut seen = Seen::default();
+        assert!(!seen.drops(1000 * MS, || true), "its first frame");
+        assert!(!seen.drops(1000 * MS + SETTLE_NS - MS, || true), "still settling");
+        assert!(seen.drops(1000 * MS + SETTLE_NS, || true));
+        assert!(!seen.drops(1000 * MS + SETTLE_NS + FRAME, || true), "not two in a row");
+        assert!(seen.drops(1000 * MS + SETTLE_NS + 2 * FRAME, || true));
+        assert!(!seen.drops(1000 * MS + SETTLE_NS + 3 * FRAME, || false), "in time");
     }
 
     #[test]
