@@ -129,10 +129,14 @@ impl Cadence {
             let (Some(cadence), Some(time)) = (cadence.upgrade(), running_time(pad, info)) else {
                 return gst::PadProbeReturn::Ok;
             };
-            let now = pad.parent_element().and_then(|compositor| compositor.current_running_time());
-            let now = now.and_then(|now| i64::try_from(now.nseconds()).ok());
+            // The clock is read only for a frame that may be dropped.
+            let missed = || {
+                let now = pad.parent_element().and_then(|compositor| compositor.current_running_time());
+                now.and_then(|now| i64::try_from(now.nseconds()).ok())
+                    .is_some_and(|now| cadence.missed_while_waited_for(time, now))
+            };
             let mut seen = follower.seen.lock().expect("follower lock");
-            if seen.drops(time, || now.is_some_and(|now| cadence.missed_while_waited_for(time, now))) {
+            if seen.drops(time, missed) {
                 return gst::PadProbeReturn::Drop;
             }
             seen.queued = [Some(time), seen.queued[0]];
