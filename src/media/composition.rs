@@ -176,7 +176,7 @@ impl CompositionMedia {
     ) -> Result<CompositionMedia, MediaError> {
         let pipeline = gst::Pipeline::with_name(&format!("comp-{id}"));
         let (speaker_events, speaker_composition) = (events.clone(), id.clone());
-        let mix = AudioMix::start(&format!("mix-{id}"), mix_format(&config), &pipeline, move || {
+        let mix = AudioMix::start(&format!("mix-{id}"), mix_format(&config), settings.jitter_buffer, &pipeline, move || {
             speaker_events(MediaEvent::ActiveSpeakerChanged { composition: speaker_composition.clone() })
         })?;
         let fuses = Fuses::default();

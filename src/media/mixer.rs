@@ -266,11 +266,13 @@ pub struct AudioMix {
 
 impl AudioMix {
     /// Starts the mixing thread; block timestamps follow `pipeline`'s running
-    /// time. `on_speaker_change` is called from that thread whenever the
-    /// active speaker changes.
+    /// time. `jitter_buffer` is how long the callers' audio is held before
+    /// it is decoded (see [`QueueLag::expecting`]). `on_speaker_change` is
+    /// called from that thread whenever the active speaker changes.
     pub fn start(
         name: &str,
         format: MixFormat,
+        jitter_buffer: Duration,
         pipeline: &gst::Pipeline,
         on_speaker_change: impl Fn() + Send + Sync + 'static,
     ) -> Result<AudioMix, MediaError> {
@@ -287,7 +289,7 @@ impl AudioMix {
         let pipeline = pipeline.downgrade();
         let thread = std::thread::Builder::new()
             .name(name.chars().take(15).collect())
-            .spawn(move || run(&thread_shared, &pipeline))
+            .spawn(move || run(&thread_shared, &pipeline, jitter_buffer))
             .map_err(|e| MediaError::Gst(format!("mixing thread: {e}")))?;
         Ok(AudioMix { shared, thread: Some(thread) })
     }
@@ -463,14 +465,15 @@ impl Drop for AudioMix {
 }
 
 /// The mixing loop: one block every 20 ms on the monotonic clock.
-fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
-    let block_samples = shared.format.block_samples();
+fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>, jitter_buffer: Duration) {
     let mut next = Instant::now() + BLOCK;
     // Running time of the block being produced; set from the pipeline at the first block.
     let mut pts: Option<gst::ClockTime> = None;
-    let mut lag = QueueLag::default();
+    let mut lag = QueueLag::expecting(jitter_buffer + TICK_MARGIN);
     let mut phase = TickPhase::default();
     let mut sharing = Sharing::default();
+    // The tick held back because every caller then speaking missed it.
+    let mut held: Option<gst::ClockTime> = None;
     while !shared.stop.load(Ordering::SeqCst) {
         let now = Instant::now();
         if next > now {
@@ -488,80 +491,39 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
         let Some(start) = pts.or_else(|| pipeline.current_running_time()) else { continue };
         pts = Some(start + gst::ClockTime::from_nseconds(BLOCK.as_nanos() as u64));
 
-        let channels = shared.format.channels as usize;
-        let advance;
-        let (taken, outputs) = {
-            let mut guard = shared.state.lock().expect("mix state lock");
-            let state = &mut *guard;
-            let mut blocks = take_blocks(&mut state.inputs, shared.format, Instant::now());
-            lag.observe(start, blocks.values().filter_map(|block| block.time));
-            advance = phase.observe(blocks.values().filter_map(|block| block.ready_for));
-            let taken = take_gains(&mut state.inputs, &mut blocks);
-            let (outputs, lobby, deaf) = (&state.outputs, &mut state.lobby, &state.deaf);
-            let outputs: Vec<(Listener, Output, Hearing)> = outputs
-                .iter()
-                .map(|(listener, output)| {
-                    let hearing = match listener {
-                        Listener::Caller(id) => match lobby.get_mut(id) {
-                            Some(announcement) => Hearing::Announcement(announcement.next_block(block_samples)),
-                            None => Hearing::Room { deaf: deaf.contains(id) },
-                        },
-                        Listener::Broadcast => Hearing::Room { deaf: false },
-                    };
-                    (listener.clone(), output.clone(), hearing)
-                })
-                .collect();
-            (taken, outputs)
+        let (mut blocks, all_late) = {
+            let mut state = shared.state.lock().expect("mix state lock");
+            let was_flowing = state.inputs.values().any(|input| input.flowing);
+            let blocks = take_blocks(&mut state.inputs, shared.format, Instant::now());
+            let all_late = was_flowing && blocks.is_empty();
+            (blocks, all_late)
         };
-        let (mixed, levels) = mix(taken, block_samples, channels);
-        let changed = shared.speech.lock().expect("speech lock").observe(levels.iter().map(|(id, level)| (id, *level)));
-        if changed {
-            (shared.on_speaker_change)();
+        let advance = phase.observe(blocks.values().filter_map(|block| block.ready_for));
+        if all_late && held.is_none() {
+            // Every caller that was speaking missed this tick: its block is
+            // late, or it stopped. Mixed as a hole, a late block was stamped
+            // after it and its caller's sound came up to 20 ms behind its
+            // picture while the stamps caught up with the longer wait (a
+            // flash of `bench/latency.py` read +26 ms). The next tick decides.
+            held = Some(start);
+        } else {
+            match held.take() {
+                // The late audio came: it takes the held tick's place and
+                // waits a block longer from now on (its caller keeps one in reserve).
+                Some(_) if !blocks.is_empty() => {
+                    lag.hold_back(BLOCK);
+                    tracing::debug!("late audio took the tick held back for it");
+                }
+                // Nothing came: the held tick is the silence it would have been.
+                Some(held_tick) => {
+                    send_block(shared, &mut sharing, &mut HashMap::new(), lag.label(held_tick));
+                    tracing::debug!("the callers stopped: the held tick went out as silence");
+                }
+                None => {}
+            }
+            lag.observe(start, blocks.values().filter_map(|block| block.time));
+            send_block(shared, &mut sharing, &mut blocks, lag.label(start));
         }
-        sharing.begin_block();
-        let stamp = lag.label(start);
-        // One buffer per shared encode, pushed to every caller it goes to.
-        let mut shared_blocks: HashMap<ShareKey, Option<gst::Buffer>> = HashMap::new();
-        let mut encodes = MixMinusEncodes::default();
-        for (listener, Output { src, share }, hearing) in outputs {
-            let shared_block = match (&listener, &hearing, share) {
-                (Listener::Caller(id), Hearing::Room { deaf }, Some(key)) => {
-                    let hears_full_mix = !deaf && mixed.contributes_nothing(id);
-                    if sharing.takes_shared(id, hears_full_mix) {
-                        let made = shared_blocks.entry(key).or_insert_with(|| {
-                            let full = mixed.full_block();
-                            let packet = sharing.packet(key, &full, channels)?;
-                            Some(block_buffer(samples_to_bytes(&full), stamp, Some(&packet)))
-                        });
-                        made.clone()
-                    } else {
-                        None
-                    }
-                }
-                _ => None,
-            };
-            let buffer = match (shared_block, hearing) {
-                (Some(buffer), _) => {
-                    encodes.shared += 1;
-                    buffer
-                }
-                (None, Hearing::Room { deaf }) => {
-                    if matches!(listener, Listener::Caller(_)) {
-                        encodes.own += 1;
-                    }
-                    block_buffer(mixed.heard_by(&listener, deaf), stamp, None)
-                }
-                (None, Hearing::Announcement(block)) => {
-                    encodes.own += 1;
-                    block_buffer(block, stamp, None)
-                }
-            };
-            // Flushing (the caller is being removed) is not an error.
-            let _ = src.push_buffer(buffer);
-        }
-        sharing.end_block();
-        shared.own_encodes.store(encodes.own, Ordering::Relaxed);
-        shared.shared_encodes.store(encodes.shared, Ordering::Relaxed);
         if let Some(advance) = advance {
             // From the next block on, which is stamped as it would have
             // been: its tick comes earlier, and its audio waits that much less.
@@ -571,6 +533,81 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>) {
             tracing::debug!(?advance, "mixing tick moved up to the callers' audio");
         }
     }
+}
+
+/// Mixes `blocks` (the callers' audio taken for one tick) and sends every
+/// listener what it hears, stamped `stamp`.
+fn send_block(shared: &Shared, sharing: &mut Sharing, blocks: &mut HashMap<ParticipantId, Block>, stamp: gst::ClockTime) {
+    let block_samples = shared.format.block_samples();
+    let channels = shared.format.channels as usize;
+    let (taken, outputs) = {
+        let mut guard = shared.state.lock().expect("mix state lock");
+        let state = &mut *guard;
+        let taken = take_gains(&mut state.inputs, blocks);
+        let (outputs, lobby, deaf) = (&state.outputs, &mut state.lobby, &state.deaf);
+        let outputs: Vec<(Listener, Output, Hearing)> = outputs
+            .iter()
+            .map(|(listener, output)| {
+                let hearing = match listener {
+                    Listener::Caller(id) => match lobby.get_mut(id) {
+                        Some(announcement) => Hearing::Announcement(announcement.next_block(block_samples)),
+                        None => Hearing::Room { deaf: deaf.contains(id) },
+                    },
+                    Listener::Broadcast => Hearing::Room { deaf: false },
+                };
+                (listener.clone(), output.clone(), hearing)
+            })
+            .collect();
+        (taken, outputs)
+    };
+    let (mixed, levels) = mix(taken, block_samples, channels);
+    let changed = shared.speech.lock().expect("speech lock").observe(levels.iter().map(|(id, level)| (id, *level)));
+    if changed {
+        (shared.on_speaker_change)();
+    }
+    sharing.begin_block();
+    // One buffer per shared encode, pushed to every caller it goes to.
+    let mut shared_blocks: HashMap<ShareKey, Option<gst::Buffer>> = HashMap::new();
+    let mut encodes = MixMinusEncodes::default();
+    for (listener, Output { src, share }, hearing) in outputs {
+        let shared_block = match (&listener, &hearing, share) {
+            (Listener::Caller(id), Hearing::Room { deaf }, Some(key)) => {
+                let hears_full_mix = !deaf && mixed.contributes_nothing(id);
+                if sharing.takes_shared(id, hears_full_mix) {
+                    let made = shared_blocks.entry(key).or_insert_with(|| {
+                        let full = mixed.full_block();
+                        let packet = sharing.packet(key, &full, channels)?;
+                        Some(block_buffer(samples_to_bytes(&full), stamp, Some(&packet)))
+                    });
+                    made.clone()
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        let buffer = match (shared_block, hearing) {
+            (Some(buffer), _) => {
+                encodes.shared += 1;
+                buffer
+            }
+            (None, Hearing::Room { deaf }) => {
+                if matches!(listener, Listener::Caller(_)) {
+                    encodes.own += 1;
+                }
+                block_buffer(mixed.heard_by(&listener, deaf), stamp, None)
+            }
+            (None, Hearing::Announcement(block)) => {
+                encodes.own += 1;
+                block_buffer(block, stamp, None)
+            }
+        };
+        // Flushing (the caller is being removed) is not an error.
+        let _ = src.push_buffer(buffer);
+    }
+    sharing.end_block();
+    shared.own_encodes.store(encodes.own, Ordering::Relaxed);
+    shared.shared_encodes.store(encodes.shared, Ordering::Relaxed);
 }
 
 /// The shared encodes of the full mix, one per encoder key, and who among
@@ -654,44 +691,56 @@ impl Sharing {
 /// behind its picture.
 ///
 /// The wait moves in steps: a caller whose block came late keeps one in
-/// reserve from then on (20 ms more), a new video lead restamps its audio.
-/// Followed over 50 blocks, such a step put sound 20 ms further behind its
+/// reserve from then on (20 ms more; taken at once where the tick was held
+/// back for it, see `run`), a new video lead restamps its audio, a queue is
+/// drained. Followed over 50 blocks, such a step put sound 20 ms further behind its
 /// picture for a second or two (`bench/latency.py`'s lip sync read +24,
 /// +13, +8 ms at the flashes after one). Over 5 blocks it is followed
 /// within 100 ms, and each stamp still comes 16 to 20 ms after the one
 /// before, so that the stream stays in order for encoders and muxers.
-#[derive(Default)]
 struct QueueLag {
-    /// `None` until audio was first taken: then the lag starts where it is.
-    nanos: Option<f64>,
+    nanos: f64,
 }
 
 /// Blocks over which the lag follows a change by 63 %.
 const LAG_SMOOTHING_BLOCKS: f64 = 5.0;
 
 impl QueueLag {
+    /// A lag that starts at the wait the first caller's audio will have once
+    /// the tick has moved up to it (`TickPhase`): the jitter buffer's hold
+    /// and the tick's margin. Started at the first caller's actual wait,
+    /// the mix's stamps stepped back by some 40-60 ms when it first spoke;
+    /// a listener's jitter buffer, settled on the silence before, took that
+    /// for a change of network delay and followed it over seconds, and its
+    /// lip sync with them (a return stream read +24, +16, +11 ms at the
+    /// flashes of `bench/latency.py` after one).
+    fn expecting(wait: Duration) -> QueueLag {
+        QueueLag { nanos: wait.as_nanos() as f64 }
+    }
+
     /// Follows the mean wait of this block's audio, if any was taken.
     fn observe(&mut self, tick: gst::ClockTime, arrived: impl Iterator<Item = gst::ClockTime>) {
         let (sum, count) = arrived.fold((0.0, 0u32), |(sum, count), time| {
             (sum + tick.nseconds().saturating_sub(time.nseconds()) as f64, count + 1)
         });
         if count > 0 {
-            let wait = sum / f64::from(count);
-            let nanos = self.nanos.get_or_insert(wait);
-            *nanos += (wait - *nanos) / LAG_SMOOTHING_BLOCKS;
+            self.nanos += (sum / f64::from(count) - self.nanos) / LAG_SMOOTHING_BLOCKS;
         }
     }
 
     /// The stamp of the block mixed at `tick`.
     fn label(&self, tick: gst::ClockTime) -> gst::ClockTime {
-        tick.saturating_sub(gst::ClockTime::from_nseconds(self.nanos.unwrap_or(0.0) as u64))
+        tick.saturating_sub(gst::ClockTime::from_nseconds(self.nanos.max(0.0) as u64))
+    }
+
+    /// The audio waits `by` longer from now on: the next stamp follows the last one sent.
+    fn hold_back(&mut self, by: Duration) {
+        self.nanos += by.as_nanos() as f64;
     }
 
     /// The ticks come `by` earlier from now on, and so the audio waits that much less.
     fn earlier(&mut self, by: Duration) {
-        if let Some(nanos) = &mut self.nanos {
-            *nanos -= by.as_nanos() as f64;
-        }
+        self.nanos -= by.as_nanos() as f64;
     }
 }
 
@@ -1149,7 +1198,7 @@ mod tests {
 
     #[test]
     fn blocks_are_stamped_with_when_their_audio_arrived_and_follow_a_step_in_order() {
-        let mut lag = QueueLag::default();
+        let mut lag = QueueLag::expecting(Duration::from_millis(40));
         let mut stamps = Vec::new();
         for block in 0..400u64 {
             let tick = ms(1000 + 20 * block);
@@ -1159,7 +1208,7 @@ mod tests {
             lag.observe(tick, [tick - ms(30), tick - ms(second)].into_iter());
             stamps.push(lag.label(tick));
         }
-        // From the first block on, the mean wait of 40 ms.
+        // From the first block on, the mean wait of 40 ms, as expected.
         assert_eq!(stamps[0], ms(1000 - 40));
         for pair in stamps[..200].windows(2) {
             assert_eq!(pair[1] - pair[0], ms(20));
@@ -1177,6 +1226,26 @@ mod tests {
         let before = lag.label(ms(9000));
         lag.observe(ms(9000), std::iter::empty());
         assert_eq!(lag.label(ms(9000)), before);
+    }
+
+    #[test]
+    fn the_stamps_never_step_back_when_the_first_caller_speaks() {
+        // Silence first (no caller's audio): stamped by the expected wait.
+        let mut lag = QueueLag::expecting(Duration::from_millis(45));
+        let mut stamps = Vec::new();
+        for block in 0..100u64 {
+            let tick = ms(1000 + 20 * block);
+            // From block 50 on a caller whose audio waited 60 ms, 15 ms more than expected.
+            let arrived: Vec<_> = if block < 50 { vec![] } else { vec![tick - ms(60)] };
+            lag.observe(tick, arrived.into_iter());
+            stamps.push(lag.label(tick));
+        }
+        assert_eq!(stamps[0], ms(1000 - 45));
+        for pair in stamps.windows(2) {
+            let step = pair[1] - pair[0];
+            assert!(step >= ms(16) && step <= ms(20), "{step}");
+        }
+        assert!((stamps[99].nseconds() as i64 - ms(1000 + 20 * 99 - 60).nseconds() as i64).abs() < 500_000);
     }
 
     #[test]
