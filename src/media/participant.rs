@@ -44,7 +44,7 @@ use crate::ports::{PortLease, PortPair};
 pub const AUDIO_SESSION: u32 = 0;
 pub const VIDEO_SESSION: u32 = 1;
 /// The shortest interval between RTCP reports (see `report_often`).
-const RTCP_MIN_INTERVAL: Duration = Duration::from_secs(1);
+const RTCP_MIN_INTERVAL: Duration = Duration::from_millis(500);
 
 pub fn session_for(kind: MediaKind) -> u32 {
     match kind {
@@ -505,11 +505,16 @@ impl ParticipantMedia {
     }
 }
 
-/// RTCP reports about every second (RFC 3550 spreads each interval over
-/// 0.5-1.5 times it) rather than every 5 s: a caller lines our audio up with
-/// our video only once it has had a sender report for each, which took
-/// 5-10 s after a join. RFC 3550 §6.2 allows a shorter minimum at this
-/// bandwidth; browsers send a video report every second.
+/// RTCP reports about every half second (RFC 3550 spreads each interval
+/// over 0.5-1.5 times it) rather than every 5 s: a caller lines our audio up
+/// with our video only once it has had a sender report for each, which took
+/// 5-10 s after a join. And in between, a jitter buffer that follows a step
+/// in our audio's timing (a joining caller's picture settling into its
+/// slot moves its sound by a frame) drifts from the last report: GStreamer's
+/// followed a 33 ms step over about 2.5 s, so that a return stream read up
+/// to +17 ms with a report every second (`bench/latency.py`'s lip sync),
+/// and up to +12 ms with one every half second. RFC 3550 §6.2 allows a
+/// shorter minimum at this bandwidth, and AVPF drops the minimum.
 fn report_often(rtpbin: &gst::Element, session: u32) {
     let internal = rtpbin.emit_by_name::<Option<glib::Object>>("get-internal-session", &[&session]);
     if let Some(internal) = internal {
