@@ -297,5 +297,5 @@ def section(result: dict, seconds: float) -> list[str]:
     lines += ["", f"Each output is counted from {SETTLE_SECONDS:.0f} s after its first flash: a joining caller's "
               "stamps settle within a few seconds (up to 10 ms off before), and the receiving endpoint lines a "
               "return stream's audio up with its video only once it has had Tutti's RTCP sender reports for both "
-              "(sent about every second)."]
+              "(sent about every half second)."]
     return lines
