@@ -472,7 +472,7 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>, jitter_buf
     let mut lag = QueueLag::expecting(jitter_buffer + TICK_MARGIN);
     let mut phase = TickPhase::default();
     let mut sharing = Sharing::default();
-    // The tick held back because every caller then speaking missed it.
+    // The tick held back because every caller sending audio missed it.
     let mut held: Option<gst::ClockTime> = None;
     while !shared.stop.load(Ordering::SeqCst) {
         let now = Instant::now();
@@ -500,8 +500,8 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>, jitter_buf
         };
         let advance = phase.observe(blocks.values().filter_map(|block| block.ready_for));
         if all_late && held.is_none() {
-            // Every caller that was speaking missed this tick: its block is
-            // late, or it stopped. Mixed as a hole, a late block was stamped
+            // Every caller that was sending audio missed this tick: its block
+            // is late, or it stopped. Mixed as a hole, a late block was stamped
             // after it and its caller's sound came up to 20 ms behind its
             // picture while the stamps caught up with the longer wait (a
             // flash of `bench/latency.py` read +26 ms). The next tick decides.
