@@ -472,8 +472,7 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>, jitter_buf
     let mut lag = QueueLag::expecting(jitter_buffer + TICK_MARGIN);
     let mut phase = TickPhase::default();
     let mut sharing = Sharing::default();
-    // The tick held back because every caller sending audio missed it.
-    let mut held: Option<gst::ClockTime> = None;
+    let mut held = HeldTick::default();
     while !shared.stop.load(Ordering::SeqCst) {
         let now = Instant::now();
         if next > now {
@@ -499,28 +498,19 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>, jitter_buf
             (blocks, all_late)
         };
         let advance = phase.observe(blocks.values().filter_map(|block| block.ready_for));
-        if all_late && held.is_none() {
-            // Every caller that was sending audio missed this tick: its block
-            // is late, or it stopped. Mixed as a hole, a late block was stamped
-            // after it and its caller's sound came up to 20 ms behind its
-            // picture while the stamps caught up with the longer wait (a
-            // flash of `bench/latency.py` read +26 ms). The next tick decides.
-            held = Some(start);
-        } else {
-            match held.take() {
-                // The late audio came: it takes the held tick's place and
-                // waits a block longer from now on (its caller keeps one in reserve).
-                Some(_) if !blocks.is_empty() => {
-                    lag.hold_back(BLOCK);
-                    tracing::debug!("late audio took the tick held back for it");
-                }
-                // Nothing came: the held tick is the silence it would have been.
-                Some(held_tick) => {
-                    send_block(shared, &mut sharing, &mut HashMap::new(), lag.label(held_tick));
-                    tracing::debug!("the callers stopped: the held tick went out as silence");
-                }
-                None => {}
+        let plan = held.plan(start, all_late, !blocks.is_empty());
+        match plan {
+            TickPlan::Hold | TickPlan::Send => {}
+            TickPlan::LateAudioTakesHeldTick => {
+                lag.hold_back(BLOCK);
+                tracing::debug!("late audio took the tick held back for it");
             }
+            TickPlan::SilenceForHeldTick(held_tick) => {
+                send_block(shared, &mut sharing, &mut HashMap::new(), lag.label(held_tick));
+                tracing::debug!("the callers stopped: the held tick went out as silence");
+            }
+        }
+        if plan != TickPlan::Hold {
             lag.observe(start, blocks.values().filter_map(|block| block.time));
             send_block(shared, &mut sharing, &mut blocks, lag.label(start));
         }
@@ -531,6 +521,46 @@ fn run(shared: &Shared, pipeline: &gst::glib::WeakRef<gst::Pipeline>, jitter_buf
             pts = pts.map(|t| t.saturating_sub(gst::ClockTime::from_nseconds(advance.as_nanos() as u64)));
             lag.earlier(advance);
             tracing::debug!(?advance, "mixing tick moved up to the callers' audio");
+        }
+    }
+}
+
+/// A tick at which every caller sending audio missed its block: its block
+/// is late, or it stopped. Mixed as a hole, a late block was stamped after
+/// it and its caller's sound came up to 20 ms behind its picture while the
+/// stamps caught up with the longer wait (a flash of `bench/latency.py`
+/// read +26 ms). So such a tick is held back, and the next one decides.
+#[derive(Default)]
+struct HeldTick(Option<gst::ClockTime>);
+
+/// What the mixer does at a tick.
+#[derive(Debug, PartialEq)]
+enum TickPlan {
+    /// Send nothing yet.
+    Hold,
+    /// Mix and send this tick's audio.
+    Send,
+    /// The late audio came: it takes the held tick's place, and waits a
+    /// block longer from now on (its caller keeps one in reserve).
+    LateAudioTakesHeldTick,
+    /// Nothing came: the held tick (this running time) goes out first as
+    /// the silence it would have been.
+    SilenceForHeldTick(gst::ClockTime),
+}
+
+impl HeldTick {
+    /// The plan for the tick at `tick`: `all_late` if every caller sending
+    /// audio missed it, `took_audio` if any block was taken. Never two
+    /// ticks held in a row.
+    fn plan(&mut self, tick: gst::ClockTime, all_late: bool, took_audio: bool) -> TickPlan {
+        match self.0.take() {
+            None if all_late => {
+                self.0 = Some(tick);
+                TickPlan::Hold
+            }
+            None => TickPlan::Send,
+            Some(_) if took_audio => TickPlan::LateAudioTakesHeldTick,
+            Some(held) => TickPlan::SilenceForHeldTick(held),
         }
     }
 }
@@ -692,7 +722,7 @@ impl Sharing {
 ///
 /// The wait moves in steps: a caller whose block came late keeps one in
 /// reserve from then on (20 ms more; taken at once where the tick was held
-/// back for it, see `run`), a new video lead restamps its audio, a queue is
+/// back for it, see [`HeldTick`]), a new video lead restamps its audio, a queue is
 /// drained. Followed over 50 blocks, such a step put sound 20 ms further behind its
 /// picture for a second or two (`bench/latency.py`'s lip sync read +24,
 /// +13, +8 ms at the flashes after one). Over 5 blocks it is followed
@@ -1226,6 +1256,23 @@ mod tests {
         let before = lag.label(ms(9000));
         lag.observe(ms(9000), std::iter::empty());
         assert_eq!(lag.label(ms(9000)), before);
+    }
+
+    #[test]
+    fn a_tick_every_sender_missed_waits_for_the_late_audio_or_goes_out_as_silence() {
+        let mut held = HeldTick::default();
+        assert_eq!(held.plan(ms(1000), false, true), TickPlan::Send);
+        // Late: held, then taken by the late audio.
+        assert_eq!(held.plan(ms(1020), true, false), TickPlan::Hold);
+        assert_eq!(held.plan(ms(1040), false, true), TickPlan::LateAudioTakesHeldTick);
+        assert_eq!(held.plan(ms(1060), false, true), TickPlan::Send);
+        // Stopped: held, then sent as silence before the silent tick after it.
+        assert_eq!(held.plan(ms(1080), true, false), TickPlan::Hold);
+        assert_eq!(held.plan(ms(1100), false, false), TickPlan::SilenceForHeldTick(ms(1080)));
+        assert_eq!(held.plan(ms(1120), false, false), TickPlan::Send);
+        // Never two in a row, whatever the next tick says.
+        assert_eq!(held.plan(ms(1140), true, false), TickPlan::Hold);
+        assert_eq!(held.plan(ms(1160), true, false), TickPlan::SilenceForHeldTick(ms(1140)));
     }
 
     #[test]
