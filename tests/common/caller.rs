@@ -46,6 +46,13 @@ const CHILD_READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// SIGINT grace periods: gst-launch -e needs to push EOS (RTCP BYE), ffmpeg to write its trailer.
 const SENDER_STOP_GRACE: Duration = Duration::from_secs(2);
 const RECEIVER_STOP_GRACE: Duration = Duration::from_secs(5);
+/// What a caller's recorder receives at an instant was stamped up to about
+/// this much before it: Tutti stamps the mix with when its audio arrived
+/// (its queue wait and the jitter buffer's are behind it) and each
+/// composite frame with its slot. Stopped the moment a measurement window
+/// ended, a recorder held the window's audio only 12-22 ms past its end,
+/// and in one CI run 25 ms short of it; so it records this much longer.
+const IN_FLIGHT: Duration = Duration::from_millis(200);
 /// Peak amplitude of the sender's sine, 0.4 = -8 dBFS: loud, but no mixer clipping for a few callers.
 pub const TONE_AMPLITUDE: f64 = 0.4;
 pub const VIDEO_FPS: u32 = 30;
@@ -493,6 +500,7 @@ impl Caller {
     /// Stops the recorder so that the file is complete (bounded wait) and returns its path.
     pub fn stop_receiver(&mut self) -> Result<PathBuf> {
         let mut recorder = self.recorder.take().context("no receiver running")?;
+        std::thread::sleep(IN_FLIGHT);
         if self.spec.srtp.is_some() {
             // The plain RTCP BYE that ends a recording fails SRTP authentication in ffmpeg;
             // SIGINT while the server's packets still arrive (each read returns) ends it as cleanly.
