@@ -137,7 +137,7 @@ impl Cadence {
             };
             let mut seen = follower.seen.lock().expect("follower lock");
             if seen.drops(time, missed) {
-                return gst::PadProbeReturn::Drop;
+                return super::DROP_IN_SINK_PROBE;
             }
             seen.queued = [Some(time), seen.queued[0]];
             gst::PadProbeReturn::Ok

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use super::super::mixer::AudioMix;
 use super::super::part::{Fanout, add_chain, expose_input, stamp_earlier};
 use super::super::profiles::{EncoderSettings, Profiles};
-use super::super::{MediaError, make};
+use super::super::{DROP_IN_SINK_PROBE, MediaError, make};
 use crate::model::codec::VideoCodec;
 use crate::model::composition::CompositionConfig;
 use crate::model::ids::OutputId;
@@ -205,14 +205,6 @@ impl Demand {
         self.consumers.load(Ordering::SeqCst) > 0 || feed.has_players()
     }
 }
-
-/// How a sink pad's probe drops a buffer: `Handled`, not `Drop`. gstreamer-rs
-/// takes the buffer out of the probe's info to hand it over, and on `Drop`
-/// GStreamer 1.22's chain function then unrefs the NULL left behind, logging
-/// a CRITICAL per buffer: 80 lines a second from an idle composition, a third
-/// of its CPU. `Handled` tells the core that the probe consumed it. (A src
-/// pad's push takes `Drop` cleanly.)
-const DROP_IN_SINK_PROBE: gst::PadProbeReturn = gst::PadProbeReturn::Handled;
 
 /// Lets buffers through `pad` (a sink pad) only while the encode is wanted. The first
 /// buffer after a pause is marked as a discontinuity, so the encoder takes
