@@ -306,7 +306,7 @@ impl Composition {
         let Some(participant) = self.participants.iter().find(|p| &p.id == pid) else {
             return self.dial_view(pid);
         };
-        let stats = self.media.participant(pid).map(|m| m.stats()).unwrap_or_default();
+        let stats = self.media.participant(pid).map(|m| m.leg.stats()).unwrap_or_default();
         let speech = self.media.speech_of(pid);
         Some(ParticipantView {
             id: participant.id.clone(),

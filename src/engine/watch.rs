@@ -30,8 +30,8 @@ struct LegWatch {
 impl LegWatch {
     fn count(&self, media: &ParticipantMedia) -> u64 {
         let medium: Option<&MediumState> = match self.kind {
-            MediaKind::Audio => media.audio.as_ref(),
-            MediaKind::Video => media.video.as_ref(),
+            MediaKind::Audio => media.leg.audio.as_ref(),
+            MediaKind::Video => media.leg.video.as_ref(),
         };
         medium.map_or(0, |m| match self.way {
             Way::FromCaller => m.received.count(),
@@ -57,7 +57,7 @@ pub(super) struct LegWatches(Vec<LegWatch>);
 impl LegWatches {
     pub(super) fn new(media: &ParticipantMedia, now: Instant) -> LegWatches {
         let mut watches = Vec::new();
-        for medium in media.media() {
+        for medium in media.leg.media() {
             let kind = medium.negotiated.kind();
             let direction = medium.negotiated.direction;
             if direction.receives() {
@@ -155,8 +155,8 @@ impl Composition {
                 }
             }
             let next = ParticipantState::from_media(
-                media.expects_media(),
-                media.last_media_age(),
+                media.leg.expects_media(),
+                media.leg.last_media_age(),
                 participant.joined.elapsed(),
                 stale_after,
                 participant.watches.interrupted(),

@@ -26,7 +26,8 @@ use super::lifecycle::{self, Reaper, StopTicket, Teardown};
 use super::lipsync::Cadence;
 use super::mixer::{AudioMix, MixFormat, MixMinusEncodes};
 use super::part::{Fanout, add_chain, expose_input};
-use super::participant::{JoiningMedium, LegContext, ParticipantMedia};
+use super::leg::rtp::{JoiningMedium, RtpContext};
+use super::participant::{JoinContext, ParticipantMedia};
 use super::profiles::{EncoderSettings, Profiles};
 use super::prompts::{self, Prompt};
 use super::topology::{self, Owner, Topology};
@@ -283,18 +284,20 @@ impl CompositionMedia {
             self.mix.hold_in_lobby(&id);
         }
         let (events, composition, participant) = (self.events.clone(), self.id.clone(), id.clone());
-        let context = LegContext {
-            profiles: &self.profiles,
+        let context = JoinContext {
             mix: &self.mix,
-            jitter_buffer: self.settings.jitter_buffer,
-            source_check: self.settings.source_check,
             canvas_fps: self.canvas.as_ref().map(|_| self.config.video.fps),
             in_lobby,
-            on_key: Arc::new(move |key| {
-                events(MediaEvent::Key { composition: composition.clone(), participant: participant.clone(), key })
-            }),
+            rtp: RtpContext {
+                profiles: &self.profiles,
+                jitter_buffer: self.settings.jitter_buffer,
+                source_check: self.settings.source_check,
+                on_key: Arc::new(move |key| {
+                    events(MediaEvent::Key { composition: composition.clone(), participant: participant.clone(), key })
+                }),
+            },
         };
-        let participant = match ParticipantMedia::build(&id, name, audio, video, &context) {
+        let participant = match ParticipantMedia::build(&id, name, (audio, video), &context) {
             Ok(participant) => participant,
             Err(e) => {
                 self.mix.remove(&id);
@@ -305,7 +308,7 @@ impl CompositionMedia {
         match self.start_participant(&participant, &owner) {
             Ok(()) => {
                 // The newcomer needs a keyframe of the composite right away.
-                participant.request_composite_keyframe();
+                participant.seat.request_composite_keyframe();
                 self.participants.push(participant);
                 self.relayout();
                 Ok(())
@@ -322,18 +325,18 @@ impl CompositionMedia {
 
     fn start_participant(&mut self, participant: &ParticipantMedia, owner: &Owner) -> Result<(), MediaError> {
         self.pipeline.add(&participant.bin)?;
-        if let (Some(canvas), Some(picture)) = (&self.canvas, &participant.picture) {
+        if let (Some(canvas), Some(picture)) = (&self.canvas, &participant.seat.picture) {
             let pad = request_pad(&canvas.compositor, "sink_%u")?;
             // Hidden until relayout gives it a cell.
             pad.set_property("alpha", 0.0f64);
-            canvas.cadence.follow(&pad, participant.video_lead.clone());
+            canvas.cadence.follow(&pad, participant.seat.video_lead.clone());
             if let Err(e) = self.topology.link(&picture.src, &pad, owner.clone(), Owner::Core) {
                 super::part::release(&pad);
                 return Err(e.into());
             }
         }
-        if let Some((codec, composite)) = &participant.composite_in {
-            let size = participant.video.as_ref().and_then(|v| v.negotiated.return_size(self.sdp_canvas()));
+        if let Some((codec, composite)) = &participant.seat.composite_in {
+            let size = participant.leg.composite_size(self.sdp_canvas());
             let (encoder, feed) = self.encoder_for(ReturnEncode { codec: *codec, size })?;
             self.link_from(Source::Fanout(feed), composite, encoder, owner.clone())?;
         }
@@ -355,7 +358,7 @@ impl CompositionMedia {
     /// mix-minus, is sent the composite and takes its place in the layout.
     pub fn admit(&mut self, id: &ParticipantId) {
         let Some(participant) = self.participants.iter().find(|p| &p.id == id) else { return };
-        participant.admit();
+        participant.seat.admit();
         self.mix.admit(id);
         self.relayout();
     }
@@ -365,7 +368,7 @@ impl CompositionMedia {
         let Some(participant) = self.participants.iter_mut().find(|p| &p.id == id) else { return };
         participant.name = name.to_string();
         participant.controls = controls.clone();
-        if let Some(picture) = &participant.picture {
+        if let Some(picture) = &participant.seat.picture {
             picture.set_name(name);
             picture.set_video_muted(controls.video.muted);
         }
@@ -378,7 +381,7 @@ impl CompositionMedia {
     pub fn renegotiate_participant(&mut self, id: &ParticipantId, media: impl IntoIterator<Item = NegotiatedMedia>) {
         let Some(participant) = self.participants.iter_mut().find(|p| &p.id == id) else { return };
         for medium in media {
-            participant.follow(medium);
+            participant.leg.follow(medium);
         }
         // A caller that stopped sending video shows its slate.
         self.relayout();
@@ -388,7 +391,7 @@ impl CompositionMedia {
     /// (a room system's `picture_fast_update`).
     pub fn request_keyframe_for(&self, id: &ParticipantId) {
         if let Some(participant) = self.participant(id) {
-            participant.request_composite_keyframe();
+            participant.seat.request_composite_keyframe();
         }
     }
 
@@ -528,9 +531,9 @@ impl CompositionMedia {
             .iter()
             .map(|p| Seat {
                 id: p.id.clone(),
-                has_video: p.sends_video() && !p.controls.video.muted,
+                has_video: p.leg.sends_video() && !p.controls.video.muted,
                 // A caller still keying in its PIN is not in the room yet.
-                hidden: p.controls.video.hidden || p.in_lobby(),
+                hidden: p.controls.video.hidden || p.seat.in_lobby(),
             })
             .collect();
         let placed = layout::place(v.width, v.height, &self.config.layout.arrangement, &seats, self.active_speaker.as_ref());
@@ -538,7 +541,7 @@ impl CompositionMedia {
         let fade = transition.filter(|t| t.kind == TransitionKind::Fade).map(|t| Duration::from_millis(t.ms.into()));
         let mut moves = Vec::new();
         for participant in &self.participants {
-            let (Some(picture), Some(pad)) = (&participant.picture, self.compositor_pad(participant)) else { continue };
+            let (Some(picture), Some(pad)) = (&participant.seat.picture, self.compositor_pad(participant)) else { continue };
             picture.show_label(self.config.layout.labels);
             let to = match self.placements.get(&participant.id) {
                 Some(p) => {
@@ -570,7 +573,7 @@ impl CompositionMedia {
 
     /// The compositor pad a caller's picture goes to.
     fn compositor_pad(&self, participant: &ParticipantMedia) -> Option<gst::Pad> {
-        self.topology.peer_of(&participant.picture.as_ref()?.src)
+        self.topology.peer_of(&participant.seat.picture.as_ref()?.src)
     }
 
     /// The shared encoder for `key`, started on first use: its owner and

@@ -15,6 +15,10 @@
 //!                                                           └► appsrc: A + … (B's mix-minus) ─► …                                     in [caller-B]
 //! ```
 //!
+//! A caller's part is its seat ([`seat`]: picture, place in the mix,
+//! mix-minus, composite), which the compositor and the mixer see, and its
+//! leg ([`leg`]: RTP today), which alone knows the transport.
+//!
 //! Each bracket is a part: a bin of its own (`caller-{id}`, `enc-{profile}-…`,
 //! `comp-{id}-broadcast`, `out-{id}`) that starts and stops as one element,
 //! sinks first ([`part`]); the engine never waits on GStreamer without a
@@ -23,6 +27,7 @@
 
 pub mod composition;
 mod flow;
+mod leg;
 pub mod lifecycle;
 mod lipsync;
 mod mixer;
@@ -32,6 +37,7 @@ mod participant;
 mod picture;
 pub mod prompts;
 pub mod profiles;
+mod seat;
 mod source_guard;
 mod srtp;
 mod still;
@@ -39,7 +45,8 @@ mod topology;
 
 pub use composition::{CompositionMedia, MissingImage, check_images, FileOutputStatus, MediaSettings, OutputPaths, output_part_name, participant_part_name};
 pub use lifecycle::{Reaper, ReaperCounts, StopTicket};
-pub use participant::{JoiningMedium, MediumState, MediumStats, ParticipantMedia, ParticipantStats};
+pub use leg::rtp::{JoiningMedium, MediumState, MediumStats, ParticipantStats};
+pub use participant::ParticipantMedia;
 
 use std::path::PathBuf;
 use std::time::Duration;

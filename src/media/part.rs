@@ -263,3 +263,10 @@ pub fn release(pad: &gst::Pad) {
 fn is_requested(pad: &gst::Pad) -> bool {
     pad.pad_template().is_some_and(|t| t.presence() == gst::PadPresence::Request)
 }
+
+/// Sends a force-key-unit event upstream from `pad`: to an encoder it means
+/// "emit a keyframe", to rtpbin's receive side it becomes a PLI/FIR.
+pub fn request_keyframe_upstream(pad: &gst::Pad) {
+    let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder().all_headers(true).build();
+    pad.push_event(event);
+}

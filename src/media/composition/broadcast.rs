@@ -162,7 +162,7 @@ impl Feed {
     /// A new output starts at a keyframe: ask for one now rather than wait a GOP.
     pub(super) fn request_keyframe(&self) {
         if let Some(pad) = self.video_sink.static_pad("sink") {
-            super::super::participant::request_keyframe_upstream(&pad);
+            super::super::part::request_keyframe_upstream(&pad);
         }
     }
 }
