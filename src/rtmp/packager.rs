@@ -397,7 +397,7 @@ mod tests {
 #[cfg(test)]
 mod proptests {
     use super::*;
-    use crate::rtmp::flv::read;
+    use crate::rtmp::flv::{AudioTag, VideoTag, read_audio_tag, read_video_tag};
     use proptest::prelude::*;
 
     /// What the source does to a session, in order.
@@ -528,13 +528,16 @@ mod proptests {
                             assert!(timestamp_ms.wrapping_sub(last) < 1 << 31, "video went back from {last} to {timestamp_ms}");
                         }
                         last_video = Some(*timestamp_ms);
-                        let (frame_type, _, packet_type, offset, payload) = read::video_body(body);
-                        if packet_type == 0 {
-                            let expected = current.as_ref().and_then(|h| h.avc_decoder_config.clone());
-                            assert_eq!(Some(payload), expected.as_deref(), "the current AVC record");
-                            avc_sent = expected;
-                            continue;
-                        }
+                        let (tag_keyframe, offset, payload) = match read_video_tag(body).expect("AVC") {
+                            VideoTag::AvcDecoderConfig(record) => {
+                                let expected = current.as_ref().and_then(|h| h.avc_decoder_config.clone());
+                                assert_eq!(Some(record), expected, "the current AVC record");
+                                avc_sent = expected;
+                                continue;
+                            }
+                            VideoTag::AvcAccessUnit { keyframe, composition_time_ms, data } => (keyframe, composition_time_ms, data),
+                            VideoTag::Ignored => panic!("the packager sent a body a player ignores: {body:?}"),
+                        };
                         let MediaFrame::Video { pts_ms, dts_ms, keyframe, data } = &frame else { panic!("video tag for audio") };
                         assert_eq!(index, tags.len() - 1, "the frame comes after its headers");
                         assert!(avc_sent.is_some(), "a frame before the AVC record");
@@ -544,10 +547,10 @@ mod proptests {
                         }
                         assert!(*keyframe || !waiting_for_keyframe, "an inter frame after a gap");
                         waiting_for_keyframe = false;
-                        assert_eq!(frame_type, if *keyframe { 1 } else { 2 });
+                        assert_eq!(tag_keyframe, *keyframe);
                         let expected_offset = (i128::from(*pts_ms) - i128::from(*dts_ms)).clamp(-(1 << 23), (1 << 23) - 1);
                         assert_eq!(i128::from(offset), expected_offset);
-                        assert_eq!(payload, &data[..]);
+                        assert_eq!(payload, data);
                         sent.push((source_ms, *timestamp_ms));
                     }
                     FlvTag::Audio { timestamp_ms, body } => {
@@ -556,17 +559,20 @@ mod proptests {
                             assert!(timestamp_ms.wrapping_sub(last) < 1 << 31, "audio went back from {last} to {timestamp_ms}");
                         }
                         last_audio = Some(*timestamp_ms);
-                        let (_, _, packet_type, payload) = read::audio_body(body);
-                        if packet_type == 0 {
-                            let expected = current.as_ref().and_then(|h| h.aac_audio_specific_config.clone());
-                            assert_eq!(Some(payload), expected.as_deref(), "the current AudioSpecificConfig");
-                            aac_sent = expected;
-                            continue;
-                        }
+                        let payload = match read_audio_tag(body).expect("AAC") {
+                            AudioTag::AacAudioSpecificConfig(config) => {
+                                let expected = current.as_ref().and_then(|h| h.aac_audio_specific_config.clone());
+                                assert_eq!(Some(config), expected, "the current AudioSpecificConfig");
+                                aac_sent = expected;
+                                continue;
+                            }
+                            AudioTag::AacFrame(frame) => frame,
+                            AudioTag::Ignored => panic!("the packager sent a body a player ignores: {body:?}"),
+                        };
                         let MediaFrame::Audio { data, .. } = &frame else { panic!("audio tag for video") };
                         assert!(aac_sent.is_some(), "audio before its AudioSpecificConfig");
                         assert!(!waiting_for_keyframe, "audio before the picture it goes with");
-                        assert_eq!(payload, &data[..]);
+                        assert_eq!(payload, data);
                         sent.push((source_ms, *timestamp_ms));
                     }
                 }
