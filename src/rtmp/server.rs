@@ -80,10 +80,10 @@ pub enum ServerError {
     BadStreamName(String),
 }
 
-/// Why one player connection ended.
+/// Why one connection ended.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
-enum PlayerError {
+enum ConnectionError {
     #[error(transparent)]
     Handshake(#[from] HandshakeFailure),
     #[error("no play request within {0:?}")]
@@ -144,7 +144,7 @@ pub async fn start_server(config: RtmpServerConfig) -> Result<RtmpServerHandle, 
         streams: Mutex::new(HashMap::new()),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
-    tokio::spawn(accept_players(listener, registry.clone(), shutdown_rx));
+    tokio::spawn(accept_connections(listener, registry.clone(), shutdown_rx));
     tracing::info!(%local_addr, "RTMP playback server listening");
     Ok(RtmpServerHandle {
         inner: Arc::new(HandleInner {
@@ -235,7 +235,7 @@ impl Drop for StreamFeed {
     }
 }
 
-async fn accept_players(listener: TcpListener, registry: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {
+async fn accept_connections(listener: TcpListener, registry: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = stop_requested(&mut shutdown) => return,
@@ -243,7 +243,7 @@ async fn accept_players(listener: TcpListener, registry: Arc<Registry>, mut shut
                 Ok((stream, peer)) => {
                     let (registry, shutdown) = (registry.clone(), shutdown.clone());
                     tokio::spawn(async move {
-                        match serve_player(stream, &registry, shutdown).await {
+                        match serve_connection(stream, &registry, shutdown).await {
                             Ok(()) => tracing::debug!(%peer, "RTMP player left"),
                             Err(error) => tracing::info!(%peer, %error, "RTMP player disconnected"),
                         }
@@ -259,46 +259,46 @@ async fn accept_players(listener: TcpListener, registry: Arc<Registry>, mut shut
     }
 }
 
-async fn serve_player(
+async fn serve_connection(
     mut stream: TcpStream,
     registry: &Registry,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), PlayerError> {
+) -> Result<(), ConnectionError> {
     let config = &registry.config;
     let deadline = Instant::now() + config.request_timeout;
     stream.set_nodelay(true)?;
     let after_handshake = handshake(&mut stream, PeerType::Server, config.request_timeout).await?;
     let (reader, writer) = stream.into_split();
     let (session, results) = ServerSession::new(ServerSessionConfig::new())?;
-    let mut player = PlayerConnection {
+    let mut connection = Connection {
         reader,
         writer,
         session,
         read_buffer: vec![0; READ_BUFFER_BYTES],
         write_timeout: config.write_timeout,
     };
-    player.send_results(results).await?;
-    let early_results = player.session.handle_input(&after_handshake)?;
-    let mut events = player.send_results(early_results).await?;
+    connection.send_results(results).await?;
+    let early_results = connection.session.handle_input(&after_handshake)?;
+    let mut events = connection.send_results(early_results).await?;
 
     let (stream_id, source) = loop {
-        if let Some(accepted) = player.answer_requests(events, registry).await? {
+        if let Some(accepted) = connection.answer_requests(events, registry).await? {
             break accepted;
         }
         let n = tokio::select! {
             _ = stop_requested(&mut shutdown) => return Ok(()),
-            read = tokio::time::timeout_at(deadline, player.read()) => {
-                read.map_err(|_| PlayerError::NoPlayRequest(config.request_timeout))??
+            read = tokio::time::timeout_at(deadline, connection.read()) => {
+                read.map_err(|_| ConnectionError::NoPlayRequest(config.request_timeout))??
             }
         };
         let Some(n) = n else { return Ok(()) };
-        events = player.process(n).await?;
+        events = connection.process(n).await?;
     };
-    player.play(stream_id, source, &mut shutdown).await
+    connection.play(stream_id, source, &mut shutdown).await
 }
 
-/// One player's socket halves and its sans-IO server session.
-struct PlayerConnection {
+/// One client's socket halves and its sans-IO server session.
+struct Connection {
     reader: OwnedReadHalf,
     writer: OwnedWriteHalf,
     session: ServerSession,
@@ -306,16 +306,16 @@ struct PlayerConnection {
     write_timeout: Duration,
 }
 
-impl PlayerConnection {
+impl Connection {
     /// Cancel-safe; `None` when the player closed the connection.
-    async fn read(&mut self) -> Result<Option<usize>, PlayerError> {
+    async fn read(&mut self) -> Result<Option<usize>, ConnectionError> {
         match self.reader.read(&mut self.read_buffer).await? {
             0 => Ok(None),
             n => Ok(Some(n)),
         }
     }
 
-    async fn process(&mut self, n: usize) -> Result<Vec<ServerSessionEvent>, PlayerError> {
+    async fn process(&mut self, n: usize) -> Result<Vec<ServerSessionEvent>, ConnectionError> {
         let results = self.session.handle_input(&self.read_buffer[..n])?;
         self.send_results(results).await
     }
@@ -326,7 +326,7 @@ impl PlayerConnection {
         &mut self,
         events: Vec<ServerSessionEvent>,
         registry: &Registry,
-    ) -> Result<Option<(u32, StreamSource)>, PlayerError> {
+    ) -> Result<Option<(u32, StreamSource)>, ConnectionError> {
         for event in events {
             match event {
                 ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
@@ -369,7 +369,7 @@ impl PlayerConnection {
     }
 
     /// Sends the error status, closes our side, and says why.
-    async fn refuse(&mut self, request_id: u32, code: &str, reason: String) -> PlayerError {
+    async fn refuse(&mut self, request_id: u32, code: &str, reason: String) -> ConnectionError {
         let sent = async {
             let results = self.session.reject_request(request_id, code, &reason)?;
             self.send_results(results).await?;
@@ -379,13 +379,13 @@ impl PlayerConnection {
             // client hang up first (briefly).
             let drain = async {
                 while self.read().await?.is_some() {}
-                Ok::<(), PlayerError>(())
+                Ok::<(), ConnectionError>(())
             };
             let _ = tokio::time::timeout(REFUSAL_LINGER, drain).await;
-            Ok::<(), PlayerError>(())
+            Ok::<(), ConnectionError>(())
         };
         match sent.await {
-            Ok(()) => PlayerError::Refused(format!("{code}: {reason}")),
+            Ok(()) => ConnectionError::Refused(format!("{code}: {reason}")),
             Err(error) => error,
         }
     }
@@ -395,7 +395,7 @@ impl PlayerConnection {
         stream_id: u32,
         source: StreamSource,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<(), PlayerError> {
+    ) -> Result<(), ConnectionError> {
         let StreamSource { mut headers, frames } = source;
         let mut frames = frames.subscribe();
         let mut packager = Packager::new();
@@ -438,7 +438,7 @@ impl PlayerConnection {
         }
     }
 
-    async fn send_tag(&mut self, stream_id: u32, tag: FlvTag) -> Result<(), PlayerError> {
+    async fn send_tag(&mut self, stream_id: u32, tag: FlvTag) -> Result<(), ConnectionError> {
         let packet = match tag {
             FlvTag::Metadata(metadata) => self.session.send_metadata(stream_id, &metadata)?,
             FlvTag::Video { timestamp_ms, body } => {
@@ -456,7 +456,7 @@ impl PlayerConnection {
     async fn send_results(
         &mut self,
         results: Vec<ServerSessionResult>,
-    ) -> Result<Vec<ServerSessionEvent>, PlayerError> {
+    ) -> Result<Vec<ServerSessionEvent>, ConnectionError> {
         let mut events = Vec::new();
         for result in results {
             match result {
@@ -470,10 +470,10 @@ impl PlayerConnection {
         Ok(events)
     }
 
-    async fn write(&mut self, bytes: &[u8]) -> Result<(), PlayerError> {
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), ConnectionError> {
         tokio::time::timeout(self.write_timeout, self.writer.write_all(bytes))
             .await
-            .map_err(|_| PlayerError::WriteStalled(self.write_timeout))?
-            .map_err(PlayerError::from)
+            .map_err(|_| ConnectionError::WriteStalled(self.write_timeout))?
+            .map_err(ConnectionError::from)
     }
 }
