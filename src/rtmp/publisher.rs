@@ -399,7 +399,7 @@ fn is_refusal_code(code: &str) -> bool {
 }
 
 /// "code: description" of the first error-level status object in `values`.
-fn error_status(values: &[Amf0Value]) -> Option<String> {
+pub(super) fn error_status(values: &[Amf0Value]) -> Option<String> {
     values.iter().find_map(|value| {
         let Amf0Value::Object(properties) = value else {
             return None;
