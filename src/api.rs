@@ -123,6 +123,8 @@ impl From<EngineError> for ApiError {
             EngineError::Renegotiation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported_renegotiation"),
             EngineError::InvalidDialOut(_) => (StatusCode::BAD_REQUEST, "invalid_sip_uri"),
             EngineError::DialOutUnavailable => (StatusCode::CONFLICT, "sip_disabled"),
+            EngineError::IngestUnavailable => (StatusCode::CONFLICT, "rtmp_disabled"),
+            EngineError::NoSdpSession(_) => (StatusCode::CONFLICT, "not_an_rtp_participant"),
             EngineError::PortsExhausted(_) => (StatusCode::SERVICE_UNAVAILABLE, "ports_exhausted"),
             EngineError::CompositionFull(..) => (StatusCode::CONFLICT, "composition_full"),
             EngineError::OutputConflict(..) => (StatusCode::CONFLICT, "output_conflict"),
@@ -332,7 +334,8 @@ async fn list_participants(State(engine): State<EngineHandle>, Path(id): Path<St
     Ok(axum::Json(ParticipantList { participants: composition.participants }))
 }
 
-/// `{"name": "Room 4B", "sdp": "<offer>"}` or `{"name": "Room 4B", "sip_uri": "sip:room4b@pbx"}`
+/// `{"name": "Room 4B", "sdp": "<offer>"}`, `{"name": "Room 4B", "sip_uri": "sip:room4b@pbx"}`
+/// or `{"name": "Host", "ingest": "rtmp"}`
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JoinBody {
@@ -341,9 +344,12 @@ struct JoinBody {
     /// The caller's SDP offer (a plain RTP participant)…
     #[serde(default)]
     sdp: Option<String>,
-    /// …or a SIP URI Tutti dials out to.
+    /// …or a SIP URI Tutti dials out to…
     #[serde(default)]
     sip_uri: Option<String>,
+    /// …or `"rtmp"`: a publisher (OBS, ffmpeg) with the stream key the answer gives.
+    #[serde(default)]
+    ingest: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -360,36 +366,40 @@ async fn add_participant(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let composition = CompositionId::from(id);
-    let as_sdp = content_type(&headers).as_deref() == Some(SDP_CONTENT_TYPE);
-    let request = if as_sdp {
+    if content_type(&headers).as_deref() == Some(SDP_CONTENT_TYPE) {
         let offer = String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("malformed_sdp", "the SDP offer is not UTF-8 text"))?;
-        JoinRequest { name: None, offer, signalling: Signalling::Api }
-    } else {
-        let body: JoinBody = json_body(&headers, &body).map_err(|e| match e.status {
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_content_type",
-                "send the offer as application/sdp, or as application/json {\"name\", \"sdp\"}",
-            ),
-            _ => e,
-        })?;
-        match (body.sdp, body.sip_uri) {
-            (Some(offer), None) => JoinRequest { name: body.name, offer, signalling: Signalling::Api },
-            (None, Some(uri)) => {
-                let participant = engine.dial_out(composition.clone(), DialRequest { name: body.name, uri }).await?;
-                let location = format!("/v1/compositions/{composition}/participants/{}", participant.id);
-                return Ok(created(location, participant));
-            }
-            _ => return Err(ApiError::bad_request("invalid_json", "give either \"sdp\" (an offer) or \"sip_uri\" (a dial-out)")),
-        }
-    };
-    let joined = engine.add_participant(composition.clone(), request).await?;
-    let location = format!("/v1/compositions/{composition}/participants/{}", joined.participant.id);
-    if as_sdp {
+        let joined = engine.add_participant(composition.clone(), JoinRequest { name: None, offer, signalling: Signalling::Api }).await?;
+        let location = format!("/v1/compositions/{composition}/participants/{}", joined.participant.id);
         let response = (StatusCode::CREATED, [(header::CONTENT_TYPE, SDP_CONTENT_TYPE)], joined.answer).into_response();
-        Ok(with_location(response, &location))
-    } else {
-        Ok(created(location, JoinedBody { participant: joined.participant, sdp: joined.answer }))
+        return Ok(with_location(response, &location));
+    }
+    let body: JoinBody = json_body(&headers, &body).map_err(|e| match e.status {
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_content_type",
+            "send the offer as application/sdp, or as application/json {\"name\", \"sdp\"}",
+        ),
+        _ => e,
+    })?;
+    let location = |pid: &ParticipantId| format!("/v1/compositions/{composition}/participants/{pid}");
+    match (body.sdp, body.sip_uri, body.ingest.as_deref()) {
+        (Some(offer), None, None) => {
+            let joined = engine.add_participant(composition.clone(), JoinRequest { name: body.name, offer, signalling: Signalling::Api }).await?;
+            Ok(created(location(&joined.participant.id), JoinedBody { participant: joined.participant, sdp: joined.answer }))
+        }
+        (None, Some(uri), None) => {
+            let participant = engine.dial_out(composition.clone(), DialRequest { name: body.name, uri }).await?;
+            Ok(created(location(&participant.id), participant))
+        }
+        (None, None, Some("rtmp")) => {
+            let participant = engine.add_publisher(composition.clone(), body.name).await?;
+            Ok(created(location(&participant.id), participant))
+        }
+        (None, None, Some(other)) => Err(ApiError::bad_request("unsupported_ingest", format!("ingest {other:?} is not available; give \"rtmp\""))),
+        _ => Err(ApiError::bad_request(
+            "invalid_json",
+            "give one of \"sdp\" (an offer), \"sip_uri\" (a dial-out) or \"ingest\": \"rtmp\" (a publisher)",
+        )),
     }
 }
 

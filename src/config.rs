@@ -108,7 +108,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TUTTI_BRANDING_DIR")]
     pub branding_dir: Option<PathBuf>,
     /// Address of the embedded RTMP server that plays every composition at
-    /// rtmp://ADDRESS/live/{composition_id} [default: 127.0.0.1:1935].
+    /// rtmp://ADDRESS/live/{composition_id} and takes RTMP participants'
+    /// publishers at rtmp://ADDRESS/ingest/{stream_key} [default: 127.0.0.1:1935].
     #[arg(long, env = "TUTTI_RTMP_LISTEN")]
     pub rtmp_listen: Option<SocketAddr>,
     /// Where SIP endpoints call in, over UDP and TCP on the same port

@@ -30,8 +30,8 @@ use crate::events::EventBus;
 use crate::media::profiles::Profiles;
 use crate::media::prompts::Prompt;
 use crate::media::{
-    CompositionMedia, JoiningMedium, MediaError, MediaEvent, MediaSettings, MissingImage, OutputPaths, Reaper, StopTicket,
-    check_images, output_part_name, participant_part_name,
+    CompositionMedia, JoiningMedium, MediaError, MediaEvent, MediaSettings, MissingImage, OutputPaths, PublisherChange, Reaper,
+    StopTicket, check_images, output_part_name, participant_part_name,
 };
 use crate::model::event::EventKind;
 use crate::model::pin::{self, PinEntry, PinStep};
@@ -48,7 +48,7 @@ use crate::model::sdp::crypto::MediaEncryption;
 use crate::model::sdp::{self, Canvas, LocalTransport, Negotiation, RenegotiationError, SdpError, with_origin_version};
 use crate::model::signalling::{CallDirection, Signalling, SipCall};
 use crate::ports::{PortAllocator, PortPair, PortsExhausted};
-use crate::rtmp::{PublisherConfig, PublisherHandle, RtmpServerHandle, RtmpsTrust, spawn_publisher};
+use crate::rtmp::{IngestRegistration, PublisherConfig, PublisherHandle, RtmpServerHandle, RtmpsTrust, spawn_publisher};
 use watch::{CompositeWatch, LegWatches, OutputWatch};
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +94,10 @@ pub enum EngineError {
     TooManyCompositions(usize),
     #[error("this node already has {0} participants, the most it takes (--max-participants)")]
     TooManyParticipants(usize),
+    #[error("participant {0} publishes over RTMP: it has no SDP session to renegotiate")]
+    NoSdpSession(ParticipantId),
+    #[error("RTMP publishers need the embedded RTMP server (--rtmp-listen)")]
+    IngestUnavailable,
 }
 
 pub struct JoinRequest {
@@ -138,6 +142,7 @@ enum Command {
     GetComposition(CompositionId, Reply<CompositionView>),
     DeleteComposition(CompositionId, Reply<Removal>),
     AddParticipant(CompositionId, JoinRequest, Reply<Joined>),
+    AddPublisher(CompositionId, Option<String>, Reply<ParticipantView>),
     GetParticipant(CompositionId, ParticipantId, Reply<ParticipantView>),
     RemoveParticipant(CompositionId, ParticipantId, Reply<Removal>),
     UpdateParticipant(CompositionId, ParticipantId, ParticipantPatch, Reply<ParticipantView>),
@@ -200,6 +205,12 @@ impl EngineHandle {
 
     pub async fn add_participant(&self, id: CompositionId, request: JoinRequest) -> Result<Joined, EngineError> {
         self.ask(|r| Command::AddParticipant(id, request, r)).await
+    }
+
+    /// A participant that an RTMP publisher (OBS, ffmpeg) becomes with the
+    /// stream key this answers with, whole this once (masked afterwards).
+    pub async fn add_publisher(&self, id: CompositionId, name: Option<String>) -> Result<ParticipantView, EngineError> {
+        self.ask(|r| Command::AddPublisher(id, name, r)).await
     }
 
     pub async fn participant(&self, id: CompositionId, pid: ParticipantId) -> Result<ParticipantView, EngineError> {
@@ -342,11 +353,24 @@ struct Participant {
     joined: Instant,
     last_error: Option<String>,
     watches: LegWatches,
-    session: SdpSession,
+    /// An RTP participant's offer/answer session; `None` for an RTMP publisher.
+    session: Option<SdpSession>,
+    /// An RTMP publisher's ingest; `None` for an RTP participant.
+    ingest: Option<Ingest>,
     /// Dialled in to a room with a PIN and keying it in: not in the room yet.
     lobby: Option<PinEntry>,
-    /// When its call is to end: after its last prompt (a wrong PIN, too late).
+    /// When its call is to end: after its last prompt (a wrong PIN, too
+    /// late), or when its RTMP publisher has not come back.
     leaving_at: Option<Instant>,
+}
+
+/// Where an RTMP participant's publisher sends, with which key.
+struct Ingest {
+    url: String,
+    stream_key: String,
+    /// The key's place on the RTMP server: dropping it (the participant
+    /// leaves) refuses the key and disconnects its publisher.
+    _registration: IngestRegistration,
 }
 
 /// What a participant joins with, besides its negotiation.
@@ -467,6 +491,14 @@ const TICK: Duration = Duration::from_millis(100);
 pub const REPLY_DEADLINE: Duration = Duration::from_millis(750);
 /// How long a shutdown waits for the compositions to stop.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(4);
+/// An RTMP publisher that drops (OBS reconnecting after a network hiccup)
+/// keeps its participant and cell if it is back within this.
+const PUBLISHER_RETURN_WITHIN: Duration = Duration::from_secs(30);
+
+/// A new RTMP stream key: 128 random bits, as letters and digits.
+fn stream_key() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
 
 impl Engine {
     /// Starts the engine thread. `gst::init()` must have succeeded and the
@@ -537,6 +569,7 @@ impl Engine {
                 self.answer_removal(removed, reply)
             }
             Command::AddParticipant(id, request, reply) => drop(reply.send(self.add_participant(&id, request))),
+            Command::AddPublisher(id, name, reply) => drop(reply.send(self.add_publisher(&id, name))),
             Command::GetParticipant(id, pid, reply) => drop(reply.send(
                 self.get(&id).and_then(|c| c.participant_view(&pid).ok_or(EngineError::ParticipantNotFound(id, pid))),
             )),
@@ -862,7 +895,7 @@ impl Engine {
         let Some(dial) = offer.dial.as_mut() else { return Ok(()) };
         let sip = match &mut offer.seat.signalling {
             Signalling::Sip(call) => Some(call),
-            Signalling::Api => None,
+            Signalling::Api | Signalling::Rtmp => None,
         };
         match progress {
             DialProgress::Dialled { call_id, from } => {
@@ -933,11 +966,78 @@ impl Engine {
             joined: Instant::now(),
             last_error: None,
             watches: LegWatches::new(media, Instant::now()),
-            session: SdpSession { built: negotiation, local, session_id, version: 1, on_hold: false },
+            session: Some(SdpSession { built: negotiation, local, session_id, version: 1, on_hold: false }),
+            ingest: None,
             lobby,
             leaving_at: None,
         });
         Ok(composition.participant_view(&pid).expect("just added"))
+    }
+
+    fn add_publisher(&mut self, id: &CompositionId, name: Option<String>) -> Result<ParticipantView, EngineError> {
+        let server = self.services.rtmp_server.clone().ok_or(EngineError::IngestUnavailable)?;
+        self.admit(id, true)?;
+        let composition = composition_mut(&mut self.compositions, id)?;
+        let pid = ParticipantId::random();
+        let name = name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| format!("Caller {}", composition.participants.len() + 1));
+        let sink = composition.media.add_publisher(pid.clone(), &name)?;
+        let stream_key = stream_key();
+        let registration = match server.register_ingest(&stream_key, sink) {
+            Ok(registration) => registration,
+            Err(error) => {
+                composition.media.remove_participant(&pid);
+                return Err(EngineError::Media(MediaError::Gst(format!("RTMP ingest: {error}"))));
+            }
+        };
+        let url = server.ingest_url(self.config.public_ip);
+        tracing::info!(composition = %id, participant = %pid, %name, %url, "RTMP participant waits for its publisher");
+        let media = composition.media.participant(&pid).expect("just added");
+        self.services.events.publish(id, EventKind::ParticipantJoined { participant: pid.clone(), name: name.clone() });
+        composition.participants.push(Participant {
+            id: pid.clone(),
+            name,
+            sends_video: true,
+            state: ParticipantState::Connecting,
+            controls: ParticipantControls::default(),
+            signalling: Signalling::Rtmp,
+            joined: Instant::now(),
+            last_error: None,
+            watches: LegWatches::new(media, Instant::now()),
+            session: None,
+            ingest: Some(Ingest { url, stream_key: stream_key.clone(), _registration: registration }),
+            lobby: None,
+            leaving_at: None,
+        });
+        let mut view = composition.participant_view(&pid).expect("just added");
+        if let Some(ingest) = &mut view.ingest {
+            // Shown whole this once, as a CDN shows a new stream key.
+            ingest.stream_key = stream_key;
+        }
+        Ok(view)
+    }
+
+    /// What an RTMP participant's publisher did.
+    fn publisher_changed(&mut self, id: &CompositionId, pid: &ParticipantId, change: PublisherChange) {
+        let Some(composition) = self.compositions.get_mut(id) else { return };
+        let Some(participant) = composition.participants.iter_mut().find(|p| &p.id == pid) else { return };
+        match change {
+            PublisherChange::Publishing(peer) => {
+                tracing::info!(composition = %id, participant = %pid, %peer, "RTMP publisher publishing");
+                participant.leaving_at = None;
+                participant.last_error = None;
+            }
+            PublisherChange::Ended => {
+                let reason = format!("its RTMP publisher stopped; the participant leaves unless it is back within {} s", PUBLISHER_RETURN_WITHIN.as_secs());
+                tracing::info!(composition = %id, participant = %pid, "{reason}");
+                participant.last_error = Some(reason);
+                participant.leaving_at = Some(Instant::now() + PUBLISHER_RETURN_WITHIN);
+            }
+            PublisherChange::Refused(reason) => {
+                tracing::warn!(composition = %id, participant = %pid, "RTMP publisher refused: {reason}");
+                self.services.events.publish(id, EventKind::ParticipantError { participant: pid.clone(), message: reason.clone() });
+                participant.last_error = Some(reason);
+            }
+        }
     }
 
     fn remove_participant(&mut self, id: &CompositionId, pid: &ParticipantId) -> Result<Option<StopTicket>, EngineError> {
@@ -984,7 +1084,7 @@ impl Engine {
         let v = &composition.config.video;
         let canvas = Canvas { width: v.width, height: v.height, fps: v.fps };
         let participant = participant_mut(&mut composition.participants, id, pid)?;
-        let session = &mut participant.session;
+        let session = participant.session.as_mut().ok_or_else(|| EngineError::NoSdpSession(pid.clone()))?;
         let next = session.built.renegotiate(offer)?;
         session.version += 1;
         let answer = with_origin_version(&next.answer(&session.local, canvas, session.session_id), session.version);
@@ -1127,6 +1227,7 @@ impl Engine {
                     c.follow_speaker(&composition, &self.services.events);
                 }
             }
+            MediaEvent::Publisher { composition, participant, change } => self.publisher_changed(&composition, &participant, change),
             MediaEvent::Stopped { ticket, .. } => {
                 if let Some(pending) = self.pending_removals.remove(&ticket) {
                     let _ = pending.reply.send(Ok(Removal::Stopped));

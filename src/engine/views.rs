@@ -5,7 +5,8 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use super::{Composition, OutputRecord};
-use crate::media::MediumStats;
+use crate::media::{IngestView, Leg, MediumStats};
+use crate::rtmp::mask_stream_key;
 use crate::model::output::{OutputKind, ValidOutput};
 use crate::rtmp::PublisherState;
 use crate::model::composition::{AudioConfig, VideoConfig};
@@ -69,7 +70,8 @@ impl ParticipantState {
 pub struct ParticipantView {
     pub id: ParticipantId,
     pub name: String,
-    /// `rtp` (added through the API with an SDP offer) or `sip`.
+    /// `rtp` (added through the API with an SDP offer), `sip`, or `rtmp`
+    /// (a publisher with a stream key).
     pub transport: &'static str,
     /// The SIP dialog (`call_id`, `from`, `to`, `user_agent`) of a SIP participant.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,6 +93,11 @@ pub struct ParticipantView {
     pub audio_level_dbov: Option<f64>,
     pub audio: Option<MediumStats>,
     pub video: Option<MediumStats>,
+    /// An RTMP participant's ingest: where its publisher sends, its stream
+    /// key (masked but in the answer to the POST that made it), and whether
+    /// it publishes now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingest: Option<IngestView>,
     pub last_error: Option<String>,
 }
 
@@ -306,7 +313,13 @@ impl Composition {
         let Some(participant) = self.participants.iter().find(|p| &p.id == pid) else {
             return self.dial_view(pid);
         };
-        let stats = self.media.participant(pid).map(|m| m.leg.stats()).unwrap_or_default();
+        let media = self.media.participant(pid);
+        let stats = media.map(|m| m.leg.stats()).unwrap_or_default();
+        let ingest = participant.ingest.as_ref().map(|ingest| IngestView {
+            url: ingest.url.clone(),
+            stream_key: mask_stream_key(&ingest.stream_key),
+            publishing: media.is_some_and(|m| matches!(&m.leg, Leg::Rtmp(leg) if leg.publishing())),
+        });
         let speech = self.media.speech_of(pid);
         Some(ParticipantView {
             id: participant.id.clone(),
@@ -314,7 +327,7 @@ impl Composition {
             transport: participant.signalling.transport(),
             sip: participant.signalling.sip().cloned(),
             state: if participant.lobby.is_some() { ParticipantState::AwaitingPin } else { participant.state },
-            on_hold: participant.session.on_hold,
+            on_hold: participant.session.as_ref().is_some_and(|s| s.on_hold),
             controls: participant.controls.clone(),
             rect: self.media.placement(pid),
             speaking: speech.is_some_and(|s| s.speaking),
@@ -322,6 +335,7 @@ impl Composition {
             audio_level_dbov: speech.map(|s| (s.level_dbov * 10.0).round() / 10.0),
             audio: stats.audio,
             video: stats.video,
+            ingest,
             last_error: participant.last_error.clone(),
         })
     }
@@ -345,6 +359,7 @@ impl Composition {
             audio_level_dbov: None,
             audio: None,
             video: None,
+            ingest: None,
             last_error: dial.last_error.clone(),
         })
     }

@@ -8,40 +8,21 @@ use std::time::{Duration, Instant};
 
 use super::{Composition, OutputRecord, OutputState, ParticipantState};
 use crate::events::EventBus;
-use crate::media::{CompositionMedia, MediumState, ParticipantMedia};
+use crate::media::{CompositionMedia, Flow, ParticipantMedia, Way};
 use crate::model::codec::MediaKind;
 use crate::model::event::EventKind;
 use crate::model::health::{Arm, COMPOSITE_STALL, FlowChange, FlowWatch, LEG_STALL};
 use crate::model::ids::{CompositionId, OutputId, ParticipantId};
 
-/// Which way a caller's media goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Way {
-    FromCaller,
-    ToCaller,
-}
-
 struct LegWatch {
-    kind: MediaKind,
-    way: Way,
+    flow: Flow,
     watch: FlowWatch,
 }
 
 impl LegWatch {
-    fn count(&self, media: &ParticipantMedia) -> u64 {
-        let medium: Option<&MediumState> = match self.kind {
-            MediaKind::Audio => media.leg.audio.as_ref(),
-            MediaKind::Video => media.leg.video.as_ref(),
-        };
-        medium.map_or(0, |m| match self.way {
-            Way::FromCaller => m.received.count(),
-            Way::ToCaller => m.sent.count(),
-        })
-    }
-
     fn problem(&self) -> String {
         let secs = LEG_STALL.as_secs_f64();
-        match (self.way, self.kind) {
+        match (self.flow.way, self.flow.kind) {
             (Way::FromCaller, kind) => format!("no {kind} has arrived from the caller for {secs:.1} s"),
             (Way::ToCaller, MediaKind::Audio) => format!("Tutti has sent the caller no audio (its mix-minus) for {secs:.1} s"),
             (Way::ToCaller, MediaKind::Video) => format!("Tutti has sent the caller no video (the composite) for {secs:.1} s"),
@@ -49,25 +30,21 @@ impl LegWatch {
     }
 }
 
-/// One watch per way of each negotiated medium: what the caller sends
+/// One watch per way of each medium its leg carries: what the caller sends
 /// (counted from its first packet: a caller may take its time to start),
 /// and what Tutti sends it (counted from the join: it must flow at once).
 pub(super) struct LegWatches(Vec<LegWatch>);
 
 impl LegWatches {
     pub(super) fn new(media: &ParticipantMedia, now: Instant) -> LegWatches {
-        let mut watches = Vec::new();
-        for medium in media.leg.media() {
-            let kind = medium.negotiated.kind();
-            let direction = medium.negotiated.direction;
-            if direction.receives() {
-                watches.push(LegWatch { kind, way: Way::FromCaller, watch: FlowWatch::new(now, LEG_STALL, Arm::OnFirstMovement) });
-            }
-            if direction.sends() {
-                watches.push(LegWatch { kind, way: Way::ToCaller, watch: FlowWatch::new(now, LEG_STALL, Arm::AtOnce) });
-            }
-        }
-        LegWatches(watches)
+        let watch = |flow: Flow| {
+            let arm = match flow.way {
+                Way::FromCaller => Arm::OnFirstMovement,
+                Way::ToCaller => Arm::AtOnce,
+            };
+            LegWatch { flow, watch: FlowWatch::new(now, LEG_STALL, arm) }
+        };
+        LegWatches(media.leg.flows().into_iter().map(watch).collect())
     }
 
     fn interrupted(&self) -> bool {
@@ -142,14 +119,14 @@ impl Composition {
                 continue;
             }
             for leg in &mut participant.watches.0 {
-                match leg.watch.observe(leg.count(media), now) {
+                match leg.watch.observe(media.leg.count(leg.flow), now) {
                     Some(FlowChange::Stopped) => {
                         let problem = leg.problem();
                         tracing::warn!(composition = %id, participant = %participant.id, "{problem}");
                         participant.last_error = Some(problem);
                     }
                     Some(FlowChange::Resumed) => tracing::info!(
-                        composition = %id, participant = %participant.id, kind = %leg.kind, way = ?leg.way, "media flows again"
+                        composition = %id, participant = %participant.id, kind = %leg.flow.kind, way = ?leg.flow.way, "media flows again"
                     ),
                     None => {}
                 }

@@ -26,8 +26,10 @@ use super::lifecycle::{self, Reaper, StopTicket, Teardown};
 use super::lipsync::Cadence;
 use super::mixer::{AudioMix, MixFormat, MixMinusEncodes};
 use super::part::{Fanout, add_chain, expose_input};
+use super::leg::Leg;
 use super::leg::rtp::{JoiningMedium, RtpContext};
-use super::participant::{JoinContext, ParticipantMedia};
+use super::participant::{JoinContext, Joining, ParticipantMedia};
+use crate::rtmp::IngestSink;
 use super::profiles::{EncoderSettings, Profiles};
 use super::prompts::{self, Prompt};
 use super::topology::{self, Owner, Topology};
@@ -270,8 +272,8 @@ impl CompositionMedia {
         });
     }
 
-    /// Adds a caller to the running pipeline, in the lobby if `in_lobby`
-    /// (see [`CompositionMedia::admit`]). On error nothing of it stays.
+    /// Adds an RTP caller to the running pipeline, in the lobby if
+    /// `in_lobby` (see [`CompositionMedia::admit`]). On error nothing of it stays.
     pub fn add_participant(
         &mut self,
         id: ParticipantId,
@@ -280,25 +282,41 @@ impl CompositionMedia {
         video: Option<JoiningMedium>,
         in_lobby: bool,
     ) -> Result<(), MediaError> {
+        let (events, composition, participant) = (self.events.clone(), self.id.clone(), id.clone());
+        let context = RtpContext {
+            jitter_buffer: self.settings.jitter_buffer,
+            source_check: self.settings.source_check,
+            on_key: Arc::new(move |key| {
+                events(MediaEvent::Key { composition: composition.clone(), participant: participant.clone(), key })
+            }),
+        };
+        self.add(id, name, Joining::Rtp { media: Box::new((audio, video)), context }, in_lobby).map(|_| ())
+    }
+
+    /// Adds an RTMP publisher's participant; what the RTMP server parses
+    /// from its publisher goes to the sink this returns. Its publisher's
+    /// comings and goings are reported as [`MediaEvent::Publisher`].
+    pub fn add_publisher(&mut self, id: ParticipantId, name: &str) -> Result<IngestSink, MediaError> {
+        let (events, composition, participant) = (self.events.clone(), self.id.clone(), id.clone());
+        let on_change = Arc::new(move |change| {
+            events(MediaEvent::Publisher { composition: composition.clone(), participant: participant.clone(), change })
+        });
+        let sink = self.add(id, name, Joining::Rtmp { playout_delay: self.settings.jitter_buffer, on_change }, false)?;
+        Ok(sink.expect("an RTMP leg comes with its sink"))
+    }
+
+    fn add(&mut self, id: ParticipantId, name: &str, joining: Joining, in_lobby: bool) -> Result<Option<IngestSink>, MediaError> {
         if in_lobby {
             self.mix.hold_in_lobby(&id);
         }
-        let (events, composition, participant) = (self.events.clone(), self.id.clone(), id.clone());
         let context = JoinContext {
+            profiles: &self.profiles,
             mix: &self.mix,
             canvas_fps: self.canvas.as_ref().map(|_| self.config.video.fps),
             in_lobby,
-            rtp: RtpContext {
-                profiles: &self.profiles,
-                jitter_buffer: self.settings.jitter_buffer,
-                source_check: self.settings.source_check,
-                on_key: Arc::new(move |key| {
-                    events(MediaEvent::Key { composition: composition.clone(), participant: participant.clone(), key })
-                }),
-            },
         };
-        let participant = match ParticipantMedia::build(&id, name, (audio, video), &context) {
-            Ok(participant) => participant,
+        let (participant, sink) = match ParticipantMedia::build(&id, name, joining, &context) {
+            Ok(built) => built,
             Err(e) => {
                 self.mix.remove(&id);
                 return Err(e);
@@ -311,7 +329,7 @@ impl CompositionMedia {
                 participant.seat.request_composite_keyframe();
                 self.participants.push(participant);
                 self.relayout();
-                Ok(())
+                Ok(sink)
             }
             Err(e) => {
                 self.mix.remove(&id);
@@ -381,7 +399,9 @@ impl CompositionMedia {
     pub fn renegotiate_participant(&mut self, id: &ParticipantId, media: impl IntoIterator<Item = NegotiatedMedia>) {
         let Some(participant) = self.participants.iter_mut().find(|p| &p.id == id) else { return };
         for medium in media {
-            participant.leg.follow(medium);
+            if let Leg::Rtp(leg) = &mut participant.leg {
+                leg.follow(medium);
+            }
         }
         // A caller that stopped sending video shows its slate.
         self.relayout();

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!  [caller-A]: udpsrc ─► rtpbin ─► depay ─► decoder ─► scale to cell, label (or its slate) ─┐
-//!  [caller-B]: …                                                                            ▼
+//!  [caller-B]: …                                                                            │
+//!  [caller-H] (RTMP publisher): appsrc ─► h264parse ─► decoder ─► …                         ▼
 //!  driver (transparent, live), background still ──────────────────────────────────► compositor ─► overlays ─► tee ─┬─► [comp-{id}-broadcast]: queue ─► H.264 ─► tee ─┬─► RTMP feed, [out-…] (HLS, recordings)
 //!                                                                                                                  │                                                └─► [enc-h264-…]: h264parse ─► tee ─► [caller-A], [caller-B] (H.264 mode 1)
 //!                                                                                                                  └─► [enc-vp8-…]: queue ─► VP8 ─► tee ─► [caller-C] (VP8, or H.264 mode 0)
@@ -17,7 +18,7 @@
 //!
 //! A caller's part is its seat ([`seat`]: picture, place in the mix,
 //! mix-minus, composite), which the compositor and the mixer see, and its
-//! leg ([`leg`]: RTP today), which alone knows the transport.
+//! leg ([`leg`]: RTP, or an RTMP publisher's), which alone knows the transport.
 //!
 //! Each bracket is a part: a bin of its own (`caller-{id}`, `enc-{profile}-…`,
 //! `comp-{id}-broadcast`, `out-{id}`) that starts and stops as one element,
@@ -45,7 +46,9 @@ mod topology;
 
 pub use composition::{CompositionMedia, MissingImage, check_images, FileOutputStatus, MediaSettings, OutputPaths, output_part_name, participant_part_name};
 pub use lifecycle::{Reaper, ReaperCounts, StopTicket};
-pub use leg::rtp::{JoiningMedium, MediumState, MediumStats, ParticipantStats};
+pub use leg::rtmp::{IngestView, PublisherChange};
+pub use leg::rtp::{JoiningMedium, MediumStats, ParticipantStats};
+pub use leg::{Flow, Leg, Way};
 pub use participant::ParticipantMedia;
 
 use std::path::PathBuf;
@@ -74,6 +77,8 @@ pub enum MediaEvent {
     ActiveSpeakerChanged { composition: CompositionId },
     /// A caller pressed a DTMF key (RFC 4733, in its RTP).
     Key { composition: CompositionId, participant: ParticipantId, key: char },
+    /// An RTMP participant's publisher started, stopped or was refused.
+    Publisher { composition: CompositionId, participant: ParticipantId, change: PublisherChange },
     /// A teardown handed to the [`Reaper`] is done.
     Stopped { ticket: StopTicket, after: Duration },
 }

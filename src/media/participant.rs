@@ -4,22 +4,36 @@
 //! [`super::leg`]).
 
 use gstreamer as gst;
+use std::time::Duration;
 
 use super::MediaError;
+use super::leg::Leg;
+use super::leg::rtmp::{PublisherHandler, RtmpLeg};
 use super::leg::rtp::{JoiningMedium, RtpContext, RtpLeg};
 use super::mixer::AudioMix;
+use super::profiles::Profiles;
 use super::seat::{Seat, SeatBuilder};
 use crate::model::controls::ParticipantControls;
 use crate::model::ids::ParticipantId;
+use crate::rtmp::IngestSink;
 
 /// What a participant's part needs from its composition.
 pub struct JoinContext<'a> {
+    pub profiles: &'a Profiles,
     pub mix: &'a AudioMix,
     /// The canvas frame rate; `None` in an audio-only composition.
     pub canvas_fps: Option<u32>,
     /// Whether it starts in the lobby (keying in a PIN): sent no picture until admitted.
     pub in_lobby: bool,
-    pub rtp: RtpContext<'a>,
+}
+
+/// How a participant's media comes and goes.
+pub enum Joining {
+    /// RTP on the negotiated media and sockets.
+    Rtp { media: Box<(Option<JoiningMedium>, Option<JoiningMedium>)>, context: RtpContext },
+    /// An RTMP publisher, played this long after its frames arrive (at the
+    /// earliest); told when it starts, stops or is refused.
+    Rtmp { playout_delay: Duration, on_change: PublisherHandler },
 }
 
 /// A participant's part of the pipeline.
@@ -31,23 +45,31 @@ pub struct ParticipantMedia {
     pub controls: ParticipantControls,
     pub bin: gst::Bin,
     pub seat: Seat,
-    pub leg: RtpLeg,
+    pub leg: Leg,
 }
 
 impl ParticipantMedia {
-    /// Builds a caller's bin (not yet in any pipeline). Its picture and its
-    /// composite input are ghost pads for the composition to link.
+    /// Builds a participant's bin (not yet in any pipeline). Its picture and
+    /// its composite input are ghost pads for the composition to link. An
+    /// RTMP participant comes with the sink its publisher's media goes to.
     pub fn build(
         id: &ParticipantId,
         name: &str,
-        media: (Option<JoiningMedium>, Option<JoiningMedium>),
+        joining: Joining,
         context: &JoinContext,
-    ) -> Result<ParticipantMedia, MediaError> {
+    ) -> Result<(ParticipantMedia, Option<IngestSink>), MediaError> {
         let prefix = super::participant_part_name(id);
         let bin = gst::Bin::with_name(&prefix);
         let mut seat = SeatBuilder::new(&bin, &prefix, (id, name), context.mix, context.canvas_fps, context.in_lobby);
-        let leg = RtpLeg::build(&bin, id, &mut seat, media, &context.rtp)?;
+        let (leg, sink) = match joining {
+            Joining::Rtp { media, context: rtp } => (Leg::Rtp(Box::new(RtpLeg::build(&bin, id, &mut seat, *media, context.profiles, &rtp)?)), None),
+            Joining::Rtmp { playout_delay, on_change } => {
+                let (leg, sink) = RtmpLeg::build(&bin, &mut seat, context.profiles, playout_delay, on_change)?;
+                (Leg::Rtmp(leg), Some(sink))
+            }
+        };
         let seat = seat.build()?;
-        Ok(ParticipantMedia { id: id.clone(), name: name.to_string(), controls: ParticipantControls::default(), bin, seat, leg })
+        let participant = ParticipantMedia { id: id.clone(), name: name.to_string(), controls: ParticipantControls::default(), bin, seat, leg };
+        Ok((participant, sink))
     }
 }

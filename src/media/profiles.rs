@@ -85,6 +85,8 @@ pub struct EncoderSettings {
 /// The broadcast's audio profile: what CDNs ingest (see pipelines/encoders.toml).
 /// Its video is the `h264` profile, shared with callers.
 const BROADCAST_AUDIO: &str = "broadcast-aac";
+/// The decoder of RTMP publishers' AAC.
+const AAC_DECODER: &str = "aac";
 
 #[derive(Debug)]
 pub struct Profiles {
@@ -148,6 +150,7 @@ impl Profiles {
             needed.push((&self.decoders, codec.profile_name(), "audio decoding"));
         }
         needed.push((&self.encoders, BROADCAST_AUDIO, "the broadcast audio encode"));
+        needed.push((&self.decoders, AAC_DECODER, "RTMP publishers' audio decoding"));
         needed
     }
 
@@ -183,13 +186,20 @@ impl Profiles {
     }
 
     pub fn video_decoder(&self, codec: VideoCodec, name: &str) -> Result<gst::Bin, ProfileError> {
-        let bin = self.decoders.instantiate(codec.decoder_profile_name(), name, EncoderSettings::default())?;
-        make_decoders_resilient(&bin);
-        Ok(bin)
+        self.decoder(codec.decoder_profile_name(), name)
     }
 
     pub fn audio_decoder(&self, codec: AudioCodec, name: &str) -> Result<gst::Bin, ProfileError> {
-        let bin = self.decoders.instantiate(codec.profile_name(), name, EncoderSettings::default())?;
+        self.decoder(codec.profile_name(), name)
+    }
+
+    /// AAC, as RTMP publishers send it (raw frames, with their AudioSpecificConfig).
+    pub fn aac_decoder(&self, name: &str) -> Result<gst::Bin, ProfileError> {
+        self.decoder(AAC_DECODER, name)
+    }
+
+    fn decoder(&self, profile: &str, name: &str) -> Result<gst::Bin, ProfileError> {
+        let bin = self.decoders.instantiate(profile, name, EncoderSettings::default())?;
         make_decoders_resilient(&bin);
         Ok(bin)
     }

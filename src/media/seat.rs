@@ -94,6 +94,12 @@ impl<'a> SeatBuilder<'a> {
         format!("{}-{role}", self.prefix)
     }
 
+    /// Whether the composition shows pictures (it is not audio-only): a leg
+    /// decodes no video otherwise.
+    pub fn shows_pictures(&self) -> bool {
+        self.canvas_fps.is_some()
+    }
+
     /// The leg's decoded video becomes the participant's picture.
     pub fn video_from(&mut self, decoder: &gst::Element) -> Result<(), MediaError> {
         if let Some(fps) = self.canvas_fps {

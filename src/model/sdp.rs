@@ -328,7 +328,7 @@ fn accept_mline(
 
     let feedback = media
         .get_attribute_values("rtcp-fb")
-        .filter_map(|v| v)
+        .flatten()
         .filter_map(|v| v.split_once(' '))
         .filter(|(pt, _)| *pt == "*" || pt.parse::<u8>() == Ok(payload_type))
         .map(|(_, fb)| fb.trim().to_string())
@@ -403,7 +403,7 @@ fn direction_in(attributes: &[Attribute]) -> Option<Direction> {
 fn rtpmap_for(media: &Media, pt: u8) -> Option<RtpMap> {
     media
         .get_attribute_values("rtpmap")
-        .filter_map(|v| v)
+        .flatten()
         .filter_map(|v| RtpMap::from_str(v).ok())
         .find(|m| m.payload_type == pt)
 }

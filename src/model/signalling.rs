@@ -11,6 +11,8 @@ pub enum Signalling {
     Api,
     /// Called in (or was called) over SIP.
     Sip(SipCall),
+    /// Added through the REST API as an RTMP publisher with a stream key.
+    Rtmp,
 }
 
 /// The SIP dialog a participant belongs to, as its headers said.
@@ -39,6 +41,7 @@ impl Signalling {
         match self {
             Signalling::Api => "rtp",
             Signalling::Sip(_) => "sip",
+            Signalling::Rtmp => "rtmp",
         }
     }
 
@@ -49,7 +52,7 @@ impl Signalling {
 
     pub fn sip(&self) -> Option<&SipCall> {
         match self {
-            Signalling::Api => None,
+            Signalling::Api | Signalling::Rtmp => None,
             Signalling::Sip(call) => Some(call),
         }
     }

@@ -39,4 +39,4 @@ pub use reconnect::ReconnectPolicy;
 pub use server::{RtmpServerConfig, RtmpServerHandle, ServerError, StreamFeed, start_server};
 pub use transport::TransportError;
 pub use trust::{RtmpsTrust, TrustError};
-pub use url::{RtmpUrl, UrlError};
+pub use url::{RtmpUrl, UrlError, mask_stream_key};

@@ -137,9 +137,7 @@ impl RtmpUrl {
 
     /// The stream key with all but its first few characters hidden.
     pub fn masked_stream_key(&self) -> String {
-        let shown = KEY_CHARS_SHOWN.min(self.stream_key.chars().count() / 2);
-        let prefix: String = self.stream_key.chars().take(shown).collect();
-        format!("{prefix}…")
+        mask_stream_key(&self.stream_key)
     }
 
     /// The URL as it is safe to log or show: the stream key masked.
@@ -226,6 +224,14 @@ impl fmt::Debug for RtmpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "RtmpUrl({})", self.masked())
     }
+}
+
+/// A stream key as it is safe to log or show: all but its first few
+/// characters (at most half of it) hidden.
+pub fn mask_stream_key(key: &str) -> String {
+    let shown = KEY_CHARS_SHOWN.min(key.chars().count() / 2);
+    let prefix: String = key.chars().take(shown).collect();
+    format!("{prefix}…")
 }
 
 #[cfg(test)]

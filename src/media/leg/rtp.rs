@@ -59,8 +59,7 @@ pub struct JoiningMedium {
 }
 
 /// What an RTP leg needs from its composition.
-pub struct RtpContext<'a> {
-    pub profiles: &'a Profiles,
+pub struct RtpContext {
     pub jitter_buffer: Duration,
     pub source_check: SourceCheckMode,
     /// Told each DTMF key the caller sends as RFC 4733 `telephone-event`.
@@ -112,7 +111,9 @@ pub struct MediumStats {
     /// Opus only: whether Tutti sends the caller stereo.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stereo: Option<bool>,
-    pub payload_type: u8,
+    /// RTP only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_type: Option<u8>,
     pub direction: &'static str,
     /// RTP packets taken as the caller's (after the source check); only grows.
     pub packets_received: u64,
@@ -154,6 +155,7 @@ impl RtpLeg {
         id: &ParticipantId,
         seat: &mut SeatBuilder,
         (audio, video): (Option<JoiningMedium>, Option<JoiningMedium>),
+        profiles: &Profiles,
         context: &RtpContext,
     ) -> Result<RtpLeg, MediaError> {
         let prefix = bin.name();
@@ -260,12 +262,12 @@ impl RtpLeg {
                 funnels[session as usize] = Some(funnel.clone());
                 match negotiated.codec {
                     Codec::Video(codec) => {
-                        let decoder = context.profiles.video_decoder(codec, &n("vdec"))?.upcast::<gst::Element>();
+                        let decoder = profiles.video_decoder(codec, &n("vdec"))?.upcast::<gst::Element>();
                         add_chain(bin, &[&funnel, &depay, &decoder])?;
                         seat.video_from(&decoder)?;
                     }
                     Codec::Audio(codec) => {
-                        let decoder = context.profiles.audio_decoder(codec, &n("adec"))?.upcast::<gst::Element>();
+                        let decoder = profiles.audio_decoder(codec, &n("adec"))?.upcast::<gst::Element>();
                         add_chain(bin, &[&funnel, &depay, &decoder])?;
                         seat.audio_from(&decoder)?;
                     }
@@ -281,7 +283,7 @@ impl RtpLeg {
                         leg.composite_in = Some(seat.composite_to(codec, &pay)?);
                     }
                     Codec::Audio(codec) => {
-                        let encode = audio_encode_chain(context.profiles, codec, &n(""))?;
+                        let encode = audio_encode_chain(profiles, codec, &n(""))?;
                         let encoder = encode.last().and_then(|e| e.downcast_ref::<gst::Bin>());
                         let share = encoder.and_then(|bin| ShareKey::of(bin, codec.raw_format().1, mixer::BLOCK));
                         let mut chain = vec![seat.mix_minus(share)?];
@@ -330,6 +332,18 @@ impl RtpLeg {
             audio: self.audio.as_ref().map(|m| self.medium_stats(m)),
             video: self.video.as_ref().map(|m| self.medium_stats(m)),
         }
+    }
+
+    /// RTP packets carried one way on `kind` so far.
+    pub fn count(&self, kind: MediaKind, way: super::Way) -> u64 {
+        let medium = match kind {
+            MediaKind::Audio => self.audio.as_ref(),
+            MediaKind::Video => self.video.as_ref(),
+        };
+        medium.map_or(0, |m| match way {
+            super::Way::FromCaller => m.received.count(),
+            super::Way::ToCaller => m.sent.count(),
+        })
     }
 
     /// Time since the last packet on any medium this caller sends us;
@@ -405,9 +419,6 @@ impl RtpLeg {
 
     fn medium_stats(&self, medium: &MediumState) -> MediumStats {
         let n = &medium.negotiated;
-        let rfc3339 = |t: SystemTime| {
-            time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-        };
         let mut stats = MediumStats {
             codec: n.codec.name(),
             packetization_mode: match n.codec {
@@ -418,7 +429,7 @@ impl RtpLeg {
                 Codec::Audio(AudioCodec::Opus { stereo }) => Some(stereo),
                 _ => None,
             },
-            payload_type: n.payload_type,
+            payload_type: Some(n.payload_type),
             direction: n.direction.as_attribute(),
             packets_received: medium.guard.accepted.count(),
             bytes_received: medium.guard.accepted_bytes.count(),
@@ -456,6 +467,11 @@ impl RtpLeg {
         }
         stats
     }
+}
+
+/// `t` as the API shows times.
+pub(super) fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 /// RTCP reports about every half second (RFC 3550 spreads each interval
