@@ -183,6 +183,15 @@ async fn bad_input_gets_clear_errors_and_disturbs_no_one() {
     assert!(body["error"]["message"].as_str().unwrap().contains("even"), "{body}");
     let (status, body) = api.post_json(&participants, r#"{"name": "no offer"}"#).await;
     assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_json"));
+    // An ingest Tutti does not take, and two ways of joining at once.
+    let (status, body) = api.post_json(&participants, r#"{"ingest": "srt"}"#).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "unsupported_ingest"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("rtmp"), "{body}");
+    let (status, body) = api.post_json(&participants, &json!({"sdp": AUDIO_ONLY_OFFER, "ingest": "rtmp"}).to_string()).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_json"), "{body}");
+    // This engine runs without the embedded RTMP server.
+    let (status, body) = api.post_json(&participants, r#"{"ingest": "rtmp"}"#).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "rtmp_disabled"), "{body}");
 
     // Outputs that cannot be: a recording escaping its directory, a non-RTMP URL, an unknown kind.
     let outputs = format!("/v1/compositions/{id}/outputs");

@@ -1,6 +1,7 @@
 //! Parts come and go at the worst moments, and the API never stops
-//! answering: callers (gst-launch senders) join and leave, some right after
-//! joining; HLS, recording and RTMP (to nginx) outputs are added and removed
+//! answering: callers (gst-launch senders) and RTMP publishers (ffmpeg) join
+//! and leave, some right after joining (a publisher maybe before it has
+//! connected, maybe mid-stream); HLS, recording and RTMP (to nginx) outputs are added and removed
 //! right after adding, mid-segment and just after a keyframe; hundreds of
 //! times. Meanwhile a watcher asks `/healthz` and the composition every
 //! 100 ms. Every request of either must be answered within a second, the
@@ -64,7 +65,8 @@ fn churn(server: &Server, nginx: &Nginx) -> Result<()> {
     sleep(Duration::from_secs(1));
     let before = server.footprint()?;
 
-    let mut callers: Vec<(Caller, String)> = Vec::new();
+    let logs = tempfile::tempdir()?;
+    let mut callers: Vec<(Member, String)> = Vec::new();
     let mut outputs: Vec<(String, Instant)> = Vec::new();
     let mut counts = [0usize; 4];
     let mut serial = 0;
@@ -80,17 +82,22 @@ fn churn(server: &Server, nginx: &Nginx) -> Result<()> {
         } else if rng.random_bool(0.6) {
             if callers.len() < MAX_CALLERS && (callers.is_empty() || rng.random_bool(0.6)) {
                 serial += 1;
-                let colour = [Colour::Red, Colour::Green, Colour::Blue, Colour::Yellow][serial % 4];
-                let mut caller = Caller::new(CallerSpec::new(&format!("churn{serial}"), colour, 500.0 + 200.0 * (serial % 4) as f64))?;
-                let participant = timed(server, "POST participant", || server.add_participant(&id, &caller.offer()))?;
-                caller.start_sender(&participant.answer)?;
+                let (member, location) = if rng.random_bool(PUBLISHER_SHARE) {
+                    join_publisher(server, &id, serial, logs.path())?
+                } else {
+                    let colour = [Colour::Red, Colour::Green, Colour::Blue, Colour::Yellow][serial % 4];
+                    let mut caller = Caller::new(CallerSpec::new(&format!("churn{serial}"), colour, 500.0 + 200.0 * (serial % 4) as f64))?;
+                    let participant = timed(server, "POST participant", || server.add_participant(&id, &caller.offer()))?;
+                    caller.start_sender(&participant.answer)?;
+                    (Member::Caller(Box::new(caller)), participant.location)
+                };
                 counts[0] += 1;
                 if rng.random_bool(0.25) {
-                    // Gone right after joining, its sender just started.
-                    timed_delete(server, &participant.location)?;
+                    // Gone right after joining, its sender just started (a publisher maybe not yet connected).
+                    timed_delete(server, &location)?;
                     counts[1] += 1;
                 } else {
-                    callers.push((caller, participant.location));
+                    callers.push((member, location));
                 }
             } else if !callers.is_empty() {
                 let (_caller, location) = callers.swap_remove(rng.random_range(0..callers.len()));
@@ -121,10 +128,17 @@ fn churn(server: &Server, nginx: &Nginx) -> Result<()> {
     eprintln!("{operations} operations: joins {}, leaves {}, outputs added {}, removed {}", counts[0], counts[1], counts[2], counts[3]);
 
     // The callers still in the call were served all along.
-    for (caller, location) in &callers {
-        let first = caller.rtp_packets(MediaKind::Audio);
-        sleep(Duration::from_millis(300));
-        ensure!(caller.rtp_packets(MediaKind::Audio) > first, "{location} no longer receives its mix-minus");
+    for (member, location) in &callers {
+        match member {
+            Member::Caller(caller) => {
+                let first = caller.rtp_packets(MediaKind::Audio);
+                sleep(Duration::from_millis(300));
+                ensure!(caller.rtp_packets(MediaKind::Audio) > first, "{location} no longer receives its mix-minus");
+            }
+            Member::Publisher { .. } => wait_until(&format!("{location}'s publisher to be publishing"), Duration::from_secs(5), || {
+                Ok(server.get(location)?.json()?["ingest"]["publishing"] == true)
+            })?,
+        }
     }
     for (_, location) in callers.drain(..) {
         timed_delete(server, &location)?;
@@ -154,6 +168,29 @@ fn churn(server: &Server, nginx: &Nginx) -> Result<()> {
     let bound = server.bound_rtp_ports();
     ensure!(bound.is_empty(), "RTP ports still bound after every caller left: {bound:?}");
     Ok(())
+}
+
+/// One in this many joins is an RTMP publisher rather than an RTP caller.
+const PUBLISHER_SHARE: f64 = 0.25;
+
+/// A participant of the churn: its sender lives as long as it does.
+enum Member {
+    Caller(Box<Caller>),
+    /// The ffmpeg publishing to its ingest (killed when dropped).
+    Publisher { _ffmpeg: ChildProcess },
+}
+
+/// An RTMP participant and its ffmpeg publisher, just started.
+fn join_publisher(server: &Server, id: &str, serial: usize, logs: &std::path::Path) -> Result<(Member, String)> {
+    let body = json!({"name": format!("host{serial}"), "ingest": "rtmp"});
+    let response = timed(server, "POST RTMP participant", || server.post_json(&format!("/v1/compositions/{id}/participants"), &body))?;
+    ensure!(response.status == 201, "adding an RTMP participant: {response:?}");
+    let location = response.header("location").context("201 without Location")?.to_owned();
+    let ingest = response.json()?["ingest"].clone();
+    let url = format!("{}/{}", ingest["url"].as_str().context("no ingest url")?, ingest["stream_key"].as_str().context("no stream key")?);
+    let spec = PublisherSpec { colour: "magenta", tone_hz: 1900.0, size: (320, 180), seconds: 60 };
+    let publisher = rtmp_publisher(&url, &spec, &logs.join(format!("publisher{serial}.log")))?;
+    Ok((Member::Publisher { _ffmpeg: publisher }, location))
 }
 
 /// Runs one churn request and fails if it took longer than the API deadline.

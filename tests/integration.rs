@@ -24,6 +24,7 @@ mod limits;
 mod outputs;
 mod relayout_storm;
 mod room_systems;
+mod rtmp_ingest;
 mod rtmp_outputs;
 mod rtmps_outputs;
 mod rtp_bleed;

@@ -1,0 +1,113 @@
+//! A host publishing from OBS or ffmpeg over RTMP becomes a participant:
+//! `{"ingest": "rtmp"}` gives it a URL and a stream key, and ffmpeg (with
+//! B-frames, as OBS's x264 sends) publishes H.264 and AAC with them. An RTP
+//! caller's return stream is the judge: the publisher's colour in its cell,
+//! its tone in the caller's mix-minus.
+
+use anyhow::{Context, Result, ensure};
+use crate::common::*;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::thread::sleep;
+use std::time::{Duration, SystemTime};
+
+const CANVAS: (u32, u32) = (640, 360);
+const PUBLISHER_TONE_HZ: f64 = 900.0;
+const CALLER_TONE_HZ: f64 = 500.0;
+
+/// ffmpeg publishing a solid colour and the publisher's tone to `url`.
+fn publish(url: &str, colour: &str, seconds: u32, log: &Path) -> Result<ChildProcess> {
+    rtmp_publisher(url, &PublisherSpec { colour, tone_hz: PUBLISHER_TONE_HZ, size: CANVAS, seconds }, log)
+}
+
+fn ingest(server: &Server, location: &str) -> Result<Value> {
+    let view = server.get(location)?.json()?;
+    Ok(view["ingest"].clone())
+}
+
+fn publishing(server: &Server, location: &str) -> Result<bool> {
+    Ok(ingest(server, location)?["publishing"].as_bool().unwrap_or(false))
+}
+
+#[test]
+fn a_publisher_with_its_key_is_seen_and_heard_keeps_its_cell_when_it_comes_back_and_a_wrong_key_is_refused() {
+    with_server(&[], |server| {
+        let logs = tempfile::tempdir()?;
+        let composition = server.create_composition(&json!({"video": {"width": CANVAS.0, "height": CANVAS.1, "fps": 30}}))?;
+        let mut caller = Caller::new(CallerSpec::new("red", Colour::Red, CALLER_TONE_HZ))?;
+        caller.join(server, &composition)?;
+
+        let created = server.post_json(&format!("/v1/compositions/{composition}/participants"), &json!({"name": "Host", "ingest": "rtmp"}))?;
+        ensure!(created.status == 201, "POST with ingest rtmp answered {}: {}", created.status, created.body);
+        let location = created.header("location").context("no Location")?.to_string();
+        let view = created.json()?;
+        ensure!(view["transport"] == "rtmp", "transport: {view}");
+        let url = view["ingest"]["url"].as_str().context("no ingest url")?.to_string();
+        let key = view["ingest"]["stream_key"].as_str().context("no stream key")?.to_string();
+        ensure!(url.starts_with("rtmp://127.0.0.1:") && url.ends_with("/ingest"), "ingest url {url}");
+        ensure!(key.len() >= 32 && !key.contains('…'), "the POST shows the whole key once: {key}");
+        let shown = ingest(server, &location)?;
+        let masked = shown["stream_key"].as_str().unwrap_or_default();
+        ensure!(masked.ends_with('…') && !masked.contains(&key[4..]), "a GET masks the key: {shown}");
+        ensure!(shown["publishing"] == false, "nobody publishes yet: {shown}");
+
+        // The publisher comes; its picture and its sound reach the caller.
+        let mut publisher = publish(&format!("{url}/{key}"), "blue", 30, &logs.path().join("blue.log"))?;
+        wait_until("the publisher to be publishing", Duration::from_secs(10), || publishing(server, &location))?;
+        sleep(Duration::from_secs(3));
+        let blue_from = SystemTime::now();
+        sleep(Duration::from_secs(2));
+        let blue_until = SystemTime::now();
+        let rect = server.get(&location)?.json()?["rect"].clone();
+        let view = server.get(&location)?.json()?;
+        ensure!(view["state"] == "active", "the publishing participant is active: {view}");
+        ensure!(view["video"]["codec"] == "h264" && view["audio"]["codec"] == "aac", "its media: {view}");
+        ensure!(view["video"]["packets_received"].as_u64().unwrap_or(0) >= 100, "frames counted: {view}");
+
+        // A wrong key is refused, and the publisher publishing goes on.
+        let mut stranger = publish(&format!("{url}/{}", "0".repeat(32)), "green", 5, &logs.path().join("stranger.log"))?;
+        let refused = stranger.wait_for_exit(Duration::from_secs(8)).context("a publisher with a wrong key was not refused")?;
+        ensure!(!refused.success(), "ffmpeg with a wrong key exited {refused}");
+        ensure!(publishing(server, &location)?, "a wrong key disturbed the publisher");
+
+        // It drops (killed: its TCP connection ends) and comes back with the same key, in another colour.
+        publisher.signal("KILL");
+        publisher.wait_for_exit(Duration::from_secs(5));
+        wait_until("the publisher's end to show", Duration::from_secs(5), || Ok(!publishing(server, &location)?))?;
+        let mut back = publish(&format!("{url}/{key}"), "yellow", 30, &logs.path().join("yellow.log"))?;
+        wait_until("the publisher to be back", Duration::from_secs(10), || publishing(server, &location))?;
+        sleep(Duration::from_secs(3));
+        let yellow_from = SystemTime::now();
+        sleep(Duration::from_secs(2));
+        let yellow_until = SystemTime::now();
+        let view = server.get(&location)?.json()?;
+        ensure!(view["rect"] == rect, "the publisher came back to another cell: {} then {}", rect, view["rect"]);
+        let participants = server.get(&format!("/v1/compositions/{composition}/participants"))?.json()?;
+        ensure!(participants["participants"].as_array().map(Vec::len) == Some(2), "a comeback is the same participant: {participants}");
+
+        // Deleted, its key is refused.
+        let deleted = server.delete(&location)?;
+        ensure!(deleted.status == 204 || deleted.status == 202, "DELETE answered {}", deleted.status);
+        back.wait_for_exit(Duration::from_secs(5)).context("the publisher of a deleted participant stays connected")?;
+        let mut late = publish(&format!("{url}/{key}"), "green", 5, &logs.path().join("late.log"))?;
+        let refused = late.wait_for_exit(Duration::from_secs(8)).context("the key of a deleted participant was not refused")?;
+        ensure!(!refused.success(), "ffmpeg with a deleted participant's key exited {refused}");
+
+        let recording = caller.stop_receiver()?;
+        let frames = video_frames(&recording)?;
+        let audio = audio_samples(&recording)?;
+        for (from, until, colour) in [(blue_from, blue_until, Colour::Blue), (yellow_from, yellow_until, Colour::Yellow)] {
+            let window: Vec<&Frame> = frames.iter().filter(|f| f.wall_time >= from && f.wall_time < until).collect();
+            ensure!(window.len() >= 40, "only {} frames of the caller's return video in the window", window.len());
+            for frame in window {
+                let cells = side_by_side(frame);
+                ensure!(cells == [Some(Colour::Red), Some(colour)], "the caller sees {cells:?}, expected red and the publisher's {colour:?}");
+            }
+            let levels = audio.tone_levels_db(from, until, &[PUBLISHER_TONE_HZ, CALLER_TONE_HZ])?;
+            eprintln!("the caller hears the publisher at {:.1} dBFS and itself at {:.1}", levels[0], levels[1]);
+            ensure!(levels[0] > -30.0, "the caller hears the publisher's tone only at {:.1} dBFS", levels[0]);
+            ensure!(levels[1] < levels[0] - 30.0, "the caller hears itself: {levels:?}");
+        }
+        Ok(())
+    });
+}
