@@ -2,7 +2,8 @@
 //! `{"ingest": "rtmp"}` gives it a URL and a stream key, and ffmpeg (with
 //! B-frames, as OBS's x264 sends) publishes H.264 and AAC with them. An RTP
 //! caller's return stream is the judge: the publisher's colour in its cell,
-//! its tone in the caller's mix-minus.
+//! its tone in the caller's mix-minus (in an audio-only composition, its
+//! tone only).
 
 use anyhow::{Context, Result, ensure};
 use crate::common::*;
@@ -108,6 +109,34 @@ fn a_publisher_with_its_key_is_seen_and_heard_keeps_its_cell_when_it_comes_back_
             ensure!(levels[0] > -30.0, "the caller hears the publisher's tone only at {:.1} dBFS", levels[0]);
             ensure!(levels[1] < levels[0] - 30.0, "the caller hears itself: {levels:?}");
         }
+        Ok(())
+    });
+}
+
+#[test]
+fn in_an_audio_only_composition_a_publisher_is_heard_and_its_video_left_aside() {
+    with_server(&[], |server| {
+        let logs = tempfile::tempdir()?;
+        let composition = server.create_composition(&json!({"audio_only": true}))?;
+        let mut caller = Caller::new(CallerSpec { video: None, ..CallerSpec::new("ear", Colour::Red, CALLER_TONE_HZ) })?;
+        caller.join(server, &composition)?;
+        let created = server.post_json(&format!("/v1/compositions/{composition}/participants"), &json!({"ingest": "rtmp"}))?;
+        ensure!(created.status == 201, "POST with ingest rtmp answered {}: {}", created.status, created.body);
+        let location = created.header("location").context("no Location")?.to_string();
+        let ingest = created.json()?["ingest"].clone();
+        let url = format!("{}/{}", ingest["url"].as_str().context("no url")?, ingest["stream_key"].as_str().context("no key")?);
+        let _publisher = publish(&url, "blue", 20, &logs.path().join("publisher.log"))?;
+        wait_until("the publisher to be publishing", Duration::from_secs(10), || publishing(server, &location))?;
+        sleep(Duration::from_secs(2));
+        let from = SystemTime::now();
+        sleep(Duration::from_secs(2));
+        let until = SystemTime::now();
+        let view = server.get(&location)?.json()?;
+        ensure!(view["state"] == "active" && view["video"].is_null() && view["rect"].is_null(), "an audio-only publisher: {view}");
+        let recording = caller.stop_receiver()?;
+        let levels = audio_samples(&recording)?.tone_levels_db(from, until, &[PUBLISHER_TONE_HZ, CALLER_TONE_HZ])?;
+        ensure!(levels[0] > -30.0, "the caller hears the publisher's tone only at {:.1} dBFS", levels[0]);
+        ensure!(levels[1] < levels[0] - 30.0, "the caller hears itself: {levels:?}");
         Ok(())
     });
 }

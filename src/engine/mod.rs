@@ -976,7 +976,9 @@ impl Engine {
 
     fn add_publisher(&mut self, id: &CompositionId, name: Option<String>) -> Result<ParticipantView, EngineError> {
         let server = self.services.rtmp_server.clone().ok_or(EngineError::IngestUnavailable)?;
-        self.admit(id, true)?;
+        // In an audio-only composition only its sound is taken.
+        let sends_video = !self.get(id)?.config.audio_only;
+        self.admit(id, sends_video)?;
         let composition = composition_mut(&mut self.compositions, id)?;
         let pid = ParticipantId::random();
         let name = name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| format!("Caller {}", composition.participants.len() + 1));
@@ -996,7 +998,7 @@ impl Engine {
         composition.participants.push(Participant {
             id: pid.clone(),
             name,
-            sends_video: true,
+            sends_video,
             state: ParticipantState::Connecting,
             controls: ParticipantControls::default(),
             signalling: Signalling::Rtmp,

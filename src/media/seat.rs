@@ -3,7 +3,7 @@
 //! the mix, its mix-minus out of it, and where the encoded composite comes in.
 //!
 //! ```text
-//!        leg (RTP today)                 seat                     composition
+//!        leg (RTP, RTMP)                 seat                     composition
 //!  … ─► video decoder ───────► [picture] (scale to cell, label, slate) ─► compositor
 //!  … ─► audio decoder ───────► convert ─► resample ─► appsink ─────────► mixing thread
 //!  … ◄─ encoder ◄──────────── appsrc (its mix-minus) ◄─────────────────── mixing thread

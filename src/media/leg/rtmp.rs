@@ -14,8 +14,7 @@
 //! later, as an RTP caller's jitter buffer does. TCP delivers in bursts:
 //! the compositor waits for a frame's time by itself, and the decoded audio
 //! waits for its own (`identity sync=true`) so that it reaches the mixer as
-//! evenly as an RTP caller's. Handed on as it arrived, a block now and then
-//! missed its tick: a 20 ms hole in the publisher's sound every few seconds.
+//! evenly as an RTP caller's from its jitter buffer, whatever the bursts.
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -56,7 +55,7 @@ pub enum PublisherChange {
 pub type PublisherHandler = Arc<dyn Fn(PublisherChange) + Send + Sync>;
 
 /// The flows of one medium from the publisher: frames and their bytes.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Received {
     frames: Arc<FlowCounter>,
     bytes: Arc<FlowCounter>,
@@ -120,8 +119,8 @@ impl RtmpLeg {
             playout_delay: gst::ClockTime::from_nseconds(playout_delay.as_nanos() as u64),
             video_configured: AtomicBool::new(false),
             audio_configured: AtomicBool::new(false),
-            video_received: (leg.video.frames.clone(), leg.video.bytes.clone()),
-            audio_received: (leg.audio.frames.clone(), leg.audio.bytes.clone()),
+            video_received: leg.video.clone(),
+            audio_received: leg.audio.clone(),
             publishing: leg.publishing.clone(),
             started: leg.started.clone(),
             on_change,
@@ -223,8 +222,8 @@ struct Feed {
     /// before that would stop it for good (not negotiated), so it is dropped.
     video_configured: AtomicBool,
     audio_configured: AtomicBool,
-    video_received: (Arc<FlowCounter>, Arc<FlowCounter>),
-    audio_received: (Arc<FlowCounter>, Arc<FlowCounter>),
+    video_received: Received,
+    audio_received: Received,
     publishing: Arc<AtomicBool>,
     started: Arc<Mutex<Option<Start>>>,
     on_change: PublisherHandler,
@@ -236,7 +235,7 @@ impl Feed {
             IngestEvent::Publishing { peer } => {
                 // A publisher that comes back starts its timestamps afresh.
                 *self.timeline.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Timeline::default();
-                let start = Start { at: Instant::now(), audio_bytes_before: self.audio_received.1.count(), video_bytes_before: self.video_received.1.count() };
+                let start = Start { at: Instant::now(), audio_bytes_before: self.audio_received.bytes.count(), video_bytes_before: self.video_received.bytes.count() };
                 *self.started.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(start);
                 self.publishing.store(true, Ordering::SeqCst);
                 (self.on_change)(PublisherChange::Publishing(peer));
@@ -278,7 +277,7 @@ impl Feed {
                 }
                 let Some(dts) = self.place(video, i64::from(dts_ms)) else { return };
                 let pts = dts + gst::ClockTime::from_mseconds((pts_ms - i64::from(dts_ms)).max(0) as u64);
-                let (frames, bytes) = &self.video_received;
+                let Received { frames, bytes } = &self.video_received;
                 bytes.add(data.len() as u64);
                 let mut buffer = gst::Buffer::from_slice(data);
                 let buffer_mut = buffer.get_mut().expect("a new buffer is writable");
@@ -295,7 +294,7 @@ impl Feed {
                     return;
                 }
                 let Some(pts) = self.place(&self.audio, i64::from(pts_ms)) else { return };
-                let (frames, bytes) = &self.audio_received;
+                let Received { frames, bytes } = &self.audio_received;
                 bytes.add(data.len() as u64);
                 let mut buffer = gst::Buffer::from_slice(data);
                 buffer.get_mut().expect("a new buffer is writable").set_pts(pts);
