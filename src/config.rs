@@ -24,6 +24,9 @@ pub const DEFAULT_PUBLIC_IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 pub const DEFAULT_RTP_BIND: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 pub const DEFAULT_JITTER_BUFFER_MS: u32 = 40;
 pub const DEFAULT_STALE_AFTER_SECS: u64 = 30;
+/// An RTMP publisher that drops (OBS reconnecting after a network hiccup)
+/// keeps its participant and cell if it is back within this.
+pub const DEFAULT_PUBLISHER_RETURN_SECS: u64 = 30;
 pub const DEFAULT_RECORDINGS_DIR: &str = "recordings";
 pub const DEFAULT_BRANDING_DIR: &str = "assets/branding";
 pub const DEFAULT_RTMP_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1935);
@@ -91,6 +94,10 @@ pub struct ServeArgs {
     /// Seconds without media after which a caller is marked `stale` [default: 30].
     #[arg(long, env = "TUTTI_STALE_AFTER_SECS")]
     pub stale_after_secs: Option<u64>,
+    /// Seconds an RTMP participant's publisher that stopped has to come back
+    /// to the same participant and cell before the participant leaves [default: 30].
+    #[arg(long, env = "TUTTI_PUBLISHER_RETURN_SECS")]
+    pub publisher_return_secs: Option<u64>,
     /// Directory whose encoders.toml and/or decoders.toml replace the
     /// built-in encoder/decoder profiles, each file its half
     /// [default: none, the built-in ones].
@@ -242,6 +249,7 @@ struct FileConfig {
     rtp_bind: Option<IpAddr>,
     jitter_buffer_ms: Option<u32>,
     stale_after_secs: Option<u64>,
+    publisher_return_secs: Option<u64>,
     pipelines: Option<PathBuf>,
     recordings: Option<PathBuf>,
     hls_dir: Option<PathBuf>,
@@ -425,6 +433,8 @@ pub struct Config {
     pub rtp_bind: IpAddr,
     pub jitter_buffer: Duration,
     pub stale_after: Duration,
+    /// How long an RTMP participant whose publisher stopped waits for it.
+    pub publisher_return_within: Duration,
     /// Overrides of the built-in profiles (see `media::profiles`).
     pub pipelines_dir: Option<PathBuf>,
     pub recordings_dir: PathBuf,
@@ -485,6 +495,9 @@ impl Config {
             )),
             stale_after: Duration::from_secs(
                 args.stale_after_secs.or(file.stale_after_secs).unwrap_or(DEFAULT_STALE_AFTER_SECS),
+            ),
+            publisher_return_within: Duration::from_secs(
+                args.publisher_return_secs.or(file.publisher_return_secs).unwrap_or(DEFAULT_PUBLISHER_RETURN_SECS),
             ),
             pipelines_dir: args.pipelines.or(file.pipelines),
             recordings_dir: args

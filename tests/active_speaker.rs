@@ -24,6 +24,11 @@ const POLL_EVERY: Duration = Duration::from_millis(100);
 const TONE_THRESHOLD_DB: f64 = -30.0;
 /// A sine of peak 0.4 (the harness's tone) is -11 dBov RMS.
 const TONE_DBOV: f64 = -10.97;
+/// The detector hears a tone start or end before the recording does (Tutti's
+/// audio latency and the recorder's jitter buffer, tens of ms) and shows a
+/// level averaged over 100 ms: a poll this close before a change heard in
+/// the recording may already see it.
+const DETECTOR_AHEAD: Duration = Duration::from_millis(200);
 
 /// One reading of the composition through the API.
 struct Poll {
@@ -152,11 +157,10 @@ fn turns(server: &Server) -> Result<()> {
         // Through the rest of the turn, with the other's two bursts in it: it
         // stays the speaker, at the tone's level; the other is silent between bursts.
         let settled = onset + Duration::from_secs_f64(SWITCH_LIMIT_SECS);
-        // The detector hears a burst before the recording does (Tutti's latency) and the
-        // level moves before `speaking` does (the onset): stop looking a little before it.
-        let next_burst = bursts[other].iter().map(|(from, _)| *from).filter(|t| *t > onset).min().unwrap_or(end).min(end)
-            - Duration::from_millis(200);
-        for poll in polls.iter().filter(|p| p.at >= settled && p.at < end) {
+        // The level moves before `speaking` does (at an onset): stop looking at the
+        // other a little before its next burst, and at this one before its turn ends.
+        let next_burst = bursts[other].iter().map(|(from, _)| *from).filter(|t| *t > onset).min().unwrap_or(end).min(end) - DETECTOR_AHEAD;
+        for poll in polls.iter().filter(|p| p.at >= settled && p.at < end - DETECTOR_AHEAD) {
             let at = after(poll.at);
             ensure!(poll.active.as_deref() == Some(me.as_str()), "turn {turn} at +{at:.2} s: active_speaker {:?}", poll.active);
             let (speaking, level) = poll.talkers[who];

@@ -140,3 +140,30 @@ fn in_an_audio_only_composition_a_publisher_is_heard_and_its_video_left_aside() 
         Ok(())
     });
 }
+
+#[test]
+fn a_publisher_that_does_not_come_back_in_time_takes_its_participant_with_it() {
+    with_server(&["--publisher-return-secs", "2"], |server| {
+        let logs = tempfile::tempdir()?;
+        let composition = server.create_composition(&json!({"video": {"width": CANVAS.0, "height": CANVAS.1, "fps": 30}}))?;
+        let mut events = EventStream::open(server, &format!("?composition={composition}"), None)?;
+        let created = server.post_json(&format!("/v1/compositions/{composition}/participants"), &json!({"ingest": "rtmp"}))?;
+        ensure!(created.status == 201, "POST with ingest rtmp answered {}: {}", created.status, created.body);
+        let location = created.header("location").context("no Location")?.to_string();
+        let ingest = created.json()?["ingest"].clone();
+        let url = format!("{}/{}", ingest["url"].as_str().context("no url")?, ingest["stream_key"].as_str().context("no key")?);
+        // Three seconds of publishing, then ffmpeg ends: the publisher stops.
+        let mut publisher = publish(&url, "blue", 3, &logs.path().join("publisher.log"))?;
+        wait_until("the publisher to be publishing", Duration::from_secs(10), || publishing(server, &location))?;
+        publisher.wait_for_exit(Duration::from_secs(10)).context("ffmpeg did not end")?;
+        let ended = SystemTime::now();
+        let view = server.get(&location)?.json()?;
+        ensure!(view["last_error"].as_str().is_some_and(|e| e.contains("within 2 s")), "a stopped publisher's participant says how long it waits: {view}");
+        wait_until("the participant to leave", Duration::from_secs(5), || Ok(server.get(&location)?.status == 404))?;
+        let gone_after = elapsed(ended, SystemTime::now());
+        ensure!((1.5..=3.5).contains(&gone_after), "the participant left {gone_after:.1} s after its publisher stopped (waits 2 s)");
+        let left = events.wait_for(Duration::from_secs(2), "participant_left", |e| e["type"] == "participant_left")?;
+        ensure!(left["participant"] == created.json()?["id"], "participant_left names another: {left}");
+        Ok(())
+    });
+}

@@ -491,10 +491,6 @@ const TICK: Duration = Duration::from_millis(100);
 pub const REPLY_DEADLINE: Duration = Duration::from_millis(750);
 /// How long a shutdown waits for the compositions to stop.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(4);
-/// An RTMP publisher that drops (OBS reconnecting after a network hiccup)
-/// keeps its participant and cell if it is back within this.
-const PUBLISHER_RETURN_WITHIN: Duration = Duration::from_secs(30);
-
 /// A new RTMP stream key: 128 random bits, as letters and digits.
 fn stream_key() -> String {
     format!("{:032x}", rand::random::<u128>())
@@ -1029,10 +1025,11 @@ impl Engine {
                 participant.last_error = None;
             }
             PublisherChange::Ended => {
-                let reason = format!("its RTMP publisher stopped; the participant leaves unless it is back within {} s", PUBLISHER_RETURN_WITHIN.as_secs());
+                let within = self.config.publisher_return_within;
+                let reason = format!("its RTMP publisher stopped; the participant leaves unless it is back within {} s", within.as_secs());
                 tracing::info!(composition = %id, participant = %pid, "{reason}");
                 participant.last_error = Some(reason);
-                participant.leaving_at = Some(Instant::now() + PUBLISHER_RETURN_WITHIN);
+                participant.leaving_at = Some(Instant::now() + within);
             }
             PublisherChange::Refused(reason) => {
                 tracing::warn!(composition = %id, participant = %pid, "RTMP publisher refused: {reason}");
@@ -1191,7 +1188,8 @@ impl Engine {
         }
     }
 
-    /// PIN entries' pauses and timeouts, and calls whose last prompt is over.
+    /// PIN entries' pauses and timeouts, calls whose last prompt is over, and
+    /// RTMP participants whose publisher did not come back.
     fn tick_lobbies(&mut self, now: Instant) {
         let mut steps = Vec::new();
         let mut leaving = Vec::new();
