@@ -183,14 +183,10 @@ enum Member {
 /// An RTMP participant and its ffmpeg publisher, just started.
 fn join_publisher(server: &Server, id: &str, serial: usize, logs: &std::path::Path) -> Result<(Member, String)> {
     let body = json!({"name": format!("host{serial}"), "ingest": "rtmp"});
-    let response = timed(server, "POST RTMP participant", || server.post_json(&format!("/v1/compositions/{id}/participants"), &body))?;
-    ensure!(response.status == 201, "adding an RTMP participant: {response:?}");
-    let location = response.header("location").context("201 without Location")?.to_owned();
-    let ingest = response.json()?["ingest"].clone();
-    let url = format!("{}/{}", ingest["url"].as_str().context("no ingest url")?, ingest["stream_key"].as_str().context("no stream key")?);
+    let host = timed(server, "POST RTMP participant", || add_rtmp_participant(server, id, &body))?;
     let spec = PublisherSpec { colour: "magenta", tone_hz: 1900.0, size: (320, 180), seconds: 60 };
-    let publisher = rtmp_publisher(&url, &spec, &logs.join(format!("publisher{serial}.log")))?;
-    Ok((Member::Publisher { _ffmpeg: publisher }, location))
+    let publisher = rtmp_publisher(&host.publish_url(), &spec, &logs.join(format!("publisher{serial}.log")))?;
+    Ok((Member::Publisher { _ffmpeg: publisher }, host.location))
 }
 
 /// Runs one churn request and fails if it took longer than the API deadline.

@@ -38,13 +38,8 @@ fn a_publisher_with_its_key_is_seen_and_heard_keeps_its_cell_when_it_comes_back_
         let mut caller = Caller::new(CallerSpec::new("red", Colour::Red, CALLER_TONE_HZ))?;
         caller.join(server, &composition)?;
 
-        let created = server.post_json(&format!("/v1/compositions/{composition}/participants"), &json!({"name": "Host", "ingest": "rtmp"}))?;
-        ensure!(created.status == 201, "POST with ingest rtmp answered {}: {}", created.status, created.body);
-        let location = created.header("location").context("no Location")?.to_string();
-        let view = created.json()?;
+        let RtmpParticipant { location, view, url, stream_key: key } = add_rtmp_participant(server, &composition, &json!({"name": "Host", "ingest": "rtmp"}))?;
         ensure!(view["transport"] == "rtmp", "transport: {view}");
-        let url = view["ingest"]["url"].as_str().context("no ingest url")?.to_string();
-        let key = view["ingest"]["stream_key"].as_str().context("no stream key")?.to_string();
         ensure!(url.starts_with("rtmp://127.0.0.1:") && url.ends_with("/ingest"), "ingest url {url}");
         ensure!(key.len() >= 32 && !key.contains('…'), "the POST shows the whole key once: {key}");
         let shown = ingest(server, &location)?;
@@ -120,12 +115,9 @@ fn in_an_audio_only_composition_a_publisher_is_heard_and_its_video_left_aside() 
         let composition = server.create_composition(&json!({"audio_only": true}))?;
         let mut caller = Caller::new(CallerSpec { video: None, ..CallerSpec::new("ear", Colour::Red, CALLER_TONE_HZ) })?;
         caller.join(server, &composition)?;
-        let created = server.post_json(&format!("/v1/compositions/{composition}/participants"), &json!({"ingest": "rtmp"}))?;
-        ensure!(created.status == 201, "POST with ingest rtmp answered {}: {}", created.status, created.body);
-        let location = created.header("location").context("no Location")?.to_string();
-        let ingest = created.json()?["ingest"].clone();
-        let url = format!("{}/{}", ingest["url"].as_str().context("no url")?, ingest["stream_key"].as_str().context("no key")?);
-        let _publisher = publish(&url, "blue", 20, &logs.path().join("publisher.log"))?;
+        let host = add_rtmp_participant(server, &composition, &json!({"ingest": "rtmp"}))?;
+        let location = host.location.clone();
+        let _publisher = publish(&host.publish_url(), "blue", 20, &logs.path().join("publisher.log"))?;
         wait_until("the publisher to be publishing", Duration::from_secs(10), || publishing(server, &location))?;
         sleep(Duration::from_secs(2));
         let from = SystemTime::now();
@@ -147,13 +139,10 @@ fn a_publisher_that_does_not_come_back_in_time_takes_its_participant_with_it() {
         let logs = tempfile::tempdir()?;
         let composition = server.create_composition(&json!({"video": {"width": CANVAS.0, "height": CANVAS.1, "fps": 30}}))?;
         let mut events = EventStream::open(server, &format!("?composition={composition}"), None)?;
-        let created = server.post_json(&format!("/v1/compositions/{composition}/participants"), &json!({"ingest": "rtmp"}))?;
-        ensure!(created.status == 201, "POST with ingest rtmp answered {}: {}", created.status, created.body);
-        let location = created.header("location").context("no Location")?.to_string();
-        let ingest = created.json()?["ingest"].clone();
-        let url = format!("{}/{}", ingest["url"].as_str().context("no url")?, ingest["stream_key"].as_str().context("no key")?);
+        let host = add_rtmp_participant(server, &composition, &json!({"ingest": "rtmp"}))?;
+        let location = host.location.clone();
         // Three seconds of publishing, then ffmpeg ends: the publisher stops.
-        let mut publisher = publish(&url, "blue", 3, &logs.path().join("publisher.log"))?;
+        let mut publisher = publish(&host.publish_url(), "blue", 3, &logs.path().join("publisher.log"))?;
         wait_until("the publisher to be publishing", Duration::from_secs(10), || publishing(server, &location))?;
         publisher.wait_for_exit(Duration::from_secs(10)).context("ffmpeg did not end")?;
         let ended = SystemTime::now();
@@ -163,7 +152,7 @@ fn a_publisher_that_does_not_come_back_in_time_takes_its_participant_with_it() {
         let gone_after = elapsed(ended, SystemTime::now());
         ensure!((1.5..=3.5).contains(&gone_after), "the participant left {gone_after:.1} s after its publisher stopped (waits 2 s)");
         let left = events.wait_for(Duration::from_secs(2), "participant_left", |e| e["type"] == "participant_left")?;
-        ensure!(left["participant"] == created.json()?["id"], "participant_left names another: {left}");
+        ensure!(left["participant"] == host.view["id"], "participant_left names another: {left}");
         Ok(())
     });
 }

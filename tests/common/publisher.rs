@@ -2,11 +2,41 @@
 //! solid colour and a sine tone as H.264 (with B-frames, as OBS's x264
 //! sends by default) and AAC in FLV.
 
-use anyhow::Result;
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
 use super::process::ChildProcess;
+use super::server::Server;
+
+/// A participant made with `"ingest": "rtmp"`, as the POST answered it.
+pub struct RtmpParticipant {
+    pub location: String,
+    /// The POST's answer, the stream key whole.
+    pub view: Value,
+    /// `rtmp://host:port/ingest`.
+    pub url: String,
+    pub stream_key: String,
+}
+
+impl RtmpParticipant {
+    /// Where its publisher sends: the URL and the key.
+    pub fn publish_url(&self) -> String {
+        format!("{}/{}", self.url, self.stream_key)
+    }
+}
+
+/// POSTs `body` (with `"ingest": "rtmp"`) as a participant of `composition`.
+pub fn add_rtmp_participant(server: &Server, composition: &str, body: &Value) -> Result<RtmpParticipant> {
+    let created = server.post_json(&format!("/v1/compositions/{composition}/participants"), body)?;
+    ensure!(created.status == 201, "POST {body} answered {}: {}", created.status, created.body);
+    let location = created.header("location").context("201 without Location")?.to_string();
+    let view = created.json()?;
+    let url = view["ingest"]["url"].as_str().context("no ingest url")?.to_string();
+    let stream_key = view["ingest"]["stream_key"].as_str().context("no stream key")?.to_string();
+    Ok(RtmpParticipant { location, view, url, stream_key })
+}
 
 pub struct PublisherSpec<'a> {
     /// An ffmpeg colour name (`blue`, `yellow`, …).
