@@ -1,9 +1,11 @@
-//! UDP port pairs for RTP and RTCP, from the configured range.
+//! UDP ports from a configured range: pairs for RTP and RTCP, single ports
+//! for SRT listeners.
 //!
-//! A pair is only handed out once both sockets are really bound, so a port
-//! taken by another program is skipped rather than failing later inside a
-//! pipeline. The sockets themselves go to GStreamer; the [`PortLease`] keeps
-//! the numbers reserved until the caller that holds it is gone.
+//! A port is only handed out once it was really bound, so a port taken by
+//! another program is skipped rather than failing later inside a pipeline.
+//! An RTP pair's sockets go to GStreamer; an SRT port is bound again by
+//! libsrt. The [`PortLease`] keeps the numbers reserved until the caller
+//! that holds it is gone.
 
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -47,8 +49,12 @@ impl fmt::Display for PortRange {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("no free RTP port pair left in {0}")]
-pub struct PortsExhausted(pub PortRange);
+#[error("no free {what} left in {range}")]
+pub struct PortsExhausted {
+    pub range: PortRange,
+    /// What was asked for: "RTP port pair", "SRT port".
+    pub what: &'static str,
+}
 
 /// Two bound sockets: RTP on an even port, RTCP on the next one.
 #[derive(Debug)]
@@ -69,6 +75,12 @@ impl PortPair {
 pub struct PortLease {
     port: u16,
     in_use: Arc<Mutex<BTreeSet<u16>>>,
+}
+
+impl PortLease {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
 }
 
 impl Drop for PortLease {
@@ -93,29 +105,46 @@ impl PortAllocator {
         PortAllocator { range, bind, in_use: Arc::default(), cursor: first_even }
     }
 
+    /// An even port and the next one, both bound.
     pub fn allocate(&mut self) -> Result<PortPair, PortsExhausted> {
         let first_even = self.range.first + self.range.first % 2;
         let candidates: Vec<u16> = (first_even..self.range.last).step_by(2).collect();
-        if candidates.is_empty() {
-            return Err(PortsExhausted(self.range));
-        }
+        let bind = self.bind;
+        let (rtp, rtcp, lease) = self
+            .claim(&candidates, 2, |port| {
+                let rtp = UdpSocket::bind(SocketAddr::new(bind, port)).ok()?;
+                let rtcp = UdpSocket::bind(SocketAddr::new(bind, port + 1)).ok()?;
+                Some((rtp, rtcp))
+            })
+            .map(|((rtp, rtcp), lease)| (rtp, rtcp, lease))
+            .ok_or(PortsExhausted { range: self.range, what: "RTP port pair" })?;
+        Ok(PortPair { rtp, rtcp, lease })
+    }
+
+    /// One port that was free a moment ago: bound, then let go for its user
+    /// (libsrt) to bind.
+    pub fn allocate_single(&mut self, what: &'static str) -> Result<PortLease, PortsExhausted> {
+        let candidates: Vec<u16> = (self.range.first..=self.range.last).collect();
+        let bind = self.bind;
+        self.claim(&candidates, 1, |port| UdpSocket::bind(SocketAddr::new(bind, port)).ok())
+            .map(|(_probe, lease)| lease)
+            .ok_or(PortsExhausted { range: self.range, what })
+    }
+
+    /// The first candidate from the cursor on, not in use, that `bind` binds.
+    fn claim<T>(&mut self, candidates: &[u16], width: u16, bind: impl Fn(u16) -> Option<T>) -> Option<(T, PortLease)> {
         let start = candidates.iter().position(|&p| p >= self.cursor).unwrap_or(0);
         let mut in_use = self.in_use.lock().expect("port set lock poisoned");
         for &port in candidates[start..].iter().chain(&candidates[..start]) {
             if in_use.contains(&port) {
                 continue;
             }
-            let (Ok(rtp), Ok(rtcp)) = (
-                UdpSocket::bind(SocketAddr::new(self.bind, port)),
-                UdpSocket::bind(SocketAddr::new(self.bind, port + 1)),
-            ) else {
-                continue;
-            };
+            let Some(bound) = bind(port) else { continue };
             in_use.insert(port);
-            self.cursor = port + 2;
-            return Ok(PortPair { rtp, rtcp, lease: PortLease { port, in_use: self.in_use.clone() } });
+            self.cursor = port.saturating_add(width);
+            return Some((bound, PortLease { port, in_use: self.in_use.clone() }));
         }
-        Err(PortsExhausted(self.range))
+        None
     }
 }
 
@@ -150,10 +179,23 @@ mod tests {
         assert_eq!(a.rtp_port() % 2, 0);
         assert_eq!(a.rtcp.local_addr().unwrap().port(), a.rtp_port() + 1);
         assert_ne!(a.rtp_port(), b.rtp_port());
-        assert_eq!(alloc.allocate().unwrap_err(), PortsExhausted(range));
+        assert_eq!(alloc.allocate().unwrap_err(), PortsExhausted { range, what: "RTP port pair" });
         let freed = a.rtp_port();
         drop(a);
         assert_eq!(alloc.allocate().unwrap().rtp_port(), freed);
+    }
+
+    #[test]
+    fn single_ports_exhaust_skip_squatters_and_come_back() {
+        let range = free_range(3);
+        let _squatter = UdpSocket::bind((LOOPBACK, range.first + 1)).unwrap();
+        let mut alloc = PortAllocator::new(range, LOOPBACK);
+        let a = alloc.allocate_single("SRT port").unwrap();
+        let b = alloc.allocate_single("SRT port").unwrap();
+        assert_eq!((a.port(), b.port()), (range.first, range.first + 2));
+        assert_eq!(alloc.allocate_single("SRT port").unwrap_err(), PortsExhausted { range, what: "SRT port" });
+        drop(a);
+        assert_eq!(alloc.allocate_single("SRT port").unwrap().port(), range.first);
     }
 
     #[test]

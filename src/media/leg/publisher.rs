@@ -1,0 +1,449 @@
+//! The publisher leg: a publisher (OBS, ffmpeg, a hardware encoder) that
+//! sends H.264 and AAC with its stream key, in FLV to the embedded RTMP
+//! server ([`crate::rtmp::ingest`]) or in MPEG-TS over SRT to its own
+//! listener ([`crate::srt`]); both hand over the same [`IngestEvent`]s. It is
+//! seen and heard; it hears and sees nothing back (it can watch the
+//! programme on an output).
+//!
+//! ```text
+//!  RTMP connection task ┐
+//!  SRT listener ────────┴► IngestEvent ─► appsrc (H.264, AVC) ─► h264parse ─► decoder ────────────────────► seat (picture)
+//!                                     └─► appsrc (AAC, raw) ──► aacparse ──► decoder ─► identity (sync) ─► seat (into the mix)
+//! ```
+//!
+//! The publisher's timestamps keep its sound with its picture; they are
+//! placed on the pipeline's running time by a [`Timeline`] that follows the
+//! earliest arrivals and the latest, then a playout delay (the composition's
+//! jitter buffer) later, as an RTP caller's jitter buffer does. TCP delivers in bursts:
+//! the compositor waits for a frame's time by itself, and the decoded audio
+//! waits for its own (`identity sync=true`) so that it reaches the mixer as
+//! evenly as an RTP caller's from its jitter buffer, whatever the bursts.
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::rtp::{MediumStats, ParticipantStats};
+use crate::media::flow::FlowCounter;
+use crate::media::part::add_chain;
+use crate::media::profiles::Profiles;
+use crate::media::seat::SeatBuilder;
+use crate::media::{MediaError, make};
+use crate::model::codec::{MediaKind, VideoCodec};
+use crate::model::ingest::{IngestEvent, IngestSink};
+
+/// A publisher whose frames come more than this much later than their
+/// timestamps say (it stalled, or its clock jumped) is placed afresh.
+const RESYNC_AFTER: Duration = Duration::from_secs(1);
+/// Frames an appsrc holds before it drops the oldest: a second of video,
+/// two of AAC. Only a stuck decoder fills it; the publisher never waits.
+const QUEUED_FRAMES: u64 = 30;
+const QUEUED_AUDIO_FRAMES: u64 = 96;
+
+/// What the publisher leg tells its composition about its publisher.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PublisherChange {
+    /// A publisher (from this address) started, or came back.
+    Publishing(SocketAddr),
+    Ended,
+    Refused(String),
+}
+
+/// Called with each change of the publisher, from its transport's thread or task.
+pub type PublisherHandler = Arc<dyn Fn(PublisherChange) + Send + Sync>;
+
+/// The flows of one medium from the publisher: frames and their bytes.
+#[derive(Clone, Default)]
+struct Received {
+    frames: Arc<FlowCounter>,
+    bytes: Arc<FlowCounter>,
+}
+
+/// A publisher's leg: what arrives, and whether someone publishes now.
+pub struct PublisherLeg {
+    /// Whether its video is decoded (not in an audio-only composition).
+    takes_video: bool,
+    audio: Received,
+    video: Received,
+    publishing: Arc<AtomicBool>,
+    /// When the current publisher started, and the bytes received before
+    /// it: its average bitrate.
+    started: Arc<Mutex<Option<Start>>>,
+}
+
+impl PublisherLeg {
+    /// Builds the leg in the participant's bin; the sink it returns takes
+    /// what its transport (the RTMP server, an SRT listener) takes apart.
+    pub fn build(
+        bin: &gst::Bin,
+        seat: &mut SeatBuilder,
+        profiles: &Profiles,
+        playout_delay: Duration,
+        on_change: PublisherHandler,
+    ) -> Result<(PublisherLeg, IngestSink), MediaError> {
+        let prefix = bin.name();
+        let n = |role: &str| format!("{prefix}-{role}");
+        // An audio-only composition takes only the publisher's sound.
+        let video_in = if seat.shows_pictures() {
+            let video_in = live_source(&n("vin"), QUEUED_FRAMES)?;
+            let parse = make("h264parse", &n("vparse"))?;
+            let decoder = profiles.video_decoder(VideoCodec::H264 { packetization_mode: 1 }, &n("vdec"))?.upcast::<gst::Element>();
+            add_chain(bin, &[video_in.upcast_ref(), &parse, &decoder])?;
+            seat.video_from(&decoder)?;
+            Some(video_in)
+        } else {
+            None
+        };
+
+        let audio_in = live_source(&n("ain"), QUEUED_AUDIO_FRAMES)?;
+        let audio_parse = make("aacparse", &n("aparse"))?;
+        let audio_decoder = profiles.aac_decoder(&n("adec"))?.upcast::<gst::Element>();
+        let audio_paced = make("identity", &n("apace"))?;
+        audio_paced.set_property("sync", true);
+        add_chain(bin, &[audio_in.upcast_ref(), &audio_parse, &audio_decoder, &audio_paced])?;
+        seat.audio_from(&audio_paced)?;
+
+        let leg = PublisherLeg {
+            takes_video: video_in.is_some(),
+            audio: Received::default(),
+            video: Received::default(),
+            publishing: Arc::default(),
+            started: Arc::default(),
+        };
+        let feed = Feed {
+            video: video_in,
+            audio: audio_in,
+            timeline: Mutex::new(Timeline::default()),
+            playout_delay: gst::ClockTime::from_nseconds(playout_delay.as_nanos() as u64),
+            video_configured: AtomicBool::new(false),
+            audio_configured: AtomicBool::new(false),
+            video_received: leg.video.clone(),
+            audio_received: leg.audio.clone(),
+            publishing: leg.publishing.clone(),
+            started: leg.started.clone(),
+            on_change,
+        };
+        Ok((leg, Arc::new(move |event| feed.take(event))))
+    }
+
+    /// Whether its video is decoded (not in an audio-only composition).
+    pub fn takes_video(&self) -> bool {
+        self.takes_video
+    }
+
+    /// Whether a publisher is connected and publishing now.
+    pub fn publishing(&self) -> bool {
+        self.publishing.load(Ordering::SeqCst)
+    }
+
+    pub fn received(&self, kind: MediaKind) -> u64 {
+        self.medium(kind).frames.count()
+    }
+
+    /// Time since the last frame on either medium; `None` before the first.
+    pub fn last_media_age(&self) -> Option<Duration> {
+        [&self.audio, &self.video]
+            .into_iter()
+            .filter_map(|m| m.frames.last())
+            .max()
+            .map(|t| SystemTime::now().duration_since(t).unwrap_or_default())
+    }
+
+    pub fn stats(&self) -> ParticipantStats {
+        // The average over the current publisher's time; nothing between publishers.
+        let started = (*self.started.lock().unwrap_or_else(|poisoned| poisoned.into_inner())).filter(|_| self.publishing());
+        let stats = |kind: MediaKind, codec: &'static str| {
+            let medium = self.medium(kind);
+            let bytes = medium.bytes.count();
+            let bitrate_kbps = started.map_or(0.0, |start| {
+                let sent = bytes.saturating_sub(start.bytes_before(kind)) as f64;
+                let seconds = start.at.elapsed().as_secs_f64();
+                if seconds > 0.0 { sent * 8.0 / 1000.0 / seconds } else { 0.0 }
+            });
+            MediumStats {
+                codec,
+                packetization_mode: None,
+                stereo: None,
+                payload_type: None,
+                direction: "recvonly",
+                packets_received: medium.frames.count(),
+                bytes_received: bytes,
+                packets_lost: 0,
+                packets_rejected: 0,
+                srtp_suite: None,
+                packets_unauthenticated: None,
+                jitter_ms: 0.0,
+                bitrate_kbps,
+                last_packet_at: medium.frames.last().map(super::rtp::rfc3339),
+                packets_sent: 0,
+                bytes_sent: 0,
+                last_sent_at: None,
+            }
+        };
+        ParticipantStats { audio: Some(stats(MediaKind::Audio, "aac")), video: self.takes_video.then(|| stats(MediaKind::Video, "h264")) }
+    }
+
+    fn medium(&self, kind: MediaKind) -> &Received {
+        match kind {
+            MediaKind::Audio => &self.audio,
+            MediaKind::Video => &self.video,
+        }
+    }
+}
+
+/// When a publisher started, and the bytes of each medium received before it.
+#[derive(Clone, Copy)]
+struct Start {
+    at: Instant,
+    audio_bytes_before: u64,
+    video_bytes_before: u64,
+}
+
+impl Start {
+    fn bytes_before(&self, kind: MediaKind) -> u64 {
+        match kind {
+            MediaKind::Audio => self.audio_bytes_before,
+            MediaKind::Video => self.video_bytes_before,
+        }
+    }
+}
+
+/// What the publisher's connection task pushes into.
+struct Feed {
+    /// `None` in an audio-only composition.
+    video: Option<gst_app::AppSrc>,
+    audio: gst_app::AppSrc,
+    timeline: Mutex<Timeline>,
+    /// How long after its placed time a frame is played (see the module doc).
+    playout_delay: gst::ClockTime,
+    /// Whether each appsrc has its caps from a sequence header: a frame
+    /// before that would stop it for good (not negotiated), so it is dropped.
+    video_configured: AtomicBool,
+    audio_configured: AtomicBool,
+    video_received: Received,
+    audio_received: Received,
+    publishing: Arc<AtomicBool>,
+    started: Arc<Mutex<Option<Start>>>,
+    on_change: PublisherHandler,
+}
+
+impl Feed {
+    fn take(&self, event: IngestEvent) {
+        match event {
+            IngestEvent::Publishing { peer } => {
+                // A publisher that comes back starts its timestamps afresh.
+                *self.timeline.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Timeline::default();
+                let start = Start { at: Instant::now(), audio_bytes_before: self.audio_received.bytes.count(), video_bytes_before: self.video_received.bytes.count() };
+                *self.started.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(start);
+                self.publishing.store(true, Ordering::SeqCst);
+                (self.on_change)(PublisherChange::Publishing(peer));
+            }
+            IngestEvent::VideoConfig(record) => {
+                let Some(video) = &self.video else { return };
+                // An AVCDecoderConfigurationRecord: version 1, then at least
+                // profile, compatibility, level, NAL length size and the SPS count.
+                if record.len() < 7 || record[0] != 1 {
+                    tracing::debug!(bytes = record.len(), "publisher's AVC configuration is not one; ignored");
+                    return;
+                }
+                let caps = gst::Caps::builder("video/x-h264")
+                    .field("stream-format", "avc")
+                    .field("alignment", "au")
+                    .field("codec_data", gst::Buffer::from_slice(record))
+                    .build();
+                video.set_caps(Some(&caps));
+                self.video_configured.store(true, Ordering::SeqCst);
+            }
+            IngestEvent::AudioConfig(config) => {
+                // An AudioSpecificConfig is at least the object type, rate and channels.
+                if config.len() < 2 {
+                    tracing::debug!(bytes = config.len(), "publisher's AAC configuration is not one; ignored");
+                    return;
+                }
+                let caps = gst::Caps::builder("audio/mpeg")
+                    .field("mpegversion", 4i32)
+                    .field("stream-format", "raw")
+                    .field("codec_data", gst::Buffer::from_slice(config))
+                    .build();
+                self.audio.set_caps(Some(&caps));
+                self.audio_configured.store(true, Ordering::SeqCst);
+            }
+            IngestEvent::Video { dts_ms, pts_ms, keyframe, data } => {
+                let Some(video) = &self.video else { return };
+                if !self.video_configured.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Some(dts) = self.place(video, i64::from(dts_ms)) else { return };
+                let pts = dts + gst::ClockTime::from_mseconds((pts_ms - i64::from(dts_ms)).max(0) as u64);
+                let Received { frames, bytes } = &self.video_received;
+                bytes.add(data.len() as u64);
+                let mut buffer = gst::Buffer::from_slice(data);
+                let buffer_mut = buffer.get_mut().expect("a new buffer is writable");
+                buffer_mut.set_dts(dts);
+                buffer_mut.set_pts(pts);
+                if !keyframe {
+                    buffer_mut.set_flags(gst::BufferFlags::DELTA_UNIT);
+                }
+                frames.add(1);
+                let _ = video.push_buffer(buffer);
+            }
+            IngestEvent::Audio { pts_ms, data } => {
+                if !self.audio_configured.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Some(pts) = self.place(&self.audio, i64::from(pts_ms)) else { return };
+                let Received { frames, bytes } = &self.audio_received;
+                bytes.add(data.len() as u64);
+                let mut buffer = gst::Buffer::from_slice(data);
+                buffer.get_mut().expect("a new buffer is writable").set_pts(pts);
+                frames.add(1);
+                let _ = self.audio.push_buffer(buffer);
+            }
+            IngestEvent::Refused { reason } => {
+                self.publishing.store(false, Ordering::SeqCst);
+                (self.on_change)(PublisherChange::Refused(reason));
+            }
+            IngestEvent::Ended => {
+                self.publishing.store(false, Ordering::SeqCst);
+                (self.on_change)(PublisherChange::Ended);
+            }
+        }
+    }
+
+    /// When a frame stamped `ms` by the publisher is played, on the running
+    /// time; `None` before the pipeline runs.
+    fn place(&self, source: &gst_app::AppSrc, ms: i64) -> Option<gst::ClockTime> {
+        let now = source.current_running_time()?;
+        let placed = self.timeline.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).place(ms, now);
+        Some(placed + self.playout_delay)
+    }
+}
+
+/// Maps a publisher's millisecond timestamps onto the running time. It is
+/// anchored at the earliest arrival seen (a frame arriving sooner than the
+/// anchor expects moves it there), so network jitter only ever makes a
+/// frame late, never early; and a frame later than [`RESYNC_AFTER`]
+/// anchors it afresh (the publisher stalled or its clock jumped).
+///
+/// Some frames always come late by design: an MPEG-TS muxer packs several
+/// AAC frames into one PES (ffmpeg's and so OBS's: about 170 ms of audio at
+/// 128 kb/s), sent after the video of the same time. Every frame is placed
+/// as late as the latest seen so far (the *spread*), so that such audio is
+/// played, with its picture, rather than dropped as late by the mixer. The
+/// spread only grows, within a publisher's session: a start-up gap once,
+/// rather than one at every late frame.
+#[derive(Default)]
+struct Timeline {
+    anchor: Option<(i64, gst::ClockTime)>,
+    spread: gst::ClockTime,
+}
+
+impl Timeline {
+    fn place(&mut self, ms: i64, now: gst::ClockTime) -> gst::ClockTime {
+        if let Some((anchor_ms, anchor_time)) = self.anchor {
+            let offset = ms - anchor_ms;
+            let expected = if offset >= 0 {
+                anchor_time.checked_add(gst::ClockTime::from_mseconds(offset as u64))
+            } else {
+                anchor_time.checked_sub(gst::ClockTime::from_mseconds(offset.unsigned_abs()))
+            };
+            if let Some(expected) = expected
+                && expected <= now
+                && now - expected <= gst::ClockTime::from_nseconds(RESYNC_AFTER.as_nanos() as u64)
+            {
+                self.spread = self.spread.max(now - expected);
+                return expected + self.spread;
+            }
+        }
+        self.anchor = Some((ms, now));
+        now + self.spread
+    }
+}
+
+fn live_source(name: &str, queued: u64) -> Result<gst_app::AppSrc, MediaError> {
+    let source = make("appsrc", name)?.downcast::<gst_app::AppSrc>().expect("appsrc is an AppSrc");
+    source.set_format(gst::Format::Time);
+    source.set_is_live(true);
+    source.set_max_buffers(queued);
+    source.set_property_from_str("leaky-type", "downstream");
+    // Its frames come no later than their time (see `Timeline`), and it may
+    // hold them as long as the compositor waits: without saying so, appsrc
+    // answers a maximum latency of 0, below the compositor's configured
+    // minimum, and the compositor could not configure its latency at all
+    // ("Impossible to configure latency", 100 warnings a second) and once
+    // stopped producing frames for everyone.
+    source.set_min_latency(0);
+    source.set_max_latency(-1);
+    Ok(source)
+}
+
+/// What the API shows of a publisher participant's ingest.
+#[derive(Clone, Debug, Serialize)]
+pub struct IngestView {
+    /// Where the publisher sends (its stream key goes after it).
+    pub url: String,
+    /// The stream key: whole in the answer to the POST that made it, masked after.
+    pub stream_key: String,
+    /// Whether a publisher is connected and publishing now.
+    pub publishing: bool,
+    /// Whether an SRT publisher must give the participant's passphrase
+    /// (SRT's own encryption); false over RTMP.
+    pub encrypted: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> gst::ClockTime {
+        gst::ClockTime::from_mseconds(n)
+    }
+
+    #[test]
+    fn frames_keep_their_spacing_later_by_the_latest_arrival_so_far() {
+        let mut timeline = Timeline::default();
+        assert_eq!(timeline.place(1000, ms(5000)), ms(5000));
+        // 40 ms later by the publisher's clock, arriving 25 ms late: from
+        // now on every frame is placed 25 ms later.
+        assert_eq!(timeline.place(1040, ms(5065)), ms(5065));
+        assert_eq!(timeline.place(1080, ms(5080)), ms(5105));
+        assert_eq!(timeline.place(1120, ms(5130)), ms(5145), "10 ms late is within the spread");
+    }
+
+    #[test]
+    fn audio_packed_behind_its_video_is_placed_with_it_not_dropped_as_late() {
+        // A TS muxer sends 8 AAC frames (170 ms) at once, after the video of their time.
+        let mut timeline = Timeline::default();
+        for frame in 0..6 {
+            timeline.place(1000 + frame * 33, ms(5000 + frame as u64 * 33));
+        }
+        let first_audio = timeline.place(1000, ms(5170));
+        assert_eq!(first_audio, ms(5170), "played when it arrives, not 170 ms in the past");
+        let video = timeline.place(1200, ms(5200));
+        assert_eq!(video - first_audio, ms(200), "and the picture keeps its distance from its sound");
+    }
+
+    #[test]
+    fn a_frame_that_arrives_sooner_than_expected_moves_the_anchor_so_none_is_early() {
+        let mut timeline = Timeline::default();
+        timeline.place(1000, ms(5030));
+        // The first frame was late by 30 ms: this one shows it.
+        assert_eq!(timeline.place(1040, ms(5040)), ms(5040));
+        assert_eq!(timeline.place(1080, ms(5090)), ms(5090), "placed by the new anchor, 10 ms later from now on");
+    }
+
+    #[test]
+    fn a_stall_or_a_jump_places_the_publisher_afresh() {
+        let mut timeline = Timeline::default();
+        timeline.place(1000, ms(5000));
+        assert_eq!(timeline.place(1040, ms(7000)), ms(7000), "2 s late: anchored again");
+        assert_eq!(timeline.place(90_000, ms(7040)), ms(7040), "a jump ahead");
+        assert_eq!(timeline.place(90_040, ms(7080)), ms(7080));
+        assert_eq!(timeline.place(0, ms(7100)), ms(7100), "a jump back");
+    }
+}
