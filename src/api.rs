@@ -24,6 +24,7 @@ use crate::model::layout::LayoutConfig;
 use crate::model::output::OutputConfig;
 use std::path::PathBuf;
 use crate::model::ids::{CompositionId, OutputId, ParticipantId};
+use crate::model::ingest::{IngestTransport, Passphrase};
 use crate::model::sdp::SdpError;
 use crate::model::signalling::Signalling;
 use crate::sip::SipStats;
@@ -334,8 +335,8 @@ async fn list_participants(State(engine): State<EngineHandle>, Path(id): Path<St
     Ok(axum::Json(ParticipantList { participants: composition.participants }))
 }
 
-/// `{"name": "Room 4B", "sdp": "<offer>"}`, `{"name": "Room 4B", "sip_uri": "sip:room4b@pbx"}`
-/// or `{"name": "Host", "ingest": "rtmp"}`
+/// `{"name": "Room 4B", "sdp": "<offer>"}`, `{"name": "Room 4B", "sip_uri": "sip:room4b@pbx"}`,
+/// `{"name": "Host", "ingest": "rtmp"}` or `{"name": "Host", "ingest": "srt", "passphrase": "…"}`
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JoinBody {
@@ -347,9 +348,12 @@ struct JoinBody {
     /// …or a SIP URI Tutti dials out to…
     #[serde(default)]
     sip_uri: Option<String>,
-    /// …or `"rtmp"`: a publisher (OBS, ffmpeg) with the stream key the answer gives.
+    /// …or `"rtmp"` or `"srt"`: a publisher (OBS, ffmpeg) with the stream key the answer gives.
     #[serde(default)]
     ingest: Option<String>,
+    /// An SRT publisher's passphrase (SRT's own encryption), if it must give one.
+    #[serde(default)]
+    passphrase: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -382,6 +386,9 @@ async fn add_participant(
         _ => e,
     })?;
     let location = |pid: &ParticipantId| format!("/v1/compositions/{composition}/participants/{pid}");
+    if body.passphrase.is_some() && body.ingest.as_deref() != Some("srt") {
+        return Err(ApiError::bad_request("invalid_json", "\"passphrase\" is for \"ingest\": \"srt\" only"));
+    }
     match (body.sdp, body.sip_uri, body.ingest.as_deref()) {
         (Some(offer), None, None) => {
             let joined = engine.add_participant(composition.clone(), JoinRequest { name: body.name, offer, signalling: Signalling::Api }).await?;
@@ -391,14 +398,21 @@ async fn add_participant(
             let participant = engine.dial_out(composition.clone(), DialRequest { name: body.name, uri }).await?;
             Ok(created(location(&participant.id), participant))
         }
-        (None, None, Some("rtmp")) => {
-            let participant = engine.add_publisher(composition.clone(), body.name).await?;
+        (None, None, Some(ingest)) => {
+            let transport = match ingest {
+                "rtmp" => IngestTransport::Rtmp,
+                "srt" => {
+                    let passphrase = body.passphrase.as_deref().map(Passphrase::new).transpose();
+                    IngestTransport::Srt { passphrase: passphrase.map_err(|e| ApiError::bad_request("invalid_passphrase", e))? }
+                }
+                other => return Err(ApiError::bad_request("unsupported_ingest", format!("ingest {other:?} is not available; give \"rtmp\" or \"srt\""))),
+            };
+            let participant = engine.add_publisher(composition.clone(), body.name, transport).await?;
             Ok(created(location(&participant.id), participant))
         }
-        (None, None, Some(other)) => Err(ApiError::bad_request("unsupported_ingest", format!("ingest {other:?} is not available; give \"rtmp\""))),
         _ => Err(ApiError::bad_request(
             "invalid_json",
-            "give one of \"sdp\" (an offer), \"sip_uri\" (a dial-out) or \"ingest\": \"rtmp\" (a publisher)",
+            "give one of \"sdp\" (an offer), \"sip_uri\" (a dial-out) or \"ingest\": \"rtmp\" or \"srt\" (a publisher)",
         )),
     }
 }

@@ -20,6 +20,8 @@ use std::time::Duration;
 
 pub const DEFAULT_HTTP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 pub const DEFAULT_RTP_PORTS: PortRange = PortRange { first: 20000, last: 20999 };
+/// From 8890, the port MediaMTX and many SRT guides use: one per SRT participant.
+pub const DEFAULT_SRT_PORTS: PortRange = PortRange { first: 8890, last: 8989 };
 pub const DEFAULT_PUBLIC_IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 pub const DEFAULT_RTP_BIND: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 pub const DEFAULT_JITTER_BUFFER_MS: u32 = 40;
@@ -85,9 +87,13 @@ pub struct ServeArgs {
     /// [default: 127.0.0.1]. Set it to an address your callers can reach.
     #[arg(long, env = "TUTTI_PUBLIC_IP")]
     pub public_ip: Option<IpAddr>,
-    /// Local address the RTP sockets bind to [default: 0.0.0.0].
+    /// Local address the RTP sockets and SRT listeners bind to [default: 0.0.0.0].
     #[arg(long, env = "TUTTI_RTP_BIND")]
     pub rtp_bind: Option<IpAddr>,
+    /// UDP port range for SRT publishers, as FIRST-LAST [default: 8890-8989]:
+    /// each SRT participant listens on one port of it.
+    #[arg(long, env = "TUTTI_SRT_PORTS")]
+    pub srt_ports: Option<PortRange>,
     /// Jitter buffer of every incoming RTP stream, in milliseconds [default: 40].
     #[arg(long, env = "TUTTI_JITTER_BUFFER_MS")]
     pub jitter_buffer_ms: Option<u32>,
@@ -247,6 +253,7 @@ struct FileConfig {
     rtp_ports: Option<PortRange>,
     public_ip: Option<IpAddr>,
     rtp_bind: Option<IpAddr>,
+    srt_ports: Option<PortRange>,
     jitter_buffer_ms: Option<u32>,
     stale_after_secs: Option<u64>,
     publisher_return_secs: Option<u64>,
@@ -431,6 +438,7 @@ pub struct Config {
     pub rtp_ports: PortRange,
     pub public_ip: IpAddr,
     pub rtp_bind: IpAddr,
+    pub srt_ports: PortRange,
     pub jitter_buffer: Duration,
     pub stale_after: Duration,
     /// How long an RTMP participant whose publisher stopped waits for it.
@@ -490,6 +498,7 @@ impl Config {
             rtp_ports: args.rtp_ports.or(file.rtp_ports).unwrap_or(DEFAULT_RTP_PORTS),
             public_ip: args.public_ip.or(file.public_ip).unwrap_or(DEFAULT_PUBLIC_IP),
             rtp_bind: args.rtp_bind.or(file.rtp_bind).unwrap_or(DEFAULT_RTP_BIND),
+            srt_ports: args.srt_ports.or(file.srt_ports).unwrap_or(DEFAULT_SRT_PORTS),
             jitter_buffer: Duration::from_millis(u64::from(
                 args.jitter_buffer_ms.or(file.jitter_buffer_ms).unwrap_or(DEFAULT_JITTER_BUFFER_MS),
             )),

@@ -20,6 +20,7 @@ pub mod model;
 pub mod ports;
 pub mod rtmp;
 pub mod sip;
+pub mod srt;
 pub mod web;
 
 /// The configuration every property test shares: thousands of cases (proptest's

@@ -184,9 +184,14 @@ async fn bad_input_gets_clear_errors_and_disturbs_no_one() {
     let (status, body) = api.post_json(&participants, r#"{"name": "no offer"}"#).await;
     assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_json"));
     // An ingest Tutti does not take, and two ways of joining at once.
-    let (status, body) = api.post_json(&participants, r#"{"ingest": "srt"}"#).await;
+    let (status, body) = api.post_json(&participants, r#"{"ingest": "rist"}"#).await;
     assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "unsupported_ingest"), "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("rtmp"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("\"srt\""), "{body}");
+    // A passphrase SRT cannot take, or given to a transport that has none.
+    let (status, body) = api.post_json(&participants, r#"{"ingest": "srt", "passphrase": "123456789"}"#).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_passphrase"), "{body}");
+    let (status, body) = api.post_json(&participants, r#"{"ingest": "rtmp", "passphrase": "1234567890"}"#).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_json"), "{body}");
     let (status, body) = api.post_json(&participants, &json!({"sdp": AUDIO_ONLY_OFFER, "ingest": "rtmp"}).to_string()).await;
     assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_json"), "{body}");
     // This engine runs without the embedded RTMP server.

@@ -1,5 +1,5 @@
 //! Parts come and go at the worst moments, and the API never stops
-//! answering: callers (gst-launch senders) and RTMP publishers (ffmpeg) join
+//! answering: callers (gst-launch senders) and RTMP and SRT publishers (ffmpeg) join
 //! and leave, some right after joining (a publisher maybe before it has
 //! connected, maybe mid-stream); HLS, recording and RTMP (to nginx) outputs are added and removed
 //! right after adding, mid-segment and just after a keyframe; hundreds of
@@ -170,7 +170,7 @@ fn churn(server: &Server, nginx: &Nginx) -> Result<()> {
     Ok(())
 }
 
-/// One in this many joins is an RTMP publisher rather than an RTP caller.
+/// One in this many joins is an RTMP or SRT publisher rather than an RTP caller.
 const PUBLISHER_SHARE: f64 = 0.25;
 
 /// A participant of the churn: its sender lives as long as it does.
@@ -180,12 +180,13 @@ enum Member {
     Publisher { _ffmpeg: ChildProcess },
 }
 
-/// An RTMP participant and its ffmpeg publisher, just started.
+/// An RTMP or SRT participant (by its serial's parity) and its ffmpeg publisher, just started.
 fn join_publisher(server: &Server, id: &str, serial: usize, logs: &std::path::Path) -> Result<(Member, String)> {
-    let body = json!({"name": format!("host{serial}"), "ingest": "rtmp"});
-    let host = timed(server, "POST RTMP participant", || add_rtmp_participant(server, id, &body))?;
+    let ingest = if serial % 2 == 0 { "rtmp" } else { "srt" };
+    let body = json!({"name": format!("host{serial}"), "ingest": ingest});
+    let host = timed(server, &format!("POST {ingest} participant"), || add_publisher_participant(server, id, &body))?;
     let spec = PublisherSpec { colour: "magenta", tone_hz: 1900.0, size: (320, 180), seconds: 60 };
-    let publisher = rtmp_publisher(&host.publish_url(), &spec, &logs.join(format!("publisher{serial}.log")))?;
+    let publisher = publisher(&host.publish_url(), &spec, &logs.join(format!("publisher{serial}.log")))?;
     Ok((Member::Publisher { _ffmpeg: publisher }, host.location))
 }
 

@@ -37,6 +37,7 @@ mod sip_churn;
 mod sip_pin;
 mod sip_signalling;
 mod speaker_layout;
+mod srt_ingest;
 mod srtp;
 mod watchdogs;
 mod web_page;

@@ -18,7 +18,7 @@ const CALLER_TONE_HZ: f64 = 500.0;
 
 /// ffmpeg publishing a solid colour and the publisher's tone to `url`.
 fn publish(url: &str, colour: &str, seconds: u32, log: &Path) -> Result<ChildProcess> {
-    rtmp_publisher(url, &PublisherSpec { colour, tone_hz: PUBLISHER_TONE_HZ, size: CANVAS, seconds }, log)
+    publisher(url, &PublisherSpec { colour, tone_hz: PUBLISHER_TONE_HZ, size: CANVAS, seconds }, log)
 }
 
 fn ingest(server: &Server, location: &str) -> Result<Value> {
@@ -38,7 +38,7 @@ fn a_publisher_with_its_key_is_seen_and_heard_keeps_its_cell_when_it_comes_back_
         let mut caller = Caller::new(CallerSpec::new("red", Colour::Red, CALLER_TONE_HZ))?;
         caller.join(server, &composition)?;
 
-        let RtmpParticipant { location, view, url, stream_key: key } = add_rtmp_participant(server, &composition, &json!({"name": "Host", "ingest": "rtmp"}))?;
+        let PublisherParticipant { location, view, url, stream_key: key } = add_publisher_participant(server, &composition, &json!({"name": "Host", "ingest": "rtmp"}))?;
         ensure!(view["transport"] == "rtmp", "transport: {view}");
         ensure!(url.starts_with("rtmp://127.0.0.1:") && url.ends_with("/ingest"), "ingest url {url}");
         ensure!(key.len() >= 32 && !key.contains('…'), "the POST shows the whole key once: {key}");
@@ -115,7 +115,7 @@ fn in_an_audio_only_composition_a_publisher_is_heard_and_its_video_left_aside() 
         let composition = server.create_composition(&json!({"audio_only": true}))?;
         let mut caller = Caller::new(CallerSpec { video: None, ..CallerSpec::new("ear", Colour::Red, CALLER_TONE_HZ) })?;
         caller.join(server, &composition)?;
-        let host = add_rtmp_participant(server, &composition, &json!({"ingest": "rtmp"}))?;
+        let host = add_publisher_participant(server, &composition, &json!({"ingest": "rtmp"}))?;
         let location = host.location.clone();
         let _publisher = publish(&host.publish_url(), "blue", 20, &logs.path().join("publisher.log"))?;
         wait_until("the publisher to be publishing", Duration::from_secs(10), || publishing(server, &location))?;
@@ -139,7 +139,7 @@ fn a_publisher_that_does_not_come_back_in_time_takes_its_participant_with_it() {
         let logs = tempfile::tempdir()?;
         let composition = server.create_composition(&json!({"video": {"width": CANVAS.0, "height": CANVAS.1, "fps": 30}}))?;
         let mut events = EventStream::open(server, &format!("?composition={composition}"), None)?;
-        let host = add_rtmp_participant(server, &composition, &json!({"ingest": "rtmp"}))?;
+        let host = add_publisher_participant(server, &composition, &json!({"ingest": "rtmp"}))?;
         let location = host.location.clone();
         // Three seconds of publishing, then ffmpeg ends: the publisher stops.
         let mut publisher = publish(&host.publish_url(), "blue", 3, &logs.path().join("publisher.log"))?;

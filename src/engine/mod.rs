@@ -48,6 +48,8 @@ use crate::model::sdp::crypto::MediaEncryption;
 use crate::model::sdp::{self, Canvas, LocalTransport, Negotiation, RenegotiationError, SdpError, with_origin_version};
 use crate::model::signalling::{CallDirection, Signalling, SipCall};
 use crate::ports::{PortAllocator, PortPair, PortsExhausted};
+use crate::model::ingest::IngestTransport;
+use crate::srt::{SrtListener, SrtListenerConfig};
 use crate::rtmp::{IngestRegistration, PublisherConfig, PublisherHandle, RtmpServerHandle, RtmpsTrust, spawn_publisher};
 use watch::{CompositeWatch, LegWatches, OutputWatch};
 
@@ -94,7 +96,7 @@ pub enum EngineError {
     TooManyCompositions(usize),
     #[error("this node already has {0} participants, the most it takes (--max-participants)")]
     TooManyParticipants(usize),
-    #[error("participant {0} publishes over RTMP: it has no SDP session to renegotiate")]
+    #[error("participant {0} is a publisher (RTMP or SRT): it has no SDP session to renegotiate")]
     NoSdpSession(ParticipantId),
     #[error("RTMP publishers need the embedded RTMP server (--rtmp-listen)")]
     IngestUnavailable,
@@ -142,7 +144,7 @@ enum Command {
     GetComposition(CompositionId, Reply<CompositionView>),
     DeleteComposition(CompositionId, Reply<Removal>),
     AddParticipant(CompositionId, JoinRequest, Reply<Joined>),
-    AddPublisher(CompositionId, Option<String>, Reply<ParticipantView>),
+    AddPublisher(CompositionId, Option<String>, IngestTransport, Reply<ParticipantView>),
     GetParticipant(CompositionId, ParticipantId, Reply<ParticipantView>),
     RemoveParticipant(CompositionId, ParticipantId, Reply<Removal>),
     UpdateParticipant(CompositionId, ParticipantId, ParticipantPatch, Reply<ParticipantView>),
@@ -207,10 +209,10 @@ impl EngineHandle {
         self.ask(|r| Command::AddParticipant(id, request, r)).await
     }
 
-    /// A participant that an RTMP publisher (OBS, ffmpeg) becomes with the
-    /// stream key this answers with, whole this once (masked afterwards).
-    pub async fn add_publisher(&self, id: CompositionId, name: Option<String>) -> Result<ParticipantView, EngineError> {
-        self.ask(|r| Command::AddPublisher(id, name, r)).await
+    /// A participant that an RTMP or SRT publisher (OBS, ffmpeg) becomes
+    /// with the stream key this answers with, whole this once (masked afterwards).
+    pub async fn add_publisher(&self, id: CompositionId, name: Option<String>, transport: IngestTransport) -> Result<ParticipantView, EngineError> {
+        self.ask(|r| Command::AddPublisher(id, name, transport, r)).await
     }
 
     pub async fn participant(&self, id: CompositionId, pid: ParticipantId) -> Result<ParticipantView, EngineError> {
@@ -353,24 +355,34 @@ struct Participant {
     joined: Instant,
     last_error: Option<String>,
     watches: LegWatches,
-    /// An RTP participant's offer/answer session; `None` for an RTMP publisher.
+    /// An RTP participant's offer/answer session; `None` for a publisher (RTMP, SRT).
     session: Option<SdpSession>,
-    /// An RTMP publisher's ingest; `None` for an RTP participant.
+    /// A publisher's ingest (RTMP, SRT); `None` for an RTP participant.
     ingest: Option<Ingest>,
     /// Dialled in to a room with a PIN and keying it in: not in the room yet.
     lobby: Option<PinEntry>,
     /// When its call is to end: after its last prompt (a wrong PIN, too
-    /// late), or when its RTMP publisher has not come back.
+    /// late), or when its publisher has not come back.
     leaving_at: Option<Instant>,
 }
 
-/// Where an RTMP participant's publisher sends, with which key.
+/// Where a publisher participant's publisher sends, with which key.
 struct Ingest {
+    /// Without the key: the RTMP application's URL, or the SRT listener's.
     url: String,
     stream_key: String,
-    /// The key's place on the RTMP server: dropping it (the participant
-    /// leaves) refuses the key and disconnects its publisher.
-    _registration: IngestRegistration,
+    /// Whether an SRT publisher must give a passphrase.
+    encrypted: bool,
+    /// Dropping it (the participant leaves) refuses the key and
+    /// disconnects the publisher.
+    attachment: Attachment,
+}
+
+/// What lets a publisher in: its key's place on the RTMP server, or its own
+/// SRT listener.
+enum Attachment {
+    Rtmp { _registration: IngestRegistration },
+    Srt { _listener: SrtListener },
 }
 
 /// What a participant joins with, besides its negotiation.
@@ -454,6 +466,8 @@ pub struct Engine {
     services: Services,
     profiles: Arc<Profiles>,
     ports: PortAllocator,
+    /// One port per SRT participant.
+    srt_ports: PortAllocator,
     compositions: BTreeMap<CompositionId, Composition>,
     reaper: Reaper,
     pending_removals: HashMap<StopTicket, PendingRemoval>,
@@ -491,7 +505,7 @@ const TICK: Duration = Duration::from_millis(100);
 pub const REPLY_DEADLINE: Duration = Duration::from_millis(750);
 /// How long a shutdown waits for the compositions to stop.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(4);
-/// A new RTMP stream key: 128 random bits, as letters and digits.
+/// A new stream key (RTMP, SRT): 128 random bits, as letters and digits.
 fn stream_key() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
@@ -508,6 +522,7 @@ impl Engine {
         let engine = Engine {
             services,
             ports: PortAllocator::new(config.rtp_ports, config.rtp_bind),
+            srt_ports: PortAllocator::new(config.srt_ports, config.rtp_bind),
             config,
             profiles: Arc::new(profiles),
             compositions: BTreeMap::new(),
@@ -565,7 +580,7 @@ impl Engine {
                 self.answer_removal(removed, reply)
             }
             Command::AddParticipant(id, request, reply) => drop(reply.send(self.add_participant(&id, request))),
-            Command::AddPublisher(id, name, reply) => drop(reply.send(self.add_publisher(&id, name))),
+            Command::AddPublisher(id, name, transport, reply) => drop(reply.send(self.add_publisher(&id, name, transport))),
             Command::GetParticipant(id, pid, reply) => drop(reply.send(
                 self.get(&id).and_then(|c| c.participant_view(&pid).ok_or(EngineError::ParticipantNotFound(id, pid))),
             )),
@@ -891,7 +906,7 @@ impl Engine {
         let Some(dial) = offer.dial.as_mut() else { return Ok(()) };
         let sip = match &mut offer.seat.signalling {
             Signalling::Sip(call) => Some(call),
-            Signalling::Api | Signalling::Rtmp => None,
+            Signalling::Api | Signalling::Rtmp | Signalling::Srt => None,
         };
         match progress {
             DialProgress::Dialled { call_id, from } => {
@@ -970,25 +985,44 @@ impl Engine {
         Ok(composition.participant_view(&pid).expect("just added"))
     }
 
-    fn add_publisher(&mut self, id: &CompositionId, name: Option<String>) -> Result<ParticipantView, EngineError> {
-        let server = self.services.rtmp_server.clone().ok_or(EngineError::IngestUnavailable)?;
+    fn add_publisher(&mut self, id: &CompositionId, name: Option<String>, transport: IngestTransport) -> Result<ParticipantView, EngineError> {
+        let rtmp_server = match transport {
+            IngestTransport::Rtmp => Some(self.services.rtmp_server.clone().ok_or(EngineError::IngestUnavailable)?),
+            IngestTransport::Srt { .. } => None,
+        };
         // In an audio-only composition only its sound is taken.
         let sends_video = !self.get(id)?.config.audio_only;
         self.admit(id, sends_video)?;
+        let srt_port = match transport {
+            IngestTransport::Srt { .. } => Some(self.srt_ports.allocate_single("SRT port")?),
+            IngestTransport::Rtmp => None,
+        };
         let composition = composition_mut(&mut self.compositions, id)?;
         let pid = ParticipantId::random();
         let name = name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| format!("Caller {}", composition.participants.len() + 1));
         let sink = composition.media.add_publisher(pid.clone(), &name)?;
         let stream_key = stream_key();
-        let registration = match server.register_ingest(&stream_key, sink) {
-            Ok(registration) => registration,
+        let attached = match (&transport, rtmp_server, srt_port) {
+            (IngestTransport::Rtmp, Some(server), _) => server
+                .register_ingest(&stream_key, sink)
+                .map(|registration| (server.ingest_url(self.config.public_ip), Attachment::Rtmp { _registration: registration }))
+                .map_err(|error| format!("RTMP ingest: {error}")),
+            (IngestTransport::Srt { passphrase }, _, Some(port)) => {
+                let url = format!("srt://{}:{}", self.config.public_ip, port.port());
+                let config = SrtListenerConfig { bind: self.config.rtp_bind, port, stream_key: stream_key.clone(), passphrase: passphrase.clone() };
+                SrtListener::start(config, sink).map(|listener| (url, Attachment::Srt { _listener: listener })).map_err(|error| error.to_string())
+            }
+            _ => unreachable!("each transport was given what it attaches to above"),
+        };
+        let (url, attachment) = match attached {
+            Ok(attached) => attached,
             Err(error) => {
                 composition.media.remove_participant(&pid);
-                return Err(EngineError::Media(MediaError::Gst(format!("RTMP ingest: {error}"))));
+                return Err(EngineError::Media(MediaError::Gst(error)));
             }
         };
-        let url = server.ingest_url(self.config.public_ip);
-        tracing::info!(composition = %id, participant = %pid, %name, %url, "RTMP participant waits for its publisher");
+        let ingest = Ingest { url, stream_key: stream_key.clone(), encrypted: matches!(&transport, IngestTransport::Srt { passphrase: Some(_) }), attachment };
+        tracing::info!(composition = %id, participant = %pid, %name, url = %ingest.url, transport = transport.name(), "publisher participant waits for its publisher");
         let media = composition.media.participant(&pid).expect("just added");
         self.services.events.publish(id, EventKind::ParticipantJoined { participant: pid.clone(), name: name.clone() });
         composition.participants.push(Participant {
@@ -997,42 +1031,45 @@ impl Engine {
             sends_video,
             state: ParticipantState::Connecting,
             controls: ParticipantControls::default(),
-            signalling: Signalling::Rtmp,
+            signalling: match transport {
+                IngestTransport::Rtmp => Signalling::Rtmp,
+                IngestTransport::Srt { .. } => Signalling::Srt,
+            },
             joined: Instant::now(),
             last_error: None,
             watches: LegWatches::new(media, Instant::now()),
             session: None,
-            ingest: Some(Ingest { url, stream_key: stream_key.clone(), _registration: registration }),
+            ingest: Some(ingest),
             lobby: None,
             leaving_at: None,
         });
+        let participant = composition.participants.last().expect("just pushed");
         let mut view = composition.participant_view(&pid).expect("just added");
-        if let Some(ingest) = &mut view.ingest {
-            // Shown whole this once, as a CDN shows a new stream key.
-            ingest.stream_key = stream_key;
-        }
+        // Shown whole this once, as a CDN shows a new stream key.
+        view.ingest = participant.ingest.as_ref().map(|ingest| ingest.view(&stream_key, false));
         Ok(view)
     }
 
-    /// What an RTMP participant's publisher did.
+    /// What a publisher participant's publisher did.
     fn publisher_changed(&mut self, id: &CompositionId, pid: &ParticipantId, change: PublisherChange) {
         let Some(composition) = self.compositions.get_mut(id) else { return };
         let Some(participant) = composition.participants.iter_mut().find(|p| &p.id == pid) else { return };
+        let transport = participant.signalling.transport().to_uppercase();
         match change {
             PublisherChange::Publishing(peer) => {
-                tracing::info!(composition = %id, participant = %pid, %peer, "RTMP publisher publishing");
+                tracing::info!(composition = %id, participant = %pid, %peer, "{transport} publisher publishing");
                 participant.leaving_at = None;
                 participant.last_error = None;
             }
             PublisherChange::Ended => {
                 let within = self.config.publisher_return_within;
-                let reason = format!("its RTMP publisher stopped; the participant leaves unless it is back within {} s", within.as_secs());
+                let reason = format!("its {transport} publisher stopped; the participant leaves unless it is back within {} s", within.as_secs());
                 tracing::info!(composition = %id, participant = %pid, "{reason}");
                 participant.last_error = Some(reason);
                 participant.leaving_at = Some(Instant::now() + within);
             }
             PublisherChange::Refused(reason) => {
-                tracing::warn!(composition = %id, participant = %pid, "RTMP publisher refused: {reason}");
+                tracing::warn!(composition = %id, participant = %pid, "{transport} publisher refused: {reason}");
                 self.services.events.publish(id, EventKind::ParticipantError { participant: pid.clone(), message: reason.clone() });
                 participant.last_error = Some(reason);
             }
@@ -1189,7 +1226,7 @@ impl Engine {
     }
 
     /// PIN entries' pauses and timeouts, calls whose last prompt is over, and
-    /// RTMP participants whose publisher did not come back.
+    /// Publisher participants whose publisher did not come back.
     fn tick_lobbies(&mut self, now: Instant) {
         let mut steps = Vec::new();
         let mut leaving = Vec::new();

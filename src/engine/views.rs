@@ -4,7 +4,7 @@ use serde::Serialize;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-use super::{Composition, OutputRecord};
+use super::{Attachment, Composition, Ingest, OutputRecord};
 use crate::media::{IngestView, Leg, MediumStats};
 use crate::rtmp::mask_stream_key;
 use crate::model::output::{OutputKind, ValidOutput};
@@ -315,11 +315,8 @@ impl Composition {
         };
         let media = self.media.participant(pid);
         let stats = media.map(|m| m.leg.stats()).unwrap_or_default();
-        let ingest = participant.ingest.as_ref().map(|ingest| IngestView {
-            url: ingest.url.clone(),
-            stream_key: mask_stream_key(&ingest.stream_key),
-            publishing: media.is_some_and(|m| matches!(&m.leg, Leg::Rtmp(leg) if leg.publishing())),
-        });
+        let publishing = media.is_some_and(|m| matches!(&m.leg, Leg::Publisher(leg) if leg.publishing()));
+        let ingest = participant.ingest.as_ref().map(|ingest| ingest.view(&mask_stream_key(&ingest.stream_key), publishing));
         let speech = self.media.speech_of(pid);
         Some(ParticipantView {
             id: participant.id.clone(),
@@ -362,6 +359,19 @@ impl Composition {
             ingest: None,
             last_error: dial.last_error.clone(),
         })
+    }
+}
+
+impl Ingest {
+    /// What the API shows of it, with the key as given: whole in the answer
+    /// that made it, masked after. An SRT publisher takes the key in its
+    /// URL, as OBS and ffmpeg expect it.
+    pub(super) fn view(&self, key: &str, publishing: bool) -> IngestView {
+        let url = match self.attachment {
+            Attachment::Srt { .. } => format!("{}?streamid={key}", self.url),
+            Attachment::Rtmp { .. } => self.url.clone(),
+        };
+        IngestView { url, stream_key: key.to_string(), publishing, encrypted: self.encrypted }
     }
 }
 

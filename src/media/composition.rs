@@ -29,7 +29,7 @@ use super::part::{Fanout, add_chain, expose_input};
 use super::leg::Leg;
 use super::leg::rtp::{JoiningMedium, RtpContext};
 use super::participant::{JoinContext, Joining, ParticipantMedia};
-use crate::rtmp::IngestSink;
+use crate::model::ingest::IngestSink;
 use super::profiles::{EncoderSettings, Profiles};
 use super::prompts::{self, Prompt};
 use super::topology::{self, Owner, Topology};
@@ -293,7 +293,7 @@ impl CompositionMedia {
         self.add(id, name, Joining::Rtp { media: Box::new((audio, video)), context }, in_lobby).map(|_| ())
     }
 
-    /// Adds an RTMP publisher's participant; what the RTMP server parses
+    /// Adds a publisher's participant (RTMP, SRT); what its transport takes apart
     /// from its publisher goes to the sink this returns. Its publisher's
     /// comings and goings are reported as [`MediaEvent::Publisher`].
     pub fn add_publisher(&mut self, id: ParticipantId, name: &str) -> Result<IngestSink, MediaError> {
@@ -301,8 +301,8 @@ impl CompositionMedia {
         let on_change = Arc::new(move |change| {
             events(MediaEvent::Publisher { composition: composition.clone(), participant: participant.clone(), change })
         });
-        let sink = self.add(id, name, Joining::Rtmp { playout_delay: self.settings.jitter_buffer, on_change }, false)?;
-        Ok(sink.expect("an RTMP leg comes with its sink"))
+        let sink = self.add(id, name, Joining::Publisher { playout_delay: self.settings.jitter_buffer, on_change }, false)?;
+        Ok(sink.expect("a publisher leg comes with its sink"))
     }
 
     fn add(&mut self, id: ParticipantId, name: &str, joining: Joining, in_lobby: bool) -> Result<Option<IngestSink>, MediaError> {

@@ -46,7 +46,7 @@ mod topology;
 
 pub use composition::{CompositionMedia, MissingImage, check_images, FileOutputStatus, MediaSettings, OutputPaths, output_part_name, participant_part_name};
 pub use lifecycle::{Reaper, ReaperCounts, StopTicket};
-pub use leg::rtmp::{IngestView, PublisherChange};
+pub use leg::publisher::{IngestView, PublisherChange};
 pub use leg::rtp::{JoiningMedium, MediumStats, ParticipantStats};
 pub use leg::{Flow, Leg, Way};
 pub use participant::ParticipantMedia;

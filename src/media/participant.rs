@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use super::MediaError;
 use super::leg::Leg;
-use super::leg::rtmp::{PublisherHandler, RtmpLeg};
+use super::leg::publisher::{PublisherHandler, PublisherLeg};
 use super::leg::rtp::{JoiningMedium, RtpContext, RtpLeg};
 use super::mixer::AudioMix;
 use super::profiles::Profiles;
 use super::seat::{Seat, SeatBuilder};
 use crate::model::controls::ParticipantControls;
 use crate::model::ids::ParticipantId;
-use crate::rtmp::IngestSink;
+use crate::model::ingest::IngestSink;
 
 /// What a participant's part needs from its composition.
 pub struct JoinContext<'a> {
@@ -31,9 +31,9 @@ pub struct JoinContext<'a> {
 pub enum Joining {
     /// RTP on the negotiated media and sockets.
     Rtp { media: Box<(Option<JoiningMedium>, Option<JoiningMedium>)>, context: RtpContext },
-    /// An RTMP publisher, played this long after its frames arrive (at the
+    /// An RTMP or SRT publisher, played this long after its frames arrive (at the
     /// earliest); told when it starts, stops or is refused.
-    Rtmp { playout_delay: Duration, on_change: PublisherHandler },
+    Publisher { playout_delay: Duration, on_change: PublisherHandler },
 }
 
 /// A participant's part of the pipeline.
@@ -51,7 +51,7 @@ pub struct ParticipantMedia {
 impl ParticipantMedia {
     /// Builds a participant's bin (not yet in any pipeline). Its picture and
     /// its composite input are ghost pads for the composition to link. An
-    /// RTMP participant comes with the sink its publisher's media goes to.
+    /// publisher participant comes with the sink its publisher's media goes to.
     pub fn build(
         id: &ParticipantId,
         name: &str,
@@ -63,9 +63,9 @@ impl ParticipantMedia {
         let mut seat = SeatBuilder::new(&bin, &prefix, (id, name), context.mix, context.canvas_fps, context.in_lobby);
         let (leg, sink) = match joining {
             Joining::Rtp { media, context: rtp } => (Leg::Rtp(Box::new(RtpLeg::build(&bin, id, &mut seat, *media, context.profiles, &rtp)?)), None),
-            Joining::Rtmp { playout_delay, on_change } => {
-                let (leg, sink) = RtmpLeg::build(&bin, &mut seat, context.profiles, playout_delay, on_change)?;
-                (Leg::Rtmp(leg), Some(sink))
+            Joining::Publisher { playout_delay, on_change } => {
+                let (leg, sink) = PublisherLeg::build(&bin, &mut seat, context.profiles, playout_delay, on_change)?;
+                (Leg::Publisher(leg), Some(sink))
             }
         };
         let seat = seat.build()?;

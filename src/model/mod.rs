@@ -14,6 +14,7 @@ pub mod event;
 pub mod h264;
 pub mod health;
 pub mod ids;
+pub mod ingest;
 pub mod layout;
 pub mod output;
 pub mod pin;

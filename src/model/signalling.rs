@@ -13,6 +13,8 @@ pub enum Signalling {
     Sip(SipCall),
     /// Added through the REST API as an RTMP publisher with a stream key.
     Rtmp,
+    /// Added through the REST API as an SRT publisher with a stream key.
+    Srt,
 }
 
 /// The SIP dialog a participant belongs to, as its headers said.
@@ -42,6 +44,7 @@ impl Signalling {
             Signalling::Api => "rtp",
             Signalling::Sip(_) => "sip",
             Signalling::Rtmp => "rtmp",
+            Signalling::Srt => "srt",
         }
     }
 
@@ -52,7 +55,7 @@ impl Signalling {
 
     pub fn sip(&self) -> Option<&SipCall> {
         match self {
-            Signalling::Api | Signalling::Rtmp => None,
+            Signalling::Api | Signalling::Rtmp | Signalling::Srt => None,
             Signalling::Sip(call) => Some(call),
         }
     }

@@ -19,6 +19,7 @@
 
 use super::flv::{self, AudioTag, UnsupportedCodec, VideoTag};
 use super::server::ServerError;
+pub use crate::model::ingest::{IngestEvent, IngestSink};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::fmt;
@@ -29,41 +30,6 @@ use tokio::sync::watch;
 
 /// The RTMP application publishers connect to.
 pub const INGEST_APP: &str = "ingest";
-
-/// What an RTMP publisher sends, parsed, as the media adapter takes it.
-#[derive(Clone, Debug, PartialEq)]
-pub enum IngestEvent {
-    /// A publisher was accepted for this key (the first time, or again after it dropped).
-    Publishing { peer: SocketAddr },
-    /// The H.264 decoder configuration (AVCDecoderConfigurationRecord, from an
-    /// AVC sequence header tag); sent before the first frame and again
-    /// whenever the publisher sends a new one.
-    VideoConfig(Bytes),
-    /// The AAC AudioSpecificConfig (from an AAC sequence header tag).
-    AudioConfig(Bytes),
-    /// One H.264 access unit as FLV carries it (AVC format: 4-byte
-    /// length-prefixed NAL units). pts = dts + the tag's composition time
-    /// offset (signed 24-bit).
-    Video {
-        dts_ms: u32,
-        pts_ms: i64,
-        keyframe: bool,
-        data: Bytes,
-    },
-    /// One raw AAC frame.
-    Audio { pts_ms: u32, data: Bytes },
-    /// The publisher sent something Tutti cannot take (HEVC or AV1 over
-    /// Enhanced RTMP, a legacy codec id other than AVC, audio other than
-    /// AAC); it was disconnected. `reason` is a clear sentence for the API.
-    Refused { reason: String },
-    /// The publisher stopped publishing or its connection ended.
-    Ended,
-}
-
-/// Called on the publisher's connection task, one event at a time per key.
-/// Hand the event off quickly (to a channel or an appsrc): the next read from
-/// the publisher waits for it.
-pub type IngestSink = Arc<dyn Fn(IngestEvent) + Send + Sync>;
 
 /// What a publisher's video message means for the sink; `None` when it
 /// carries nothing to hand on.

@@ -3,10 +3,10 @@
 //! the seat's mix-minus and composite to the caller in its transport's
 //! format; the mixer and the compositor never see which transport it is.
 //! - [`rtp`]: plain RTP (or SRTP) with SDP, from the API or over SIP.
-//! - [`rtmp`]: a publisher (OBS, ffmpeg) sending H.264 and AAC with a
-//!   stream key to the embedded RTMP server; it is sent nothing back.
+//! - [`publisher`]: a publisher (OBS, ffmpeg) sending H.264 and AAC with a
+//!   stream key over RTMP or SRT; it is sent nothing back.
 
-pub mod rtmp;
+pub mod publisher;
 pub mod rtp;
 
 use std::time::Duration;
@@ -14,12 +14,12 @@ use std::time::Duration;
 use crate::model::codec::MediaKind;
 use crate::model::h264::FrameSize;
 use crate::model::sdp::Canvas;
-use rtmp::RtmpLeg;
+use publisher::PublisherLeg;
 use rtp::{ParticipantStats, RtpLeg};
 
 pub enum Leg {
     Rtp(Box<RtpLeg>),
-    Rtmp(RtmpLeg),
+    Publisher(PublisherLeg),
 }
 
 /// Which way a participant's media goes.
@@ -49,19 +49,19 @@ impl Leg {
                         .filter_map(move |(carried, way)| carried.then_some(Flow { kind, way }))
                 })
                 .collect(),
-            Leg::Rtmp(leg) => {
+            Leg::Publisher(leg) => {
                 let kinds = if leg.takes_video() { &[MediaKind::Audio, MediaKind::Video][..] } else { &[MediaKind::Audio][..] };
                 kinds.iter().map(|&kind| Flow { kind, way: Way::FromCaller }).collect()
             }
         }
     }
 
-    /// Packets (RTP) or frames (RTMP) carried so far one way; only grows.
+    /// Packets (RTP) or frames (publishers) carried so far one way; only grows.
     pub fn count(&self, flow: Flow) -> u64 {
         match (self, flow.way) {
             (Leg::Rtp(leg), way) => leg.count(flow.kind, way),
-            (Leg::Rtmp(leg), Way::FromCaller) => leg.received(flow.kind),
-            (Leg::Rtmp(_), Way::ToCaller) => 0,
+            (Leg::Publisher(leg), Way::FromCaller) => leg.received(flow.kind),
+            (Leg::Publisher(_), Way::ToCaller) => 0,
         }
     }
 
@@ -69,7 +69,7 @@ impl Leg {
     pub fn expects_media(&self) -> bool {
         match self {
             Leg::Rtp(leg) => leg.expects_media(),
-            Leg::Rtmp(_) => true,
+            Leg::Publisher(_) => true,
         }
     }
 
@@ -77,7 +77,7 @@ impl Leg {
     pub fn last_media_age(&self) -> Option<Duration> {
         match self {
             Leg::Rtp(leg) => leg.last_media_age(),
-            Leg::Rtmp(leg) => leg.last_media_age(),
+            Leg::Publisher(leg) => leg.last_media_age(),
         }
     }
 
@@ -85,14 +85,14 @@ impl Leg {
     pub fn sends_video(&self) -> bool {
         match self {
             Leg::Rtp(leg) => leg.sends_video(),
-            Leg::Rtmp(leg) => leg.takes_video(),
+            Leg::Publisher(leg) => leg.takes_video(),
         }
     }
 
     pub fn stats(&self) -> ParticipantStats {
         match self {
             Leg::Rtp(leg) => leg.stats(),
-            Leg::Rtmp(leg) => leg.stats(),
+            Leg::Publisher(leg) => leg.stats(),
         }
     }
 
@@ -100,7 +100,7 @@ impl Leg {
     pub fn composite_size(&self, canvas: Canvas) -> Option<FrameSize> {
         match self {
             Leg::Rtp(leg) => leg.composite_size(canvas),
-            Leg::Rtmp(_) => None,
+            Leg::Publisher(_) => None,
         }
     }
 }
