@@ -3,7 +3,7 @@
 //! its own with its stream key as the stream id, and ffmpeg publishes
 //! MPEG-TS (H.264 with B-frames, AAC) there. An RTP caller's return stream
 //! is the judge: the publisher's colour in its cell, its tone in the
-//! caller's mix-minus.
+//! caller's mix-minus; Opus (without video) is taken too.
 
 use anyhow::{Context, Result, ensure};
 use crate::common::*;
@@ -148,6 +148,42 @@ fn an_srt_participant_with_a_passphrase_lets_in_only_a_publisher_that_gives_it()
             let view = server.get(&host.location)?.json()?;
             Ok(view["video"]["packets_received"].as_u64().unwrap_or(0) >= 30 && view["state"] == "active")
         })?;
+        Ok(())
+    });
+}
+
+#[test]
+fn an_srt_publisher_sending_opus_alone_is_heard_and_its_end_is_seen() {
+    with_server(&[], |server| {
+        let logs = tempfile::tempdir()?;
+        let composition = server.create_composition(&json!({"audio_only": true}))?;
+        let mut caller = Caller::new(CallerSpec { video: None, ..CallerSpec::new("ear", Colour::Red, CALLER_TONE_HZ) })?;
+        caller.join(server, &composition)?;
+        let host = add_publisher_participant(server, &composition, &json!({"ingest": "srt"}))?;
+        // Opus in MPEG-TS and no video at all: the listener's video branch never gets a stream.
+        let mut cmd = std::process::Command::new("ffmpeg");
+        cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"])
+            .args(["-f", "lavfi", "-i", &format!("sine=frequency={PUBLISHER_TONE_HZ}:sample_rate=48000"), "-t", "30"])
+            .args(["-c:a", "libopus", "-b:a", "64k", "-f", "mpegts", &host.publish_url()]);
+        let mut publisher = ChildProcess::spawn("ffmpeg-opus", cmd, &logs.path().join("opus.log"))?;
+        wait_until("the publisher to be publishing", PUBLISHING_TIMEOUT, || publishing(server, &host.location))?;
+        sleep(Duration::from_secs(2));
+        let from = SystemTime::now();
+        sleep(Duration::from_secs(2));
+        let until = SystemTime::now();
+        let view = server.get(&host.location)?.json()?;
+        ensure!(view["state"] == "active" && view["audio"]["codec"] == "opus", "an Opus publisher: {view}");
+
+        publisher.signal("KILL");
+        publisher.wait_for_exit(Duration::from_secs(5));
+        // libsrt notices a silent peer after its 5 s idle timeout.
+        wait_until("the publisher's end to show", Duration::from_secs(10), || Ok(!publishing(server, &host.location)?))?;
+
+        let recording = caller.stop_receiver()?;
+        let levels = audio_samples(&recording)?.tone_levels_db(from, until, &[PUBLISHER_TONE_HZ, CALLER_TONE_HZ])?;
+        eprintln!("the caller hears the Opus publisher at {:.1} dBFS and itself at {:.1}", levels[0], levels[1]);
+        ensure!(levels[0] > -30.0, "the caller hears the publisher's tone only at {:.1} dBFS", levels[0]);
+        ensure!(levels[1] < levels[0] - 30.0, "the caller hears itself: {levels:?}");
         Ok(())
     });
 }

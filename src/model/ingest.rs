@@ -16,9 +16,9 @@ pub enum IngestEvent {
     /// from the stream's SPS and PPS); sent before the first frame and again
     /// whenever it changes.
     VideoConfig(Bytes),
-    /// The AAC AudioSpecificConfig (an RTMP AAC sequence header, or what
-    /// the SRT demuxer read from the ADTS headers).
-    AudioConfig(Bytes),
+    /// How the audio is coded; sent before the first audio frame and again
+    /// whenever it changes.
+    AudioConfig(AudioConfig),
     /// One H.264 access unit in AVC format (4-byte length-prefixed NAL
     /// units), with its decoding and presentation times.
     Video {
@@ -27,13 +27,33 @@ pub enum IngestEvent {
         keyframe: bool,
         data: Bytes,
     },
-    /// One raw AAC frame.
+    /// One raw AAC frame or Opus packet, as the last `AudioConfig` said.
     Audio { pts_ms: u32, data: Bytes },
     /// The publisher sent something Tutti cannot take (HEVC or AV1, audio
     /// other than AAC); it was disconnected. `reason` is a clear sentence for the API.
     Refused { reason: String },
     /// The publisher stopped publishing or its connection ended.
     Ended,
+}
+
+/// A publisher's audio coding.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AudioConfig {
+    /// AAC with its AudioSpecificConfig (an RTMP AAC sequence header, or
+    /// what the SRT demuxer read from the ADTS headers).
+    Aac(Bytes),
+    /// Opus (RFC 7845's mapping family 0: mono or stereo), from MPEG-TS.
+    Opus { channels: u8 },
+}
+
+impl AudioConfig {
+    /// As the API's `codec` names it.
+    pub fn codec(&self) -> &'static str {
+        match self {
+            AudioConfig::Aac(_) => "aac",
+            AudioConfig::Opus { .. } => "opus",
+        }
+    }
 }
 
 /// Called by the transport: `Publishing` before a publisher's first frame,

@@ -20,6 +20,7 @@
 use super::flv::{self, AudioTag, UnsupportedCodec, VideoTag};
 use super::server::ServerError;
 pub use crate::model::ingest::{IngestEvent, IngestSink};
+use crate::model::ingest::AudioConfig;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::fmt;
@@ -55,7 +56,7 @@ pub(super) fn video_event(timestamp_ms: u32, body: &Bytes) -> Option<IngestEvent
 /// carries nothing to hand on.
 pub(super) fn audio_event(timestamp_ms: u32, body: &Bytes) -> Option<IngestEvent> {
     match flv::read_audio_tag(body) {
-        Ok(AudioTag::AacAudioSpecificConfig(config)) => Some(IngestEvent::AudioConfig(config)),
+        Ok(AudioTag::AacAudioSpecificConfig(config)) => Some(IngestEvent::AudioConfig(AudioConfig::Aac(config))),
         Ok(AudioTag::AacFrame(data)) => Some(IngestEvent::Audio {
             pts_ms: timestamp_ms,
             data,

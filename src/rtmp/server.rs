@@ -634,6 +634,7 @@ mod tests {
     use super::super::flv;
     use super::super::publisher::error_status;
     use bytes::Bytes;
+    use crate::model::ingest::AudioConfig;
     use super::*;
     use rml_rtmp::sessions::{
         ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
@@ -841,7 +842,7 @@ mod tests {
 
         let expected = [
             IngestEvent::VideoConfig(Bytes::from_static(&AVC_RECORD)),
-            IngestEvent::AudioConfig(Bytes::from_static(&AAC_CONFIG)),
+            IngestEvent::AudioConfig(AudioConfig::Aac(Bytes::from_static(&AAC_CONFIG))),
             IngestEvent::Video {
                 dts_ms: 40,
                 pts_ms: 120,
@@ -884,7 +885,7 @@ mod tests {
         first.closed_by_server().await;
         // Had the first connection said Ended on its way out, it would come before this.
         second.send_audio(0, flv::aac_sequence_header(&AAC_CONFIG)).await;
-        assert_eq!(next_event(&mut events).await, IngestEvent::AudioConfig(Bytes::from_static(&AAC_CONFIG)));
+        assert_eq!(next_event(&mut events).await, IngestEvent::AudioConfig(AudioConfig::Aac(Bytes::from_static(&AAC_CONFIG))));
 
         drop(second);
         assert_eq!(next_event(&mut events).await, IngestEvent::Ended);

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!  publisher ─SRT─► srtsrc (listener; stream id checked) ─► tsdemux ─┬─► h264parse (to AVC) ─► appsink ─► VideoConfig, Video
-//!                                                                     └─► aacparse (to raw) ──► appsink ─► AudioConfig, Audio
+//!                                                                     ├─► aacparse (to raw) ──► appsink ─► AudioConfig, Audio
+//!                                                                     └─► opusparse ───────────► appsink ─► AudioConfig, Audio
 //! ```
 //!
 //! The pipeline is the listener's own, not the composition's: it only
@@ -17,6 +18,7 @@
 use bytes::Bytes;
 use gio::prelude::*;
 use gstreamer as gst;
+use gstreamer::glib;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use std::net::{IpAddr, SocketAddr};
@@ -26,7 +28,7 @@ use std::thread;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 
-use crate::model::ingest::{IngestEvent, IngestSink, Passphrase};
+use crate::model::ingest::{AudioConfig, IngestEvent, IngestSink, Passphrase};
 use crate::ports::PortLease;
 
 /// How often the watcher looks at the bus and at whether it should stop.
@@ -111,7 +113,7 @@ struct Shared {
     publishing: AtomicBool,
     /// The last decoder configuration handed on, per medium.
     video: Mutex<Option<Bytes>>,
-    audio: Mutex<Option<Bytes>>,
+    audio: Mutex<Option<AudioConfig>>,
 }
 
 impl Shared {
@@ -136,7 +138,7 @@ impl Shared {
     }
 
     /// Hands on a new decoder configuration when it differs from the last.
-    fn configure(&self, last: &Mutex<Option<Bytes>>, config: Bytes, event: fn(Bytes) -> IngestEvent) {
+    fn configure<T: Clone + PartialEq>(&self, last: &Mutex<Option<T>>, config: T, event: fn(T) -> IngestEvent) {
         let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
         if last.as_ref() != Some(&config) {
             *last = Some(config.clone());
@@ -182,18 +184,36 @@ fn build(config: &SrtListenerConfig, shared: &Arc<Shared>) -> Result<gst::Pipeli
         None
     });
 
+    // The run ends when the source does: the pipeline's own end of stream
+    // waits for every sink, and a sink whose stream the publisher does not
+    // send (a video-only publisher's audio) never gets one.
+    let ending = pipeline.downgrade();
+    source.static_pad("src").expect("srtsrc has a src pad").add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+        if let Some(gst::PadProbeData::Event(event)) = &info.data
+            && event.type_() == gst::EventType::Eos
+        {
+            restart(&ending);
+        }
+        gst::PadProbeReturn::Ok
+    });
+
     let demux = make("tsdemux")?;
     let video_parse = make("h264parse")?;
     let video_out = appsink(gst::Caps::builder("video/x-h264").field("stream-format", "avc").field("alignment", "au").build());
     let audio_parse = make("aacparse")?;
     let audio_out = appsink(gst::Caps::builder("audio/mpeg").field("stream-format", "raw").build());
+    // The parsers also stamp what tsdemux leaves unstamped: only the first
+    // Opus packet of each PES carries a time.
+    let opus_parse = make("opusparse")?;
+    let opus_out = appsink(gst::Caps::builder("audio/x-opus").field("channel-mapping-family", 0i32).build());
     pipeline
-        .add_many([&source, &demux, &video_parse, video_out.upcast_ref(), &audio_parse, audio_out.upcast_ref()])
+        .add_many([&source, &demux, &video_parse, video_out.upcast_ref(), &audio_parse, audio_out.upcast_ref(), &opus_parse, opus_out.upcast_ref()])
         .map_err(|e| SrtError::Start(address, e.to_string()))?;
     let linked = source
         .link(&demux)
         .and_then(|_| video_parse.link(&video_out))
-        .and_then(|_| audio_parse.link(&audio_out));
+        .and_then(|_| audio_parse.link(&audio_out))
+        .and_then(|_| opus_parse.link(&opus_out));
     linked.map_err(|e| SrtError::Start(address, e.to_string()))?;
 
     let pipeline_weak = pipeline.downgrade();
@@ -205,12 +225,11 @@ fn build(config: &SrtListenerConfig, shared: &Arc<Shared>) -> Result<gst::Pipeli
         let target = match stream_kind(structure) {
             Stream::H264 => &video_parse,
             Stream::Aac => &audio_parse,
+            Stream::Opus => &opus_parse,
             Stream::Other => return,
             Stream::Unsupported(codec) => {
-                refusing.refused(format!("the publisher sent {codec}; Tutti takes H.264 video and AAC audio over SRT"));
-                if let Some(pipeline) = pipeline_weak.upgrade() {
-                    let _ = pipeline.post_message(gst::message::Application::new(gst::Structure::new_empty(RESTART)));
-                }
+                refusing.refused(format!("the publisher sent {codec}; Tutti takes H.264 video and AAC or Opus audio over SRT"));
+                restart(&pipeline_weak);
                 return;
             }
         };
@@ -228,40 +247,62 @@ fn build(config: &SrtListenerConfig, shared: &Arc<Shared>) -> Result<gst::Pipeli
                 if let Some(config) = codec_data(&sample) {
                     video.configure(&video.video, config, IngestEvent::VideoConfig);
                 }
-                if let Some((buffer, segment)) = sample.buffer().zip(sample.segment().and_then(|s| s.downcast_ref::<gst::ClockTime>().cloned())) {
-                    let pts = buffer.pts().and_then(|t| segment.to_running_time(t));
-                    let dts = buffer.dts().and_then(|t| segment.to_running_time(t)).or(pts);
-                    if let (Some(pts), Some(dts), Ok(map)) = (pts, dts, buffer.map_readable()) {
-                        (video.sink)(IngestEvent::Video {
-                            dts_ms: dts.mseconds() as u32,
-                            pts_ms: pts.mseconds() as i64,
-                            keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
-                            data: Bytes::copy_from_slice(&map),
-                        });
-                    }
+                if let Some((buffer, pts, dts)) = timed(&sample)
+                    && let Ok(map) = buffer.map_readable()
+                {
+                    (video.sink)(IngestEvent::Video {
+                        dts_ms: dts.mseconds() as u32,
+                        pts_ms: pts.mseconds() as i64,
+                        keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+                        data: Bytes::copy_from_slice(&map),
+                    });
                 }
                 Ok(gst::FlowSuccess::Ok)
             })
             .build(),
     );
-    let audio = shared.clone();
-    audio_out.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |sink| {
-                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                if let Some(config) = codec_data(&sample) {
-                    audio.configure(&audio.audio, config, IngestEvent::AudioConfig);
-                }
-                if let Some((buffer, segment)) = sample.buffer().zip(sample.segment().and_then(|s| s.downcast_ref::<gst::ClockTime>().cloned())) {
-                    if let (Some(pts), Ok(map)) = (buffer.pts().and_then(|t| segment.to_running_time(t)), buffer.map_readable()) {
-                        (audio.sink)(IngestEvent::Audio { pts_ms: pts.mseconds() as u32, data: Bytes::copy_from_slice(&map) });
-                    }
-                }
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
+    audio_out.set_callbacks(audio_callbacks(shared.clone(), |sample| codec_data(sample).map(AudioConfig::Aac)));
+    opus_out.set_callbacks(audio_callbacks(shared.clone(), |sample| {
+        let channels = sample.caps()?.structure(0)?.get::<i32>("channels").ok()?;
+        Some(AudioConfig::Opus { channels: u8::try_from(channels).ok()? })
+    }));
     Ok(pipeline)
+}
+
+/// Asks the watcher to end this run and listen afresh.
+fn restart(pipeline: &glib::WeakRef<gst::Pipeline>) {
+    if let Some(pipeline) = pipeline.upgrade() {
+        let _ = pipeline.post_message(gst::message::Application::new(gst::Structure::new_empty(RESTART)));
+    }
+}
+
+/// Hands on an audio appsink's frames, after the configuration `config`
+/// reads from its caps.
+fn audio_callbacks(shared: Arc<Shared>, config: fn(&gst::Sample) -> Option<AudioConfig>) -> gst_app::AppSinkCallbacks {
+    gst_app::AppSinkCallbacks::builder()
+        .new_sample(move |sink| {
+            let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+            if let Some(config) = config(&sample) {
+                shared.configure(&shared.audio, config, IngestEvent::AudioConfig);
+            }
+            if let Some((buffer, pts, _)) = timed(&sample)
+                && let Ok(map) = buffer.map_readable()
+            {
+                (shared.sink)(IngestEvent::Audio { pts_ms: pts.mseconds() as u32, data: Bytes::copy_from_slice(&map) });
+            }
+            Ok(gst::FlowSuccess::Ok)
+        })
+        .build()
+}
+
+/// A sample's buffer with its presentation and decoding times, on the
+/// running time of its segment (the demuxer's: the same for every stream).
+fn timed(sample: &gst::Sample) -> Option<(&gst::BufferRef, gst::ClockTime, gst::ClockTime)> {
+    let buffer = sample.buffer()?;
+    let segment = sample.segment()?.downcast_ref::<gst::ClockTime>()?;
+    let pts = segment.to_running_time(buffer.pts()?)?;
+    let dts = buffer.dts().and_then(|t| segment.to_running_time(t)).unwrap_or(pts);
+    Some((buffer, pts, dts))
 }
 
 /// An appsink that takes frames as fast as they come: the publisher leg
@@ -278,6 +319,7 @@ fn appsink(caps: gst::Caps) -> gst_app::AppSink {
 enum Stream {
     H264,
     Aac,
+    Opus,
     /// Audio or video Tutti does not take, named for the publisher's operator.
     Unsupported(String),
     /// Not audio or video (KLV, SCTE-35, subtitles): left alone.
@@ -294,7 +336,10 @@ fn stream_kind(structure: &gst::StructureRef) -> Stream {
             _ => Stream::Unsupported(name.into()),
         },
         "video/x-h265" => Stream::Unsupported("HEVC (H.265) video".into()),
-        "audio/x-opus" => Stream::Unsupported("Opus audio".into()),
+        "audio/x-opus" => match structure.get::<i32>("channel-mapping-family") {
+            Ok(0) | Err(_) => Stream::Opus,
+            Ok(_) => Stream::Unsupported("multichannel Opus audio".into()),
+        },
         "audio/x-ac3" | "audio/x-eac3" => Stream::Unsupported("AC-3 audio".into()),
         _ if name.starts_with("video/") || name.starts_with("audio/") => Stream::Unsupported(name.into()),
         _ => Stream::Other,
@@ -321,7 +366,6 @@ fn watch(pipeline: gst::Pipeline, shared: Arc<Shared>, stop: Arc<AtomicBool>, ad
     while !stop.load(Ordering::SeqCst) {
         let Some(message) = bus.timed_pop(gst::ClockTime::from_nseconds(WATCH_INTERVAL.as_nanos() as u64)) else { continue };
         let again = match message.view() {
-            gst::MessageView::Eos(_) => true,
             gst::MessageView::Error(error) => {
                 tracing::warn!(%address, "SRT listener: {}", error.error());
                 true
@@ -361,6 +405,8 @@ mod tests {
         assert_eq!(kind("audio/mpeg, mpegversion=4, stream-format=adts"), Stream::Aac);
         assert_eq!(kind("audio/mpeg, mpegversion=2, stream-format=adts"), Stream::Aac);
         assert_eq!(kind("audio/mpeg, mpegversion=1"), Stream::Unsupported("MPEG-1 audio (MP2 or MP3)".into()));
+        assert_eq!(kind("audio/x-opus, channel-mapping-family=0, channels=2"), Stream::Opus);
+        assert_eq!(kind("audio/x-opus, channel-mapping-family=1, channels=6"), Stream::Unsupported("multichannel Opus audio".into()));
         assert_eq!(kind("video/x-h265"), Stream::Unsupported("HEVC (H.265) video".into()));
         assert_eq!(kind("video/mpeg, mpegversion=2"), Stream::Unsupported("video/mpeg".into()));
         assert_eq!(kind("meta/x-klv"), Stream::Other);

@@ -7,13 +7,18 @@
 //!
 //! ```text
 //!  RTMP connection task ┐
-//!  SRT listener ────────┴► IngestEvent ─► appsrc (H.264, AVC) ─► h264parse ─► decoder ────────────────────► seat (picture)
-//!                                     └─► appsrc (AAC, raw) ──► aacparse ──► decoder ─► identity (sync) ─► seat (into the mix)
+//!  SRT listener ────────┴► IngestEvent ─► appsrc (H.264, AVC) ─► h264parse ─► decoder ─────────────────────────────► seat (picture)
+//!                                     ├─► appsrc (AAC, raw) ──► aacparse ──► decoder ─┬► funnel ─► identity (sync) ─► seat (into the mix)
+//!                                     └─► appsrc (Opus) ──────────────────► decoder ─┘
 //! ```
 //!
+//! Both audio branches are built, and the publisher's `AudioConfig` says
+//! which one its frames go to: a publisher that comes back with the other
+//! codec needs no rebuilding.
+//!
 //! The publisher's timestamps keep its sound with its picture; they are
-//! placed on the pipeline's running time by a [`Timeline`] that follows the
-//! earliest arrivals and the latest, then a playout delay (the composition's
+//! placed on the pipeline's running time by a [`Timeline`], as late as the
+//! latest arrival so far says, then a playout delay (the composition's
 //! jitter buffer) later, as an RTP caller's jitter buffer does. TCP delivers in bursts:
 //! the compositor waits for a frame's time by itself, and the decoded audio
 //! waits for its own (`identity sync=true`) so that it reaches the mixer as
@@ -34,8 +39,8 @@ use crate::media::part::add_chain;
 use crate::media::profiles::Profiles;
 use crate::media::seat::SeatBuilder;
 use crate::media::{MediaError, make};
-use crate::model::codec::{MediaKind, VideoCodec};
-use crate::model::ingest::{IngestEvent, IngestSink};
+use crate::model::codec::{AudioCodec, MediaKind, VideoCodec};
+use crate::model::ingest::{AudioConfig, IngestEvent, IngestSink};
 
 /// A publisher whose frames come more than this much later than their
 /// timestamps say (it stalled, or its clock jumped) is placed afresh.
@@ -70,6 +75,8 @@ pub struct PublisherLeg {
     takes_video: bool,
     audio: Received,
     video: Received,
+    /// The publisher's audio codec, once it said (`aac`, `opus`).
+    audio_codec: Arc<Mutex<Option<&'static str>>>,
     publishing: Arc<AtomicBool>,
     /// When the current publisher started, and the bytes received before
     /// it: its average bitrate.
@@ -100,28 +107,38 @@ impl PublisherLeg {
             None
         };
 
-        let audio_in = live_source(&n("ain"), QUEUED_AUDIO_FRAMES)?;
-        let audio_parse = make("aacparse", &n("aparse"))?;
-        let audio_decoder = profiles.aac_decoder(&n("adec"))?.upcast::<gst::Element>();
+        let audio_joined = make("funnel", &n("ajoin"))?;
         let audio_paced = make("identity", &n("apace"))?;
         audio_paced.set_property("sync", true);
-        add_chain(bin, &[audio_in.upcast_ref(), &audio_parse, &audio_decoder, &audio_paced])?;
+        add_chain(bin, &[&audio_joined, &audio_paced])?;
+        let aac_in = live_source(&n("ain-aac"), QUEUED_AUDIO_FRAMES)?;
+        let aac_parse = make("aacparse", &n("aparse"))?;
+        let aac_decoder = profiles.aac_decoder(&n("adec-aac"))?.upcast::<gst::Element>();
+        add_chain(bin, &[aac_in.upcast_ref(), &aac_parse, &aac_decoder])?;
+        aac_decoder.link(&audio_joined)?;
+        let opus_in = live_source(&n("ain-opus"), QUEUED_AUDIO_FRAMES)?;
+        let opus_decoder = profiles.audio_decoder(AudioCodec::Opus { stereo: true }, &n("adec-opus"))?.upcast::<gst::Element>();
+        add_chain(bin, &[opus_in.upcast_ref(), &opus_decoder])?;
+        opus_decoder.link(&audio_joined)?;
         seat.audio_from(&audio_paced)?;
 
         let leg = PublisherLeg {
             takes_video: video_in.is_some(),
             audio: Received::default(),
             video: Received::default(),
+            audio_codec: Arc::default(),
             publishing: Arc::default(),
             started: Arc::default(),
         };
         let feed = Feed {
             video: video_in,
-            audio: audio_in,
+            aac: aac_in,
+            opus: opus_in,
+            audio: Mutex::default(),
+            audio_codec: leg.audio_codec.clone(),
             timeline: Mutex::new(Timeline::default()),
             playout_delay: gst::ClockTime::from_nseconds(playout_delay.as_nanos() as u64),
             video_configured: AtomicBool::new(false),
-            audio_configured: AtomicBool::new(false),
             video_received: leg.video.clone(),
             audio_received: leg.audio.clone(),
             publishing: leg.publishing.clone(),
@@ -185,7 +202,8 @@ impl PublisherLeg {
                 last_sent_at: None,
             }
         };
-        ParticipantStats { audio: Some(stats(MediaKind::Audio, "aac")), video: self.takes_video.then(|| stats(MediaKind::Video, "h264")) }
+        let audio_codec = (*self.audio_codec.lock().unwrap_or_else(|poisoned| poisoned.into_inner())).unwrap_or("aac");
+        ParticipantStats { audio: Some(stats(MediaKind::Audio, audio_codec)), video: self.takes_video.then(|| stats(MediaKind::Video, "h264")) }
     }
 
     fn medium(&self, kind: MediaKind) -> &Received {
@@ -217,14 +235,18 @@ impl Start {
 struct Feed {
     /// `None` in an audio-only composition.
     video: Option<gst_app::AppSrc>,
-    audio: gst_app::AppSrc,
+    aac: gst_app::AppSrc,
+    opus: gst_app::AppSrc,
+    /// The audio branch the publisher's `AudioConfig` chose; `None` before.
+    audio: Mutex<Option<gst_app::AppSrc>>,
+    audio_codec: Arc<Mutex<Option<&'static str>>>,
     timeline: Mutex<Timeline>,
     /// How long after its placed time a frame is played (see the module doc).
     playout_delay: gst::ClockTime,
-    /// Whether each appsrc has its caps from a sequence header: a frame
-    /// before that would stop it for good (not negotiated), so it is dropped.
+    /// Whether the video appsrc has its caps from a sequence header: a frame
+    /// before that would stop it for good (not negotiated), so it is
+    /// dropped. (Audio frames wait for their branch to be chosen.)
     video_configured: AtomicBool,
-    audio_configured: AtomicBool,
     video_received: Received,
     audio_received: Received,
     publishing: Arc<AtomicBool>,
@@ -236,8 +258,10 @@ impl Feed {
     fn take(&self, event: IngestEvent) {
         match event {
             IngestEvent::Publishing { peer } => {
-                // A publisher that comes back starts its timestamps afresh.
+                // A publisher that comes back starts its timestamps afresh,
+                // and says again how its audio is coded.
                 *self.timeline.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Timeline::default();
+                *self.audio.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
                 let start = Start { at: Instant::now(), audio_bytes_before: self.audio_received.bytes.count(), video_bytes_before: self.video_received.bytes.count() };
                 *self.started.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(start);
                 self.publishing.store(true, Ordering::SeqCst);
@@ -260,18 +284,32 @@ impl Feed {
                 self.video_configured.store(true, Ordering::SeqCst);
             }
             IngestEvent::AudioConfig(config) => {
-                // An AudioSpecificConfig is at least the object type, rate and channels.
-                if config.len() < 2 {
-                    tracing::debug!(bytes = config.len(), "publisher's AAC configuration is not one; ignored");
-                    return;
-                }
-                let caps = gst::Caps::builder("audio/mpeg")
-                    .field("mpegversion", 4i32)
-                    .field("stream-format", "raw")
-                    .field("codec_data", gst::Buffer::from_slice(config))
-                    .build();
-                self.audio.set_caps(Some(&caps));
-                self.audio_configured.store(true, Ordering::SeqCst);
+                let (source, caps) = match &config {
+                    // An AudioSpecificConfig is at least the object type, rate and channels.
+                    AudioConfig::Aac(specific) if specific.len() < 2 => {
+                        tracing::debug!(bytes = specific.len(), "publisher's AAC configuration is not one; ignored");
+                        return;
+                    }
+                    AudioConfig::Aac(specific) => (
+                        &self.aac,
+                        gst::Caps::builder("audio/mpeg")
+                            .field("mpegversion", 4i32)
+                            .field("stream-format", "raw")
+                            .field("codec_data", gst::Buffer::from_slice(specific.clone()))
+                            .build(),
+                    ),
+                    AudioConfig::Opus { channels } => (
+                        &self.opus,
+                        gst::Caps::builder("audio/x-opus")
+                            .field("channel-mapping-family", 0i32)
+                            .field("channels", i32::from(*channels))
+                            .field("rate", 48_000i32)
+                            .build(),
+                    ),
+                };
+                source.set_caps(Some(&caps));
+                *self.audio_codec.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(config.codec());
+                *self.audio.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(source.clone());
             }
             IngestEvent::Video { dts_ms, pts_ms, keyframe, data } => {
                 let Some(video) = &self.video else { return };
@@ -293,16 +331,14 @@ impl Feed {
                 let _ = video.push_buffer(buffer);
             }
             IngestEvent::Audio { pts_ms, data } => {
-                if !self.audio_configured.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Some(pts) = self.place(&self.audio, i64::from(pts_ms)) else { return };
+                let Some(audio) = self.audio.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone() else { return };
+                let Some(pts) = self.place(&audio, i64::from(pts_ms)) else { return };
                 let Received { frames, bytes } = &self.audio_received;
                 bytes.add(data.len() as u64);
                 let mut buffer = gst::Buffer::from_slice(data);
                 buffer.get_mut().expect("a new buffer is writable").set_pts(pts);
                 frames.add(1);
-                let _ = self.audio.push_buffer(buffer);
+                let _ = audio.push_buffer(buffer);
             }
             IngestEvent::Refused { reason } => {
                 self.publishing.store(false, Ordering::SeqCst);
@@ -324,43 +360,72 @@ impl Feed {
     }
 }
 
-/// Maps a publisher's millisecond timestamps onto the running time. It is
-/// anchored at the earliest arrival seen (a frame arriving sooner than the
-/// anchor expects moves it there), so network jitter only ever makes a
-/// frame late, never early; and a frame later than [`RESYNC_AFTER`]
+/// Maps a publisher's millisecond timestamps onto the running time, the
+/// same way for its sound and its picture, so that they stay together. It
+/// is anchored at the earliest arrival seen (a frame arriving sooner than
+/// the anchor expects moves it there, for [`SETTLED_AFTER`]; later it
+/// waits for its time), so network jitter only ever makes a frame late,
+/// never early; and a frame more than [`RESYNC_AFTER`] away from its time
 /// anchors it afresh (the publisher stalled or its clock jumped).
 ///
-/// Some frames always come late by design: an MPEG-TS muxer packs several
-/// AAC frames into one PES (ffmpeg's and so OBS's: about 170 ms of audio at
-/// 128 kb/s), sent after the video of the same time. Every frame is placed
-/// as late as the latest seen so far (the *spread*), so that such audio is
-/// played, with its picture, rather than dropped as late by the mixer. The
-/// spread only grows, within a publisher's session: a start-up gap once,
-/// rather than one at every late frame.
+/// Some frames come late by design, not by jitter: an MPEG-TS muxer
+/// (ffmpeg's, so OBS's) sends its audio in bursts behind the video of the
+/// same time, and over SRT from ffmpeg the latest frames came 170 ms to
+/// 0.55 s behind the earliest. Dropped as late by the mixer, such audio
+/// read 28 dB below its level. So frames are placed later by the *spread*:
+/// the lateness of the latest frame so far, once it is more than
+/// [`SPREAD_STEP`] beyond the spread (the playout delay covers less).
+/// Placement holds still otherwise: moved by a few ms at every slightly
+/// later frame, a picture slipped by a whole composite frame against its
+/// sound now and then (flashes 36 ms early in one run, 19 ms late in another).
 #[derive(Default)]
 struct Timeline {
-    anchor: Option<(i64, gst::ClockTime)>,
+    anchor: Option<Anchor>,
     spread: gst::ClockTime,
 }
 
+#[derive(Clone, Copy)]
+struct Anchor {
+    ms: i64,
+    time: gst::ClockTime,
+    /// When the publisher was first anchored.
+    since: gst::ClockTime,
+}
+
+/// How long an earlier arrival may move the anchor: afterwards it holds
+/// still, and the mixer, which counts samples once it has an input's first
+/// time, stays in step with the picture.
+const SETTLED_AFTER: gst::ClockTime = gst::ClockTime::from_seconds(2);
+
+/// Lateness beyond the spread that moves it: less is within the playout delay.
+const SPREAD_STEP: gst::ClockTime = gst::ClockTime::from_mseconds(20);
+
 impl Timeline {
     fn place(&mut self, ms: i64, now: gst::ClockTime) -> gst::ClockTime {
-        if let Some((anchor_ms, anchor_time)) = self.anchor {
+        let resync = gst::ClockTime::from_nseconds(RESYNC_AFTER.as_nanos() as u64);
+        if let Some(Anchor { ms: anchor_ms, time: anchor_time, since }) = self.anchor {
             let offset = ms - anchor_ms;
             let expected = if offset >= 0 {
                 anchor_time.checked_add(gst::ClockTime::from_mseconds(offset as u64))
             } else {
                 anchor_time.checked_sub(gst::ClockTime::from_mseconds(offset.unsigned_abs()))
             };
-            if let Some(expected) = expected
-                && expected <= now
-                && now - expected <= gst::ClockTime::from_nseconds(RESYNC_AFTER.as_nanos() as u64)
-            {
-                self.spread = self.spread.max(now - expected);
-                return expected + self.spread;
+            match expected {
+                Some(expected) if expected <= now && now - expected <= resync => {
+                    if now - expected > self.spread + SPREAD_STEP {
+                        self.spread = now - expected;
+                    }
+                    return expected + self.spread;
+                }
+                // Early, once the anchor has settled: it waits for its time.
+                Some(expected) if expected > now && expected - now <= resync && now.saturating_sub(since) >= SETTLED_AFTER => {
+                    return expected + self.spread;
+                }
+                _ => {}
             }
         }
-        self.anchor = Some((ms, now));
+        let since = self.anchor.map_or(now, |a| a.since);
+        self.anchor = Some(Anchor { ms, time: now, since });
         now + self.spread
     }
 }
@@ -405,14 +470,22 @@ mod tests {
     }
 
     #[test]
-    fn frames_keep_their_spacing_later_by_the_latest_arrival_so_far() {
+    fn frames_keep_their_spacing_when_they_arrive_a_little_late() {
         let mut timeline = Timeline::default();
         assert_eq!(timeline.place(1000, ms(5000)), ms(5000));
-        // 40 ms later by the publisher's clock, arriving 25 ms late: from
-        // now on every frame is placed 25 ms later.
-        assert_eq!(timeline.place(1040, ms(5065)), ms(5065));
-        assert_eq!(timeline.place(1080, ms(5080)), ms(5105));
-        assert_eq!(timeline.place(1120, ms(5130)), ms(5145), "10 ms late is within the spread");
+        // 40 ms later by the publisher's clock, arriving 15 ms late: within
+        // the playout delay, nothing moves.
+        assert_eq!(timeline.place(1040, ms(5055)), ms(5040));
+        assert_eq!(timeline.place(1080, ms(5080)), ms(5080));
+    }
+
+    #[test]
+    fn a_frame_much_later_places_every_frame_after_it_as_late() {
+        let mut timeline = Timeline::default();
+        timeline.place(1000, ms(5000));
+        assert_eq!(timeline.place(1040, ms(5100)), ms(5100), "60 ms late: the spread");
+        assert_eq!(timeline.place(1080, ms(5080)), ms(5140), "an in-time frame is placed 60 ms later too");
+        assert_eq!(timeline.place(1120, ms(5190)), ms(5180), "70 ms late is within a step of the spread");
     }
 
     #[test]
@@ -434,7 +507,16 @@ mod tests {
         timeline.place(1000, ms(5030));
         // The first frame was late by 30 ms: this one shows it.
         assert_eq!(timeline.place(1040, ms(5040)), ms(5040));
-        assert_eq!(timeline.place(1080, ms(5090)), ms(5090), "placed by the new anchor, 10 ms later from now on");
+        assert_eq!(timeline.place(1080, ms(5090)), ms(5080), "placed by the new anchor");
+    }
+
+    #[test]
+    fn once_settled_an_early_frame_waits_for_its_time_and_moves_nothing() {
+        let mut timeline = Timeline::default();
+        timeline.place(0, ms(5000));
+        assert_eq!(timeline.place(3000, ms(8000)), ms(8000));
+        assert_eq!(timeline.place(3040, ms(8030)), ms(8040), "10 ms early, 3 s in: it waits");
+        assert_eq!(timeline.place(3080, ms(8080)), ms(8080), "and the anchor held still");
     }
 
     #[test]
@@ -443,7 +525,7 @@ mod tests {
         timeline.place(1000, ms(5000));
         assert_eq!(timeline.place(1040, ms(7000)), ms(7000), "2 s late: anchored again");
         assert_eq!(timeline.place(90_000, ms(7040)), ms(7040), "a jump ahead");
-        assert_eq!(timeline.place(90_040, ms(7080)), ms(7080));
+        assert_eq!(timeline.place(90_040, ms(7085)), ms(7080));
         assert_eq!(timeline.place(0, ms(7100)), ms(7100), "a jump back");
     }
 }
