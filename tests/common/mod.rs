@@ -52,6 +52,8 @@ pub use net::{MediaPort, RtpArrival, bind_rtp_pair, free_sip_port, free_tcp_port
 pub use nginx::{INSTALL_HINT, Nginx};
 pub use pki::{CertificateFiles, SERVER_NAMES, TestCa, Validity};
 pub use process::{ChildProcess, cpu_seconds, run_bounded, wait_until};
-pub use publisher::{PublisherParticipant, PublisherSpec, add_publisher_participant, publisher};
+pub use publisher::{
+    PublisherParticipant, PublisherSpec, Seen, add_publisher_participant, hears_publisher_not_itself, judge_publisher_beside_red_caller, publisher,
+};
 pub use server::*;
 pub use sipp::{Dialog, Sipp, SippRun, pcmu_offer};

@@ -6,7 +6,9 @@ use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
+use std::time::SystemTime;
 
+use super::analysis::{Audio, Colour, audio_samples, side_by_side, video_frames};
 use super::process::ChildProcess;
 use super::server::Server;
 
@@ -60,4 +62,40 @@ pub fn publisher(url: &str, spec: &PublisherSpec, log: &Path) -> Result<ChildPro
         .args(["-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-g", "30", "-pix_fmt", "yuv420p"])
         .args(["-c:a", "aac", "-b:a", "128k", "-f", format, url]);
     ChildProcess::spawn("ffmpeg-publisher", cmd, log)
+}
+
+/// A stretch of an RTP caller's return stream, and the publisher's colour in it.
+pub struct Seen {
+    pub from: SystemTime,
+    pub until: SystemTime,
+    pub colour: Colour,
+}
+
+/// Judges the return stream of a red RTP caller (left cell) recorded at
+/// `recording` against a publisher beside it: in each stretch, every frame
+/// (40 at least) shows the publisher's colour in its cell, and the caller
+/// hears the publisher's tone and not its own.
+pub fn judge_publisher_beside_red_caller(recording: &Path, seen: &[Seen], publisher_hz: f64, caller_hz: f64) -> Result<()> {
+    let frames = video_frames(recording)?;
+    let audio = audio_samples(recording)?;
+    for Seen { from, until, colour } in seen {
+        let window: Vec<_> = frames.iter().filter(|f| f.wall_time >= *from && f.wall_time < *until).collect();
+        ensure!(window.len() >= 40, "only {} frames of the caller's return video in the window", window.len());
+        for frame in window {
+            let cells = side_by_side(frame);
+            ensure!(cells == [Some(Colour::Red), Some(*colour)], "the caller sees {cells:?}, expected red and the publisher's {colour:?}");
+        }
+        hears_publisher_not_itself(&audio, *from, *until, publisher_hz, caller_hz)?;
+    }
+    Ok(())
+}
+
+/// The caller whose return audio is `audio` hears the publisher's tone
+/// (above −30 dBFS) and its own 30 dB below it, from `from` to `until`.
+pub fn hears_publisher_not_itself(audio: &Audio, from: SystemTime, until: SystemTime, publisher_hz: f64, caller_hz: f64) -> Result<()> {
+    let levels = audio.tone_levels_db(from, until, &[publisher_hz, caller_hz])?;
+    eprintln!("the caller hears the publisher at {:.1} dBFS and itself at {:.1}", levels[0], levels[1]);
+    ensure!(levels[0] > -30.0, "the caller hears the publisher's tone only at {:.1} dBFS", levels[0]);
+    ensure!(levels[1] < levels[0] - 30.0, "the caller hears itself: {levels:?}");
+    Ok(())
 }
