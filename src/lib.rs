@@ -3,7 +3,8 @@
 //! Three rings (see `STYLE.md` of the project):
 //! - [`model`]: pure logic (codecs, layout, SDP negotiation, configuration);
 //! - [`engine`]: the one actor that owns every composition;
-//! - adapters at the edges: [`api`] (HTTP), [`media`] (GStreamer), [`ports`] (UDP sockets).
+//! - adapters at the edges: [`api`] (HTTP), [`media`] (GStreamer), [`ports`] (UDP sockets),
+//!   [`rtmp`] and [`webrtc`] (browsers, over str0m).
 
 pub mod api;
 pub mod auth;
@@ -22,6 +23,7 @@ pub mod rtmp;
 pub mod sip;
 pub mod srt;
 pub mod web;
+pub mod webrtc;
 
 /// The configuration every property test shares: thousands of cases (proptest's
 /// default 256 rarely reaches the odd branches of a parser), `PROPTEST_CASES`

@@ -1,0 +1,148 @@
+//! From a checked offer to a str0m instance and its answer: ICE-lite with one
+//! host candidate, our ICE credentials, only the codecs the peer takes.
+//!
+//! ```text
+//!  OfferPlan ─► RtcConfig (ICE-lite, Opus + VP8/H.264, BWE if we send video)
+//!                 └─► Rtc + host candidate ─► accept_offer ─► answer SDP
+//!                                                  └─► Tracks: mid, directions, the codec we send
+//! ```
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use str0m::bwe::Bitrate;
+use str0m::change::SdpOffer;
+use str0m::media::Mid;
+use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
+
+use super::config::PeerConfig;
+use super::media::{Codec, MediaKind, VideoCodec};
+use super::offer::{OfferError, OfferPlan, SectionPlan};
+use super::session::{Track, our_codec};
+
+/// Where str0m's bandwidth estimate starts for video we send: what a 640x360
+/// VP8 or H.264 picture at 30 fps needs, so probing grows from a usable rate.
+const INITIAL_BWE: Bitrate = Bitrate::kbps(1_000);
+/// How often str0m reports counters (packets, bytes, NACKs) per m-line.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+/// ICE ufrag and password lengths: RFC 8445 §5.3 asks for at least 4
+/// characters and 128 bits (22 characters of ice-char); more costs nothing.
+const UFRAG_CHARS: usize = 8;
+const PASSWORD_CHARS: usize = 24;
+/// The payload types we offer H.264 and its RTX on when the browser does not
+/// name them first; str0m answers with the browser's own numbers.
+const H264_PT: u8 = 108;
+const H264_RTX_PT: u8 = 109;
+/// Constrained Baseline, level 3.1.
+const H264_PROFILE_LEVEL_ID: u32 = 0x42e01f;
+
+/// A negotiated peer, before the socket task takes it.
+pub(crate) struct Negotiated {
+    pub rtc: Rtc,
+    pub answer: String,
+    pub local_ufrag: String,
+    pub tracks: Vec<Track>,
+}
+
+pub(crate) fn negotiate(
+    plan: &OfferPlan,
+    config: &PeerConfig,
+    candidate: SocketAddr,
+    now: Instant,
+) -> Result<Negotiated, OfferError> {
+    let creds = IceCreds {
+        ufrag: random_chars(UFRAG_CHARS),
+        pass: random_chars(PASSWORD_CHARS),
+    };
+    let local_ufrag = creds.ufrag.clone();
+    let mut rtc_config = RtcConfig::new()
+        .set_ice_lite(true)
+        .set_local_ice_credentials(creds)
+        .set_stats_interval(Some(STATS_INTERVAL))
+        .clear_codecs()
+        .enable_opus(plan.audio.is_some(), false);
+    for codec in &config.video_codecs {
+        match codec {
+            VideoCodec::Vp8 => rtc_config = rtc_config.enable_vp8(true),
+            VideoCodec::H264 => rtc_config.codec_config().add_h264(
+                H264_PT.into(),
+                Some(H264_RTX_PT.into()),
+                true,
+                H264_PROFILE_LEVEL_ID,
+            ),
+        }
+    }
+    if plan.video.as_ref().is_some_and(|v| v.we_send) {
+        rtc_config = rtc_config.enable_bwe(Some(INITIAL_BWE));
+    }
+    let mut rtc = rtc_config.build(now);
+    let host = Candidate::host(candidate, "udp").map_err(|e| OfferError::Refused(format!("our ICE candidate: {e}")))?;
+    rtc.add_local_candidate(host);
+    let offer = SdpOffer::from_sdp_string(&plan.sdp).map_err(|e| OfferError::Unparsable(e.to_string()))?;
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(offer)
+        .map_err(|e| OfferError::Refused(e.to_string()))?;
+
+    let mut tracks = Vec::new();
+    for (kind, section) in [(MediaKind::Audio, &plan.audio), (MediaKind::Video, &plan.video)] {
+        let Some(section) = section else { continue };
+        tracks.push(track(&rtc, kind, section)?);
+    }
+    Ok(Negotiated {
+        rtc,
+        answer: answer.to_sdp_string(),
+        local_ufrag,
+        tracks,
+    })
+}
+
+/// The negotiated m-line of a planned section, and the codec we send on it:
+/// the first of our configured codecs (our order of preference) the browser
+/// also listed.
+fn track(rtc: &Rtc, kind: MediaKind, section: &SectionPlan) -> Result<Track, OfferError> {
+    let mid = Mid::from(section.mid.as_str());
+    let media = rtc
+        .media(mid)
+        .ok_or_else(|| OfferError::Refused(format!("str0m has no m-line {}", section.mid)))?;
+    let negotiated = media.remote_pts();
+    let send = section.we_send.then(|| {
+        rtc.codec_config()
+            .params()
+            .iter()
+            .filter(|p| negotiated.contains(&p.pt()))
+            .find_map(|p| {
+                our_codec(p.spec().codec)
+                    .filter(|c| c.kind() == kind)
+                    .map(|c| (p.pt(), c, p.spec().clock_rate.get()))
+            })
+    });
+    let send = match send {
+        Some(None) => {
+            return Err(OfferError::Refused(format!("no {kind} codec we send was negotiated")));
+        }
+        Some(found) => found,
+        None => None,
+    };
+    Ok(Track {
+        mid,
+        kind,
+        receive: section.we_receive,
+        send,
+        clock: None,
+    })
+}
+
+pub(crate) fn video_codec(tracks: &[Track]) -> Option<VideoCodec> {
+    tracks.iter().find_map(|t| match t.send {
+        Some((_, Codec::Vp8, _)) => Some(VideoCodec::Vp8),
+        Some((_, Codec::H264, _)) => Some(VideoCodec::H264),
+        _ => None,
+    })
+}
+
+fn random_chars(n: usize) -> String {
+    rand::rng().sample_iter(Alphanumeric).take(n).map(char::from).collect()
+}
