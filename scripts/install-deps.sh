@@ -31,6 +31,9 @@ PACKAGES=(
   prometheus
   # the web page test drives a headless browser
   chromium chromium-driver
+  # the WebRTC browser tests run Chromium in a loopback-only network namespace:
+  # `ip link set lo up` inside `unshare -n` (unshare is in util-linux, always there)
+  iproute2
   # a real softphone dials in over SIP in the sip_baresip test (aufile, sndfile,
   # snapshot and ctrl_tcp are in -core; avcodec/avformat for H.264 and the clip in -ffmpeg)
   baresip-core baresip-ffmpeg

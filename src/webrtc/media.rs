@@ -92,12 +92,15 @@ pub enum PeerEvent {
     /// One frame (video) or packet (audio) from the browser, depacketized:
     /// a VP8 frame, an H.264 access unit as an Annex-B byte stream, or one
     /// Opus packet. `timestamp` is its RTP time, unwrapped, from the first
-    /// frame of that kind.
+    /// frame of that kind. `contiguous` is false for the first frame after a
+    /// loss NACK could not repair: a decoder may show damage until the next
+    /// keyframe (already requested with a PLI).
     MediaIn {
         kind: MediaKind,
         codec: Codec,
         timestamp: Duration,
         keyframe: bool,
+        contiguous: bool,
         data: Bytes,
     },
     /// The browser lost our video (PLI or FIR), or frames we were given had to

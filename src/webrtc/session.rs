@@ -407,13 +407,16 @@ impl PeerSession {
             _ => false,
         };
         Counters::add(&self.shared.counters.kind(kind).frames_in, 1);
-        let broken = kind == MediaKind::Video && !data.contiguous;
+        let contiguous = data.contiguous;
+        let broken = kind == MediaKind::Video && !contiguous;
+        let data = Bytes::from_owner(data.data);
         self.emit(PeerEvent::MediaIn {
             kind,
             codec,
             timestamp,
             keyframe,
-            data: Bytes::from_owner(data.data),
+            contiguous,
+            data,
         });
         let recently = self
             .last_keyframe_request

@@ -6,6 +6,8 @@
 //! - [`Baresip`]: a real softphone (Debian's baresip) that dials in over SIP with a tone
 //!   and a solid colour, and records what it hears and sees.
 //! - [`EventStream`]: `GET /v1/events` read as Server-Sent Events.
+//! - [`Browser`]: headless Chromium driven over WebDriver.
+//! - [`in_loopback_netns`]: a test body run in a network namespace with only loopback.
 //! - [`Nginx`]: nginx-rtmp on a free port, optionally behind TLS fronts
 //!   presenting certificates of a [`TestCa`] made at run time.
 //! - [`video_frames`], [`audio_samples`] and friends: judge a recording by its decoded pixels
@@ -33,9 +35,11 @@
 
 mod analysis;
 mod baresip;
+mod browser;
 mod caller;
 mod events;
 mod net;
+mod netns;
 mod nginx;
 mod pki;
 mod process;
@@ -46,9 +50,11 @@ pub mod turns;
 
 pub use analysis::*;
 pub use baresip::{Baresip, BaresipSpec};
+pub use browser::Browser;
 pub use caller::*;
 pub use events::{EventStream, event_time, event_types, is};
 pub use net::{MediaPort, RtpArrival, bind_rtp_pair, free_sip_port, free_tcp_port, is_rtcp, tcp_connected_to};
+pub use netns::{Netns, in_loopback_netns};
 pub use nginx::{INSTALL_HINT, Nginx};
 pub use pki::{CertificateFiles, SERVER_NAMES, TestCa, Validity};
 pub use process::{ChildProcess, cpu_seconds, run_bounded, wait_until};
