@@ -54,6 +54,7 @@ pub use browser::Browser;
 pub use caller::*;
 pub use events::{EventStream, event_time, event_types, is};
 pub use net::{MediaPort, RtpArrival, bind_rtp_pair, free_sip_port, free_tcp_port, is_rtcp, tcp_connected_to};
+#[allow(unused_imports)] // see netns.rs
 pub use netns::{Netns, in_loopback_netns};
 pub use nginx::{INSTALL_HINT, Nginx};
 pub use pki::{CertificateFiles, SERVER_NAMES, TestCa, Validity};

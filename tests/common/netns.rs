@@ -11,6 +11,10 @@
 //! media between Chromium and Tutti stays on 127.0.0.1 whatever the host has.
 //! Needs `unshare` (util-linux) and `ip` (iproute2), and root or
 //! CAP_SYS_ADMIN for the new namespace.
+//!
+//! Used by the `webrtc_browser` test binary; the `integration` binary, which
+//! shares this harness, has no test that needs it yet.
+#![allow(dead_code)]
 
 use std::process::Command;
 use std::time::Duration;
