@@ -353,3 +353,369 @@ impl SocketTask {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The server over real UDP on 127.0.0.1 against str0m clients (full ICE,
+    //! as a browser is): each client runs on its own thread with its own
+    //! socket, so everything the server does is what it would do for browsers.
+
+    use super::*;
+    use crate::webrtc::media::PeerEvent;
+    use bytes::Bytes;
+    use std::net::{Ipv4Addr, UdpSocket as StdUdpSocket};
+    use std::thread::{self, JoinHandle};
+    use str0m::change::{SdpAnswer, SdpPendingOffer};
+    use str0m::format::Codec as Str0mCodec;
+    use str0m::media::{Direction, MediaKind as Str0mKind, MediaTime, Mid};
+    use str0m::net::{Protocol, Receive};
+    use str0m::{Candidate, Event, Input, Output, Rtc};
+
+    const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    /// Connecting on loopback takes tens of milliseconds; this is plenty.
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    const MEDIA_TIMEOUT: Duration = Duration::from_secs(5);
+    /// One Opus packet's worth of time.
+    const PACKET_TIME: Duration = Duration::from_millis(20);
+    const POLL: Duration = Duration::from_millis(5);
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    }
+
+    fn server(runtime: &tokio::runtime::Runtime, connect_timeout: Duration) -> WebRtcServer {
+        let _entered = runtime.enter();
+        let mut config = WebRtcConfig::new(SocketAddr::new(LOOPBACK, 0), LOOPBACK);
+        config.connect_timeout = connect_timeout;
+        WebRtcServer::start_with(config).expect("the server starts")
+    }
+
+    /// Every event of one server-side peer.
+    fn recorder() -> (PeerHandler, Arc<Mutex<Vec<PeerEvent>>>) {
+        let events: Arc<Mutex<Vec<PeerEvent>>> = Arc::default();
+        let log = events.clone();
+        (Arc::new(move |e| log.lock().unwrap().push(e)), events)
+    }
+
+    fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}"
+            );
+            thread::sleep(POLL);
+        }
+    }
+
+    /// A str0m client offering to send and receive audio, before it runs.
+    struct Offerer {
+        rtc: Rtc,
+        socket: StdUdpSocket,
+        pending: SdpPendingOffer,
+        audio: Mid,
+        offer: String,
+    }
+
+    fn offerer() -> Offerer {
+        let socket = StdUdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let mut rtc = Rtc::new(Instant::now());
+        rtc.add_local_candidate(Candidate::host(socket.local_addr().unwrap(), "udp").unwrap());
+        let mut change = rtc.sdp_api();
+        let audio = change.add_media(Str0mKind::Audio, Direction::SendRecv, None, None, None);
+        let (offer, pending) = change.apply().expect("an offer");
+        Offerer {
+            rtc,
+            socket,
+            pending,
+            audio,
+            offer: offer.to_sdp_string(),
+        }
+    }
+
+    /// A running client: sends `payload` as Opus every 20 ms once connected,
+    /// and keeps every audio payload it receives.
+    struct Client {
+        stop: Arc<AtomicBool>,
+        connected: Arc<AtomicBool>,
+        received: Arc<Mutex<Vec<Vec<u8>>>>,
+        thread: Option<JoinHandle<()>>,
+    }
+
+    impl Client {
+        fn run(mut offerer: Offerer, answer: &str, payload: &'static [u8]) -> Client {
+            let answer = SdpAnswer::from_sdp_string(answer).expect("the answer parses");
+            offerer
+                .rtc
+                .sdp_api()
+                .accept_answer(offerer.pending, answer)
+                .expect("the answer is accepted");
+            let stop = Arc::new(AtomicBool::new(false));
+            let connected: Arc<AtomicBool> = Arc::default();
+            let received: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+            let (stopping, connected_flag, log) = (stop.clone(), Arc::clone(&connected), Arc::clone(&received));
+            let thread = thread::spawn(move || {
+                let (mut rtc, socket, mid) = (offerer.rtc, offerer.socket, offerer.audio);
+                let local = socket.local_addr().unwrap();
+                let mut buffer = vec![0u8; 2048];
+                let (start, mut sent) = (Instant::now(), 0u64);
+                while !stopping.load(Ordering::Relaxed) {
+                    let timeout = loop {
+                        match rtc.poll_output().expect("the client polls") {
+                            Output::Timeout(t) => break t,
+                            Output::Transmit(t) => {
+                                let _ = socket.send_to(&t.contents, t.destination);
+                            }
+                            Output::Event(Event::Connected) => connected_flag.store(true, Ordering::Relaxed),
+                            Output::Event(Event::MediaData(data)) => log.lock().unwrap().push(data.data.to_vec()),
+                            Output::Event(_) => {}
+                        }
+                    };
+                    let now = Instant::now();
+                    if connected_flag.load(Ordering::Relaxed) && now >= start + PACKET_TIME * sent as u32 {
+                        let writer = rtc.writer(mid).expect("the audio m-line");
+                        let pt = writer
+                            .payload_params()
+                            .find(|p| p.spec().codec == Str0mCodec::Opus)
+                            .unwrap()
+                            .pt();
+                        let time = MediaTime::from_millis(sent * 20);
+                        writer.write(pt, now, time, payload).expect("the client writes");
+                        sent += 1;
+                        continue; // drain after the mutation
+                    }
+                    let wait = timeout
+                        .saturating_duration_since(now)
+                        .clamp(Duration::from_millis(1), POLL);
+                    socket.set_read_timeout(Some(wait)).unwrap();
+                    let input = match socket.recv_from(&mut buffer) {
+                        Ok((n, source)) => Input::Receive(
+                            Instant::now(),
+                            Receive {
+                                proto: Protocol::Udp,
+                                source,
+                                destination: local,
+                                contents: buffer[..n].try_into().unwrap(),
+                            },
+                        ),
+                        Err(_) => Input::Timeout(Instant::now()),
+                    };
+                    rtc.handle_input(input).expect("the client takes input");
+                }
+            });
+            Client {
+                stop,
+                connected,
+                received,
+                thread: Some(thread),
+            }
+        }
+
+        fn received(&self) -> Vec<Vec<u8>> {
+            self.received.lock().unwrap().clone()
+        }
+    }
+
+    impl Drop for Client {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    fn connected(events: &Mutex<Vec<PeerEvent>>) -> bool {
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, PeerEvent::Connected { .. }))
+    }
+
+    fn media_in(events: &Mutex<Vec<PeerEvent>>) -> Vec<Bytes> {
+        let events = events.lock().unwrap();
+        events
+            .iter()
+            .filter_map(|e| {
+                if let PeerEvent::MediaIn { data, .. } = e {
+                    Some(data.clone())
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn disconnected(events: &Mutex<Vec<PeerEvent>>) -> Option<String> {
+        let events = events.lock().unwrap();
+        events.iter().find_map(|e| {
+            if let PeerEvent::Disconnected { reason } = e {
+                Some(reason.clone())
+            } else {
+                None
+            }
+        })
+    }
+
+    #[test]
+    fn two_peers_on_one_socket_each_get_only_their_own_media_both_ways() {
+        let runtime = runtime();
+        let server = server(&runtime, CONNECT_TIMEOUT);
+        let (mut clients, mut peers) = (Vec::new(), Vec::new());
+        for payload in [&b"from-a"[..], &b"from-b"[..]] {
+            let offerer = offerer();
+            let (handler, events) = recorder();
+            let (answer, peer) = server
+                .accept_offer(&offerer.offer, PeerConfig::guest(), handler)
+                .unwrap();
+            assert!(answer.contains("a=ice-lite"), "an ICE-lite answer: {answer}");
+            assert!(answer.contains("a=fingerprint:sha-256"), "a DTLS fingerprint: {answer}");
+            let port = server.local_addr().port();
+            assert!(
+                answer.contains(&format!("127.0.0.1 {port} typ host")),
+                "our host candidate: {answer}"
+            );
+            assert_eq!(peer.audio_codec(), Some(AudioCodec::Opus));
+            clients.push(Client::run(offerer, &answer, payload));
+            peers.push((peer, events));
+        }
+        assert_eq!(server.peer_count(), 2);
+        for (n, (_, events)) in peers.iter().enumerate() {
+            wait(&format!("peer {n} to connect"), CONNECT_TIMEOUT, || connected(events));
+        }
+        // Tutti writes to each peer from a plain thread, as GStreamer would.
+        for (n, (peer, _)) in peers.iter().enumerate() {
+            for i in 0..10u32 {
+                let tag = if n == 0 { "to-a" } else { "to-b" };
+                peer.write_audio(Bytes::from(format!("{tag}-{i}")), PACKET_TIME * i);
+            }
+        }
+        for (n, client) in clients.iter().enumerate() {
+            wait(&format!("client {n} to get its audio"), MEDIA_TIMEOUT, || {
+                client.received().len() >= 5
+            });
+        }
+        for (n, (_, events)) in peers.iter().enumerate() {
+            wait(&format!("peer {n} to hear its client"), MEDIA_TIMEOUT, || {
+                media_in(events).len() >= 5
+            });
+        }
+        let tag = |payloads: Vec<Vec<u8>>| -> Vec<String> {
+            let mut tags: Vec<String> = payloads
+                .iter()
+                .map(|p| String::from_utf8_lossy(&p[..4]).into())
+                .collect();
+            tags.dedup();
+            tags
+        };
+        assert_eq!(tag(clients[0].received()), ["to-a"]);
+        assert_eq!(tag(clients[1].received()), ["to-b"]);
+        for ((_, events), expected) in peers.iter().zip([&b"from-a"[..], &b"from-b"[..]]) {
+            let heard = media_in(events);
+            assert!(!heard.is_empty() && heard.iter().all(|p| p == expected), "{heard:?}");
+        }
+        let stats = peers[0].0.stats();
+        assert!(stats.audio.frames_out >= 5 && stats.audio.frames_in >= 5, "{stats:?}");
+        assert!(clients.iter().all(|c| c.connected.load(Ordering::Relaxed)));
+    }
+
+    #[test]
+    fn a_peer_that_never_connects_is_disconnected_after_the_connect_timeout_and_freed() {
+        let runtime = runtime();
+        let server = server(&runtime, Duration::from_millis(300));
+        let offerer = offerer(); // never runs: no ICE check ever arrives
+        let (handler, events) = recorder();
+        let (_, peer) = server
+            .accept_offer(&offerer.offer, PeerConfig::guest(), handler)
+            .unwrap();
+        wait("the connect timeout", CONNECT_TIMEOUT, || {
+            disconnected(&events).is_some()
+        });
+        let reason = disconnected(&events).unwrap();
+        assert!(reason.starts_with("no ICE and DTLS connection in time"), "{reason}");
+        assert!(peer.is_closed());
+        wait("the server to free the peer", CONNECT_TIMEOUT, || {
+            server.peer_count() == 0
+        });
+        peer.write_audio(Bytes::from_static(b"late"), Duration::ZERO);
+        assert_eq!(
+            peer.stats().audio.frames_dropped,
+            0,
+            "a write to a closed peer is not a drop"
+        );
+    }
+
+    #[test]
+    fn stopping_the_server_disconnects_every_peer_and_refuses_new_offers() {
+        let runtime = runtime();
+        let server = server(&runtime, CONNECT_TIMEOUT);
+        let offerer = offerer();
+        let (handler, events) = recorder();
+        let (answer, _peer) = server
+            .accept_offer(&offerer.offer, PeerConfig::guest(), handler.clone())
+            .unwrap();
+        let _client = Client::run(offerer, &answer, b"x");
+        wait("the peer to connect", CONNECT_TIMEOUT, || connected(&events));
+        assert!(
+            runtime.block_on(server.shutdown_and_wait(Duration::from_secs(2))),
+            "the task ends in time"
+        );
+        assert_eq!(disconnected(&events).as_deref(), Some("the WebRTC server stopped"));
+        assert_eq!(server.peer_count(), 0);
+        let error = server.accept_offer(
+            &crate::webrtc::server::tests::offerer().offer,
+            PeerConfig::guest(),
+            handler,
+        );
+        assert!(matches!(error, Err(OfferError::ServerStopped)), "{error:?}");
+    }
+
+    #[test]
+    fn offers_beyond_the_peer_limit_are_refused_and_a_freed_slot_is_reused() {
+        let runtime = runtime();
+        let _entered = runtime.enter();
+        let mut config = WebRtcConfig::new(SocketAddr::new(LOOPBACK, 0), LOOPBACK);
+        config.max_peers = 1;
+        let server = WebRtcServer::start_with(config).unwrap();
+        let (handler, _) = recorder();
+        let (_, first) = server
+            .accept_offer(&offerer().offer, PeerConfig::guest(), handler.clone())
+            .unwrap();
+        let refused = server.accept_offer(&offerer().offer, PeerConfig::guest(), handler.clone());
+        assert!(matches!(refused, Err(OfferError::TooManyPeers(1))), "{refused:?}");
+        first.close();
+        wait("the first peer to be freed", CONNECT_TIMEOUT, || {
+            server.peer_count() == 0
+        });
+        assert!(
+            server
+                .accept_offer(&offerer().offer, PeerConfig::guest(), handler)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_garbled_offer_is_refused_before_any_state_is_made() {
+        let runtime = runtime();
+        let server = server(&runtime, CONNECT_TIMEOUT);
+        let (handler, _) = recorder();
+        let error = server
+            .accept_offer("v=0\r\nhello\r\n", PeerConfig::guest(), handler)
+            .unwrap_err();
+        assert!(matches!(error, OfferError::Unparsable(_)), "{error:?}");
+        assert_eq!(server.peer_count(), 0);
+    }
+
+    #[test]
+    fn starting_outside_a_tokio_runtime_says_so() {
+        let error = WebRtcServer::start(SocketAddr::new(LOOPBACK, 0), LOOPBACK)
+            .err()
+            .unwrap();
+        assert!(matches!(error, StartError::NoRuntime), "{error:?}");
+    }
+}
