@@ -47,8 +47,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 const MEDIA_TIMEOUT: Duration = Duration::from_secs(30);
 /// From our PLI to a keyframe from the browser: a round trip and one encode.
 const KEYFRAME_TIMEOUT: Duration = Duration::from_secs(5);
-/// For the handler to hear `Disconnected` after `close`.
+/// For the handler to hear `Disconnected` after `close`, and the page to see it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// For str0m's ICE-lite agent to give up on a browser that went silent: it
+/// keeps a pair alive for 15 s after the last binding request, and Chromium
+/// checks consent every 5 s or so.
+const SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much of the browser's media (by its own timestamps) is collected before judging.
 const JUDGED: Duration = Duration::from_secs(3);
 /// The last decoded pictures from the browser that must all show the camera's colour.
@@ -62,6 +66,8 @@ const MICROPHONE_HZ: u32 = 1000;
 const OURS: Colour = Colour::Magenta;
 const OUR_SIZE: (u32, u32) = (320, 240);
 const OUR_TONE_HZ: u32 = 440;
+/// What the page has measured so far (see tests/webrtc/page.html).
+const REPORT: &str = "return window.report;";
 /// The least level the microphone's tone must reach in what Chromium sends.
 const TONE_FLOOR_DBFS: f64 = -40.0;
 /// A bin of the page's 8192-point FFT at 48 kHz is 5.9 Hz; two bins either way.
@@ -75,7 +81,7 @@ fn chromium_and_tutti_exchange_vp8_and_opus_both_ways() -> Result<()> {
     if in_loopback_netns("chromium_and_tutti_exchange_vp8_and_opus_both_ways", NETNS_TIMEOUT)? == Netns::RanInChild {
         return Ok(());
     }
-    exchange_both_ways(VideoCodec::Vp8)
+    exchange_both_ways(VideoCodec::Vp8, Closer::Tutti)
 }
 
 #[test]
@@ -83,7 +89,7 @@ fn chromium_and_tutti_exchange_h264_and_opus_both_ways() -> Result<()> {
     if in_loopback_netns("chromium_and_tutti_exchange_h264_and_opus_both_ways", NETNS_TIMEOUT)? == Netns::RanInChild {
         return Ok(());
     }
-    exchange_both_ways(VideoCodec::H264)
+    exchange_both_ways(VideoCodec::H264, Closer::Browser)
 }
 
 #[test]
@@ -110,7 +116,16 @@ fn chromium_video_heals_through_20_percent_loss_with_nack_and_rtx() -> Result<()
     heals_through_loss(20)
 }
 
-fn exchange_both_ways(codec: VideoCodec) -> Result<()> {
+/// Which side ends the call.
+#[derive(Clone, Copy, Debug)]
+enum Closer {
+    /// `Peer::close`: RTCP BYE and DTLS close_notify to the browser.
+    Tutti,
+    /// `RTCPeerConnection.close()` in the page.
+    Browser,
+}
+
+fn exchange_both_ways(codec: VideoCodec, closer: Closer) -> Result<()> {
     let started = Instant::now();
     let call = Call::start(codec, None)?;
     let connected = call.wait_connected()?;
@@ -136,7 +151,7 @@ fn exchange_both_ways(codec: VideoCodec) -> Result<()> {
     let report = call.browser.wait_for(
         "Chromium to decode our picture (size, colour) and hear our tone",
         MEDIA_TIMEOUT,
-        "return window.report;",
+        REPORT,
         "",
         |r| {
             let video = &r["video"];
@@ -217,7 +232,10 @@ fn exchange_both_ways(codec: VideoCodec) -> Result<()> {
     );
     drop(received);
 
-    call.close_from_tutti(&peer)
+    match closer {
+        Closer::Tutti => call.close_from_tutti(&peer),
+        Closer::Browser => call.close_from_browser(&peer),
+    }
 }
 
 fn heals_through_loss(loss_percent: u32) -> Result<()> {
@@ -245,7 +263,7 @@ fn heals_through_loss(loss_percent: u32) -> Result<()> {
     ensure!(dropped > 0, "the relay dropped nothing");
     ensure!(stats.nacks_sent > 0, "no NACK for {dropped} lost packets: {stats:?}");
     ensure!(stats.rtx_in > 0, "no retransmission arrived: {stats:?}");
-    call.close_from_tutti(&peer)
+    call.browser_goes_silent(&peer)
 }
 
 /// How many decoded pictures show the camera's colour; fails unless there are
@@ -412,7 +430,7 @@ impl Call {
     }
 
     fn wait_connected(&self) -> Result<Instant> {
-        let page_said = || self.browser.execute("return window.report;", "").unwrap_or(Value::Null);
+        let page_said = || self.browser.execute(REPORT, "").unwrap_or(Value::Null);
         wait_until("Chromium to connect", CONNECT_TIMEOUT, || {
             let received = self.received.lock().unwrap();
             if let Some(reason) = &received.disconnected {
@@ -475,18 +493,66 @@ impl Call {
         Ok(answered.expect("waited for").duration_since(asked))
     }
 
-    /// `close` from Tutti's side ends the peer with `Disconnected` and frees it.
-    fn close_from_tutti(&self, peer: &Peer) -> Result<()> {
-        peer.close();
-        wait_until("Disconnected after close", CLOSE_TIMEOUT, || {
+    /// Closing the page's RTCPeerConnection ends the peer with `Disconnected` and frees it.
+    fn close_from_browser(&self, peer: &Peer) -> Result<()> {
+        let asked = Instant::now();
+        self.browser.execute("window.pc.close(); return true;", "")?;
+        self.wait_disconnected(peer, CLOSE_TIMEOUT)?;
+        let reason = self.received.lock().unwrap().disconnected.clone();
+        eprintln!(
+            "closed by the page: Disconnected {:.0?} later, {reason:?}",
+            asked.elapsed()
+        );
+        ensure!(
+            reason.as_deref() == Some("closed by the browser"),
+            "disconnected: {reason:?}"
+        );
+        Ok(())
+    }
+
+    /// With the relay gone, nothing more arrives from the browser: str0m's ICE
+    /// gives up on it, and the peer ends with `Disconnected` and is freed.
+    fn browser_goes_silent(mut self, peer: &Peer) -> Result<()> {
+        let silent = Instant::now();
+        drop(self.relay.take());
+        self.wait_disconnected(peer, SILENCE_TIMEOUT)?;
+        let reason = self.received.lock().unwrap().disconnected.clone();
+        eprintln!(
+            "browser silent: Disconnected {:.1?} later, {reason:?}",
+            silent.elapsed()
+        );
+        ensure!(
+            reason.as_deref().is_some_and(|r| r.starts_with("ICE disconnected")),
+            "disconnected: {reason:?}"
+        );
+        Ok(())
+    }
+
+    fn wait_disconnected(&self, peer: &Peer, timeout: Duration) -> Result<()> {
+        wait_until("Disconnected", timeout, || {
             Ok(self.received.lock().unwrap().disconnected.is_some())
         })?;
-        let reason = self.received.lock().unwrap().disconnected.clone();
-        ensure!(reason.as_deref() == Some("closed by Tutti"), "disconnected: {reason:?}");
         ensure!(peer.is_closed(), "the handle says closed");
         wait_until("the server to forget the peer", CLOSE_TIMEOUT, || {
             Ok(self.server.peer_count() == 0)
-        })?;
+        })
+    }
+
+    /// `close` from Tutti's side ends the peer with `Disconnected` and frees it.
+    fn close_from_tutti(&self, peer: &Peer) -> Result<()> {
+        peer.close();
+        self.wait_disconnected(peer, CLOSE_TIMEOUT)?;
+        let reason = self.received.lock().unwrap().disconnected.clone();
+        ensure!(reason.as_deref() == Some("closed by Tutti"), "disconnected: {reason:?}");
+        // Chromium keeps ICE up a while longer; its DTLS transport closes at once.
+        let ended = |r: &Value| r["dtls"] == "closed";
+        let page = self
+            .browser
+            .wait_for("the page to see the call end", CLOSE_TIMEOUT, REPORT, "", ended)?;
+        eprintln!(
+            "closed by Tutti: the page's DTLS transport is {}, its connection {}",
+            page["dtls"], page["state"]
+        );
         Ok(())
     }
 }

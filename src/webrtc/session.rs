@@ -40,6 +40,10 @@ const BWE_REPORT_CHANGE: f64 = 0.05;
 /// At most one PLI a second for a broken incoming picture: a keyframe takes
 /// a round trip and an encode, and asking again meanwhile only adds load.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a closing session may take to send its RTCP BYE and DTLS
+/// close_notify: str0m sends them within a few milliseconds; this bounds a
+/// session that for any reason does not finish.
+const CLOSE_DRAIN: Duration = Duration::from_millis(500);
 
 /// A datagram for the socket.
 pub(crate) struct Datagram {
@@ -77,6 +81,9 @@ pub(crate) struct PeerSession {
     nacks_sent: [u64; 2],
     nacks_received: [u64; 2],
     next_timeout: Instant,
+    /// Closing (by `Peer::close`): until when str0m may drain, and the reason
+    /// `Disconnected` will give.
+    closing: Option<(Instant, &'static str)>,
     ended: bool,
 }
 
@@ -129,6 +136,7 @@ impl PeerSession {
             nacks_sent: [0; 2],
             nacks_received: [0; 2],
             next_timeout: now,
+            closing: None,
             ended: false,
         }
     }
@@ -141,12 +149,17 @@ impl PeerSession {
         self.ended
     }
 
+    /// When the session next needs `handle_timeout`: str0m's own timeout, or
+    /// our deadlines for connecting and for closing, whichever is first.
     pub fn next_timeout(&self) -> Instant {
-        if self.connected {
-            self.next_timeout
-        } else {
-            self.next_timeout.min(self.connect_deadline)
+        let mut next = self.next_timeout;
+        if !self.connected {
+            next = next.min(self.connect_deadline);
         }
+        if let Some((deadline, _)) = self.closing {
+            next = next.min(deadline);
+        }
+        next
     }
 
     /// Whether str0m claims a datagram from `source` (see `Rtc::accepts`).
@@ -199,6 +212,11 @@ impl PeerSession {
         if self.ended {
             return;
         }
+        if let Some((deadline, reason)) = self.closing
+            && now >= deadline
+        {
+            return self.end(reason);
+        }
         if !self.connected && now >= self.connect_deadline {
             return self.end("no ICE and DTLS connection in time: the browser never reached us");
         }
@@ -214,11 +232,11 @@ impl PeerSession {
         if self.ended {
             return;
         }
+        if self.closing.is_some() {
+            return; // frames and requests no longer matter
+        }
         if self.shared.close_wanted.load(Ordering::Relaxed) {
-            // RTCP BYE and DTLS close_notify, drained to the socket, then gone.
-            let _ = self.rtc.close();
-            self.drain(now, out);
-            return self.end("closed by Tutti");
+            return self.close(now, out, "closed by Tutti");
         }
         let (frames, keyframe_wanted_by_drop) = {
             let mut outbox = self.shared.outbox.lock().unwrap_or_else(|e| e.into_inner());
@@ -290,7 +308,8 @@ impl PeerSession {
     fn drain(&mut self, now: Instant, out: &mut Vec<Datagram>) {
         loop {
             if !self.rtc.is_alive() {
-                return self.end("closed");
+                let reason = self.closing.map_or("closed", |(_, reason)| reason);
+                return self.end(reason);
             }
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(at)) => {
@@ -450,12 +469,25 @@ impl PeerSession {
         });
     }
 
-    /// Ends the session because the server is stopping.
-    pub fn shut_down(&mut self, now: Instant, out: &mut Vec<Datagram>) {
-        if !self.ended {
-            let _ = self.rtc.close();
-            self.drain(now, out);
-            self.end("the WebRTC server stopped");
+    /// Closes the session: str0m queues an RTCP BYE and a DTLS close_notify,
+    /// which go out as it drains; the session ends once str0m is done, or
+    /// after [`CLOSE_DRAIN`] at the latest.
+    fn close(&mut self, now: Instant, out: &mut Vec<Datagram>, reason: &'static str) {
+        if self.ended || self.closing.is_some() {
+            return;
         }
+        self.closing = Some((now + CLOSE_DRAIN, reason));
+        self.next_timeout = now;
+        if self.rtc.close().is_err() {
+            return self.end(reason);
+        }
+        self.drain(now, out);
+    }
+
+    /// Ends the session because the server is stopping: what str0m has for
+    /// the browser right away (its close_notify) goes out, then it ends.
+    pub fn shut_down(&mut self, now: Instant, out: &mut Vec<Datagram>) {
+        self.close(now, out, "the WebRTC server stopped");
+        self.end("the WebRTC server stopped");
     }
 }
