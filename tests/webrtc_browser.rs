@@ -196,7 +196,7 @@ fn exchange_both_ways(codec: VideoCodec, closer: Closer) -> Result<()> {
          (last {:?}), {} Opus packets with {MICROPHONE_HZ} Hz at {tone_db:.1} dBFS (next strongest of 700/1300/440 Hz \
          {strongest_other_db:.1} dBFS, peak {peak_hz} Hz); keyframe {keyframe:.0?} after our PLI; \
          Chromium decoded {} of ours ({}x{}, {} keyframes), canvas {}, peak {} Hz at {} dB; \
-         browser PLI/FIR to us: {}, keyframes asked of our encoder: {}, bandwidth estimates {:?}; stats {stats:?}; \
+         browser PLI/FIR to us: {} (the page counts {} PLIs sent), keyframes asked of our encoder: {}, bandwidth estimates {:?}; stats {stats:?}; \
          whole test {:.1?}",
         connected.duration_since(received.offered.context("an offer")?),
         first_media.duration_since(received.offered.context("an offer")?),
@@ -213,6 +213,7 @@ fn exchange_both_ways(codec: VideoCodec, closer: Closer) -> Result<()> {
         report["peakHz"],
         report["peakDb"],
         stats.keyframe_requests_in,
+        report["video"]["pliCount"],
         received.keyframe_requests,
         received.bandwidth.iter().rev().take(3).collect::<Vec<_>>(),
         started.elapsed(),

@@ -367,7 +367,7 @@ mod tests {
     use std::thread::{self, JoinHandle};
     use str0m::change::{SdpAnswer, SdpPendingOffer};
     use str0m::format::Codec as Str0mCodec;
-    use str0m::media::{Direction, MediaKind as Str0mKind, MediaTime, Mid};
+    use str0m::media::{Direction, KeyframeRequestKind, MediaKind as Str0mKind, MediaTime, Mid};
     use str0m::net::{Protocol, Receive};
     use str0m::{Candidate, Event, Input, Output, Rtc};
 
@@ -418,21 +418,29 @@ mod tests {
         socket: StdUdpSocket,
         pending: SdpPendingOffer,
         audio: Mid,
+        /// A video m-line the client only receives on.
+        video: Option<Mid>,
         offer: String,
     }
 
     fn offerer() -> Offerer {
+        offerer_with(false)
+    }
+
+    fn offerer_with(video: bool) -> Offerer {
         let socket = StdUdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let mut rtc = Rtc::new(Instant::now());
         rtc.add_local_candidate(Candidate::host(socket.local_addr().unwrap(), "udp").unwrap());
         let mut change = rtc.sdp_api();
         let audio = change.add_media(Str0mKind::Audio, Direction::SendRecv, None, None, None);
+        let video = video.then(|| change.add_media(Str0mKind::Video, Direction::RecvOnly, None, None, None));
         let (offer, pending) = change.apply().expect("an offer");
         Offerer {
             rtc,
             socket,
             pending,
             audio,
+            video,
             offer: offer.to_sdp_string(),
         }
     }
@@ -442,6 +450,8 @@ mod tests {
     struct Client {
         stop: Arc<AtomicBool>,
         connected: Arc<AtomicBool>,
+        /// Set to have the client send a PLI for the video it receives.
+        pli: Arc<AtomicBool>,
         received: Arc<Mutex<Vec<Vec<u8>>>>,
         thread: Option<JoinHandle<()>>,
     }
@@ -458,8 +468,11 @@ mod tests {
             let connected: Arc<AtomicBool> = Arc::default();
             let received: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
             let (stopping, connected_flag, log) = (stop.clone(), Arc::clone(&connected), Arc::clone(&received));
+            let pli: Arc<AtomicBool> = Arc::default();
+            let pli_wanted = pli.clone();
             let thread = thread::spawn(move || {
                 let (mut rtc, socket, mid) = (offerer.rtc, offerer.socket, offerer.audio);
+                let video = offerer.video;
                 let local = socket.local_addr().unwrap();
                 let mut buffer = vec![0u8; 2048];
                 let (start, mut sent) = (Instant::now(), 0u64);
@@ -476,6 +489,18 @@ mod tests {
                         }
                     };
                     let now = Instant::now();
+                    if let Some(video) = video
+                        && pli_wanted.load(Ordering::Relaxed)
+                    {
+                        // Possible once video has arrived (str0m then has a receive stream).
+                        let requested = rtc
+                            .writer(video)
+                            .map(|mut w| w.request_keyframe(None, KeyframeRequestKind::Pli));
+                        if matches!(requested, Some(Ok(()))) {
+                            pli_wanted.store(false, Ordering::Relaxed);
+                            continue; // drain after the mutation
+                        }
+                    }
                     if connected_flag.load(Ordering::Relaxed) && now >= start + PACKET_TIME * sent as u32 {
                         let writer = rtc.writer(mid).expect("the audio m-line");
                         let pt = writer
@@ -510,6 +535,7 @@ mod tests {
             Client {
                 stop,
                 connected,
+                pli,
                 received,
                 thread: Some(thread),
             }
@@ -622,6 +648,51 @@ mod tests {
         let stats = peers[0].0.stats();
         assert!(stats.audio.frames_out >= 5 && stats.audio.frames_in >= 5, "{stats:?}");
         assert!(clients.iter().all(|c| c.connected.load(Ordering::Relaxed)));
+    }
+
+    #[test]
+    fn a_pli_from_the_remote_reaches_the_handler_as_keyframe_requested() {
+        let runtime = runtime();
+        let server = server(&runtime, CONNECT_TIMEOUT);
+        let offerer = offerer_with(true);
+        let (handler, events) = recorder();
+        let (answer, peer) = server
+            .accept_offer(&offerer.offer, PeerConfig::guest(), handler)
+            .unwrap();
+        assert_eq!(
+            peer.video_codec(),
+            Some(crate::webrtc::VideoCodec::Vp8),
+            "the first of our codecs"
+        );
+        let client = Client::run(offerer, &answer, b"x");
+        wait("the peer to connect", CONNECT_TIMEOUT, || connected(&events));
+        let requests = || {
+            events
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| matches!(e, PeerEvent::KeyframeRequested))
+                .count()
+        };
+        let on_connect = requests();
+        assert_eq!(on_connect, 1, "connecting asks the encoder for a keyframe once");
+        client.pli.store(true, Ordering::Relaxed);
+        // Video for the client to ask a keyframe of, at 30 fps, until it has.
+        let deadline = Instant::now() + MEDIA_TIMEOUT;
+        let mut frame = 0u32;
+        while peer.stats().keyframe_requests_in == 0 {
+            assert!(Instant::now() < deadline, "no PLI arrived: {:?}", peer.stats());
+            peer.write_video(
+                Bytes::from_static(b"\x10\x02\x00\x9d\x01\x2a frame"),
+                Duration::from_millis(33) * frame,
+                true,
+            );
+            frame += 1;
+            thread::sleep(Duration::from_millis(33));
+        }
+        wait("KeyframeRequested for the PLI", MEDIA_TIMEOUT, || {
+            requests() > on_connect
+        });
     }
 
     #[test]
