@@ -247,20 +247,25 @@ fn heals_through_loss(loss_percent: u32) -> Result<()> {
     call.wait_for_media(JUDGED * 2)?;
     let (video_in, _) = call.media_in();
     let broken = video_in.iter().filter(|f| !f.contiguous).count();
+    let keyframes = video_in.iter().filter(|f| f.keyframe).count();
     let colours = decode_video_colours(Codec::Vp8, &frames(&video_in))?;
-    let camera_seen = judge_pictures(&colours)?;
     let stats = peer.stats();
     let (dropped, forwarded) = call.relay.as_ref().map(LossyRelay::counts).unwrap_or_default();
     eprintln!(
-        "{loss_percent}% loss: relay dropped {dropped} RTP packets and forwarded {forwarded}; \
-         {} video frames in ({broken} after a gap str0m could not fill), {} pictures decoded, {camera_seen} {CAMERA:?}; \
+        "{loss_percent}% loss: relay dropped {dropped} RTP packets and forwarded {forwarded}; {} video frames in \
+         ({keyframes} keyframes, {broken} after a gap str0m could not fill), {} pictures decoded, {} {CAMERA:?}; \
          NACKs sent {}, RTX in {}, PLIs sent {}; stats {stats:?}",
         video_in.len(),
         colours.len(),
+        colours
+            .iter()
+            .filter(|c| near(**c, CAMERA.rgb(), COLOUR_TOLERANCE))
+            .count(),
         stats.nacks_sent,
         stats.rtx_in,
         stats.keyframe_requests_out,
     );
+    judge_pictures(&colours)?;
     ensure!(dropped > 0, "the relay dropped nothing");
     ensure!(stats.nacks_sent > 0, "no NACK for {dropped} lost packets: {stats:?}");
     ensure!(stats.rtx_in > 0, "no retransmission arrived: {stats:?}");

@@ -4,7 +4,8 @@
 //!  datagram from S ─┬─ STUN with USERNAME "ufrag:…" ─► the peer whose ufrag it is
 //!                   ├─ anything else from a learned S ──► that peer
 //!                   └─ unknown S ─► None: the socket task asks each peer's str0m
-//!                                   (`Rtc::accepts`), and learns S on a yes
+//!                                   (`Rtc::accepts`)
+//!  whichever way a peer's str0m claims it, the task learns S for that peer
 //! ```
 //!
 //! The browser's first packets are STUN binding requests, which name us by the

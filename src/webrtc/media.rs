@@ -94,7 +94,8 @@ pub enum PeerEvent {
     /// Opus packet. `timestamp` is its RTP time, unwrapped, from the first
     /// frame of that kind. `contiguous` is false for the first frame after a
     /// loss NACK could not repair: a decoder may show damage until the next
-    /// keyframe (already requested with a PLI).
+    /// keyframe (already requested with a PLI). Video starts at a keyframe:
+    /// delta frames before the first one are dropped, and one is requested.
     MediaIn {
         kind: MediaKind,
         codec: Codec,

@@ -132,6 +132,7 @@ fn track(rtc: &Rtc, kind: MediaKind, section: &SectionPlan) -> Result<Track, Off
         receive: section.we_receive,
         send,
         clock: None,
+        awaiting_keyframe: kind == MediaKind::Video,
     })
 }
 

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  appsink thread ─► peer.write_video(frame) ─► Outbox (mutex, bounded) ─┐
-//!  engine thread ─► peer.request_keyframe() / close() ─► flags ──────────┤ wake (Notify)
+//!  engine thread ─► peer.request_keyframe() / close() ─► flags ──────────┤ wake: ready list + Notify
 //!                                                                         ▼
 //!                                                   socket task: str0m, UDP
 //!  peer.stats() ◄── counters (atomics) ◄────────────────────────────────┘
@@ -127,12 +127,41 @@ impl Counters {
     }
 }
 
+/// How handles wake the socket task: the peers with something to do, and one
+/// notification for all of them, so the task serves only those peers.
+#[derive(Debug, Default)]
+pub(crate) struct Wake {
+    notify: Notify,
+    ready: Mutex<Vec<PeerId>>,
+}
+
+impl Wake {
+    /// Puts `peer` on the ready list (once until the task takes it) and wakes the task.
+    fn peer(&self, peer: &PeerShared) {
+        if !peer.queued.swap(true, Ordering::AcqRel) {
+            self.ready.lock().unwrap_or_else(|e| e.into_inner()).push(peer.id);
+            self.notify.notify_one();
+        }
+    }
+
+    pub async fn notified(&self) {
+        self.notify.notified().await;
+    }
+
+    /// The peers put on the list since the last call.
+    pub fn take_ready(&self) -> Vec<PeerId> {
+        std::mem::take(&mut *self.ready.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 /// The state a [`Peer`] handle shares with the socket task.
 #[derive(Debug)]
 pub(crate) struct PeerShared {
     pub id: PeerId,
     pub outbox: Mutex<Outbox>,
-    pub wake: Arc<Notify>,
+    pub wake: Arc<Wake>,
+    /// On the wake's ready list; the task clears it before serving the peer.
+    pub queued: AtomicBool,
     pub keyframe_wanted: AtomicBool,
     pub close_wanted: AtomicBool,
     pub closed: AtomicBool,
@@ -187,10 +216,10 @@ impl Peer {
         let outcome = self.shared.outbox.lock().unwrap_or_else(|e| e.into_inner()).push(frame);
         let counters = self.shared.counters.kind(kind);
         match outcome {
-            Push::Queued => self.shared.wake.notify_one(),
+            Push::Queued => self.shared.wake.peer(&self.shared),
             Push::Full | Push::AwaitingKeyframe => {
                 Counters::add(&counters.frames_dropped, 1);
-                self.shared.wake.notify_one();
+                self.shared.wake.peer(&self.shared);
             }
             Push::Closed => {}
         }
@@ -199,14 +228,14 @@ impl Peer {
     /// Asks the browser for a keyframe of the video it sends (an RTCP PLI).
     pub fn request_keyframe(&self) {
         self.shared.keyframe_wanted.store(true, Ordering::Relaxed);
-        self.shared.wake.notify_one();
+        self.shared.wake.peer(&self.shared);
     }
 
     /// Ends the peer: RTCP BYE and DTLS close_notify to the browser, then
     /// [`Disconnected`](super::PeerEvent::Disconnected) to the handler.
     pub fn close(&self) {
         self.shared.close_wanted.store(true, Ordering::Relaxed);
-        self.shared.wake.notify_one();
+        self.shared.wake.peer(&self.shared);
     }
 
     /// Whether the peer has ended (its `Disconnected` was sent).

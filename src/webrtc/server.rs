@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::net::UdpSocket;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{PeerConfig, WebRtcConfig};
@@ -34,7 +34,7 @@ use super::media::{AudioCodec, MediaKind, PeerHandler};
 use super::negotiate::{negotiate, video_codec};
 use super::offer::{OfferError, plan_offer};
 use super::outbox::Outbox;
-use super::peer::{Counters, Peer, PeerId, PeerShared};
+use super::peer::{Counters, Peer, PeerId, PeerShared, Wake};
 use super::session::{Datagram, PeerSession};
 
 /// Big enough for any datagram a browser sends: WebRTC keeps packets under
@@ -65,7 +65,7 @@ pub struct WebRtcServer {
     local: SocketAddr,
     advertised: SocketAddr,
     new_peers: mpsc::UnboundedSender<NewPeer>,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
     stop: CancellationToken,
     stopped: Arc<AtomicBool>,
     peers: Arc<AtomicUsize>,
@@ -98,7 +98,7 @@ impl WebRtcServer {
             .advertised
             .unwrap_or(SocketAddr::new(config.public_ip, local.port()));
         let (new_peers, incoming) = mpsc::unbounded_channel();
-        let wake = Arc::new(Notify::new());
+        let wake = Arc::new(Wake::default());
         let stop = CancellationToken::new();
         let stopped = Arc::new(AtomicBool::new(false));
         let peers = Arc::new(AtomicUsize::new(0));
@@ -113,6 +113,7 @@ impl WebRtcServer {
             sessions: HashMap::new(),
             routes: Routes::new(),
             out: Vec::new(),
+            next: Instant::now() + IDLE_TICK,
         };
         let task = runtime.spawn(task.run());
         tracing::info!(%local, %advertised, "WebRTC server listening");
@@ -180,6 +181,7 @@ impl WebRtcServer {
             id,
             outbox: Mutex::new(Outbox::new(self.config.outbox_frames)),
             wake: self.wake.clone(),
+            queued: AtomicBool::new(false),
             keyframe_wanted: AtomicBool::new(false),
             close_wanted: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -237,33 +239,36 @@ struct SocketTask {
     socket: UdpSocket,
     advertised: SocketAddr,
     incoming: mpsc::UnboundedReceiver<NewPeer>,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
     stop: CancellationToken,
     stopped: Arc<AtomicBool>,
     peers: Arc<AtomicUsize>,
     sessions: HashMap<PeerId, PeerSession>,
     routes: Routes<PeerId>,
     out: Vec<Datagram>,
+    /// The earliest `next_timeout` of any session, or earlier: it only moves
+    /// later when the timer fires and every session is looked at.
+    next: Instant,
 }
 
 impl SocketTask {
     async fn run(mut self) {
         let mut buffer = vec![0u8; RECEIVE_BUFFER_BYTES];
+        // No `biased`: under a flood of datagrams the timer and the writers
+        // still get their turns.
         loop {
-            let now = Instant::now();
-            let next = self
-                .sessions
-                .values()
-                .map(PeerSession::next_timeout)
-                .min()
-                .unwrap_or(now + IDLE_TICK);
             tokio::select! {
-                biased;
                 _ = self.stop.cancelled() => break,
                 Some(new_peer) = self.incoming.recv() => {
                     let id = new_peer.session.shared().id;
                     self.routes.add_peer(&new_peer.local_ufrag, id);
                     self.sessions.insert(id, new_peer.session);
+                    // Its handle may have been used before it got here, and woken
+                    // a task that did not know it yet: serve it now.
+                    if let Some(session) = self.sessions.get_mut(&id) {
+                        session.serve_requests(Instant::now(), &mut self.out);
+                    }
+                    self.touched(id);
                 }
                 received = self.socket.recv_from(&mut buffer) => match received {
                     Ok((n, source)) => self.on_datagram(source, &buffer[..n]),
@@ -273,19 +278,28 @@ impl SocketTask {
                 },
                 _ = self.wake.notified() => {
                     let now = Instant::now();
-                    for session in self.sessions.values_mut() {
-                        session.serve_requests(now, &mut self.out);
+                    for id in self.wake.take_ready() {
+                        if let Some(session) = self.sessions.get_mut(&id) {
+                            session.serve_requests(now, &mut self.out);
+                            self.touched(id);
+                        }
                     }
                 }
-                _ = tokio::time::sleep_until(next.into()) => {
+                _ = tokio::time::sleep_until(self.next.into()) => {
                     let now = Instant::now();
-                    for session in self.sessions.values_mut().filter(|s| s.next_timeout() <= now) {
-                        session.handle_timeout(now, &mut self.out);
+                    let due: Vec<PeerId> =
+                        self.sessions.iter().filter(|(_, s)| s.next_timeout() <= now).map(|(id, _)| *id).collect();
+                    for id in due {
+                        if let Some(session) = self.sessions.get_mut(&id) {
+                            session.handle_timeout(now, &mut self.out);
+                        }
+                        self.touched(id);
                     }
+                    let earliest = self.sessions.values().map(PeerSession::next_timeout).min();
+                    self.next = earliest.unwrap_or(now + IDLE_TICK);
                 }
             }
             self.flush().await;
-            self.forget_ended();
         }
         self.stopped.store(true, Ordering::Relaxed);
         self.incoming.close();
@@ -302,6 +316,18 @@ impl SocketTask {
         tracing::info!(advertised = %self.advertised, "WebRTC server stopped");
     }
 
+    /// After a session was driven: forget it if it ended, else note its timeout.
+    fn touched(&mut self, id: PeerId) {
+        let Some(session) = self.sessions.get(&id) else { return };
+        if session.is_ended() {
+            self.sessions.remove(&id);
+            self.routes.remove_peer(id);
+            self.peers.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            self.next = self.next.min(session.next_timeout());
+        }
+    }
+
     fn on_datagram(&mut self, source: SocketAddr, datagram: &[u8]) {
         let now = Instant::now();
         let routed = self
@@ -310,25 +336,22 @@ impl SocketTask {
             .filter(|id| self.sessions.get(id).is_some_and(|s| s.accepts(now, source, datagram)));
         let id = match routed {
             Some(id) => id,
-            None => {
-                // An address str0m validated but the table has not seen yet (the
-                // browser's DTLS after its STUN): ask each peer once, then remember.
-                let found = self
-                    .sessions
-                    .iter()
-                    .find(|(_, s)| s.accepts(now, source, datagram))
-                    .map(|(id, _)| *id);
-                let Some(id) = found else {
+            // An address the table has not seen, with no ufrag to go by: ask
+            // each peer's str0m (it knows the addresses its ICE validated).
+            // Rare: a browser's first packet from an address is a STUN check.
+            None => match self.sessions.iter().find(|(_, s)| s.accepts(now, source, datagram)) {
+                Some((id, _)) => *id,
+                None => {
                     tracing::trace!(%source, "WebRTC datagram for no peer");
                     return;
-                };
-                self.routes.learn(source, id);
-                id
-            }
+                }
+            },
         };
+        self.routes.learn(source, id);
         if let Some(session) = self.sessions.get_mut(&id) {
             session.handle_datagram(now, source, datagram, &mut self.out);
         }
+        self.touched(id);
     }
 
     async fn flush(&mut self) {
@@ -336,20 +359,6 @@ impl SocketTask {
             if let Err(e) = self.socket.send_to(&datagram.contents, datagram.destination).await {
                 tracing::debug!(destination = %datagram.destination, "WebRTC socket send: {e}");
             }
-        }
-    }
-
-    fn forget_ended(&mut self) {
-        let ended: Vec<PeerId> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.is_ended())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ended {
-            self.sessions.remove(&id);
-            self.routes.remove_peer(id);
-            self.peers.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

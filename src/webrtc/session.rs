@@ -59,6 +59,8 @@ pub(crate) struct Track {
     /// The payload type and codec we send, if we send.
     pub send: Option<(Pt, Codec, u32)>,
     pub clock: Option<MediaClock>,
+    /// Video received: no keyframe yet, so frames are held back.
+    pub awaiting_keyframe: bool,
 }
 
 pub(crate) struct PeerSession {
@@ -232,6 +234,7 @@ impl PeerSession {
         if self.ended {
             return;
         }
+        self.shared.queued.store(false, Ordering::Release); // later requests wake the task again
         if self.closing.is_some() {
             return; // frames and requests no longer matter
         }
@@ -425,6 +428,20 @@ impl PeerSession {
             CodecExtra::H264(extra) => extra.is_keyframe,
             _ => false,
         };
+        let recently = self
+            .last_keyframe_request
+            .is_some_and(|at| now.duration_since(at) < KEYFRAME_REQUEST_INTERVAL);
+        if kind == MediaKind::Video && track.awaiting_keyframe {
+            if !keyframe {
+                // A decoder cannot start on a delta frame (the first keyframe was
+                // lost for good, or the browser started mid-GOP): ask for one.
+                if !recently {
+                    self.request_keyframe(now, out);
+                }
+                return;
+            }
+            track.awaiting_keyframe = false;
+        }
         Counters::add(&self.shared.counters.kind(kind).frames_in, 1);
         let contiguous = data.contiguous;
         let broken = kind == MediaKind::Video && !contiguous;
@@ -437,9 +454,6 @@ impl PeerSession {
             contiguous,
             data,
         });
-        let recently = self
-            .last_keyframe_request
-            .is_some_and(|at| now.duration_since(at) < KEYFRAME_REQUEST_INTERVAL);
         if broken && !recently {
             // str0m gave up waiting for a lost packet: only a keyframe repairs the picture.
             self.request_keyframe(now, out);
