@@ -20,7 +20,7 @@ use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
 use super::config::PeerConfig;
 use super::media::{Codec, MediaKind, VideoCodec};
 use super::offer::{OfferError, OfferPlan, SectionPlan};
-use super::session::{Track, our_codec};
+use super::session::{Sending, Track, our_codec};
 
 /// Where str0m's bandwidth estimate starts for video we send: what a 640x360
 /// VP8 or H.264 picture at 30 fps needs, so probing grows from a usable rate.
@@ -116,7 +116,11 @@ fn track(rtc: &Rtc, kind: MediaKind, section: &SectionPlan) -> Result<Track, Off
             .find_map(|p| {
                 our_codec(p.spec().codec)
                     .filter(|c| c.kind() == kind)
-                    .map(|c| (p.pt(), c, p.spec().clock_rate.get()))
+                    .map(|codec| Sending {
+                        pt: p.pt(),
+                        codec,
+                        clock_rate: p.spec().clock_rate.get(),
+                    })
             })
     });
     let send = match send {
@@ -137,10 +141,10 @@ fn track(rtc: &Rtc, kind: MediaKind, section: &SectionPlan) -> Result<Track, Off
 }
 
 pub(crate) fn video_codec(tracks: &[Track]) -> Option<VideoCodec> {
-    tracks.iter().find_map(|t| match t.send {
-        Some((_, Codec::Vp8, _)) => Some(VideoCodec::Vp8),
-        Some((_, Codec::H264, _)) => Some(VideoCodec::H264),
-        _ => None,
+    tracks.iter().find_map(|t| match t.send?.codec {
+        Codec::Vp8 => Some(VideoCodec::Vp8),
+        Codec::H264 => Some(VideoCodec::H264),
+        Codec::Opus => None,
     })
 }
 

@@ -37,8 +37,10 @@ pub struct KindStats {
     pub bytes_out: u64,
     /// Frames the writer handed over that reached the socket task.
     pub frames_out: u64,
-    /// Frames the writer handed over that were dropped: outbox full, or a
-    /// video delta waiting for a keyframe after such a drop.
+    /// Frames the writer handed over that were dropped: the outbox was full
+    /// (or it was a video delta waiting for a keyframe after such a drop), or
+    /// the browser could not take them yet (not connected, or video before
+    /// the first keyframe).
     pub frames_dropped: u64,
 }
 

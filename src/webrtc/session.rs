@@ -51,13 +51,21 @@ pub(crate) struct Datagram {
     pub contents: Vec<u8>,
 }
 
+/// What we send on an m-line: str0m's payload type for it, the codec, and
+/// the RTP clock rate that turns a frame's timestamp into RTP time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sending {
+    pub pt: Pt,
+    pub codec: Codec,
+    pub clock_rate: u32,
+}
+
 /// One negotiated m-line.
 pub(crate) struct Track {
     pub mid: Mid,
     pub kind: MediaKind,
     pub receive: bool,
-    /// The payload type and codec we send, if we send.
-    pub send: Option<(Pt, Codec, u32)>,
+    pub send: Option<Sending>,
     pub clock: Option<MediaClock>,
     /// Video received: no keyframe yet, so frames are held back.
     pub awaiting_keyframe: bool,
@@ -75,9 +83,9 @@ pub(crate) struct PeerSession {
     connect_deadline: Instant,
     connected: bool,
     last_source: Option<SocketAddr>,
-    /// Video is held back after connecting until a keyframe is written: a
-    /// browser cannot start decoding on a delta frame.
-    video_awaits_keyframe: bool,
+    /// Video we send is held back after connecting until a keyframe is
+    /// written: a browser cannot start decoding on a delta frame.
+    sent_video_awaits_keyframe: bool,
     last_keyframe_request: Option<Instant>,
     last_bwe: Option<u64>,
     nacks_sent: [u64; 2],
@@ -132,7 +140,7 @@ impl PeerSession {
             connect_deadline: now + connect_timeout,
             connected: false,
             last_source: None,
-            video_awaits_keyframe: true,
+            sent_video_awaits_keyframe: true,
             last_keyframe_request: None,
             last_bwe: None,
             nacks_sent: [0; 2],
@@ -266,18 +274,19 @@ impl PeerSession {
             .iter()
             .find(|t| t.kind == frame.kind)
             .and_then(|t| t.send.map(|s| (t.mid, s)));
-        let Some((mid, (pt, _codec, rate))) = send else {
+        let Some((mid, sending)) = send else {
             return Counters::add(&counters.frames_dropped, 1); // nothing negotiated to send it on
         };
-        if frame.kind == MediaKind::Video && self.video_awaits_keyframe {
+        if frame.kind == MediaKind::Video && self.sent_video_awaits_keyframe {
             if !frame.keyframe || !self.connected {
                 return Counters::add(&counters.frames_dropped, 1);
             }
-            self.video_awaits_keyframe = false;
+            self.sent_video_awaits_keyframe = false;
         }
         if !self.connected {
             return Counters::add(&counters.frames_dropped, 1); // str0m would drop it too
         }
+        let rate = sending.clock_rate;
         let ticks = (frame.timestamp.as_nanos() * u128::from(rate) / 1_000_000_000) as u64;
         let Some(writer) = self.rtc.writer(mid) else {
             return;
@@ -285,7 +294,12 @@ impl PeerSession {
         let Some(frequency) = str0m::media::Frequency::new(rate) else {
             return;
         };
-        match writer.write(pt, frame.written, MediaTime::new(ticks, frequency), &frame.data[..]) {
+        match writer.write(
+            sending.pt,
+            frame.written,
+            MediaTime::new(ticks, frequency),
+            &frame.data[..],
+        ) {
             Ok(()) => Counters::add(&counters.frames_out, 1),
             Err(e) => return self.end(&format!("sending {} failed: {e}", frame.kind)),
         }
