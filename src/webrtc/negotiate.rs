@@ -25,6 +25,9 @@ use super::session::{Sending, Track, our_codec};
 /// Where str0m's bandwidth estimate starts for video we send: what a 640x360
 /// VP8 or H.264 picture at 30 fps needs, so probing grows from a usable rate.
 const INITIAL_BWE: Bitrate = Bitrate::kbps(1_000);
+/// What str0m's estimator probes towards: a 1280x720 composite at 30 fps in
+/// VP8 or H.264 looks good at about 2.5 Mbit/s; more would only be padding.
+const DESIRED_BWE: Bitrate = Bitrate::kbps(2_500);
 /// How often str0m reports counters (packets, bytes, NACKs) per m-line.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// ICE ufrag and password lengths: RFC 8445 §5.3 asks for at least 4
@@ -77,7 +80,12 @@ pub(crate) fn negotiate(
     if plan.video.as_ref().is_some_and(|v| v.we_send) {
         rtc_config = rtc_config.enable_bwe(Some(INITIAL_BWE));
     }
+    let sends_video = plan.video.as_ref().is_some_and(|v| v.we_send);
     let mut rtc = rtc_config.build(now);
+    if sends_video {
+        // Probe for what a good picture needs rather than sit at the start value.
+        rtc.bwe().set_bitrate(Bitrate::ZERO, DESIRED_BWE);
+    }
     let host = Candidate::host(candidate, "udp").map_err(|e| OfferError::Refused(format!("our ICE candidate: {e}")))?;
     rtc.add_local_candidate(host);
     let offer = SdpOffer::from_sdp_string(&plan.sdp).map_err(|e| OfferError::Unparsable(e.to_string()))?;
