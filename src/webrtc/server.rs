@@ -19,6 +19,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -265,10 +266,7 @@ impl SocketTask {
                     self.sessions.insert(id, new_peer.session);
                     // Its handle may have been used before it got here, and woken
                     // a task that did not know it yet: serve it now.
-                    if let Some(session) = self.sessions.get_mut(&id) {
-                        session.serve_requests(Instant::now(), &mut self.out);
-                    }
-                    self.touched(id);
+                    self.drive(id, |session, out| session.serve_requests(Instant::now(), out));
                 }
                 received = self.socket.recv_from(&mut buffer) => match received {
                     Ok((n, source)) => self.on_datagram(source, &buffer[..n]),
@@ -279,10 +277,7 @@ impl SocketTask {
                 _ = self.wake.notified() => {
                     let now = Instant::now();
                     for id in self.wake.take_ready() {
-                        if let Some(session) = self.sessions.get_mut(&id) {
-                            session.serve_requests(now, &mut self.out);
-                            self.touched(id);
-                        }
+                        self.drive(id, |session, out| session.serve_requests(now, out));
                     }
                 }
                 _ = tokio::time::sleep_until(self.next.into()) => {
@@ -290,10 +285,7 @@ impl SocketTask {
                     let due: Vec<PeerId> =
                         self.sessions.iter().filter(|(_, s)| s.next_timeout() <= now).map(|(id, _)| *id).collect();
                     for id in due {
-                        if let Some(session) = self.sessions.get_mut(&id) {
-                            session.handle_timeout(now, &mut self.out);
-                        }
-                        self.touched(id);
+                        self.drive(id, |session, out| session.handle_timeout(now, out));
                     }
                     let earliest = self.sessions.values().map(PeerSession::next_timeout).min();
                     self.next = earliest.unwrap_or(now + IDLE_TICK);
@@ -348,8 +340,23 @@ impl SocketTask {
             },
         };
         self.routes.learn(source, id);
-        if let Some(session) = self.sessions.get_mut(&id) {
-            session.handle_datagram(now, source, datagram, &mut self.out);
+        self.drive(id, |session, out| session.handle_datagram(now, source, datagram, out));
+    }
+
+    /// Runs `step` on one session, then `touched`. A panic in it (a str0m bug,
+    /// or the peer's handler) ends that peer alone; every other peer goes on.
+    fn drive(&mut self, id: PeerId, step: impl FnOnce(&mut PeerSession, &mut Vec<Datagram>)) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let out = &mut self.out;
+        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| step(session, out))) {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_string());
+            session.abandon(&what);
         }
         self.touched(id);
     }
@@ -701,6 +708,42 @@ mod tests {
         }
         wait("KeyframeRequested for the PLI", MEDIA_TIMEOUT, || {
             requests() > on_connect
+        });
+    }
+
+    #[test]
+    fn a_handler_that_panics_ends_its_own_peer_and_no_other() {
+        let runtime = runtime();
+        let server = server(&runtime, CONNECT_TIMEOUT);
+        let (steady, steady_events) = recorder();
+        let (_, panicky_events) = recorder();
+        let log = panicky_events.clone();
+        let panicky: PeerHandler = Arc::new(move |event| {
+            let connected = matches!(event, PeerEvent::Connected { .. });
+            log.lock().unwrap().push(event);
+            assert!(!connected, "a handler bug on Connected");
+        });
+        let (mut clients, mut peers) = (Vec::new(), Vec::new());
+        for handler in [panicky, steady] {
+            let offerer = offerer();
+            let (answer, peer) = server
+                .accept_offer(&offerer.offer, PeerConfig::guest(), handler)
+                .unwrap();
+            clients.push(Client::run(offerer, &answer, b"steady"));
+            peers.push(peer);
+        }
+        wait("the panicking peer to end", CONNECT_TIMEOUT, || {
+            disconnected(&panicky_events).is_some()
+        });
+        let reason = disconnected(&panicky_events).unwrap();
+        assert!(reason.contains("a handler bug on Connected"), "{reason}");
+        assert!(peers[0].is_closed());
+        wait("the other peer to connect and hear its client", MEDIA_TIMEOUT, || {
+            connected(&steady_events) && !media_in(&steady_events).is_empty()
+        });
+        assert_eq!(disconnected(&steady_events), None);
+        wait("the server to free the panicked peer", CONNECT_TIMEOUT, || {
+            server.peer_count() == 1
         });
     }
 

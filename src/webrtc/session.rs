@@ -16,6 +16,7 @@
 //! `Disconnected`, and the server then forgets it.
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -495,6 +496,22 @@ impl PeerSession {
         self.emit(PeerEvent::Disconnected {
             reason: reason.to_string(),
         });
+    }
+
+    /// Ends a session that panicked (a bug in str0m, or a handler that
+    /// panicked): its str0m is not touched again, and the handler is told,
+    /// shielded from a second panic.
+    pub fn abandon(&mut self, what: &str) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        self.shared.outbox.lock().unwrap_or_else(|e| e.into_inner()).close();
+        self.shared.closed.store(true, Ordering::Relaxed);
+        let reason = format!("internal error: {what}");
+        tracing::error!(peer = self.shared.id, reason, "WebRTC peer abandoned");
+        let handler = self.handler.clone();
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handler(PeerEvent::Disconnected { reason })));
     }
 
     /// Closes the session: str0m queues an RTCP BYE and a DTLS close_notify,
