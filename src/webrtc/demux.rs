@@ -20,10 +20,17 @@ use std::net::SocketAddr;
 
 use super::datagram::stun_username;
 
+/// Addresses learned per peer at most. A browser uses one or two candidate
+/// pairs (a few more across a network change); anyone who saw a ufrag on
+/// the wire could otherwise grow the table with STUN from spoofed addresses.
+/// Past the cap, a peer's datagrams still arrive, through the slower lookup.
+pub const MAX_ADDRESSES_PER_PEER: usize = 8;
+
 #[derive(Debug)]
 pub struct Routes<P> {
     by_ufrag: HashMap<String, P>,
     by_address: HashMap<SocketAddr, P>,
+    addresses_of: HashMap<P, usize>,
 }
 
 impl<P: Copy + Eq + Hash> Routes<P> {
@@ -31,6 +38,7 @@ impl<P: Copy + Eq + Hash> Routes<P> {
         Routes {
             by_ufrag: HashMap::new(),
             by_address: HashMap::new(),
+            addresses_of: HashMap::new(),
         }
     }
 
@@ -48,14 +56,27 @@ impl<P: Copy + Eq + Hash> Routes<P> {
         self.by_address.get(&source).copied()
     }
 
-    /// `peer` accepted a packet from `source`: later ones go straight to it.
+    /// `peer` accepted a packet from `source`: later ones go straight to it
+    /// (up to [`MAX_ADDRESSES_PER_PEER`] addresses a peer).
     pub fn learn(&mut self, source: SocketAddr, peer: P) {
-        self.by_address.insert(source, peer);
+        if self.by_address.get(&source) == Some(&peer) {
+            return;
+        }
+        if self.addresses_of.get(&peer).copied().unwrap_or(0) >= MAX_ADDRESSES_PER_PEER {
+            return;
+        }
+        if let Some(previous) = self.by_address.insert(source, peer)
+            && let Some(n) = self.addresses_of.get_mut(&previous)
+        {
+            *n -= 1;
+        }
+        *self.addresses_of.entry(peer).or_default() += 1;
     }
 
     pub fn remove_peer(&mut self, peer: P) {
         self.by_ufrag.retain(|_, p| *p != peer);
         self.by_address.retain(|_, p| *p != peer);
+        self.addresses_of.remove(&peer);
     }
 
     pub fn addresses(&self) -> usize {
@@ -104,6 +125,29 @@ mod tests {
         routes.add_peer("bbbb", 2);
         routes.learn(addr(5000), 1);
         assert_eq!(routes.route(addr(5000), &binding_request("bbbb:x")), Some(2));
+    }
+
+    #[test]
+    fn a_peer_learns_a_bounded_number_of_addresses_and_a_moved_address_is_counted_once() {
+        let mut routes = Routes::new();
+        routes.add_peer("aaaa", 1);
+        routes.add_peer("bbbb", 2);
+        for port in 0..100 {
+            routes.learn(addr(6000 + port), 1);
+        }
+        assert_eq!(routes.addresses(), MAX_ADDRESSES_PER_PEER);
+        assert_eq!(
+            routes.route(addr(6099), &rtp(96, false)),
+            None,
+            "past the cap: the slow lookup"
+        );
+        // An address that moves to another peer frees a place for the first.
+        routes.learn(addr(6000), 2);
+        assert_eq!(routes.route(addr(6000), &rtp(96, false)), Some(2));
+        routes.learn(addr(7000), 1);
+        assert_eq!(routes.route(addr(7000), &rtp(96, false)), Some(1));
+        routes.remove_peer(1);
+        assert_eq!(routes.addresses(), 1);
     }
 
     #[test]
