@@ -47,8 +47,8 @@ use crate::model::output::{InvalidOutput, OutputConfig, ValidOutput};
 use crate::model::sdp::crypto::MediaEncryption;
 use crate::model::sdp::{self, Canvas, LocalTransport, Negotiation, RenegotiationError, SdpError, with_origin_version};
 use crate::model::signalling::{CallDirection, Signalling, SipCall};
-use crate::ports::{PortAllocator, PortPair, PortsExhausted};
-use crate::model::ingest::IngestTransport;
+use crate::ports::{PortAllocator, PortLease, PortPair, PortsExhausted};
+use crate::model::ingest::{IngestTransport, Passphrase};
 use crate::srt::{SrtListener, SrtListenerConfig};
 use crate::rtmp::{IngestRegistration, PublisherConfig, PublisherHandle, RtmpServerHandle, RtmpsTrust, spawn_publisher};
 use watch::{CompositeWatch, LegWatches, OutputWatch};
@@ -376,6 +376,12 @@ struct Ingest {
     /// Dropping it (the participant leaves) refuses the key and
     /// disconnects the publisher.
     attachment: Attachment,
+}
+
+/// What will let a publisher in, before it is built.
+enum Attaching {
+    Rtmp(RtmpServerHandle),
+    Srt { port: PortLease, passphrase: Option<Passphrase> },
 }
 
 /// What lets a publisher in: its key's place on the RTMP server, or its own
@@ -986,33 +992,34 @@ impl Engine {
     }
 
     fn add_publisher(&mut self, id: &CompositionId, name: Option<String>, transport: IngestTransport) -> Result<ParticipantView, EngineError> {
-        let rtmp_server = match transport {
-            IngestTransport::Rtmp => Some(self.services.rtmp_server.clone().ok_or(EngineError::IngestUnavailable)?),
-            IngestTransport::Srt { .. } => None,
+        // What lets its publisher in, before anything is built: a transport
+        // that cannot be had refuses the participant.
+        let attaching = match transport {
+            IngestTransport::Rtmp => Attaching::Rtmp(self.services.rtmp_server.clone().ok_or(EngineError::IngestUnavailable)?),
+            IngestTransport::Srt { passphrase } => Attaching::Srt { port: self.srt_ports.allocate_single("SRT port")?, passphrase },
         };
         // In an audio-only composition only its sound is taken.
         let sends_video = !self.get(id)?.config.audio_only;
         self.admit(id, sends_video)?;
-        let srt_port = match transport {
-            IngestTransport::Srt { .. } => Some(self.srt_ports.allocate_single("SRT port")?),
-            IngestTransport::Rtmp => None,
-        };
         let composition = composition_mut(&mut self.compositions, id)?;
         let pid = ParticipantId::random();
         let name = name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| format!("Caller {}", composition.participants.len() + 1));
         let sink = composition.media.add_publisher(pid.clone(), &name)?;
         let stream_key = stream_key();
-        let attached = match (&transport, rtmp_server, srt_port) {
-            (IngestTransport::Rtmp, Some(server), _) => server
+        let (signalling, encrypted) = match &attaching {
+            Attaching::Rtmp(_) => (Signalling::Rtmp, false),
+            Attaching::Srt { passphrase, .. } => (Signalling::Srt, passphrase.is_some()),
+        };
+        let attached = match attaching {
+            Attaching::Rtmp(server) => server
                 .register_ingest(&stream_key, sink)
                 .map(|registration| (server.ingest_url(self.config.public_ip), Attachment::Rtmp { _registration: registration }))
                 .map_err(|error| format!("RTMP ingest: {error}")),
-            (IngestTransport::Srt { passphrase }, _, Some(port)) => {
+            Attaching::Srt { port, passphrase } => {
                 let url = format!("srt://{}:{}", self.config.public_ip, port.port());
-                let config = SrtListenerConfig { bind: self.config.rtp_bind, port, stream_key: stream_key.clone(), passphrase: passphrase.clone() };
+                let config = SrtListenerConfig { bind: self.config.rtp_bind, port, stream_key: stream_key.clone(), passphrase };
                 SrtListener::start(config, sink).map(|listener| (url, Attachment::Srt { _listener: listener })).map_err(|error| error.to_string())
             }
-            _ => unreachable!("each transport was given what it attaches to above"),
         };
         let (url, attachment) = match attached {
             Ok(attached) => attached,
@@ -1021,8 +1028,8 @@ impl Engine {
                 return Err(EngineError::Media(MediaError::Gst(error)));
             }
         };
-        let ingest = Ingest { url, stream_key: stream_key.clone(), encrypted: matches!(&transport, IngestTransport::Srt { passphrase: Some(_) }), attachment };
-        tracing::info!(composition = %id, participant = %pid, %name, url = %ingest.url, transport = transport.name(), "publisher participant waits for its publisher");
+        let ingest = Ingest { url, stream_key: stream_key.clone(), encrypted, attachment };
+        tracing::info!(composition = %id, participant = %pid, %name, url = %ingest.url, transport = signalling.transport(), "publisher participant waits for its publisher");
         let media = composition.media.participant(&pid).expect("just added");
         self.services.events.publish(id, EventKind::ParticipantJoined { participant: pid.clone(), name: name.clone() });
         composition.participants.push(Participant {
@@ -1031,10 +1038,7 @@ impl Engine {
             sends_video,
             state: ParticipantState::Connecting,
             controls: ParticipantControls::default(),
-            signalling: match transport {
-                IngestTransport::Rtmp => Signalling::Rtmp,
-                IngestTransport::Srt { .. } => Signalling::Srt,
-            },
+            signalling,
             joined: Instant::now(),
             last_error: None,
             watches: LegWatches::new(media, Instant::now()),

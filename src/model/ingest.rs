@@ -72,16 +72,6 @@ pub enum IngestTransport {
     Srt { passphrase: Option<Passphrase> },
 }
 
-impl IngestTransport {
-    /// As the API's `transport` names it.
-    pub fn name(&self) -> &'static str {
-        match self {
-            IngestTransport::Rtmp => "rtmp",
-            IngestTransport::Srt { .. } => "srt",
-        }
-    }
-}
-
 /// An SRT passphrase: libsrt takes 10 to 79 characters.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Passphrase(String);
