@@ -3,7 +3,8 @@
 //! its own with its stream key as the stream id, and ffmpeg publishes
 //! MPEG-TS (H.264 with B-frames, AAC) there. An RTP caller's return stream
 //! is the judge: the publisher's colour in its cell, its tone in the
-//! caller's mix-minus; Opus (without video) is taken too.
+//! caller's mix-minus; Opus (without video) is taken too. One publisher at
+//! a time: a second with the right key is refused while the first publishes.
 
 use anyhow::{Context, Result, ensure};
 use crate::common::*;
@@ -86,6 +87,10 @@ fn an_srt_publisher_with_its_key_is_seen_and_heard_keeps_its_cell_when_it_comes_
 
         refused(&with_stream_id(&host.url, "guess"), &logs.path().join("stranger2.log"))?;
         ensure!(publishing(server, &location)?, "a wrong key disturbed the publisher");
+        // A second publisher with the right key is refused too, rather than
+        // taken and never shown.
+        refused(&host.publish_url(), &logs.path().join("second.log"))?;
+        ensure!(publishing(server, &location)?, "a second publisher disturbed the first");
 
         // It drops (killed) and comes back with the same URL, in another colour.
         publisher.signal("KILL");

@@ -167,14 +167,24 @@ fn build(config: &SrtListenerConfig, shared: &Arc<Shared>) -> Result<gst::Pipeli
         source.set_property("passphrase", passphrase.as_str());
     }
     let key = config.stream_key.clone();
+    let connecting = shared.clone();
     source.connect("caller-connecting", false, move |values| {
         let stream_id = values.get(2).and_then(|v| v.get::<Option<String>>().ok()).flatten().unwrap_or_default();
-        let accepted = bool::from(stream_id.as_bytes().ct_eq(key.as_bytes()));
-        if !accepted {
-            let peer = values.get(1).and_then(|v| v.get::<gio::SocketAddress>().ok()).and_then(|a| socket_addr(&a));
-            tracing::warn!(?peer, "SRT publisher refused: wrong stream id");
+        let peer = || values.get(1).and_then(|v| v.get::<gio::SocketAddress>().ok()).and_then(|a| socket_addr(&a));
+        let refusal = if !bool::from(stream_id.as_bytes().ct_eq(key.as_bytes())) {
+            Some("wrong stream id")
+        } else if connecting.publishing.load(Ordering::SeqCst) {
+            // srtsrc would take it and read nothing of it: refused, it knows.
+            // A publisher reconnecting while its old connection lingers gets
+            // in once libsrt has given that one up (5 s without a packet).
+            Some("the participant has a publisher already")
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            tracing::warn!(peer = ?peer(), "SRT publisher refused: {reason}");
         }
-        Some(accepted.to_value())
+        Some(refusal.is_none().to_value())
     });
     let on_added = shared.clone();
     source.connect("caller-added", false, move |values| {
