@@ -10,11 +10,12 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::super::flow::{FlowCounter, Measure, count_on};
 use super::super::part::expose_input;
-use super::super::{MediaError, make};
+use super::super::{DROP_IN_SINK_PROBE, MediaError, make};
 use crate::model::output::RecordFormat;
 
 /// HLS playlist window, in segments; older segments are deleted.
@@ -104,6 +105,7 @@ impl FileOutput {
     fn finish(bin: gst::Bin, kind: FileKind, vqueue: &gst::Element, aqueue: &gst::Element) -> Result<FileOutput, MediaError> {
         let video_in = expose_input(&bin, vqueue, "sink", "video")?;
         let audio_in = expose_input(&bin, aqueue, "sink", "audio")?;
+        start_together(&video_in, &audio_in);
         Ok(FileOutput { bin, kind, video_in, audio_in, written: Arc::default() })
     }
 
@@ -145,6 +147,37 @@ impl FileOutput {
             }
         }
     }
+}
+
+/// Starts the file's sound with its picture: audio is dropped until the
+/// first video frame has come, and then what ends before that frame. The
+/// shared encode's video starts later than its audio when it wakes for the
+/// first time: its leaky input queue drops the first canvas frames while
+/// x264 makes its first ones, and a recording's sound began 65-103 ms
+/// before its picture.
+fn start_together(video_in: &gst::Pad, audio_in: &gst::Pad) {
+    const NO_VIDEO_YET: u64 = u64::MAX;
+    let first_video = Arc::new(AtomicU64::new(NO_VIDEO_YET));
+    let seen = first_video.clone();
+    video_in.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        if let Some(time) = info.buffer().and_then(|b| running_time(pad, b.pts())) {
+            let _ = seen.compare_exchange(NO_VIDEO_YET, time.nseconds(), Ordering::SeqCst, Ordering::SeqCst);
+        }
+        gst::PadProbeReturn::Ok
+    });
+    audio_in.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let first = first_video.load(Ordering::SeqCst);
+        let ends = info.buffer().and_then(|b| running_time(pad, b.pts().map(|pts| pts + b.duration().unwrap_or(gst::ClockTime::ZERO))));
+        let early = first == NO_VIDEO_YET || ends.is_some_and(|end| end.nseconds() <= first);
+        if early { DROP_IN_SINK_PROBE } else { gst::PadProbeReturn::Ok }
+    });
+}
+
+/// `time` on the running time of `pad`'s segment: the two streams' stamps
+/// are comparable only there.
+fn running_time(pad: &gst::Pad, time: Option<gst::ClockTime>) -> Option<gst::ClockTime> {
+    let segment = pad.sticky_event::<gst::event::Segment>(0)?;
+    segment.segment().downcast_ref::<gst::ClockTime>()?.to_running_time(time?)
 }
 
 /// Sends EOS into a recording's inputs and waits (bounded) for it to reach
