@@ -8,20 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MediaKind {
-    Audio,
-    Video,
-}
-
-impl fmt::Display for MediaKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            MediaKind::Audio => "audio",
-            MediaKind::Video => "video",
-        })
-    }
-}
+/// Audio or video: the model's own, a plain value every adapter shares.
+pub use crate::model::codec::MediaKind;
 
 /// The video codecs Tutti negotiates with browsers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
