@@ -173,20 +173,17 @@ impl PeerSession {
         next
     }
 
+    /// A datagram from `source` to our address, as str0m takes it.
+    fn received<'a>(&self, now: Instant, source: SocketAddr, contents: str0m::net::DatagramRecv<'a>) -> Input<'a> {
+        Input::Receive(now, Receive { proto: Protocol::Udp, source, destination: self.local, contents })
+    }
+
     /// Whether str0m claims a datagram from `source` (see `Rtc::accepts`).
     pub fn accepts(&self, now: Instant, source: SocketAddr, datagram: &[u8]) -> bool {
         let Ok(contents) = datagram.try_into() else {
             return false;
         };
-        let input = Input::Receive(
-            now,
-            Receive {
-                proto: Protocol::Udp,
-                source,
-                destination: self.local,
-                contents,
-            },
-        );
+        let input = self.received(now, source, contents);
         !self.ended && self.rtc.accepts(&input)
     }
 
@@ -204,15 +201,7 @@ impl PeerSession {
             Counters::add(&self.shared.counters.rtx_in, 1);
         }
         self.last_source = Some(source);
-        let input = Input::Receive(
-            now,
-            Receive {
-                proto: Protocol::Udp,
-                source,
-                destination: self.local,
-                contents,
-            },
-        );
+        let input = self.received(now, source, contents);
         if let Err(e) = self.rtc.handle_input(input) {
             return self.end(&format!("the connection failed: {e}"));
         }
