@@ -8,6 +8,7 @@
 
 pub mod publisher;
 pub mod rtp;
+mod timeline;
 
 use std::time::Duration;
 
