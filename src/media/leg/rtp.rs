@@ -145,6 +145,9 @@ pub struct MediumStats {
 pub struct ParticipantStats {
     pub audio: Option<MediumStats>,
     pub video: Option<MediumStats>,
+    /// A WebRTC guest only: NACKs, retransmissions, keyframe requests, bandwidth.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webrtc: Option<super::webrtc::WebRtcStats>,
 }
 
 impl RtpLeg {
@@ -283,11 +286,7 @@ impl RtpLeg {
                         leg.composite_in = Some(seat.composite_to(codec, &pay)?);
                     }
                     Codec::Audio(codec) => {
-                        let encode = audio_encode_chain(profiles, codec, &n(""))?;
-                        let encoder = encode.last().and_then(|e| e.downcast_ref::<gst::Bin>());
-                        let share = encoder.and_then(|bin| ShareKey::of(bin, codec.raw_format().1, mixer::BLOCK));
-                        let mut chain = vec![seat.mix_minus(share)?];
-                        chain.extend(encode);
+                        let mut chain = encoded_mix_minus(seat, profiles, codec, &n(""))?;
                         chain.push(pay.clone());
                         add_chain(bin, &chain.iter().collect::<Vec<_>>())?;
                     }
@@ -331,6 +330,7 @@ impl RtpLeg {
         ParticipantStats {
             audio: self.audio.as_ref().map(|m| self.medium_stats(m)),
             video: self.video.as_ref().map(|m| self.medium_stats(m)),
+            webrtc: None,
         }
     }
 
@@ -489,6 +489,19 @@ fn report_often(rtpbin: &gst::Element, session: u32) {
     if let Some(internal) = internal {
         internal.set_property("rtcp-min-interval", RTCP_MIN_INTERVAL.as_nanos() as u64);
     }
+}
+
+/// The participant's mix-minus, encoded in `codec`: its live source, then
+/// convert, resample and the encoder, for the leg to link in order and
+/// put its payloader or sink after. Callers whose encoders share a key
+/// share one encode while they are silent (see [`ShareKey`]).
+pub(super) fn encoded_mix_minus(seat: &SeatBuilder, profiles: &Profiles, codec: AudioCodec, prefix: &str) -> Result<Vec<gst::Element>, MediaError> {
+    let encode = audio_encode_chain(profiles, codec, prefix)?;
+    let encoder = encode.last().and_then(|e| e.downcast_ref::<gst::Bin>());
+    let share = encoder.and_then(|bin| ShareKey::of(bin, codec.raw_format().1, mixer::BLOCK));
+    let mut chain = vec![seat.mix_minus(share)?];
+    chain.extend(encode);
+    Ok(chain)
 }
 
 /// Mix format → the codec's rate and channels → encoder bin.
