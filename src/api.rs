@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::auth::{Access, Auth};
 use crate::guards::ApiGuards;
+use crate::webrtc::OfferError;
 use crate::media::MediaError;
 use crate::engine::{CompositionView, DialRequest, EngineError, EngineHandle, JoinRequest, OutputView, ParticipantView, Removal};
 use crate::events::EventBus;
@@ -125,6 +126,15 @@ impl From<EngineError> for ApiError {
             EngineError::InvalidDialOut(_) => (StatusCode::BAD_REQUEST, "invalid_sip_uri"),
             EngineError::DialOutUnavailable => (StatusCode::CONFLICT, "sip_disabled"),
             EngineError::IngestUnavailable => (StatusCode::CONFLICT, "rtmp_disabled"),
+            EngineError::WebRtcUnavailable => (StatusCode::CONFLICT, "webrtc_disabled"),
+            EngineError::WebRtcOffer(OfferError::NoCodecWeTake { .. } | OfferError::NothingToExchange) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "no_common_codec")
+            }
+            EngineError::WebRtcOffer(OfferError::TooManyPeers(_)) => {
+                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "node_full", message).retry_after(CAPACITY_RETRY_AFTER);
+            }
+            EngineError::WebRtcOffer(OfferError::ServerStopped) => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            EngineError::WebRtcOffer(_) => (StatusCode::BAD_REQUEST, "malformed_sdp"),
             EngineError::NoSdpSession(_) => (StatusCode::CONFLICT, "not_an_rtp_participant"),
             EngineError::PortsExhausted(_) => (StatusCode::SERVICE_UNAVAILABLE, "ports_exhausted"),
             EngineError::CompositionFull(..) => (StatusCode::CONFLICT, "composition_full"),

@@ -94,6 +94,10 @@ pub struct ServeArgs {
     /// each SRT participant listens on one port of it.
     #[arg(long, env = "TUTTI_SRT_PORTS")]
     pub srt_ports: Option<PortRange>,
+    /// UDP port every WebRTC guest's media shares, bound on --rtp-bind and
+    /// announced on --public-ip [default: 8189]; 0 picks a free one.
+    #[arg(long, env = "TUTTI_WEBRTC_UDP")]
+    pub webrtc_udp: Option<u16>,
     /// Jitter buffer of every incoming RTP stream, in milliseconds [default: 40].
     #[arg(long, env = "TUTTI_JITTER_BUFFER_MS")]
     pub jitter_buffer_ms: Option<u32>,
@@ -254,6 +258,7 @@ struct FileConfig {
     public_ip: Option<IpAddr>,
     rtp_bind: Option<IpAddr>,
     srt_ports: Option<PortRange>,
+    webrtc_udp: Option<u16>,
     jitter_buffer_ms: Option<u32>,
     stale_after_secs: Option<u64>,
     publisher_return_secs: Option<u64>,
@@ -439,6 +444,7 @@ pub struct Config {
     pub public_ip: IpAddr,
     pub rtp_bind: IpAddr,
     pub srt_ports: PortRange,
+    pub webrtc_udp: u16,
     pub jitter_buffer: Duration,
     pub stale_after: Duration,
     /// How long an RTMP participant whose publisher stopped waits for it.
@@ -499,6 +505,7 @@ impl Config {
             public_ip: args.public_ip.or(file.public_ip).unwrap_or(DEFAULT_PUBLIC_IP),
             rtp_bind: args.rtp_bind.or(file.rtp_bind).unwrap_or(DEFAULT_RTP_BIND),
             srt_ports: args.srt_ports.or(file.srt_ports).unwrap_or(DEFAULT_SRT_PORTS),
+            webrtc_udp: args.webrtc_udp.or(file.webrtc_udp).unwrap_or(crate::webrtc::DEFAULT_UDP_PORT),
             jitter_buffer: Duration::from_millis(u64::from(
                 args.jitter_buffer_ms.or(file.jitter_buffer_ms).unwrap_or(DEFAULT_JITTER_BUFFER_MS),
             )),

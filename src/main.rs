@@ -9,6 +9,9 @@ use tutti::engine::{Engine, Services};
 use tutti::events::{EventBus, webhook};
 use tutti::rtmp::{RtmpServerConfig, RtmpsTrust, start_server};
 use tutti::media::profiles::Profiles;
+use tutti::webrtc::WebRtcServer;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -53,6 +56,10 @@ async fn serve(config: Config, profiles: Profiles, rtmps_trust: RtmpsTrust) -> a
         .await
         .with_context(|| format!("starting the embedded RTMP server on {} (--rtmp-listen)", config.rtmp_listen))?;
     tracing::info!(rtmp = %rtmp_server.local_addr(), "embedded RTMP server plays rtmp://{}/live/{{composition_id}}", rtmp_server.local_addr());
+    let webrtc_bind = SocketAddr::new(config.rtp_bind, config.webrtc_udp);
+    let webrtc = Arc::new(
+        WebRtcServer::start(webrtc_bind, config.public_ip).with_context(|| format!("starting the WebRTC server on UDP {webrtc_bind} (--webrtc-udp)"))?,
+    );
     let hls_dir = config.hls_dir.clone();
     let events = EventBus::new();
     let webhooks = webhook::start(&events, config.webhooks.clone());
@@ -67,6 +74,7 @@ async fn serve(config: Config, profiles: Profiles, rtmps_trust: RtmpsTrust) -> a
         runtime: tokio::runtime::Handle::current(),
         rtmps_trust,
         rtmp_server: Some(rtmp_server.clone()),
+        webrtc: Some(webrtc.clone()),
         events: events.clone(),
     };
     let (sip_settings, media_encryption) = (config.sip.clone(), config.media_encryption);
@@ -81,6 +89,7 @@ async fn serve(config: Config, profiles: Profiles, rtmps_trust: RtmpsTrust) -> a
         sip.shutdown().await;
     }
     engine.shutdown().await;
+    webrtc.shutdown();
     rtmp_server.shutdown();
     tracing::info!("stopped: every pipeline and port released");
     Ok(())

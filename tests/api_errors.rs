@@ -5,11 +5,13 @@
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
 use tutti::config::Config;
 use tutti::engine::{Engine, EngineHandle, Services};
 use tutti::media::profiles::Profiles;
 use tutti::ports::PortRange;
+use tutti::webrtc::WebRtcServer;
 
 struct Api {
     base: String,
@@ -34,6 +36,11 @@ fn free_port_pair() -> u16 {
 }
 
 async fn start(rtp_pairs: u16) -> Api {
+    start_with(rtp_pairs, None).await
+}
+
+/// An engine with a WebRTC server on a free loopback port, or none.
+async fn start_with(rtp_pairs: u16, webrtc: Option<Arc<WebRtcServer>>) -> Api {
     gstreamer::init().unwrap();
     let first = free_port_pair();
     let config = Config {
@@ -49,6 +56,7 @@ async fn start(rtp_pairs: u16) -> Api {
         runtime: tokio::runtime::Handle::current(),
         rtmps_trust: tutti::rtmp::RtmpsTrust::load(None).unwrap(),
         rtmp_server: None,
+        webrtc,
         events: events.clone(),
     };
     let guards = tutti::guards::ApiGuards::new(&config);
@@ -336,4 +344,62 @@ async fn bad_layouts_and_participant_updates_are_refused_by_name() {
     let missing = format!("/v1/compositions/{id}/participants/nobody");
     let (status, _, _) = api.send(reqwest::Method::PATCH, &missing, Some("application/json"), "{}").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// A browser-like offer: DTLS-SRTP with ICE credentials, one audio m-line
+/// with `codec`; `fingerprint: false` leaves out its DTLS fingerprint.
+fn webrtc_offer(codec: &str, fingerprint: bool) -> String {
+    let fingerprint = if fingerprint { format!("a=fingerprint:sha-256 {}\r\n", vec!["AB"; 32].join(":")) } else { String::new() };
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n{fingerprint}\
+         a=setup:actpass\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=rtcp-mux\r\na=sendrecv\r\na=rtpmap:111 {codec}\r\n"
+    )
+}
+
+#[tokio::test]
+async fn a_webrtc_offer_makes_a_guest_and_bad_ones_are_refused_by_name() {
+    let loopback = IpAddr::from(Ipv4Addr::LOCALHOST);
+    let without = start(2).await;
+    let id = without.create().await;
+    let path = format!("/v1/compositions/{id}/participants");
+    let (status, _, text) = without.send(reqwest::Method::POST, &path, Some("application/sdp"), &webrtc_offer("opus/48000/2", true)).await;
+    assert_eq!((status, error_code(&serde_json::from_str(&text).unwrap())), (StatusCode::CONFLICT, "webrtc_disabled"), "{text}");
+
+    let server = Arc::new(WebRtcServer::start(SocketAddr::new(loopback, 0), loopback).unwrap());
+    let api = start_with(2, Some(server.clone())).await;
+    let id = api.create().await;
+    let path = format!("/v1/compositions/{id}/participants");
+    for (offer, expected) in [
+        (webrtc_offer("opus/48000/2", false), (StatusCode::BAD_REQUEST, "malformed_sdp")),
+        (webrtc_offer("PCMU/8000", true), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "no_common_codec")),
+    ] {
+        let (status, _, text) = api.send(reqwest::Method::POST, &path, Some("application/sdp"), &offer).await;
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!((status, error_code(&body)), expected, "{text}");
+    }
+    assert_eq!(api.get(&path).await.1["participants"], json!([]), "a refused offer leaves nothing behind");
+
+    // The same URL and answer shapes as an RTP caller's; the transport is read from the offer.
+    let body = json!({"name": "Guest", "sdp": webrtc_offer("opus/48000/2", true)}).to_string();
+    let (status, answer) = api.post_json(&path, &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_eq!((answer["transport"].as_str(), answer["name"].as_str()), (Some("webrtc"), Some("Guest")), "{answer}");
+    let sdp = answer["sdp"].as_str().unwrap();
+    let candidate = format!("127.0.0.1 {} typ host", server.local_addr().port());
+    for line in ["a=ice-lite", "a=fingerprint:sha-256 ", "UDP/TLS/RTP/SAVPF", &candidate] {
+        assert!(sdp.contains(line), "the answer lacks {line:?}:\n{sdp}");
+    }
+    assert_eq!(server.peer_count(), 1);
+    let guest = format!("{path}/{}", answer["id"].as_str().unwrap());
+    let (status, _, _) = api.send(reqwest::Method::DELETE, &guest, None, "").await;
+    assert!(status.is_success(), "DELETE answered {status}");
+    assert_eq!(api.get(&path).await.1["participants"], json!([]));
+    // Its peer is closed with it (BYE, close_notify), not left to time out.
+    for _ in 0..50 {
+        if server.peer_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the deleted guest's peer is still open");
 }

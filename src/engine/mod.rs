@@ -30,9 +30,10 @@ use crate::events::EventBus;
 use crate::media::profiles::Profiles;
 use crate::media::prompts::Prompt;
 use crate::media::{
-    CompositionMedia, JoiningMedium, MediaError, MediaEvent, MediaSettings, MissingImage, OutputPaths, PublisherChange, Reaper,
-    StopTicket, check_images, output_part_name, participant_part_name,
+    CompositionMedia, Directions, GuestChange, GuestMedia, JoiningMedium, MediaError, MediaEvent, MediaSettings, MissingImage, OutputPaths,
+    PublisherChange, Reaper, StopTicket, check_images, output_part_name, participant_part_name,
 };
+use crate::model::codec::VideoCodec;
 use crate::model::event::EventKind;
 use crate::model::pin::{self, PinEntry, PinStep};
 use crate::model::health::output_stall_after;
@@ -51,6 +52,8 @@ use crate::ports::{PortAllocator, PortLease, PortPair, PortsExhausted};
 use crate::model::ingest::{IngestTransport, Passphrase};
 use crate::srt::{SrtListener, SrtListenerConfig};
 use crate::rtmp::{IngestRegistration, PublisherConfig, PublisherHandle, RtmpServerHandle, RtmpsTrust, spawn_publisher};
+use crate::webrtc::offer::{SectionPlan, is_webrtc_offer, plan_offer};
+use crate::webrtc::{OfferError, Peer, PeerConfig, VideoCodec as WebRtcVideo, WebRtcServer};
 use watch::{CompositeWatch, LegWatches, OutputWatch};
 
 #[derive(Debug, thiserror::Error)]
@@ -96,10 +99,14 @@ pub enum EngineError {
     TooManyCompositions(usize),
     #[error("this node already has {0} participants, the most it takes (--max-participants)")]
     TooManyParticipants(usize),
-    #[error("participant {0} is a publisher (RTMP or SRT): it has no SDP session to renegotiate")]
+    #[error("participant {0} is a publisher (RTMP, SRT) or a WebRTC guest: it has no SDP session Tutti renegotiates")]
     NoSdpSession(ParticipantId),
     #[error("RTMP publishers need the embedded RTMP server (--rtmp-listen)")]
     IngestUnavailable,
+    #[error("WebRTC guests need the WebRTC server (--webrtc-udp)")]
+    WebRtcUnavailable,
+    #[error(transparent)]
+    WebRtcOffer(#[from] OfferError),
 }
 
 pub struct JoinRequest {
@@ -359,6 +366,8 @@ struct Participant {
     session: Option<SdpSession>,
     /// A publisher's ingest (RTMP, SRT); `None` for an RTP participant.
     ingest: Option<Ingest>,
+    /// A WebRTC guest's peer; dropping it (the participant leaves) hangs up.
+    guest: Option<GuestPeer>,
     /// Dialled in to a room with a PIN and keying it in: not in the room yet.
     lobby: Option<PinEntry>,
     /// When its call is to end: after its last prompt (a wrong PIN, too
@@ -376,6 +385,20 @@ struct Ingest {
     /// Dropping it (the participant leaves) refuses the key and
     /// disconnects the publisher.
     attachment: Attachment,
+}
+
+/// A WebRTC guest's peer: closed (RTCP BYE, DTLS close_notify) when the
+/// participant is dropped, whoever removed it.
+struct GuestPeer {
+    peer: Peer,
+    /// Where it connected from, once ICE and DTLS are up.
+    connected_from: Option<std::net::SocketAddr>,
+}
+
+impl Drop for GuestPeer {
+    fn drop(&mut self) {
+        self.peer.close();
+    }
 }
 
 /// What will let a publisher in, before it is built.
@@ -458,6 +481,8 @@ pub struct Services {
     pub runtime: tokio::runtime::Handle,
     pub rtmps_trust: RtmpsTrust,
     pub rtmp_server: Option<RtmpServerHandle>,
+    /// The one UDP socket of every WebRTC guest; `None` refuses them.
+    pub webrtc: Option<Arc<WebRtcServer>>,
     pub events: EventBus,
 }
 
@@ -785,6 +810,9 @@ impl Engine {
     }
 
     fn add_participant(&mut self, id: &CompositionId, request: JoinRequest) -> Result<Joined, EngineError> {
+        if request.signalling == Signalling::Api && is_webrtc_offer(&request.offer) {
+            return self.add_guest(id, request.name, &request.offer);
+        }
         let audio_only = self.get(id)?.config.audio_only;
         let mut negotiation = sdp::negotiate(&request.offer, self.config.media_encryption)?;
         if audio_only {
@@ -912,7 +940,7 @@ impl Engine {
         let Some(dial) = offer.dial.as_mut() else { return Ok(()) };
         let sip = match &mut offer.seat.signalling {
             Signalling::Sip(call) => Some(call),
-            Signalling::Api | Signalling::Rtmp | Signalling::Srt => None,
+            _ => None,
         };
         match progress {
             DialProgress::Dialled { call_id, from } => {
@@ -985,6 +1013,7 @@ impl Engine {
             watches: LegWatches::new(media, Instant::now()),
             session: Some(SdpSession { built: negotiation, local, session_id, version: 1, on_hold: false }),
             ingest: None,
+            guest: None,
             lobby,
             leaving_at: None,
         });
@@ -1044,6 +1073,7 @@ impl Engine {
             watches: LegWatches::new(media, Instant::now()),
             session: None,
             ingest: Some(ingest),
+            guest: None,
             lobby: None,
             leaving_at: None,
         });
@@ -1052,6 +1082,93 @@ impl Engine {
         // Shown whole this once, as a CDN shows a new stream key.
         view.ingest = participant.ingest.as_ref().map(|ingest| ingest.view(&stream_key, false));
         Ok(view)
+    }
+
+    /// A browser guest from its WebRTC offer: it sends its camera and
+    /// microphone and receives the composite and its mix-minus on one peer
+    /// connection, answered by the WebRTC server with ICE-lite.
+    fn add_guest(&mut self, id: &CompositionId, name: Option<String>, offer: &str) -> Result<Joined, EngineError> {
+        let server = self.services.webrtc.clone().ok_or(EngineError::WebRtcUnavailable)?;
+        let mut config = PeerConfig::guest();
+        if self.get(id)?.config.audio_only {
+            (config.receive_video, config.send_video) = (false, false);
+        }
+        let plan = plan_offer(offer, &config)?;
+        // One video codec both ways. H.264 first: at the canvas size a guest
+        // shares the broadcast's own encode, and costs no encode of its own.
+        let video_codec = plan.video.as_ref().and_then(|video| {
+            [WebRtcVideo::H264, WebRtcVideo::Vp8].into_iter().find(|codec| video.codecs.contains(&(*codec).into()))
+        });
+        let config = config.with_video_codecs(video_codec.as_slice());
+        let directions = |section: &Option<SectionPlan>| {
+            section.as_ref().map_or(Directions::default(), |s| Directions { from_guest: s.we_receive, to_guest: s.we_send })
+        };
+        let media = GuestMedia {
+            audio: directions(&plan.audio),
+            video: directions(&plan.video),
+            video_codec: match video_codec {
+                Some(WebRtcVideo::H264) => VideoCodec::H264 { packetization_mode: 1 },
+                _ => VideoCodec::Vp8,
+            },
+        };
+        self.admit(id, media.video.from_guest)?;
+        let composition = composition_mut(&mut self.compositions, id)?;
+        let pid = ParticipantId::random();
+        let name = name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| format!("Guest {}", composition.participants.len() + 1));
+        let handler = composition.media.add_guest(pid.clone(), &name, media)?;
+        let (answer, peer) = match server.accept_offer(offer, config, handler) {
+            Ok(answered) => answered,
+            Err(error) => {
+                composition.media.remove_participant(&pid);
+                return Err(error.into());
+            }
+        };
+        composition.media.attach_peer(&pid, peer.clone());
+        tracing::info!(composition = %id, participant = %pid, %name, ?media, peer = peer.id(), "WebRTC guest joined");
+        let watched = composition.media.participant(&pid).expect("just added");
+        self.services.events.publish(id, EventKind::ParticipantJoined { participant: pid.clone(), name: name.clone() });
+        composition.participants.push(Participant {
+            id: pid.clone(),
+            name,
+            sends_video: media.video.from_guest,
+            state: ParticipantState::Connecting,
+            controls: ParticipantControls::default(),
+            signalling: Signalling::WebRtc,
+            joined: Instant::now(),
+            last_error: None,
+            watches: LegWatches::new(watched, Instant::now()),
+            session: None,
+            ingest: None,
+            guest: Some(GuestPeer { peer, connected_from: None }),
+            lobby: None,
+            leaving_at: None,
+        });
+        Ok(Joined { participant: composition.participant_view(&pid).expect("just added"), answer })
+    }
+
+    /// What a WebRTC guest's connection did.
+    fn guest_changed(&mut self, id: &CompositionId, pid: &ParticipantId, change: GuestChange) {
+        let Some(composition) = self.compositions.get_mut(id) else { return };
+        let Some(participant) = composition.participants.iter_mut().find(|p| &p.id == pid) else { return };
+        let Some(guest) = participant.guest.as_mut() else { return };
+        match change {
+            GuestChange::Connected(from) => {
+                tracing::info!(composition = %id, participant = %pid, %from, "WebRTC guest connected");
+                guest.connected_from = Some(from);
+            }
+            GuestChange::Disconnected(reason) => {
+                if guest.connected_from.is_none() {
+                    // It never got through: a firewall, or a browser gone before ICE.
+                    let message = format!("its browser never connected: {reason}");
+                    tracing::warn!(composition = %id, participant = %pid, "WebRTC guest {message}");
+                    self.services.events.publish(id, EventKind::ParticipantError { participant: pid.clone(), message });
+                } else {
+                    tracing::info!(composition = %id, participant = %pid, %reason, "WebRTC guest disconnected");
+                }
+                // Its part stops on its own; nobody waits on the ticket.
+                let _ = self.remove_participant(id, pid);
+            }
+        }
     }
 
     /// What a publisher participant's publisher did.
@@ -1269,6 +1386,7 @@ impl Engine {
                 }
             }
             MediaEvent::Publisher { composition, participant, change } => self.publisher_changed(&composition, &participant, change),
+            MediaEvent::Guest { composition, participant, change } => self.guest_changed(&composition, &participant, change),
             MediaEvent::Stopped { ticket, .. } => {
                 if let Some(pending) = self.pending_removals.remove(&ticket) {
                     let _ = pending.reply.send(Ok(Removal::Stopped));

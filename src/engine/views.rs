@@ -5,7 +5,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use super::{Attachment, Composition, Ingest, OutputRecord};
-use crate::media::{IngestView, Leg, MediumStats};
+use crate::media::{IngestView, Leg, MediumStats, WebRtcStats};
 use crate::rtmp::mask_stream_key;
 use crate::model::output::{OutputKind, ValidOutput};
 use crate::rtmp::PublisherState;
@@ -93,6 +93,9 @@ pub struct ParticipantView {
     pub audio_level_dbov: Option<f64>,
     pub audio: Option<MediumStats>,
     pub video: Option<MediumStats>,
+    /// A WebRTC guest's connection: NACKs, retransmissions, keyframe requests, bandwidth estimate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webrtc: Option<WebRtcStats>,
     /// An RTMP participant's ingest: where its publisher sends, its stream
     /// key (masked but in the answer to the POST that made it), and whether
     /// it publishes now.
@@ -332,6 +335,7 @@ impl Composition {
             audio_level_dbov: speech.map(|s| (s.level_dbov * 10.0).round() / 10.0),
             audio: stats.audio,
             video: stats.video,
+            webrtc: stats.webrtc,
             ingest,
             last_error: participant.last_error.clone(),
         })
@@ -356,6 +360,7 @@ impl Composition {
             audio_level_dbov: None,
             audio: None,
             video: None,
+            webrtc: None,
             ingest: None,
             last_error: dial.last_error.clone(),
         })

@@ -28,7 +28,8 @@ use super::mixer::{AudioMix, MixFormat, MixMinusEncodes};
 use super::part::{Fanout, add_chain, expose_input};
 use super::leg::Leg;
 use super::leg::rtp::{JoiningMedium, RtpContext};
-use super::participant::{JoinContext, Joining, ParticipantMedia};
+use super::leg::webrtc::GuestMedia;
+use super::participant::{JoinContext, Joining, ParticipantMedia, Plug};
 use crate::model::ingest::IngestSink;
 use super::profiles::{EncoderSettings, Profiles};
 use super::prompts::{self, Prompt};
@@ -46,6 +47,7 @@ use crate::model::speaker::TalkerState;
 use crate::model::output::ValidOutput;
 use crate::model::sdp::NegotiatedMedia;
 use crate::rtmp::{PublisherHandle, StreamFeed};
+use crate::webrtc::{Peer, PeerHandler};
 use branding::Branding;
 use broadcast::{Broadcast, FeedKey, FeedTarget};
 use outputs::FileOutput;
@@ -301,11 +303,32 @@ impl CompositionMedia {
         let on_change = Arc::new(move |change| {
             events(MediaEvent::Publisher { composition: composition.clone(), participant: participant.clone(), change })
         });
-        let sink = self.add(id, name, Joining::Publisher { playout_delay: self.settings.jitter_buffer, on_change }, false)?;
-        Ok(sink.expect("a publisher leg comes with its sink"))
+        match self.add(id, name, Joining::Publisher { playout_delay: self.settings.jitter_buffer, on_change }, false)? {
+            Some(Plug::Ingest(sink)) => Ok(sink),
+            _ => unreachable!("a publisher leg comes with its sink"),
+        }
     }
 
-    fn add(&mut self, id: ParticipantId, name: &str, joining: Joining, in_lobby: bool) -> Result<Option<IngestSink>, MediaError> {
+    /// Adds a browser guest; its offer is to be answered with the handler
+    /// this returns, and the peer that makes given to [`Self::attach_peer`].
+    /// Its connecting and leaving are reported as [`MediaEvent::Guest`].
+    pub fn add_guest(&mut self, id: ParticipantId, name: &str, media: GuestMedia) -> Result<PeerHandler, MediaError> {
+        let (events, composition, participant) = (self.events.clone(), self.id.clone(), id.clone());
+        let on_change = Arc::new(move |change| events(MediaEvent::Guest { composition: composition.clone(), participant: participant.clone(), change }));
+        match self.add(id, name, Joining::WebRtc { media, playout_delay: self.settings.jitter_buffer, on_change }, false)? {
+            Some(Plug::WebRtc(handler)) => Ok(handler),
+            _ => unreachable!("a WebRTC leg comes with its handler"),
+        }
+    }
+
+    /// Gives a guest's leg the peer its offer was answered with.
+    pub fn attach_peer(&self, id: &ParticipantId, peer: Peer) {
+        if let Some(ParticipantMedia { leg: Leg::WebRtc(leg), .. }) = self.participant(id) {
+            leg.attach(peer);
+        }
+    }
+
+    fn add(&mut self, id: ParticipantId, name: &str, joining: Joining, in_lobby: bool) -> Result<Option<Plug>, MediaError> {
         if in_lobby {
             self.mix.hold_in_lobby(&id);
         }
@@ -315,7 +338,7 @@ impl CompositionMedia {
             canvas_fps: self.canvas.as_ref().map(|_| self.config.video.fps),
             in_lobby,
         };
-        let (participant, sink) = match ParticipantMedia::build(&id, name, joining, &context) {
+        let (participant, plug) = match ParticipantMedia::build(&id, name, joining, &context) {
             Ok(built) => built,
             Err(e) => {
                 self.mix.remove(&id);
@@ -329,7 +352,7 @@ impl CompositionMedia {
                 participant.seat.request_composite_keyframe();
                 self.participants.push(participant);
                 self.relayout();
-                Ok(sink)
+                Ok(plug)
             }
             Err(e) => {
                 self.mix.remove(&id);

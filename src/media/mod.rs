@@ -47,6 +47,7 @@ mod topology;
 pub use composition::{CompositionMedia, MissingImage, check_images, FileOutputStatus, MediaSettings, OutputPaths, output_part_name, participant_part_name};
 pub use lifecycle::{Reaper, ReaperCounts, StopTicket};
 pub use leg::publisher::{IngestView, PublisherChange};
+pub use leg::webrtc::{Directions, GuestChange, GuestMedia, WebRtcStats};
 pub use leg::rtp::{JoiningMedium, MediumStats, ParticipantStats};
 pub use leg::{Flow, Leg, Way};
 pub use participant::ParticipantMedia;
@@ -79,6 +80,8 @@ pub enum MediaEvent {
     Key { composition: CompositionId, participant: ParticipantId, key: char },
     /// An RTMP participant's publisher started, stopped or was refused.
     Publisher { composition: CompositionId, participant: ParticipantId, change: PublisherChange },
+    /// A WebRTC guest connected or left.
+    Guest { composition: CompositionId, participant: ParticipantId, change: GuestChange },
     /// A teardown handed to the [`Reaper`] is done.
     Stopped { ticket: StopTicket, after: Duration },
 }

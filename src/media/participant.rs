@@ -10,6 +10,7 @@ use super::MediaError;
 use super::leg::Leg;
 use super::leg::publisher::{PublisherHandler, PublisherLeg};
 use super::leg::rtp::{JoiningMedium, RtpContext, RtpLeg};
+use super::leg::webrtc::{GuestHandler, GuestMedia, WebRtcLeg};
 use super::mixer::AudioMix;
 use super::profiles::Profiles;
 use super::seat::{Seat, SeatBuilder};
@@ -34,6 +35,16 @@ pub enum Joining {
     /// An RTMP or SRT publisher, played this long after its frames arrive (at the
     /// earliest); told when it starts, stops or is refused.
     Publisher { playout_delay: Duration, on_change: PublisherHandler },
+    /// A browser guest over WebRTC, its frames played this long after they
+    /// arrive (at the earliest); told when it connects and leaves.
+    WebRtc { media: GuestMedia, playout_delay: Duration, on_change: GuestHandler },
+}
+
+/// What a participant's transport is handed, besides its part: where a
+/// publisher's frames go, or the handler a guest's offer is answered with.
+pub enum Plug {
+    Ingest(IngestSink),
+    WebRtc(crate::webrtc::PeerHandler),
 }
 
 /// A participant's part of the pipeline.
@@ -50,26 +61,31 @@ pub struct ParticipantMedia {
 
 impl ParticipantMedia {
     /// Builds a participant's bin (not yet in any pipeline). Its picture and
-    /// its composite input are ghost pads for the composition to link. An
-    /// publisher participant comes with the sink its publisher's media goes to.
+    /// its composite input are ghost pads for the composition to link. A
+    /// publisher participant comes with the sink its publisher's media goes to,
+    /// a guest with the handler its offer is answered with.
     pub fn build(
         id: &ParticipantId,
         name: &str,
         joining: Joining,
         context: &JoinContext,
-    ) -> Result<(ParticipantMedia, Option<IngestSink>), MediaError> {
+    ) -> Result<(ParticipantMedia, Option<Plug>), MediaError> {
         let prefix = super::participant_part_name(id);
         let bin = gst::Bin::with_name(&prefix);
         let mut seat = SeatBuilder::new(&bin, &prefix, (id, name), context.mix, context.canvas_fps, context.in_lobby);
-        let (leg, sink) = match joining {
+        let (leg, plug) = match joining {
             Joining::Rtp { media, context: rtp } => (Leg::Rtp(Box::new(RtpLeg::build(&bin, id, &mut seat, *media, context.profiles, &rtp)?)), None),
             Joining::Publisher { playout_delay, on_change } => {
                 let (leg, sink) = PublisherLeg::build(&bin, &mut seat, context.profiles, playout_delay, on_change)?;
-                (Leg::Publisher(leg), Some(sink))
+                (Leg::Publisher(leg), Some(Plug::Ingest(sink)))
+            }
+            Joining::WebRtc { media, playout_delay, on_change } => {
+                let (leg, handler) = WebRtcLeg::build(&bin, &mut seat, context.profiles, media, playout_delay, on_change)?;
+                (Leg::WebRtc(leg), Some(Plug::WebRtc(handler)))
             }
         };
         let seat = seat.build()?;
         let participant = ParticipantMedia { id: id.clone(), name: name.to_string(), controls: ParticipantControls::default(), bin, seat, leg };
-        Ok((participant, sink))
+        Ok((participant, plug))
     }
 }

@@ -15,6 +15,8 @@ pub enum Signalling {
     Rtmp,
     /// Added through the REST API as an SRT publisher with a stream key.
     Srt,
+    /// Added through the REST API with a browser's WebRTC offer.
+    WebRtc,
 }
 
 /// The SIP dialog a participant belongs to, as its headers said.
@@ -45,6 +47,7 @@ impl Signalling {
             Signalling::Sip(_) => "sip",
             Signalling::Rtmp => "rtmp",
             Signalling::Srt => "srt",
+            Signalling::WebRtc => "webrtc",
         }
     }
 
@@ -55,7 +58,7 @@ impl Signalling {
 
     pub fn sip(&self) -> Option<&SipCall> {
         match self {
-            Signalling::Api | Signalling::Rtmp | Signalling::Srt => None,
+            Signalling::Api | Signalling::Rtmp | Signalling::Srt | Signalling::WebRtc => None,
             Signalling::Sip(call) => Some(call),
         }
     }

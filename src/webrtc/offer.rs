@@ -131,6 +131,14 @@ struct Section<'a> {
     end: usize,
 }
 
+/// Whether an offer is a browser's: one of its m-lines is DTLS-SRTP with
+/// RTCP feedback (`UDP/TLS/RTP/SAVPF`), which no plain RTP caller offers.
+pub fn is_webrtc_offer(sdp: &str) -> bool {
+    sdp.lines()
+        .filter_map(|l| l.strip_prefix("m="))
+        .any(|m| m.split_whitespace().nth(2).is_some_and(|proto| proto.eq_ignore_ascii_case("UDP/TLS/RTP/SAVPF")))
+}
+
 /// Checks an offer and narrows it to what `config` exchanges.
 pub fn plan_offer(sdp: &str, config: &PeerConfig) -> Result<OfferPlan, OfferError> {
     let lines: Vec<&str> = sdp

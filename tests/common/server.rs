@@ -130,6 +130,8 @@ impl Server {
             .args(["--public-ip", "127.0.0.1"])
             // The embedded RTMP server on a port of its own (each composition shows its play URL).
             .args(["--rtmp-listen", "127.0.0.1:0"])
+            // WebRTC's one UDP socket on a free port too (answers announce it).
+            .args(if options.args.contains(&"--webrtc-udp") { vec![] } else { vec!["--webrtc-udp", "0"] })
             .args(if options.args.contains(&"--sip-listen") { vec![] } else { vec!["--sip-listen".to_string(), format!("127.0.0.1:{sip_port}")] })
             .arg("--hls-dir")
             .arg(dir.path().join("hls"))

@@ -5,10 +5,13 @@
 //! - [`rtp`]: plain RTP (or SRTP) with SDP, from the API or over SIP.
 //! - [`publisher`]: a publisher (OBS, ffmpeg) sending H.264 and AAC with a
 //!   stream key over RTMP or SRT; it is sent nothing back.
+//! - [`webrtc`]: a browser guest, whose frames the WebRTC adapter
+//!   ([`crate::webrtc`]) packetizes and depacketizes.
 
 pub mod publisher;
 pub mod rtp;
 mod timeline;
+pub mod webrtc;
 
 use std::time::Duration;
 
@@ -17,10 +20,12 @@ use crate::model::h264::FrameSize;
 use crate::model::sdp::Canvas;
 use publisher::PublisherLeg;
 use rtp::{ParticipantStats, RtpLeg};
+use webrtc::WebRtcLeg;
 
 pub enum Leg {
     Rtp(Box<RtpLeg>),
     Publisher(PublisherLeg),
+    WebRtc(WebRtcLeg),
 }
 
 /// Which way a participant's media goes.
@@ -54,6 +59,7 @@ impl Leg {
                 let kinds = if leg.takes_video() { &[MediaKind::Audio, MediaKind::Video][..] } else { &[MediaKind::Audio][..] };
                 kinds.iter().map(|&kind| Flow { kind, way: Way::FromCaller }).collect()
             }
+            Leg::WebRtc(leg) => leg.flows(),
         }
     }
 
@@ -63,6 +69,7 @@ impl Leg {
             (Leg::Rtp(leg), way) => leg.count(flow.kind, way),
             (Leg::Publisher(leg), Way::FromCaller) => leg.received(flow.kind),
             (Leg::Publisher(_), Way::ToCaller) => 0,
+            (Leg::WebRtc(leg), way) => leg.count(flow.kind, way),
         }
     }
 
@@ -71,6 +78,7 @@ impl Leg {
         match self {
             Leg::Rtp(leg) => leg.expects_media(),
             Leg::Publisher(_) => true,
+            Leg::WebRtc(leg) => leg.expects_media(),
         }
     }
 
@@ -79,6 +87,7 @@ impl Leg {
         match self {
             Leg::Rtp(leg) => leg.last_media_age(),
             Leg::Publisher(leg) => leg.last_media_age(),
+            Leg::WebRtc(leg) => leg.last_media_age(),
         }
     }
 
@@ -87,6 +96,7 @@ impl Leg {
         match self {
             Leg::Rtp(leg) => leg.sends_video(),
             Leg::Publisher(leg) => leg.takes_video(),
+            Leg::WebRtc(leg) => leg.sends_video(),
         }
     }
 
@@ -94,6 +104,7 @@ impl Leg {
         match self {
             Leg::Rtp(leg) => leg.stats(),
             Leg::Publisher(leg) => leg.stats(),
+            Leg::WebRtc(leg) => leg.stats(),
         }
     }
 
@@ -101,7 +112,8 @@ impl Leg {
     pub fn composite_size(&self, canvas: Canvas) -> Option<FrameSize> {
         match self {
             Leg::Rtp(leg) => leg.composite_size(canvas),
-            Leg::Publisher(_) => None,
+            // Browsers decode the whole canvas.
+            Leg::Publisher(_) | Leg::WebRtc(_) => None,
         }
     }
 }

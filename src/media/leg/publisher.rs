@@ -201,7 +201,7 @@ impl PublisherLeg {
             }
         };
         let audio_codec = (*self.audio_codec.lock().unwrap_or_else(|poisoned| poisoned.into_inner())).unwrap_or("aac");
-        ParticipantStats { audio: Some(stats(MediaKind::Audio, audio_codec)), video: self.takes_video.then(|| stats(MediaKind::Video, "h264")) }
+        ParticipantStats { audio: Some(stats(MediaKind::Audio, audio_codec)), video: self.takes_video.then(|| stats(MediaKind::Video, "h264")), webrtc: None }
     }
 
     fn medium(&self, kind: MediaKind) -> &Received {
