@@ -1,5 +1,5 @@
-//! The web page at `/`: every composition with its participants and outputs, and its HLS
-//! output playing. The files of `assets/` are compiled in, so `tutti` serves them from any
+//! The web pages: at `/` every composition with its participants and outputs, and its HLS
+//! output playing; at `/join/{composition_id}` the guest page, which joins over WebRTC. The files of `assets/` are compiled in, so `tutti` serves them from any
 //! working directory and a deployment stays one binary.
 
 use axum::Router;
@@ -10,12 +10,14 @@ use axum::routing::get;
 use serde_json::json;
 
 const INDEX_HTML: &str = include_str!("../assets/index.html");
+const JOIN_HTML: &str = include_str!("../assets/join.html");
 const HTML: &str = "text/html; charset=utf-8";
 const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
 
 /// What `/assets/{path}` serves: path, media type, contents.
 const ASSETS: &[(&str, &str, &[u8])] = &[
     ("app.js", JAVASCRIPT, include_bytes!("../assets/app.js")),
+    ("join.js", JAVASCRIPT, include_bytes!("../assets/join.js")),
     ("style.css", "text/css; charset=utf-8", include_bytes!("../assets/style.css")),
     ("vendor/hls.min.js", JAVASCRIPT, include_bytes!("../assets/vendor/hls.min.js")),
     ("vendor/hls.js-LICENSE", "text/plain; charset=utf-8", include_bytes!("../assets/vendor/hls.js-LICENSE")),
@@ -27,10 +29,17 @@ const CACHE_CONTROL: &str = "public, max-age=60";
 /// Only this server's scripts, API and playlists. `blob:` is how hls.js hands the video its
 /// Media Source and starts its transmuxing worker.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; media-src 'self' blob:; worker-src 'self' blob:";
+/// The guest page plays camera and peer-connection streams (`srcObject`), and talks only to this server.
+const JOIN_CONTENT_SECURITY_POLICY: &str = "default-src 'self'; media-src 'self' blob: mediastream:";
 
-/// `GET /` and `GET /assets/{*path}`. Stateless, so it merges into the API's router.
+/// `GET /`, `GET /join/{composition_id}` and `GET /assets/{*path}`. Stateless, so it merges
+/// into the API's router; the guest page finds its composition in its own address.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new().route("/", get(index)).route("/assets/{*path}", get(asset))
+    Router::new().route("/", get(index)).route("/join/{id}", get(join)).route("/assets/{*path}", get(asset))
+}
+
+async fn join() -> impl IntoResponse {
+    ([(header::CONTENT_SECURITY_POLICY, JOIN_CONTENT_SECURITY_POLICY)], file(HTML, JOIN_HTML.as_bytes()))
 }
 
 async fn index() -> impl IntoResponse {
@@ -62,18 +71,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_asset_the_page_references_is_embedded() {
-        let referenced: Vec<&str> = INDEX_HTML
-            .split("\"/assets/")
-            .skip(1)
-            .map(|rest| &rest[..rest.find('"').expect("a closing quote")])
-            .collect();
-        assert!(referenced.len() >= 3, "{referenced:?}");
-        for path in referenced {
-            assert!(
-                ASSETS.iter().any(|(name, ..)| *name == path),
-                "index.html references /assets/{path}, which is not embedded"
-            );
+    fn every_asset_the_pages_reference_is_embedded() {
+        for (page, html, least) in [("index.html", INDEX_HTML, 3), ("join.html", JOIN_HTML, 2)] {
+            let referenced: Vec<&str> = html
+                .split("\"/assets/")
+                .skip(1)
+                .map(|rest| &rest[..rest.find('"').expect("a closing quote")])
+                .collect();
+            assert!(referenced.len() >= least, "{page}: {referenced:?}");
+            for path in referenced {
+                assert!(ASSETS.iter().any(|(name, ..)| *name == path), "{page} references /assets/{path}, which is not embedded");
+            }
         }
     }
 }
