@@ -3,6 +3,7 @@
 //! GStreamer encoders and decoders that judge the media ([`media`]), and a
 //! lossy UDP relay ([`relay`]).
 
+mod guests;
 pub mod media;
 pub mod page_server;
 pub mod relay;
