@@ -1,5 +1,7 @@
 // Tutti's page: polls GET /v1/compositions and keeps one card per composition, with a player
-// for its HLS output. Cards are updated in place, so a refresh never restarts a playing video.
+// of its programme: over WHEP (WebRTC, under a second behind) where the browser and the server
+// can, else its HLS output. `/?player=hls` asks for HLS. Cards are updated in place, so a
+// refresh never restarts a playing video.
 // Plain JS, no build step: the file is served as written, from inside the binary.
 "use strict";
 
@@ -39,9 +41,14 @@ function curl(path, body) {
   return `curl ${location.origin}${path} \\\n  -H 'Content-Type: application/json' \\\n  -d '${JSON.stringify(body)}'`;
 }
 
-/** One <video> playing one HLS playlist, mirrored into an <output> that people and tests read. */
+// HLS only when asked, or when this browser has no WebRTC.
+const WHEP = new URLSearchParams(location.search).get("player") !== "hls" && "RTCPeerConnection" in window;
+
+/** One <video> playing the programme over WHEP (`url` null) or one HLS playlist, mirrored
+ *  into an <output> that people and tests read. */
 class Player {
   constructor(compositionId, url) {
+    this.compositionId = compositionId;
     this.url = url;
     this.video = el("video", { muted: "", autoplay: "", playsinline: "", controls: "" });
     // The attribute only sets the default for parsed markup; autoplay policies read the property.
@@ -66,7 +73,10 @@ class Player {
   start() {
     this.problem = "";
     this.report("loading");
-    if (window.Hls?.isSupported()) {
+    if (!this.url) {
+      this.output.dataset.engine = "whep";
+      this.startWhep().catch((error) => this.fail(error.message));
+    } else if (window.Hls?.isSupported()) {
       this.output.dataset.engine = "hls.js";
       this.hls = new Hls(HLS_CONFIG);
       this.hls.on(Hls.Events.ERROR, (_, data) => {
@@ -81,6 +91,31 @@ class Player {
       this.problem = "this browser cannot play HLS";
       this.report("error");
     }
+  }
+
+  /** WHEP: a receive-only peer connection whose offer goes to the composition's WHEP URL. */
+  async startWhep() {
+    const pc = new RTCPeerConnection();
+    this.pc = pc;
+    for (const kind of ["video", "audio"]) pc.addTransceiver(kind, { direction: "recvonly" });
+    const stream = new MediaStream();
+    pc.ontrack = (event) => {
+      stream.addTrack(event.track);
+      this.video.srcObject = stream;
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc === this.pc && pc.connectionState === "failed") this.fail("the WebRTC connection failed");
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    const response = await apiFetch(`/v1/compositions/${encodeURIComponent(this.compositionId)}/whep`, {
+      method: "POST",
+      headers: { "Content-Type": "application/sdp" },
+      body: pc.localDescription.sdp,
+    });
+    const answer = await response.text();
+    if (!response.ok) throw new Error(`WHEP: HTTP ${response.status}`);
+    this.session = response.headers.get("Location");
+    if (pc === this.pc) await pc.setRemoteDescription({ type: "answer", sdp: answer });
   }
 
   /** Copies the video's state into the output: `state` if given, else the last one. */
@@ -106,6 +141,12 @@ class Player {
   stop() {
     this.hls?.destroy();
     this.hls = undefined;
+    this.pc?.close();
+    this.pc = undefined;
+    // The server also sees the peer go; the DELETE frees the viewer at once.
+    if (this.session) apiFetch(this.session, { method: "DELETE", keepalive: true }).catch(() => {});
+    this.session = undefined;
+    this.video.srcObject = null;
     this.video.removeAttribute("src");
     this.video.load();
   }
@@ -121,7 +162,9 @@ class Player {
 class Card {
   constructor(id) {
     this.id = id;
-    this.playlist = null; // null until the first update decides between player and hint
+    // What the screen shows: false until the first update decides; null for WHEP, a playlist's
+    // URL for HLS, undefined for the hint.
+    this.playlist = false;
     this.title = el("h2");
     this.summary = el("p", { class: "summary" });
     this.screen = el("div", { class: "screen" });
@@ -168,15 +211,16 @@ class Card {
       ),
     );
     if (!outputs.length) this.outputs.append(el("li", { class: "none" }, "None."));
-    this.show(outputs.find((o) => o.kind === "hls")?.playlist_url);
+    this.show(WHEP ? null : outputs.find((o) => o.kind === "hls")?.playlist_url);
   }
 
-  /** Replaces the player only when the playlist changes, so refreshes never interrupt playback. */
+  /** Replaces the player only when what it plays changes (WHEP, or the HLS playlist), so
+   *  refreshes never interrupt playback. */
   show(playlist) {
     if (playlist === this.playlist) return;
     this.playlist = playlist;
     this.player?.destroy();
-    this.player = playlist ? new Player(this.id, playlist) : undefined;
+    this.player = playlist !== undefined ? new Player(this.id, playlist) : undefined;
     this.screen.replaceChildren(
       this.player?.root ??
         el("p", { class: "hint" }, "No HLS output to watch. Add one:", el("pre", {}, curl(`/v1/compositions/${this.id}/outputs`, { kind: "hls" }))),
@@ -209,10 +253,11 @@ function show(compositions) {
   document.getElementById("empty").hidden = cards.size > 0;
 }
 
-/** A GET of the API, with the token of this tab if it has one. */
-function apiGet(path) {
+/** A request to the API, with the token of this tab if it has one. */
+function apiFetch(path, options = {}) {
   const token = sessionStorage.getItem(TOKEN_KEY);
-  return fetch(path, { cache: "no-store", headers: token ? { Authorization: `Bearer ${token}` } : {} });
+  const headers = { ...(options.headers ?? {}), ...(token ? { Authorization: `Bearer ${token}` } : {}) };
+  return fetch(path, { ...options, headers, cache: "no-store" });
 }
 
 /** The API needs a token (401): forget a wrong one and ask for another. */
@@ -234,7 +279,7 @@ tokenForm.addEventListener("submit", (event) => {
 async function refresh() {
   const status = document.getElementById("status");
   try {
-    const response = await apiGet("/v1/compositions");
+    const response = await apiFetch("/v1/compositions");
     if (response.status === 401) {
       askForToken(status);
       return; // until a token is entered
@@ -251,6 +296,8 @@ async function refresh() {
   refreshTimer = setTimeout(refresh, REFRESH_MS);
 }
 
+// Leaving the page ends its WHEP viewers at once rather than when their connections time out.
+addEventListener("pagehide", () => cards.forEach((card) => card.player?.destroy()));
 document.getElementById("create-example").textContent = curl("/v1/compositions", {
   name: "Demo",
   video: { width: 1280, height: 720, fps: 30 },

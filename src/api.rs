@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -24,7 +24,7 @@ use crate::model::controls::ParticipantPatch;
 use crate::model::layout::LayoutConfig;
 use crate::model::output::OutputConfig;
 use std::path::PathBuf;
-use crate::model::ids::{CompositionId, OutputId, ParticipantId};
+use crate::model::ids::{CompositionId, OutputId, ParticipantId, ViewerId};
 use crate::model::ingest::{IngestTransport, Passphrase};
 use crate::model::sdp::SdpError;
 use crate::model::signalling::Signalling;
@@ -58,6 +58,12 @@ pub fn app(engine: EngineHandle, hls_dir: PathBuf, guards: ApiGuards, telemetry:
         .route("/v1/compositions/{id}/tokens", post(issue_composition_token))
         .route("/v1/compositions/{id}/participants", get(list_participants).post(add_participant))
         .route("/v1/compositions/{id}/participants/{pid}", get(get_participant).patch(update_participant).delete(remove_participant))
+        .route("/v1/compositions/{id}/whip", post(add_whip))
+        // No trickle ICE: Tutti is ICE-lite with its one candidate in the answer, so
+        // PATCH gets 405, as RFC 9725 §4.3.1 allows.
+        .route("/v1/compositions/{id}/whip/{pid}", delete(remove_participant))
+        .route("/v1/compositions/{id}/whep", post(add_viewer))
+        .route("/v1/compositions/{id}/whep/{vid}", delete(remove_viewer))
         .route("/v1/compositions/{id}/layout", get(get_layout).put(set_layout))
         .route("/v1/compositions/{id}/outputs", get(list_outputs).post(add_output))
         .route("/v1/compositions/{id}/outputs/{oid}", get(get_output).delete(remove_output))
@@ -114,6 +120,7 @@ impl From<EngineError> for ApiError {
         let (status, code) = match &e {
             EngineError::CompositionNotFound(_) => (StatusCode::NOT_FOUND, "composition_not_found"),
             EngineError::ParticipantNotFound(..) => (StatusCode::NOT_FOUND, "participant_not_found"),
+            EngineError::ViewerNotFound(..) => (StatusCode::NOT_FOUND, "viewer_not_found"),
             EngineError::OutputNotFound(..) => (StatusCode::NOT_FOUND, "output_not_found"),
             EngineError::InvalidOutput(_) => (StatusCode::BAD_REQUEST, "invalid_output"),
             EngineError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "invalid_composition"),
@@ -462,6 +469,53 @@ async fn set_layout(
 
 async fn remove_participant(State(engine): State<EngineHandle>, Path((id, pid)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
     Ok(removed(engine.remove_participant(CompositionId::from(id), ParticipantId::from(pid)).await?))
+}
+
+/// The offer of a WHIP or WHEP client: `application/sdp`, as RFC 9725 has it.
+fn sdp_offer(headers: &HeaderMap, body: &Bytes) -> Result<String, ApiError> {
+    if content_type(headers).as_deref() != Some(SDP_CONTENT_TYPE) {
+        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_content_type", "send the SDP offer as application/sdp"));
+    }
+    String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("malformed_sdp", "the SDP offer is not UTF-8 text"))
+}
+
+/// An SDP answer, 201 Created at the session's URL (WHIP, WHEP).
+fn sdp_created(location: &str, answer: String) -> Response {
+    with_location((StatusCode::CREATED, [(header::CONTENT_TYPE, SDP_CONTENT_TYPE)], answer).into_response(), location)
+}
+
+#[derive(Deserialize)]
+struct WhipQuery {
+    /// The participant's name (its label); WHIP itself carries none.
+    name: Option<String>,
+}
+
+/// `POST /v1/compositions/{id}/whip` (RFC 9725): a WebRTC publisher (OBS 30+,
+/// whipclientsink) that sends its picture and sound and is sent nothing. Its
+/// session URL is the `Location`; `DELETE` there ends it.
+async fn add_whip(
+    State(engine): State<EngineHandle>,
+    Path(id): Path<String>,
+    Query(query): Query<WhipQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let offer = sdp_offer(&headers, &body)?;
+    let joined = engine.add_whip(CompositionId::from(id.clone()), query.name, offer).await?;
+    Ok(sdp_created(&format!("/v1/compositions/{id}/whip/{}", joined.participant.id), joined.answer))
+}
+
+/// `POST /v1/compositions/{id}/whep`: a viewer sent the programme (the
+/// composite and the full mix) from the broadcast's own encode.
+async fn add_viewer(State(engine): State<EngineHandle>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let offer = sdp_offer(&headers, &body)?;
+    let (viewer, answer) = engine.add_viewer(CompositionId::from(id.clone()), offer).await?;
+    Ok(sdp_created(&format!("/v1/compositions/{id}/whep/{viewer}"), answer))
+}
+
+async fn remove_viewer(State(engine): State<EngineHandle>, Path((id, vid)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+    engine.remove_viewer(CompositionId::from(id), ViewerId::from(vid)).await?;
+    Ok(StatusCode::OK)
 }
 
 #[derive(Serialize)]

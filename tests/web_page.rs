@@ -55,7 +55,7 @@ return {
 fn page_lists_compositions_with_their_participants() -> Result<()> {
     let server = Server::start()?;
     let browser = Browser::start()?;
-    browser.open(&server.url("/"))?;
+    browser.open(&server.url("/?player=hls"))?;
 
     // Created after the page loaded: it has to arrive with a refresh, not a reload.
     let id = server.create_composition(&json!({"name": "Room 4B", "video": video()}))?;
@@ -99,7 +99,7 @@ fn page_asks_for_a_token_when_the_api_needs_one_and_then_lists_with_it() -> Resu
     })?;
     let id = server.create_composition(&json!({"name": "Locked room", "video": video()}))?;
     let browser = Browser::start()?;
-    browser.open(&server.url("/"))?;
+    browser.open(&server.url("/?player=hls"))?;
     browser.wait_for("the token form", LIST_TIMEOUT, TOKEN_FORM, "", |f| f["shown"] == true)?;
     ensure!(browser.execute(CARD, &id)?.is_null(), "nothing listed without a token");
 
@@ -145,7 +145,7 @@ fn page_plays_the_hls_output() -> Result<()> {
     // show would: the player finds no playlist at first and has to retry.
     let browser = Browser::start()?;
     let opened = Instant::now();
-    browser.open(&server.url("/"))?;
+    browser.open(&server.url("/?player=hls"))?;
     let mut red = Caller::new(CallerSpec::new("red", Colour::Red, 500.0))?;
     let mut blue = Caller::new(CallerSpec::new("blue", Colour::Blue, 700.0))?;
     red.join(&server, id)?;

@@ -42,7 +42,7 @@ use crate::model::composition::{
     CompositionConfig, InvalidConfig, NO_LAYOUT_WITHOUT_VIDEO, NO_OUTPUTS_WITHOUT_VIDEO,
 };
 use crate::model::controls::{InvalidPatch, ParticipantControls, ParticipantPatch};
-use crate::model::ids::{CompositionId, OutputId, ParticipantId};
+use crate::model::ids::{CompositionId, OutputId, ParticipantId, ViewerId};
 use crate::model::layout::LayoutConfig;
 use crate::model::output::{InvalidOutput, OutputConfig, ValidOutput};
 use crate::model::sdp::crypto::MediaEncryption;
@@ -103,6 +103,8 @@ pub enum EngineError {
     NoSdpSession(ParticipantId),
     #[error("RTMP publishers need the embedded RTMP server (--rtmp-listen)")]
     IngestUnavailable,
+    #[error("no WHEP viewer with id {1} in composition {0}")]
+    ViewerNotFound(CompositionId, ViewerId),
     #[error("WebRTC guests need the WebRTC server (--webrtc-udp)")]
     WebRtcUnavailable,
     #[error(transparent)]
@@ -152,6 +154,9 @@ enum Command {
     DeleteComposition(CompositionId, Reply<Removal>),
     AddParticipant(CompositionId, JoinRequest, Reply<Joined>),
     AddPublisher(CompositionId, Option<String>, IngestTransport, Reply<ParticipantView>),
+    AddWhip(CompositionId, Option<String>, String, Reply<Joined>),
+    AddViewer(CompositionId, String, Reply<(ViewerId, String)>),
+    RemoveViewer(CompositionId, ViewerId, Reply<()>),
     GetParticipant(CompositionId, ParticipantId, Reply<ParticipantView>),
     RemoveParticipant(CompositionId, ParticipantId, Reply<Removal>),
     UpdateParticipant(CompositionId, ParticipantId, ParticipantPatch, Reply<ParticipantView>),
@@ -220,6 +225,22 @@ impl EngineHandle {
     /// with the stream key this answers with, whole this once (masked afterwards).
     pub async fn add_publisher(&self, id: CompositionId, name: Option<String>, transport: IngestTransport) -> Result<ParticipantView, EngineError> {
         self.ask(|r| Command::AddPublisher(id, name, transport, r)).await
+    }
+
+    /// A WHIP publisher (RFC 9725) from its offer: a participant that sends
+    /// its camera and microphone over WebRTC and is sent nothing.
+    pub async fn add_whip(&self, id: CompositionId, name: Option<String>, offer: String) -> Result<Joined, EngineError> {
+        self.ask(|r| Command::AddWhip(id, name, offer, r)).await
+    }
+
+    /// A WHEP viewer from its offer: it is sent the programme (composite and
+    /// full mix). Answers with the viewer's id and Tutti's answer.
+    pub async fn add_viewer(&self, id: CompositionId, offer: String) -> Result<(ViewerId, String), EngineError> {
+        self.ask(|r| Command::AddViewer(id, offer, r)).await
+    }
+
+    pub async fn remove_viewer(&self, id: CompositionId, viewer: ViewerId) -> Result<(), EngineError> {
+        self.ask(|r| Command::RemoveViewer(id, viewer, r)).await
     }
 
     pub async fn participant(&self, id: CompositionId, pid: ParticipantId) -> Result<ParticipantView, EngineError> {
@@ -385,6 +406,15 @@ struct Ingest {
     /// Dropping it (the participant leaves) refuses the key and
     /// disconnects the publisher.
     attachment: Attachment,
+}
+
+/// What a WebRTC offer to a composition makes.
+#[derive(Clone, Copy, Debug)]
+enum GuestKind {
+    /// A guest on the participants URL: sends and receives both.
+    Guest,
+    /// A WHIP publisher: sends only.
+    WhipPublisher,
 }
 
 /// A WebRTC guest's peer: closed (RTCP BYE, DTLS close_notify) when the
@@ -612,6 +642,9 @@ impl Engine {
             }
             Command::AddParticipant(id, request, reply) => drop(reply.send(self.add_participant(&id, request))),
             Command::AddPublisher(id, name, transport, reply) => drop(reply.send(self.add_publisher(&id, name, transport))),
+            Command::AddWhip(id, name, offer, reply) => drop(reply.send(self.add_guest(&id, name, &offer, GuestKind::WhipPublisher))),
+            Command::AddViewer(id, offer, reply) => drop(reply.send(self.add_viewer(&id, &offer))),
+            Command::RemoveViewer(id, viewer, reply) => drop(reply.send(self.remove_viewer(&id, &viewer))),
             Command::GetParticipant(id, pid, reply) => drop(reply.send(
                 self.get(&id).and_then(|c| c.participant_view(&pid).ok_or(EngineError::ParticipantNotFound(id, pid))),
             )),
@@ -811,7 +844,7 @@ impl Engine {
 
     fn add_participant(&mut self, id: &CompositionId, request: JoinRequest) -> Result<Joined, EngineError> {
         if request.signalling == Signalling::Api && is_webrtc_offer(&request.offer) {
-            return self.add_guest(id, request.name, &request.offer);
+            return self.add_guest(id, request.name, &request.offer, GuestKind::Guest);
         }
         let audio_only = self.get(id)?.config.audio_only;
         let mut negotiation = sdp::negotiate(&request.offer, self.config.media_encryption)?;
@@ -1087,9 +1120,12 @@ impl Engine {
     /// A browser guest from its WebRTC offer: it sends its camera and
     /// microphone and receives the composite and its mix-minus on one peer
     /// connection, answered by the WebRTC server with ICE-lite.
-    fn add_guest(&mut self, id: &CompositionId, name: Option<String>, offer: &str) -> Result<Joined, EngineError> {
+    fn add_guest(&mut self, id: &CompositionId, name: Option<String>, offer: &str, kind: GuestKind) -> Result<Joined, EngineError> {
         let server = self.services.webrtc.clone().ok_or(EngineError::WebRtcUnavailable)?;
-        let mut config = PeerConfig::guest();
+        let (mut config, signalling) = match kind {
+            GuestKind::Guest => (PeerConfig::guest(), Signalling::WebRtc),
+            GuestKind::WhipPublisher => (PeerConfig::publisher(), Signalling::Whip),
+        };
         if self.get(id)?.config.audio_only {
             (config.receive_video, config.send_video) = (false, false);
         }
@@ -1124,7 +1160,7 @@ impl Engine {
             }
         };
         composition.media.attach_peer(&pid, peer.clone());
-        tracing::info!(composition = %id, participant = %pid, %name, ?media, peer = peer.id(), "WebRTC guest joined");
+        tracing::info!(composition = %id, participant = %pid, %name, ?media, peer = peer.id(), transport = signalling.transport(), "WebRTC guest joined");
         let watched = composition.media.participant(&pid).expect("just added");
         self.services.events.publish(id, EventKind::ParticipantJoined { participant: pid.clone(), name: name.clone() });
         composition.participants.push(Participant {
@@ -1133,7 +1169,7 @@ impl Engine {
             sends_video: media.video.from_guest,
             state: ParticipantState::Connecting,
             controls: ParticipantControls::default(),
-            signalling: Signalling::WebRtc,
+            signalling,
             joined: Instant::now(),
             last_error: None,
             watches: LegWatches::new(watched, Instant::now()),
@@ -1144,6 +1180,32 @@ impl Engine {
             leaving_at: None,
         });
         Ok(Joined { participant: composition.participant_view(&pid).expect("just added"), answer })
+    }
+
+    fn add_viewer(&mut self, id: &CompositionId, offer: &str) -> Result<(ViewerId, String), EngineError> {
+        let server = self.services.webrtc.clone().ok_or(EngineError::WebRtcUnavailable)?;
+        let composition = composition_mut(&mut self.compositions, id)?;
+        // The broadcast's own H.264: no encode per viewer.
+        let mut config = PeerConfig::viewer().with_video_codecs(&[WebRtcVideo::H264]);
+        config.send_video = !composition.config.audio_only;
+        let viewer = ViewerId::random();
+        let (answer, peer) = server.accept_offer(offer, config, composition.media.viewer_handler(viewer.clone()))?;
+        if let Err(error) = composition.media.add_viewer(viewer.clone(), peer.clone()) {
+            peer.close();
+            return Err(error.into());
+        }
+        tracing::info!(composition = %id, %viewer, peer = peer.id(), viewers = composition.media.viewer_count(), "WHEP viewer joined");
+        Ok((viewer, answer))
+    }
+
+    fn remove_viewer(&mut self, id: &CompositionId, viewer: &ViewerId) -> Result<(), EngineError> {
+        let composition = composition_mut(&mut self.compositions, id)?;
+        if !composition.media.has_viewer(viewer) {
+            return Err(EngineError::ViewerNotFound(id.clone(), viewer.clone()));
+        }
+        composition.media.remove_viewer(viewer);
+        tracing::info!(composition = %id, %viewer, viewers = composition.media.viewer_count(), "WHEP viewer left");
+        Ok(())
     }
 
     /// What a WebRTC guest's connection did.
@@ -1387,6 +1449,15 @@ impl Engine {
             }
             MediaEvent::Publisher { composition, participant, change } => self.publisher_changed(&composition, &participant, change),
             MediaEvent::Guest { composition, participant, change } => self.guest_changed(&composition, &participant, change),
+            MediaEvent::Viewer { composition, left: None, .. } => {
+                if let Some(composition) = self.compositions.get(&composition) {
+                    composition.media.viewer_wants_keyframe();
+                }
+            }
+            MediaEvent::Viewer { composition, viewer, left: Some(reason) } => {
+                tracing::info!(%composition, %viewer, %reason, "WHEP viewer disconnected");
+                let _ = self.remove_viewer(&composition, &viewer);
+            }
             MediaEvent::Stopped { ticket, .. } => {
                 if let Some(pending) = self.pending_removals.remove(&ticket) {
                     let _ = pending.reply.send(Ok(Removal::Stopped));

@@ -219,6 +219,8 @@ pub struct CompositionView {
     /// Where the embedded RTMP server plays this composition, if it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rtmp_play_url: Option<String>,
+    /// WHEP viewers watching the programme now.
+    pub viewers: usize,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
@@ -255,6 +257,7 @@ impl Composition {
                 MixMinusView { own_encodes: encodes.own, shared: encodes.shared }
             },
             rtmp_play_url: self.rtmp_play_url.clone(),
+            viewers: self.media.viewer_count(),
             created_at: self.created_at,
         }
     }

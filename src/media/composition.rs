@@ -9,6 +9,7 @@ mod branding;
 mod broadcast;
 mod outputs;
 mod stage;
+mod viewers;
 
 pub use branding::{MissingImage, check_images};
 
@@ -39,7 +40,7 @@ use crate::model::codec::VideoCodec;
 use crate::model::composition::CompositionConfig;
 use crate::model::h264::{self, FrameSize};
 use crate::model::sdp;
-use crate::model::ids::{CompositionId, OutputId, ParticipantId};
+use crate::model::ids::{CompositionId, OutputId, ParticipantId, ViewerId};
 use crate::model::controls::ParticipantControls;
 use crate::model::layout::{self, Fit, LayoutConfig, Placement, Seat, Transition, TransitionKind};
 use crate::model::source_check::SourceCheckMode;
@@ -47,10 +48,11 @@ use crate::model::speaker::TalkerState;
 use crate::model::output::ValidOutput;
 use crate::model::sdp::NegotiatedMedia;
 use crate::rtmp::{PublisherHandle, StreamFeed};
-use crate::webrtc::{Peer, PeerHandler};
+use crate::webrtc::{Peer, PeerEvent, PeerHandler};
 use branding::Branding;
 use broadcast::{Broadcast, FeedKey, FeedTarget};
 use outputs::FileOutput;
+use viewers::Viewers;
 use stage::{Highlight, Move, PadGeometry, Stage};
 
 #[derive(Clone, Debug)]
@@ -84,6 +86,8 @@ pub struct CompositionMedia {
     placements: HashMap<ParticipantId, Placement>,
     stage: Stage,
     outputs: HashMap<OutputId, OutputMedia>,
+    /// WHEP viewers, while there are any.
+    viewers: Option<Viewers>,
     /// One per file output, tripped from the bus when its part fails.
     fuses: Fuses,
     /// Where callers' keys (DTMF) go, with the pipeline's other reports.
@@ -208,6 +212,7 @@ impl CompositionMedia {
             placements: HashMap::new(),
             stage: Stage::default(),
             outputs: HashMap::new(),
+            viewers: None,
             fuses,
             events,
             serial: 0,
@@ -490,6 +495,78 @@ impl CompositionMedia {
         self.drop_unused_encoders();
         self.relayout();
         Some(ticket)
+    }
+
+    /// A WHEP viewer, sent the programme on `peer`: the broadcast's picture
+    /// and one Opus encode of the full mix, shared by every viewer. The
+    /// viewers' part is built with the first one. On error nothing of it stays.
+    pub fn add_viewer(&mut self, id: ViewerId, peer: Peer) -> Result<(), MediaError> {
+        if self.viewers.is_none() {
+            let viewers = Viewers::build(&format!("whep-{}", self.id), &self.mix, &self.profiles, self.canvas.is_some())?;
+            if let Err(e) = self.start_viewers(&viewers) {
+                self.mix.stop_viewers_mix();
+                let bin = viewers.bin.clone();
+                self.reap(format!("viewers of composition {}", self.id), Owner::Viewers, bin, viewers);
+                self.drop_unused_encoders();
+                return Err(e);
+            }
+            self.viewers = Some(viewers);
+        }
+        self.viewers.as_ref().expect("built above").add(id, peer);
+        Ok(())
+    }
+
+    fn start_viewers(&mut self, viewers: &Viewers) -> Result<(), MediaError> {
+        self.pipeline.add(&viewers.bin)?;
+        if let Some(pad) = &viewers.video_in {
+            let (encoder, feed) = self.encoder_for(ReturnEncode::BROADCAST)?;
+            self.link_from(Source::Fanout(feed), pad, encoder, Owner::Viewers)?;
+        }
+        lifecycle::start(viewers.bin.upcast_ref())?;
+        self.topology.link_pending(&Owner::Viewers)?;
+        Ok(())
+    }
+
+    /// Hangs up on a viewer; the last one takes the viewers' part with it.
+    pub fn remove_viewer(&mut self, id: &ViewerId) {
+        let Some(viewers) = &self.viewers else { return };
+        if viewers.remove(id) {
+            return;
+        }
+        let viewers = self.viewers.take().expect("checked above");
+        self.mix.stop_viewers_mix();
+        let bin = viewers.bin.clone();
+        self.reap(format!("viewers of composition {}", self.id), Owner::Viewers, bin, viewers);
+        self.drop_unused_encoders();
+    }
+
+    /// What a viewer's peer reports, as [`MediaEvent::Viewer`]: it connected
+    /// or lost the picture (a keyframe is wanted), or it left.
+    pub fn viewer_handler(&self, viewer: ViewerId) -> PeerHandler {
+        let (events, composition) = (self.events.clone(), self.id.clone());
+        Arc::new(move |event| {
+            let left = match event {
+                PeerEvent::Connected { .. } | PeerEvent::KeyframeRequested => None,
+                PeerEvent::Disconnected { reason } => Some(reason),
+                PeerEvent::MediaIn { .. } | PeerEvent::BandwidthEstimate { .. } => return,
+            };
+            events(MediaEvent::Viewer { composition: composition.clone(), viewer: viewer.clone(), left });
+        })
+    }
+
+    /// A viewer lost the picture: a keyframe of the broadcast (rate-limited).
+    pub fn viewer_wants_keyframe(&self) {
+        if let Some(viewers) = &self.viewers {
+            viewers.request_keyframe();
+        }
+    }
+
+    pub fn has_viewer(&self, id: &ViewerId) -> bool {
+        self.viewers.as_ref().is_some_and(|v| v.has(id))
+    }
+
+    pub fn viewer_count(&self) -> usize {
+        self.viewers.as_ref().map_or(0, Viewers::count)
     }
 
     fn participant_label(&self, id: &ParticipantId) -> String {

@@ -120,6 +120,8 @@ pub struct MixMinusEncodes {
 enum Listener {
     Caller(ParticipantId),
     Broadcast,
+    /// The WHEP viewers' one encode of the programme's sound.
+    Viewers,
 }
 
 /// One caller's decoded audio waiting for the next block, and the gain it
@@ -345,6 +347,17 @@ impl AudioMix {
     /// A live appsrc giving everyone's audio, for the broadcast encode.
     pub fn full_mix(&self, name: &str) -> Result<gst::Element, MediaError> {
         self.output(Listener::Broadcast, name, None)
+    }
+
+    /// A live appsrc giving everyone's audio, for the WHEP viewers' encode;
+    /// [`AudioMix::stop_viewers_mix`] ends it.
+    pub fn viewers_mix(&self, name: &str) -> Result<gst::Element, MediaError> {
+        self.output(Listener::Viewers, name, None)
+    }
+
+    /// The last viewer left: nothing is mixed for viewers any more.
+    pub fn stop_viewers_mix(&self) {
+        self.lock().outputs.remove(&Listener::Viewers);
     }
 
     /// How the callers' mix-minus is encoded now.
@@ -583,7 +596,7 @@ fn send_block(shared: &Shared, sharing: &mut Sharing, blocks: &mut HashMap<Parti
                         Some(announcement) => Hearing::Announcement(announcement.next_block(block_samples)),
                         None => Hearing::Room { deaf: deaf.contains(id) },
                     },
-                    Listener::Broadcast => Hearing::Room { deaf: false },
+                    Listener::Broadcast | Listener::Viewers => Hearing::Room { deaf: false },
                 };
                 (listener.clone(), output.clone(), hearing)
             })
@@ -932,7 +945,7 @@ impl Mixed {
         }
         let own = match listener {
             Listener::Caller(id) => self.gained.get(id).map(Vec::as_slice),
-            Listener::Broadcast => None,
+            Listener::Broadcast | Listener::Viewers => None,
         };
         minus(&self.full, own)
     }

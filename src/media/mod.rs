@@ -55,7 +55,7 @@ pub use participant::ParticipantMedia;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::model::ids::{CompositionId, ParticipantId};
+use crate::model::ids::{CompositionId, ParticipantId, ViewerId};
 
 /// The one colorimetry of every picture inside a composition: the canvas,
 /// the cells, slates, the speaker's border, scaled return encodes; the
@@ -82,6 +82,8 @@ pub enum MediaEvent {
     Publisher { composition: CompositionId, participant: ParticipantId, change: PublisherChange },
     /// A WebRTC guest connected or left.
     Guest { composition: CompositionId, participant: ParticipantId, change: GuestChange },
+    /// A WHEP viewer lost the picture (`None`), or left for the reason given.
+    Viewer { composition: CompositionId, viewer: ViewerId, left: Option<String> },
     /// A teardown handed to the [`Reaper`] is done.
     Stopped { ticket: StopTicket, after: Duration },
 }

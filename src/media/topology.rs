@@ -17,6 +17,8 @@ pub enum Owner {
     /// A shared return encoder, by its bin's name.
     Encoder(String),
     Output(OutputId),
+    /// The WHEP viewers' part.
+    Viewers,
 }
 
 #[derive(Debug)]

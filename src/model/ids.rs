@@ -37,3 +37,4 @@ macro_rules! id_type {
 id_type!(CompositionId);
 id_type!(ParticipantId);
 id_type!(OutputId);
+id_type!(ViewerId);

@@ -17,6 +17,8 @@ pub enum Signalling {
     Srt,
     /// Added through the REST API with a browser's WebRTC offer.
     WebRtc,
+    /// A WHIP publisher (OBS, an encoder): WebRTC, sending only.
+    Whip,
 }
 
 /// The SIP dialog a participant belongs to, as its headers said.
@@ -48,6 +50,7 @@ impl Signalling {
             Signalling::Rtmp => "rtmp",
             Signalling::Srt => "srt",
             Signalling::WebRtc => "webrtc",
+            Signalling::Whip => "whip",
         }
     }
 
@@ -58,7 +61,7 @@ impl Signalling {
 
     pub fn sip(&self) -> Option<&SipCall> {
         match self {
-            Signalling::Api | Signalling::Rtmp | Signalling::Srt | Signalling::WebRtc => None,
+            Signalling::Api | Signalling::Rtmp | Signalling::Srt | Signalling::WebRtc | Signalling::Whip => None,
             Signalling::Sip(call) => Some(call),
         }
     }

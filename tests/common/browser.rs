@@ -124,6 +124,12 @@ impl Browser {
         self.command("/execute/sync", &json!({ "script": script, "args": [arg] }))
     }
 
+    /// Runs `script` (a function body whose last argument is the callback
+    /// to call with its result) with `arguments[0] = arg`, and waits for it.
+    pub fn execute_async(&self, script: &str, arg: &str) -> Result<Value> {
+        self.command("/execute/async", &json!({ "script": script, "args": [arg] }))
+    }
+
     /// Runs `script` until `done` accepts its result, which is returned; after `timeout` the
     /// error shows the last result and the browser's console.
     pub fn wait_for(

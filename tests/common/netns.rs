@@ -2,13 +2,15 @@
 //!
 //! ```text
 //!  cargo test ─► #[test] fn x ─► in_loopback_netns("x") ─► Parent: re-run this binary as
-//!                 unshare -n -- sh -c 'ip link set lo up && exec "$0" "$@"' <binary> x --exact ...
+//!                 unshare -n -- sh -c 'ip link set lo up && ip route add default dev lo && exec …' <binary> x --exact ...
 //!                   └─► child (TUTTI_TEST_NETNS=1): in_loopback_netns("x") ─► Inside: the body runs
 //! ```
 //!
 //! A browser offers WebRTC candidates on every interface it finds and prefers
 //! real ones to loopback; inside the namespace, loopback is all there is, so
 //! media between Chromium and Tutti stays on 127.0.0.1 whatever the host has.
+//! The default route goes to loopback too: a page without camera permission
+//! (a WHEP viewer) gathers candidates only on the default route's interface.
 //! Needs `unshare` (util-linux) and `ip` (iproute2), and root or
 //! CAP_SYS_ADMIN for the new namespace.
 //!
@@ -45,7 +47,7 @@ pub fn in_loopback_netns(name: &str, timeout: Duration) -> Result<Netns> {
     let binary = std::env::current_exe().context("the test binary's path")?;
     let mut command = Command::new("unshare");
     command
-        .args(["-n", "--", "sh", "-c", r#"ip link set lo up && exec "$0" "$@""#])
+        .args(["-n", "--", "sh", "-c", r#"ip link set lo up && ip route add default dev lo && exec "$0" "$@""#])
         .arg(&binary)
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(INSIDE, "1");

@@ -7,6 +7,7 @@ mod guests;
 pub mod media;
 pub mod page_server;
 pub mod relay;
+mod whip_whep;
 
 /// The guest page: camera and microphone to Tutti, Tutti's media judged.
 pub const PAGE: &str = include_str!("page.html");

@@ -505,7 +505,7 @@ pub(super) fn encoded_mix_minus(seat: &SeatBuilder, profiles: &Profiles, codec: 
 }
 
 /// Mix format → the codec's rate and channels → encoder bin.
-fn audio_encode_chain(profiles: &Profiles, codec: AudioCodec, prefix: &str) -> Result<Vec<gst::Element>, MediaError> {
+pub(crate) fn audio_encode_chain(profiles: &Profiles, codec: AudioCodec, prefix: &str) -> Result<Vec<gst::Element>, MediaError> {
     let (rate, channels) = codec.raw_format();
     let convert = make("audioconvert", &format!("{prefix}aenc-conv"))?;
     let resample = make("audioresample", &format!("{prefix}aenc-resample"))?;

@@ -44,7 +44,7 @@ const QUEUED_FRAMES: u64 = 30;
 const QUEUED_AUDIO_FRAMES: u64 = 100;
 /// What the guest is sent: mono, as a browser's microphone sends. A browser
 /// plays stereo only when its answer asks for it (`stereo=1`).
-const SENT_AUDIO: AudioCodec = AudioCodec::Opus { stereo: false };
+pub(crate) const SENT_AUDIO: AudioCodec = AudioCodec::Opus { stereo: false };
 
 /// Which ways one medium flows, as the guest's offer settled it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -157,8 +157,13 @@ impl WebRtcLeg {
         };
 
         let composite_in = if takes_video && media.video.to_guest {
-            let sink = peer_sink(&n("vout"), peer.clone(), leg.video_out.clone(), |peer, data, time, keyframe| {
-                peer.write_video(data, time, keyframe)
+            let (peer, handed) = (peer.clone(), leg.video_out.clone());
+            let sink = frame_sink(&n("vout"), move |frame, time, keyframe| {
+                // Before the peer is attached there is nobody to send to.
+                if let Some(peer) = peer.get() {
+                    peer.write_video(frame, time, keyframe);
+                    handed.add(1);
+                }
             })?;
             bin.add(&sink)?;
             Some(seat.composite_to(media.video_codec, &sink)?)
@@ -167,7 +172,13 @@ impl WebRtcLeg {
         };
         if media.audio.to_guest {
             let mut chain = encoded_mix_minus(seat, profiles, SENT_AUDIO, &n(""))?;
-            chain.push(peer_sink(&n("aout"), peer.clone(), leg.audio_out.clone(), |peer, data, time, _| peer.write_audio(data, time))?);
+            let (peer, handed) = (peer.clone(), leg.audio_out.clone());
+            chain.push(frame_sink(&n("aout"), move |packet, time, _| {
+                if let Some(peer) = peer.get() {
+                    peer.write_audio(packet, time);
+                    handed.add(1);
+                }
+            })?);
             add_chain(bin, &chain.iter().collect::<Vec<_>>())?;
         }
 
@@ -323,15 +334,9 @@ fn encoded_caps(codec: VideoCodec) -> gst::Caps {
     }
 }
 
-/// An appsink that hands each encoded frame to the guest's peer with `write`
-/// (frame, its running time, whether it is a keyframe). Before the peer is
-/// attached there is nobody to send to, and frames are dropped.
-fn peer_sink(
-    name: &str,
-    peer: PeerSlot,
-    handed: Arc<FlowCounter>,
-    write: fn(&Peer, Bytes, Duration, bool),
-) -> Result<gst::Element, MediaError> {
+/// An appsink that hands each encoded frame to `deliver` (the frame, its
+/// running time, whether it is a keyframe), for WebRTC peers to send.
+pub(crate) fn frame_sink(name: &str, deliver: impl Fn(Bytes, Duration, bool) + Send + Sync + 'static) -> Result<gst::Element, MediaError> {
     let sink = make("appsink", name)?.downcast::<gst_app::AppSink>().expect("appsink is an AppSink");
     // The compositor and the mixer already pace what comes; the network must not wait.
     sink.set_sync(false);
@@ -341,12 +346,11 @@ fn peer_sink(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
                 let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                let (Some(peer), Some(buffer)) = (peer.get(), sample.buffer_owned()) else { return Ok(gst::FlowSuccess::Ok) };
+                let Some(buffer) = sample.buffer_owned() else { return Ok(gst::FlowSuccess::Ok) };
                 let time = Duration::from_nanos(buffer.pts().unwrap_or_default().nseconds());
                 let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
                 let Ok(mapped) = buffer.into_mapped_buffer_readable() else { return Ok(gst::FlowSuccess::Ok) };
-                write(peer, Bytes::from_owner(mapped), time, keyframe);
-                handed.add(1);
+                deliver(Bytes::from_owner(mapped), time, keyframe);
                 Ok(gst::FlowSuccess::Ok)
             })
             .build(),

@@ -1,0 +1,293 @@
+//! The programme watched over WHEP on the composition page, and a WebRTC
+//! publisher over WHIP (RFC 9725), each against headless Chromium.
+//!
+//! ```text
+//!  PCMU sender (this test, 1 kHz bursts at known instants) ─RTP─► Tutti ─ broadcast H.264 + Opus full mix ─► WHEP ─► Chromium on /
+//!                                                                                       glass-to-glass: burst sent → heard in the page
+//!  Chromium (green camera, 1 kHz) ─ WHIP ─► Tutti ─► RTP caller (red, 500 Hz): green in its cell, 1 kHz in its mix-minus
+//! ```
+
+use std::net::{SocketAddr, UdpSocket};
+use std::thread::sleep;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::common::{Browser, Caller, CallerSpec, Colour, Netns, Rect, Server, audio_samples, in_loopback_netns, video_frames, wait_until};
+use crate::webrtc::media::{camera_file, microphone_file};
+
+const CANVAS: (u32, u32) = (320, 240);
+const NETNS_TIMEOUT: Duration = Duration::from_secs(180);
+const PLAYING_TIMEOUT: Duration = Duration::from_secs(20);
+/// The sender's bursts: 300 ms of 1 kHz every second, from its third second.
+const BURSTS: u32 = 8;
+const BURST: Duration = Duration::from_millis(300);
+const FIRST_BURST: Duration = Duration::from_secs(2);
+const BURST_HZ: f64 = 1000.0;
+/// The issue's target for the viewer's delay behind a caller.
+const GLASS_TO_GLASS_P50: Duration = Duration::from_millis(400);
+
+fn browser(extra: &[String]) -> Result<Browser> {
+    let mut args = vec!["--allow-loopback-in-peer-connection".to_string(), "--autoplay-policy=no-user-gesture-required".to_string()];
+    args.extend_from_slice(extra);
+    Browser::start_with_args(&args)
+}
+
+/// In the page: the programme player's state, and each moment its sound went
+/// from quiet to a tone (a 512-sample analyser polled every 2 ms; Date.now()).
+const MONITOR: &str = r#"
+const video = document.querySelector(".player video");
+const output = document.querySelector(".player output");
+if (!video || !output) return { state: "no player" };
+const m = window.monitor ??= { onsets: [], quietSince: null };
+if (!m.analyser && video.srcObject && video.srcObject.getAudioTracks().length) {
+  m.context = new AudioContext({ sampleRate: 48000 });
+  m.context.resume();
+  const source = m.context.createMediaStreamSource(new MediaStream(video.srcObject.getAudioTracks()));
+  m.analyser = m.context.createAnalyser();
+  m.analyser.fftSize = 512;
+  const silent = m.context.createGain();
+  silent.gain.value = 0;
+  source.connect(m.analyser).connect(silent).connect(m.context.destination);
+  const samples = new Float32Array(m.analyser.fftSize);
+  setInterval(() => {
+    m.analyser.getFloatTimeDomainData(samples);
+    let sum = 0;
+    for (const s of samples) sum += s * s;
+    const db = 10 * Math.log10(sum / samples.length + 1e-12);
+    const now = Date.now();
+    if (db < -45) m.quietSince ??= now;
+    else if (db > -35 && m.quietSince !== null && now - m.quietSince > 150) {
+      m.onsets.push(now);
+      m.quietSince = null;
+    }
+  }, 2);
+}
+return { ...output.dataset, onsets: m.onsets, listening: !!m.analyser };
+"#;
+
+#[test]
+fn a_whep_viewer_on_the_composition_page_plays_the_programme_under_400_ms_behind_a_caller() -> Result<()> {
+    const NAME: &str = "webrtc::whip_whep::a_whep_viewer_on_the_composition_page_plays_the_programme_under_400_ms_behind_a_caller";
+    if in_loopback_netns(NAME, NETNS_TIMEOUT)? == Netns::RanInChild {
+        return Ok(());
+    }
+    let server = Server::start()?;
+    whep(&server).map_err(|e| anyhow::anyhow!("{e:?}\n--- server log ---\n{}", server.logs()))
+}
+
+fn whep(server: &Server) -> Result<()> {
+    let composition = server.create_composition(&json!({"video": {"width": CANVAS.0, "height": CANVAS.1, "fps": 30}}))?;
+    // A page without camera permission gathers ICE candidates only on the default route's
+    // interface, never loopback, and a loopback-only namespace has nothing else: this origin
+    // is given camera permission first, on the guest page (a viewer's real network needs none).
+    let viewer = browser(&["--use-fake-ui-for-media-stream".to_string(), "--use-fake-device-for-media-stream".to_string()])?;
+    viewer.open(&server.url(&format!("/join/{composition}")))?;
+    viewer.wait_for("camera permission", PLAYING_TIMEOUT, "return !document.getElementById('join').disabled;", "", |ready| ready == true)?;
+    viewer.open(&server.url("/"))?;
+    let playing = viewer.wait_for("the page to play the programme over WHEP", PLAYING_TIMEOUT, MONITOR, "", |r| {
+        r["engine"] == "whep" && r["state"] == "playing" && r["width"] == CANVAS.0.to_string() && r["listening"] == true
+    })?;
+    eprintln!("the page plays {playing}");
+    let view = server.get(&format!("/v1/compositions/{composition}"))?.json()?;
+    ensure!(view["viewers"] == 1, "one viewer counted: {}", view["viewers"]);
+
+    let sent = PcmuSender::join(server, &composition)?.send_bursts()?;
+    let report = viewer.wait_for("the viewer to hear every burst", Duration::from_secs(5), MONITOR, "", |r| {
+        r["onsets"].as_array().is_some_and(|o| o.len() >= sent.len())
+    })?;
+    let heard: Vec<u64> = report["onsets"].as_array().context("onsets")?.iter().filter_map(Value::as_u64).collect();
+    let mut delays: Vec<Duration> = sent
+        .iter()
+        .map(|at| {
+            let sent_ms = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+            // The first onset heard after the burst left; a burst never arrives before it is sent.
+            heard.iter().find(|&&h| h >= sent_ms).map(|h| Duration::from_millis(h - sent_ms)).context("a burst never heard")
+        })
+        .collect::<Result<_>>()?;
+    delays.sort();
+    let p50 = delays[delays.len() / 2];
+    eprintln!("glass to glass, a caller's packet to the WHEP viewer's sound: {delays:?}, p50 {p50:?}");
+    ensure!(p50 < GLASS_TO_GLASS_P50, "the viewer is {p50:?} behind (p50), over {GLASS_TO_GLASS_P50:?}: {delays:?}");
+
+    // Leaving the page ends the viewer (its DELETE), and the viewers' part with it.
+    viewer.open("about:blank")?;
+    wait_until("the viewer to be gone", Duration::from_secs(5), || {
+        Ok(server.get(&format!("/v1/compositions/{composition}"))?.json()?["viewers"] == 0)
+    })?;
+    Ok(())
+}
+
+/// A caller that sends PCMU from this process, so that when each packet
+/// leaves is known to the microsecond: 1 kHz bursts at known instants.
+struct PcmuSender {
+    socket: UdpSocket,
+    to: SocketAddr,
+}
+
+impl PcmuSender {
+    fn join(server: &Server, composition: &str) -> Result<PcmuSender> {
+        let socket = UdpSocket::bind("127.0.0.1:0")?;
+        let port = socket.local_addr()?.port();
+        let offer = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+        );
+        let answer = server.add_participant(composition, &offer)?.answer;
+        let answered_port = answer
+            .lines()
+            .find_map(|l| l.strip_prefix("m=audio "))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|p| p.parse::<u16>().ok())
+            .with_context(|| format!("no audio port in the answer:\n{answer}"))?;
+        Ok(PcmuSender { socket, to: SocketAddr::from(([127, 0, 0, 1], answered_port)) })
+    }
+
+    /// Sends 20 ms packets in real time, a burst each second from
+    /// [`FIRST_BURST`]; returns when each burst's first packet left.
+    fn send_bursts(&self) -> Result<Vec<SystemTime>> {
+        const RATE: u32 = 8000;
+        const PACKET: u32 = 160;
+        let packets = (FIRST_BURST.as_millis() as u32 + BURSTS * 1000) / 20;
+        let start = Instant::now();
+        let mut onsets = Vec::new();
+        for n in 0..packets {
+            let at = Duration::from_millis(u64::from(n) * 20);
+            if let Some(wait) = at.checked_sub(start.elapsed()) {
+                sleep(wait);
+            }
+            let into_second = at.saturating_sub(FIRST_BURST).as_millis() % 1000;
+            let tone = at >= FIRST_BURST && into_second < BURST.as_millis();
+            let mut packet = vec![0x80, 0x00];
+            packet.extend_from_slice(&(n as u16).to_be_bytes());
+            packet.extend_from_slice(&(n * PACKET).to_be_bytes());
+            packet.extend_from_slice(&0x7475_7474u32.to_be_bytes());
+            packet.extend((0..PACKET).map(|i| {
+                let t = f64::from(n * PACKET + i) / f64::from(RATE);
+                let sample = if tone { 0.5 * (2.0 * std::f64::consts::PI * BURST_HZ * t).sin() } else { 0.0 };
+                mulaw((sample * 32767.0) as i16)
+            }));
+            if tone && into_second == 0 {
+                onsets.push(SystemTime::now());
+            }
+            self.socket.send_to(&packet, self.to)?;
+        }
+        Ok(onsets)
+    }
+}
+
+/// G.711 μ-law.
+fn mulaw(sample: i16) -> u8 {
+    const BIAS: i32 = 0x84;
+    const CLIP: i32 = 32635;
+    let mut magnitude = i32::from(sample);
+    let sign = if magnitude < 0 {
+        magnitude = -magnitude;
+        0x80
+    } else {
+        0
+    };
+    magnitude = magnitude.min(CLIP) + BIAS;
+    let mut exponent = 7;
+    let mut mask = 0x4000;
+    while exponent > 0 && magnitude & mask == 0 {
+        exponent -= 1;
+        mask >>= 1;
+    }
+    let mantissa = (magnitude >> (exponent + 3)) & 0x0f;
+    !((sign | (exponent << 4) | mantissa) as u8)
+}
+
+/// In the guest page's origin, with its camera and microphone: a WHIP
+/// client's offer (send only) to `arguments[0]`; resolves to the answer's
+/// status and Location, or an error.
+const WHIP_PUBLISH: &str = r#"
+const done = arguments[arguments.length - 1];
+(async () => {
+  const stream = document.getElementById("preview").srcObject;
+  const pc = new RTCPeerConnection();
+  window.whip = pc;
+  for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly" });
+  await pc.setLocalDescription(await pc.createOffer());
+  const response = await fetch(arguments[0], { method: "POST", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp });
+  const answer = await response.text();
+  if (!response.ok) return { status: response.status, body: answer };
+  await pc.setRemoteDescription({ type: "answer", sdp: answer });
+  return { status: response.status, location: response.headers.get("Location"), type: response.headers.get("Content-Type") };
+})().then(done, (e) => done({ error: String(e) }));
+"#;
+
+#[test]
+fn a_whip_publisher_is_seen_and_heard_and_deleting_its_session_ends_it() -> Result<()> {
+    const NAME: &str = "webrtc::whip_whep::a_whip_publisher_is_seen_and_heard_and_deleting_its_session_ends_it";
+    if in_loopback_netns(NAME, NETNS_TIMEOUT)? == Netns::RanInChild {
+        return Ok(());
+    }
+    let server = Server::start()?;
+    whip(&server).map_err(|e| anyhow::anyhow!("{e:?}\n--- server log ---\n{}", server.logs()))
+}
+
+fn whip(server: &Server) -> Result<()> {
+    let composition = server.create_composition(&json!({"video": {"width": CANVAS.0, "height": CANVAS.1, "fps": 30}}))?;
+    let mut caller = Caller::new(CallerSpec::new("red", Colour::Red, 500.0))?;
+    caller.join_named(server, &composition)?;
+
+    let dir: TempDir = tempfile::Builder::new().prefix("tutti-whip-").tempdir()?;
+    let (camera, microphone) = (dir.path().join("camera.y4m"), dir.path().join("microphone.wav"));
+    camera_file(&camera, Colour::Green.rgb(), CANVAS)?;
+    microphone_file(&microphone, 1000)?;
+    let publisher = browser(&[
+        "--use-fake-ui-for-media-stream".to_string(),
+        "--use-fake-device-for-media-stream".to_string(),
+        format!("--use-file-for-fake-video-capture={}", camera.display()),
+        format!("--use-file-for-fake-audio-capture={}", microphone.display()),
+    ])?;
+    // The guest page's origin, for its camera and microphone (sent as they are).
+    publisher.open(&server.url(&format!("/join/{composition}?audio=original")))?;
+    publisher.wait_for("the camera", PLAYING_TIMEOUT, "return !document.getElementById('join').disabled;", "", |ready| ready == true)?;
+    let answered = publisher.execute_async(WHIP_PUBLISH, &format!("/v1/compositions/{composition}/whip?name=OBS"))?;
+    ensure!(answered["status"] == 201 && answered["type"] == "application/sdp", "WHIP answered {answered}");
+    let session = answered["location"].as_str().context("a Location")?.to_string();
+    ensure!(session.starts_with(&format!("/v1/compositions/{composition}/whip/")), "the session URL: {session}");
+
+    let participants = |server: &Server| -> Result<Vec<Value>> {
+        Ok(server.get(&format!("/v1/compositions/{composition}/participants"))?.json()?["participants"].as_array().cloned().unwrap_or_default())
+    };
+    wait_until("the WHIP publisher to be active", PLAYING_TIMEOUT, || {
+        Ok(participants(server)?.iter().any(|p| p["name"] == "OBS" && p["transport"] == "whip" && p["state"] == "active"))
+    })?;
+    let publisher_view = participants(server)?.into_iter().find(|p| p["name"] == "OBS").context("the publisher")?;
+    ensure!(publisher_view["video"]["direction"] == "recvonly", "it is sent nothing: {publisher_view}");
+    eprintln!("the WHIP publisher: {publisher_view}");
+    let patched = server.patch_json(&session, &json!({}))?;
+    ensure!(patched.status == 405, "PATCH (trickle ICE) answered {}: {}", patched.status, patched.body);
+
+    sleep(Duration::from_secs(3));
+    let from = SystemTime::now();
+    sleep(Duration::from_secs(2));
+    let until = SystemTime::now();
+    let deleted = server.delete(&session)?;
+    ensure!(deleted.status < 300, "DELETE of the session answered {}", deleted.status);
+    ensure!(participants(server)?.len() == 1, "the publisher is gone");
+    // Its DTLS transport closes at once (close_notify); ICE lingers a while.
+    publisher.wait_for("the browser to see its session end", Duration::from_secs(5), "return window.whip.getSenders()[0].transport.state;", "", |s| s == "closed")?;
+
+    let recording = caller.stop_receiver()?;
+    let frames = video_frames(&recording)?;
+    let window: Vec<_> = frames.iter().filter(|f| f.wall_time >= from && f.wall_time < until).collect();
+    ensure!(window.len() >= 40, "only {} frames of the caller's return video in the window", window.len());
+    // The camera's green box fills the middle quarter of its 4:3 picture, shown whole in a tall cell.
+    let cells = [Rect::cell(2, 1, 0, 0).centre(0.25), Rect::cell(2, 1, 1, 0).centre(0.25)];
+    for frame in window {
+        let seen = cells.map(|cell| frame.mean_color(cell));
+        ensure!(
+            seen.map(Colour::classify) == [Some(Colour::Red), Some(Colour::Green)],
+            "the caller sees {seen:?}, expected red and the publisher's green"
+        );
+    }
+    let levels = audio_samples(&recording)?.tone_levels_db(from, until, &[1000.0, 500.0])?;
+    eprintln!("the caller hears the WHIP publisher at {:.1} dBFS and itself at {:.1}", levels[0], levels[1]);
+    ensure!(levels[0] > -30.0 && levels[1] < levels[0] - 30.0, "the caller's mix-minus: {levels:?}");
+    Ok(())
+}
