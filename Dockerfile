@@ -43,6 +43,6 @@ ENV TUTTI_HTTP=0.0.0.0:8080 \
 VOLUME /var/lib/tutti/recordings
 # 8890-8989/udp: one port per SRT participant (--srt-ports); srtsrc and tsdemux
 # come with gstreamer1.0-plugins-bad above.
-EXPOSE 8080 1935 5060/udp 5060/tcp 20000-20999/udp 8890-8989/udp
+EXPOSE 8080 1935 5060/udp 5060/tcp 20000-20999/udp 8890-8989/udp 8189/udp
 ENTRYPOINT ["tutti"]
 CMD ["serve"]

@@ -3,7 +3,7 @@
 # demo: `tutti serve` with one composition ("demo", with HLS) and four
 # synthetic callers (moving test pictures with their names, a tone each).
 # Watch it at http://127.0.0.1:8080/ or with ffplay through the embedded
-# RTMP server (the URL is printed). Ctrl-C stops everything.
+# RTMP server, join it from a browser at /join/<id> (the URLs are printed). Ctrl-C stops everything.
 # Extra arguments go to `tutti serve`, e.g. ./scripts/run.sh --public-ip 192.0.2.10
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +33,8 @@ start_caller "Guest" spokes 880 40030
 cat <<TXT
 
 Tutti demo running (composition $id, four callers joining).
-  Browser:  http://$HTTP/
+  Browser:  http://$HTTP/   (the programme over WebRTC; ?player=hls for HLS)
+  Join:     http://$HTTP/join/$id   (a guest with camera and microphone)
   ffplay:   ffplay $play
   API:      curl -s http://$HTTP/v1/compositions/$id
   Dial in:  a softphone on this machine calls sip:demo@127.0.0.1:5060 (baresip: /dial sip:demo@127.0.0.1)
