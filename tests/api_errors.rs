@@ -13,6 +13,8 @@ use tutti::media::profiles::Profiles;
 use tutti::ports::PortRange;
 use tutti::webrtc::WebRtcServer;
 
+use crate::common::webrtc_offer;
+
 struct Api {
     base: String,
     client: reqwest::Client,
@@ -346,23 +348,13 @@ async fn bad_layouts_and_participant_updates_are_refused_by_name() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
-/// A browser-like offer: DTLS-SRTP with ICE credentials, one audio m-line
-/// with `codec`; `fingerprint: false` leaves out its DTLS fingerprint.
-fn webrtc_offer(codec: &str, fingerprint: bool) -> String {
-    let fingerprint = if fingerprint { format!("a=fingerprint:sha-256 {}\r\n", vec!["AB"; 32].join(":")) } else { String::new() };
-    format!(
-        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n{fingerprint}\
-         a=setup:actpass\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=rtcp-mux\r\na=sendrecv\r\na=rtpmap:111 {codec}\r\n"
-    )
-}
-
 #[tokio::test]
 async fn a_webrtc_offer_makes_a_guest_and_bad_ones_are_refused_by_name() {
     let loopback = IpAddr::from(Ipv4Addr::LOCALHOST);
     let without = start(2).await;
     let id = without.create().await;
     let path = format!("/v1/compositions/{id}/participants");
-    let (status, _, text) = without.send(reqwest::Method::POST, &path, Some("application/sdp"), &webrtc_offer("opus/48000/2", true)).await;
+    let (status, _, text) = without.send(reqwest::Method::POST, &path, Some("application/sdp"), &webrtc_offer("opus/48000/2", false, "sendrecv", true)).await;
     assert_eq!((status, error_code(&serde_json::from_str(&text).unwrap())), (StatusCode::CONFLICT, "webrtc_disabled"), "{text}");
 
     let server = Arc::new(WebRtcServer::start(SocketAddr::new(loopback, 0), loopback).unwrap());
@@ -370,8 +362,8 @@ async fn a_webrtc_offer_makes_a_guest_and_bad_ones_are_refused_by_name() {
     let id = api.create().await;
     let path = format!("/v1/compositions/{id}/participants");
     for (offer, expected) in [
-        (webrtc_offer("opus/48000/2", false), (StatusCode::BAD_REQUEST, "malformed_sdp")),
-        (webrtc_offer("PCMU/8000", true), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "no_common_codec")),
+        (webrtc_offer("opus/48000/2", false, "sendrecv", false), (StatusCode::BAD_REQUEST, "malformed_sdp")),
+        (webrtc_offer("PCMU/8000", false, "sendrecv", true), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "no_common_codec")),
     ] {
         let (status, _, text) = api.send(reqwest::Method::POST, &path, Some("application/sdp"), &offer).await;
         let body: Value = serde_json::from_str(&text).unwrap();
@@ -380,7 +372,7 @@ async fn a_webrtc_offer_makes_a_guest_and_bad_ones_are_refused_by_name() {
     assert_eq!(api.get(&path).await.1["participants"], json!([]), "a refused offer leaves nothing behind");
 
     // The same URL and answer shapes as an RTP caller's; the transport is read from the offer.
-    let body = json!({"name": "Guest", "sdp": webrtc_offer("opus/48000/2", true)}).to_string();
+    let body = json!({"name": "Guest", "sdp": webrtc_offer("opus/48000/2", false, "sendrecv", true)}).to_string();
     let (status, answer) = api.post_json(&path, &body).await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
     assert_eq!((answer["transport"].as_str(), answer["name"].as_str()), (Some("webrtc"), Some("Guest")), "{answer}");

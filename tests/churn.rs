@@ -67,7 +67,10 @@ fn churn(server: &Server, nginx: &Nginx) -> Result<()> {
 
     let logs = tempfile::tempdir()?;
     let mut callers: Vec<(Member, String)> = Vec::new();
+    // Outputs and WHEP viewers, each with when it is to go.
     let mut outputs: Vec<(String, Instant)> = Vec::new();
+    let mut viewers = 0;
+    let mut never_connects: Vec<String> = Vec::new();
     let mut counts = [0usize; 4];
     let mut serial = 0;
     let mut operations = 0;
@@ -77,13 +80,30 @@ fn churn(server: &Server, nginx: &Nginx) -> Result<()> {
         let now = Instant::now();
         if let Some(i) = outputs.iter().position(|(_, due)| *due <= now) {
             let (location, _) = outputs.swap_remove(i);
-            timed_delete(server, &location)?;
+            timed_delete(server, &location, &never_connects)?;
             counts[3] += 1;
+        } else if rng.random_bool(0.1) && outputs.len() < MAX_OUTPUTS {
+            // A WHEP viewer that never connects: the viewers' part (and the broadcast
+            // encode it takes) comes and goes with it.
+            let offer = webrtc_offer("opus/48000/2", true, "recvonly", true);
+            let response = timed(server, "POST whep", || server.post_sdp(&format!("{composition}/whep"), &offer))?;
+            ensure!(response.status == 201, "a WHEP viewer: {response:?}");
+            let location = response.header("location").context("201 without Location")?.to_owned();
+            viewers += 1;
+            never_connects.push(location.clone());
+            outputs.push((location, Instant::now() + Duration::from_secs_f64(rng.random_range(0.0..2.0))));
         } else if rng.random_bool(0.6) {
             if callers.len() < MAX_CALLERS && (callers.is_empty() || rng.random_bool(0.6)) {
                 serial += 1;
                 let (member, location) = if rng.random_bool(PUBLISHER_SHARE) {
                     join_publisher(server, &id, serial, logs.path())?
+                } else if rng.random_bool(GUEST_SHARE) {
+                    // A browser guest that vanishes before it connects: its leg is built,
+                    // and the engine removes it after the connect timeout unless deleted first.
+                    let offer = webrtc_offer("opus/48000/2", true, "sendrecv", true);
+                    let participant = timed(server, "POST WebRTC guest", || server.add_participant(&id, &offer))?;
+                    never_connects.push(participant.location.clone());
+                    (Member::Guest, participant.location)
                 } else {
                     let colour = [Colour::Red, Colour::Green, Colour::Blue, Colour::Yellow][serial % 4];
                     let mut caller = Caller::new(CallerSpec::new(&format!("churn{serial}"), colour, 500.0 + 200.0 * (serial % 4) as f64))?;
@@ -94,14 +114,14 @@ fn churn(server: &Server, nginx: &Nginx) -> Result<()> {
                 counts[0] += 1;
                 if rng.random_bool(0.25) {
                     // Gone right after joining, its sender just started (a publisher maybe not yet connected).
-                    timed_delete(server, &location)?;
+                    timed_delete(server, &location, &never_connects)?;
                     counts[1] += 1;
                 } else {
                     callers.push((member, location));
                 }
             } else if !callers.is_empty() {
                 let (_caller, location) = callers.swap_remove(rng.random_range(0..callers.len()));
-                timed_delete(server, &location)?;
+                timed_delete(server, &location, &never_connects)?;
                 counts[1] += 1;
             }
         } else if outputs.len() < MAX_OUTPUTS {
@@ -125,7 +145,10 @@ fn churn(server: &Server, nginx: &Nginx) -> Result<()> {
         sleep(Duration::from_secs_f64(rng.random_range(0.05..0.4)));
         watcher.check()?;
     }
-    eprintln!("{operations} operations: joins {}, leaves {}, outputs added {}, removed {}", counts[0], counts[1], counts[2], counts[3]);
+    eprintln!(
+        "{operations} operations: joins {}, leaves {}, outputs added {}, removed {} (of them WHEP viewers {viewers})",
+        counts[0], counts[1], counts[2] + viewers, counts[3]
+    );
 
     // The callers still in the call were served all along.
     for (member, location) in &callers {
@@ -138,13 +161,14 @@ fn churn(server: &Server, nginx: &Nginx) -> Result<()> {
             Member::Publisher { .. } => wait_until(&format!("{location}'s publisher to be publishing"), Duration::from_secs(5), || {
                 Ok(server.get(location)?.json()?["ingest"]["publishing"] == true)
             })?,
+            Member::Guest => {}
         }
     }
     for (_, location) in callers.drain(..) {
-        timed_delete(server, &location)?;
+        timed_delete(server, &location, &never_connects)?;
     }
     for (location, _) in outputs.drain(..) {
-        timed_delete(server, &location)?;
+        timed_delete(server, &location, &never_connects)?;
     }
     wait_until("every part to finish stopping", SETTLE_TIMEOUT, || {
         let health = server.get("/healthz")?.json()?;
@@ -172,12 +196,16 @@ fn churn(server: &Server, nginx: &Nginx) -> Result<()> {
 
 /// One in this many joins is an RTMP or SRT publisher rather than an RTP caller.
 const PUBLISHER_SHARE: f64 = 0.25;
+/// Of the other joins, one in this many is a WebRTC guest that never connects.
+const GUEST_SHARE: f64 = 0.15;
 
 /// A participant of the churn: its sender lives as long as it does.
 enum Member {
     Caller(Box<Caller>),
     /// The ffmpeg publishing to its ingest (killed when dropped).
     Publisher { _ffmpeg: ChildProcess },
+    /// A WebRTC guest whose browser never connects.
+    Guest,
 }
 
 /// An RTMP or SRT participant (by its serial's parity) and its ffmpeg publisher, just started.
@@ -201,10 +229,13 @@ fn timed<T>(server: &Server, what: &str, request: impl FnOnce() -> Result<T>) ->
     Ok(result)
 }
 
-fn timed_delete(server: &Server, location: &str) -> Result<()> {
+fn timed_delete(server: &Server, location: &str, never_connects: &[String]) -> Result<()> {
     let response = timed(server, &format!("DELETE {location}"), || server.delete(location))?;
-    // 202: gone from the API, its media still stopping (answered at 0.75 s).
-    ensure!(response.status == 204 || response.status == 202, "DELETE {location} answered {response:?}");
+    // 202: gone from the API, its media still stopping (answered at 0.75 s); 200: a viewer.
+    // 404 only for a WHEP viewer or WebRTC guest that never connected, which its connect
+    // timeout may have removed already (see `never_connects`).
+    let answered = matches!(response.status, 200 | 202 | 204) || (response.status == 404 && never_connects.iter().any(|l| l == location));
+    ensure!(answered, "DELETE {location} answered {response:?}");
     Ok(())
 }
 

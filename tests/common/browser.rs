@@ -126,6 +126,7 @@ impl Browser {
 
     /// Runs `script` (a function body whose last argument is the callback
     /// to call with its result) with `arguments[0] = arg`, and waits for it.
+    #[allow(dead_code)] // the webrtc_browser binary's
     pub fn execute_async(&self, script: &str, arg: &str) -> Result<Value> {
         self.command("/execute/async", &json!({ "script": script, "args": [arg] }))
     }

@@ -47,6 +47,7 @@ mod publisher;
 mod server;
 mod sipp;
 pub mod turns;
+mod webrtc_offer;
 
 pub use analysis::*;
 pub use baresip::{Baresip, BaresipSpec};
@@ -64,3 +65,4 @@ pub use publisher::{
 };
 pub use server::*;
 pub use sipp::{Dialog, Sipp, SippRun, pcmu_offer};
+pub use webrtc_offer::webrtc_offer;
