@@ -390,9 +390,7 @@ async fn add_participant(
     if content_type(&headers).as_deref() == Some(SDP_CONTENT_TYPE) {
         let offer = String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("malformed_sdp", "the SDP offer is not UTF-8 text"))?;
         let joined = engine.add_participant(composition.clone(), JoinRequest { name: None, offer, signalling: Signalling::Api }).await?;
-        let location = format!("/v1/compositions/{composition}/participants/{}", joined.participant.id);
-        let response = (StatusCode::CREATED, [(header::CONTENT_TYPE, SDP_CONTENT_TYPE)], joined.answer).into_response();
-        return Ok(with_location(response, &location));
+        return Ok(sdp_created(&format!("/v1/compositions/{composition}/participants/{}", joined.participant.id), joined.answer));
     }
     let body: JoinBody = json_body(&headers, &body).map_err(|e| match e.status {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(

@@ -34,7 +34,8 @@ use tutti::webrtc::{
 
 use common::{Browser, Colour, Netns, in_loopback_netns, near, tone_level_db, wait_until};
 use webrtc::PAGE;
-use webrtc::media::{AUDIO_RATE, Encoder, camera_file, decode_opus, decode_video_colours, microphone_file};
+use webrtc::chromium_with_devices;
+use webrtc::media::{AUDIO_RATE, Encoder, decode_opus, decode_video_colours};
 use webrtc::page_server::PageServer;
 use webrtc::relay::LossyRelay;
 
@@ -377,12 +378,6 @@ impl Call {
     /// Tutti's server, the page, and Chromium opening it; `loss` puts a lossy
     /// relay between the browser and Tutti.
     fn start(codec: VideoCodec, loss: Option<u32>) -> Result<Call> {
-        let dir = tempfile::Builder::new().prefix("tutti-webrtc-").tempdir()?;
-        let camera = dir.path().join("camera.y4m");
-        let microphone = dir.path().join("microphone.wav");
-        camera_file(&camera, CAMERA.rgb(), CAMERA_SIZE)?;
-        microphone_file(&microphone, MICROPHONE_HZ)?;
-
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -415,15 +410,7 @@ impl Call {
             })
         };
         let page = PageServer::start(PAGE, on_offer)?;
-        let flags = [
-            "--use-fake-ui-for-media-stream".to_string(),
-            "--use-fake-device-for-media-stream".to_string(),
-            format!("--use-file-for-fake-video-capture={}", camera.display()),
-            format!("--use-file-for-fake-audio-capture={}", microphone.display()),
-            "--allow-loopback-in-peer-connection".to_string(),
-            "--autoplay-policy=no-user-gesture-required".to_string(),
-        ];
-        let browser = Browser::start_with_args(&flags)?;
+        let (browser, dir) = chromium_with_devices(CAMERA.rgb(), CAMERA_SIZE, MICROPHONE_HZ)?;
         browser.open(&page.url())?;
         drop(_entered);
         Ok(Call {

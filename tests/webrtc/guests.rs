@@ -19,8 +19,8 @@ use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::common::{Browser, Caller, CallerSpec, Colour, Netns, Rect, Server, audio_samples, in_loopback_netns, video_frames, wait_until};
-use crate::webrtc::media::{camera_file, microphone_file};
+use crate::common::{Browser, Caller, CallerSpec, Colour, Rect, Server, audio_samples, video_frames, wait_until};
+use crate::webrtc::{chromium_with_devices, with_server_in_namespace};
 
 const CANVAS: (u32, u32) = (320, 240);
 const CALLER_HZ: f64 = 500.0;
@@ -104,18 +104,7 @@ struct Guest {
 impl Guest {
     /// Opens the guest page with a fake camera and microphone, and waits for its preview.
     fn open(server: &Server, composition: &str, (name, colour, hz): (&'static str, Colour, u32)) -> Result<Guest> {
-        let dir = tempfile::Builder::new().prefix("tutti-guest-").tempdir()?;
-        let (camera, microphone) = (dir.path().join("camera.y4m"), dir.path().join("microphone.wav"));
-        camera_file(&camera, colour.rgb(), CANVAS)?;
-        microphone_file(&microphone, hz)?;
-        let browser = Browser::start_with_args(&[
-            "--use-fake-ui-for-media-stream".to_string(),
-            "--use-fake-device-for-media-stream".to_string(),
-            format!("--use-file-for-fake-video-capture={}", camera.display()),
-            format!("--use-file-for-fake-audio-capture={}", microphone.display()),
-            "--allow-loopback-in-peer-connection".to_string(),
-            "--autoplay-policy=no-user-gesture-required".to_string(),
-        ])?;
+        let (browser, dir) = chromium_with_devices(colour.rgb(), CANVAS, hz)?;
         // A test tone is what noise suppression removes first: sent as it is.
         browser.open(&server.url(&format!("/join/{composition}?name={name}&audio=original")))?;
         browser.wait_for(&format!("{name}'s preview"), PREVIEW_TIMEOUT, "return !document.getElementById('join').disabled;", "", |ready| ready == true)?;
@@ -162,12 +151,7 @@ fn participants(server: &Server, composition: &str) -> Result<Vec<Value>> {
 #[test]
 fn two_browser_guests_and_an_rtp_caller_see_and_hear_each_other() -> Result<()> {
     const NAME: &str = "webrtc::guests::two_browser_guests_and_an_rtp_caller_see_and_hear_each_other";
-    if in_loopback_netns(NAME, NETNS_TIMEOUT)? == Netns::RanInChild {
-        return Ok(());
-    }
-    let server = Server::start()?;
-    let result = guests_and_caller(&server);
-    result.map_err(|e| anyhow::anyhow!("{e:?}\n--- server log ---\n{}", server.logs()))
+    with_server_in_namespace(NAME, NETNS_TIMEOUT, guests_and_caller)
 }
 
 fn guests_and_caller(server: &Server) -> Result<()> {

@@ -13,10 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
-use crate::common::{Browser, Caller, CallerSpec, Colour, Netns, Rect, Server, audio_samples, in_loopback_netns, video_frames, wait_until};
-use crate::webrtc::media::{camera_file, microphone_file};
+use crate::common::{Caller, CallerSpec, Colour, Rect, Server, audio_samples, video_frames, wait_until};
+use crate::webrtc::{chromium, chromium_with_devices, with_server_in_namespace};
 
 const CANVAS: (u32, u32) = (320, 240);
 const NETNS_TIMEOUT: Duration = Duration::from_secs(180);
@@ -28,12 +27,6 @@ const FIRST_BURST: Duration = Duration::from_secs(2);
 const BURST_HZ: f64 = 1000.0;
 /// The target for the viewer's delay behind a caller.
 const GLASS_TO_GLASS_P50: Duration = Duration::from_millis(400);
-
-fn browser(extra: &[String]) -> Result<Browser> {
-    let mut args = vec!["--allow-loopback-in-peer-connection".to_string(), "--autoplay-policy=no-user-gesture-required".to_string()];
-    args.extend_from_slice(extra);
-    Browser::start_with_args(&args)
-}
 
 /// In the page: the programme player's state, and each moment its sound went
 /// from quiet to a tone (a 512-sample analyser polled every 2 ms; Date.now()).
@@ -71,11 +64,7 @@ return { ...output.dataset, onsets: m.onsets, listening: !!m.analyser };
 #[test]
 fn a_whep_viewer_on_the_composition_page_plays_the_programme_under_400_ms_behind_a_caller() -> Result<()> {
     const NAME: &str = "webrtc::whip_whep::a_whep_viewer_on_the_composition_page_plays_the_programme_under_400_ms_behind_a_caller";
-    if in_loopback_netns(NAME, NETNS_TIMEOUT)? == Netns::RanInChild {
-        return Ok(());
-    }
-    let server = Server::start()?;
-    whep(&server).map_err(|e| anyhow::anyhow!("{e:?}\n--- server log ---\n{}", server.logs()))
+    with_server_in_namespace(NAME, NETNS_TIMEOUT, whep)
 }
 
 fn whep(server: &Server) -> Result<()> {
@@ -83,12 +72,12 @@ fn whep(server: &Server) -> Result<()> {
     // A page without camera permission gathers ICE candidates only on the default route's
     // interface, never loopback, and a loopback-only namespace has nothing else: this origin
     // is given camera permission first, on the guest page (a viewer's real network needs none).
-    let viewer = browser(&["--use-fake-ui-for-media-stream".to_string(), "--use-fake-device-for-media-stream".to_string()])?;
+    let viewer = chromium(&["--use-fake-ui-for-media-stream".to_string(), "--use-fake-device-for-media-stream".to_string()])?;
     viewer.open(&server.url(&format!("/join/{composition}")))?;
     viewer.wait_for("camera permission", PLAYING_TIMEOUT, "return !document.getElementById('join').disabled;", "", |ready| ready == true)?;
     viewer.open(&server.url("/"))?;
     let playing = viewer.wait_for("the page to play the programme over WHEP", PLAYING_TIMEOUT, MONITOR, "", |r| {
-        r["engine"] == "whep" && r["state"] == "playing" && r["width"] == CANVAS.0.to_string() && r["listening"] == true
+        r["engine"] == "whep" && r["state"] == "playing" && r["width"].as_str().and_then(|w| w.parse::<u32>().ok()) == Some(CANVAS.0) && r["listening"] == true
     })?;
     eprintln!("the page plays {playing}");
     let view = server.get(&format!("/v1/compositions/{composition}"))?.json()?;
@@ -221,11 +210,7 @@ const done = arguments[arguments.length - 1];
 #[test]
 fn a_whip_publisher_is_seen_and_heard_and_deleting_its_session_ends_it() -> Result<()> {
     const NAME: &str = "webrtc::whip_whep::a_whip_publisher_is_seen_and_heard_and_deleting_its_session_ends_it";
-    if in_loopback_netns(NAME, NETNS_TIMEOUT)? == Netns::RanInChild {
-        return Ok(());
-    }
-    let server = Server::start()?;
-    whip(&server).map_err(|e| anyhow::anyhow!("{e:?}\n--- server log ---\n{}", server.logs()))
+    with_server_in_namespace(NAME, NETNS_TIMEOUT, whip)
 }
 
 fn whip(server: &Server) -> Result<()> {
@@ -233,16 +218,7 @@ fn whip(server: &Server) -> Result<()> {
     let mut caller = Caller::new(CallerSpec::new("red", Colour::Red, 500.0))?;
     caller.join_named(server, &composition)?;
 
-    let dir: TempDir = tempfile::Builder::new().prefix("tutti-whip-").tempdir()?;
-    let (camera, microphone) = (dir.path().join("camera.y4m"), dir.path().join("microphone.wav"));
-    camera_file(&camera, Colour::Green.rgb(), CANVAS)?;
-    microphone_file(&microphone, 1000)?;
-    let publisher = browser(&[
-        "--use-fake-ui-for-media-stream".to_string(),
-        "--use-fake-device-for-media-stream".to_string(),
-        format!("--use-file-for-fake-video-capture={}", camera.display()),
-        format!("--use-file-for-fake-audio-capture={}", microphone.display()),
-    ])?;
+    let (publisher, _devices) = chromium_with_devices(Colour::Green.rgb(), CANVAS, 1000)?;
     // The guest page's origin, for its camera and microphone (sent as they are).
     publisher.open(&server.url(&format!("/join/{composition}?audio=original")))?;
     publisher.wait_for("the camera", PLAYING_TIMEOUT, "return !document.getElementById('join').disabled;", "", |ready| ready == true)?;
