@@ -41,8 +41,9 @@ function curl(path, body) {
   return `curl ${location.origin}${path} \\\n  -H 'Content-Type: application/json' \\\n  -d '${JSON.stringify(body)}'`;
 }
 
-// HLS only when asked, or when this browser has no WebRTC.
+// HLS only when asked, when this browser has no WebRTC, or when the server has none (409).
 const WHEP = new URLSearchParams(location.search).get("player") !== "hls" && "RTCPeerConnection" in window;
+let whepRefused = false;
 
 /** One <video> playing the programme over WHEP (`url` null) or one HLS playlist, mirrored
  *  into an <output> that people and tests read. */
@@ -113,6 +114,8 @@ class Player {
       body: pc.localDescription.sdp,
     });
     const answer = await response.text();
+    // The next refresh turns every card to its HLS output.
+    if (response.status === 409) whepRefused = true;
     if (!response.ok) throw new Error(`WHEP: HTTP ${response.status}`);
     this.session = response.headers.get("Location");
     if (pc === this.pc) await pc.setRemoteDescription({ type: "answer", sdp: answer });
@@ -211,7 +214,7 @@ class Card {
       ),
     );
     if (!outputs.length) this.outputs.append(el("li", { class: "none" }, "None."));
-    this.show(WHEP ? null : outputs.find((o) => o.kind === "hls")?.playlist_url);
+    this.show(WHEP && !whepRefused ? null : outputs.find((o) => o.kind === "hls")?.playlist_url);
   }
 
   /** Replaces the player only when what it plays changes (WHEP, or the HLS playlist), so

@@ -502,7 +502,8 @@ impl CompositionMedia {
     /// viewers' part is built with the first one. On error nothing of it stays.
     pub fn add_viewer(&mut self, id: ViewerId, peer: Peer) -> Result<(), MediaError> {
         if self.viewers.is_none() {
-            let viewers = Viewers::build(&format!("whep-{}", self.id), &self.mix, &self.profiles, self.canvas.is_some())?;
+            let built = Viewers::build(&format!("whep-{}", self.id), &self.mix, &self.profiles, self.canvas.is_some());
+            let viewers = built.inspect_err(|_| self.mix.stop_viewers_mix())?;
             if let Err(e) = self.start_viewers(&viewers) {
                 self.mix.stop_viewers_mix();
                 let bin = viewers.bin.clone();

@@ -85,8 +85,10 @@ pub struct WebRtcLeg {
     /// audio-only composition).
     takes_video: bool,
     peer: PeerSlot,
+    /// Frames from the guest pushed to its decoders.
     audio_in: Arc<FlowCounter>,
     video_in: Arc<FlowCounter>,
+    /// Frames handed to its peer: when the last one was (`last_sent_at`).
     audio_out: Arc<FlowCounter>,
     video_out: Arc<FlowCounter>,
     connected_at: Arc<Mutex<Option<Instant>>>,
@@ -214,16 +216,20 @@ impl WebRtcLeg {
             .collect()
     }
 
-    /// Frames carried one way on `kind` so far: decoded from the guest, or
-    /// handed to the socket task on their way to it.
+    /// Frames carried one way on `kind` so far: from the guest into its
+    /// decoder, or to the guest as far as str0m (not those its queue dropped,
+    /// nor those made before it connected): what the watchdogs see stop.
     pub fn count(&self, kind: MediaKind, way: Way) -> u64 {
-        let (into, out) = match kind {
-            MediaKind::Audio => (&self.audio_in, &self.audio_out),
-            MediaKind::Video => (&self.video_in, &self.video_out),
-        };
-        match way {
-            Way::FromCaller => into.count(),
-            Way::ToCaller => out.count(),
+        match (way, kind) {
+            (Way::FromCaller, MediaKind::Audio) => self.audio_in.count(),
+            (Way::FromCaller, MediaKind::Video) => self.video_in.count(),
+            (Way::ToCaller, kind) => self.peer.get().map_or(0, |peer| {
+                let stats = peer.stats();
+                match kind {
+                    MediaKind::Audio => stats.audio.frames_out,
+                    MediaKind::Video => stats.video.frames_out,
+                }
+            }),
         }
     }
 
