@@ -388,7 +388,7 @@ async fn add_participant(
 ) -> Result<Response, ApiError> {
     let composition = CompositionId::from(id);
     if content_type(&headers).as_deref() == Some(SDP_CONTENT_TYPE) {
-        let offer = String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("malformed_sdp", "the SDP offer is not UTF-8 text"))?;
+        let offer = sdp_offer(&headers, &body)?;
         let joined = engine.add_participant(composition.clone(), JoinRequest { name: None, offer, signalling: Signalling::Api }).await?;
         return Ok(sdp_created(&format!("/v1/compositions/{composition}/participants/{}", joined.participant.id), joined.answer));
     }
