@@ -72,8 +72,9 @@ fn call(server: &Server) -> Result<()> {
         keyframe_interval: 300,
         ..spec("yellow", Colour::Yellow, 1300.0, VideoCodec::H264Pm1, AudioCodec::Pcma)
     })?;
-    let fourth_joined = SystemTime::now();
-    let yellow_location = yellow.join(server, &composition)?.location;
+    // Timed from its POST: its recorder, which starts before, is the test's own.
+    let yellow_joined = yellow.join(server, &composition)?;
+    let (fourth_joined, yellow_location) = (yellow_joined.posted_at, yellow_joined.location);
     sleep(Duration::from_secs(3));
 
     // The green caller goes silent: the others' return video must not slow down.

@@ -1,7 +1,7 @@
 //! The server under test, started as a child process, and its REST API.
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use reqwest::Method;
@@ -90,6 +90,8 @@ pub struct Participant {
     pub location: String,
     /// The SDP answer.
     pub answer: String,
+    /// When the offer was sent: what a join's delay counts from.
+    pub posted_at: SystemTime,
 }
 
 /// Runs `test` against a server started with `extra_args`; a failure panics
@@ -272,21 +274,23 @@ impl Server {
 
     /// `POST /v1/compositions/{id}/participants` with `offer`, expecting 201 + Location.
     pub fn add_participant(&self, composition_id: &str, offer: &str) -> Result<Participant> {
+        let posted_at = SystemTime::now();
         let response = self.post_sdp(&format!("/v1/compositions/{composition_id}/participants"), offer)?;
         ensure!(response.status == 201, "adding a participant: {response:?}\n{}", self.logs());
         let location = response.header(LOCATION.as_str()).context("201 without a Location header")?.to_owned();
-        Ok(Participant { location, answer: response.body })
+        Ok(Participant { location, answer: response.body, posted_at })
     }
 
     /// `POST /v1/compositions/{id}/participants` with `{"name", "sdp"}`, expecting 201 +
     /// Location; the answer is the JSON body's `sdp`.
     pub fn add_named_participant(&self, composition_id: &str, name: &str, offer: &str) -> Result<Participant> {
         let path = format!("/v1/compositions/{composition_id}/participants");
+        let posted_at = SystemTime::now();
         let response = self.post_json(&path, &serde_json::json!({"name": name, "sdp": offer}))?;
         ensure!(response.status == 201, "adding participant {name}: {response:?}\n{}", self.logs());
         let location = response.header(LOCATION.as_str()).context("201 without a Location header")?.to_owned();
         let answer = response.json()?["sdp"].as_str().context("no sdp in the answer")?.to_owned();
-        Ok(Participant { location, answer })
+        Ok(Participant { location, answer, posted_at })
     }
 
     /// A GET whose body is binary (an HLS segment, say).
