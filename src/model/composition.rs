@@ -1,6 +1,7 @@
 //! What a user sets for a composition (the body of `POST /v1/compositions`),
 //! with defaults and validation.
 
+use super::h264::FrameSize;
 use super::layout::{LayoutConfig, MAX_GRID_CELLS};
 use super::output::OutputConfig;
 use super::pin::Pin;
@@ -58,6 +59,12 @@ pub struct VideoConfig {
     pub fps: u32,
     pub bitrate_kbps: u32,
     pub keyframe_interval_secs: u32,
+}
+
+impl VideoConfig {
+    pub fn canvas(&self) -> FrameSize {
+        FrameSize { width: self.width, height: self.height }
+    }
 }
 
 impl Default for VideoConfig {

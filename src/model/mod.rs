@@ -15,6 +15,7 @@ pub mod h264;
 pub mod health;
 pub mod ids;
 pub mod ingest;
+pub mod ladder;
 pub mod layout;
 pub mod output;
 pub mod pin;
