@@ -22,12 +22,20 @@ use super::media::{Codec, MediaKind, VideoCodec};
 use super::offer::{OfferError, OfferPlan, SectionPlan};
 use super::session::{Sending, Track, our_codec};
 
-/// Where str0m's bandwidth estimate starts for video we send: what a 640x360
-/// VP8 or H.264 picture at 30 fps needs, so probing grows from a usable rate.
-const INITIAL_BWE: Bitrate = Bitrate::kbps(1_000);
-/// What str0m's estimator probes towards: a 1280x720 composite at 30 fps in
-/// VP8 or H.264 looks good at about 2.5 Mbit/s; more would only be padding.
-const DESIRED_BWE: Bitrate = Bitrate::kbps(2_500);
+/// Where str0m's bandwidth estimate starts for video we send when the
+/// peer's config names no bitrate: what a 640x360 VP8 or H.264 picture at
+/// 30 fps needs, so probing grows from a usable rate. With a bitrate, it
+/// starts there: an estimate ramping up from below what is sent would look
+/// like a congested link (`model::ladder`) on a clean one.
+const INITIAL_BWE_KBPS: u64 = 1_000;
+/// What str0m's estimator probes towards when the peer's config names no
+/// bitrate: a 1280x720 composite at 30 fps in VP8 or H.264 looks good at
+/// about 2.5 Mbit/s.
+const DESIRED_BWE_KBPS: u64 = 2_500;
+/// How far above the picture's bitrate the estimator probes: room for the
+/// sound and headers, and proof that a guest moved to a lower bitrate
+/// (`model::ladder`) may step back up.
+const DESIRED_BWE_SHARE: f64 = 1.5;
 /// How often str0m reports counters (packets, bytes, NACKs) per m-line.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// ICE ufrag and password lengths: RFC 8445 §5.3 asks for at least 4
@@ -78,13 +86,15 @@ pub(crate) fn negotiate(
         }
     }
     if plan.video.as_ref().is_some_and(|v| v.we_send) {
-        rtc_config = rtc_config.enable_bwe(Some(INITIAL_BWE));
+        let initial_kbps = config.video_bitrate_kbps.map_or(INITIAL_BWE_KBPS, u64::from);
+        rtc_config = rtc_config.enable_bwe(Some(Bitrate::kbps(initial_kbps)));
     }
     let sends_video = plan.video.as_ref().is_some_and(|v| v.we_send);
     let mut rtc = rtc_config.build(now);
     if sends_video {
         // Probe for what a good picture needs rather than sit at the start value.
-        rtc.bwe().set_bitrate(Bitrate::ZERO, DESIRED_BWE);
+        let desired_kbps = config.video_bitrate_kbps.map_or(DESIRED_BWE_KBPS, |kbps| (f64::from(kbps) * DESIRED_BWE_SHARE) as u64);
+        rtc.bwe().set_bitrate(Bitrate::ZERO, Bitrate::kbps(desired_kbps));
     }
     let host = Candidate::host(candidate, "udp").map_err(|e| OfferError::Refused(format!("our ICE candidate: {e}")))?;
     rtc.add_local_candidate(host);

@@ -156,6 +156,13 @@ impl Wake {
     }
 }
 
+/// See [`Peer::retarget_bandwidth_estimate`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EstimateRestart {
+    pub from_kbps: Option<u64>,
+    pub probe_to_kbps: u64,
+}
+
 /// The state a [`Peer`] handle shares with the socket task.
 #[derive(Debug)]
 pub(crate) struct PeerShared {
@@ -165,6 +172,8 @@ pub(crate) struct PeerShared {
     /// On the wake's ready list; the task clears it before serving the peer.
     pub queued: AtomicBool,
     pub keyframe_wanted: AtomicBool,
+    /// A restart of the bandwidth estimate asked for, not yet applied.
+    pub estimate_restart: Mutex<Option<EstimateRestart>>,
     pub close_wanted: AtomicBool,
     pub closed: AtomicBool,
     pub video_codec: Option<VideoCodec>,
@@ -230,6 +239,16 @@ impl Peer {
     /// Asks the browser for a keyframe of the video it sends (an RTCP PLI).
     pub fn request_keyframe(&self) {
         self.shared.keyframe_wanted.store(true, Ordering::Relaxed);
+        self.shared.wake.peer(&self.shared);
+    }
+
+    /// Sets what the bandwidth estimator probes towards, and, with
+    /// `from_kbps`, starts the estimate again from there: the media side
+    /// changed what it sends (a lower bitrate for a poor link), and what the
+    /// estimator learned sending the old one (the losses it caused) no longer
+    /// holds, while str0m paces media at 1.1 times the estimate.
+    pub fn retarget_bandwidth_estimate(&self, from_kbps: Option<u64>, probe_to_kbps: u64) {
+        *self.shared.estimate_restart.lock().unwrap_or_else(|e| e.into_inner()) = Some(EstimateRestart { from_kbps, probe_to_kbps });
         self.shared.wake.peer(&self.shared);
     }
 

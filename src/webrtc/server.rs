@@ -184,6 +184,7 @@ impl WebRtcServer {
             wake: self.wake.clone(),
             queued: AtomicBool::new(false),
             keyframe_wanted: AtomicBool::new(false),
+            estimate_restart: Mutex::default(),
             close_wanted: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             video_codec: video_codec(&negotiated.tracks),

@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use str0m::bwe::BweKind;
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::format::{Codec as Str0mCodec, CodecExtra};
 use str0m::media::{KeyframeRequestKind, MediaData, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive};
@@ -254,6 +254,16 @@ impl PeerSession {
         }
         if self.shared.keyframe_wanted.swap(false, Ordering::Relaxed) {
             self.request_keyframe(now, out);
+        }
+        let restart = self.shared.estimate_restart.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(restart) = restart {
+            let mut bwe = self.rtc.bwe();
+            if let Some(from) = restart.from_kbps {
+                bwe.reset(Bitrate::kbps(from));
+                self.last_bwe = None;
+            }
+            bwe.set_bitrate(Bitrate::ZERO, Bitrate::kbps(restart.probe_to_kbps));
+            self.drain(now, out);
         }
     }
 
