@@ -1123,7 +1123,7 @@ impl Engine {
     fn add_guest(&mut self, id: &CompositionId, name: Option<String>, offer: &str, kind: GuestKind) -> Result<Joined, EngineError> {
         let server = self.services.webrtc.clone().ok_or(EngineError::WebRtcUnavailable)?;
         let (mut config, signalling) = match kind {
-            GuestKind::Guest => (PeerConfig::guest(), Signalling::WebRtc),
+            GuestKind::Guest => (PeerConfig::guest().with_video_bitrate_kbps(self.get(id)?.config.video.bitrate_kbps), Signalling::WebRtc),
             GuestKind::WhipPublisher => (PeerConfig::publisher(), Signalling::Whip),
         };
         if self.get(id)?.config.audio_only {
@@ -1493,6 +1493,7 @@ impl Engine {
         for (id, composition) in &mut self.compositions {
             composition.watch(id, now, stale_after, &self.services.events);
             composition.follow_speaker(id, &self.services.events);
+            composition.adapt_guest_pictures(id, &self.services.events);
         }
         let late: Vec<StopTicket> =
             self.pending_removals.iter().filter(|(_, p)| p.since.elapsed() >= REPLY_DEADLINE).map(|(t, _)| *t).collect();
@@ -1587,6 +1588,25 @@ impl Composition {
         self.media.set_active_speaker(detected.clone());
         events.publish(id, EventKind::ActiveSpeakerChanged { participant: detected.clone() });
         self.active_speaker = detected;
+    }
+
+    /// Sends each WebRTC guest the picture its link carries (see
+    /// `model::ladder`); every move is logged and announced.
+    fn adapt_guest_pictures(&mut self, id: &CompositionId, events: &EventBus) {
+        for moved in self.media.adapt_guest_pictures() {
+            let size = moved.rung.frame(self.config.video.canvas());
+            tracing::info!(
+                composition = %id, participant = %moved.participant, bitrate_kbps = moved.rung.bitrate_kbps, width = size.width,
+                height = size.height, estimate_kbps = moved.estimate_kbps, "a guest's link: its picture moves to another bitrate"
+            );
+            events.publish(id, EventKind::ParticipantPictureRate {
+                participant: moved.participant,
+                bitrate_kbps: moved.rung.bitrate_kbps,
+                width: size.width,
+                height: size.height,
+                bandwidth_estimate_kbps: moved.estimate_kbps,
+            });
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use super::{Attachment, Composition, Ingest, OutputRecord};
-use crate::media::{IngestView, Leg, MediumStats, WebRtcStats};
+use crate::media::{IngestView, Leg, MediumStats, SentPicture, WebRtcStats};
 use crate::rtmp::mask_stream_key;
 use crate::model::output::{OutputKind, ValidOutput};
 use crate::rtmp::PublisherState;
@@ -338,7 +338,13 @@ impl Composition {
             audio_level_dbov: speech.map(|s| (s.level_dbov * 10.0).round() / 10.0),
             audio: stats.audio,
             video: stats.video,
-            webrtc: stats.webrtc,
+            webrtc: stats.webrtc.map(|webrtc| WebRtcStats {
+                picture: self.media.sent_picture(pid).map(|rung| {
+                    let frame = rung.frame(self.config.video.canvas());
+                    SentPicture { bitrate_kbps: rung.bitrate_kbps, width: frame.width, height: frame.height, reduced: !rung.is_full() }
+                }),
+                ..webrtc
+            }),
             ingest,
             last_error: participant.last_error.clone(),
         })

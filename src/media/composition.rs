@@ -8,6 +8,7 @@
 mod branding;
 mod broadcast;
 mod outputs;
+mod reduced;
 mod stage;
 mod viewers;
 
@@ -29,7 +30,7 @@ use super::mixer::{AudioMix, MixFormat, MixMinusEncodes};
 use super::part::{Fanout, add_chain, expose_input};
 use super::leg::Leg;
 use super::leg::rtp::{JoiningMedium, RtpContext};
-use super::leg::webrtc::GuestMedia;
+use super::leg::webrtc::{GuestMedia, OWN_ENCODE, PictureSwitch};
 use super::participant::{JoinContext, Joining, ParticipantMedia, Plug};
 use crate::model::ingest::IngestSink;
 use super::profiles::{EncoderSettings, Profiles};
@@ -39,6 +40,7 @@ use super::{COLORIMETRY, EventSink, MediaError, MediaEvent, make};
 use crate::model::codec::VideoCodec;
 use crate::model::composition::CompositionConfig;
 use crate::model::h264::{self, FrameSize};
+use crate::model::ladder;
 use crate::model::sdp;
 use crate::model::ids::{CompositionId, OutputId, ParticipantId, ViewerId};
 use crate::model::controls::ParticipantControls;
@@ -51,6 +53,7 @@ use crate::rtmp::{PublisherHandle, StreamFeed};
 use crate::webrtc::{Peer, PeerEvent, PeerHandler};
 use branding::Branding;
 use broadcast::{Broadcast, FeedKey, FeedTarget};
+use reduced::ReducedPicture;
 use outputs::FileOutput;
 use viewers::Viewers;
 use stage::{Highlight, Move, PadGeometry, Stage};
@@ -88,6 +91,9 @@ pub struct CompositionMedia {
     outputs: HashMap<OutputId, OutputMedia>,
     /// WHEP viewers, while there are any.
     viewers: Option<Viewers>,
+    /// The lower-bitrate pictures WebRTC guests on poor links are sent, by
+    /// their codec and rung (see [`Self::adapt_guest_pictures`]).
+    reduced: HashMap<(VideoCodec, usize), ReducedPicture>,
     /// One per file output, tripped from the bus when its part fails.
     fuses: Fuses,
     /// Where callers' keys (DTMF) go, with the pipeline's other reports.
@@ -122,6 +128,19 @@ struct Canvas {
     cadence: Arc<Cadence>,
 }
 
+/// NACKs from a guest within a second that say its link loses our packets;
+/// a few may come from a lost packet on any link.
+const LOSING_NACKS: u64 = 5;
+
+/// A WebRTC guest moved to another rung of its picture (`model::ladder`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PictureMove {
+    pub participant: ParticipantId,
+    pub rung: ladder::Rung,
+    /// The bandwidth estimate that moved it, kbit/s.
+    pub estimate_kbps: u64,
+}
+
 /// What a shared return encoder makes: callers asking for the same codec
 /// at the same size share one encode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -130,19 +149,26 @@ struct ReturnEncode {
     /// `None`: the whole canvas; else the composite scaled down for callers
     /// that decode no more (see [`sdp::NegotiatedMedia::return_size`]).
     size: Option<FrameSize>,
+    /// `None`: the composition's bitrate (in proportion when scaled); else a
+    /// rung of `model::ladder` for guests on poor links.
+    bitrate_kbps: Option<u32>,
 }
 
 impl ReturnEncode {
     /// What callers on H.264 packetization-mode 1 taking the whole canvas
     /// get: the broadcast's own encode (see [`CompositionMedia::encoder_for`]).
-    const BROADCAST: ReturnEncode = ReturnEncode { codec: VideoCodec::H264 { packetization_mode: 1 }, size: None };
+    const BROADCAST: ReturnEncode = ReturnEncode { codec: VideoCodec::H264 { packetization_mode: 1 }, size: None, bitrate_kbps: None };
 
     /// Its name in bins and metrics: the encoder profile, and the size when scaled.
     fn label(&self) -> String {
-        match self.size {
-            Some(size) => format!("{}-{}x{}", self.codec.encoder_profile_name(), size.width, size.height),
-            None => self.codec.encoder_profile_name().to_string(),
+        let mut label = self.codec.encoder_profile_name().to_string();
+        if let Some(size) = self.size {
+            label += &format!("-{}x{}", size.width, size.height);
         }
+        if let Some(kbps) = self.bitrate_kbps {
+            label += &format!("-{kbps}k");
+        }
+        label
     }
 }
 
@@ -213,6 +239,7 @@ impl CompositionMedia {
             stage: Stage::default(),
             outputs: HashMap::new(),
             viewers: None,
+            reduced: HashMap::new(),
             fuses,
             events,
             serial: 0,
@@ -383,7 +410,7 @@ impl CompositionMedia {
         }
         if let Some((codec, composite)) = &participant.seat.composite_in {
             let size = participant.leg.composite_size(self.sdp_canvas());
-            let (encoder, feed) = self.encoder_for(ReturnEncode { codec: *codec, size })?;
+            let (encoder, feed) = self.encoder_for(ReturnEncode { codec: *codec, size, bitrate_kbps: None })?;
             self.link_from(Source::Fanout(feed), composite, encoder, owner.clone())?;
         }
         lifecycle::start(participant.bin.upcast_ref())?;
@@ -490,11 +517,120 @@ impl CompositionMedia {
         let index = self.participants.iter().position(|p| &p.id == id)?;
         let participant = self.participants.remove(index);
         self.mix.remove(id);
+        for reduced in self.reduced.values() {
+            reduced.remove(id);
+        }
+        self.drop_unused_reduced();
         let bin = participant.bin.clone();
         let ticket = self.reap(self.participant_label(id), Owner::Participant(id.clone()), bin, participant);
         self.drop_unused_encoders();
         self.relayout();
         Some(ticket)
+    }
+
+    /// Moves WebRTC guests between the rungs of `model::ladder` as their
+    /// links' bandwidth estimates say: a guest whose link cannot carry the
+    /// composition's bitrate is sent a lower-bitrate encode of the composite
+    /// (shared by the guests on that rung) instead of a picture it loses.
+    /// Says who moved, where to, and on which estimate.
+    pub fn adapt_guest_pictures(&mut self) -> Vec<PictureMove> {
+        let rungs = self.ladder();
+        let mut moves = Vec::new();
+        for participant in &self.participants {
+            let Leg::WebRtc(leg) = &participant.leg else { continue };
+            let (Some(codec), Some(link)) = (leg.video_codec(), leg.link()) else { continue };
+            let picture = leg.picture();
+            let (_, wanted) = picture.sources();
+            let reading = ladder::LinkReading {
+                estimate_kbps: link.estimate_kbps,
+                sent_kbps: link.sent_kbps,
+                losing: link.nacks >= LOSING_NACKS,
+                connected_for: link.connected_for,
+                on_rung_for: picture.moved_for().min(link.connected_for),
+            };
+            let next = ladder::choose(&rungs, wanted, reading);
+            if next != wanted {
+                let change = PictureMove { participant: participant.id.clone(), rung: rungs[next], estimate_kbps: link.estimate_kbps };
+                moves.push((codec, picture.clone(), change, next > wanted));
+            }
+        }
+        let mut done = Vec::new();
+        for (codec, picture, change, down) in moves {
+            match self.send_rung(&change.participant, codec, &picture, change.rung) {
+                Ok(()) => {
+                    // Down: what the estimator learned from the bitrate the link lost is no use; up: probe for the next.
+                    let restart = down.then(|| ladder::needs_kbps(&change.rung));
+                    picture.retarget_on_move(restart, ladder::probe_target_kbps(&rungs, change.rung.index));
+                    done.push(change);
+                }
+                Err(e) => tracing::warn!(composition = %self.id, participant = %change.participant, "a lower-bitrate picture failed to start: {e}"),
+            }
+        }
+        self.drop_unused_reduced();
+        done
+    }
+
+    /// The rungs of this composition's guests' pictures, best first.
+    fn ladder(&self) -> Vec<ladder::Rung> {
+        ladder::rungs(self.config.video.bitrate_kbps, self.config.video.canvas())
+    }
+
+    /// What a WebRTC guest is sent of the composite now; `None` for others.
+    pub fn sent_picture(&self, id: &ParticipantId) -> Option<ladder::Rung> {
+        let Some(ParticipantMedia { leg: Leg::WebRtc(leg), .. }) = self.participant(id) else { return None };
+        leg.video_codec()?;
+        let (current, _) = leg.picture().sources();
+        self.ladder().get(current).copied()
+    }
+
+    fn send_rung(&mut self, id: &ParticipantId, codec: VideoCodec, picture: &Arc<PictureSwitch>, rung: ladder::Rung) -> Result<(), MediaError> {
+        if rung.is_full() {
+            picture.want(OWN_ENCODE, None);
+            if let Some(participant) = self.participant(id) {
+                participant.seat.request_composite_keyframe();
+            }
+            return Ok(());
+        }
+        if !self.reduced.contains_key(&(codec, rung.index)) {
+            let name = format!("rung{}-{}-{}", rung.index, codec.encoder_profile_name(), self.id);
+            let built = ReducedPicture::build(&name, rung)?;
+            let owner = Owner::Reduced(name.clone());
+            if let Err(e) = self.start_reduced(&built, codec, &owner) {
+                let bin = built.bin.clone();
+                self.reap(format!("reduced picture {name}"), owner, bin, built);
+                self.drop_unused_encoders();
+                return Err(e);
+            }
+            self.reduced.insert((codec, rung.index), built);
+        }
+        self.reduced[&(codec, rung.index)].add(id, picture);
+        Ok(())
+    }
+
+    fn start_reduced(&mut self, reduced: &ReducedPicture, codec: VideoCodec, owner: &Owner) -> Result<(), MediaError> {
+        self.pipeline.add(&reduced.bin)?;
+        let key = ReturnEncode { codec, size: reduced.rung.size, bitrate_kbps: Some(reduced.rung.bitrate_kbps) };
+        let (encoder, feed) = self.encoder_for(key)?;
+        self.link_from(Source::Fanout(feed), &reduced.video_in, encoder, owner.clone())?;
+        lifecycle::start(reduced.bin.upcast_ref())?;
+        self.topology.link_pending(owner)?;
+        Ok(())
+    }
+
+    /// Stops the reduced pictures no guest is sent any more, and their encodes.
+    fn drop_unused_reduced(&mut self) {
+        let unused: Vec<(VideoCodec, usize)> = self.reduced.iter().filter(|(_, r)| !r.keep_current()).map(|(key, _)| *key).collect();
+        if unused.is_empty() {
+            return;
+        }
+        for key in unused {
+            if let Some(reduced) = self.reduced.remove(&key) {
+                let name = reduced.bin.name().to_string();
+                let bin = reduced.bin.clone();
+                self.reap(format!("reduced picture {name}"), Owner::Reduced(name), bin, reduced);
+            }
+        }
+        self.drop_unused_encoders();
     }
 
     /// A WHEP viewer, sent the programme on `peer`: the broadcast's picture
@@ -734,7 +870,7 @@ impl CompositionMedia {
             if let Some(size) = key.size {
                 chain.extend(scale_to(size, &name)?);
             }
-            let encoder = self.profiles.video_encoder(codec, &format!("{name}-bin"), self.encoder_settings(key.size))?;
+            let encoder = self.profiles.video_encoder(codec, &format!("{name}-bin"), self.encoder_settings(&key))?;
             chain.push(encoder.upcast());
         }
         if let VideoCodec::H264 { .. } = codec {
@@ -816,15 +952,16 @@ impl CompositionMedia {
     /// and never more than its size's H.264 level allows: a CIF decoder at
     /// level 1.3 takes 768 kbit/s at most, and x264 would otherwise mark the
     /// stream with a higher level than the answer said.
-    fn encoder_settings(&self, size: Option<FrameSize>) -> EncoderSettings {
+    fn encoder_settings(&self, key: &ReturnEncode) -> EncoderSettings {
         let v = &self.config.video;
-        let bitrate_kbps = match size {
-            Some(size) => {
+        let bitrate_kbps = match (key.bitrate_kbps, key.size) {
+            (Some(kbps), _) => kbps,
+            (None, Some(size)) => {
                 let share = f64::from(size.width * size.height) / f64::from(v.width * v.height);
                 let proportional = (f64::from(v.bitrate_kbps) * share).round().max(MIN_SCALED_BITRATE_KBPS) as u32;
                 proportional.min(h264::max_bitrate_kbps(size, v.fps))
             }
-            None => v.bitrate_kbps,
+            (None, None) => v.bitrate_kbps,
         };
         EncoderSettings { bitrate_kbps: Some(bitrate_kbps), keyframe_interval_frames: Some(v.fps * v.keyframe_interval_secs) }
     }

@@ -47,7 +47,7 @@ mod topology;
 pub use composition::{CompositionMedia, MissingImage, check_images, FileOutputStatus, MediaSettings, OutputPaths, output_part_name, participant_part_name};
 pub use lifecycle::{Reaper, ReaperCounts, StopTicket};
 pub use leg::publisher::{IngestView, PublisherChange};
-pub use leg::webrtc::{Directions, GuestChange, GuestMedia, WebRtcStats};
+pub use leg::webrtc::{Directions, GuestChange, GuestMedia, SentPicture, WebRtcStats};
 pub use leg::rtp::{JoiningMedium, MediumStats, ParticipantStats};
 pub use leg::{Flow, Leg, Way};
 pub use participant::ParticipantMedia;

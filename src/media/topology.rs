@@ -19,6 +19,8 @@ pub enum Owner {
     Output(OutputId),
     /// The WHEP viewers' part.
     Viewers,
+    /// A lower-bitrate picture for WebRTC guests on poor links, by its bin's name.
+    Reduced(String),
 }
 
 #[derive(Debug)]

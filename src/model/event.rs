@@ -66,6 +66,10 @@ pub enum EventKind {
     ParticipantResumed { participant: ParticipantId },
     /// A producer changed its name or its controls (`PATCH`); what they are now.
     ParticipantUpdated { participant: ParticipantId, name: String, controls: ParticipantControls },
+    /// A WebRTC guest's link changed what it can carry: it is sent the
+    /// composite at this bitrate and size now (lower than the composition's
+    /// on a poor link, back up when the link recovers), by its bandwidth estimate.
+    ParticipantPictureRate { participant: ParticipantId, bitrate_kbps: u32, width: u32, height: u32, bandwidth_estimate_kbps: u64 },
     /// Who the layouts follow now: the caller talking clearly longer than the
     /// last one, or nobody (`null`: that one left or was muted, and nobody
     /// else talks).
@@ -105,6 +109,7 @@ impl EventKind {
             EventKind::ParticipantHeld { .. } => "participant_held",
             EventKind::ParticipantResumed { .. } => "participant_resumed",
             EventKind::ParticipantUpdated { .. } => "participant_updated",
+            EventKind::ParticipantPictureRate { .. } => "participant_picture_rate",
             EventKind::ActiveSpeakerChanged { .. } => "active_speaker_changed",
             EventKind::LayoutChanged { .. } => "layout_changed",
             EventKind::OutputAdded { .. } => "output_added",

@@ -94,6 +94,35 @@ pub struct WebRtcLeg {
     connected_at: Arc<Mutex<Option<Instant>>>,
     /// What str0m's estimator says we may send it, bits per second.
     bandwidth: Arc<AtomicU64>,
+    /// Which encode of the composite it is sent.
+    picture: Arc<PictureSwitch>,
+    link_window: Mutex<LinkWindow>,
+}
+
+/// What a guest's link is measured over: a GOP's big keyframe and a second
+/// of small frames are one rate.
+const LINK_WINDOW: Duration = Duration::from_secs(1);
+
+/// The last full [`LINK_WINDOW`] of a guest's link, and where the current one started.
+#[derive(Clone, Copy)]
+struct LinkWindow {
+    started: Instant,
+    bytes_at_start: u64,
+    nacks_at_start: u64,
+    sent_kbps: u64,
+    nacks: u64,
+}
+
+/// A guest's link as the picture ladder (`model::ladder`) reads it.
+#[derive(Clone, Copy, Debug)]
+pub struct GuestLink {
+    /// The estimator's figure, kbit/s; 0 until known.
+    pub estimate_kbps: u64,
+    /// Its picture as sent over the last second, kbit/s.
+    pub sent_kbps: u64,
+    /// NACKs it sent over the last second: packets of ours it lost.
+    pub nacks: u64,
+    pub connected_for: Duration,
 }
 
 impl WebRtcLeg {
@@ -112,6 +141,7 @@ impl WebRtcLeg {
         let n = |role: &str| format!("{prefix}-{role}");
         let takes_video = seat.shows_pictures();
         let peer = PeerSlot::default();
+        let video_out = Arc::new(FlowCounter::default());
         let leg = WebRtcLeg {
             media,
             takes_video,
@@ -119,9 +149,11 @@ impl WebRtcLeg {
             audio_in: Arc::default(),
             video_in: Arc::default(),
             audio_out: Arc::default(),
-            video_out: Arc::default(),
+            video_out: video_out.clone(),
             connected_at: Arc::default(),
             bandwidth: Arc::default(),
+            picture: Arc::new(PictureSwitch::new(peer.clone(), video_out)),
+            link_window: Mutex::new(LinkWindow { started: Instant::now(), bytes_at_start: 0, nacks_at_start: 0, sent_kbps: 0, nacks: 0 }),
         };
 
         let video_in = if takes_video && media.video.from_guest {
@@ -159,14 +191,8 @@ impl WebRtcLeg {
         };
 
         let composite_in = if takes_video && media.video.to_guest {
-            let (peer, handed) = (peer.clone(), leg.video_out.clone());
-            let sink = frame_sink(&n("vout"), move |frame, time, keyframe| {
-                // Before the peer is attached there is nobody to send to.
-                if let Some(peer) = peer.get() {
-                    peer.write_video(frame, time, keyframe);
-                    handed.add(1);
-                }
-            })?;
+            let picture = leg.picture.clone();
+            let sink = frame_sink(&n("vout"), move |frame, time, keyframe| picture.deliver(OWN_ENCODE, frame, time, keyframe))?;
             bin.add(&sink)?;
             Some(seat.composite_to(media.video_codec, &sink)?)
         } else {
@@ -193,6 +219,7 @@ impl WebRtcLeg {
             video_received: leg.video_in.clone(),
             audio_received: leg.audio_in.clone(),
             composite_in,
+            picture: leg.picture.clone(),
             connected_at: leg.connected_at.clone(),
             bandwidth: leg.bandwidth.clone(),
             on_change,
@@ -204,6 +231,30 @@ impl WebRtcLeg {
     /// leg makes goes to the guest.
     pub fn attach(&self, peer: Peer) {
         let _ = self.peer.set(peer);
+    }
+
+    /// Which encode of the composite it is sent, and the move to another.
+    pub fn picture(&self) -> &Arc<PictureSwitch> {
+        &self.picture
+    }
+
+    /// Its link as last measured; `None` before it connected.
+    pub fn link(&self) -> Option<GuestLink> {
+        let connected_for = (*self.connected_at.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))?.elapsed();
+        let (bytes, nacks) = (self.picture.bytes_sent(), self.peer.get().map_or(0, |peer| peer.stats().nacks_received));
+        let mut window = self.link_window.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let elapsed = window.started.elapsed();
+        if elapsed >= LINK_WINDOW {
+            let sent_kbps = (bytes - window.bytes_at_start) * 8 / elapsed.as_millis().max(1) as u64;
+            let nacks_in_window = nacks.saturating_sub(window.nacks_at_start);
+            *window = LinkWindow { started: Instant::now(), bytes_at_start: bytes, nacks_at_start: nacks, sent_kbps, nacks: nacks_in_window };
+        }
+        Some(GuestLink { estimate_kbps: self.bandwidth.load(Ordering::Relaxed) / 1000, sent_kbps: window.sent_kbps, nacks: window.nacks, connected_for })
+    }
+
+    /// The video codec it is sent.
+    pub fn video_codec(&self) -> Option<VideoCodec> {
+        (self.takes_video && self.media.video.to_guest).then_some(self.media.video_codec)
     }
 
     /// The flows it was built to carry.
@@ -306,6 +357,8 @@ impl WebRtcLeg {
                 keyframe_requests_sent: peer.keyframe_requests_out,
                 frames_dropped: peer.audio.frames_dropped + peer.video.frames_dropped,
                 bandwidth_estimate_kbps: self.bandwidth.load(Ordering::Relaxed) / 1000,
+                // The composition knows its rungs: it fills this in.
+                picture: None,
             }),
         }
     }
@@ -328,6 +381,20 @@ pub struct WebRtcStats {
     pub frames_dropped: u64,
     /// What Tutti may send it, by the bandwidth estimator (0 until known).
     pub bandwidth_estimate_kbps: u64,
+    /// The composite as it is sent now: the composition's bitrate and size,
+    /// or less on a link that carries less. Absent when it is sent no picture.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub picture: Option<SentPicture>,
+}
+
+/// What a guest is sent of the composite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SentPicture {
+    pub bitrate_kbps: u32,
+    pub width: u32,
+    pub height: u32,
+    /// Lower than the composition's: its link carries no more.
+    pub reduced: bool,
 }
 
 /// The caps of a browser's video frames as the adapter hands them over.
@@ -364,6 +431,144 @@ pub(crate) fn frame_sink(name: &str, deliver: impl Fn(Bytes, Duration, bool) + S
     Ok(sink.upcast())
 }
 
+/// The guest's own encode of the composite (what a guest whose link carries
+/// the composition's bitrate is sent), as a [`PictureSwitch`] source.
+pub const OWN_ENCODE: usize = 0;
+
+/// Which encode of the composite a guest's peer is sent: its own (the
+/// composition's bitrate), or one of the lower ones that guests on poor
+/// links share (`model::ladder`; each source is its rung's index). A move
+/// takes effect at the new encode's next keyframe, so the guest's decoder
+/// never gets a frame referring to a picture it has not seen; until then it
+/// keeps getting the old one.
+pub struct PictureSwitch {
+    peer: PeerSlot,
+    handed: Arc<FlowCounter>,
+    state: Mutex<SwitchState>,
+}
+
+struct SwitchState {
+    current: usize,
+    wanted: usize,
+    /// Where the wanted encode's keyframes are asked for; `None`: its own.
+    keyframe_source: Option<gst::Pad>,
+    /// The last frame's time as sent, and the step before it: the first
+    /// frame of a new encode follows on.
+    last_time: Duration,
+    last_step: Duration,
+    /// What is added to the current encode's times, nanoseconds.
+    offset_ns: i128,
+    /// When it was last moved (or built).
+    moved_at: Instant,
+    /// Bytes of picture handed to the peer.
+    bytes_sent: u64,
+    /// What the bandwidth estimator is to be told when the move is made
+    /// (see [`Peer::retarget_bandwidth_estimate`]): a restart counts the
+    /// losses of the old bitrate only until the new one is on the wire.
+    retarget: Option<(Option<u64>, u64)>,
+}
+
+impl PictureSwitch {
+    fn new(peer: PeerSlot, handed: Arc<FlowCounter>) -> PictureSwitch {
+        let state = SwitchState {
+            current: OWN_ENCODE,
+            wanted: OWN_ENCODE,
+            keyframe_source: None,
+            last_time: Duration::ZERO,
+            last_step: Duration::ZERO,
+            offset_ns: 0,
+            moved_at: Instant::now(),
+            bytes_sent: 0,
+            retarget: None,
+        };
+        PictureSwitch { peer, handed, state: Mutex::new(state) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SwitchState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Moves the guest to `source`, whose keyframes are asked for at
+    /// `keyframe_source` (`None` for its own encode).
+    pub fn want(&self, source: usize, keyframe_source: Option<gst::Pad>) {
+        let mut state = self.lock();
+        state.wanted = source;
+        state.keyframe_source = keyframe_source;
+        state.moved_at = Instant::now();
+    }
+
+    /// Time since it was last moved (or built).
+    pub fn moved_for(&self) -> Duration {
+        self.lock().moved_at.elapsed()
+    }
+
+    /// Sets what the peer's bandwidth estimator probes towards and, with
+    /// `from_kbps`, restarts it there: once the move asked for is made, or
+    /// now if there is none (the guest was wanted back where it is).
+    pub fn retarget_on_move(&self, from_kbps: Option<u64>, probe_to_kbps: u64) {
+        let mut state = self.lock();
+        if state.current != state.wanted {
+            state.retarget = Some((from_kbps, probe_to_kbps));
+            return;
+        }
+        state.retarget = None;
+        drop(state);
+        if let Some(peer) = self.peer.get() {
+            peer.retarget_bandwidth_estimate(from_kbps, probe_to_kbps);
+        }
+    }
+
+    fn bytes_sent(&self) -> u64 {
+        self.lock().bytes_sent
+    }
+
+    /// The source it is sent now, and the one it is moving to.
+    pub fn sources(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.current, state.wanted)
+    }
+
+    fn keyframe_source(&self) -> Option<gst::Pad> {
+        self.lock().keyframe_source.clone()
+    }
+
+    /// A frame of encode `source`: sent if that is the guest's, or if it is
+    /// the one it moves to and this is its keyframe.
+    pub fn deliver(&self, source: usize, frame: Bytes, time: Duration, keyframe: bool) {
+        let (time, retarget) = {
+            let mut state = self.lock();
+            let mut retarget = None;
+            if source == state.wanted && source != state.current && keyframe {
+                state.current = source;
+                // Encodes stamp on their own timebases (the broadcast's
+                // differs from the canvas's by seconds): the guest's clock
+                // goes on one frame after the last one it got.
+                let next = state.last_time + state.last_step;
+                state.offset_ns = next.as_nanos() as i128 - time.as_nanos() as i128;
+                retarget = state.retarget.take();
+            }
+            if source != state.current {
+                return;
+            }
+            let time = Duration::from_nanos((time.as_nanos() as i128 + state.offset_ns).max(0) as u64);
+            if time > state.last_time {
+                state.last_step = time - state.last_time;
+            }
+            state.last_time = time;
+            state.bytes_sent += frame.len() as u64;
+            (time, retarget)
+        };
+        // Before the peer is attached there is nobody to send to.
+        if let Some(peer) = self.peer.get() {
+            if let Some((from_kbps, probe_to_kbps)) = retarget {
+                peer.retarget_bandwidth_estimate(from_kbps, probe_to_kbps);
+            }
+            peer.write_video(frame, time, keyframe);
+            self.handed.add(1);
+        }
+    }
+}
+
 /// What the socket task pushes into, for one guest.
 struct Inbound {
     /// `None` when it sends no video, or the composition shows none.
@@ -375,8 +580,10 @@ struct Inbound {
     playout_delay: gst::ClockTime,
     video_received: Arc<FlowCounter>,
     audio_received: Arc<FlowCounter>,
-    /// Where a keyframe of the composite is asked for when the guest lost ours.
+    /// Where a keyframe of the composite is asked for when the guest lost
+    /// ours, while it is sent its own encode.
     composite_in: Option<gst::Pad>,
+    picture: Arc<PictureSwitch>,
     connected_at: Arc<Mutex<Option<Instant>>>,
     bandwidth: Arc<AtomicU64>,
     on_change: GuestHandler,
@@ -384,7 +591,7 @@ struct Inbound {
 
 impl Inbound {
     fn request_composite_keyframe(&self) {
-        if let Some(pad) = &self.composite_in {
+        if let Some(pad) = self.picture.keyframe_source().as_ref().or(self.composite_in.as_ref()) {
             request_keyframe_upstream(pad);
         }
     }
@@ -419,7 +626,10 @@ impl Inbound {
                 let _ = source.push_buffer(buffer);
             }
             PeerEvent::KeyframeRequested => self.request_composite_keyframe(),
-            PeerEvent::BandwidthEstimate { bps } => self.bandwidth.store(bps, Ordering::Relaxed),
+            PeerEvent::BandwidthEstimate { bps } => {
+                tracing::debug!(kbps = bps / 1000, "guest's bandwidth estimate");
+                self.bandwidth.store(bps, Ordering::Relaxed)
+            }
             PeerEvent::Disconnected { reason } => (self.on_change)(GuestChange::Disconnected(reason)),
         }
     }
