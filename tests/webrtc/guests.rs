@@ -200,6 +200,8 @@ fn guests_and_caller(server: &Server) -> Result<()> {
             }
         }
         ensure!(view["webrtc"]["nacks_sent"].is_u64() && view["webrtc"]["keyframe_requests_received"].is_u64(), "its WebRTC statistics: {view}");
+        // A clean link carries the composition's bitrate: no lower-bitrate picture.
+        ensure!(view["webrtc"]["picture"]["reduced"] == false && view["webrtc"]["picture"]["width"] == CANVAS.0, "what it is sent: {view}");
     }
 
     leave(server, &composition, &guests)?;

@@ -4,6 +4,7 @@
 //! lossy UDP relay ([`relay`]).
 
 mod guests;
+mod slow_link;
 pub mod media;
 pub mod page_server;
 pub mod relay;

@@ -1,19 +1,24 @@
-//! A lossy UDP relay on loopback, standing between a browser and Tutti.
+//! A lossy or narrow UDP link on loopback, standing between a browser and Tutti.
 //!
 //! ```text
 //!  browser ──► front (the candidate Tutti announces) ──drop loss% of RTP──► back ──► Tutti
-//!  browser ◄── front ◄───────────────────── everything ◄─────────────────── back ◄── Tutti
+//!  browser ◄── front ◄──── everything, or at most `downlink_kbps` ◄──────── back ◄── Tutti
 //! ```
 //!
 //! Only RTP from the browser is dropped: STUN and DTLS get through, so every
 //! run connects the same way, and the loss lands on the media the test
 //! judges. The loss is pseudo-random from a fixed seed, the same each run.
+//!
+//! A narrow downlink behaves as a bottleneck router does: packets leave at
+//! its rate, wait in a queue of at most [`QUEUE_DELAY`], and the ones that
+//! would wait longer are dropped (drop-tail).
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use rand::rngs::StdRng;
@@ -22,11 +27,16 @@ use rand::{Rng, SeedableRng};
 /// How often each relay thread looks at the stop flag.
 const READ_TIMEOUT: Duration = Duration::from_millis(50);
 const SEED: u64 = 0x7u64 << 40 | 0x77;
+/// The longest a packet waits in a narrow downlink's queue: a home router's buffer.
+const QUEUE_DELAY: Duration = Duration::from_millis(200);
+/// How often a narrow downlink looks for packets due to leave.
+const PACING_TICK: Duration = Duration::from_millis(2);
 
 pub struct LossyRelay {
     front: SocketAddr,
     sockets: Option<(UdpSocket, UdpSocket)>,
     loss_percent: u32,
+    downlink_kbps: Option<u32>,
     stop: Arc<AtomicBool>,
     dropped: Arc<AtomicU64>,
     forwarded: Arc<AtomicU64>,
@@ -45,11 +55,18 @@ impl LossyRelay {
             front: front.local_addr()?,
             sockets: Some((front, back)),
             loss_percent,
+            downlink_kbps: None,
             stop: Arc::new(AtomicBool::new(false)),
             dropped: Arc::new(AtomicU64::new(0)),
             forwarded: Arc::new(AtomicU64::new(0)),
             threads: Vec::new(),
         })
+    }
+
+    /// Lets at most `kbps` through towards the browser (see the module doc).
+    pub fn with_downlink_kbps(mut self, kbps: u32) -> LossyRelay {
+        self.downlink_kbps = Some(kbps);
+        self
     }
 
     /// Starts relaying to `upstream`, dropping the set share of the browser's RTP packets.
@@ -82,13 +99,29 @@ impl LossyRelay {
                 let _ = back.send(packet);
             }
         })?;
+        let mut link = self.downlink_kbps.map(Bottleneck::new);
+        if link.is_some() {
+            back2.set_read_timeout(Some(PACING_TICK))?;
+        }
         let outbound = thread::Builder::new().name("relay-out".into()).spawn(move || {
             let mut buffer = [0u8; 2048];
             while !stop2.load(Ordering::Relaxed) {
-                let Ok(n) = back2.recv(&mut buffer) else { continue };
-                let browser = *browser2.lock().unwrap();
-                if let Some(browser) = browser {
-                    let _ = front2.send_to(&buffer[..n], browser);
+                let received = back2.recv(&mut buffer).ok();
+                let Some(browser) = *browser2.lock().unwrap() else { continue };
+                match &mut link {
+                    None => {
+                        if let Some(n) = received {
+                            let _ = front2.send_to(&buffer[..n], browser);
+                        }
+                    }
+                    Some(link) => {
+                        if let Some(n) = received {
+                            link.enqueue(&buffer[..n]);
+                        }
+                        for packet in link.due() {
+                            let _ = front2.send_to(&packet, browser);
+                        }
+                    }
                 }
             }
         })?;
@@ -107,6 +140,40 @@ impl LossyRelay {
             self.dropped.load(Ordering::Relaxed),
             self.forwarded.load(Ordering::Relaxed),
         )
+    }
+}
+
+/// A link of a fixed rate with a drop-tail queue.
+struct Bottleneck {
+    bytes_per_sec: f64,
+    /// Packets in the queue, each with the time its last bit leaves.
+    queue: VecDeque<(Instant, Vec<u8>)>,
+    /// When the link is free again.
+    free_at: Instant,
+}
+
+impl Bottleneck {
+    fn new(kbps: u32) -> Bottleneck {
+        Bottleneck { bytes_per_sec: f64::from(kbps) * 1000.0 / 8.0, queue: VecDeque::new(), free_at: Instant::now() }
+    }
+
+    fn enqueue(&mut self, packet: &[u8]) {
+        let now = Instant::now();
+        let start = self.free_at.max(now);
+        if start - now > QUEUE_DELAY {
+            return;
+        }
+        self.free_at = start + Duration::from_secs_f64(packet.len() as f64 / self.bytes_per_sec);
+        self.queue.push_back((self.free_at, packet.to_vec()));
+    }
+
+    fn due(&mut self) -> Vec<Vec<u8>> {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        while self.queue.front().is_some_and(|(at, _)| *at <= now) {
+            due.extend(self.queue.pop_front().map(|(_, packet)| packet));
+        }
+        due
     }
 }
 
