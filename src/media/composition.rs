@@ -159,7 +159,8 @@ impl ReturnEncode {
     /// get: the broadcast's own encode (see [`CompositionMedia::encoder_for`]).
     const BROADCAST: ReturnEncode = ReturnEncode { codec: VideoCodec::H264 { packetization_mode: 1 }, size: None, bitrate_kbps: None };
 
-    /// Its name in bins and metrics: the encoder profile, and the size when scaled.
+    /// Its name in bins and metrics: the encoder profile, the size when
+    /// scaled, and the bitrate of a ladder rung.
     fn label(&self) -> String {
         let mut label = self.codec.encoder_profile_name().to_string();
         if let Some(size) = self.size {

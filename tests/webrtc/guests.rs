@@ -226,11 +226,19 @@ fn judge_caller(recording: &Path, cells: &[(Rect, Colour)], frequencies: &[f64],
         let expected: Vec<Option<Colour>> = cells.iter().map(|(_, c)| Some(*c)).collect();
         ensure!(seen == expected, "the caller sees {seen:?}, expected {expected:?}");
     }
-    let levels = audio_samples(recording)?.tone_levels_db(from, until, frequencies)?;
+    let samples = audio_samples(recording)?;
+    let levels = samples.tone_levels_db(from, until, frequencies)?;
     eprintln!("the caller hears itself at {:.1} dBFS and the guests at {:?}", levels[0], &levels[1..]);
+    // Each quarter second's levels, for a failure to say whether a guest faded or dropped out.
+    let quarter = Duration::from_millis(250);
+    let quarters: Vec<Vec<i64>> = (0..8u32)
+        .map(|k| from + quarter * k)
+        .take_while(|start| *start + quarter <= until)
+        .map(|start| Ok(samples.tone_levels_db(start, start + quarter, frequencies)?.iter().map(|l| l.round() as i64).collect()))
+        .collect::<Result<_>>()?;
     for (i, level) in levels.iter().enumerate().skip(1) {
-        ensure!(*level > -30.0, "the caller hears guest {i} only at {level:.1} dBFS");
-        ensure!(levels[0] < level - 30.0, "the caller hears itself: {levels:?}");
+        ensure!(*level > -30.0, "the caller hears guest {i} only at {level:.1} dBFS; by quarter second: {quarters:?}");
+        ensure!(levels[0] < level - 30.0, "the caller hears itself: {levels:?}; by quarter second: {quarters:?}");
     }
     Ok(())
 }
