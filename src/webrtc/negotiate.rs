@@ -25,8 +25,9 @@ use super::session::{Sending, Track, our_codec};
 /// Where str0m's bandwidth estimate starts for video we send when the
 /// peer's config names no bitrate: what a 640x360 VP8 or H.264 picture at
 /// 30 fps needs, so probing grows from a usable rate. With a bitrate, it
-/// starts there: an estimate ramping up from below what is sent would look
-/// like a congested link (`model::ladder`) on a clean one.
+/// starts there: str0m paces media at 1.1 times its estimate, and one
+/// ramping up from below what is sent would hold the picture back for the
+/// first seconds.
 const INITIAL_BWE_KBPS: u64 = 1_000;
 /// What str0m's estimator probes towards when the peer's config names no
 /// bitrate: a 1280x720 composite at 30 fps in VP8 or H.264 looks good at
