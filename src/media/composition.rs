@@ -27,7 +27,7 @@ use super::flow::{FlowCounter, Measure, count_late_on, count_on};
 use super::lifecycle::{self, Reaper, StopTicket, Teardown};
 use super::lipsync::Cadence;
 use super::mixer::{AudioMix, MixFormat, MixMinusEncodes};
-use super::part::{Fanout, add_chain, expose_input};
+use super::part::{Fanout, add_chain, drop_h264_filler, expose_input};
 use super::leg::Leg;
 use super::leg::rtp::{JoiningMedium, RtpContext};
 use super::leg::webrtc::{GuestMedia, OWN_ENCODE, PictureSwitch};
@@ -886,6 +886,7 @@ impl CompositionMedia {
                 "caps",
                 gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build(),
             );
+            drop_h264_filler(&au)?;
             chain.extend([parse, au]);
         }
         add_chain(&bin, &chain.iter().collect::<Vec<_>>())?;

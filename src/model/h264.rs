@@ -164,9 +164,78 @@ pub fn answered_level(sent: FrameSize, fps: u32, receiver: Option<&DecodeLimit>)
     (idc, (frame > base.max_fs).then_some(frame), (rate > base.max_mbps).then_some(rate))
 }
 
+/// NAL unit type 12: filler data (ITU-T H.264 7.3.2.7), which a strict CBR
+/// encode pads its stream with and every decoder skips.
+const FILLER_DATA: u8 = 12;
+
+/// An Annex-B access unit without its filler data NAL units, or `None` when
+/// it has none (nothing to copy). Each NAL unit keeps its own start code.
+pub fn without_filler(access_unit: &[u8]) -> Option<Vec<u8>> {
+    let starts = nal_starts(access_unit);
+    let spans = starts.iter().enumerate().map(|(i, &(start, header))| {
+        let end = starts.get(i + 1).map_or(access_unit.len(), |&(next, _)| next);
+        (start..end, access_unit.get(header).map(|b| b & 0x1f))
+    });
+    let (kept, filler): (Vec<_>, Vec<_>) = spans.partition(|(_, kind)| *kind != Some(FILLER_DATA));
+    if filler.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(access_unit.len() - filler.iter().map(|(span, _)| span.len()).sum::<usize>());
+    out.extend_from_slice(&access_unit[..starts.first().map_or(access_unit.len(), |&(start, _)| start)]);
+    for (span, _) in kept {
+        out.extend_from_slice(&access_unit[span]);
+    }
+    Some(out)
+}
+
+/// Where each NAL unit's start code begins (with the zero byte of a 4-byte
+/// `00 00 00 01`), and where its header byte is.
+fn nal_starts(stream: &[u8]) -> Vec<(usize, usize)> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= stream.len() {
+        if stream[i..i + 3] == [0, 0, 1] {
+            let start = if i > 0 && stream[i - 1] == 0 { i - 1 } else { i };
+            starts.push((start, i + 3));
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    starts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A NAL unit of `kind` with a 4-byte start code and `len` payload bytes.
+    fn nal(kind: u8, len: usize) -> Vec<u8> {
+        let payload = if kind == FILLER_DATA { 0xff } else { 0x42 };
+        [&[0, 0, 0, 1, 0x60 | kind][..], &vec![payload; len]].concat()
+    }
+
+    #[test]
+    fn filler_data_is_dropped_and_every_other_nal_unit_kept_whole() {
+        let (sps, pps, idr) = (nal(7, 10), nal(8, 4), nal(5, 300));
+        let au = [sps.clone(), pps.clone(), idr.clone(), nal(FILLER_DATA, 5000)].concat();
+        assert_eq!(without_filler(&au), Some([sps, pps, idr].concat()));
+    }
+
+    #[test]
+    fn filler_between_slices_and_3_byte_start_codes() {
+        let slice = [&[0, 0, 1, 0x41][..], &[0x9a; 50]].concat();
+        let filler = [&[0, 0, 1, 0x0c][..], &[0xff; 20], &[0x80]].concat();
+        let au = [slice.clone(), filler.clone(), slice.clone(), filler].concat();
+        assert_eq!(without_filler(&au), Some([slice.clone(), slice].concat()));
+    }
+
+    #[test]
+    fn an_access_unit_without_filler_is_not_copied() {
+        assert_eq!(without_filler(&[nal(9, 1), nal(1, 800)].concat()), None);
+        assert_eq!(without_filler(&[]), None);
+        assert_eq!(without_filler(&[0, 0, 0, 1]), None);
+    }
 
     fn params(fmtp: &str) -> Vec<(String, String)> {
         fmtp.split(';')
@@ -255,6 +324,23 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(crate::proptest_config())]
+
+        /// Any access unit (NAL units of any type, 3- or 4-byte start codes,
+        /// payloads free of start codes as emulation prevention makes them):
+        /// what is kept is exactly its NAL units other than filler, in order.
+        #[test]
+        fn only_filler_data_is_taken_out(
+            units in proptest::collection::vec((0u8..32, proptest::bool::ANY, proptest::collection::vec(1u8..=255, 0..40)), 0..12),
+        ) {
+            let encode = |(kind, long, payload): &(u8, bool, Vec<u8>)| {
+                let start: &[u8] = if *long { &[0, 0, 0, 1] } else { &[0, 0, 1] };
+                [start, &[0x60 | kind], payload].concat()
+            };
+            let au: Vec<u8> = units.iter().flat_map(encode).collect();
+            let expected: Vec<u8> = units.iter().filter(|(kind, ..)| *kind != FILLER_DATA).flat_map(encode).collect();
+            let has_filler = units.iter().any(|(kind, ..)| *kind == FILLER_DATA);
+            proptest::prop_assert_eq!(without_filler(&au), has_filler.then_some(expected));
+        }
 
         /// Whatever the limit and the canvas: the picture sent fits the
         /// limit, has even sides and the canvas's aspect ratio (to a pixel
