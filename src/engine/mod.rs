@@ -1185,8 +1185,12 @@ impl Engine {
     fn add_viewer(&mut self, id: &CompositionId, offer: &str) -> Result<(ViewerId, String), EngineError> {
         let server = self.services.webrtc.clone().ok_or(EngineError::WebRtcUnavailable)?;
         let composition = composition_mut(&mut self.compositions, id)?;
-        // The broadcast's own H.264: no encode per viewer.
-        let mut config = PeerConfig::viewer().with_video_codecs(&[WebRtcVideo::H264]);
+        // The broadcast's own H.264: no encode per viewer. Its estimate starts
+        // at what that encode sends, as a guest's does: below it, str0m's
+        // pacer queues the picture (the viewer saw it ~0.6 s late).
+        let mut config = PeerConfig::viewer()
+            .with_video_codecs(&[WebRtcVideo::H264])
+            .with_video_bitrate_kbps(composition.config.video.bitrate_kbps);
         config.send_video = !composition.config.audio_only;
         let viewer = ViewerId::random();
         let (answer, peer) = server.accept_offer(offer, config, composition.media.viewer_handler(viewer.clone()))?;
