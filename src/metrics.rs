@@ -60,6 +60,7 @@ pub fn render(snapshot: &MetricsSnapshot, bus: &BusStats, webhooks: &WebhookStat
         "Composite frames produced after they should have been on air.",
         &["composition"],
     );
+    let viewers = families.gauge("tutti_viewers", "WHEP viewers watching the composition's programme.", &["composition"]);
     let participants = families.gauge("tutti_participants", "Participants by state.", &["composition", "state"]);
     let received = families.counter("tutti_participant_packets_received_total", "RTP packets received from a participant.", MEDIUM_LABELS);
     let sent = families.counter("tutti_participant_packets_sent_total", "RTP packets sent to a participant.", MEDIUM_LABELS);
@@ -84,6 +85,16 @@ pub fn render(snapshot: &MetricsSnapshot, bus: &BusStats, webhooks: &WebhookStat
         &["composition", "participant"],
     );
     let speaking = families.gauge("tutti_participant_speaking", "1 while a participant is talking.", &["composition", "participant"]);
+    let estimate = families.gauge(
+        "tutti_participant_bandwidth_estimate_kbps",
+        "What the bandwidth estimator lets Tutti send a WebRTC guest (0 until known).",
+        &["composition", "participant"],
+    );
+    let picture_kbps = families.gauge(
+        "tutti_participant_picture_kbps",
+        "The bitrate of the composite sent to a WebRTC guest: the composition's, or less on a link that carries less.",
+        &["composition", "participant"],
+    );
     let output_state = families.gauge(
         "tutti_output_state",
         "1 for the state an output is in, 0 for the others.",
@@ -111,6 +122,7 @@ pub fn render(snapshot: &MetricsSnapshot, bus: &BusStats, webhooks: &WebhookStat
         }
         own_encodes.with_label_values(&[id]).set(c.mix_minus.own_encodes as i64);
         shared_encodes.with_label_values(&[id]).set(c.mix_minus.shared as i64);
+        viewers.with_label_values(&[id]).set(c.viewers as i64);
         for state in PARTICIPANT_STATES {
             let n = c.participants.iter().filter(|p| p.state == state).count();
             participants.with_label_values(&[id, label(&state).as_str()]).set(n as i64);
@@ -119,6 +131,12 @@ pub fn render(snapshot: &MetricsSnapshot, bus: &BusStats, webhooks: &WebhookStat
             if let Some(level) = p.audio_level_dbov {
                 audio_level.with_label_values(&[id, p.id.as_str()]).set(level);
                 speaking.with_label_values(&[id, p.id.as_str()]).set(i64::from(p.speaking));
+            }
+            if let Some(webrtc) = &p.webrtc {
+                estimate.with_label_values(&[id, p.id.as_str()]).set(webrtc.bandwidth_estimate_kbps as i64);
+                if let Some(picture) = webrtc.picture {
+                    picture_kbps.with_label_values(&[id, p.id.as_str()]).set(i64::from(picture.bitrate_kbps));
+                }
             }
             for (media, stats) in [("audio", &p.audio), ("video", &p.video)] {
                 let Some(stats) = stats else { continue };

@@ -20,15 +20,6 @@ const SECRET: &str = "whsec_events_test";
 /// The receiver answers 503 to this many POSTs before taking them.
 const REFUSED_FIRST: usize = 2;
 
-/// The value of the sample of `name` whose labels include all of `labels`.
-fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    metrics.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
-        (metric == name && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))).then(|| value.parse().ok())?
-    })
-}
-
 /// `promtool check metrics` reads the text from stdin and lints its names.
 fn promtool_accepts(metrics: &str) -> Result<()> {
     let mut promtool = Command::new("promtool")
@@ -107,7 +98,7 @@ fn caller_life(server: &Server, received: &std::path::Path) -> Result<()> {
     ensure!(metrics.header("content-type").is_some_and(|t| t.starts_with("text/plain; version=0.0.4")), "{:?}", metrics.headers);
     promtool_accepts(&metrics.body)?;
     let m = &metrics.body;
-    let of = |name: &str, labels: &[(&str, &str)]| sample(m, name, labels).with_context(|| format!("no {name} {labels:?} in\n{m}"));
+    let of = |name: &str, labels: &[(&str, &str)]| metric_sample(m, name, labels).with_context(|| format!("no {name} {labels:?} in\n{m}"));
     for media in ["audio", "video"] {
         let labels = [("composition", id.as_str()), ("participant", pid.as_str()), ("media", media)];
         ensure!(of("tutti_participant_packets_received_total", &labels)? > 10.0, "{media} received");
@@ -147,7 +138,7 @@ fn caller_life(server: &Server, received: &std::path::Path) -> Result<()> {
         "{interrupted}"
     );
     all.wait_for(Duration::from_secs(6), "participant_stale", |e| e["type"] == "participant_stale" && e["participant"] == pid.as_str())?;
-    let alarms_after = sample(&server.get("/metrics")?.body, "tutti_alarms_total", &[]).context("tutti_alarms_total")?;
+    let alarms_after = metric_sample(&server.get("/metrics")?.body, "tutti_alarms_total", &[]).context("tutti_alarms_total")?;
     ensure!(alarms_after >= alarms_before + 2.0, "alarms {alarms_before} → {alarms_after}");
 
     ensure!(server.delete(&format!("/v1/compositions/{id}/outputs/{oid}"))?.status / 100 == 2, "output delete");

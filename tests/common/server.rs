@@ -94,6 +94,16 @@ pub struct Participant {
     pub posted_at: SystemTime,
 }
 
+/// The value in Prometheus text `metrics` of the sample of `name` whose
+/// labels include all of `labels`.
+pub fn metric_sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metrics.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+        (metric == name && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))).then(|| value.parse().ok())?
+    })
+}
+
 /// Runs `test` against a server started with `extra_args`; a failure panics
 /// with the server's log, which says what the media did.
 pub fn with_server(extra_args: &[&str], test: impl FnOnce(&Server) -> Result<()>) {

@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 
-use crate::common::{EventStream, Netns, Server, in_loopback_netns, is, wait_until};
+use crate::common::{EventStream, Netns, Server, in_loopback_netns, is, metric_sample, wait_until};
 use crate::webrtc::chromium_with_devices;
 use crate::webrtc::relay::LossyRelay;
 
@@ -111,6 +111,11 @@ fn narrow_link(server: &Server, tutti: SocketAddr) -> Result<()> {
     sleep(SETTLE);
     let picture = view(server)?["webrtc"]["picture"].clone();
     ensure!(picture["reduced"] == true && picture["bitrate_kbps"].as_u64().unwrap_or(u64::MAX) < u64::from(DOWNLINK_KBPS), "sent now: {picture}");
+    let metrics = server.get("/metrics")?.body;
+    let sample = |name| metric_sample(&metrics, name, &[("participant", &guest)]);
+    let (sent_kbps, estimate_kbps) = (sample("tutti_participant_picture_kbps"), sample("tutti_participant_bandwidth_estimate_kbps"));
+    ensure!(sent_kbps.is_some() && sent_kbps == picture["bitrate_kbps"].as_f64(), "/metrics has the guest sent {sent_kbps:?} kbit/s");
+    ensure!(estimate_kbps.is_some_and(|e| e > 0.0 && e < f64::from(DOWNLINK_KBPS) * 1.5), "/metrics has the guest's estimate at {estimate_kbps:?} kbit/s");
     let before = browser.execute_async(RECEIVED, "")?;
     sleep(JUDGED);
     let after = browser.execute_async(RECEIVED, "")?;
