@@ -1,13 +1,14 @@
 //! Browser guests join a composition from the guest page, `/join/{id}`, as a
 //! broadcaster's guests would from a link: two headless Chromiums (a green
 //! and a blue fake camera, a 1 kHz and a 1.5 kHz fake microphone) and one RTP
-//! caller (red, 500 Hz) together. Every one of them is judged by what it
+//! caller (red, 500 Hz) together. The blue guest's browser offers VP8 alone,
+//! as one without H.264 would. Every one of them is judged by what it
 //! receives: each sees the others' colours in their cells of the composite
 //! at the canvas size, and hears the others' tones and not its own.
 //!
 //! ```text
 //!  Chromium "Green" ─┐ /join/{id}: POST offer ─► Tutti ─ str0m ─ WebRTC leg ─┐
-//!  Chromium "Blue" ──┤◄═══════ composite (H.264) + mix-minus (Opus) ══════════┤ composition
+//!  Chromium "Blue" ──┤◄═══ composite (H.264; VP8 to Blue) + mix-minus (Opus) ═┤ composition
 //!  RTP caller "red" ─┘◄═══════ composite + mix-minus over plain RTP ══════════┘
 //! ```
 
@@ -24,8 +25,11 @@ use crate::webrtc::{chromium_with_devices, with_server_in_namespace};
 
 const CANVAS: (u32, u32) = (320, 240);
 const CALLER_HZ: f64 = 500.0;
-/// Both guests, their cameras and microphones.
-const GUESTS: [(&str, Colour, u32); 2] = [("Green", Colour::Green, 1000), ("Blue", Colour::Blue, 1500)];
+/// Both guests, their cameras and microphones, and the video codec each sends and receives.
+const GUESTS: [GuestSpec; 2] = [
+    GuestSpec { name: "Green", colour: Colour::Green, hz: 1000, codec: "h264" },
+    GuestSpec { name: "Blue", colour: Colour::Blue, hz: 1500, codec: "vp8" },
+];
 /// Two browsers, a caller and the server in one namespace.
 const NETNS_TIMEOUT: Duration = Duration::from_secs(240);
 /// Chromium's start, the page, getUserMedia.
@@ -92,23 +96,50 @@ if (w > 0) {
 return result;
 "#;
 
+#[derive(Clone, Copy)]
+struct GuestSpec {
+    name: &'static str,
+    colour: Colour,
+    hz: u32,
+    /// Chromium offers both; `vp8` makes this one offer VP8 alone.
+    codec: &'static str,
+}
+
+/// Run in the guest page before Join: the page's peer connection offers VP8
+/// (and its retransmissions) alone for video, as a browser without H.264 does.
+const OFFER_VP8_ONLY: &str = r#"
+const addTransceiver = RTCPeerConnection.prototype.addTransceiver;
+RTCPeerConnection.prototype.addTransceiver = function (trackOrKind, init) {
+  const transceiver = addTransceiver.call(this, trackOrKind, init);
+  if ((trackOrKind.kind ?? trackOrKind) === "video") {
+    transceiver.setCodecPreferences(RTCRtpReceiver.getCapabilities("video").codecs.filter((c) => /\/(VP8|rtx)$/i.test(c.mimeType)));
+  }
+  return transceiver;
+};
+return true;
+"#;
+
 /// One browser guest on the guest page.
 struct Guest {
     name: &'static str,
     colour: Colour,
     hz: u32,
+    codec: &'static str,
     browser: Browser,
     _dir: TempDir,
 }
 
 impl Guest {
     /// Opens the guest page with a fake camera and microphone, and waits for its preview.
-    fn open(server: &Server, composition: &str, (name, colour, hz): (&'static str, Colour, u32)) -> Result<Guest> {
+    fn open(server: &Server, composition: &str, GuestSpec { name, colour, hz, codec }: GuestSpec) -> Result<Guest> {
         let (browser, dir) = chromium_with_devices(colour.rgb(), CANVAS, hz)?;
         // A test tone is what noise suppression removes first: sent as it is.
         browser.open(&server.url(&format!("/join/{composition}?name={name}&audio=original")))?;
         browser.wait_for(&format!("{name}'s preview"), PREVIEW_TIMEOUT, "return !document.getElementById('join').disabled;", "", |ready| ready == true)?;
-        Ok(Guest { name, colour, hz, browser, _dir: dir })
+        if codec == "vp8" {
+            browser.execute(OFFER_VP8_ONLY, "")?;
+        }
+        Ok(Guest { name, colour, hz, codec, browser, _dir: dir })
     }
 
     fn click(&self, button: &str) -> Result<()> {
@@ -193,7 +224,7 @@ fn guests_and_caller(server: &Server) -> Result<()> {
         let view = list.iter().find(|p| p["name"] == guest.name).context("the guest")?;
         let view = server.get(&format!("/v1/compositions/{composition}/participants/{}", view["id"].as_str().unwrap_or_default()))?.json()?;
         eprintln!("{}: {view}", guest.name);
-        ensure!(view["video"]["codec"] == "h264" && view["audio"]["codec"] == "opus", "the guest's codecs: {view}");
+        ensure!(view["video"]["codec"] == guest.codec && view["audio"]["codec"] == "opus", "the guest's codecs: {view}");
         for kind in ["audio", "video"] {
             for way in ["packets_received", "packets_sent"] {
                 ensure!(view[kind][way].as_u64().unwrap_or(0) >= 50, "{kind} {way}: {view}");
