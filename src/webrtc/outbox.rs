@@ -25,8 +25,11 @@ pub struct OutFrame {
     /// Media time, from the writer's own origin.
     pub timestamp: Duration,
     pub keyframe: bool,
-    /// When the writer handed it over: str0m's wallclock for the frame.
-    pub written: Instant,
+    /// When its media time was live: str0m's RTCP sender reports map the RTP
+    /// time to it, and the browser plays sound and picture in step by them.
+    /// A frame's own, not when it was written: a picture leaves its encoder
+    /// later than the sound of the same instant leaves its own.
+    pub wallclock: Instant,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,7 +112,7 @@ mod tests {
             data: Bytes::from_static(b"x"),
             timestamp: Duration::ZERO,
             keyframe,
-            written: Instant::now(),
+            wallclock: Instant::now(),
         }
     }
 

@@ -198,25 +198,28 @@ impl Peer {
     /// Never blocks: a full queue drops the frame, and later deltas until a
     /// keyframe (the handler then gets [`KeyframeRequested`]).
     ///
+    /// `wallclock` is the moment the frame's media time was live (see
+    /// [`OutFrame::wallclock`]).
+    ///
     /// [`KeyframeRequested`]: super::PeerEvent::KeyframeRequested
-    pub fn write_video(&self, frame: Bytes, timestamp: Duration, keyframe: bool) {
+    pub fn write_video(&self, frame: Bytes, timestamp: Duration, keyframe: bool, wallclock: Instant) {
         self.push(OutFrame {
             kind: MediaKind::Video,
             data: frame,
             timestamp,
             keyframe,
-            written: Instant::now(),
+            wallclock,
         });
     }
 
     /// Queues one Opus packet for the browser. Never blocks.
-    pub fn write_audio(&self, packet: Bytes, timestamp: Duration) {
+    pub fn write_audio(&self, packet: Bytes, timestamp: Duration, wallclock: Instant) {
         self.push(OutFrame {
             kind: MediaKind::Audio,
             data: packet,
             timestamp,
             keyframe: false,
-            written: Instant::now(),
+            wallclock,
         });
     }
 

@@ -635,7 +635,7 @@ mod tests {
         for (n, (peer, _)) in peers.iter().enumerate() {
             for i in 0..10u32 {
                 let tag = if n == 0 { "to-a" } else { "to-b" };
-                peer.write_audio(Bytes::from(format!("{tag}-{i}")), PACKET_TIME * i);
+                peer.write_audio(Bytes::from(format!("{tag}-{i}")), PACKET_TIME * i, Instant::now());
             }
         }
         for (n, client) in clients.iter().enumerate() {
@@ -703,6 +703,7 @@ mod tests {
                 Bytes::from_static(b"\x10\x02\x00\x9d\x01\x2a frame"),
                 Duration::from_millis(33) * frame,
                 true,
+                Instant::now(),
             );
             frame += 1;
             thread::sleep(Duration::from_millis(33));
@@ -766,7 +767,7 @@ mod tests {
         wait("the server to free the peer", CONNECT_TIMEOUT, || {
             server.peer_count() == 0
         });
-        peer.write_audio(Bytes::from_static(b"late"), Duration::ZERO);
+        peer.write_audio(Bytes::from_static(b"late"), Duration::ZERO, Instant::now());
         assert_eq!(
             peer.stats().audio.frames_dropped,
             0,

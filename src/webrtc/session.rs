@@ -296,7 +296,7 @@ impl PeerSession {
         };
         match writer.write(
             sending.pt,
-            frame.written,
+            frame.wallclock,
             MediaTime::new(ticks, frequency),
             &frame.data[..],
         ) {

@@ -12,7 +12,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
@@ -126,7 +126,7 @@ impl Encoder {
             size.0, size.1
         );
         Encoder::start(&description, move |data, timestamp, keyframe| {
-            peer.write_video(data, timestamp, keyframe)
+            peer.write_video(data, timestamp, keyframe, Instant::now())
         })
     }
 
@@ -138,7 +138,7 @@ impl Encoder {
              ! appsink name=sink sync=false"
         );
         Encoder::start(&description, move |data, timestamp, _| {
-            peer.write_audio(data, timestamp)
+            peer.write_audio(data, timestamp, Instant::now())
         })
     }
 
@@ -203,7 +203,7 @@ pub fn decode_video_colours(codec: Codec, frames: &[(Duration, Bytes)]) -> Resul
         "appsrc name=src format=time caps={caps} ! {decoder} ! videoconvert ! videoscale \
          ! video/x-raw,format=RGB,width={width},height={height} ! appsink name=sink sync=false"
     );
-    let samples = decode(&description, frames)?;
+    let samples = run_through(&description, frames)?;
     let mut colours = Vec::with_capacity(samples.len());
     for data in samples {
         let stride = (width * 3).div_ceil(4) * 4;
@@ -230,16 +230,45 @@ pub fn decode_opus(packets: &[(Duration, Bytes)]) -> Result<Vec<f32>> {
          ! opusdec ! audioconvert ! audioresample ! audio/x-raw,format=F32LE,rate={AUDIO_RATE},channels=1 \
          ! appsink name=sink sync=false"
     );
-    let chunks = decode(&description, packets)?;
+    let chunks = run_through(&description, packets)?;
     Ok(chunks
         .iter()
         .flat_map(|c| c.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
         .collect())
 }
 
+/// H.264 RTP packets (payload type 96, RTP time from 0) of `frames` I420
+/// pictures of `size` at 30 fps, frame `n` white where `white(n)` and black
+/// elsewhere, with a keyframe every second; each with its time from the first.
+pub fn h264_rtp_flashes(size: (u32, u32), frames: u32, white: impl Fn(u32) -> bool) -> Result<Vec<(Duration, Bytes)>> {
+    let (width, height) = size;
+    let description = format!(
+        "appsrc name=src format=time caps=video/x-raw,format=I420,width={width},height={height},framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 bitrate=400 \
+         ! video/x-h264,profile=constrained-baseline ! rtph264pay pt=96 mtu=1200 timestamp-offset=0 config-interval=-1 \
+         ! appsink name=sink sync=false"
+    );
+    let luma = (width * height) as usize;
+    let pictures: Vec<(Duration, Bytes)> = (0..frames)
+        .map(|n| {
+            let mut picture = vec![if white(n) { 235 } else { 16 }; luma];
+            picture.resize(luma * 3 / 2, 128);
+            (Duration::from_secs(u64::from(n)) / 30, Bytes::from(picture))
+        })
+        .collect();
+    run_through(&description, &pictures)?
+        .into_iter()
+        .map(|packet| {
+            ensure!(packet.len() > 12, "a short RTP packet");
+            let rtp_time = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+            Ok((Duration::from_micros(u64::from(rtp_time) * 100 / 9), Bytes::from(packet)))
+        })
+        .collect()
+}
+
 /// Pushes every input through `description` (appsrc "src" to appsink "sink")
 /// and returns what comes out, buffer by buffer.
-fn decode(description: &str, inputs: &[(Duration, Bytes)]) -> Result<Vec<Vec<u8>>> {
+fn run_through(description: &str, inputs: &[(Duration, Bytes)]) -> Result<Vec<Vec<u8>>> {
     gst::init()?;
     let pipeline = gst::parse::launch(description)
         .with_context(|| format!("building {description}"))?

@@ -2,8 +2,9 @@
 //! publisher over WHIP (RFC 9725), each against headless Chromium.
 //!
 //! ```text
-//!  PCMU sender (this test, 1 kHz bursts at known instants) ─RTP─► Tutti ─ broadcast H.264 + Opus full mix ─► WHEP ─► Chromium on /
-//!                                                                                       glass-to-glass: burst sent → heard in the page
+//!  caller (this test: PCMU with 1 kHz bursts, H.264 flashing white, both at known instants)
+//!      ─RTP─► Tutti ─ broadcast H.264 + Opus full mix ─► WHEP ─► Chromium on /
+//!      glass-to-glass: burst sent → heard in the page, flash sent → drawn in the page
 //!  Chromium (green camera, 1 kHz) ─ WHIP ─► Tutti ─► RTP caller (red, 500 Hz): green in its cell, 1 kHz in its mix-minus
 //! ```
 
@@ -12,29 +13,37 @@ use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, ensure};
+use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::common::{Caller, CallerSpec, Colour, Rect, Server, audio_samples, video_frames, wait_until};
-use crate::webrtc::{chromium, chromium_with_devices, with_server_in_namespace};
+use crate::common::{Caller, CallerSpec, Colour, Rect, Server, audio_samples, metric_sample, video_frames, wait_until};
+use crate::webrtc::{chromium, chromium_with_devices, media, with_server_in_namespace};
 
 const CANVAS: (u32, u32) = (320, 240);
 const NETNS_TIMEOUT: Duration = Duration::from_secs(180);
 const PLAYING_TIMEOUT: Duration = Duration::from_secs(20);
-/// The sender's bursts: 300 ms of 1 kHz every second, from its third second.
+/// The caller's bursts and flashes: 300 ms of 1 kHz and of a white picture
+/// every second, from its third second.
 const BURSTS: u32 = 8;
 const BURST: Duration = Duration::from_millis(300);
 const FIRST_BURST: Duration = Duration::from_secs(2);
+const BURST_PERIOD: Duration = Duration::from_secs(1);
 const BURST_HZ: f64 = 1000.0;
 /// The issue's target for the viewer's delay behind a caller.
 const GLASS_TO_GLASS_P50: Duration = Duration::from_millis(400);
+/// How far the viewer's sound may come after its picture (ms, negative:
+/// before): EBU R37's limits of detectability, 40 ms early to 60 ms late.
+const LIP_SYNC_MS: std::ops::RangeInclusive<i64> = -40..=60;
 
-/// In the page: the programme player's state, and each moment its sound went
-/// from quiet to a tone (a 512-sample analyser polled every 2 ms; Date.now()).
+/// In the page: the programme player's state, each moment its sound went
+/// from quiet to a tone (a 512-sample analyser polled every 2 ms; Date.now()),
+/// and each moment its picture went from black to white (the middle of the
+/// playing frame, drawn small every 2 ms).
 const MONITOR: &str = r#"
 const video = document.querySelector(".player video");
 const output = document.querySelector(".player output");
 if (!video || !output) return { state: "no player" };
-const m = window.monitor ??= { onsets: [], quietSince: null };
+const m = window.monitor ??= { onsets: [], quietSince: null, flashes: [], darkSince: null };
 if (!m.analyser && video.srcObject && video.srcObject.getAudioTracks().length) {
   m.context = new AudioContext({ sampleRate: 48000 });
   m.context.resume();
@@ -58,7 +67,27 @@ if (!m.analyser && video.srcObject && video.srcObject.getAudioTracks().length) {
     }
   }, 2);
 }
-return { ...output.dataset, onsets: m.onsets, listening: !!m.analyser };
+if (!m.watching && video.videoWidth) {
+  m.watching = true;
+  const canvas = document.createElement("canvas");
+  canvas.width = canvas.height = 4;
+  const context = canvas.getContext("2d", { willReadFrequently: true });
+  setInterval(() => {
+    const [w, h] = [video.videoWidth, video.videoHeight];
+    context.drawImage(video, w / 4, h / 4, w / 2, h / 2, 0, 0, 4, 4);
+    const pixels = context.getImageData(0, 0, 4, 4).data;
+    let sum = 0;
+    for (let i = 0; i < pixels.length; i += 4) sum += pixels[i + 1];
+    const luma = sum / 16;
+    const now = Date.now();
+    if (luma < 64) m.darkSince ??= now;
+    else if (luma > 192 && m.darkSince !== null && now - m.darkSince > 150) {
+      m.flashes.push(now);
+      m.darkSince = null;
+    }
+  }, 2);
+}
+return { ...output.dataset, onsets: m.onsets, flashes: m.flashes, listening: !!m.analyser, watching: !!m.watching };
 "#;
 
 #[test]
@@ -77,29 +106,38 @@ fn whep(server: &Server) -> Result<()> {
     viewer.wait_for("camera permission", PLAYING_TIMEOUT, "return !document.getElementById('join').disabled;", "", |ready| ready == true)?;
     viewer.open(&server.url("/"))?;
     let playing = viewer.wait_for("the page to play the programme over WHEP", PLAYING_TIMEOUT, MONITOR, "", |r| {
-        r["engine"] == "whep" && r["state"] == "playing" && r["width"].as_str().and_then(|w| w.parse::<u32>().ok()) == Some(CANVAS.0) && r["listening"] == true
+        r["engine"] == "whep"
+            && r["state"] == "playing"
+            && r["width"].as_str().and_then(|w| w.parse::<u32>().ok()) == Some(CANVAS.0)
+            && r["listening"] == true
+            && r["watching"] == true
     })?;
     eprintln!("the page plays {playing}");
     let view = server.get(&format!("/v1/compositions/{composition}"))?.json()?;
     ensure!(view["viewers"] == 1, "one viewer counted: {}", view["viewers"]);
+    let viewers = metric_sample(&server.get("/metrics")?.body, "tutti_viewers", &[("composition", &composition)]);
+    ensure!(viewers == Some(1.0), "/metrics counts {viewers:?} viewers");
 
-    let sent = PcmuSender::join(server, &composition)?.send_bursts()?;
-    let report = viewer.wait_for("the viewer to hear every burst", Duration::from_secs(5), MONITOR, "", |r| {
-        r["onsets"].as_array().is_some_and(|o| o.len() >= sent.len())
+    let sent = FlashingCaller::join(server, &composition)?.send()?;
+    let report = viewer.wait_for("the viewer to hear and see every burst", Duration::from_secs(5), MONITOR, "", |r| {
+        [&r["onsets"], &r["flashes"]].iter().all(|seen| seen.as_array().is_some_and(|s| s.len() >= sent.len()))
     })?;
-    let heard: Vec<u64> = report["onsets"].as_array().context("onsets")?.iter().filter_map(Value::as_u64).collect();
-    let mut delays: Vec<Duration> = sent
-        .iter()
-        .map(|at| {
-            let sent_ms = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-            // The first onset heard after the burst left; a burst never arrives before it is sent.
-            heard.iter().find(|&&h| h >= sent_ms).map(|h| Duration::from_millis(h - sent_ms)).context("a burst never heard")
-        })
-        .collect::<Result<_>>()?;
-    delays.sort();
-    let p50 = delays[delays.len() / 2];
-    eprintln!("glass to glass, a caller's packet to the WHEP viewer's sound: {delays:?}, p50 {p50:?}");
-    ensure!(p50 < GLASS_TO_GLASS_P50, "the viewer is {p50:?} behind (p50), over {GLASS_TO_GLASS_P50:?}: {delays:?}");
+    let heard = delays_behind(&sent, &report["onsets"])?;
+    let seen = delays_behind(&sent, &report["flashes"])?;
+    let [heard_p50, seen_p50] = [&heard, &seen].map(|delays| median(delays));
+    eprintln!("glass to glass, a caller's packet to the WHEP viewer: heard {heard:?} p50 {heard_p50:?}; seen {seen:?} p50 {seen_p50:?}");
+    ensure!(heard_p50 < GLASS_TO_GLASS_P50, "the viewer hears {heard_p50:?} late (p50), over {GLASS_TO_GLASS_P50:?}: {heard:?}");
+    ensure!(seen_p50 < GLASS_TO_GLASS_P50, "the viewer sees {seen_p50:?} late (p50), over {GLASS_TO_GLASS_P50:?}: {seen:?}");
+    // Each burst and its flash left at the same instant; the browser plays
+    // them in step by Tutti's RTCP sender reports. Stamped with when each
+    // frame was written, the picture came 35 ms before or 22 ms after the
+    // sound from one run to the next; with each frame's own moment, 13-40 ms
+    // after (the page's tone detector lags a little).
+    let mut skew_ms: Vec<i64> = heard.iter().zip(&seen).map(|(h, s)| h.as_millis() as i64 - s.as_millis() as i64).collect();
+    eprintln!("the viewer's sound after its picture, per burst (ms): {skew_ms:?}");
+    skew_ms.sort();
+    let skew_p50 = skew_ms[skew_ms.len() / 2];
+    ensure!(LIP_SYNC_MS.contains(&skew_p50), "the viewer's sound is {skew_p50} ms after its picture (p50), outside {LIP_SYNC_MS:?}");
 
     // Leaving the page ends the viewer (its DELETE), and the viewers' part with it.
     viewer.open("about:blank")?;
@@ -109,45 +147,73 @@ fn whep(server: &Server) -> Result<()> {
     Ok(())
 }
 
-/// A caller that sends PCMU from this process, so that when each packet
-/// leaves is known to the microsecond: 1 kHz bursts at known instants.
-struct PcmuSender {
-    socket: UdpSocket,
-    to: SocketAddr,
+/// How long after each instant in `sent` the page first noticed it (`noticed`:
+/// its Date.now() readings); nothing is noticed before it is sent.
+fn delays_behind(sent: &[SystemTime], noticed: &Value) -> Result<Vec<Duration>> {
+    let noticed: Vec<u64> = noticed.as_array().context("the page's readings")?.iter().filter_map(Value::as_u64).collect();
+    sent.iter()
+        .map(|at| {
+            let sent_ms = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+            noticed.iter().find(|&&n| n >= sent_ms).map(|n| Duration::from_millis(n - sent_ms)).context("a burst never noticed")
+        })
+        .collect()
 }
 
-impl PcmuSender {
-    fn join(server: &Server, composition: &str) -> Result<PcmuSender> {
-        let socket = UdpSocket::bind("127.0.0.1:0")?;
-        let port = socket.local_addr()?.port();
+fn median(delays: &[Duration]) -> Duration {
+    let mut sorted = delays.to_vec();
+    sorted.sort();
+    sorted[sorted.len() / 2]
+}
+
+/// A caller that sends from this process, so that when each packet leaves is
+/// known to the microsecond: PCMU with 1 kHz bursts, and H.264 whose picture
+/// turns white at the same instants.
+struct FlashingCaller {
+    audio: UdpSocket,
+    video: UdpSocket,
+    audio_to: SocketAddr,
+    video_to: SocketAddr,
+}
+
+impl FlashingCaller {
+    fn join(server: &Server, composition: &str) -> Result<FlashingCaller> {
+        let (audio, video) = (UdpSocket::bind("127.0.0.1:0")?, UdpSocket::bind("127.0.0.1:0")?);
+        let (audio_port, video_port) = (audio.local_addr()?.port(), video.local_addr()?.port());
         let offer = format!(
-            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {audio_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n\
+             m=video {video_port} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 profile-level-id=42e01f;packetization-mode=1\r\na=sendrecv\r\n"
         );
         let answer = server.add_participant(composition, &offer)?.answer;
-        let answered_port = answer
-            .lines()
-            .find_map(|l| l.strip_prefix("m=audio "))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|p| p.parse::<u16>().ok())
-            .with_context(|| format!("no audio port in the answer:\n{answer}"))?;
-        Ok(PcmuSender { socket, to: SocketAddr::from(([127, 0, 0, 1], answered_port)) })
+        let port_of = |media: &str| {
+            answer
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("m={media} ")))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|p| p.parse::<u16>().ok())
+                .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+                .with_context(|| format!("no {media} port in the answer:\n{answer}"))
+        };
+        Ok(FlashingCaller { audio_to: port_of("audio")?, video_to: port_of("video")?, audio, video })
     }
 
-    /// Sends 20 ms packets in real time, a burst each second from
-    /// [`FIRST_BURST`]; returns when each burst's first packet left.
-    fn send_bursts(&self) -> Result<Vec<SystemTime>> {
+    /// Sends 20 ms audio packets and 30 fps video in real time, a burst and a
+    /// flash each second from [`FIRST_BURST`]; returns when each burst's
+    /// first packet left (its flash's left within the same millisecond).
+    fn send(&self) -> Result<Vec<SystemTime>> {
         const RATE: u32 = 8000;
         const PACKET: u32 = 160;
-        let packets = (FIRST_BURST.as_millis() as u32 + BURSTS * 1000) / 20;
-        let start = Instant::now();
-        let mut onsets = Vec::new();
-        for n in 0..packets {
+        let length = FIRST_BURST + BURST_PERIOD * BURSTS;
+        let in_burst = |at: Duration| at >= FIRST_BURST && (at - FIRST_BURST).as_millis() % BURST_PERIOD.as_millis() < BURST.as_millis();
+        let frames = (length.as_millis() * 30 / 1000) as u32;
+        let mut timeline: Vec<(Duration, SocketAddr, Bytes)> = media::h264_rtp_flashes(CANVAS, frames, |n| in_burst(Duration::from_secs(u64::from(n)) / 30))?
+            .into_iter()
+            .map(|(at, packet)| (at, self.video_to, packet))
+            .collect();
+        let audio_packets = (length.as_millis() / 20) as u32;
+        timeline.extend((0..audio_packets).map(|n| {
             let at = Duration::from_millis(u64::from(n) * 20);
-            if let Some(wait) = at.checked_sub(start.elapsed()) {
-                sleep(wait);
-            }
-            let into_second = at.saturating_sub(FIRST_BURST).as_millis() % 1000;
-            let tone = at >= FIRST_BURST && into_second < BURST.as_millis();
+            let tone = in_burst(at);
             let mut packet = vec![0x80, 0x00];
             packet.extend_from_slice(&(n as u16).to_be_bytes());
             packet.extend_from_slice(&(n * PACKET).to_be_bytes());
@@ -157,10 +223,21 @@ impl PcmuSender {
                 let sample = if tone { 0.5 * (2.0 * std::f64::consts::PI * BURST_HZ * t).sin() } else { 0.0 };
                 mulaw((sample * 32767.0) as i16)
             }));
-            if tone && into_second == 0 {
+            (at, self.audio_to, Bytes::from(packet))
+        }));
+        // Audio first at a shared instant: the burst's time is taken from its packet.
+        timeline.sort_by_key(|(at, to, _)| (*at, *to != self.audio_to));
+        let start = Instant::now();
+        let mut onsets = Vec::new();
+        for (at, to, packet) in timeline {
+            if let Some(wait) = at.checked_sub(start.elapsed()) {
+                sleep(wait);
+            }
+            if to == self.audio_to && in_burst(at) && !in_burst(at.saturating_sub(Duration::from_millis(20))) {
                 onsets.push(SystemTime::now());
             }
-            self.socket.send_to(&packet, self.to)?;
+            let socket = if to == self.audio_to { &self.audio } else { &self.video };
+            socket.send_to(&packet, to)?;
         }
         Ok(onsets)
     }

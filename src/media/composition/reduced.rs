@@ -36,9 +36,9 @@ impl ReducedPicture {
         let bin = gst::Bin::with_name(name);
         let guests = Guests::default();
         let to = guests.clone();
-        let sink = frame_sink(&format!("{name}-vout"), move |frame, time, keyframe| {
+        let sink = frame_sink(&format!("{name}-vout"), move |frame, time, keyframe, wallclock| {
             for (_, picture) in to.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter() {
-                picture.deliver(rung.index, frame.clone(), time, keyframe);
+                picture.deliver(rung.index, frame.clone(), time, keyframe, wallclock);
             }
         })?;
         bin.add(&sink)?;

@@ -44,9 +44,9 @@ impl Viewers {
         let peers: Arc<Mutex<Vec<(ViewerId, Peer)>>> = Arc::default();
         let video_in = if with_video {
             let to = peers.clone();
-            let sink = frame_sink(&format!("{name}-vout"), move |frame, time, keyframe| {
+            let sink = frame_sink(&format!("{name}-vout"), move |frame, time, keyframe, wallclock| {
                 for (_, peer) in to.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter() {
-                    peer.write_video(frame.clone(), time, keyframe);
+                    peer.write_video(frame.clone(), time, keyframe, wallclock);
                 }
             })?;
             bin.add(&sink)?;
@@ -57,9 +57,9 @@ impl Viewers {
         let mut chain = vec![mix.viewers_mix(&format!("{name}-amix"))?];
         chain.extend(audio_encode_chain(profiles, SENT_AUDIO, &format!("{name}-"))?);
         let to = peers.clone();
-        chain.push(frame_sink(&format!("{name}-aout"), move |packet, time, _| {
+        chain.push(frame_sink(&format!("{name}-aout"), move |packet, time, _, wallclock| {
             for (_, peer) in to.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter() {
-                peer.write_audio(packet.clone(), time);
+                peer.write_audio(packet.clone(), time, wallclock);
             }
         })?);
         add_chain(&bin, &chain.iter().collect::<Vec<_>>())?;

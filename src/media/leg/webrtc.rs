@@ -192,7 +192,9 @@ impl WebRtcLeg {
 
         let composite_in = if takes_video && media.video.to_guest {
             let picture = leg.picture.clone();
-            let sink = frame_sink(&n("vout"), move |frame, time, keyframe| picture.deliver(OWN_ENCODE, frame, time, keyframe))?;
+            let sink = frame_sink(&n("vout"), move |frame, time, keyframe, wallclock| {
+                picture.deliver(OWN_ENCODE, frame, time, keyframe, wallclock)
+            })?;
             bin.add(&sink)?;
             Some(seat.composite_to(media.video_codec, &sink)?)
         } else {
@@ -201,9 +203,9 @@ impl WebRtcLeg {
         if media.audio.to_guest {
             let mut chain = encoded_mix_minus(seat, profiles, SENT_AUDIO, &n(""))?;
             let (peer, handed) = (peer.clone(), leg.audio_out.clone());
-            chain.push(frame_sink(&n("aout"), move |packet, time, _| {
+            chain.push(frame_sink(&n("aout"), move |packet, time, _, wallclock| {
                 if let Some(peer) = peer.get() {
-                    peer.write_audio(packet, time);
+                    peer.write_audio(packet, time, wallclock);
                     handed.add(1);
                 }
             })?);
@@ -408,8 +410,12 @@ fn encoded_caps(codec: VideoCodec) -> gst::Caps {
 }
 
 /// An appsink that hands each encoded frame to `deliver` (the frame, its
-/// running time, whether it is a keyframe), for WebRTC peers to send.
-pub(crate) fn frame_sink(name: &str, deliver: impl Fn(Bytes, Duration, bool) + Send + Sync + 'static) -> Result<gst::Element, MediaError> {
+/// timestamp, whether it is a keyframe, when its running time was on the
+/// clock), for WebRTC peers to send.
+pub(crate) fn frame_sink(
+    name: &str,
+    deliver: impl Fn(Bytes, Duration, bool, Instant) + Send + Sync + 'static,
+) -> Result<gst::Element, MediaError> {
     let sink = make("appsink", name)?.downcast::<gst_app::AppSink>().expect("appsink is an AppSink");
     // The compositor and the mixer already pace what comes; the network must not wait.
     sink.set_sync(false);
@@ -421,14 +427,30 @@ pub(crate) fn frame_sink(name: &str, deliver: impl Fn(Bytes, Duration, bool) + S
                 let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
                 let Some(buffer) = sample.buffer_owned() else { return Ok(gst::FlowSuccess::Ok) };
                 let time = Duration::from_nanos(buffer.pts().unwrap_or_default().nseconds());
+                let running = sample.segment().and_then(|s| s.downcast_ref::<gst::ClockTime>()?.to_running_time(buffer.pts()));
+                let wallclock = live_at(sink.upcast_ref(), running);
                 let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
                 let Ok(mapped) = buffer.into_mapped_buffer_readable() else { return Ok(gst::FlowSuccess::Ok) };
-                deliver(Bytes::from_owner(mapped), time, keyframe);
+                deliver(Bytes::from_owner(mapped), time, keyframe, wallclock);
                 Ok(gst::FlowSuccess::Ok)
             })
             .build(),
     );
     Ok(sink.upcast())
+}
+
+/// When `running` (a running time of `element`'s pipeline) was, or will be,
+/// on its clock, as an [`Instant`]; now when that is not known. What a peer's
+/// sender reports map RTP times to: a frame's own moment, the same for the
+/// sound and the picture of one instant however long each took to encode.
+fn live_at(element: &gst::Element, running: Option<gst::ClockTime>) -> Instant {
+    let now = Instant::now();
+    let (Some(clock), Some(base), Some(running)) = (element.clock(), element.base_time(), running) else { return now };
+    match clock.time().checked_sub(base + running) {
+        Some(behind) => now.checked_sub(Duration::from_nanos(behind.nseconds())).unwrap_or(now),
+        // Not yet: str0m takes no wallclock from the future.
+        None => now,
+    }
 }
 
 /// The guest's own encode of the composite (what a guest whose link carries
@@ -534,7 +556,7 @@ impl PictureSwitch {
 
     /// A frame of encode `source`: sent if that is the guest's, or if it is
     /// the one it moves to and this is its keyframe.
-    pub fn deliver(&self, source: usize, frame: Bytes, time: Duration, keyframe: bool) {
+    pub fn deliver(&self, source: usize, frame: Bytes, time: Duration, keyframe: bool, wallclock: Instant) {
         let (time, retarget) = {
             let mut state = self.lock();
             let mut retarget = None;
@@ -563,7 +585,7 @@ impl PictureSwitch {
             if let Some((from_kbps, probe_to_kbps)) = retarget {
                 peer.retarget_bandwidth_estimate(from_kbps, probe_to_kbps);
             }
-            peer.write_video(frame, time, keyframe);
+            peer.write_video(frame, time, keyframe, wallclock);
             self.handed.add(1);
         }
     }
