@@ -54,7 +54,7 @@ import time
 import urllib.error
 from pathlib import Path
 
-from benchlib import (CACHE, CALLERS, CLK_TCK, FPS, PT_OPUS, REPO, BenchError, Drain, Nginx, Proc, Watcher, Workload,
+from benchlib import (CACHE, CALLERS, CLK_TCK, FPS, PT_OPUS, REPO, RESULTS, BenchError, Drain, Nginx, Proc, Watcher, Workload,
                       cpu_ticks, ensure_cache, find_tutti, free_tcp_port, free_udp_range, git_state, http, log,
                       machine_jiffies, offer_sdp, parse_answer, run_bench, run_checked, run_header,
                       sender_argv, serve_argv, thread_group, thread_ticks, write_section)
@@ -985,7 +985,10 @@ class Bench:
         CACHE.mkdir(exist_ok=True)
         RESULTS_JSON.write_text(json.dumps(saved, indent=1))
         if self.results.keys() - {"audio_listening"}:
-            write_section("scale", render(saved, saved["header"]))
+            # Not before every part RESULTS.md shows has figures (main() made
+            # sure this run measures the ones the cache lacks).
+            if not parts_only_in_results(saved):
+                write_section("scale", render(saved, saved["header"]))
         if "audio_listening" in self.results:
             write_section("scale-listening", render_listening(saved["audio_listening"], header))
 
@@ -1021,6 +1024,19 @@ def stamp_line(entry: dict) -> str:
 
 def kinds_line(w: dict, top: int = 5) -> str:
     return ", ".join(f"{k} {v:.2f}" for k, v in list(w["kinds"].items())[:top])
+
+
+# Each part's subsection heading in RESULTS.md, by its key in the saved figures, and its --parts number.
+PART_HEADINGS = {"callers": "### 1. Callers", "compositions": "### 2. Concurrent", "audio": "### 3. Audio-only",
+                 "audio_speech": "### 3b. Audio-only with speech"}
+PART_NUMBERS = {"callers": 1, "compositions": 2, "audio": 3, "audio_speech": 4}
+
+
+def parts_only_in_results(saved: dict) -> list[str]:
+    """The parts RESULTS.md's scale section shows that `saved` has no figures for."""
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    section = text.split("<!-- begin scale -->", 1)[-1].split("<!-- end scale -->", 1)[0] if "<!-- begin scale -->" in text else ""
+    return [key for key, heading in PART_HEADINGS.items() if key not in saved and heading in section]
 
 
 def render(saved: dict, header: list[str]) -> str:
@@ -1361,12 +1377,29 @@ def main() -> int:
 
     if args.render:
         saved = json.loads(RESULTS_JSON.read_text())
+        lost = parts_only_in_results(saved)
+        if lost:
+            ap.error(f"{RESULTS_JSON} has no figures for {', '.join(lost)}: rendering would delete them")
         if "header" in saved:
             write_section("scale", render(saved, saved["header"]))
         if "audio_listening" in saved:
             write_section("scale-listening", render_listening(saved["audio_listening"], saved["listening_header"]))
         return 0
 
+    if not args.smoke:
+        # The section is rendered from a cache this checkout may not have (it is
+        # not in git): a run that leaves out a part the section shows, and has no
+        # figures for, would delete that part's figures. Said before measuring.
+        try:
+            saved = json.loads(RESULTS_JSON.read_text())
+        except (OSError, ValueError):
+            saved = {}
+        planned = {key for key, n in PART_NUMBERS.items() if str(n) in {x.strip() for x in args.parts.split(",")}}
+        lost = parts_only_in_results({**saved, **dict.fromkeys(planned)})
+        if lost:
+            ap.error(f"RESULTS.md shows parts this checkout has no figures for in {RESULTS_JSON} "
+                     f"({', '.join(lost)}): add them, --parts "
+                     + ",".join(sorted({x.strip() for x in args.parts.split(',')} | {str(PART_NUMBERS[k]) for k in lost})))
     return run_bench(lambda: Bench(args), args.smoke, SMOKE_DEADLINE)
 
 
