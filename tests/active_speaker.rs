@@ -5,6 +5,11 @@
 //! polled every 100 ms) and the `active_speaker_changed` events must follow
 //! each turn within 1.5 s of its onset, and nothing may switch on a burst.
 //!
+//! Bob's endpoint uses Opus DTX, which Tutti's answer asks for (`usedtx=1`):
+//! in his pauses he sends a packet every 400 ms instead of 50 a second, as a
+//! browser does. His turns and bursts must be heard and followed all the same,
+//! and nothing of what he left out may count as lost.
+//!
 //! Onsets are read from the recordings: Alice's turns as Bob hears them in
 //! his mix-minus, Bob's in Alice's. That is when Tutti had already mixed the
 //! tone, so a switch time measured from it is short by Tutti's own audio
@@ -60,6 +65,7 @@ fn turns(server: &Server) -> Result<()> {
         let mut caller = Caller::new(CallerSpec {
             video: None,
             audio_clip: Some(clip),
+            opus_dtx: name == "bob",
             ..CallerSpec::new(name, Colour::White, tones[who])
         })?;
         caller.start_receiver()?;
@@ -175,6 +181,7 @@ fn turns(server: &Server) -> Result<()> {
     }
     // Exactly one change per turn: none on any burst, none to nobody.
     ensure!(changes.len() == TURNS, "{} changes for {TURNS} turns: {changes:?}", changes.len());
+    dtx_left_out_the_pauses(server, &composition, &ids, &answers)?;
     report.sort_by(f64::total_cmp);
     eprintln!(
         "onset -> active_speaker_changed: min {:.0} ms, median {:.0} ms, max {:.0} ms over {} turns",
@@ -183,6 +190,26 @@ fn turns(server: &Server) -> Result<()> {
         report[report.len() - 1] * 1000.0,
         report.len()
     );
+    Ok(())
+}
+
+/// Bob was asked for DTX and used it: Alice sends all the time, Bob hardly
+/// anything in his pauses (more than half the clip), and neither lost any.
+fn dtx_left_out_the_pauses(server: &Server, composition: &str, ids: &[String], answers: &[String]) -> Result<()> {
+    ensure!(answers.iter().all(|a| a.contains("usedtx=1")), "an answer does not ask for DTX: {answers:?}");
+    let view = server.get(&format!("/v1/compositions/{composition}"))?.json()?;
+    let audio = |id: &str| -> Result<(u64, u64)> {
+        let p = view["participants"].as_array().context("participants")?.iter().find(|p| p["id"] == id).context("participant")?;
+        Ok((p["audio"]["packets_received"].as_u64().context("packets_received")?, p["audio"]["packets_lost"].as_u64().context("packets_lost")?))
+    };
+    let ((alice, alice_lost), (bob, bob_lost)) = (audio(&ids[0])?, audio(&ids[1])?);
+    eprintln!("audio packets received: alice {alice} (no DTX), bob {bob} (DTX); lost {alice_lost} / {bob_lost}");
+    // Without DTX he would send as many as she does; with it, his talk's
+    // share of hers and, in his pauses, well under a tenth of 50 a second.
+    let talk_share = turn_schedule(1).iter().map(|(from, to)| to - from).sum::<f64>() / CLIP_SECS;
+    let most = alice as f64 * (talk_share + 0.1);
+    ensure!((bob as f64) < most, "bob sent {bob} packets against alice's {alice} (at most {most:.0} with DTX): no DTX in his pauses");
+    ensure!(alice_lost == 0 && bob_lost == 0, "packets lost: alice {alice_lost}, bob {bob_lost}");
     Ok(())
 }
 

@@ -14,7 +14,8 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 use str0m::bwe::Bitrate;
 use str0m::change::SdpOffer;
-use str0m::media::Mid;
+use str0m::format::{Codec as Str0mCodec, FormatParams};
+use str0m::media::{Frequency, Mid};
 use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
 
 use super::config::PeerConfig;
@@ -49,6 +50,8 @@ const H264_PT: u8 = 108;
 const H264_RTX_PT: u8 = 109;
 /// Constrained Baseline, level 3.1.
 const H264_PROFILE_LEVEL_ID: u32 = 0x42e01f;
+/// Opus where str0m and browsers put it; str0m answers with the browser's number.
+const OPUS_PT: u8 = 111;
 
 /// A negotiated peer, before the socket task takes it.
 pub(crate) struct Negotiated {
@@ -73,8 +76,13 @@ pub(crate) fn negotiate(
         .set_ice_lite(true)
         .set_local_ice_credentials(creds)
         .set_stats_interval(Some(STATS_INTERVAL))
-        .clear_codecs()
-        .enable_opus(plan.audio.is_some(), false);
+        .clear_codecs();
+    if plan.audio.is_some() {
+        // As for RTP callers (`model::sdp::OPUS_RECEIVE_FMTP`): in-band FEC,
+        // and DTX, which a browser uses only when the answer asks for it.
+        let opus = FormatParams { min_p_time: Some(10), use_inband_fec: Some(true), use_dtx: Some(true), ..Default::default() };
+        rtc_config.codec_config().add_config(OPUS_PT.into(), None, Str0mCodec::Opus, Frequency::FORTY_EIGHT_KHZ, Some(2), opus);
+    }
     for codec in &config.video_codecs {
         match codec {
             VideoCodec::Vp8 => rtc_config = rtc_config.enable_vp8(true),

@@ -624,6 +624,8 @@ mod tests {
                 "our host candidate: {answer}"
             );
             assert_eq!(peer.audio_codec(), Some(AudioCodec::Opus));
+            let opus_fmtp = answer.lines().find(|l| l.starts_with("a=fmtp:111 ")).unwrap_or_default();
+            assert!(opus_fmtp.contains("usedtx=1"), "the answer asks for DTX: {answer}");
             clients.push(Client::run(offerer, &answer, payload));
             peers.push((peer, events));
         }

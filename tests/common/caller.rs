@@ -243,6 +243,10 @@ pub struct CallerSpec {
     pub room_system_extras: bool,
     /// SRTP only, with this suite (`AES_CM_128_HMAC_SHA1_80` or `_32`) on every m= line.
     pub srtp: Option<&'static str>,
+    /// An Opus sender that uses DTX when the answer asks for it (`usedtx=1`),
+    /// as a browser does: in a pause it sends a packet every 400 ms, not 50 a
+    /// second (libopus's DTX, and rtpopuspay leaves out the empty frames).
+    pub opus_dtx: bool,
 }
 
 impl CallerSpec {
@@ -263,6 +267,7 @@ impl CallerSpec {
             video_fmtp: None,
             room_system_extras: false,
             srtp: None,
+            opus_dtx: false,
         }
     }
 }
@@ -293,6 +298,8 @@ pub struct Destination {
     pub payload_type: u8,
     /// The answer's `a=crypto` value (`<tag> <suite> inline:<key>`), on an SRTP m= line.
     pub crypto: Option<String>,
+    /// The answer's fmtp for `payload_type` asks the sender for DTX (`usedtx=1`, RFC 7587).
+    pub usedtx: bool,
 }
 
 struct Recorder {
@@ -569,11 +576,14 @@ impl Caller {
             let Some(to) = destination else { continue };
             let rtcp_in = free_udp_port()?;
             rtcp_ports.push(rtcp_in);
-            let encoder = line
+            let mut encoder = line
                 .codec
                 .encoder
                 .replace("{pt}", &to.payload_type.to_string())
                 .replace("{keyint}", &self.spec.keyframe_interval.to_string());
+            if self.spec.opus_dtx && to.usedtx && line.codec.rtpmap.starts_with("opus/") {
+                encoder = encoder.replace("opusenc ", "opusenc dtx=true ").replace("rtpopuspay ", "rtpopuspay dtx=true ");
+            }
             let bind = self.spec.send_from.map(|ip| format!(" bind-address={ip}")).unwrap_or_default();
             let udpsink = |port: u16| format!("udpsink host={} port={port}{bind} sync=false async=false", to.addr);
             write!(pipeline, " {source} ! {encoder} ! rtp.send_rtp_sink_{session}", source = self.raw_source(line.codec)).unwrap();
@@ -743,7 +753,12 @@ impl Caller {
                     .and_then(|pt| pt.parse().ok())
                     .with_context(|| format!("answer m= line without a payload type: {}", media.fmt))?;
                 let crypto = media.get_attribute_values("crypto").flatten().next().map(str::to_owned);
-                Ok(Some(Destination { addr, rtp_port: media.port, rtcp_port, payload_type, crypto }))
+                let usedtx = media
+                    .get_attribute_values("fmtp")
+                    .flatten()
+                    .filter_map(|v| v.strip_prefix(&format!("{payload_type} ")))
+                    .any(|params| params.split(';').any(|p| p.trim() == "usedtx=1"));
+                Ok(Some(Destination { addr, rtp_port: media.port, rtcp_port, payload_type, crypto, usedtx }))
             })
             .collect()
     }

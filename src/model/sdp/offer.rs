@@ -3,7 +3,7 @@
 //! supports on ports it has already allocated, and reads the caller's answer
 //! into the same [`Negotiation`] an offer from the caller gives.
 
-use super::{Canvas, LocalTransport, Negotiation, SdpError, negotiate};
+use super::{Canvas, LocalTransport, Negotiation, OPUS_RECEIVE_FMTP, SdpError, negotiate};
 use super::crypto::MediaEncryption;
 use crate::model::codec::{AudioCodec, Codec, MediaKind, VideoCodec};
 use crate::model::h264::level_idc;
@@ -34,7 +34,7 @@ pub fn offer(local: &LocalTransport, canvas: Canvas, session_id: u64) -> String 
                 None => media.add_attribute_with_value("rtpmap", format!("{pt} {}/{}", rtpmap_name(codec), codec.clock_rate())),
             }
             if let AudioCodec::Opus { .. } = codec {
-                media.add_attribute_with_value("fmtp", format!("{pt} minptime=10;useinbandfec=1"));
+                media.add_attribute_with_value("fmtp", format!("{pt} {OPUS_RECEIVE_FMTP}"));
             }
         }
         media.add_attribute_with_value("ptime", "20");
