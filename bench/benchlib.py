@@ -577,15 +577,19 @@ def offer_sdp(name: str, audio: tuple[int, int], video: tuple[int, int], session
 
 
 def parse_answer(sdp: str) -> dict[str, dict]:
-    """media -> {addr, rtp, rtcp, pt} for each accepted m= line."""
+    """media -> {addr, rtp, rtcp, pt, usedtx} for each accepted m= line."""
     session_addr = None
     media: dict[str, dict] = {}
     current = None
     for line in sdp.replace("\r\n", "\n").split("\n"):
         if line.startswith("m="):
             kind, port, _proto, *fmts = line[2:].split()
-            current = {"rtp": int(port), "pt": int(fmts[0]) if fmts else None, "addr": None, "rtcp": None}
+            current = {"rtp": int(port), "pt": int(fmts[0]) if fmts else None, "addr": None, "rtcp": None,
+                       "usedtx": False}
             media[kind] = current
+        elif line.startswith(f"a=fmtp:{current and current['pt']} ") and current is not None:
+            # RFC 7587: the answerer asks the sender for Opus DTX
+            current["usedtx"] = "usedtx=1" in line.split(" ", 1)[1].split(";")
         elif line.startswith("c=IN IP4 "):
             addr = line.split()[2].split("/")[0]
             if current is None:

@@ -14,7 +14,9 @@
      Part 4 (`--parts 4`, not in the default) does the same with synthetic
      speech (espeak-ng) in every caller's stream; part 5 (`--parts 5`, not in
      the default) with a room that mostly listens: 4 callers send part 3's
-     tone and noise, the others a quiet room (pink noise at -70 dBFS).
+     tone and noise, the others a quiet room (pink noise at -70 dBFS); part 6
+     (`--parts 6`, not in the default) with the listeners muted, each using
+     Opus DTX if Tutti's answer asks for it (`usedtx=1`), as a browser does.
   Memory: peak RSS (VmHWM) of tutti after every step: per caller and per
      composition (least-squares slopes).
 
@@ -70,10 +72,18 @@ AUDIO_RECEIVE_OK = 0.95       # audio-only: every caller receives >= 95 % of 50 
 CALLER_STEPS = list(range(2, 17, 2))
 COMP_MAX = {(1280, 720): 4, (640, 360): 10}
 AUDIO_STEPS = [10, 25, 50, 100, 125, 150, 175, 200, 250, 300, 400, 500, 600, 800, 1000]
+AUDIO_KEYS = {"tone": "audio", "speech": "audio_speech", "listening": "audio_listening", "muted": "audio_muted"}
 FINE_STEPS = [10, 25, 50, 75, 100, 125, 150, 175, 200]   # parts 4 and 5
+MUTED_STEPS = [50, 100, 150, 200, 250, 300, 400]          # part 6
 OPUS_FILE = CACHE / "speech-like-mono-24k-20ms-60s-v1.opus"
 SPEECH_FILE = CACHE / "speech-espeak-mono-24k-20ms-60s-v1.opus"
 QUIET_FILE = CACHE / "quiet-room-mono-24k-20ms-60s-v1.opus"
+# Part 6: a muted microphone (digital silence) through libopus as a browser
+# runs it, without DTX and with it (then the frames of two bytes or less are
+# DTX, which a sender leaves out: a packet every 400 ms remains).
+MUTED_FILE = CACHE / "muted-mono-24k-20ms-60s-v1.opus"
+MUTED_DTX_FILE = CACHE / "muted-dtx-mono-24k-20ms-60s-v1.opus"
+DTX_FRAME_MAX_BYTES = 2
 TALKERS = 4                   # part 5: the callers that talk; the others listen
 FIRST_TALKER = 2              # callers 0-1 (listeners) and 2-3 (talkers) are the timed ones
 # What the speech file says, in two voices, over and over: Opus codes speech
@@ -342,7 +352,9 @@ def ensure_opus(path: Path) -> list[bytes]:
     """A mono Ogg Opus file (24 kbit/s, 20 ms frames), encoded once, parsed
     into its packets: `OPUS_FILE` speech-like (pink noise under a tremolo
     tone), `SPEECH_FILE` synthetic speech (espeak-ng, two voices), or
-    `QUIET_FILE` a quiet room (pink noise at -70 dBFS, below any speech)."""
+    `QUIET_FILE` a quiet room (pink noise at -70 dBFS, below any speech),
+    `MUTED_FILE` / `MUTED_DTX_FILE` digital silence, by GStreamer's opusenc
+    (libopus) without and with DTX."""
     CACHE.mkdir(exist_ok=True)
     ignore = CACHE / ".gitignore"
     if not ignore.exists():
@@ -350,28 +362,35 @@ def ensure_opus(path: Path) -> list[bytes]:
     if not path.exists():
         log(f"encoding {path.name} (once; cached)")
         tmp = path.with_suffix(".tmp.opus")
-        if path == QUIET_FILE:
-            inputs = ["-f", "lavfi", "-i", "anoisesrc=color=pink:amplitude=0.0003:sample_rate=48000"]
-            graph = "[0:a]aformat=channel_layouts=mono[a]"
-        elif path == SPEECH_FILE:
-            if not shutil.which("espeak-ng"):
-                raise BenchError("the speech signal needs espeak-ng (apt-get install espeak-ng)")
-            wavs = []
-            for i, (voice, text) in enumerate(SPEECH_LINES):
-                wavs.append(CACHE / f"speech-{i}.wav")
-                run_checked(["espeak-ng", "-v", voice, "-s", "150", "-w", str(wavs[-1]), text], timeout=60)
-            inputs = [x for w in wavs for x in ("-i", str(w))]
-            chain = "".join(f"[{i}:a]aresample=48000[s{i}];" for i in range(len(wavs)))
-            graph = (chain + "".join(f"[s{i}]" for i in range(len(wavs)))
-                     + f"concat=n={len(wavs)}:v=0:a=1,aloop=loop=-1:size=2e9,aformat=channel_layouts=mono[a]")
+        if path in (MUTED_FILE, MUTED_DTX_FILE):
+            run_checked(["gst-launch-1.0", "-q", "audiotestsrc", "wave=silence", f"num-buffers={OPUS_SECONDS * 50}",
+                         "samplesperbuffer=960", "!", "audio/x-raw,rate=48000,channels=1", "!", "opusenc",
+                         "bitrate=24000", "audio-type=voice", "frame-size=20",
+                         f"dtx={'true' if path == MUTED_DTX_FILE else 'false'}", "!", "oggmux", "!", "filesink",
+                         f"location={tmp}"], timeout=120)
         else:
-            inputs = ["-f", "lavfi", "-i", "sine=frequency=220:sample_rate=48000,tremolo=f=3:d=0.9",
-                      "-f", "lavfi", "-i", "anoisesrc=color=pink:amplitude=0.08:sample_rate=48000"]
-            graph = "[0:a][1:a]amix=inputs=2:normalize=0,aformat=channel_layouts=mono[a]"
-        run_checked(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *inputs,
-                     "-filter_complex", graph,
-                     "-map", "[a]", "-t", str(OPUS_SECONDS), "-c:a", "libopus", "-b:a", "24k",
-                     "-application", "voip", "-frame_duration", "20", str(tmp)], timeout=120)
+            if path == QUIET_FILE:
+                inputs = ["-f", "lavfi", "-i", "anoisesrc=color=pink:amplitude=0.0003:sample_rate=48000"]
+                graph = "[0:a]aformat=channel_layouts=mono[a]"
+            elif path == SPEECH_FILE:
+                if not shutil.which("espeak-ng"):
+                    raise BenchError("the speech signal needs espeak-ng (apt-get install espeak-ng)")
+                wavs = []
+                for i, (voice, text) in enumerate(SPEECH_LINES):
+                    wavs.append(CACHE / f"speech-{i}.wav")
+                    run_checked(["espeak-ng", "-v", voice, "-s", "150", "-w", str(wavs[-1]), text], timeout=60)
+                inputs = [x for w in wavs for x in ("-i", str(w))]
+                chain = "".join(f"[{i}:a]aresample=48000[s{i}];" for i in range(len(wavs)))
+                graph = (chain + "".join(f"[s{i}]" for i in range(len(wavs)))
+                         + f"concat=n={len(wavs)}:v=0:a=1,aloop=loop=-1:size=2e9,aformat=channel_layouts=mono[a]")
+            else:
+                inputs = ["-f", "lavfi", "-i", "sine=frequency=220:sample_rate=48000,tremolo=f=3:d=0.9",
+                          "-f", "lavfi", "-i", "anoisesrc=color=pink:amplitude=0.08:sample_rate=48000"]
+                graph = "[0:a][1:a]amix=inputs=2:normalize=0,aformat=channel_layouts=mono[a]"
+            run_checked(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *inputs,
+                         "-filter_complex", graph,
+                         "-map", "[a]", "-t", str(OPUS_SECONDS), "-c:a", "libopus", "-b:a", "24k",
+                         "-application", "voip", "-frame_duration", "20", str(tmp)], timeout=120)
         tmp.rename(path)
     packets = ogg_packets(path.read_bytes())
     if abs(len(packets) - OPUS_SECONDS * 50) > 5:
@@ -404,12 +423,13 @@ class OpusBlaster(threading.Thread):
     """One thread sending every audio caller's Opus stream: a 20 ms packet per
     caller per tick, on an absolute schedule, each caller from its own socket
     (the one it offered: symmetric RTP), with its own SSRC, sequence and
-    timestamps, starting at its own place in the file."""
+    timestamps, starting at its own place in the file. A DTX sender leaves
+    out its DTX frames: its timestamps move on, its sequence does not."""
 
     def __init__(self, packets: list[bytes]):
         super().__init__(daemon=True)
         self.packets = packets
-        self.streams: list[list] = []    # [sock, dest, ssrc, seq, ts, index, first]
+        self.streams: list[list] = []    # [sock, dest, ssrc, seq, ts, index, first, packets, dtx]
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
         self.sent = 0
@@ -417,13 +437,15 @@ class OpusBlaster(threading.Thread):
         self.max_late = 0.0
         self.errors = 0
 
-    def add(self, sock: socket.socket, dest: tuple[str, int], packets: list[bytes] | None = None) -> None:
-        """A caller sending `packets` (by default the blaster's)."""
+    def add(self, sock: socket.socket, dest: tuple[str, int], packets: list[bytes] | None = None,
+            dtx: bool = False) -> None:
+        """A caller sending `packets` (by default the blaster's), leaving out
+        its DTX frames if `dtx`."""
         packets = packets or self.packets
         with self.lock:
             n = len(self.streams)
             self.streams.append([sock, dest, random.getrandbits(32), random.getrandbits(16),
-                                 random.getrandbits(32), (n * 37) % len(packets), True, packets])
+                                 random.getrandbits(32), (n * 37) % len(packets), True, packets, dtx])
 
     def reset_lateness(self) -> None:
         self.late_ticks, self.max_late = 0, 0.0
@@ -444,16 +466,17 @@ class OpusBlaster(threading.Thread):
                 streams = list(self.streams)
             for st in streams:
                 payload = st[7][st[5]]
-                header = pack(0x80, PT_OPUS | (0x80 if st[6] else 0), st[3], st[4], st[2])
-                try:
-                    st[0].sendto(header + payload, st[1])
-                except OSError:
-                    self.errors += 1
-                st[3] = (st[3] + 1) & 0xFFFF
+                if not (st[8] and len(payload) <= DTX_FRAME_MAX_BYTES):
+                    header = pack(0x80, PT_OPUS | (0x80 if st[6] else 0), st[3], st[4], st[2])
+                    try:
+                        st[0].sendto(header + payload, st[1])
+                    except OSError:
+                        self.errors += 1
+                    st[3] = (st[3] + 1) & 0xFFFF
+                    st[6] = False
+                    self.sent += 1
                 st[4] = (st[4] + 960) & 0xFFFFFFFF
                 st[5] = (st[5] + 1) % len(st[7])
-                st[6] = False
-            self.sent += len(streams)
             next_tick += 0.020
             if time.monotonic() - next_tick > 0.5:   # hopelessly behind: resynchronise, counted as late
                 next_tick = time.monotonic()
@@ -478,9 +501,11 @@ class AudioComp:
         self.drain.start()
         self.callers: list[dict] = []
         self.video_accepted = 0
+        self.dtx_callers = 0
 
-    def add_caller(self, packets: list[bytes] | None = None) -> None:
-        """A caller sending `packets` (by default the blaster's)."""
+    def add_caller(self, packets: list[bytes] | None = None, dtx_packets: list[bytes] | None = None) -> None:
+        """A caller sending `packets` (by default the blaster's), or
+        `dtx_packets` with DTX if it has them and the answer asks for DTX."""
         i = len(self.callers)
         audio = self.drain.pair(timing=i < self.TIMED, every=True)
         name = f"audio{i}"
@@ -492,7 +517,9 @@ class AudioComp:
         if "video" in answer:
             self.video_accepted += 1
         sock = next(a for a, _ in self.drain.pairs if a.getsockname()[1] == audio[0])
-        self.blaster.add(sock, (answer["audio"]["addr"], answer["audio"]["rtp"]), packets)
+        dtx = dtx_packets is not None and answer["audio"]["usedtx"]
+        self.dtx_callers += dtx
+        self.blaster.add(sock, (answer["audio"]["addr"], answer["audio"]["rtp"]), dtx_packets if dtx else packets, dtx)
         self.callers.append({"audio": audio[0], "offer": offer, "answer": reply["sdp"]})
 
     def begin(self) -> None:
@@ -523,7 +550,7 @@ class AudioComp:
             "send_errors": self.blaster.errors,
             "video_packets": p1[vs] - p0[vs], "video_accepted": self.video_accepted,
             "states": sorted({p.get("state") for p in stats1.get("participants", [])}),
-            "mix_minus": stats1.get("mix_minus"),
+            "mix_minus": stats1.get("mix_minus"), "dtx_callers": self.dtx_callers,
         }
 
     def close(self) -> None:
@@ -791,15 +818,18 @@ class Bench:
     def part_audio(self, kind: str = "tone") -> None:
         """`kind`: every caller sends tone and noise (`tone`) or speech
         (`speech`), or TALKERS callers send tone and noise and the others
-        a quiet room (`listening`; with `--baseline`, that build is swept
-        too, pass by pass in turn with this one)."""
-        key = {"tone": "audio", "speech": "audio_speech", "listening": "audio_listening"}[kind]
-        steps = [10] if self.smoke else AUDIO_STEPS if kind == "tone" else FINE_STEPS
+        a quiet room (`listening`) or silence, with DTX if the answer asks
+        for it (`muted`); with `--baseline`, those two sweep that build too,
+        pass by pass in turn with this one."""
+        key = AUDIO_KEYS[kind]
+        steps = [10] if self.smoke else {"tone": AUDIO_STEPS, "muted": MUTED_STEPS}.get(kind, FINE_STEPS)
         path = SPEECH_FILE if kind == "speech" else OPUS_FILE
         packets = ensure_opus(path)
-        quiet = ensure_opus(QUIET_FILE) if kind == "listening" else None
+        quiet_file = {"listening": QUIET_FILE, "muted": MUTED_FILE}.get(kind)
+        quiet = ensure_opus(quiet_file) if quiet_file else None
+        quiet_dtx = ensure_opus(MUTED_DTX_FILE) if kind == "muted" else None
         builds = {"this build": self.tutti}
-        if kind == "listening" and self.baseline:
+        if quiet and self.baseline:
             builds["baseline"] = self.baseline
         points = {build: {n: [] for n in steps} for build in builds}
         for p in range(1, self.passes + 1):
@@ -807,7 +837,7 @@ class Bench:
             for build in order:
                 tag = key + ("" if build == "this build" else "-baseline")
                 try:
-                    self.audio_pass(tag, builds[build], p, steps, packets, quiet, points[build])
+                    self.audio_pass(tag, builds[build], p, steps, packets, (quiet, quiet_dtx), points[build])
                 except AudioOnlyUnavailable as e:
                     self.results[key] = {"unavailable": str(e)}
                     log(f"audio-only: not available in this tutti: {e}")
@@ -815,19 +845,22 @@ class Bench:
 
         def data(build: str) -> dict:
             return {"points": {str(k): v for k, v in points[build].items() if v}, "budget": MACHINE_SHARE * NCPU,
-                    "packets": len(packets), "file": path.name, "quiet_file": quiet and QUIET_FILE.name,
+                    "packets": len(packets), "file": path.name, "quiet_file": quiet_file and quiet_file.name,
+                    "quiet_dtx_file": quiet_dtx and MUTED_DTX_FILE.name,
                     "binary": str(builds[build]), "built": built_at(builds[build])}
         self.results[key] = data("this build")
         if "baseline" in builds:
             self.results[key]["baseline"] = data("baseline")
 
     def audio_pass(self, tag: str, binary: Path, p: int, steps: list[int], packets: list[bytes],
-                   quiet: list[bytes] | None, points: dict[int, list[dict]]) -> None:
+                   listeners: tuple[list[bytes] | None, list[bytes] | None], points: dict[int, list[dict]]) -> None:
         """One pass of an audio-only sweep with `binary`: callers join in
         `steps` until a step fails; each step's window goes to `points`.
-        With `quiet`, every caller but the TALKERS sends it."""
-        def sends(i: int) -> list[bytes] | None:
-            return quiet if quiet and not FIRST_TALKER <= i < FIRST_TALKER + TALKERS else None
+        `listeners`: what every caller but the TALKERS sends (`None`: the
+        same as they), and what it sends with DTX if the answer asks for it."""
+        def sends(i: int) -> tuple[list[bytes] | None, list[bytes] | None]:
+            talker = FIRST_TALKER <= i < FIRST_TALKER + TALKERS
+            return (None, None) if talker else listeners
         budget = MACHINE_SHARE * NCPU
         tutti = self.start_tutti(f"{tag}-pass{p}", max(steps), binary)
         blaster = OpusBlaster(packets)
@@ -839,7 +872,7 @@ class Bench:
             for n in steps:
                 j0 = time.monotonic()
                 while len(comp.callers) < n:
-                    comp.add_caller(sends(len(comp.callers)))
+                    comp.add_caller(*sends(len(comp.callers)))
                 join_s = time.monotonic() - j0
                 time.sleep(self.warmup)
                 w = self.window(tutti, [comp])
@@ -853,7 +886,7 @@ class Bench:
                     f"{a['rtp_lost']}/{a['rtp_received']}, sent {a['rtp_sent']}, growth "
                     f"{1000 * (a['delay_growth_s'] or 0):.0f} ms, bench {w['bench_cpu']:.2f} CPU s/s, "
                     f"VmHWM {w.get('vmhwm', 0) / 1024:.0f} MiB, joins {join_s:.1f} s"
-                    + (f", mix-minus encodes {a['mix_minus']}" if quiet else "")
+                    + (f", mix-minus encodes {a['mix_minus']}, DTX callers {a['dtx_callers']}" if listeners[0] else "")
                     + (f"; problems: {', '.join(w['problems'])}" if w["problems"] else "")
                     + ("; over the CPU budget" if w["over_budget"] else ""))
                 if w["problems"] or w["over_budget"]:
@@ -887,7 +920,8 @@ class Bench:
             ensure_cache(self.big)
         self.nginx = Nginx(self.workdir)
         parts = ((1, self.part_callers), (2, self.part_compositions), (3, self.part_audio),
-                 (4, lambda: self.part_audio("speech")), (5, lambda: self.part_audio("listening")))
+                 (4, lambda: self.part_audio("speech")), (5, lambda: self.part_audio("listening")),
+                 (6, lambda: self.part_audio("muted")))
         for part, fn in parts:
             if part in self.parts:
                 fn()
@@ -971,26 +1005,28 @@ class Bench:
             saved = json.loads(RESULTS_JSON.read_text())
         except (OSError, ValueError):
             saved = {}
-        for key in ("callers", "compositions", "audio", "audio_speech", "audio_listening"):
+        for key in ("callers", "compositions", "audio", "audio_speech", *ROOM_SECTIONS):
             if key in self.results:
                 saved[key] = {"stamp": stamp, "data": self.results[key]}
         saved["example"] = {**saved.get("example", {}), **self.example}
         saved["incidents"] = {"stamp": stamp, "list": self.incidents}
         header = run_header(self.command(), self.t_start, self.commit, self.dirty, self.tutti)
-        # Part 5 has a section of its own; the others share one.
-        if self.results.keys() - {"audio_listening"}:
+        # Parts 5 and 6 have a section each; the others share one.
+        shared = self.results.keys() - ROOM_SECTIONS.keys()
+        if shared:
             saved["header"] = header
-        if "audio_listening" in self.results:
-            saved["listening_header"] = header
+        rooms = [key for key in ROOM_SECTIONS if key in self.results]
+        for key in rooms:
+            saved[ROOM_SECTIONS[key][1]] = header
         CACHE.mkdir(exist_ok=True)
         RESULTS_JSON.write_text(json.dumps(saved, indent=1))
-        if self.results.keys() - {"audio_listening"}:
+        if shared:
             # Not before every part RESULTS.md shows has figures (main() made
             # sure this run measures the ones the cache lacks).
             if not parts_only_in_results(saved):
                 write_section("scale", render(saved, saved["header"]))
-        if "audio_listening" in self.results:
-            write_section("scale-listening", render_listening(saved["audio_listening"], header))
+        for key in rooms:
+            write_section(ROOM_SECTIONS[key][0], render_room(key, saved[key], header))
 
     def command(self) -> str:
         a = self.args
@@ -1029,6 +1065,8 @@ def kinds_line(w: dict, top: int = 5) -> str:
 # Each part's subsection heading in RESULTS.md, by its key in the saved figures, and its --parts number.
 PART_HEADINGS = {"callers": "### 1. Callers", "compositions": "### 2. Concurrent", "audio": "### 3. Audio-only",
                  "audio_speech": "### 3b. Audio-only with speech"}
+# Parts with a section of their own: the section, and the run header's key in the cache.
+ROOM_SECTIONS = {"audio_listening": ("scale-listening", "listening_header"), "audio_muted": ("scale-muted", "muted_header")}
 PART_NUMBERS = {"callers": 1, "compositions": 2, "audio": 3, "audio_speech": 4}
 
 
@@ -1282,20 +1320,37 @@ def render_audio(entry: dict, hwm_points: dict, kind: str = "tone") -> list[str]
     vp = sum(w["comps"][0]["video_packets"] for ws in pts.values() for w in ws)
     va = max(w["comps"][0]["video_accepted"] for ws in pts.values() for w in ws)
     F.append(f"Video m-lines accepted by Tutti: {va}; video packets received on the declined ports: {vp}.")
+    dtx = {n: max(w["comps"][0]["dtx_callers"] for w in ws) for n, ws in sorted(pts.items()) if "dtx_callers" in ws[0]["comps"][0]}
+    if room and dtx:
+        F.append("Callers sending with DTX (their answer asked for it), per N: "
+                 + ", ".join(f"{n}: {k}" for n, k in dtx.items()) + ".")
     return L + [f"- {x}" for x in F] + [""]
 
 
-def render_listening(entry: dict, header: list[str]) -> str:
-    """Part 5's own section: this build, and the baseline build if one was swept."""
+def render_room(key: str, entry: dict, header: list[str]) -> str:
+    """Part 5's or part 6's own section: this build, and the baseline build if one was swept."""
     d = entry["data"]
-    L = ["## Benchmark 2c: audio-only, a room that mostly listens (`scale.py --parts 5`)", ""] + header + [""]
-    L += [f"Part 3 of benchmark 2 as most rooms are: callers {FIRST_TALKER}–{FIRST_TALKER + TALKERS - 1} send part "
-          f"3's tone and noise, every other caller `{d.get('quiet_file')}`, a quiet room (pink noise at -70 dBFS, "
-          "below the quietest speech). A caller that has put nothing audible into the mix for a second hears "
-          "exactly the full mix, and Tutti sends every such caller one shared Opus encode of it; the talkers keep "
-          "an encode each. The last column is the composition's `mix_minus` at the end of the window (own encodes "
-          "/ shared; median over the passes). The timed callers are two listeners and two talkers. With "
-          "`--baseline BIN`, that build is swept too, pass by pass in turn with this one, on the same machine.", ""]
+    talkers = f"callers {FIRST_TALKER}–{FIRST_TALKER + TALKERS - 1} send part 3's tone and noise"
+    if key == "audio_listening":
+        L = ["## Benchmark 2c: audio-only, a room that mostly listens (`scale.py --parts 5`)", ""] + header + [""]
+        L += [f"Part 3 of benchmark 2 as most rooms are: {talkers}, every other caller `{d.get('quiet_file')}`, a "
+              "quiet room (pink noise at -70 dBFS, below the quietest speech; libopus's DTX takes it for sound, so "
+              "these listeners send 50 packets a second whatever the answer asks)."]
+    else:
+        L = ["## Benchmark 2d: audio-only, the listeners muted, with DTX (`scale.py --parts 6`)", ""] + header + [""]
+        L += [f"Part 5 as large rooms mostly are: {talkers}, every other caller is muted. A muted browser sends "
+              "digital silence through libopus; when the answer asks for DTX (`usedtx=1`, RFC 7587) libopus "
+              f"codes it as DTX frames of {DTX_FRAME_MAX_BYTES} bytes or less, which the sender leaves out: a "
+              "packet every 400 ms remains. So a listener sends "
+              f"`{d.get('quiet_dtx_file')}` with DTX if Tutti's answer asks for it, else `{d.get('quiet_file')}` "
+              "(the same silence without DTX, 50 packets a second). The `lost / received` column counts what "
+              "Tutti received."]
+    L[-1] += (" A caller that has put nothing audible into the mix for a second hears exactly the full mix, and "
+              "Tutti sends every such caller one shared Opus encode of it; the talkers keep an encode each. The "
+              "last column is the composition's `mix_minus` at the end of the window (own encodes / shared; median "
+              "over the passes). The timed callers are two listeners and two talkers. With `--baseline BIN`, that "
+              "build is swept too, pass by pass in turn with this one, on the same machine.")
+    L.append("")
     L += render_audio(entry, {}, "listening")
     if "baseline" in d:
         base = {"stamp": entry["stamp"], "data": d["baseline"]}
@@ -1360,20 +1415,21 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=5, help="after the last join of a step")
     ap.add_argument("--parts", default="1,2,3", help="which parts to run: 1 callers, 2 compositions, 3 audio-only, "
                                                     "4 audio-only with speech (needs espeak-ng), 5 audio-only with "
-                                                    f"{TALKERS} talkers and the rest quiet (4 and 5 not in the default) "
+                                                    f"{TALKERS} talkers and the rest quiet, 6 the same with the rest "
+                                                    "muted, with DTX if asked (4-6 not in the default) "
                                                     "(memory comes with each); the others keep their last figures")
     ap.add_argument("--smoke", action="store_true", help="a short run of every part that only checks it works (CI)")
     ap.add_argument("--tutti", help="the tutti binary (default: target/release/tutti, built if missing)")
     ap.add_argument("--build", action="store_true", help="cargo build --release first (else only if missing)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs of every process)")
-    ap.add_argument("--baseline", help="another tutti binary that part 5 sweeps too, side by side with this one")
+    ap.add_argument("--baseline", help="another tutti binary that parts 5 and 6 sweep too, side by side with this one")
     ap.add_argument("--render", action="store_true", help="only rebuild the RESULTS.md section from "
                     "bench/.cache/scale-results.json (after a change to the report's layout)")
     args = ap.parse_args()
     if args.passes < 1 or args.seconds < 2 or args.warmup < 0:
         ap.error("--passes >= 1, --seconds >= 2, --warmup >= 0")
-    if not {x.strip() for x in args.parts.split(",")} <= {"1", "2", "3", "4", "5"}:
-        ap.error("--parts: a comma-separated subset of 1,2,3,4,5")
+    if not {x.strip() for x in args.parts.split(",")} <= {"1", "2", "3", "4", "5", "6"}:
+        ap.error("--parts: a comma-separated subset of 1,2,3,4,5,6")
 
     if args.render:
         saved = json.loads(RESULTS_JSON.read_text())
@@ -1382,8 +1438,9 @@ def main() -> int:
             ap.error(f"{RESULTS_JSON} has no figures for {', '.join(lost)}: rendering would delete them")
         if "header" in saved:
             write_section("scale", render(saved, saved["header"]))
-        if "audio_listening" in saved:
-            write_section("scale-listening", render_listening(saved["audio_listening"], saved["listening_header"]))
+        for key, (section, header_key) in ROOM_SECTIONS.items():
+            if key in saved:
+                write_section(section, render_room(key, saved[key], saved[header_key]))
         return 0
 
     if not args.smoke:
@@ -1396,7 +1453,7 @@ def main() -> int:
             saved = {}
         chosen = {x.strip() for x in args.parts.split(",")}
         planned = {key for key, n in PART_NUMBERS.items() if str(n) in chosen}
-        # Part 5 alone writes a section of its own.
+        # Parts 5 and 6 alone write a section each.
         lost = parts_only_in_results({**saved, **dict.fromkeys(planned)}) if planned else []
         if lost:
             ap.error(f"RESULTS.md shows parts this checkout has no figures for in {RESULTS_JSON} "
