@@ -36,7 +36,7 @@ use crate::model::ingest::IngestSink;
 use super::profiles::{EncoderSettings, Profiles};
 use super::prompts::{self, Prompt};
 use super::topology::{self, Owner, Topology};
-use super::{COLORIMETRY, EventSink, MediaError, MediaEvent, make};
+use super::{EventSink, MediaError, MediaEvent, in_canvas_colours, make};
 use crate::model::codec::VideoCodec;
 use crate::model::composition::CompositionConfig;
 use crate::model::h264::{self, FrameSize};
@@ -1103,9 +1103,7 @@ fn tripped(fuses: &Fuses, name: &str) -> bool {
 
 fn canvas_caps_for(config: &CompositionConfig) -> gst::Caps {
     let v = &config.video;
-    gst::Caps::builder("video/x-raw")
-        .field("format", "I420")
-        .field("colorimetry", COLORIMETRY)
+    in_canvas_colours(gst::Caps::builder("video/x-raw").field("format", "I420"))
         .field("width", v.width as i32)
         .field("height", v.height as i32)
         .field("framerate", gst::Fraction::new(v.fps as i32, 1))
@@ -1126,11 +1124,10 @@ fn scale_to(size: FrameSize, prefix: &str) -> Result<[gst::Element; 2], MediaErr
     let caps = make("capsfilter", &format!("{prefix}-size"))?;
     caps.set_property(
         "caps",
-        gst::Caps::builder("video/x-raw")
+        in_canvas_colours(gst::Caps::builder("video/x-raw"))
             .field("width", size.width as i32)
             .field("height", size.height as i32)
             .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-            .field("colorimetry", COLORIMETRY)
             .build(),
     );
     Ok([scale, caps])

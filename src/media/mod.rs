@@ -66,6 +66,20 @@ use crate::model::ids::{CompositionId, ParticipantId, ViewerId};
 /// instead of 0.1 ms.
 pub const COLORIMETRY: &str = "bt709";
 
+/// The one chroma siting of every picture inside a composition: H.264's
+/// default (chroma sample location 0, left), what decoders report. The
+/// compositor converts every input whose siting differs from its output's,
+/// and without one on the canvas its output had none: each caller's cell
+/// was copied into a new frame-sized buffer on a helper thread, every frame.
+pub const CHROMA_SITE: &str = "mpeg2";
+
+/// `caps` in the composition's one colorimetry and chroma siting.
+pub fn in_canvas_colours(
+    caps: gstreamer::caps::Builder<gstreamer::caps::NoFeature>,
+) -> gstreamer::caps::Builder<gstreamer::caps::NoFeature> {
+    caps.field("colorimetry", COLORIMETRY).field("chroma-site", CHROMA_SITE)
+}
+
 /// What a pipeline reports back to the engine, from GStreamer's threads.
 #[derive(Debug, Clone)]
 pub enum MediaEvent {

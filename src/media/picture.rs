@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::still::{Card, Still, render_card, set_plain_text};
-use super::{COLORIMETRY, MediaError, make};
+use super::{CHROMA_SITE, COLORIMETRY, MediaError, in_canvas_colours, make};
 use crate::model::ids::ParticipantId;
 use crate::model::layout::Fit;
 use crate::model::slate::{initials, slate_colour};
@@ -200,7 +200,7 @@ impl Picture {
                 label.set_property("draw-outline", true);
                 label.set_property("draw-shadow", false);
                 super::part::add_chain(bin, &[&convert, &crop, &scale, &cell, &label])?;
-                assume_colorimetry(&convert.static_pad("sink").expect("videoconvert has a sink pad"));
+                assume_canvas_colours(&convert.static_pad("sink").expect("videoconvert has a sink pad"));
                 decoded.link(&convert)?;
                 let pad = link_to_selector(&label, &selector)?;
                 (Some(Shape { crop, cell }), Some(Label::new(label)), Some(pad))
@@ -372,18 +372,27 @@ fn link_to_selector(upstream: &gst::Element, selector: &gst::Element) -> Result<
 }
 
 /// A stream that says nothing of its colorimetry (no VUI colour
-/// description: most room systems and many encoders) is taken to be in the
-/// canvas's, rather than in GStreamer's guess from its height, which made
-/// every 720p caller's scale to a smaller cell a matrix conversion. One that
-/// says which it is keeps it and is converted once, where it is scaled.
-fn assume_colorimetry(pad: &gst::Pad) {
+/// description: most room systems and many encoders) or of its chroma
+/// siting (VP8's decoder) is taken to be in the canvas's, rather than in
+/// GStreamer's guess from its height, which made every 720p caller's scale
+/// to a smaller cell a matrix conversion. One that says which it is keeps
+/// it and is converted once, where it is scaled.
+fn assume_canvas_colours(pad: &gst::Pad) {
     pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, |_, info| {
         let Some(gst::PadProbeData::Event(event)) = &mut info.data else { return gst::PadProbeReturn::Ok };
         let gst::EventView::Caps(caps_event) = event.view() else { return gst::PadProbeReturn::Ok };
         let caps = caps_event.caps();
-        if caps.structure(0).is_some_and(|s| !s.has_field("colorimetry")) {
+        let Some(structure) = caps.structure(0) else { return gst::PadProbeReturn::Ok };
+        let missing: Vec<_> = [("colorimetry", COLORIMETRY), ("chroma-site", CHROMA_SITE)]
+            .into_iter()
+            .filter(|&(field, _)| !structure.has_field(field))
+            .collect();
+        if !missing.is_empty() {
             let mut caps = caps.to_owned();
-            caps.make_mut().set("colorimetry", COLORIMETRY);
+            let structure = caps.make_mut().structure_mut(0).expect("the caps have the structure just read");
+            for (field, value) in missing {
+                structure.set(field, value);
+            }
             *event = gst::event::Caps::new(&caps);
         }
         gst::PadProbeReturn::Ok
@@ -393,9 +402,7 @@ fn assume_colorimetry(pad: &gst::Pad) {
 /// A caller's picture scaled to its cell: I420 like the canvas, square
 /// pixels so that videoscale keeps the aspect ratio with black bars.
 fn cell_caps(width: u32, height: u32) -> gst::Caps {
-    gst::Caps::builder("video/x-raw")
-        .field("format", "I420")
-        .field("colorimetry", COLORIMETRY)
+    in_canvas_colours(gst::Caps::builder("video/x-raw").field("format", "I420"))
         .field("width", width as i32)
         .field("height", height as i32)
         .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))

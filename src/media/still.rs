@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{COLORIMETRY, MediaError, make};
+use super::{MediaError, in_canvas_colours, make};
 
 /// How long a render may take before it is given up: a decode of a large
 /// PNG takes tens of milliseconds here; a stuck one must not pile up threads.
@@ -160,8 +160,8 @@ fn raw_caps(format: &str, width: u32, height: Option<u32>) -> gst::Caps {
         .field("width", width.max(2) as i32)
         .field("pixel-aspect-ratio", gst::Fraction::new(1, 1));
     if format == "I420" {
-        // As the canvas: a still in another colorimetry is converted on every frame it is shown.
-        caps = caps.field("colorimetry", COLORIMETRY);
+        // As the canvas: a still in other colours is converted on every frame it is shown.
+        caps = in_canvas_colours(caps);
     }
     if let Some(height) = height {
         caps = caps.field("height", height.max(2) as i32);

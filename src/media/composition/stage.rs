@@ -18,7 +18,7 @@ use gstreamer::prelude::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::super::{COLORIMETRY, MediaError, make};
+use super::super::{MediaError, in_canvas_colours, make};
 use crate::model::layout::Rect;
 
 /// The speaker's border colour (ARGB): amber, like a tally light.
@@ -201,9 +201,7 @@ impl Highlight {
 }
 
 fn highlight_caps(width: i32, height: i32, fps: u32) -> gst::Caps {
-    gst::Caps::builder("video/x-raw")
-        .field("format", "I420")
-        .field("colorimetry", COLORIMETRY)
+    in_canvas_colours(gst::Caps::builder("video/x-raw").field("format", "I420"))
         .field("width", width)
         .field("height", height)
         .field("framerate", gst::Fraction::new(fps as i32, 1))
