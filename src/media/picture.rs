@@ -373,7 +373,7 @@ fn link_to_selector(upstream: &gst::Element, selector: &gst::Element) -> Result<
 
 /// A stream that says nothing of its colorimetry (no VUI colour
 /// description: most room systems and many encoders) or of its chroma
-/// siting (VP8's decoder) is taken to be in the canvas's, rather than in
+/// siting is taken to be in the canvas's, rather than in
 /// GStreamer's guess from its height, which made every 720p caller's scale
 /// to a smaller cell a matrix conversion. One that says which it is keeps
 /// it and is converted once, where it is scaled.
